@@ -1,0 +1,327 @@
+//! Attribute maps: OTLP `KeyValue` lists ⇄ Arrow `Map<Utf8, Struct{str,int,double,bool,bytes,json}>`.
+//!
+//! Scalar values keep their type in their own struct field, so a numeric
+//! attribute compares numerically in SQL (`span_attributes['http.status_code'].int >= 500`).
+//! Arrays and key-value lists are stored as OTLP/JSON text in `json`; an empty
+//! `AnyValue` is an entry whose fields are all null.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, MapArray, StringArray, StringBuilder, StructArray,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::DataType;
+use base64::Engine as _;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
+};
+use serde_json::json;
+
+use crate::schema::{attribute_entries_field, attribute_value_fields};
+
+/// Builds one attribute-map column, one map per row.
+#[derive(Debug)]
+pub struct AttributeMapBuilder {
+    offsets: Vec<i32>,
+    entries: i32,
+    keys: StringBuilder,
+    str_values: StringBuilder,
+    int_values: Int64Builder,
+    double_values: Float64Builder,
+    bool_values: BooleanBuilder,
+    bytes_values: BinaryBuilder,
+    json_values: StringBuilder,
+    /// Longest stored string or bytes value; longer ones are truncated.
+    max_value_len: usize,
+    truncated: u64,
+}
+
+impl AttributeMapBuilder {
+    pub fn new(max_value_len: usize) -> Self {
+        Self {
+            offsets: vec![0],
+            entries: 0,
+            keys: StringBuilder::new(),
+            str_values: StringBuilder::new(),
+            int_values: Int64Builder::new(),
+            double_values: Float64Builder::new(),
+            bool_values: BooleanBuilder::new(),
+            bytes_values: BinaryBuilder::new(),
+            json_values: StringBuilder::new(),
+            max_value_len,
+            truncated: 0,
+        }
+    }
+
+    /// Appends one row holding `attributes`.
+    pub fn append(&mut self, attributes: &[KeyValue]) {
+        for kv in attributes {
+            self.keys.append_value(&kv.key);
+            self.entries += 1;
+            self.append_value(kv.value.as_ref().and_then(|v| v.value.as_ref()));
+        }
+        self.offsets.push(self.entries);
+    }
+
+    /// How many values were truncated to the length limit so far.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+    }
+
+    fn append_value(&mut self, value: Option<&Value>) {
+        let (mut s, mut i, mut d, mut b, mut by, mut j) = (None, None, None, None, None, None);
+        let json_text;
+        match value {
+            Some(Value::StringValue(v)) => s = Some(truncate_str(v, self.max_value_len, &mut self.truncated)),
+            Some(Value::IntValue(v)) => i = Some(*v),
+            Some(Value::DoubleValue(v)) => d = Some(*v),
+            Some(Value::BoolValue(v)) => b = Some(*v),
+            Some(Value::BytesValue(v)) => {
+                let keep = if v.len() > self.max_value_len {
+                    self.truncated += 1;
+                    &v[..self.max_value_len]
+                } else {
+                    v
+                };
+                by = Some(keep)
+            }
+            Some(other @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => {
+                json_text = any_value_to_json(other).to_string();
+                j = Some(json_text.as_str());
+            }
+            Some(Value::StringValueStrindex(_)) | None => {}
+        }
+        self.str_values.append_option(s);
+        self.int_values.append_option(i);
+        self.double_values.append_option(d);
+        self.bool_values.append_option(b);
+        self.bytes_values.append_option(by);
+        self.json_values.append_option(j);
+    }
+
+    pub fn finish(&mut self) -> MapArray {
+        let values = StructArray::new(
+            attribute_value_fields(),
+            vec![
+                Arc::new(self.str_values.finish()) as ArrayRef,
+                Arc::new(self.int_values.finish()),
+                Arc::new(self.double_values.finish()),
+                Arc::new(self.bool_values.finish()),
+                Arc::new(self.bytes_values.finish()),
+                Arc::new(self.json_values.finish()),
+            ],
+            None,
+        );
+        let DataType::Struct(entry_fields) = attribute_entries_field().data_type().clone() else {
+            unreachable!("attribute entries are a struct")
+        };
+        let entries = StructArray::new(
+            entry_fields,
+            vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)],
+            None,
+        );
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        self.entries = 0;
+        MapArray::new(
+            attribute_entries_field(),
+            OffsetBuffer::new(offsets.into()),
+            entries,
+            None::<NullBuffer>,
+            false,
+        )
+    }
+}
+
+/// Cuts `value` to at most `max` bytes at a character boundary, counting cuts.
+fn truncate_str<'a>(value: &'a str, max: usize, truncated: &mut u64) -> &'a str {
+    if value.len() <= max {
+        return value;
+    }
+    *truncated += 1;
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Reads the attribute maps of a map column back into OTLP key-values.
+#[derive(Debug)]
+pub struct AttributeMapReader<'a> {
+    map: &'a MapArray,
+    keys: &'a StringArray,
+    str_values: &'a StringArray,
+    int_values: &'a Int64Array,
+    double_values: &'a Float64Array,
+    bool_values: &'a BooleanArray,
+    bytes_values: &'a BinaryArray,
+    json_values: &'a StringArray,
+}
+
+impl<'a> AttributeMapReader<'a> {
+    /// `array` must have the attribute map type.
+    pub fn new(array: &'a dyn Array) -> Result<Self, crate::DecodeError> {
+        let map = downcast::<MapArray>(array, "attribute map")?;
+        let keys = downcast::<StringArray>(map.keys().as_ref(), "attribute key")?;
+        let values = downcast::<StructArray>(map.values().as_ref(), "attribute value")?;
+        let column = |i: usize| values.column(i).as_ref();
+        Ok(Self {
+            map,
+            keys,
+            str_values: downcast(column(0), "str value")?,
+            int_values: downcast(column(1), "int value")?,
+            double_values: downcast(column(2), "double value")?,
+            bool_values: downcast(column(3), "bool value")?,
+            bytes_values: downcast(column(4), "bytes value")?,
+            json_values: downcast(column(5), "json value")?,
+        })
+    }
+
+    /// The attributes of row `row`.
+    pub fn get(&self, row: usize) -> Result<Vec<KeyValue>, crate::DecodeError> {
+        let offsets = self.map.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end)
+            .map(|i| {
+                Ok(KeyValue {
+                    key: self.keys.value(i).to_owned(),
+                    value: Some(AnyValue { value: self.value(i)? }),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    fn value(&self, i: usize) -> Result<Option<Value>, crate::DecodeError> {
+        Ok(if self.str_values.is_valid(i) {
+            Some(Value::StringValue(self.str_values.value(i).to_owned()))
+        } else if self.int_values.is_valid(i) {
+            Some(Value::IntValue(self.int_values.value(i)))
+        } else if self.double_values.is_valid(i) {
+            Some(Value::DoubleValue(self.double_values.value(i)))
+        } else if self.bool_values.is_valid(i) {
+            Some(Value::BoolValue(self.bool_values.value(i)))
+        } else if self.bytes_values.is_valid(i) {
+            Some(Value::BytesValue(self.bytes_values.value(i).to_vec()))
+        } else if self.json_values.is_valid(i) {
+            let text = self.json_values.value(i);
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| crate::DecodeError::Json { what: "attribute value", source: e })?;
+            json_to_any_value(&json).ok_or(crate::DecodeError::Malformed("attribute json value"))?
+        } else {
+            None
+        })
+    }
+}
+
+pub(crate) fn downcast<'a, T: 'static>(
+    array: &'a dyn Array,
+    what: &'static str,
+) -> Result<&'a T, crate::DecodeError> {
+    array.as_any().downcast_ref::<T>().ok_or(crate::DecodeError::Malformed(what))
+}
+
+/// OTLP/JSON of a value (proto3 JSON: 64-bit ints as strings, bytes base64,
+/// non-finite doubles as `"NaN"`, `"Infinity"`, `"-Infinity"`).
+pub fn any_value_to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::StringValue(s) => json!({ "stringValue": s }),
+        Value::BoolValue(b) => json!({ "boolValue": b }),
+        Value::IntValue(i) => json!({ "intValue": i.to_string() }),
+        Value::DoubleValue(d) => json!({ "doubleValue": double_to_json(*d) }),
+        Value::BytesValue(b) => {
+            json!({ "bytesValue": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+        Value::ArrayValue(a) => {
+            let values: Vec<_> = a.values.iter().map(optional_value_to_json).collect();
+            json!({ "arrayValue": { "values": values } })
+        }
+        Value::KvlistValue(kv) => {
+            let values: Vec<_> = kv
+                .values
+                .iter()
+                .map(|kv| {
+                    json!({ "key": kv.key, "value": kv.value.as_ref().map(|v| optional_value_to_json(v)).unwrap_or(json!({})) })
+                })
+                .collect();
+            json!({ "kvlistValue": { "values": values } })
+        }
+        Value::StringValueStrindex(i) => json!({ "stringValueStrindex": i }),
+    }
+}
+
+fn optional_value_to_json(value: &AnyValue) -> serde_json::Value {
+    value.value.as_ref().map(any_value_to_json).unwrap_or(json!({}))
+}
+
+fn double_to_json(d: f64) -> serde_json::Value {
+    if d.is_nan() {
+        json!("NaN")
+    } else if d.is_infinite() {
+        json!(if d > 0.0 { "Infinity" } else { "-Infinity" })
+    } else {
+        json!(d)
+    }
+}
+
+/// Inverse of [`any_value_to_json`]; `None` when the JSON is not an OTLP value.
+/// An empty object is an empty value (`Some(None)`).
+pub fn json_to_any_value(json: &serde_json::Value) -> Option<Option<Value>> {
+    let object = json.as_object()?;
+    let Some((key, inner)) = object.iter().next() else {
+        return Some(None);
+    };
+    let value = match key.as_str() {
+        "stringValue" => Value::StringValue(inner.as_str()?.to_owned()),
+        "boolValue" => Value::BoolValue(inner.as_bool()?),
+        "intValue" => Value::IntValue(match inner {
+            serde_json::Value::String(s) => s.parse().ok()?,
+            other => other.as_i64()?,
+        }),
+        "doubleValue" => Value::DoubleValue(match inner {
+            serde_json::Value::String(s) => match s.as_str() {
+                "NaN" => f64::NAN,
+                "Infinity" => f64::INFINITY,
+                "-Infinity" => f64::NEG_INFINITY,
+                other => other.parse().ok()?,
+            },
+            other => other.as_f64()?,
+        }),
+        "bytesValue" => {
+            Value::BytesValue(base64::engine::general_purpose::STANDARD.decode(inner.as_str()?).ok()?)
+        }
+        "arrayValue" => {
+            let values = match inner.get("values") {
+                Some(values) => values
+                    .as_array()?
+                    .iter()
+                    .map(|v| json_to_any_value(v).map(|value| AnyValue { value }))
+                    .collect::<Option<Vec<_>>>()?,
+                None => Vec::new(),
+            };
+            Value::ArrayValue(ArrayValue { values })
+        }
+        "kvlistValue" => {
+            let values = match inner.get("values") {
+                Some(values) => values
+                    .as_array()?
+                    .iter()
+                    .map(|kv| {
+                        Some(KeyValue {
+                            key: kv.get("key")?.as_str()?.to_owned(),
+                            value: Some(AnyValue { value: json_to_any_value(kv.get("value")?)? }),
+                            ..Default::default()
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+                None => Vec::new(),
+            };
+            Value::KvlistValue(KeyValueList { values })
+        }
+        "stringValueStrindex" => Value::StringValueStrindex(i32::try_from(inner.as_i64()?).ok()?),
+        _ => return None,
+    };
+    Some(Some(value))
+}

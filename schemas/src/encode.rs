@@ -1,0 +1,414 @@
+//! OTLP → Arrow: appends the spans of export requests to a [`SpanBatchBuilder`]
+//! and finishes a `RecordBatch` with the [`span_schema`](crate::span_schema).
+//!
+//! Invariants checked here (a span that breaks one is rejected, the rest of
+//! its request is kept): trace id is 16 bytes and not all zero, span id is 8
+//! bytes and not all zero, parent span id is empty or 8 bytes, times fit a
+//! signed 64-bit nanosecond timestamp.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder,
+    StructArray, TimestampNanosecondBuilder, UInt32Builder,
+};
+use arrow::buffer::OffsetBuffer;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+
+use crate::attributes::AttributeMapBuilder;
+use crate::schema::{
+    KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field,
+    link_fields, link_item_field, span_schema,
+};
+
+/// Why one span was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpan {
+    #[error("trace id must be 16 bytes, got {len}")]
+    TraceIdLength { len: usize },
+    #[error("trace id is all zeros")]
+    TraceIdZero,
+    #[error("span id must be 8 bytes, got {len}")]
+    SpanIdLength { len: usize },
+    #[error("span id is all zeros")]
+    SpanIdZero,
+    #[error("parent span id must be empty or 8 bytes, got {len}")]
+    ParentSpanIdLength { len: usize },
+    #[error("link {index}: trace id must be 16 bytes and span id 8 bytes")]
+    LinkIds { index: usize },
+    #[error("{field} {value} is beyond the year 2262 (not a valid nanosecond timestamp)")]
+    TimeOutOfRange { field: &'static str, value: u64 },
+}
+
+/// Checks the invariants a span must meet to be stored.
+pub fn validate_span(span: &Span) -> Result<(), InvalidSpan> {
+    if span.trace_id.len() != TRACE_ID_LEN as usize {
+        return Err(InvalidSpan::TraceIdLength { len: span.trace_id.len() });
+    }
+    if span.trace_id.iter().all(|b| *b == 0) {
+        return Err(InvalidSpan::TraceIdZero);
+    }
+    if span.span_id.len() != SPAN_ID_LEN as usize {
+        return Err(InvalidSpan::SpanIdLength { len: span.span_id.len() });
+    }
+    if span.span_id.iter().all(|b| *b == 0) {
+        return Err(InvalidSpan::SpanIdZero);
+    }
+    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != SPAN_ID_LEN as usize {
+        return Err(InvalidSpan::ParentSpanIdLength { len: span.parent_span_id.len() });
+    }
+    for (field, value) in [
+        ("start_time_unix_nano", span.start_time_unix_nano),
+        ("end_time_unix_nano", span.end_time_unix_nano),
+    ] {
+        if value > i64::MAX as u64 {
+            return Err(InvalidSpan::TimeOutOfRange { field, value });
+        }
+    }
+    for (index, link) in span.links.iter().enumerate() {
+        if link.trace_id.len() != TRACE_ID_LEN as usize || link.span_id.len() != SPAN_ID_LEN as usize
+        {
+            return Err(InvalidSpan::LinkIds { index });
+        }
+    }
+    for event in &span.events {
+        if event.time_unix_nano > i64::MAX as u64 {
+            return Err(InvalidSpan::TimeOutOfRange {
+                field: "event time_unix_nano",
+                value: event.time_unix_nano,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What happened to the spans of the requests appended so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendReport {
+    pub accepted: u64,
+    pub rejected: u64,
+    /// The first rejection reason, for the partial-success message.
+    pub first_error: Option<String>,
+}
+
+/// Accumulates spans as Arrow columns.
+#[derive(Debug)]
+pub struct SpanBatchBuilder {
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    parent_span_id: FixedSizeBinaryBuilder,
+    trace_state: StringBuilder,
+    flags: UInt32Builder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    start_time: TimestampNanosecondBuilder,
+    end_time: TimestampNanosecondBuilder,
+    duration: Int64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    service_name: StringBuilder,
+    resource_attributes: AttributeMapBuilder,
+    resource_dropped: UInt32Builder,
+    resource_schema_url: StringBuilder,
+    resource_entity_refs: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attributes: AttributeMapBuilder,
+    scope_dropped: UInt32Builder,
+    scope_schema_url: StringBuilder,
+    span_attributes: AttributeMapBuilder,
+    dropped_attributes: UInt32Builder,
+    events: EventsBuilder,
+    dropped_events: UInt32Builder,
+    links: LinksBuilder,
+    dropped_links: UInt32Builder,
+    rows: usize,
+}
+
+impl Default for SpanBatchBuilder {
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl SpanBatchBuilder {
+    /// `max_attribute_value_len`: string and bytes attribute values longer
+    /// than this many bytes are truncated (and counted).
+    pub fn new(max_attribute_value_len: usize) -> Self {
+        let map = || AttributeMapBuilder::new(max_attribute_value_len);
+        Self {
+            trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
+            span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
+            parent_span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
+            trace_state: StringBuilder::new(),
+            flags: UInt32Builder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            start_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            end_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            duration: Int64Builder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            resource_attributes: map(),
+            resource_dropped: UInt32Builder::new(),
+            resource_schema_url: StringBuilder::new(),
+            resource_entity_refs: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attributes: map(),
+            scope_dropped: UInt32Builder::new(),
+            scope_schema_url: StringBuilder::new(),
+            span_attributes: map(),
+            dropped_attributes: UInt32Builder::new(),
+            events: EventsBuilder::new(max_attribute_value_len),
+            dropped_events: UInt32Builder::new(),
+            links: LinksBuilder::new(max_attribute_value_len),
+            dropped_links: UInt32Builder::new(),
+            rows: 0,
+        }
+    }
+
+    /// Rows appended since the last finish.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Attribute values truncated so far (all maps).
+    pub fn truncated_values(&self) -> u64 {
+        self.resource_attributes.truncated()
+            + self.scope_attributes.truncated()
+            + self.span_attributes.truncated()
+            + self.events.attributes.truncated()
+            + self.links.attributes.truncated()
+    }
+
+    /// Appends every valid span of `resource_spans`; invalid spans are counted
+    /// in the report and skipped.
+    pub fn append_resource_spans(&mut self, resource_spans: &[ResourceSpans], report: &mut AppendReport) {
+        let empty_resource = Resource::default();
+        let empty_scope = InstrumentationScope::default();
+        for rs in resource_spans {
+            let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
+            let service = service_name(resource);
+            let entity_refs = (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource));
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
+                for span in &ss.spans {
+                    if let Err(e) = validate_span(span) {
+                        report.rejected += 1;
+                        report.first_error.get_or_insert_with(|| {
+                            format!("span {}: {e}", hex::encode(&span.span_id))
+                        });
+                        continue;
+                    }
+                    report.accepted += 1;
+                    self.append_span(span);
+                    self.service_name.append_option(service);
+                    self.resource_attributes.append(&resource.attributes);
+                    self.resource_dropped.append_value(resource.dropped_attributes_count);
+                    self.resource_schema_url.append_option(non_empty(&rs.schema_url));
+                    self.resource_entity_refs.append_option(entity_refs.as_deref());
+                    self.scope_name.append_option(non_empty(&scope.name));
+                    self.scope_version.append_option(non_empty(&scope.version));
+                    self.scope_attributes.append(&scope.attributes);
+                    self.scope_dropped.append_value(scope.dropped_attributes_count);
+                    self.scope_schema_url.append_option(non_empty(&ss.schema_url));
+                }
+            }
+        }
+    }
+
+    /// Appends the span's own columns (the caller adds resource and scope).
+    fn append_span(&mut self, span: &Span) {
+        self.rows += 1;
+        append_fixed(&mut self.trace_id, &span.trace_id);
+        append_fixed(&mut self.span_id, &span.span_id);
+        if span.parent_span_id.is_empty() {
+            self.parent_span_id.append_null();
+        } else {
+            append_fixed(&mut self.parent_span_id, &span.parent_span_id);
+        }
+        self.trace_state.append_option(non_empty(&span.trace_state));
+        self.flags.append_value(span.flags);
+        self.name.append_value(&span.name);
+        self.kind.append_value(enum_name(&KIND_NAMES, span.kind));
+        let (start, end) = (span.start_time_unix_nano as i64, span.end_time_unix_nano as i64);
+        self.start_time.append_value(start);
+        self.end_time.append_value(end);
+        self.duration.append_value(end.saturating_sub(start));
+        let status = span.status.clone().unwrap_or_default();
+        self.status_code.append_value(enum_name(&STATUS_NAMES, status.code));
+        self.status_message.append_option(non_empty(&status.message));
+        self.span_attributes.append(&span.attributes);
+        self.dropped_attributes.append_value(span.dropped_attributes_count);
+        self.events.append(span);
+        self.dropped_events.append_value(span.dropped_events_count);
+        self.links.append(span);
+        self.dropped_links.append_value(span.dropped_links_count);
+    }
+
+    /// Finishes the rows appended so far into a batch and resets the builder.
+    pub fn finish(&mut self) -> RecordBatch {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.resource_dropped.finish()),
+            Arc::new(self.resource_schema_url.finish()),
+            Arc::new(self.resource_entity_refs.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.scope_attributes.finish()),
+            Arc::new(self.scope_dropped.finish()),
+            Arc::new(self.scope_schema_url.finish()),
+            Arc::new(self.span_attributes.finish()),
+            Arc::new(self.dropped_attributes.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.dropped_events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.dropped_links.finish()),
+        ];
+        RecordBatch::try_new(span_schema(), columns).expect("builder columns match the span schema")
+    }
+}
+
+fn append_fixed(builder: &mut FixedSizeBinaryBuilder, value: &[u8]) {
+    builder.append_value(value).expect("length checked by validate_span");
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The resource's `service.name` string attribute, if any.
+pub fn service_name(resource: &Resource) -> Option<&str> {
+    resource.attributes.iter().find(|kv| kv.key == "service.name").and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn entity_refs_json(resource: &Resource) -> String {
+    serde_json::to_string(&resource.entity_refs).expect("entity refs serialize")
+}
+
+#[derive(Debug)]
+struct EventsBuilder {
+    offsets: Vec<i32>,
+    time: TimestampNanosecondBuilder,
+    name: StringBuilder,
+    attributes: AttributeMapBuilder,
+    dropped: UInt32Builder,
+}
+
+impl EventsBuilder {
+    fn new(max_value_len: usize) -> Self {
+        Self {
+            offsets: vec![0],
+            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            name: StringBuilder::new(),
+            attributes: AttributeMapBuilder::new(max_value_len),
+            dropped: UInt32Builder::new(),
+        }
+    }
+
+    fn append(&mut self, span: &Span) {
+        for event in &span.events {
+            self.time.append_value(event.time_unix_nano as i64);
+            self.name.append_value(&event.name);
+            self.attributes.append(&event.attributes);
+            self.dropped.append_value(event.dropped_attributes_count);
+        }
+        self.offsets.push(self.offsets.last().unwrap() + span.events.len() as i32);
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let values = StructArray::new(
+            event_fields(),
+            vec![
+                Arc::new(self.time.finish()) as ArrayRef,
+                Arc::new(self.name.finish()),
+                Arc::new(self.attributes.finish()),
+                Arc::new(self.dropped.finish()),
+            ],
+            None,
+        );
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        ListArray::new(event_item_field(), OffsetBuffer::new(offsets.into()), Arc::new(values), None)
+    }
+}
+
+#[derive(Debug)]
+struct LinksBuilder {
+    offsets: Vec<i32>,
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    trace_state: StringBuilder,
+    attributes: AttributeMapBuilder,
+    dropped: UInt32Builder,
+    flags: UInt32Builder,
+}
+
+impl LinksBuilder {
+    fn new(max_value_len: usize) -> Self {
+        Self {
+            offsets: vec![0],
+            trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
+            span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
+            trace_state: StringBuilder::new(),
+            attributes: AttributeMapBuilder::new(max_value_len),
+            dropped: UInt32Builder::new(),
+            flags: UInt32Builder::new(),
+        }
+    }
+
+    fn append(&mut self, span: &Span) {
+        for link in &span.links {
+            append_fixed(&mut self.trace_id, &link.trace_id);
+            append_fixed(&mut self.span_id, &link.span_id);
+            self.trace_state.append_option(non_empty(&link.trace_state));
+            self.attributes.append(&link.attributes);
+            self.dropped.append_value(link.dropped_attributes_count);
+            self.flags.append_value(link.flags);
+        }
+        self.offsets.push(self.offsets.last().unwrap() + span.links.len() as i32);
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let values = StructArray::new(
+            link_fields(),
+            vec![
+                Arc::new(self.trace_id.finish()) as ArrayRef,
+                Arc::new(self.span_id.finish()),
+                Arc::new(self.trace_state.finish()),
+                Arc::new(self.attributes.finish()),
+                Arc::new(self.dropped.finish()),
+                Arc::new(self.flags.finish()),
+            ],
+            None,
+        );
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        ListArray::new(link_item_field(), OffsetBuffer::new(offsets.into()), Arc::new(values), None)
+    }
+}

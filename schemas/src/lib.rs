@@ -1,0 +1,54 @@
+//! # spanlake-schemas
+//!
+//! The data contracts shared by every Spanlake role; no network servers here.
+//!
+//! ```text
+//!  ExportTraceServiceRequest ──encode──▶ RecordBatch (span_schema) ──block──▶ Parquet bytes
+//!            ▲                                                                   │
+//!            └────────decode (ResourceSpans grouped by resource, scope)◀─────────┘
+//!
+//!  storage: <root>/v1/<tenant>/blocks/<block id>.parquet   the data, written first
+//!           <root>/v1/<tenant>/commits/<commit id>.json    makes blocks visible / retires them
+//! ```
+//!
+//! - [`schema`]: the flat span schema, one row per span (a public contract).
+//! - [`encode`] / [`decode`]: OTLP ⇄ Arrow; every OTLP field survives the round trip.
+//! - [`block`]: block ids, metadata, sorting and Parquet encoding.
+//! - [`storage`]: the object-store layout, durable puts and the commit log.
+//! - [`tenant`]: validated tenant ids, so a tenant can never escape its prefix.
+//!
+//! Invariants: a block becomes visible only through a commit record written
+//! after its Parquet file is durable; ids of blocks and commits sort by
+//! creation time; a commit record both adds and retires blocks atomically.
+
+pub mod attributes;
+pub mod block;
+pub mod decode;
+pub mod encode;
+pub mod schema;
+pub mod storage;
+pub mod tenant;
+
+pub use block::{BlockId, BlockMeta};
+pub use encode::{AppendReport, InvalidSpan, SpanBatchBuilder};
+pub use schema::span_schema;
+pub use storage::Storage;
+pub use tenant::TenantId;
+
+/// A stored batch that does not match the span schema.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("span batch has no column {0}")]
+    MissingColumn(&'static str),
+    #[error("span batch column {0} has an unexpected type or shape")]
+    Malformed(&'static str),
+    #[error("invalid json in {what}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[cfg(test)]
+mod roundtrip_tests;

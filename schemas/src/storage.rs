@@ -1,0 +1,210 @@
+//! The object-store layout and the commit log.
+//!
+//! ```text
+//! <root>/v1/<tenant>/blocks/<block id>.parquet    block data; invisible until committed
+//! <root>/v1/<tenant>/commits/<commit id>.json     a CommitRecord: blocks added / removed
+//! ```
+//!
+//! A block is visible once a commit adds it and no commit removes it. The
+//! Parquet file is durable before its commit record is written, and a commit
+//! record is one atomic put, so a reader never sees a partial block, and a
+//! compaction (add merged, remove sources) is atomic from a reader's view.
+//! Commit ids sort by creation time, so a reader lists only what is new.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::block::{BlockId, BlockMeta};
+use crate::tenant::TenantId;
+
+/// Storage failures, named by the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object store request failed for {path}")]
+    ObjectStore {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("fsync of {path} failed")]
+    Sync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("commit record {path} is not valid")]
+    InvalidCommit {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One entry of the commit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    pub id: BlockId,
+    #[serde(default)]
+    pub added: Vec<BlockMeta>,
+    #[serde(default)]
+    pub removed: Vec<BlockId>,
+}
+
+/// The object store plus what Spanlake needs on top of it: the layout,
+/// durable puts (fsync on local disk) and the commit log.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// Set when `store` is a local file system rooted here: puts are then
+    /// followed by fsync of the file and its directories.
+    local_root: Option<PathBuf>,
+}
+
+impl Storage {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, local_root: None }
+    }
+
+    /// A store on the local file system rooted at `root`, whose puts are fsynced.
+    pub fn local(store: Arc<dyn ObjectStore>, root: PathBuf) -> Self {
+        Self { store, local_root: Some(root) }
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn tenant_prefix(tenant: &TenantId) -> Path {
+        Path::from_iter(["v1", tenant.as_str()])
+    }
+
+    pub fn block_path(tenant: &TenantId, block: &BlockId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "blocks", &format!("{block}.parquet")])
+    }
+
+    pub fn commits_prefix(tenant: &TenantId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "commits"])
+    }
+
+    fn commit_path(tenant: &TenantId, commit: &BlockId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "commits", &format!("{commit}.json")])
+    }
+
+    /// Puts `bytes` at `path` and returns once they are durable: on local disk
+    /// the file and every directory up to the root are fsynced.
+    pub async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: path.to_string(), source })?;
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            let relative = path.to_string();
+            tokio::task::spawn_blocking(move || fsync_path(&root, &relative))
+                .await
+                .expect("fsync task panicked")?;
+        }
+        Ok(())
+    }
+
+    /// Uploads a block's Parquet file durably (not yet visible).
+    pub async fn put_block(&self, tenant: &TenantId, meta: &BlockMeta, parquet: Bytes) -> Result<()> {
+        self.put_durable(&Self::block_path(tenant, &meta.id), parquet).await
+    }
+
+    /// Writes a commit record durably: from now on its blocks are visible
+    /// and its removals retired.
+    pub async fn commit(&self, tenant: &TenantId, record: &CommitRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(record).expect("commit records serialize");
+        self.put_durable(&Self::commit_path(tenant, &record.id), bytes.into()).await
+    }
+
+    /// Commit ids of `tenant` at or after `from` (a [`BlockId::lower_bound`]
+    /// or an id), in id order. With `from = None`, the whole log.
+    pub async fn list_commits(&self, tenant: &TenantId, from: Option<&str>) -> Result<Vec<Path>> {
+        let prefix = Self::commits_prefix(tenant);
+        let stream = match from {
+            Some(from) => {
+                let offset = Path::from_iter(["v1", tenant.as_str(), "commits", from]);
+                self.store.list_with_offset(Some(&prefix), &offset)
+            }
+            None => self.store.list(Some(&prefix)),
+        };
+        let mut paths: Vec<Path> = stream
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: prefix.to_string(), source })?;
+        paths.retain(|p| p.extension() == Some("json"));
+        paths.sort();
+        Ok(paths)
+    }
+
+    pub async fn read_commit(&self, path: &Path) -> Result<CommitRecord> {
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: path.to_string(), source })?
+            .bytes()
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: path.to_string(), source })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|source| StorageError::InvalidCommit { path: path.to_string(), source })
+    }
+
+    /// Tenants that have stored anything.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantId>> {
+        let prefix = Path::from("v1");
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: prefix.to_string(), source })?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|t| TenantId::new(t).ok()))
+            .collect())
+    }
+}
+
+/// The id from which an incremental listing must restart so that commits
+/// created up to `lookback` before the newest one seen are not missed (their
+/// writers' clocks or uploads may lag).
+pub fn relist_from(newest_seen: &BlockId, lookback: Duration) -> String {
+    let nanos = newest_seen.created_unix_nanos();
+    let time = SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(nanos.saturating_sub(lookback.as_nanos()) as u64);
+    BlockId::lower_bound(time)
+}
+
+/// fsyncs `root/relative` and each directory from its parent up to `root`,
+/// so that the file's data and its directory entries survive a power cut.
+fn fsync_path(root: &std::path::Path, relative: &str) -> Result<()> {
+    let sync = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| StorageError::Sync { path: p.display().to_string(), source })
+    };
+    let file = root.join(relative);
+    sync(&file)?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        sync(d)?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
