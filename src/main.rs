@@ -1,1 +1,40 @@
-fn main() {}
+use clap::Parser;
+use spanlake::config::{Cli, Command, LogFormat, Role, ServerArgs};
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(server: &ServerArgs) {
+    let filter = EnvFilter::try_new(&server.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match server.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(server: ServerArgs, role: Role) -> anyhow::Result<()> {
+    init_logs(&server);
+    let spanlake = spanlake::Spanlake::start(&server, role).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: flushing buffered spans");
+    spanlake.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.server, Role::All).await,
+        Some(Command::Run { role, server }) => serve(server, role).await,
+        Some(Command::Loadgen(args)) => spanlake::loadgen::run(args).await,
+    }
+}

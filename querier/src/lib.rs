@@ -1,1 +1,82 @@
-//! placeholder
+//! # spanlake-querier
+//!
+//! Answers queries over the blocks in object storage.
+//!
+//! ```text
+//!  commit log ──(incremental refresh, or commits from the local ingester)──▶ Catalog
+//!                                                                            │ live blocks per tenant
+//!  HTTP :3200  GET /api/traces/<id>, /api/v2/traces/<id>  ─▶ trace_by_id ────┘
+//!                   prune: catalog trace-id range → row-group stats → bloom filter → row filter
+//! ```
+//!
+//! Invariants: a tenant only ever reads blocks under its own prefix; a span
+//! present in several blocks is answered once.
+
+mod catalog;
+mod error;
+mod http;
+pub mod tempo_json;
+mod trace_by_id;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spanlake_schemas::Storage;
+
+pub use catalog::Catalog;
+pub use error::QueryError;
+pub use trace_by_id::parse_trace_id;
+
+/// Querier configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Take the tenant from `X-Scope-OrgID` (else everything is `single-tenant`).
+    pub multi_tenant: bool,
+    /// How often the catalog lists new commits (other processes' blocks).
+    pub refresh_interval: Duration,
+    /// How far back a refresh relists, to tolerate writers' clock skew.
+    pub commit_lookback: Duration,
+    /// Largest trace answered in full (v1: 422 beyond it; v2: partial).
+    pub max_trace_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            multi_tenant: false,
+            refresh_interval: Duration::from_secs(5),
+            commit_lookback: Duration::from_secs(120),
+            max_trace_bytes: 50 << 20,
+        }
+    }
+}
+
+/// A querier: catalog plus HTTP API.
+#[derive(Debug)]
+pub struct Querier {
+    config: Config,
+    storage: Storage,
+    catalog: Arc<Catalog>,
+}
+
+impl Querier {
+    pub fn new(config: Config, storage: Storage) -> Arc<Self> {
+        let catalog = Catalog::new(storage.clone(), config.commit_lookback);
+        Arc::new(Self { config, storage, catalog })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Loads the catalog once, then keeps refreshing it in the background.
+    pub async fn start_refresh(&self) -> Result<tokio::task::JoinHandle<()>, spanlake_schemas::storage::StorageError> {
+        self.catalog.refresh().await?;
+        Ok(self.catalog.spawn_refresh(self.config.refresh_interval))
+    }
+
+    /// The HTTP API routes.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(Arc::clone(self))
+    }
+}

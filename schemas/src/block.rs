@@ -39,6 +39,11 @@ impl BlockId {
         format!("{nanos:020}-")
     }
 
+    /// The smallest id at or after a [`BlockId::lower_bound`] string.
+    pub fn from_lower_bound(bound: &str) -> Self {
+        Self(format!("{bound}{}", "0".repeat(16)))
+    }
+
     /// Creation time in Unix nanoseconds.
     pub fn created_unix_nanos(&self) -> u128 {
         self.0[..20].parse().expect("validated on construction")

@@ -1,0 +1,127 @@
+//! Trace by id: every block that may hold the trace (by the catalog's trace-id
+//! range), then inside each block only the row groups whose statistics and
+//! bloom filter admit the id, then only the rows that match. Spans found in
+//! several blocks (client retries, not yet compacted) are returned once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray, FixedSizeBinaryArray, RecordBatch, Scalar};
+use futures::TryStreamExt;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use spanlake_schemas::decode::ResourceSpansCollector;
+use spanlake_schemas::reader::ObjectReader;
+use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
+use spanlake_schemas::{BlockMeta, Storage, TenantId};
+
+use crate::catalog::Catalog;
+use crate::error::{QueryError, Result};
+
+/// A trace id from a URL: hex, case-insensitive, up to 32 digits, left-padded
+/// to 16 bytes (so `abc` is `00…0abc`, as in Tempo).
+pub fn parse_trace_id(hex_id: &str) -> Result<[u8; 16]> {
+    let invalid = |reason: &str| QueryError::InvalidTraceId { id: hex_id.to_owned(), reason: reason.to_owned() };
+    if hex_id.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if hex_id.len() > 32 {
+        return Err(invalid("it is longer than 32 hex digits"));
+    }
+    if !hex_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("it is not hexadecimal"));
+    }
+    let padded = format!("{hex_id:0>32}");
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(padded, &mut id).map_err(|_| invalid("it is not hexadecimal"))?;
+    Ok(id)
+}
+
+/// What a lookup read, for the response metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LookupStats {
+    pub(crate) blocks_considered: u64,
+    pub(crate) row_groups_read: u64,
+    pub(crate) inspected_bytes: u64,
+}
+
+/// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]` (Unix ns).
+pub(crate) async fn find_trace(
+    catalog: &Catalog,
+    storage: &Storage,
+    tenant: &TenantId,
+    trace_id: [u8; 16],
+    range: (i64, i64),
+) -> Result<(Vec<ResourceSpans>, LookupStats)> {
+    let blocks = catalog.blocks(tenant, |m| m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1));
+    let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
+    let reads = blocks.iter().map(|meta| read_trace_rows(storage, tenant, meta, trace_id));
+    let results = futures::future::try_join_all(reads).await?;
+    let mut collector = ResourceSpansCollector::default();
+    let mut seen = HashSet::new();
+    for (batches, row_groups, bytes) in results {
+        stats.row_groups_read += row_groups;
+        stats.inspected_bytes += bytes;
+        for batch in batches {
+            let span_ids = batch.column_by_name(SPAN_ID).expect("span_id").as_fixed_size_binary();
+            let kinds = batch.column_by_name(KIND).expect("kind").as_string::<i32>();
+            collector.add_batch(&batch, |row| seen.insert((span_ids.value(row).to_vec(), kinds.value(row).to_owned())))?;
+        }
+    }
+    Ok((collector.finish(), stats))
+}
+
+/// The rows of one block with `trace_id`, and how many row groups and bytes were read.
+async fn read_trace_rows(
+    storage: &Storage,
+    tenant: &TenantId,
+    meta: &BlockMeta,
+    trace_id: [u8; 16],
+) -> Result<(Vec<RecordBatch>, u64, u64)> {
+    let reader = ObjectReader::block(storage, tenant, meta);
+    let block_error = |source| QueryError::ReadBlock { block_id: meta.id.to_string(), source };
+    let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(block_error)?;
+    let trace_column = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.name() == TRACE_ID)
+        .ok_or(QueryError::Internal("block has no trace_id column"))?;
+    let mut row_groups = Vec::new();
+    let mut bytes = 0;
+    let metadata = Arc::clone(builder.metadata());
+    for (index, rg) in metadata.row_groups().iter().enumerate() {
+        let stats = rg.column(trace_column).statistics();
+        let in_range = match stats.and_then(|s| Some((s.min_bytes_opt()?, s.max_bytes_opt()?))) {
+            Some((min, max)) => min <= &trace_id[..] && &trace_id[..] <= max,
+            None => true,
+        };
+        if !in_range {
+            continue;
+        }
+        let bloom = builder.get_row_group_column_bloom_filter(index, trace_column).await.map_err(block_error)?;
+        if bloom.is_some_and(|b| !b.check(&trace_id[..])) {
+            continue;
+        }
+        bytes += rg.compressed_size() as u64;
+        row_groups.push(index);
+    }
+    if row_groups.is_empty() {
+        return Ok((Vec::new(), 0, 0));
+    }
+    let wanted = Scalar::new(FixedSizeBinaryArray::try_from_iter(std::iter::once(trace_id)).expect("16 bytes"));
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [trace_column]);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| -> arrow::error::Result<BooleanArray> {
+        arrow::compute::kernels::cmp::eq(batch.column(0), &wanted)
+    });
+    let read = row_groups.len() as u64;
+    let stream = builder
+        .with_row_groups(row_groups)
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+        .build()
+        .map_err(block_error)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(block_error)?;
+    Ok((batches.into_iter().filter(|b| b.num_rows() > 0).collect(), read, bytes))
+}
+

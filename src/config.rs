@@ -1,0 +1,187 @@
+//! Command-line flags (each with a `SPANLAKE_…` env var and a default) and
+//! their translation into the role crates' plain config structs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::storage::StorageArgs;
+use crate::units::{parse_duration, parse_size};
+
+/// Spanlake: a distributed tracing backend. OTLP in, Parquet on object storage,
+/// Grafana's Tempo API out. With no command, runs every role in one process on ./data.
+#[derive(Debug, Parser)]
+#[command(name = "spanlake", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one role (or all) as a server
+    Run {
+        /// Which role to run
+        #[arg(value_enum, default_value = "all")]
+        role: Role,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Send generated traces to an OTLP endpoint
+    Loadgen(crate::loadgen::LoadgenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    All,
+    Ingester,
+    Querier,
+    Compactor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything a server process is configured with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// OTLP/gRPC listen address
+    #[arg(long, env = "SPANLAKE_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address
+    #[arg(long, env = "SPANLAKE_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
+    pub otlp_http_addr: SocketAddr,
+    /// Query API listen address (Tempo API, /metrics)
+    #[arg(long, env = "SPANLAKE_HTTP_ADDR", default_value = "0.0.0.0:3200")]
+    pub http_addr: SocketAddr,
+    /// Take the tenant from the X-Scope-OrgID header (otherwise everything is "single-tenant")
+    #[arg(long, env = "SPANLAKE_MULTI_TENANT")]
+    pub multi_tenant: bool,
+    /// Longest time an accepted span waits before its block is written
+    #[arg(long, env = "SPANLAKE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// A tenant buffer of this size is flushed at once
+    #[arg(long, env = "SPANLAKE_FLUSH_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub flush_size: usize,
+    /// Most memory buffered for one tenant; beyond it requests get 429 / RESOURCE_EXHAUSTED
+    #[arg(long, env = "SPANLAKE_MAX_TENANT_BUFFER", default_value = "256MiB", value_parser = parse_size)]
+    pub max_tenant_buffer: usize,
+    /// Most memory buffered in total; beyond it requests get 429 / RESOURCE_EXHAUSTED
+    #[arg(long, env = "SPANLAKE_MAX_BUFFER", default_value = "1GiB", value_parser = parse_size)]
+    pub max_buffer: usize,
+    /// How long a failing block upload is retried before its requests get 503 / UNAVAILABLE
+    #[arg(long, env = "SPANLAKE_FLUSH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub flush_timeout: Duration,
+    /// Largest OTLP request body, checked before and after decompression
+    #[arg(long, env = "SPANLAKE_MAX_REQUEST_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_request_size: usize,
+    /// Most spans in one OTLP request
+    #[arg(long, env = "SPANLAKE_MAX_SPANS_PER_REQUEST", default_value = "100000")]
+    pub max_spans_per_request: usize,
+    /// Longer string/bytes attribute values are truncated (and reported in partial success)
+    #[arg(long, env = "SPANLAKE_MAX_ATTRIBUTE_VALUE_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_attribute_value_size: usize,
+    /// How often a querier lists new blocks written by other processes
+    #[arg(long, env = "SPANLAKE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+    /// Largest trace returned in full by trace-by-id (v1 answers 422, v2 a partial trace)
+    #[arg(long, env = "SPANLAKE_MAX_TRACE_SIZE", default_value = "50MiB", value_parser = parse_size)]
+    pub max_trace_size: usize,
+    /// Log format
+    #[arg(long, env = "SPANLAKE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (RUST_LOG syntax), e.g. info or spanlake_ingester=debug
+    #[arg(long, env = "SPANLAKE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServerArgs {
+    /// Defaults for tests: ports 0 (OS-assigned) on loopback, data in `storage`.
+    pub fn for_tests(storage: StorageArgs) -> Self {
+        let mut args = Cli::parse_from(["spanlake"]).server;
+        args.storage = storage;
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+        args.otlp_grpc_addr = loopback;
+        args.otlp_http_addr = loopback;
+        args.http_addr = loopback;
+        args
+    }
+
+    pub fn ingester_config(&self) -> spanlake_ingester::Config {
+        spanlake_ingester::Config {
+            grpc_addr: self.otlp_grpc_addr,
+            http_addr: self.otlp_http_addr,
+            multi_tenant: self.multi_tenant,
+            limits: spanlake_ingester::Limits {
+                max_request_bytes: self.max_request_size,
+                max_spans_per_request: self.max_spans_per_request,
+                max_attribute_value_bytes: self.max_attribute_value_size,
+            },
+            buffer: spanlake_ingester::BufferConfig {
+                flush_interval: self.flush_interval,
+                flush_bytes: self.flush_size,
+                max_tenant_bytes: self.max_tenant_buffer,
+                max_total_bytes: self.max_buffer,
+                flush_timeout: self.flush_timeout,
+            },
+        }
+    }
+
+    pub fn querier_config(&self) -> spanlake_querier::Config {
+        spanlake_querier::Config {
+            multi_tenant: self.multi_tenant,
+            refresh_interval: self.refresh_interval,
+            max_trace_bytes: self.max_trace_size,
+            ..spanlake_querier::Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let cli = Cli::parse_from(["spanlake"]);
+        assert!(cli.command.is_none());
+        let s = cli.server;
+        assert_eq!(s.storage.url, "./data");
+        assert_eq!(s.otlp_grpc_addr.port(), 4317);
+        assert_eq!(s.otlp_http_addr.port(), 4318);
+        assert_eq!(s.http_addr.port(), 3200);
+        assert_eq!(s.flush_interval, Duration::from_secs(1));
+        assert_eq!(s.max_request_size, 16 << 20);
+    }
+
+    #[test]
+    fn run_role_takes_flags() {
+        let cli = Cli::parse_from(["spanlake", "run", "ingester", "--flush-interval", "250ms", "--storage", "memory://"]);
+        let Some(Command::Run { role, server }) = cli.command else { panic!("expected run") };
+        assert_eq!(role, Role::Ingester);
+        assert_eq!(server.flush_interval, Duration::from_millis(250));
+        assert_eq!(server.storage.url, "memory://");
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            if ["help", "version"].contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            let env = arg.get_env().unwrap_or_else(|| panic!("--{} has no env var", arg.get_id()));
+            assert!(env.to_str().unwrap().starts_with("SPANLAKE_"), "{env:?}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Wiring the roles into one process: storage, querier catalog, ingester
+//! (whose commits go straight into the local catalog), and the HTTP API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use spanlake_ingester::{CommitHook, Ingester};
+use spanlake_querier::Querier;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{Role, ServerArgs};
+
+/// A running Spanlake process (one role or all).
+#[derive(Debug)]
+pub struct Spanlake {
+    ingester: Option<Ingester>,
+    querier: Option<Arc<Querier>>,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Spanlake {
+    /// Opens storage and starts `role`; listeners are bound when this returns.
+    pub async fn start(args: &ServerArgs, role: Role) -> anyhow::Result<Self> {
+        if role == Role::Compactor {
+            anyhow::bail!("the compactor role is not available yet: compaction is planned (see compactor/src/lib.rs)");
+        }
+        let storage = crate::storage::open(&args.storage)?;
+        let mut registry = Registry::default();
+        let mut tasks = Vec::new();
+
+        let querier = if matches!(role, Role::All | Role::Querier) {
+            let querier = Querier::new(args.querier_config(), storage.clone());
+            tasks.push(querier.start_refresh().await.context("loading the block catalog")?);
+            Some(querier)
+        } else {
+            None
+        };
+        let ingester = if matches!(role, Role::All | Role::Ingester) {
+            let hook = querier.as_ref().map(|q| {
+                let catalog = Arc::clone(q.catalog());
+                Arc::new(move |tenant: &_, record: &_| catalog.apply(tenant, record)) as CommitHook
+            });
+            Some(Ingester::start(args.ingester_config(), storage, hook, &mut registry).await?)
+        } else {
+            None
+        };
+
+        let registry = Arc::new(registry);
+        let mut router = Router::new().route("/metrics", get(move || metrics(Arc::clone(&registry))));
+        router = match &querier {
+            Some(querier) => router.merge(querier.router()),
+            None => router.route("/ready", get(|| async { "ready" })),
+        };
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, "http server failed");
+            }
+        }));
+        info!(%http_addr, ?role, "spanlake started");
+        Ok(Self { ingester, querier, http_addr, stop, tasks })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {
+        self.ingester.as_ref().map(Ingester::grpc_addr)
+    }
+
+    pub fn otlp_http_addr(&self) -> Option<SocketAddr> {
+        self.ingester.as_ref().map(Ingester::http_addr)
+    }
+
+    pub fn querier(&self) -> Option<&Arc<Querier>> {
+        self.querier.as_ref()
+    }
+
+    /// Graceful stop: the ingester stops accepting, flushes and acknowledges
+    /// what it holds; then the HTTP API stops.
+    pub async fn shutdown(self) {
+        if let Some(ingester) = self.ingester {
+            ingester.shutdown().await;
+        }
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+async fn metrics(registry: Arc<Registry>) -> impl IntoResponse {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics encode to a string");
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
