@@ -12,6 +12,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use spanlake_ingester::{CommitHook, Ingester};
 use spanlake_querier::Querier;
+use spanlake_schemas::Storage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -31,10 +32,14 @@ pub struct Spanlake {
 impl Spanlake {
     /// Opens storage and starts `role`; listeners are bound when this returns.
     pub async fn start(args: &ServerArgs, role: Role) -> anyhow::Result<Self> {
+        Self::start_with_storage(args, role, crate::storage::open(&args.storage)?).await
+    }
+
+    /// Like [`Spanlake::start`], on an already opened store (tests wrap stores).
+    pub async fn start_with_storage(args: &ServerArgs, role: Role, storage: Storage) -> anyhow::Result<Self> {
         if role == Role::Compactor {
             anyhow::bail!("the compactor role is not available yet: compaction is planned (see compactor/src/lib.rs)");
         }
-        let storage = crate::storage::open(&args.storage)?;
         let mut registry = Registry::default();
         let mut tasks = Vec::new();
 

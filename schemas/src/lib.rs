@@ -25,6 +25,7 @@ pub mod attributes;
 pub mod block;
 pub mod decode;
 pub mod encode;
+pub mod fault;
 pub mod reader;
 pub mod schema;
 pub mod storage;

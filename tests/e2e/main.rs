@@ -1,0 +1,5 @@
+//! End-to-end tests: real roles on port 0, real clients.
+
+#[allow(dead_code)]
+mod common;
+mod otlp_clients;

@@ -1,0 +1,206 @@
+//! The official `opentelemetry-otlp` exporter over gRPC (gzip), HTTP/protobuf
+//! and HTTP/JSON: every field of an exported span is read back.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{Compression, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Pv;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind as PKind;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+use crate::common::{TestServer, spans};
+
+fn attrs() -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("http.route", "/checkout/{id}"),
+        KeyValue::new("http.response.status_code", 503i64),
+        KeyValue::new("ratio", 0.25f64),
+        KeyValue::new("retry", true),
+        KeyValue::new("tags", Value::Array(Array::String(vec![StringValue::from("a"), StringValue::from("b")]))),
+        KeyValue::new("codes", Value::Array(Array::I64(vec![1, 2, 3]))),
+    ]
+}
+
+fn span_data(trace_id: u128, name: &'static str) -> SpanData {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
+    let linked = SpanContext::new(
+        TraceId::from(0xabcdefu128),
+        SpanId::from(0x1234u64),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::from_key_value([("vendor", "x")]).unwrap(),
+    );
+    let mut events = SpanEvents::default();
+    events.events = vec![Event::new(
+        "exception",
+        start + Duration::from_micros(10),
+        vec![KeyValue::new("exception.type", "Timeout")],
+        1,
+    )];
+    events.dropped_count = 4;
+    let mut links = SpanLinks::default();
+    links.links = vec![Link::new(linked, vec![KeyValue::new("link.kind", "follows")], 0)];
+    links.dropped_count = 3;
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(0x0102030405060708u64),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::from_key_value([("congo", "t61rcWkgMzE")]).unwrap(),
+        ),
+        parent_span_id: SpanId::from(0x1111u64),
+        parent_span_is_remote: true,
+        span_kind: SpanKind::Server,
+        name: Cow::Borrowed(name),
+        start_time: start,
+        end_time: start + Duration::from_micros(1500),
+        attributes: attrs(),
+        dropped_attributes_count: 2,
+        events,
+        links,
+        status: Status::error("upstream timed out"),
+        instrumentation_scope: InstrumentationScope::builder("checkout-lib")
+            .with_version("2.1.0")
+            .with_attributes([KeyValue::new("scope.attr", 7i64)])
+            .build(),
+    }
+}
+
+fn resource() -> Resource {
+    Resource::builder_empty()
+        .with_service_name("checkout")
+        .with_attributes([KeyValue::new("k8s.pod.name", "checkout-abc"), KeyValue::new("host.cpus", 8i64)])
+        .build()
+}
+
+async fn export_and_check(server: &TestServer, mut exporter: opentelemetry_otlp::SpanExporter, trace_id: u128) {
+    exporter.set_resource(&resource());
+    exporter.export(vec![span_data(trace_id, "POST /checkout")]).await.expect("export acknowledged");
+
+    // Acknowledged means visible: no waiting.
+    let data = server.trace(&trace_id.to_be_bytes()).await.expect("trace is stored");
+    assert_eq!(data.resource_spans.len(), 1);
+    let rs = &data.resource_spans[0];
+    let resource_attrs: HashMap<_, _> = rs
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap()))
+        .collect();
+    assert_eq!(resource_attrs["service.name"], Pv::StringValue("checkout".into()));
+    assert_eq!(resource_attrs["k8s.pod.name"], Pv::StringValue("checkout-abc".into()));
+    assert_eq!(resource_attrs["host.cpus"], Pv::IntValue(8));
+    let scope = rs.scope_spans[0].scope.as_ref().unwrap();
+    assert_eq!((scope.name.as_str(), scope.version.as_str()), ("checkout-lib", "2.1.0"));
+    assert_eq!(scope.attributes[0].key, "scope.attr");
+
+    let all = spans(&data);
+    assert_eq!(all.len(), 1);
+    let span = all[0];
+    assert_eq!(span.trace_id, trace_id.to_be_bytes());
+    assert_eq!(span.span_id, 0x0102030405060708u64.to_be_bytes());
+    assert_eq!(span.parent_span_id, 0x1111u64.to_be_bytes());
+    assert_eq!(span.trace_state, "congo=t61rcWkgMzE");
+    assert_eq!(span.flags & 0xff, 1, "sampled flag");
+    assert_eq!(span.flags & 0x300, 0x300, "remote parent flags");
+    assert_eq!(span.name, "POST /checkout");
+    assert_eq!(span.kind, PKind::Server as i32);
+    assert_eq!(span.start_time_unix_nano, 1_764_000_000_123_456_789);
+    assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 1_500_000);
+    let got: HashMap<_, _> =
+        span.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
+    assert_eq!(got["http.route"], Pv::StringValue("/checkout/{id}".into()));
+    assert_eq!(got["http.response.status_code"], Pv::IntValue(503));
+    assert_eq!(got["ratio"], Pv::DoubleValue(0.25));
+    assert_eq!(got["retry"], Pv::BoolValue(true));
+    match &got["codes"] {
+        Pv::ArrayValue(a) => assert_eq!(
+            a.values.iter().map(|v| v.value.clone().unwrap()).collect::<Vec<_>>(),
+            vec![Pv::IntValue(1), Pv::IntValue(2), Pv::IntValue(3)]
+        ),
+        other => panic!("codes is {other:?}"),
+    }
+    assert!(matches!(&got["tags"], Pv::ArrayValue(a) if a.values.len() == 2));
+    assert_eq!(span.dropped_attributes_count, 2);
+    assert_eq!(span.events.len(), 1);
+    assert_eq!(span.events[0].name, "exception");
+    assert_eq!(span.events[0].time_unix_nano, 1_764_000_000_123_466_789);
+    assert_eq!(span.events[0].attributes[0].key, "exception.type");
+    assert_eq!(span.events[0].dropped_attributes_count, 1);
+    assert_eq!(span.dropped_events_count, 4);
+    assert_eq!(span.links.len(), 1);
+    assert_eq!(span.links[0].trace_id, 0xabcdefu128.to_be_bytes());
+    assert_eq!(span.links[0].span_id, 0x1234u64.to_be_bytes());
+    assert_eq!(span.links[0].trace_state, "vendor=x");
+    assert_eq!(span.links[0].attributes[0].key, "link.kind");
+    assert_eq!(span.dropped_links_count, 3);
+    let status = span.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, "upstream timed out"));
+
+    // The same trace as Tempo's v1 JSON: base64 ids, enum names, int64 as strings.
+    let text = server
+        .http
+        .get(server.query_url(&format!("/api/traces/{trace_id:x}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let span = &json["batches"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["spanId"], "AQIDBAUGBwg=");
+    assert_eq!(span["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(span["startTimeUnixNano"], "1764000000123456789");
+    assert_eq!(span["status"]["code"], "STATUS_CODE_ERROR");
+}
+
+#[tokio::test]
+async fn grpc_with_gzip_round_trips_every_field() {
+    let server = TestServer::start().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(server.grpc_url())
+        .with_compression(Compression::Gzip)
+        .build()
+        .unwrap();
+    export_and_check(&server, exporter, 0x11aa22bb33cc44dd55ee66ff77008899).await;
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_protobuf_round_trips_every_field() {
+    let server = TestServer::start().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(server.otlp_http_url())
+        .with_compression(Compression::Gzip)
+        .build()
+        .unwrap();
+    export_and_check(&server, exporter, 0x0022aa22bb33cc44dd55ee66ff770088).await;
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_json_round_trips_every_field() {
+    let server = TestServer::start().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(server.otlp_http_url())
+        .build()
+        .unwrap();
+    export_and_check(&server, exporter, 0x33aa22bb33cc44dd55ee66ff77008877).await;
+    server.spanlake.shutdown().await;
+}
