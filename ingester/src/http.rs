@@ -60,7 +60,7 @@ async fn export(State(service): State<Arc<IngestService>>, headers: HeaderMap, b
         Ok(response) => {
             let body = match format {
                 Format::Protobuf => response.encode_to_vec(),
-                Format::Json => serde_json::to_vec(&response).expect("response serializes"),
+                Format::Json => response_json(&response),
             };
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
@@ -134,6 +134,17 @@ fn decode_request(body: &[u8], format: Format) -> Result<ExportTraceServiceReque
         Format::Json => serde_json::from_slice(body)
             .map_err(|e| IngestError::Undecodable { format: "OTLP JSON", reason: e.to_string() }),
     }
+}
+
+/// OTLP/JSON of the response: 64-bit integers as strings, defaults omitted.
+fn response_json(response: &ExportTraceServiceResponse) -> Vec<u8> {
+    let body = match &response.partial_success {
+        Some(p) => serde_json::json!({
+            "partialSuccess": { "rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message }
+        }),
+        None => serde_json::json!({}),
+    };
+    body.to_string().into_bytes()
 }
 
 fn error_response(format: Format, error: &IngestError) -> Response {

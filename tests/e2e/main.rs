@@ -2,4 +2,5 @@
 
 #[allow(dead_code)]
 mod common;
+mod bad_input;
 mod otlp_clients;

@@ -1,0 +1,257 @@
+//! Bad input: each gets its status and a message naming what was wrong, and
+//! the server keeps serving afterwards.
+
+use std::io::Write as _;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message as _;
+use tonic::codec::CompressionEncoding;
+
+use crate::common::TestServer;
+
+fn span(trace: u8, span: u8) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![span; 8],
+        name: "op".into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_001_000_000,
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn post(server: &TestServer, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let mut request = server.http.post(server.otlp_http_url()).header("content-type", content_type);
+    if let Some(encoding) = encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = request.body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn assert_healthy(server: &TestServer, trace: u8) {
+    let (status, _) = post(server, "application/x-protobuf", None, request(vec![span(trace, 1)]).encode_to_vec()).await;
+    assert_eq!(status, 200);
+    assert!(server.trace(&[trace; 16]).await.is_some());
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_wrong_types_are_refused() {
+    let server = TestServer::start_with(|a| a.max_request_size = 64 << 10).await;
+    let (status, body) = post(&server, "application/x-protobuf", None, b"\xff\xff\xff\xff not protobuf".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("could not be decoded as OTLP protobuf"), "{body}");
+
+    let (status, body) = post(&server, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("OTLP JSON"), "{body}");
+
+    let (status, body) = post(&server, "text/plain", None, b"hello".to_vec()).await;
+    assert_eq!(status, 415);
+    assert!(body.contains("unsupported content type"), "{body}");
+
+    let (status, body) = post(&server, "application/x-protobuf", Some("br"), b"x".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("unsupported content encoding"), "{body}");
+
+    let (status, body) = post(&server, "application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("gzip"), "{body}");
+
+    let (status, body) = post(&server, "application/x-protobuf", None, vec![0u8; 100 << 10]).await;
+    assert_eq!(status, 413);
+    assert!(body.contains("larger than the limit of 65536 bytes"), "{body}");
+
+    assert_healthy(&server, 9).await;
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn gzip_bomb_is_refused_without_expanding_it() {
+    let server = TestServer::start_with(|a| a.max_request_size = 1 << 20).await;
+    // 128 MiB of zeros compress to about 128 KB; the limit is 1 MiB after decompression.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..128 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "the compressed bomb fits under the limit ({} bytes)", bomb.len());
+    let (status, body) = post(&server, "application/x-protobuf", Some("gzip"), bomb.clone()).await;
+    assert_eq!(status, 413);
+    assert!(body.contains("after decompression"), "{body}");
+
+    // The same bomb over gRPC.
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let payload = {
+        // A protobuf whose one field is a huge zero-filled string, gzip-compressed by tonic.
+        let big = Span { name: "x".repeat(4 << 20), ..span(1, 1) };
+        request(vec![big])
+    };
+    client = client.send_compressed(CompressionEncoding::Gzip);
+    let error = client.export(payload).await.unwrap_err();
+    assert!(
+        matches!(error.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange),
+        "gRPC oversize answer: {error:?}"
+    );
+    assert_healthy(&server, 8).await;
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_ids_get_partial_success_and_valid_spans_are_stored() {
+    let server = TestServer::start().await;
+    let zero_trace = Span { trace_id: vec![0; 16], ..span(1, 2) };
+    let short_span = Span { span_id: vec![7; 4], ..span(1, 3) };
+    let long_trace = Span { trace_id: vec![5; 20], ..span(1, 4) };
+    let body = request(vec![span(1, 1), zero_trace, short_span, long_trace, span(1, 5)]);
+
+    // HTTP/protobuf
+    let (status, response) = {
+        let response = server
+            .http
+            .post(server.otlp_http_url())
+            .header("content-type", "application/x-protobuf")
+            .body(body.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap())
+    };
+    assert_eq!(status, 200);
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 3);
+    assert!(partial.error_message.contains("3 of 5 spans rejected"), "{}", partial.error_message);
+    assert!(partial.error_message.contains("trace id is all zeros"), "{}", partial.error_message);
+    let trace = server.trace(&[1; 16]).await.unwrap();
+    let mut ids: Vec<_> = crate::common::spans(&trace).iter().map(|s| s.span_id[0]).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 5]);
+
+    // gRPC answers the same way.
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let bad = Span { span_id: vec![0; 8], ..span(2, 1) };
+    let response = client.export(request(vec![bad, span(2, 2)])).await.unwrap().into_inner();
+    assert_eq!(response.partial_success.unwrap().rejected_spans, 1);
+
+    // HTTP/JSON with hex ids, as the OTLP/JSON mapping has them.
+    let json = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "0303030303030303030303030303030f", "spanId": "0404040404040404", "name": "ok",
+         "kind": 2, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": 1700000000000000500u64},
+        {"traceId": "0303030303030303030303030303030f", "spanId": "04", "name": "short id"}
+    ]}]}]});
+    let response = server
+        .http
+        .post(server.otlp_http_url())
+        .header("content-type", "application/json")
+        .body(json.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], serde_json::json!("1"));
+    let mut id = [3u8; 16];
+    id[15] = 0x0f;
+    let trace = server.trace(&id).await.unwrap();
+    assert_eq!(crate::common::spans(&trace)[0].end_time_unix_nano, 1_700_000_000_000_000_500);
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_tenant_ids_are_refused() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let body = request(vec![span(3, 1)]).encode_to_vec();
+    let long = "a".repeat(200);
+    for (tenant, expected) in [
+        ("..", "may not be '.' or '..'"),
+        (".", "may not be '.' or '..'"),
+        ("a/b", "contains '/'"),
+        ("", "tenant id is empty"),
+        (long.as_str(), "200 characters long"),
+        ("tenant\u{e9}", "contains 'é'"),
+        ("../../etc", "contains '/'"),
+    ] {
+        let response = server
+            .http
+            .post(server.otlp_http_url())
+            .header("content-type", "application/x-protobuf")
+            .header("x-scope-orgid", tenant.as_bytes())
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "tenant {tenant:?}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(expected), "tenant {tenant:?}: {text}");
+    }
+    let missing = server
+        .http
+        .post(server.otlp_http_url())
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert!(missing.text().await.unwrap().contains("missing X-Scope-OrgID"));
+
+    // gRPC refuses the same way.
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut req = tonic::Request::new(request(vec![span(3, 1)]));
+    req.metadata_mut().insert("x-scope-orgid", "..".parse().unwrap());
+    assert_eq!(client.export(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // Nothing escaped the tenant prefixes, and a valid tenant still works.
+    let mut dirs: Vec<_> = std::fs::read_dir(server.dir.path().join("v1"))
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    assert!(dirs.is_empty(), "{dirs:?}");
+    let ok = server
+        .http
+        .post(server.otlp_http_url())
+        .header("content-type", "application/x-protobuf")
+        .header("x-scope-orgid", "team-a")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-a")).await.is_some());
+    assert!(crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-b")).await.is_none());
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn too_many_spans_in_one_request_is_refused() {
+    let server = TestServer::start_with(|a| a.max_spans_per_request = 3).await;
+    let body = request((1..=4).map(|i| span(4, i)).collect());
+    let (status, text) = post(&server, "application/x-protobuf", None, body.encode_to_vec()).await;
+    assert_eq!(status, 413);
+    assert!(text.contains("holds 4 spans, the limit is 3"), "{text}");
+    // Within the limit, and gzip-compressed, it is accepted.
+    let body = request((1..=3).map(|i| span(6, i)).collect());
+    let (status, _) = post(&server, "application/x-protobuf", Some("gzip"), gzip(&body.encode_to_vec())).await;
+    assert_eq!(status, 200);
+    assert_eq!(crate::common::spans(&server.trace(&[6; 16]).await.unwrap()).len(), 3);
+    server.spanlake.shutdown().await;
+}
