@@ -3,4 +3,5 @@
 #[allow(dead_code)]
 mod common;
 mod bad_input;
+mod durability;
 mod otlp_clients;

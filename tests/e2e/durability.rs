@@ -1,0 +1,141 @@
+//! Durability: acknowledged spans survive SIGKILL of the real binary, including
+//! a kill that lands while flushes are in progress.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use spanlake::loadgen::Workload;
+
+use crate::common::{fetch_trace, spans};
+
+struct Process {
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Starts `spanlake` on `dir` with ports 0 and reads the bound addresses from its JSON logs.
+fn start(dir: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["--storage", dir.to_str().unwrap(), "--flush-interval", "50ms", "--log-format", "json"])
+        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn spanlake");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut grpc = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let field = |name: &str| log["fields"][name].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = field("grpc_addr") {
+                grpc = Some(addr);
+            }
+            if log["fields"]["message"] == "spanlake started" {
+                let _ = tx.send((grpc.expect("ingester logs first"), field("http_addr").unwrap()));
+            }
+        }
+    });
+    let (grpc, http) = rx.recv_timeout(Duration::from_secs(60)).expect("spanlake started");
+    Process { child, grpc, http }
+}
+
+/// Trace id → span count of every request the server acknowledged.
+type Acked = Arc<Mutex<HashMap<Vec<u8>, usize>>>;
+
+/// Sends requests from `senders` tasks until the server goes away; records what was acknowledged.
+async fn send_until_killed(grpc: SocketAddr, senders: u64, acked: Acked) -> Vec<tokio::task::JoinHandle<()>> {
+    let workload = Workload::default();
+    let mut tasks = Vec::new();
+    for sender in 0..senders {
+        let (workload, acked) = (workload.clone(), acked.clone());
+        let mut client = TraceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(sender);
+            for _ in 0..10_000 {
+                let request = workload.request(&mut rng, 5, 1_764_000_000_000_000_000);
+                let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+                for span in request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                    *counts.entry(span.trace_id.clone()).or_default() += 1;
+                }
+                match client.export(request).await {
+                    Ok(_) => acked.lock().unwrap().extend(counts),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+async fn assert_all_acknowledged_spans_present(dir: &std::path::Path, acked: &Acked) {
+    let restarted = start(dir);
+    let http = reqwest::Client::new();
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "some requests were acknowledged before the kill");
+    for (trace_id, count) in &acked {
+        let trace = fetch_trace(&http, restarted.http, trace_id, None)
+            .await
+            .unwrap_or_else(|| panic!("acknowledged trace {} lost", hex::encode(trace_id)));
+        assert_eq!(spans(&trace).len(), *count, "trace {}", hex::encode(trace_id));
+    }
+    let mut child = restarted.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_spans_survive_sigkill() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut process = start(dir.path());
+    let acked: Acked = Arc::default();
+    // Send a fixed number of requests, all acknowledged, then kill.
+    let workload = Workload::default();
+    let mut client = TraceServiceClient::connect(format!("http://{}", process.grpc)).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(42);
+    for _ in 0..20 {
+        let request = workload.request(&mut rng, 3, 1_764_000_000_000_000_000);
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for span in request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            *counts.entry(span.trace_id.clone()).or_default() += 1;
+        }
+        client.export(request).await.expect("acknowledged");
+        acked.lock().unwrap().extend(counts);
+    }
+    process.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
+    process.child.wait().unwrap();
+    assert_eq!(acked.lock().unwrap().len(), 60);
+    assert_all_acknowledged_spans_present(dir.path(), &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_flushes_loses_nothing_acknowledged() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut process = start(dir.path());
+    let acked: Acked = Arc::default();
+    let senders = send_until_killed(process.grpc, 8, acked.clone()).await;
+    // With 8 senders and 50 ms flushes, flushes are continuously in progress.
+    // Kill at a moment that is not aligned with any flush boundary.
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        if acked.lock().unwrap().len() >= 200 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(13)).await;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    assert_all_acknowledged_spans_present(dir.path(), &acked).await;
+}
