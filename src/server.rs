@@ -95,6 +95,11 @@ impl Spanlake {
         self.ingester.as_ref().map(Ingester::http_addr)
     }
 
+    /// Bytes the ingester holds in buffers or in flushes (0 without an ingester).
+    pub fn buffered_bytes(&self) -> usize {
+        self.ingester.as_ref().map_or(0, Ingester::buffered_bytes)
+    }
+
     pub fn querier(&self) -> Option<&Arc<Querier>> {
         self.querier.as_ref()
     }

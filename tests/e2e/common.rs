@@ -43,6 +43,10 @@ impl TestServer {
         Self { spanlake, dir, http: reqwest::Client::new() }
     }
 
+    pub(crate) fn spanlake_buffered_bytes(&self) -> usize {
+        self.spanlake.buffered_bytes()
+    }
+
     pub(crate) fn grpc_url(&self) -> String {
         format!("http://{}", self.spanlake.otlp_grpc_addr().unwrap())
     }

@@ -2,6 +2,7 @@
 
 #[allow(dead_code)]
 mod common;
+mod backpressure;
 mod bad_input;
 mod durability;
 mod otlp_clients;
