@@ -5,4 +5,6 @@ mod common;
 mod backpressure;
 mod bad_input;
 mod durability;
+mod open_data;
 mod otlp_clients;
+mod storage;

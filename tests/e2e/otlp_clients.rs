@@ -74,6 +74,16 @@ fn span_data(trace_id: u128, name: &'static str) -> SpanData {
     }
 }
 
+/// A span with only ids, name and times set.
+pub(crate) fn minimal_span(trace_id: u128, name: &'static str) -> SpanData {
+    let mut span = span_data(trace_id, name);
+    span.attributes.clear();
+    span.events = SpanEvents::default();
+    span.links = SpanLinks::default();
+    span.parent_span_id = SpanId::INVALID;
+    span
+}
+
 fn resource() -> Resource {
     Resource::builder_empty()
         .with_service_name("checkout")
