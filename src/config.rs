@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn run_role_takes_flags() {
-        let cli = Cli::parse_from(["spanlake", "run", "ingester", "--flush-interval", "250ms", "--storage", "memory://"]);
+        let cli =
+            Cli::parse_from(["spanlake", "run", "ingester", "--flush-interval", "250ms", "--storage", "memory://"]);
         let Some(Command::Run { role, server }) = cli.command else { panic!("expected run") };
         assert_eq!(role, Role::Ingester);
         assert_eq!(server.flush_interval, Duration::from_millis(250));

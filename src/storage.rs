@@ -95,14 +95,12 @@ pub fn open(args: &StorageArgs) -> anyhow::Result<Storage> {
                 .build()
                 .with_context(|| format!("configuring Azure store {url}"))?,
         ),
-        other => bail!("unsupported storage scheme {other:?} in {url:?}: use a path, file://, memory://, s3://, gs:// or az://"),
+        other => bail!(
+            "unsupported storage scheme {other:?} in {url:?}: use a path, file://, memory://, s3://, gs:// or az://"
+        ),
     };
     let prefix = prefix.trim_matches('/');
-    Ok(if prefix.is_empty() {
-        Storage::new(store)
-    } else {
-        Storage::new(Arc::new(PrefixStore::new(store, prefix)))
-    })
+    Ok(if prefix.is_empty() { Storage::new(store) } else { Storage::new(Arc::new(PrefixStore::new(store, prefix))) })
 }
 
 fn open_local(path: &str) -> anyhow::Result<Storage> {

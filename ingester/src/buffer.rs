@@ -124,11 +124,7 @@ impl Pipeline {
     }
 
     /// Buffers `batch` for `tenant`; the receiver answers when it is durable.
-    pub(crate) async fn submit(
-        &self,
-        tenant: &TenantId,
-        batch: RecordBatch,
-    ) -> Result<oneshot::Receiver<FlushResult>> {
+    pub(crate) async fn submit(&self, tenant: &TenantId, batch: RecordBatch) -> Result<oneshot::Receiver<FlushResult>> {
         if self.closing.load(Ordering::Acquire) {
             return Err(IngestError::ShuttingDown);
         }

@@ -81,9 +81,8 @@ async fn handle(
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(other) => return Err(IngestError::UnsupportedEncoding(other.to_owned())),
     };
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| IngestError::TooLarge { limit, decompressed: false })?;
+    let body =
+        axum::body::to_bytes(body, limit).await.map_err(|_| IngestError::TooLarge { limit, decompressed: false })?;
     let decode = move || -> Result<(ExportTraceServiceRequest, usize), IngestError> {
         let raw = if gzip { gunzip(&body, limit)? } else { body };
         let size = raw.len();
@@ -98,10 +97,7 @@ async fn handle(
 }
 
 fn body_len_hint(headers: &HeaderMap) -> usize {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(usize::MAX)
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(usize::MAX)
 }
 
 fn request_format(headers: &HeaderMap) -> Result<Format, IngestError> {

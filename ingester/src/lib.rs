@@ -138,8 +138,7 @@ impl Ingester {
                 tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 until_stopped(stopped.clone()),
             );
-        let http = axum::serve(http_listener, http::router(service))
-            .with_graceful_shutdown(until_stopped(stopped));
+        let http = axum::serve(http_listener, http::router(service)).with_graceful_shutdown(until_stopped(stopped));
         let tasks = vec![
             tokio::spawn(pipeline.clone().run()),
             tokio::spawn(async move {

@@ -50,12 +50,7 @@ impl IngestService {
         body_bytes: usize,
     ) -> Result<ExportTraceServiceResponse> {
         self.metrics.bytes_received.inc_by(body_bytes as u64);
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
+        let spans: usize = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
         if spans > self.limits.max_spans_per_request {
             self.metrics.refused("too_many_spans");
             return Err(IngestError::TooManySpans { spans, limit: self.limits.max_spans_per_request });
@@ -100,9 +95,7 @@ fn partial_success(report: &AppendReport, truncated: u64, max_len: usize) -> Exp
         });
     }
     ExportTraceServiceResponse {
-        partial_success: message.map(|error_message| ExportTracePartialSuccess {
-            rejected_spans: report.rejected as i64,
-            error_message,
-        }),
+        partial_success: message
+            .map(|error_message| ExportTracePartialSuccess { rejected_spans: report.rejected as i64, error_message }),
     }
 }

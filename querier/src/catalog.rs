@@ -65,10 +65,7 @@ impl Catalog {
     /// Live blocks of `tenant` for which `keep` holds.
     pub fn blocks(&self, tenant: &TenantId, keep: impl Fn(&BlockMeta) -> bool) -> Vec<BlockMeta> {
         let tenants = self.tenants.read().expect("catalog lock");
-        tenants
-            .get(tenant)
-            .map(|t| t.live.values().filter(|m| keep(m)).cloned().collect())
-            .unwrap_or_default()
+        tenants.get(tenant).map(|t| t.live.values().filter(|m| keep(m)).cloned().collect()).unwrap_or_default()
     }
 
     /// Reads the commits that are new since the last refresh, for every tenant.
@@ -90,7 +87,8 @@ impl Catalog {
             let tenants = self.tenants.read().expect("catalog lock");
             let applied = tenants.get(tenant).map(|t| &t.applied);
             for path in paths {
-                let Some(id) = path.filename().and_then(|f| f.strip_suffix(".json")).and_then(|s| s.parse::<BlockId>().ok())
+                let Some(id) =
+                    path.filename().and_then(|f| f.strip_suffix(".json")).and_then(|s| s.parse::<BlockId>().ok())
                 else {
                     continue;
                 };

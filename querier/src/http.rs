@@ -99,10 +99,7 @@ impl TimeRange {
 }
 
 fn wants_protobuf(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/protobuf"))
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/protobuf"))
 }
 
 pub(crate) fn error_response(error: &QueryError) -> Response {
@@ -125,8 +122,7 @@ async fn lookup(
 ) -> Result<(Vec<ResourceSpans>, u64)> {
     let tenant = querier.tenant(headers)?;
     let trace_id = parse_trace_id(id)?;
-    let (spans, stats) =
-        find_trace(&querier.catalog, &querier.storage, &tenant, trace_id, range.to_nanos()?).await?;
+    let (spans, stats) = find_trace(&querier.catalog, &querier.storage, &tenant, trace_id, range.to_nanos()?).await?;
     tracing::debug!(
         %tenant,
         trace_id = id,

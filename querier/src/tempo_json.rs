@@ -83,11 +83,8 @@ pub fn key_values(attributes: &[KeyValue]) -> Vec<Value> {
 }
 
 fn resource(resource: &Resource) -> Value {
-    let entity_refs = resource
-        .entity_refs
-        .iter()
-        .map(|e| serde_json::to_value(e).expect("entity ref serializes"))
-        .collect();
+    let entity_refs =
+        resource.entity_refs.iter().map(|e| serde_json::to_value(e).expect("entity ref serializes")).collect();
     Obj::default()
         .list("attributes", key_values(&resource.attributes))
         .u32("droppedAttributesCount", resource.dropped_attributes_count)
@@ -125,9 +122,10 @@ fn link(link: &span::Link) -> Value {
 }
 
 pub fn span(span: &Span) -> Value {
-    let status = span.status.as_ref().map(|s| {
-        Obj::default().str("message", &s.message).enum_name("code", &STATUS_CODES, s.code).done()
-    });
+    let status = span
+        .status
+        .as_ref()
+        .map(|s| Obj::default().str("message", &s.message).enum_name("code", &STATUS_CODES, s.code).done());
     Obj::default()
         .bytes("traceId", &span.trace_id)
         .bytes("spanId", &span.span_id)

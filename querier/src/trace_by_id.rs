@@ -66,7 +66,8 @@ pub(crate) async fn find_trace(
         for batch in batches {
             let span_ids = batch.column_by_name(SPAN_ID).expect("span_id").as_fixed_size_binary();
             let kinds = batch.column_by_name(KIND).expect("kind").as_string::<i32>();
-            collector.add_batch(&batch, |row| seen.insert((span_ids.value(row).to_vec(), kinds.value(row).to_owned())))?;
+            collector
+                .add_batch(&batch, |row| seen.insert((span_ids.value(row).to_vec(), kinds.value(row).to_owned())))?;
         }
     }
     Ok((collector.finish(), stats))
@@ -124,4 +125,3 @@ async fn read_trace_rows(
     let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(block_error)?;
     Ok((batches.into_iter().filter(|b| b.num_rows() > 0).collect(), read, bytes))
 }
-

@@ -8,15 +8,13 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array,
-    Float64Builder, Int64Array, Int64Builder, MapArray, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, MapArray, StringArray, StringBuilder, StructArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::DataType;
 use base64::Engine as _;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value};
 use serde_json::json;
 
 use crate::schema::{attribute_entries_field, attribute_value_fields};
@@ -117,20 +115,11 @@ impl AttributeMapBuilder {
         let DataType::Struct(entry_fields) = attribute_entries_field().data_type().clone() else {
             unreachable!("attribute entries are a struct")
         };
-        let entries = StructArray::new(
-            entry_fields,
-            vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)],
-            None,
-        );
+        let entries =
+            StructArray::new(entry_fields, vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)], None);
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         self.entries = 0;
-        MapArray::new(
-            attribute_entries_field(),
-            OffsetBuffer::new(offsets.into()),
-            entries,
-            None::<NullBuffer>,
-            false,
-        )
+        MapArray::new(attribute_entries_field(), OffsetBuffer::new(offsets.into()), entries, None::<NullBuffer>, false)
     }
 }
 
@@ -216,10 +205,7 @@ impl<'a> AttributeMapReader<'a> {
     }
 }
 
-pub(crate) fn downcast<'a, T: 'static>(
-    array: &'a dyn Array,
-    what: &'static str,
-) -> Result<&'a T, crate::DecodeError> {
+pub(crate) fn downcast<'a, T: 'static>(array: &'a dyn Array, what: &'static str) -> Result<&'a T, crate::DecodeError> {
     array.as_any().downcast_ref::<T>().ok_or(crate::DecodeError::Malformed(what))
 }
 
@@ -243,7 +229,7 @@ pub fn any_value_to_json(value: &Value) -> serde_json::Value {
                 .values
                 .iter()
                 .map(|kv| {
-                    json!({ "key": kv.key, "value": kv.value.as_ref().map(|v| optional_value_to_json(v)).unwrap_or(json!({})) })
+                    json!({ "key": kv.key, "value": kv.value.as_ref().map(optional_value_to_json).unwrap_or(json!({})) })
                 })
                 .collect();
             json!({ "kvlistValue": { "values": values } })
@@ -289,9 +275,7 @@ pub fn json_to_any_value(json: &serde_json::Value) -> Option<Option<Value>> {
             },
             other => other.as_f64()?,
         }),
-        "bytesValue" => {
-            Value::BytesValue(base64::engine::general_purpose::STANDARD.decode(inner.as_str()?).ok()?)
-        }
+        "bytesValue" => Value::BytesValue(base64::engine::general_purpose::STANDARD.decode(inner.as_str()?).ok()?),
         "arrayValue" => {
             let values = match inner.get("values") {
                 Some(values) => values

@@ -9,8 +9,8 @@ use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -197,7 +197,6 @@ fn describe(batch: &RecordBatch, id: BlockId) -> BlockMeta {
         sources: Vec::new(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

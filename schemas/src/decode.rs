@@ -90,8 +90,9 @@ impl<'a> Columns<'a> {
 
     fn resource(&self, row: usize) -> Result<(Resource, String), DecodeError> {
         let entity_refs = match opt_str(self.resource_entity_refs, row) {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| DecodeError::Json { what: "resource entity refs", source: e })?,
+            Some(json) => {
+                serde_json::from_str(json).map_err(|e| DecodeError::Json { what: "resource entity refs", source: e })?
+            }
             None => Vec::new(),
         };
         let resource = Resource {
@@ -205,11 +206,7 @@ impl std::fmt::Debug for ResourceSpansCollector {
 
 impl ResourceSpansCollector {
     /// Adds the rows of `batch` for which `keep(row)` holds.
-    pub fn add_batch(
-        &mut self,
-        batch: &RecordBatch,
-        mut keep: impl FnMut(usize) -> bool,
-    ) -> Result<(), DecodeError> {
+    pub fn add_batch(&mut self, batch: &RecordBatch, mut keep: impl FnMut(usize) -> bool) -> Result<(), DecodeError> {
         let columns = Columns::new(batch)?;
         for row in 0..batch.num_rows() {
             if !keep(row) {
@@ -231,11 +228,7 @@ impl ResourceSpansCollector {
             key.extend_from_slice(scope_url.as_bytes());
             let group = &mut self.groups[r];
             let sc = *self.scope_index.entry((r, key)).or_insert_with(|| {
-                group.scope_spans.push(ScopeSpans {
-                    scope: Some(scope),
-                    spans: Vec::new(),
-                    schema_url: scope_url,
-                });
+                group.scope_spans.push(ScopeSpans { scope: Some(scope), spans: Vec::new(), schema_url: scope_url });
                 group.scope_spans.len() - 1
             });
             group.scope_spans[sc].spans.push(columns.span(row)?);

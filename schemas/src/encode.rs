@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder,
-    StructArray, TimestampNanosecondBuilder, UInt32Builder,
+    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray,
+    TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, any_value::Value};
@@ -19,8 +19,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
 use crate::attributes::AttributeMapBuilder;
 use crate::schema::{
-    KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field,
-    link_fields, link_item_field, span_schema,
+    KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field, link_fields,
+    link_item_field, span_schema,
 };
 
 /// Why one span was rejected.
@@ -59,26 +59,21 @@ pub fn validate_span(span: &Span) -> Result<(), InvalidSpan> {
     if !span.parent_span_id.is_empty() && span.parent_span_id.len() != SPAN_ID_LEN as usize {
         return Err(InvalidSpan::ParentSpanIdLength { len: span.parent_span_id.len() });
     }
-    for (field, value) in [
-        ("start_time_unix_nano", span.start_time_unix_nano),
-        ("end_time_unix_nano", span.end_time_unix_nano),
-    ] {
+    for (field, value) in
+        [("start_time_unix_nano", span.start_time_unix_nano), ("end_time_unix_nano", span.end_time_unix_nano)]
+    {
         if value > i64::MAX as u64 {
             return Err(InvalidSpan::TimeOutOfRange { field, value });
         }
     }
     for (index, link) in span.links.iter().enumerate() {
-        if link.trace_id.len() != TRACE_ID_LEN as usize || link.span_id.len() != SPAN_ID_LEN as usize
-        {
+        if link.trace_id.len() != TRACE_ID_LEN as usize || link.span_id.len() != SPAN_ID_LEN as usize {
             return Err(InvalidSpan::LinkIds { index });
         }
     }
     for event in &span.events {
         if event.time_unix_nano > i64::MAX as u64 {
-            return Err(InvalidSpan::TimeOutOfRange {
-                field: "event time_unix_nano",
-                value: event.time_unix_nano,
-            });
+            return Err(InvalidSpan::TimeOutOfRange { field: "event time_unix_nano", value: event.time_unix_nano });
         }
     }
     Ok(())
@@ -203,9 +198,7 @@ impl SpanBatchBuilder {
                 for span in &ss.spans {
                     if let Err(e) = validate_span(span) {
                         report.rejected += 1;
-                        report.first_error.get_or_insert_with(|| {
-                            format!("span {}: {e}", hex::encode(&span.span_id))
-                        });
+                        report.first_error.get_or_insert_with(|| format!("span {}: {e}", hex::encode(&span.span_id)));
                         continue;
                     }
                     report.accepted += 1;

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result,
 };
 
 /// What the wrapper does to requests.
@@ -72,10 +72,7 @@ impl FaultyStore {
     }
 
     fn injected(path: &str) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "FaultyStore",
-            source: format!("injected failure for {path}").into(),
-        }
+        object_store::Error::Generic { store: "FaultyStore", source: format!("injected failure for {path}").into() }
     }
 
     async fn before_write(&self, path: &Path) -> Result<()> {

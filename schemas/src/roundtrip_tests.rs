@@ -1,6 +1,5 @@
 //! OTLP → Arrow → Parquet → Arrow → OTLP keeps every field (property test).
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
 };
@@ -28,17 +27,17 @@ fn scalar() -> impl Strategy<Value = Option<Value>> {
 fn any_value() -> impl Strategy<Value = Option<Value>> {
     scalar().prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(|values| Some(Value::ArrayValue(
-                ArrayValue { values: values.into_iter().map(|value| AnyValue { value }).collect() }
-            ))),
-            proptest::collection::vec(("[a-z.]{1,6}", inner), 0..4).prop_map(|kvs| Some(
-                Value::KvlistValue(KeyValueList {
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(|values| Some(Value::ArrayValue(ArrayValue {
+                values: values.into_iter().map(|value| AnyValue { value }).collect()
+            }))),
+            proptest::collection::vec(("[a-z.]{1,6}", inner), 0..4).prop_map(|kvs| Some(Value::KvlistValue(
+                KeyValueList {
                     values: kvs
                         .into_iter()
                         .map(|(key, value)| KeyValue { key, value: Some(AnyValue { value }), ..Default::default() })
                         .collect()
-                })
-            )),
+                }
+            ))),
         ]
     })
 }
@@ -60,8 +59,11 @@ fn time() -> impl Strategy<Value = u64> {
 }
 
 fn event() -> impl Strategy<Value = span::Event> {
-    (time(), ".{0,8}", attributes(), any::<u32>()).prop_map(|(time_unix_nano, name, attributes, dropped)| {
-        span::Event { time_unix_nano, name, attributes, dropped_attributes_count: dropped }
+    (time(), ".{0,8}", attributes(), any::<u32>()).prop_map(|(time_unix_nano, name, attributes, dropped)| span::Event {
+        time_unix_nano,
+        name,
+        attributes,
+        dropped_attributes_count: dropped,
     })
 }
 
@@ -89,7 +91,7 @@ prop_compose! {
         links in proptest::collection::vec(link(), 0..3),
         status in (0..4i32, ".{0,8}"),
     ) -> Span {
-        let status = (status.0 != 0 || !status.1.is_empty()).then(|| Status { code: status.0, message: status.1 });
+        let status = (status.0 != 0 || !status.1.is_empty()).then_some(Status { code: status.0, message: status.1 });
         Span {
             trace_id, span_id, trace_state, parent_span_id: parent, flags, name, kind,
             start_time_unix_nano: start, end_time_unix_nano: end, attributes,
@@ -161,7 +163,7 @@ fn roundtrip_through_parquet(input: &[ResourceSpans]) -> Vec<ResourceSpans> {
     builder.append_resource_spans(input, &mut report);
     assert_eq!(report.rejected, 0, "{:?}", report.first_error);
     let block = encode_block(&[builder.finish()], BlockId::new()).unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(block.parquet)).unwrap().build().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(block.parquet).unwrap().build().unwrap();
     let mut output = Vec::new();
     for batch in reader {
         output.extend(batch_to_resource_spans(&batch.unwrap()).unwrap());

@@ -109,9 +109,7 @@ impl Storage {
         if let Some(root) = &self.local_root {
             let root = root.clone();
             let relative = path.to_string();
-            tokio::task::spawn_blocking(move || fsync_path(&root, &relative))
-                .await
-                .expect("fsync task panicked")?;
+            tokio::task::spawn_blocking(move || fsync_path(&root, &relative)).await.expect("fsync task panicked")?;
         }
         Ok(())
     }
@@ -158,8 +156,7 @@ impl Storage {
             .bytes()
             .await
             .map_err(|source| StorageError::ObjectStore { path: path.to_string(), source })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|source| StorageError::InvalidCommit { path: path.to_string(), source })
+        serde_json::from_slice(&bytes).map_err(|source| StorageError::InvalidCommit { path: path.to_string(), source })
     }
 
     /// Tenants that have stored anything.
@@ -170,11 +167,7 @@ impl Storage {
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(|source| StorageError::ObjectStore { path: prefix.to_string(), source })?;
-        Ok(listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().and_then(|t| TenantId::new(t).ok()))
-            .collect())
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|t| TenantId::new(t).ok())).collect())
     }
 }
 
@@ -183,8 +176,7 @@ impl Storage {
 /// writers' clocks or uploads may lag).
 pub fn relist_from(newest_seen: &BlockId, lookback: Duration) -> String {
     let nanos = newest_seen.created_unix_nanos();
-    let time = SystemTime::UNIX_EPOCH
-        + Duration::from_nanos(nanos.saturating_sub(lookback.as_nanos()) as u64);
+    let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.saturating_sub(lookback.as_nanos()) as u64);
     BlockId::lower_bound(time)
 }
 

@@ -17,9 +17,7 @@ pub enum TenantError {
     TooLong { len: usize },
     #[error("tenant id may not be '.' or '..'")]
     DotPath,
-    #[error(
-        "tenant id contains {found:?} at byte {position}; allowed characters are A-Z a-z 0-9 ! - _ . * ' ( )"
-    )]
+    #[error("tenant id contains {found:?} at byte {position}; allowed characters are A-Z a-z 0-9 ! - _ . * ' ( )")]
     InvalidCharacter { found: char, position: usize },
 }
 
@@ -81,10 +79,7 @@ mod tests {
         assert_eq!(TenantId::new(""), Err(TenantError::Empty));
         assert_eq!(TenantId::new(".."), Err(TenantError::DotPath));
         assert_eq!(TenantId::new("."), Err(TenantError::DotPath));
-        assert_eq!(
-            TenantId::new("a/b"),
-            Err(TenantError::InvalidCharacter { found: '/', position: 1 })
-        );
+        assert_eq!(TenantId::new("a/b"), Err(TenantError::InvalidCharacter { found: '/', position: 1 }));
         assert!(matches!(TenantId::new("é"), Err(TenantError::InvalidCharacter { .. })));
         assert!(matches!(TenantId::new("a b"), Err(TenantError::InvalidCharacter { .. })));
         assert_eq!(TenantId::new(&"a".repeat(151)), Err(TenantError::TooLong { len: 151 }));

@@ -52,7 +52,8 @@ impl Client {
                     .with_context(|| format!("connecting to {endpoint}"))?;
                 let mut client = TraceServiceClient::new(channel).max_decoding_message_size(64 << 20);
                 if args.gzip {
-                    client = client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+                    client =
+                        client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
                 }
                 Self::Grpc { client, tenant }
             }
@@ -82,7 +83,10 @@ impl Client {
                 Attempt::Fatal(message) => return SendOutcome { result: Err(anyhow!(message)), retries },
                 Attempt::Retry(delay, message) => {
                     if retries >= max_retries {
-                        return SendOutcome { result: Err(anyhow!("gave up after {retries} retries: {message}")), retries };
+                        return SendOutcome {
+                            result: Err(anyhow!("gave up after {retries} retries: {message}")),
+                            retries,
+                        };
                     }
                     retries += 1;
                     tokio::time::sleep(delay).await;
@@ -168,8 +172,5 @@ fn rejected(response: &ExportTraceServiceResponse) -> u64 {
 
 fn grpc_retry_delay(status: &tonic::Status) -> Duration {
     use tonic_types::StatusExt;
-    status
-        .get_details_retry_info()
-        .and_then(|info| info.retry_delay)
-        .unwrap_or(Duration::from_millis(500))
+    status.get_details_retry_info().and_then(|info| info.retry_delay).unwrap_or(Duration::from_millis(500))
 }

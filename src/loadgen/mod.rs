@@ -172,8 +172,8 @@ pub async fn generate(args: &LoadgenArgs) -> anyhow::Result<LoadReport> {
     let deadline = args.duration.map(|d| started + d);
     let concurrency = args.concurrency.max(1);
     // Each sender paces itself to its share of the rate.
-    let interval = (args.rate > 0.0)
-        .then(|| Duration::from_secs_f64(args.batch as f64 * concurrency as f64 / args.rate));
+    let interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.batch as f64 * concurrency as f64 / args.rate));
 
     let mut workers = Vec::new();
     for worker in 0..concurrency {

@@ -176,8 +176,28 @@ impl TraceBuilder<'_> {
         let mut client_attrs = attributes.clone();
         client_attrs.push(kv("server.address", s(callee)));
         client_attrs.push(kv("peer.service", s(callee)));
-        self.push(caller, operation, SpanKind::Client, client_id.clone(), Some(parent), start, end, client_attrs, error);
-        self.push(callee, operation, SpanKind::Server, server_id, Some(&client_id), server_start, server_end, attributes, error);
+        self.push(
+            caller,
+            operation,
+            SpanKind::Client,
+            client_id.clone(),
+            Some(parent),
+            start,
+            end,
+            client_attrs,
+            error,
+        );
+        self.push(
+            callee,
+            operation,
+            SpanKind::Server,
+            server_id,
+            Some(&client_id),
+            server_start,
+            server_end,
+            attributes,
+            error,
+        );
         end
     }
 
@@ -274,10 +294,30 @@ impl Workload {
             let server_id = b.span_id();
             let end = start + latency;
             let attrs = vec![kv("rpc.system", s("grpc")), kv("rpc.method", s("Search")), kv("peer.service", s("leaf"))];
-            b.push("frontend", "leaf.Search", SpanKind::Client, client_id.clone(), Some(&root), start, end, attrs, error);
+            b.push(
+                "frontend",
+                "leaf.Search",
+                SpanKind::Client,
+                client_id.clone(),
+                Some(&root),
+                start,
+                end,
+                attrs,
+                error,
+            );
             // The server span sits inside the client span (network time excluded).
             let inner = latency / 10;
-            b.push("leaf", "leaf.Search", SpanKind::Server, server_id, Some(&client_id), start + inner / 2, end - inner / 2, vec![], error);
+            b.push(
+                "leaf",
+                "leaf.Search",
+                SpanKind::Server,
+                server_id,
+                Some(&client_id),
+                start + inner / 2,
+                end - inner / 2,
+                vec![],
+                error,
+            );
             end
         });
         let end = calls_end + self.post.as_nanos() as u64;
@@ -331,8 +371,18 @@ impl Workload {
                 kv("rpc.method", s("GetProduct")),
                 kv("product.id", Value::IntValue(product)),
             ];
-            let end = b.rpc(&root, "frontend", "product-catalog", "catalog.ProductCatalog/GetProduct", start, latency, error, attrs);
-            if let Some(server) = b.by_service.get("product-catalog").and_then(|v| v.last()).map(|s| s.span_id.clone()) {
+            let end = b.rpc(
+                &root,
+                "frontend",
+                "product-catalog",
+                "catalog.ProductCatalog/GetProduct",
+                start,
+                latency,
+                error,
+                attrs,
+            );
+            if let Some(server) = b.by_service.get("product-catalog").and_then(|v| v.last()).map(|s| s.span_id.clone())
+            {
                 let db_ns = latency * 6 / 10;
                 let db_start = start + NETWORK_NS + latency / 5;
                 let db = vec![
@@ -342,7 +392,17 @@ impl Workload {
                     kv("db.query.text", s("SELECT id, name, price FROM products WHERE id = $1")),
                 ];
                 let id = b.span_id();
-                b.push("product-catalog", "SELECT products", SpanKind::Client, id, Some(&server), db_start, db_start + db_ns, db, false);
+                b.push(
+                    "product-catalog",
+                    "SELECT products",
+                    SpanKind::Client,
+                    id,
+                    Some(&server),
+                    db_start,
+                    db_start + db_ns,
+                    db,
+                    false,
+                );
             }
             end
         });

@@ -236,8 +236,12 @@ async fn hostile_tenant_ids_are_refused() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    assert!(crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-a")).await.is_some());
-    assert!(crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-b")).await.is_none());
+    assert!(
+        crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-a")).await.is_some()
+    );
+    assert!(
+        crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-b")).await.is_none()
+    );
     server.spanlake.shutdown().await;
 }
 

@@ -75,8 +75,9 @@ pub(crate) async fn fetch_trace(
     trace_id: &[u8],
     tenant: Option<&str>,
 ) -> Option<TracesData> {
-    let mut request =
-        http.get(query_url(addr, &format!("/api/traces/{}", hex::encode(trace_id)))).header("accept", "application/protobuf");
+    let mut request = http
+        .get(query_url(addr, &format!("/api/traces/{}", hex::encode(trace_id))))
+        .header("accept", "application/protobuf");
     if let Some(tenant) = tenant {
         request = request.header("x-scope-orgid", tenant);
     }

@@ -139,3 +139,22 @@ async fn sigkill_during_flushes_loses_nothing_acknowledged() {
     }
     assert_all_acknowledged_spans_present(dir.path(), &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_acknowledges_and_exits() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut process = start(dir.path());
+    let acked: Acked = Arc::default();
+    let senders = send_until_killed(process.grpc, 4, acked.clone()).await;
+    while acked.lock().unwrap().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || process.child.wait().unwrap()).await.unwrap();
+    assert!(exit.success(), "graceful exit, got {exit:?}");
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    assert_all_acknowledged_spans_present(dir.path(), &acked).await;
+}

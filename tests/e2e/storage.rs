@@ -87,7 +87,10 @@ async fn conformance(storage: Storage) {
         let id = BlockId::at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + i));
         let record = CommitRecord { id: id.clone(), added: vec![meta(BlockId::new(), i)], removed: vec![] };
         storage.commit(&a, &record).await.unwrap();
-        assert_eq!(storage.read_commit(&storage.list_commits(&a, None).await.unwrap()[i as usize]).await.unwrap(), record);
+        assert_eq!(
+            storage.read_commit(&storage.list_commits(&a, None).await.unwrap()[i as usize]).await.unwrap(),
+            record
+        );
         ids.push(id);
     }
     let all = storage.list_commits(&a, None).await.unwrap();

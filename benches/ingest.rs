@@ -1,0 +1,209 @@
+//! Ingest benchmark (issue #2). Run: `cargo bench --bench ingest` (release build).
+//!
+//! On loadgen's default workload (seeded), in one run:
+//! 1. decode only: OTLP protobuf bytes → `ExportTraceServiceRequest` (the floor);
+//! 2. full path: decode → Arrow → sorted Parquet block → put + commit on file://
+//!    (fsynced), blocks of `BLOCK_SPANS` spans as a busy ingester would cut them;
+//! 3. storage: bytes per span on disk, and relative to the OTLP protobuf bytes;
+//! 4. end to end: `spanlake loadgen` (in this process) → the `spanlake` binary
+//!    on loopback: spans/s, server CPU seconds per million spans, server peak RSS.
+//!
+//! CPU time is the process's user+system time from /proc (10 ms ticks), so work on the
+//! blocking pool counts too. Environment knobs: SPANLAKE_BENCH_SPANS (default
+//! 1,000,000), SPANLAKE_BENCH_E2E_TRACES (default 40,000).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use spanlake::loadgen::{LoadgenArgs, Workload};
+use spanlake_schemas::block::{BlockId, encode_block};
+use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
+use spanlake_schemas::storage::CommitRecord;
+use spanlake_schemas::{Storage, TenantId};
+
+const TRACES_PER_REQUEST: usize = 10;
+const BLOCK_SPANS: usize = 100_000;
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    let (user, system) = proc_cpu("self");
+    user + system
+}
+
+/// (user, system) CPU seconds of a process, from /proc/<pid>/stat.
+fn proc_cpu(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("procfs");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    (fields[11].parse::<f64>().unwrap() / ticks, fields[12].parse::<f64>().unwrap() / ticks)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn spans_in(request: &ExportTraceServiceRequest) -> usize {
+    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+}
+
+fn main() {
+    let target_spans: usize =
+        std::env::var("SPANLAKE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let e2e_traces: u64 =
+        std::env::var("SPANLAKE_BENCH_E2E_TRACES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+
+    // Workload: loadgen's default, encoded once (not measured).
+    let workload = Workload::default();
+    let mut rng = StdRng::seed_from_u64(1);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut bodies = Vec::new();
+    let mut spans = 0;
+    while spans < target_spans {
+        let request = workload.request(&mut rng, TRACES_PER_REQUEST, now + bodies.len() as u64 * 1_000_000);
+        spans += spans_in(&request);
+        bodies.push(request.encode_to_vec());
+    }
+    let otlp_bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!(
+        "workload: {spans} spans in {} requests of {TRACES_PER_REQUEST} traces, {otlp_bytes} OTLP protobuf bytes",
+        bodies.len()
+    );
+
+    // 1. decode only
+    let cpu = cpu_seconds();
+    let wall = Instant::now();
+    let mut decoded = 0;
+    for body in &bodies {
+        decoded += spans_in(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+    }
+    let decode_cpu = cpu_seconds() - cpu;
+    let decode_wall = wall.elapsed().as_secs_f64();
+    assert_eq!(decoded, spans);
+
+    // 2. decode → Arrow → Parquet → durable block and commit on file://
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let storage = Storage::local(store, dir.path().to_path_buf());
+    let tenant = TenantId::single();
+    let cpu = cpu_seconds();
+    let wall = Instant::now();
+    let (parquet_bytes, blocks) = runtime.block_on(async {
+        let mut pending = Vec::new();
+        let mut pending_spans = 0;
+        let mut parquet_bytes = 0;
+        let mut blocks = 0;
+        for (i, body) in bodies.iter().enumerate() {
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+            let mut builder = SpanBatchBuilder::new(64 << 10);
+            builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
+            pending_spans += builder.len();
+            pending.push(builder.finish());
+            if pending_spans >= BLOCK_SPANS || i + 1 == bodies.len() {
+                let batches = std::mem::take(&mut pending);
+                pending_spans = 0;
+                let block = encode_block(&batches, BlockId::new()).unwrap();
+                parquet_bytes += block.meta.size_bytes;
+                storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+                let record = CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] };
+                storage.commit(&tenant, &record).await.unwrap();
+                blocks += 1;
+            }
+        }
+        (parquet_bytes, blocks)
+    });
+    let ingest_cpu = cpu_seconds() - cpu;
+    let ingest_wall = wall.elapsed().as_secs_f64();
+    let per_million = |cpu: f64| cpu / spans as f64 * 1e6;
+
+    println!();
+    println!("| measure | CPU s / 1M spans | spans/s per core | wall s |");
+    println!("|---|---|---|---|");
+    println!(
+        "| (a) OTLP decode only | {:.3} | {:.0} | {:.2} |",
+        per_million(decode_cpu),
+        spans as f64 / decode_cpu,
+        decode_wall
+    );
+    println!(
+        "| (b) decode → Arrow → Parquet → committed block (file://, fsync; {blocks} blocks) | {:.3} | {:.0} | {:.2} |",
+        per_million(ingest_cpu),
+        spans as f64 / ingest_cpu,
+        ingest_wall
+    );
+    println!("| ratio (b)/(a) | {:.2}× | | |", ingest_cpu / decode_cpu);
+    println!();
+    println!("| storage | bytes/span |");
+    println!("|---|---|");
+    println!("| OTLP protobuf (uncompressed request bodies) | {:.1} |", otlp_bytes as f64 / spans as f64);
+    println!("| Parquet blocks on disk | {:.1} |", parquet_bytes as f64 / spans as f64);
+    println!("| ratio Parquet / OTLP | {:.3} |", parquet_bytes as f64 / otlp_bytes as f64);
+
+    // 4. end to end against the binary
+    let data = tempfile::TempDir::new().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["--storage", data.path().to_str().unwrap(), "--log-format", "json"])
+        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn spanlake");
+    let grpc = {
+        let stderr = server.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(addr) = log["fields"]["grpc_addr"].as_str()
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("server started")
+    };
+    let pid = server.id().to_string();
+    let server_cpu_before = proc_cpu(&pid);
+    let args = LoadgenArgs {
+        endpoint: Some(format!("http://{grpc}")),
+        traces: Some(e2e_traces),
+        rate: 0.0,
+        concurrency: 16,
+        batch: 50,
+        quiet: true,
+        ..<LoadgenCli as clap::Parser>::parse_from(["loadgen"]).args
+    };
+    let report = runtime.block_on(spanlake::loadgen::generate(&args)).unwrap();
+    let server_cpu_after = proc_cpu(&pid);
+    let server_cpu = (server_cpu_after.0 + server_cpu_after.1) - (server_cpu_before.0 + server_cpu_before.1);
+    let rss = peak_rss_mib(server.id());
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(report.requests_failed, 0);
+    println!();
+    println!("| end to end (loadgen gRPC → spanlake on loopback, 2 cores shared) | value |");
+    println!("|---|---|");
+    println!("| spans acknowledged | {} |", report.spans_acknowledged);
+    println!("| throughput | {:.0} spans/s |", report.spans_per_second());
+    println!("| server CPU | {:.3} s per 1M spans |", server_cpu / report.spans_acknowledged as f64 * 1e6);
+    println!("| server peak RSS | {rss:.0} MiB |");
+}
+
+#[derive(clap::Parser)]
+struct LoadgenCli {
+    #[command(flatten)]
+    args: LoadgenArgs,
+}
