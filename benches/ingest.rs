@@ -68,6 +68,7 @@ fn main() {
 
     // Workload: loadgen's default, encoded once (not measured).
     let workload = Workload::default();
+    let generation = Instant::now();
     let mut rng = StdRng::seed_from_u64(1);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut bodies = Vec::new();
@@ -79,8 +80,10 @@ fn main() {
     }
     let otlp_bytes: usize = bodies.iter().map(Vec::len).sum();
     println!(
-        "workload: {spans} spans in {} requests of {TRACES_PER_REQUEST} traces, {otlp_bytes} OTLP protobuf bytes",
-        bodies.len()
+        "workload: {spans} spans in {} requests of {TRACES_PER_REQUEST} traces, {otlp_bytes} OTLP protobuf bytes \
+         (generated and encoded in {:.1}s)",
+        bodies.len(),
+        generation.elapsed().as_secs_f64()
     );
 
     // 1. decode only
@@ -181,8 +184,8 @@ fn main() {
         endpoint: Some(format!("http://{grpc}")),
         traces: Some(e2e_traces),
         rate: 0.0,
-        concurrency: 16,
-        batch: 50,
+        concurrency: 64,
+        batch: 100,
         quiet: true,
         ..<LoadgenCli as clap::Parser>::parse_from(["loadgen"]).args
     };
@@ -194,7 +197,9 @@ fn main() {
     server.wait().unwrap();
     assert_eq!(report.requests_failed, 0);
     println!();
-    println!("| end to end (loadgen gRPC → spanlake on loopback, 2 cores shared) | value |");
+    println!(
+        "| end to end (loadgen gRPC, 64 concurrent clients × 100 traces → spanlake on loopback, 2 cores shared) | value |"
+    );
     println!("|---|---|");
     println!("| spans acknowledged | {} |", report.spans_acknowledged);
     println!("| throughput | {:.0} spans/s |", report.spans_per_second());

@@ -70,7 +70,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SPANLAKE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub flush_interval: Duration,
     /// A tenant buffer of this size is flushed at once
-    #[arg(long, env = "SPANLAKE_FLUSH_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, env = "SPANLAKE_FLUSH_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub flush_size: usize,
     /// Most memory buffered for one tenant; beyond it requests get 429 / RESOURCE_EXHAUSTED
     #[arg(long, env = "SPANLAKE_MAX_TENANT_BUFFER", default_value = "256MiB", value_parser = parse_size)]

@@ -54,7 +54,7 @@ impl Default for BufferConfig {
     fn default() -> Self {
         Self {
             flush_interval: Duration::from_secs(1),
-            flush_bytes: 64 << 20,
+            flush_bytes: 16 << 20,
             max_tenant_bytes: 256 << 20,
             max_total_bytes: 1 << 30,
             flush_timeout: Duration::from_secs(5),

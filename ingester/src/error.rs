@@ -17,9 +17,7 @@ pub enum IngestError {
     TooLarge { limit: usize, decompressed: bool },
     #[error("request holds {spans} spans, the limit is {limit} per request")]
     TooManySpans { spans: usize, limit: usize },
-    #[error("missing X-Scope-OrgID header: multi-tenancy is on, every request must name its tenant")]
-    MissingTenant,
-    #[error("invalid X-Scope-OrgID: {0}")]
+    #[error("{0}")]
     InvalidTenant(#[from] TenantError),
     #[error("ingest buffers are full ({scope}), retry after {retry_after:?}")]
     Overloaded { scope: &'static str, retry_after: Duration },
@@ -38,7 +36,7 @@ impl IngestError {
             Self::Undecodable { .. } | Self::UnsupportedEncoding(_) => 400,
             Self::TooManySpans { .. } | Self::TooLarge { .. } => 413,
             Self::UnsupportedContentType(_) => 415,
-            Self::MissingTenant | Self::InvalidTenant(_) => 401,
+            Self::InvalidTenant(_) => 401,
             Self::Overloaded { .. } => 429,
             Self::Unavailable { .. } | Self::ShuttingDown => 503,
         }
@@ -51,7 +49,7 @@ impl IngestError {
             | Self::UnsupportedEncoding(_)
             | Self::TooManySpans { .. } => tonic::Code::InvalidArgument,
             Self::TooLarge { .. } => tonic::Code::ResourceExhausted,
-            Self::MissingTenant | Self::InvalidTenant(_) => tonic::Code::Unauthenticated,
+            Self::InvalidTenant(_) => tonic::Code::Unauthenticated,
             Self::Overloaded { .. } => tonic::Code::ResourceExhausted,
             Self::Unavailable { .. } | Self::ShuttingDown => tonic::Code::Unavailable,
         }

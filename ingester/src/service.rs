@@ -28,17 +28,7 @@ pub(crate) struct IngestService {
 impl IngestService {
     /// The tenant of a request from its `X-Scope-OrgID` header value.
     pub(crate) fn tenant(&self, header: Option<&[u8]>) -> Result<TenantId> {
-        if !self.multi_tenant {
-            return Ok(TenantId::single());
-        }
-        let header = header.ok_or(IngestError::MissingTenant)?;
-        let id = std::str::from_utf8(header).map_err(|_| {
-            IngestError::InvalidTenant(spanlake_schemas::tenant::TenantError::InvalidCharacter {
-                found: char::REPLACEMENT_CHARACTER,
-                position: 0,
-            })
-        })?;
-        Ok(TenantId::new(id)?)
+        Ok(TenantId::from_header(self.multi_tenant, header)?)
     }
 
     /// Stores the valid spans of `request` durably and answers with partial

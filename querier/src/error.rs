@@ -6,9 +6,7 @@ pub enum QueryError {
     InvalidTraceId { id: String, reason: String },
     #[error("invalid parameter {name}: {reason}")]
     InvalidParameter { name: &'static str, reason: String },
-    #[error("missing X-Scope-OrgID header: multi-tenancy is on, every request must name its tenant")]
-    MissingTenant,
-    #[error("invalid X-Scope-OrgID: {0}")]
+    #[error("{0}")]
     InvalidTenant(#[from] spanlake_schemas::tenant::TenantError),
     #[error("trace exceeds the maximum size of {limit} bytes")]
     TraceTooLarge { limit: usize },
@@ -30,7 +28,7 @@ impl QueryError {
     pub fn http_status(&self) -> u16 {
         match self {
             Self::InvalidTraceId { .. } | Self::InvalidParameter { .. } => 400,
-            Self::MissingTenant | Self::InvalidTenant(_) => 401,
+            Self::InvalidTenant(_) => 401,
             Self::TraceTooLarge { .. } => 422,
             Self::ReadBlock { .. } | Self::Decode(_) | Self::Internal(_) => 500,
         }

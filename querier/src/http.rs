@@ -225,16 +225,7 @@ fn truncate_to(trace: &mut Vec<ResourceSpans>, limit: usize) -> bool {
 
 impl Querier {
     pub(crate) fn tenant(&self, headers: &HeaderMap) -> Result<TenantId> {
-        if !self.config.multi_tenant {
-            return Ok(TenantId::single());
-        }
-        let value = headers.get("x-scope-orgid").ok_or(QueryError::MissingTenant)?;
-        let id = value.to_str().map_err(|_| {
-            QueryError::InvalidTenant(spanlake_schemas::tenant::TenantError::InvalidCharacter {
-                found: char::REPLACEMENT_CHARACTER,
-                position: 0,
-            })
-        })?;
-        Ok(TenantId::new(id)?)
+        let header = headers.get("x-scope-orgid").map(HeaderValue::as_bytes);
+        Ok(TenantId::from_header(self.config.multi_tenant, header)?)
     }
 }

@@ -17,6 +17,7 @@ mod error;
 mod http;
 pub mod tempo_json;
 mod trace_by_id;
+pub mod traceql;
 
 use std::sync::Arc;
 use std::time::Duration;

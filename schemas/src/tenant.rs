@@ -11,11 +11,15 @@ pub const MAX_TENANT_LEN: usize = 150;
 /// Why a tenant id was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TenantError {
-    #[error("tenant id is empty")]
+    #[error("missing X-Scope-OrgID header: multi-tenancy is on, every request must name its tenant")]
+    MissingHeader,
+    #[error("X-Scope-OrgID is not valid UTF-8")]
+    NotUtf8,
+    #[error("invalid tenant id (X-Scope-OrgID): it is empty")]
     Empty,
-    #[error("tenant id is {len} characters long, the limit is {MAX_TENANT_LEN}")]
+    #[error("invalid tenant id (X-Scope-OrgID): it is {len} characters long, the limit is {MAX_TENANT_LEN}")]
     TooLong { len: usize },
-    #[error("tenant id may not be '.' or '..'")]
+    #[error("invalid tenant id (X-Scope-OrgID): it may not be '.' or '..'")]
     DotPath,
     #[error("tenant id contains {found:?} at byte {position}; allowed characters are A-Z a-z 0-9 ! - _ . * ' ( )")]
     InvalidCharacter { found: char, position: usize },
@@ -41,6 +45,16 @@ impl TenantId {
             return Err(TenantError::DotPath);
         }
         Ok(Self(id.to_owned()))
+    }
+
+    /// The tenant of a request from its `X-Scope-OrgID` header: the header
+    /// when multi-tenancy is on, [`SINGLE_TENANT`] (header ignored) when off.
+    pub fn from_header(multi_tenant: bool, header: Option<&[u8]>) -> Result<Self, TenantError> {
+        if !multi_tenant {
+            return Ok(Self::single());
+        }
+        let header = header.ok_or(TenantError::MissingHeader)?;
+        Self::new(std::str::from_utf8(header).map_err(|_| TenantError::NotUtf8)?)
     }
 
     /// The tenant of a single-tenant installation.
@@ -72,6 +86,15 @@ mod tests {
         for ok in ["single-tenant", "a", "Team_1.prod", "x!*'()-", &"a".repeat(150)] {
             assert_eq!(TenantId::new(ok).unwrap().as_str(), ok);
         }
+    }
+
+    #[test]
+    fn header_is_required_only_with_multi_tenancy() {
+        assert_eq!(TenantId::from_header(false, None).unwrap().as_str(), SINGLE_TENANT);
+        assert_eq!(TenantId::from_header(false, Some(b"..")).unwrap().as_str(), SINGLE_TENANT);
+        assert_eq!(TenantId::from_header(true, None), Err(TenantError::MissingHeader));
+        assert_eq!(TenantId::from_header(true, Some(b"\xff")), Err(TenantError::NotUtf8));
+        assert_eq!(TenantId::from_header(true, Some(b"team-a")).unwrap().as_str(), "team-a");
     }
 
     #[test]

@@ -185,7 +185,7 @@ async fn hostile_tenant_ids_are_refused() {
         ("..", "may not be '.' or '..'"),
         (".", "may not be '.' or '..'"),
         ("a/b", "contains '/'"),
-        ("", "tenant id is empty"),
+        ("", "it is empty"),
         (long.as_str(), "200 characters long"),
         ("tenant\u{e9}", "contains 'é'"),
         ("../../etc", "contains '/'"),

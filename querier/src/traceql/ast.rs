@@ -1,0 +1,258 @@
+//! The TraceQL syntax tree.
+
+use std::fmt;
+
+/// A whole query: a spanset expression followed by pipeline stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub spansets: SpansetExpr,
+    pub stages: Vec<Stage>,
+}
+
+/// A stage after `|`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// `| count() > 2`, `| avg(duration) > 20ms`
+    Scalar { aggregate: Aggregate, op: CmpOp, value: Static },
+    /// `| by(resource.service.name)`
+    By(Vec<FieldExpr>),
+    /// `| select(span.http.url, duration)`
+    Select(Vec<FieldExpr>),
+    /// `| coalesce()`
+    Coalesce,
+    /// `| { … }`: filter the spans of each spanset further
+    Spanset(SpansetExpr),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Aggregate {
+    Count,
+    Avg(FieldExpr),
+    Min(FieldExpr),
+    Max(FieldExpr),
+    Sum(FieldExpr),
+}
+
+/// Spanset expressions: filters and their combinations.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpansetExpr {
+    /// `{ … }`; `None` for `{}` (every span).
+    Filter(Option<FieldExpr>),
+    Binary {
+        op: SpansetOp,
+        lhs: Box<SpansetExpr>,
+        rhs: Box<SpansetExpr>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpansetOp {
+    /// `&&`: both in the same trace; spans of both sides
+    And,
+    /// `||`: either; spans of both sides
+    Or,
+    /// `>`: rhs spans whose parent matches lhs
+    Child,
+    /// `<`: rhs spans that are the parent of an lhs span
+    Parent,
+    /// `>>`: rhs spans with an ancestor matching lhs
+    Descendant,
+    /// `<<`: rhs spans that are an ancestor of an lhs span
+    Ancestor,
+    /// `~`: rhs spans with a sibling matching lhs
+    Sibling,
+}
+
+/// Expressions inside a spanset filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldExpr {
+    Binary { op: BinaryOp, lhs: Box<FieldExpr>, rhs: Box<FieldExpr> },
+    Not(Box<FieldExpr>),
+    Negate(Box<FieldExpr>),
+    Static(Static),
+    Intrinsic(Intrinsic),
+    Attribute(Attribute),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Cmp(CmpOp),
+    And,
+    Or,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Regex,
+    NotRegex,
+}
+
+impl CmpOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Neq => "!=",
+            Self::Gt => ">",
+            Self::Gte => ">=",
+            Self::Lt => "<",
+            Self::Lte => "<=",
+            Self::Regex => "=~",
+            Self::NotRegex => "!~",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Static {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    /// Nanoseconds.
+    Duration(i64),
+    Bool(bool),
+    Status(StatusValue),
+    Kind(KindValue),
+    Nil,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusValue {
+    Unset,
+    Ok,
+    Error,
+}
+
+impl StatusValue {
+    /// The value stored in the `status_code` column.
+    pub fn stored(self) -> &'static str {
+        match self {
+            Self::Unset => "unset",
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindValue {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl KindValue {
+    /// The value stored in the `kind` column.
+    pub fn stored(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Internal => "internal",
+            Self::Server => "server",
+            Self::Client => "client",
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+/// Built-in fields of a span or its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Intrinsic {
+    Name,
+    Status,
+    StatusMessage,
+    Duration,
+    Kind,
+    SpanId,
+    ParentId,
+    TraceId,
+    TraceDuration,
+    RootName,
+    RootServiceName,
+    /// `nestedSetParent`: -1 for a root span (as Tempo), else 0.
+    NestedSetParent,
+    InstrumentationName,
+    InstrumentationVersion,
+    EventName,
+}
+
+impl Intrinsic {
+    /// Whether the value depends on the whole trace, not only the span.
+    pub fn is_trace_level(self) -> bool {
+        matches!(self, Self::TraceDuration | Self::RootName | Self::RootServiceName)
+    }
+
+    /// The name Tempo reports it under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Status => "status",
+            Self::StatusMessage => "statusMessage",
+            Self::Duration => "duration",
+            Self::Kind => "kind",
+            Self::SpanId => "span:id",
+            Self::ParentId => "span:parentID",
+            Self::TraceId => "trace:id",
+            Self::TraceDuration => "traceDuration",
+            Self::RootName => "rootName",
+            Self::RootServiceName => "rootServiceName",
+            Self::NestedSetParent => "nestedSetParent",
+            Self::InstrumentationName => "instrumentation:name",
+            Self::InstrumentationVersion => "instrumentation:version",
+            Self::EventName => "event:name",
+        }
+    }
+}
+
+/// Where an attribute is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttributeScope {
+    Span,
+    Resource,
+    /// `.x`: span first, then resource
+    Unscoped,
+    Event,
+    Link,
+    Instrumentation,
+}
+
+impl AttributeScope {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Span => "span",
+            Self::Resource => "resource",
+            Self::Unscoped => "",
+            Self::Event => "event",
+            Self::Link => "link",
+            Self::Instrumentation => "instrumentation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attribute {
+    pub scope: AttributeScope,
+    pub name: String,
+}
+
+impl fmt::Display for Attribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = self.name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        let name = if plain { self.name.clone() } else { format!("{:?}", self.name) };
+        write!(f, "{}.{}", self.scope.prefix(), name)
+    }
+}

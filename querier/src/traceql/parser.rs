@@ -1,0 +1,394 @@
+//! Recursive-descent TraceQL parser.
+//!
+//! Precedence, lowest first: spanset `||`; spanset `&&`; structural `> < >> << ~`
+//! (left-associative). Inside `{ }`: `||`; `&&`; comparisons; `+ -`; `* / %`;
+//! `^`; unary `! -`.
+
+use super::ParseError;
+use super::ast::*;
+use super::lexer::{Tok, tokenize};
+
+pub(crate) struct Parser {
+    tokens: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+impl Parser {
+    pub(crate) fn new(query: &str) -> Result<Self, ParseError> {
+        Ok(Self { tokens: tokenize(query)?, pos: 0 })
+    }
+
+    fn peek(&self) -> &Tok {
+        &self.tokens[self.pos].0
+    }
+
+    fn peek_at(&self, n: usize) -> &Tok {
+        &self.tokens[(self.pos + n).min(self.tokens.len() - 1)].0
+    }
+
+    fn offset(&self) -> usize {
+        self.tokens[self.pos].1
+    }
+
+    fn next(&mut self) -> Tok {
+        let tok = self.tokens[self.pos].0.clone();
+        if self.pos < self.tokens.len() - 1 {
+            self.pos += 1;
+        }
+        tok
+    }
+
+    fn error(&self, message: impl Into<String>) -> ParseError {
+        ParseError::new(self.offset(), message)
+    }
+
+    fn expect(&mut self, tok: Tok, what: &str) -> Result<(), ParseError> {
+        if *self.peek() == tok {
+            self.next();
+            Ok(())
+        } else {
+            Err(self.error(format!("expected {what}, found {}", self.peek().describe())))
+        }
+    }
+
+    pub(crate) fn query(&mut self) -> Result<Query, ParseError> {
+        let spansets = self.spanset_or()?;
+        let mut stages = Vec::new();
+        while *self.peek() == Tok::Pipe {
+            self.next();
+            stages.push(self.stage()?);
+        }
+        if let Tok::Ident(word) = self.peek()
+            && word == "with"
+        {
+            return Err(self.error("query hints (with(...)) are not supported"));
+        }
+        if *self.peek() != Tok::Eof {
+            return Err(self.error(format!("unexpected {} after the query", self.peek().describe())));
+        }
+        Ok(Query { spansets, stages })
+    }
+
+    fn spanset_or(&mut self) -> Result<SpansetExpr, ParseError> {
+        let mut lhs = self.spanset_and()?;
+        while *self.peek() == Tok::OrOr {
+            self.next();
+            let rhs = self.spanset_and()?;
+            lhs = SpansetExpr::Binary { op: SpansetOp::Or, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn spanset_and(&mut self) -> Result<SpansetExpr, ParseError> {
+        let mut lhs = self.spanset_structural()?;
+        while *self.peek() == Tok::AndAnd {
+            self.next();
+            let rhs = self.spanset_structural()?;
+            lhs = SpansetExpr::Binary { op: SpansetOp::And, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn spanset_structural(&mut self) -> Result<SpansetExpr, ParseError> {
+        let mut lhs = self.spanset_primary()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Gt => SpansetOp::Child,
+                Tok::Lt => SpansetOp::Parent,
+                Tok::Descendant => SpansetOp::Descendant,
+                Tok::Ancestor => SpansetOp::Ancestor,
+                Tok::Tilde => SpansetOp::Sibling,
+                Tok::Not
+                    if matches!(self.peek_at(1), Tok::Gt | Tok::Lt | Tok::Descendant | Tok::Ancestor | Tok::Tilde) =>
+                {
+                    return Err(self.error("negated structural operators (!>, !>>, …) are not supported"));
+                }
+                _ => return Ok(lhs),
+            };
+            self.next();
+            let rhs = self.spanset_primary()?;
+            lhs = SpansetExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+    }
+
+    fn spanset_primary(&mut self) -> Result<SpansetExpr, ParseError> {
+        match self.peek() {
+            Tok::LBrace => {
+                self.next();
+                if *self.peek() == Tok::RBrace {
+                    self.next();
+                    return Ok(SpansetExpr::Filter(None));
+                }
+                let expr = self.field_or()?;
+                self.expect(Tok::RBrace, "'}' to close the spanset filter")?;
+                Ok(SpansetExpr::Filter(Some(expr)))
+            }
+            Tok::LParen => {
+                self.next();
+                let inner = self.spanset_or()?;
+                self.expect(Tok::RParen, "')'")?;
+                Ok(inner)
+            }
+            other => Err(self.error(format!("expected a spanset filter '{{ … }}', found {}", other.describe()))),
+        }
+    }
+
+    fn stage(&mut self) -> Result<Stage, ParseError> {
+        if *self.peek() == Tok::LBrace || *self.peek() == Tok::LParen {
+            return Ok(Stage::Spanset(self.spanset_or()?));
+        }
+        let Tok::Ident(name) = self.peek().clone() else {
+            return Err(self.error(format!("expected a pipeline stage, found {}", self.peek().describe())));
+        };
+        self.next();
+        match name.as_str() {
+            "count" | "avg" | "min" | "max" | "sum" => {
+                self.expect(Tok::LParen, "'('")?;
+                let aggregate = if name == "count" {
+                    Aggregate::Count
+                } else {
+                    let field = self.field_or()?;
+                    match name.as_str() {
+                        "avg" => Aggregate::Avg(field),
+                        "min" => Aggregate::Min(field),
+                        "max" => Aggregate::Max(field),
+                        _ => Aggregate::Sum(field),
+                    }
+                };
+                self.expect(Tok::RParen, "')'")?;
+                let op = self.cmp_op().ok_or_else(|| self.error(format!("expected a comparison after {name}()")))?;
+                self.next();
+                let negative = *self.peek() == Tok::Minus;
+                if negative {
+                    self.next();
+                }
+                let value = match (self.next(), negative) {
+                    (Tok::Int(i), n) => Static::Int(if n { -i } else { i }),
+                    (Tok::Float(f), n) => Static::Float(if n { -f } else { f }),
+                    (Tok::Duration(d), n) => Static::Duration(if n { -d } else { d }),
+                    (other, _) => {
+                        return Err(self.error(format!("expected a number or duration, found {}", other.describe())));
+                    }
+                };
+                Ok(Stage::Scalar { aggregate, op, value })
+            }
+            "by" | "select" => {
+                self.expect(Tok::LParen, "'('")?;
+                let mut fields = vec![self.field_or()?];
+                while *self.peek() == Tok::Comma {
+                    self.next();
+                    fields.push(self.field_or()?);
+                }
+                self.expect(Tok::RParen, "')'")?;
+                Ok(if name == "by" { Stage::By(fields) } else { Stage::Select(fields) })
+            }
+            "coalesce" => {
+                self.expect(Tok::LParen, "'('")?;
+                self.expect(Tok::RParen, "')'")?;
+                Ok(Stage::Coalesce)
+            }
+            "rate"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "quantile_over_time"
+            | "histogram_over_time"
+            | "compare" => Err(ParseError::new(
+                self.tokens[self.pos - 1].1,
+                format!("{name}() is a TraceQL metrics function: use /api/metrics/query_range"),
+            )),
+            other => Err(ParseError::new(self.tokens[self.pos - 1].1, format!("unknown pipeline function {other:?}"))),
+        }
+    }
+
+    fn cmp_op(&self) -> Option<CmpOp> {
+        Some(match self.peek() {
+            Tok::Eq => CmpOp::Eq,
+            Tok::Neq => CmpOp::Neq,
+            Tok::Gt => CmpOp::Gt,
+            Tok::Gte => CmpOp::Gte,
+            Tok::Lt => CmpOp::Lt,
+            Tok::Lte => CmpOp::Lte,
+            Tok::Regex => CmpOp::Regex,
+            Tok::NotRegex => CmpOp::NotRegex,
+            _ => return None,
+        })
+    }
+
+    fn binary(op: BinaryOp, lhs: FieldExpr, rhs: FieldExpr) -> FieldExpr {
+        FieldExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }
+    }
+
+    fn field_or(&mut self) -> Result<FieldExpr, ParseError> {
+        let mut lhs = self.field_and()?;
+        while *self.peek() == Tok::OrOr {
+            self.next();
+            lhs = Self::binary(BinaryOp::Or, lhs, self.field_and()?);
+        }
+        Ok(lhs)
+    }
+
+    fn field_and(&mut self) -> Result<FieldExpr, ParseError> {
+        let mut lhs = self.field_cmp()?;
+        while *self.peek() == Tok::AndAnd {
+            self.next();
+            lhs = Self::binary(BinaryOp::And, lhs, self.field_cmp()?);
+        }
+        Ok(lhs)
+    }
+
+    fn field_cmp(&mut self) -> Result<FieldExpr, ParseError> {
+        let lhs = self.field_sum()?;
+        let Some(op) = self.cmp_op() else { return Ok(lhs) };
+        let at = self.offset();
+        self.next();
+        let rhs = self.field_sum()?;
+        if matches!(op, CmpOp::Regex | CmpOp::NotRegex) {
+            match &rhs {
+                FieldExpr::Static(Static::Str(pattern)) => {
+                    regex::Regex::new(pattern).map_err(|e| {
+                        let reason = e.to_string();
+                        let reason = reason.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+                        ParseError::new(at, format!("invalid regular expression {pattern:?}: {reason}"))
+                    })?;
+                }
+                _ => return Err(ParseError::new(at, format!("{} needs a string pattern on its right", op.symbol()))),
+            }
+        }
+        Ok(Self::binary(BinaryOp::Cmp(op), lhs, rhs))
+    }
+
+    fn field_sum(&mut self) -> Result<FieldExpr, ParseError> {
+        let mut lhs = self.field_product()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Plus => BinaryOp::Add,
+                Tok::Minus => BinaryOp::Sub,
+                _ => return Ok(lhs),
+            };
+            self.next();
+            lhs = Self::binary(op, lhs, self.field_product()?);
+        }
+    }
+
+    fn field_product(&mut self) -> Result<FieldExpr, ParseError> {
+        let mut lhs = self.field_power()?;
+        loop {
+            let op = match self.peek() {
+                Tok::Star => BinaryOp::Mul,
+                Tok::Slash => BinaryOp::Div,
+                Tok::Percent => BinaryOp::Mod,
+                _ => return Ok(lhs),
+            };
+            self.next();
+            lhs = Self::binary(op, lhs, self.field_power()?);
+        }
+    }
+
+    fn field_power(&mut self) -> Result<FieldExpr, ParseError> {
+        let lhs = self.field_unary()?;
+        if *self.peek() == Tok::Caret {
+            self.next();
+            return Ok(Self::binary(BinaryOp::Pow, lhs, self.field_power()?));
+        }
+        Ok(lhs)
+    }
+
+    fn field_unary(&mut self) -> Result<FieldExpr, ParseError> {
+        match self.peek() {
+            Tok::Not => {
+                self.next();
+                Ok(FieldExpr::Not(Box::new(self.field_unary()?)))
+            }
+            Tok::Minus => {
+                self.next();
+                Ok(match self.field_unary()? {
+                    FieldExpr::Static(Static::Int(i)) => FieldExpr::Static(Static::Int(-i)),
+                    FieldExpr::Static(Static::Float(f)) => FieldExpr::Static(Static::Float(-f)),
+                    FieldExpr::Static(Static::Duration(d)) => FieldExpr::Static(Static::Duration(-d)),
+                    other => FieldExpr::Negate(Box::new(other)),
+                })
+            }
+            _ => self.field_primary(),
+        }
+    }
+
+    fn field_primary(&mut self) -> Result<FieldExpr, ParseError> {
+        let at = self.offset();
+        let tok = self.next();
+        Ok(match tok {
+            Tok::LParen => {
+                let inner = self.field_or()?;
+                self.expect(Tok::RParen, "')'")?;
+                inner
+            }
+            Tok::Str(s) => FieldExpr::Static(Static::Str(s)),
+            Tok::Int(i) => FieldExpr::Static(Static::Int(i)),
+            Tok::Float(f) => FieldExpr::Static(Static::Float(f)),
+            Tok::Duration(d) => FieldExpr::Static(Static::Duration(d)),
+            Tok::Attr(a) => FieldExpr::Attribute(a),
+            Tok::Scoped(scope, field) => FieldExpr::Intrinsic(
+                scoped_intrinsic(&scope, &field)
+                    .ok_or_else(|| ParseError::new(at, format!("unknown intrinsic {scope}:{field}")))?,
+            ),
+            Tok::Ident(word) => keyword(&word).ok_or_else(|| {
+                ParseError::new(
+                    at,
+                    format!("unknown identifier {word:?}: attributes need a scope, e.g. .{word} or span.{word}"),
+                )
+            })?,
+            Tok::Eof => return Err(ParseError::new(at, "unexpected end of query")),
+            other => return Err(ParseError::new(at, format!("unexpected {}", other.describe()))),
+        })
+    }
+}
+
+fn keyword(word: &str) -> Option<FieldExpr> {
+    use FieldExpr::{Intrinsic as I, Static as S};
+    Some(match word {
+        "true" => S(Static::Bool(true)),
+        "false" => S(Static::Bool(false)),
+        "nil" => S(Static::Nil),
+        "ok" => S(Static::Status(StatusValue::Ok)),
+        "error" => S(Static::Status(StatusValue::Error)),
+        "unset" => S(Static::Status(StatusValue::Unset)),
+        "server" => S(Static::Kind(KindValue::Server)),
+        "client" => S(Static::Kind(KindValue::Client)),
+        "producer" => S(Static::Kind(KindValue::Producer)),
+        "consumer" => S(Static::Kind(KindValue::Consumer)),
+        "internal" => S(Static::Kind(KindValue::Internal)),
+        "unspecified" => S(Static::Kind(KindValue::Unspecified)),
+        "name" => I(Intrinsic::Name),
+        "status" => I(Intrinsic::Status),
+        "statusMessage" => I(Intrinsic::StatusMessage),
+        "duration" => I(Intrinsic::Duration),
+        "kind" => I(Intrinsic::Kind),
+        "traceDuration" => I(Intrinsic::TraceDuration),
+        "rootName" => I(Intrinsic::RootName),
+        "rootServiceName" => I(Intrinsic::RootServiceName),
+        "nestedSetParent" => I(Intrinsic::NestedSetParent),
+        _ => return None,
+    })
+}
+
+fn scoped_intrinsic(scope: &str, field: &str) -> Option<Intrinsic> {
+    Some(match (scope, field) {
+        ("span", "name") => Intrinsic::Name,
+        ("span", "status") => Intrinsic::Status,
+        ("span", "statusMessage") => Intrinsic::StatusMessage,
+        ("span", "duration") => Intrinsic::Duration,
+        ("span", "kind") => Intrinsic::Kind,
+        ("span", "id") => Intrinsic::SpanId,
+        ("span", "parentID") => Intrinsic::ParentId,
+        ("trace", "duration") => Intrinsic::TraceDuration,
+        ("trace", "rootName") => Intrinsic::RootName,
+        ("trace", "rootService") => Intrinsic::RootServiceName,
+        ("trace", "id") => Intrinsic::TraceId,
+        ("event", "name") => Intrinsic::EventName,
+        ("instrumentation", "name") => Intrinsic::InstrumentationName,
+        ("instrumentation", "version") => Intrinsic::InstrumentationVersion,
+        _ => return None,
+    })
+}

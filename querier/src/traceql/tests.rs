@@ -1,0 +1,137 @@
+use super::ast::*;
+use super::parse;
+
+fn filter(query: &str) -> FieldExpr {
+    match parse(query).unwrap().spansets {
+        SpansetExpr::Filter(Some(e)) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn attr(scope: AttributeScope, name: &str) -> FieldExpr {
+    FieldExpr::Attribute(Attribute { scope, name: name.into() })
+}
+
+fn cmp(op: CmpOp, lhs: FieldExpr, rhs: FieldExpr) -> FieldExpr {
+    FieldExpr::Binary { op: BinaryOp::Cmp(op), lhs: Box::new(lhs), rhs: Box::new(rhs) }
+}
+
+#[test]
+fn parses_what_grafana_and_people_write() {
+    let valid = [
+        "{}",
+        "{ }",
+        r#"{ resource.service.name = "frontend" }"#,
+        r#"{ span.http.status_code >= 500 && status = error }"#,
+        r#"{ .http.method = "GET" || name =~ "GET .*" }"#,
+        r#"{ span."a b" != "x" }"#,
+        "{ duration > 1.5s && duration < 1h2m }",
+        "{ kind = server && traceDuration > 250ms }",
+        "{ rootName = \"GET /\" && rootServiceName = \"shop\" }",
+        "{ span:name = \"x\" && trace:duration > 1s && span:kind = client && span:status = ok }",
+        "{ .foo = nil }",
+        "{ .foo != nil }",
+        "{ !(.a = 1) && -(.b) < -2 }",
+        "{ .n + 1 > 2 * 3 ^ 2 }",
+        "{ .x = 1 } && { .y = 2 }",
+        "{ .x = 1 } || { .y = 2 }",
+        "{ .x = 1 } > { .y = 2 }",
+        "{ .x = 1 } >> { .y = 2 } ~ { .z = 3 }",
+        "({ .x = 1 } < { .y = 2 }) << {}",
+        "{ status = error } | count() > 2",
+        "{ } | avg(duration) > 20ms",
+        "{ } | min(duration) >= 1ms | max(span.size) < 3.5",
+        "{ } | sum(duration) > 1s",
+        "{ } | select(span.http.url, duration)",
+        "{ } | by(resource.service.name) | count() > 1",
+        "{ } | coalesce()",
+        "{ nestedSetParent < 0 }",
+        "{ .a = `raw \\ string` }",
+        "{ resource.k8s.pod-name = \"x\" }",
+        "{ event.exception.type = \"Timeout\" && event:name = \"exception\" }",
+    ];
+    for query in valid {
+        parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+    }
+}
+
+#[test]
+fn builds_the_expected_tree() {
+    assert_eq!(
+        filter(r#"{ resource.service.name = "frontend" && duration > 1.5s }"#),
+        FieldExpr::Binary {
+            op: BinaryOp::And,
+            lhs: Box::new(cmp(
+                CmpOp::Eq,
+                attr(AttributeScope::Resource, "service.name"),
+                FieldExpr::Static(Static::Str("frontend".into()))
+            )),
+            rhs: Box::new(cmp(
+                CmpOp::Gt,
+                FieldExpr::Intrinsic(Intrinsic::Duration),
+                FieldExpr::Static(Static::Duration(1_500_000_000))
+            )),
+        }
+    );
+    assert_eq!(
+        filter("{ .a = 1 || .b = 2 && .c = 3 }"),
+        FieldExpr::Binary {
+            op: BinaryOp::Or,
+            lhs: Box::new(cmp(CmpOp::Eq, attr(AttributeScope::Unscoped, "a"), FieldExpr::Static(Static::Int(1)))),
+            rhs: Box::new(FieldExpr::Binary {
+                op: BinaryOp::And,
+                lhs: Box::new(cmp(CmpOp::Eq, attr(AttributeScope::Unscoped, "b"), FieldExpr::Static(Static::Int(2)))),
+                rhs: Box::new(cmp(CmpOp::Eq, attr(AttributeScope::Unscoped, "c"), FieldExpr::Static(Static::Int(3)))),
+            }),
+        }
+    );
+    assert_eq!(
+        filter("{ duration > 1h2m3s }"),
+        cmp(
+            CmpOp::Gt,
+            FieldExpr::Intrinsic(Intrinsic::Duration),
+            FieldExpr::Static(Static::Duration(3_723_000_000_000))
+        )
+    );
+    assert_eq!(
+        filter("{ span.\"a b\" = -2 }"),
+        cmp(CmpOp::Eq, attr(AttributeScope::Span, "a b"), FieldExpr::Static(Static::Int(-2)))
+    );
+    // Structural operators are left-associative, below && and ||.
+    let q = parse("{ .a = 1 } > { .b = 2 } && { .c = 3 }").unwrap();
+    match q.spansets {
+        SpansetExpr::Binary { op: SpansetOp::And, lhs, .. } => {
+            assert!(matches!(*lhs, SpansetExpr::Binary { op: SpansetOp::Child, .. }))
+        }
+        other => panic!("{other:?}"),
+    }
+    let q = parse("{ } | count() > 2 | by(resource.service.name)").unwrap();
+    assert_eq!(q.stages[0], Stage::Scalar { aggregate: Aggregate::Count, op: CmpOp::Gt, value: Static::Int(2) });
+    assert_eq!(q.stages[1], Stage::By(vec![attr(AttributeScope::Resource, "service.name")]));
+}
+
+#[test]
+fn errors_name_the_position() {
+    let cases = [
+        ("{ .a = }", 7, "unexpected '}'"),
+        ("{ .a = 1", 8, "expected '}' to close the spanset filter"),
+        ("{ foo = 1 }", 2, "unknown identifier \"foo\""),
+        ("{ .a = \"x }", 7, "unterminated string"),
+        ("{ .a =~ \"(\" }", 5, "invalid regular expression"),
+        ("{ duration > 5parsecs }", 13, "unknown duration unit"),
+        ("{ span:bogus = 1 }", 2, "unknown intrinsic span:bogus"),
+        (".a = 1", 0, "expected a spanset filter"),
+        ("{ .a = 1 } | rate()", 13, "metrics function"),
+        ("{ .a = 1 } | frobnicate()", 13, "unknown pipeline function"),
+        ("{ .a = 1 } extra", 11, "unexpected \"extra\""),
+        ("{ . = 1 }", 2, "attribute name expected"),
+        ("{ .a = 1 } &> { }", 11, "not supported"),
+        ("{ .a # 1 }", 5, "unexpected character '#'"),
+    ];
+    for (query, offset, message) in cases {
+        let error = parse(query).expect_err(query);
+        assert_eq!(error.offset, offset, "{query}: {error}");
+        assert!(error.message.contains(message), "{query}: {error}");
+        assert!(error.to_string().starts_with(&format!("parse error at column {}", offset + 1)));
+    }
+}
