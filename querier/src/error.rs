@@ -18,8 +18,29 @@ pub enum QueryError {
     },
     #[error("stored data does not match the span schema")]
     Decode(#[from] spanlake_schemas::DecodeError),
+    #[error("invalid SQL: {0}")]
+    Sql(String),
+    #[error("{0}")]
+    SqlRefused(String),
+    #[error("query exceeded the time limit of {limit:?}")]
+    Timeout { limit: std::time::Duration },
+    #[error("query exceeded its memory limit: {0}")]
+    MemoryLimit(String),
+    #[error("query failed: {0}")]
+    Execution(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(error: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as E;
+        match error.find_root() {
+            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => Self::Sql(error.strip_backtrace()),
+            E::ResourcesExhausted(_) => Self::MemoryLimit(error.strip_backtrace()),
+            _ => Self::Execution(error.strip_backtrace()),
+        }
+    }
 }
 
 pub(crate) type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -29,7 +50,10 @@ impl QueryError {
         match self {
             Self::InvalidTraceId { .. } | Self::InvalidParameter { .. } => 400,
             Self::InvalidTenant(_) => 401,
-            Self::TraceTooLarge { .. } => 422,
+            Self::TraceTooLarge { .. } | Self::MemoryLimit(_) => 422,
+            Self::Sql(_) | Self::SqlRefused(_) => 400,
+            Self::Timeout { .. } => 408,
+            Self::Execution(_) => 500,
             Self::ReadBlock { .. } | Self::Decode(_) | Self::Internal(_) => 500,
         }
     }

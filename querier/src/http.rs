@@ -53,6 +53,7 @@ pub(crate) fn router(querier: Arc<Querier>) -> Router {
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
+        .route("/api/sql", axum::routing::post(crate::sql_http::sql))
         .with_state(querier)
 }
 

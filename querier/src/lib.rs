@@ -15,6 +15,9 @@
 mod catalog;
 mod error;
 mod http;
+mod sql;
+mod sql_http;
+mod table;
 pub mod tempo_json;
 mod trace_by_id;
 pub mod traceql;
@@ -26,6 +29,7 @@ use spanlake_schemas::Storage;
 
 pub use catalog::Catalog;
 pub use error::QueryError;
+pub use sql::SqlResult;
 pub use trace_by_id::parse_trace_id;
 
 /// Querier configuration.
@@ -39,6 +43,10 @@ pub struct Config {
     pub commit_lookback: Duration,
     /// Largest trace answered in full (v1: 422 beyond it; v2: partial).
     pub max_trace_bytes: usize,
+    /// Longest an SQL query may run.
+    pub sql_timeout: Duration,
+    /// Most memory an SQL query may use (sorts, joins, aggregations).
+    pub sql_memory_limit: usize,
 }
 
 impl Default for Config {
@@ -48,6 +56,8 @@ impl Default for Config {
             refresh_interval: Duration::from_secs(5),
             commit_lookback: Duration::from_secs(120),
             max_trace_bytes: 50 << 20,
+            sql_timeout: Duration::from_secs(30),
+            sql_memory_limit: 1 << 30,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Tok {
             Self::Scoped(a, b) => format!("{a}:{b}"),
             Self::Attr(a) => format!("attribute {a}"),
             Self::Eof => "end of query".into(),
-            other => format!("{:?}", symbol(other)),
+            other => format!("'{}'", symbol(other)),
         }
     }
 }

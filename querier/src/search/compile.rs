@@ -1,0 +1,225 @@
+//! TraceQL spanset filters → DataFusion expressions over the `spans` table.
+//!
+//! Attribute values are structs `{str, int, double, bool, bytes, json}`; a
+//! comparison picks the field that matches the literal's type, so
+//! `span.http.status_code >= 500` compares numbers (int or double) and a
+//! missing attribute is NULL, which never matches, `!=` included (Tempo's
+//! semantics). `.x` looks at the span's attribute first, then the resource's.
+
+use datafusion::common::ScalarValue;
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::functions::regex::expr_fn::regexp_like;
+use datafusion::logical_expr::{Expr, binary_expr, cast, col, lit, when};
+use datafusion::logical_expr::{Operator, not};
+use datafusion::arrow::datatypes::DataType;
+use spanlake_schemas::schema as s;
+
+use crate::error::QueryError;
+use crate::traceql::ast::*;
+
+/// Column aliases added by the search when a filter needs trace-level fields.
+pub(crate) const TRACE_DURATION: &str = "__trace_duration_ns";
+pub(crate) const ROOT_NAME: &str = "__root_name";
+pub(crate) const ROOT_SERVICE: &str = "__root_service_name";
+
+fn unsupported(what: impl Into<String>) -> QueryError {
+    QueryError::InvalidParameter { name: "q", reason: what.into() }
+}
+
+/// Whether the filter reads trace-level intrinsics (needs the trace summary join).
+pub(crate) fn needs_trace_fields(expr: &FieldExpr) -> bool {
+    match expr {
+        FieldExpr::Binary { lhs, rhs, .. } => needs_trace_fields(lhs) || needs_trace_fields(rhs),
+        FieldExpr::Not(e) | FieldExpr::Negate(e) => needs_trace_fields(e),
+        FieldExpr::Intrinsic(i) => i.is_trace_level(),
+        _ => false,
+    }
+}
+
+/// Attributes a filter reads (returned with the matching spans, as Tempo does).
+pub(crate) fn attributes(expr: &FieldExpr, out: &mut Vec<Attribute>) {
+    match expr {
+        FieldExpr::Binary { lhs, rhs, .. } => {
+            attributes(lhs, out);
+            attributes(rhs, out);
+        }
+        FieldExpr::Not(e) | FieldExpr::Negate(e) => attributes(e, out),
+        FieldExpr::Attribute(a) if !out.contains(a) => out.push(a.clone()),
+        _ => {}
+    }
+}
+
+/// The whole attribute value struct (null when absent), for returning it.
+pub(crate) fn attribute_struct(attribute: &Attribute) -> Result<Expr, QueryError> {
+    let lookup = |column: &str| get_field(col(column), attribute.name.as_str());
+    Ok(match attribute.scope {
+        AttributeScope::Span => lookup(s::SPAN_ATTRIBUTES),
+        AttributeScope::Resource => lookup(s::RESOURCE_ATTRIBUTES),
+        AttributeScope::Instrumentation => lookup(s::SCOPE_ATTRIBUTES),
+        AttributeScope::Unscoped => coalesce(vec![lookup(s::SPAN_ATTRIBUTES), lookup(s::RESOURCE_ATTRIBUTES)]),
+        AttributeScope::Event | AttributeScope::Link => {
+            return Err(unsupported(format!("{} attributes are not supported yet", attribute.scope.prefix())));
+        }
+    })
+}
+
+/// The type a comparison is made in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Str,
+    Number,
+    Bool,
+}
+
+fn static_kind(value: &Static) -> Option<Kind> {
+    match value {
+        Static::Str(_) | Static::Status(_) | Static::Kind(_) => Some(Kind::Str),
+        Static::Int(_) | Static::Float(_) | Static::Duration(_) => Some(Kind::Number),
+        Static::Bool(_) => Some(Kind::Bool),
+        Static::Nil => None,
+    }
+}
+
+/// An attribute's value as a `kind`: numbers come from `int` or `double`.
+fn attribute_value(attribute: &Attribute, kind: Kind) -> Result<Expr, QueryError> {
+    let value = attribute_struct(attribute)?;
+    Ok(match kind {
+        Kind::Str => get_field(value, s::VALUE_STR),
+        Kind::Bool => get_field(value.clone(), s::VALUE_BOOL),
+        Kind::Number => coalesce(vec![
+            cast(get_field(value.clone(), s::VALUE_INT), DataType::Float64),
+            get_field(value, s::VALUE_DOUBLE),
+        ]),
+    })
+}
+
+fn intrinsic(intrinsic: Intrinsic) -> Result<(Expr, Kind), QueryError> {
+    Ok(match intrinsic {
+        Intrinsic::Name => (col(s::NAME), Kind::Str),
+        Intrinsic::Status => (col(s::STATUS_CODE), Kind::Str),
+        Intrinsic::StatusMessage => (col(s::STATUS_MESSAGE), Kind::Str),
+        Intrinsic::Kind => (col(s::KIND), Kind::Str),
+        Intrinsic::Duration => (cast(col(s::DURATION_NS), DataType::Float64), Kind::Number),
+        Intrinsic::TraceDuration => (cast(col(TRACE_DURATION), DataType::Float64), Kind::Number),
+        Intrinsic::RootName => (col(ROOT_NAME), Kind::Str),
+        Intrinsic::RootServiceName => (col(ROOT_SERVICE), Kind::Str),
+        Intrinsic::NestedSetParent => {
+            (when(col(s::PARENT_SPAN_ID).is_null(), lit(-1.0)).otherwise(lit(0.0)).expect("valid case"), Kind::Number)
+        }
+        Intrinsic::InstrumentationName => (col(s::SCOPE_NAME), Kind::Str),
+        Intrinsic::InstrumentationVersion => (col(s::SCOPE_VERSION), Kind::Str),
+        Intrinsic::SpanId | Intrinsic::ParentId | Intrinsic::TraceId => {
+            return Err(unsupported("compare ids with = only, e.g. { span:id = \"0102030405060708\" }"));
+        }
+        Intrinsic::EventName => return Err(unsupported("event:name is not supported yet")),
+    })
+}
+
+fn static_literal(value: &Static) -> Expr {
+    match value {
+        Static::Str(s) => lit(s.clone()),
+        Static::Int(i) => lit(*i as f64),
+        Static::Float(f) => lit(*f),
+        Static::Duration(d) => lit(*d as f64),
+        Static::Bool(b) => lit(*b),
+        Static::Status(s) => lit(s.stored()),
+        Static::Kind(k) => lit(k.stored()),
+        Static::Nil => lit(ScalarValue::Null),
+    }
+}
+
+/// Compiles a filter expression to a boolean DataFusion expression.
+pub(crate) fn compile(expr: &FieldExpr) -> Result<Expr, QueryError> {
+    match expr {
+        FieldExpr::Binary { op: BinaryOp::And, lhs, rhs } => Ok(compile(lhs)?.and(compile(rhs)?)),
+        FieldExpr::Binary { op: BinaryOp::Or, lhs, rhs } => Ok(compile(lhs)?.or(compile(rhs)?)),
+        FieldExpr::Not(inner) => Ok(not(compile(inner)?)),
+        FieldExpr::Binary { op: BinaryOp::Cmp(op), lhs, rhs } => comparison(*op, lhs, rhs),
+        FieldExpr::Static(Static::Bool(b)) => Ok(lit(*b)),
+        // A bare boolean attribute: `{ span.cache_hit }`
+        FieldExpr::Attribute(a) => Ok(attribute_value(a, Kind::Bool)?.is_true()),
+        other => Err(unsupported(format!("{other:?} is not a condition"))),
+    }
+}
+
+/// A value-producing expression and its kind (for arithmetic operands).
+fn value(expr: &FieldExpr, hint: Kind) -> Result<(Expr, Kind), QueryError> {
+    match expr {
+        FieldExpr::Static(s) => Ok((static_literal(s), static_kind(s).unwrap_or(hint))),
+        FieldExpr::Intrinsic(i) => intrinsic(*i),
+        FieldExpr::Attribute(a) => Ok((attribute_value(a, hint)?, hint)),
+        FieldExpr::Negate(inner) => {
+            let (e, _) = value(inner, Kind::Number)?;
+            Ok((binary_expr(lit(0.0), Operator::Minus, e), Kind::Number))
+        }
+        FieldExpr::Binary { op, lhs, rhs } => {
+            let operator = match op {
+                BinaryOp::Add => Operator::Plus,
+                BinaryOp::Sub => Operator::Minus,
+                BinaryOp::Mul => Operator::Multiply,
+                BinaryOp::Div => Operator::Divide,
+                BinaryOp::Mod => Operator::Modulo,
+                BinaryOp::Pow => {
+                    let (l, _) = value(lhs, Kind::Number)?;
+                    let (r, _) = value(rhs, Kind::Number)?;
+                    return Ok((datafusion::functions::math::expr_fn::power(l, r), Kind::Number));
+                }
+                _ => return Ok((compile(expr)?, Kind::Bool)),
+            };
+            let (l, _) = value(lhs, Kind::Number)?;
+            let (r, _) = value(rhs, Kind::Number)?;
+            Ok((binary_expr(l, operator, r), Kind::Number))
+        }
+        FieldExpr::Not(_) => Ok((compile(expr)?, Kind::Bool)),
+    }
+}
+
+/// The kind a comparison between `lhs` and `rhs` is made in.
+fn comparison_kind(lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Kind, QueryError> {
+    let known = |e: &FieldExpr| match e {
+        FieldExpr::Static(s) => static_kind(s),
+        FieldExpr::Intrinsic(i) => intrinsic(*i).ok().map(|(_, k)| k),
+        FieldExpr::Negate(_) => Some(Kind::Number),
+        FieldExpr::Binary { op: BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod | BinaryOp::Pow, .. } => {
+            Some(Kind::Number)
+        }
+        _ => None,
+    };
+    Ok(known(rhs).or_else(|| known(lhs)).unwrap_or(Kind::Str))
+}
+
+fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, QueryError> {
+    // Existence: `x = nil` / `x != nil`.
+    if let (FieldExpr::Attribute(a), FieldExpr::Static(Static::Nil)) | (FieldExpr::Static(Static::Nil), FieldExpr::Attribute(a)) =
+        (lhs, rhs)
+    {
+        let present = attribute_struct(a)?.is_not_null();
+        return match op {
+            CmpOp::Eq => Ok(not(present)),
+            CmpOp::Neq => Ok(present),
+            _ => Err(unsupported("nil can only be compared with = or !=")),
+        };
+    }
+    let kind = comparison_kind(lhs, rhs)?;
+    let (l, _) = value(lhs, kind)?;
+    let (r, _) = value(rhs, kind)?;
+    if matches!(op, CmpOp::Regex | CmpOp::NotRegex) {
+        let matched = regexp_like(l.clone(), r, None);
+        return Ok(match op {
+            CmpOp::Regex => matched,
+            // A missing value does not match !~ either.
+            _ => l.is_not_null().and(not(matched)),
+        });
+    }
+    let operator = match op {
+        CmpOp::Eq => Operator::Eq,
+        CmpOp::Neq => Operator::NotEq,
+        CmpOp::Gt => Operator::Gt,
+        CmpOp::Gte => Operator::GtEq,
+        CmpOp::Lt => Operator::Lt,
+        CmpOp::Lte => Operator::LtEq,
+        CmpOp::Regex | CmpOp::NotRegex => unreachable!("handled above"),
+    };
+    Ok(binary_expr(l, operator, r))
+}
+

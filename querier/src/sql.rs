@@ -1,0 +1,150 @@
+//! SQL over one tenant's spans: exactly one read-only statement, with a time
+//! limit and a memory limit.
+//!
+//! Tables: `spans` (the span schema, one row per span) and `traces` (one row
+//! per trace: start, end, duration, span count, root service and name).
+//! Refused before planning: DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`, `SET`,
+//! several statements. DataFusion's own checks stay on as a second line, and
+//! the session has no file-reading table functions or URL tables.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use spanlake_schemas::TenantId;
+use url::Url;
+
+use crate::Querier;
+use crate::error::{QueryError, Result};
+use crate::table::{STORE_URL, SpansTable};
+
+/// Per-trace summary view.
+const TRACES_VIEW: &str = "\
+SELECT trace_id,
+       min(start_time) AS start_time,
+       max(end_time) AS end_time,
+       arrow_cast(max(end_time) - min(start_time), 'Int64') AS duration_ns,
+       count(*) AS span_count,
+       max(CASE WHEN parent_span_id IS NULL THEN service_name END) AS root_service_name,
+       max(CASE WHEN parent_span_id IS NULL THEN name END) AS root_name,
+       sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS error_count
+FROM spans GROUP BY trace_id";
+
+/// Refuses anything but one read-only query, naming what was refused.
+pub(crate) fn check_read_only(sql: &str) -> Result<()> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    match statements.len() {
+        1 => check_statement(&statements[0]),
+        0 => Err(QueryError::SqlRefused("the request holds no SQL statement".into())),
+        n => Err(QueryError::SqlRefused(format!("exactly one statement per request is allowed, got {n}"))),
+    }
+}
+
+fn check_statement(statement: &DfStatement) -> Result<()> {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_) => Ok(()),
+            SqlStatement::Explain { statement, .. } => check_statement(&DfStatement::Statement(statement.clone())),
+            other => Err(QueryError::SqlRefused(format!(
+                "only read-only queries are allowed; refused: {}",
+                statement_kind(&other.to_string())
+            ))),
+        },
+        DfStatement::Explain(explain) => check_statement(&explain.statement),
+        DfStatement::CreateExternalTable(_) => {
+            Err(QueryError::SqlRefused("CREATE EXTERNAL TABLE is refused: queries may not read files".into()))
+        }
+        DfStatement::CopyTo(_) => Err(QueryError::SqlRefused("COPY is refused: queries may not write files".into())),
+        DfStatement::Reset(_) => Err(QueryError::SqlRefused("RESET is refused: settings are fixed".into())),
+    }
+}
+
+/// The leading keywords of a statement (`INSERT INTO`, `CREATE TABLE`, …).
+fn statement_kind(text: &str) -> String {
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
+}
+
+/// A finished query: schema and rows.
+#[derive(Debug)]
+pub struct SqlResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Querier {
+    /// A DataFusion session over `tenant`'s tables only.
+    pub(crate) async fn session(&self, tenant: &TenantId, pruning: bool) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new().with_memory_limit(self.config.sql_memory_limit, 1.0).build_arc()?;
+        let url = Url::parse(STORE_URL).expect("valid store url");
+        runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_table("spans", Arc::new(SpansTable::new(Arc::clone(&self.catalog), tenant.clone(), pruning)))?;
+        let traces = ctx.sql(TRACES_VIEW).await?.into_view();
+        ctx.register_table("traces", traces)?;
+        Ok(ctx)
+    }
+
+    /// Runs one read-only statement over `tenant`'s spans.
+    pub async fn sql(&self, tenant: &TenantId, query: &str) -> Result<SqlResult> {
+        self.sql_with_pruning(tenant, query, true).await
+    }
+
+    /// As [`Querier::sql`]; `pruning: false` scans every block (for benchmarks).
+    pub async fn sql_with_pruning(&self, tenant: &TenantId, query: &str, pruning: bool) -> Result<SqlResult> {
+        check_read_only(query)?;
+        let ctx = self.session(tenant, pruning).await?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let limit = self.config.sql_timeout;
+        let run = async {
+            let frame = ctx.sql_with_options(query, options).await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            Ok::<_, DataFusionError>(SqlResult { schema, batches })
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(result) => result.map_err(QueryError::from),
+            Err(_) => Err(QueryError::Timeout { limit }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_read_only_statement_passes() {
+        for ok in [
+            "SELECT 1",
+            "select name, count(*) from spans group by name",
+            "WITH t AS (SELECT * FROM traces) SELECT count(*) FROM t",
+            "EXPLAIN SELECT * FROM spans",
+        ] {
+            check_read_only(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (refused, why) in [
+            ("CREATE TABLE x (a int)", "CREATE TABLE"),
+            ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
+            ("DROP TABLE spans", "DROP TABLE"),
+            ("INSERT INTO spans VALUES (1)", "INSERT INTO"),
+            ("DELETE FROM spans", "DELETE FROM"),
+            ("UPDATE spans SET name = 'x'", "UPDATE SPANS"),
+            ("COPY spans TO '/tmp/x.parquet'", "COPY is refused"),
+            ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc/'", "CREATE EXTERNAL TABLE"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("SELECT 1; SELECT 2", "exactly one statement"),
+            ("EXPLAIN COPY spans TO 'x.csv'", "COPY is refused"),
+        ] {
+            let error = check_read_only(refused).expect_err(refused).to_string();
+            assert!(error.contains(why), "{refused}: {error}");
+        }
+    }
+}
