@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod durability;
 mod open_data;
+mod sql;
 mod otlp_clients;
 mod storage;

@@ -1,0 +1,181 @@
+//! SQL over spans written through the real ingest path: answers in JSON, CSV
+//! and Arrow; refused statements; tenant isolation.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+
+use crate::common::TestServer;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+/// Trace `t` with a server root in `service` and `children` client calls.
+pub(crate) fn trace(t: u8, service: &str, children: u8, base_ns: u64) -> ResourceSpans {
+    let root = Span {
+        trace_id: vec![t; 16],
+        span_id: vec![t, 0, 0, 0, 0, 0, 0, 1],
+        name: format!("GET /{service}"),
+        kind: 2,
+        start_time_unix_nano: base_ns,
+        end_time_unix_nano: base_ns + 100_000_000,
+        attributes: vec![kv("http.response.status_code", Value::IntValue(if t % 2 == 0 { 500 } else { 200 }))],
+        status: (t % 2 == 0).then(|| Status { code: 2, message: "boom".into() }),
+        ..Default::default()
+    };
+    let mut spans = vec![root];
+    for c in 0..children {
+        spans.push(Span {
+            trace_id: vec![t; 16],
+            span_id: vec![t, 0, 0, 0, 0, 0, 1, c + 1],
+            parent_span_id: vec![t, 0, 0, 0, 0, 0, 0, 1],
+            name: "SELECT".into(),
+            kind: 3,
+            start_time_unix_nano: base_ns + 1_000_000 * c as u64,
+            end_time_unix_nano: base_ns + 1_000_000 * c as u64 + 10_000_000 * (c as u64 + 1),
+            attributes: vec![kv("db.system.name", Value::StringValue("postgresql".into()))],
+            ..Default::default()
+        });
+    }
+    ResourceSpans {
+        resource: Some(Resource { attributes: vec![kv("service.name", Value::StringValue(service.into()))], ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+        schema_url: String::new(),
+    }
+}
+
+pub(crate) async fn ingest(server: &TestServer, tenant: Option<&str>, resource_spans: Vec<ResourceSpans>) {
+    let mut request = server
+        .http
+        .post(server.otlp_http_url())
+        .header("content-type", "application/x-protobuf")
+        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec());
+    if let Some(tenant) = tenant {
+        request = request.header("x-scope-orgid", tenant);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+}
+
+async fn sql(server: &TestServer, tenant: Option<&str>, accept: &str, query: &str) -> (u16, String, Vec<u8>) {
+    let mut request = server.http.post(server.query_url("/api/sql")).header("accept", accept).body(query.to_owned());
+    if let Some(tenant) = tenant {
+        request = request.header("x-scope-orgid", tenant);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, content_type, response.bytes().await.unwrap().to_vec())
+}
+
+async fn json(server: &TestServer, query: &str) -> serde_json::Value {
+    let (status, _, body) = sql(server, None, "application/json", query).await;
+    assert_eq!(status, 200, "{query}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_answers_in_json_csv_and_arrow() {
+    let server = TestServer::start().await;
+    let base = 1_764_000_000_000_000_000;
+    ingest(&server, None, vec![trace(1, "shop", 3, base), trace(2, "shop", 1, base + 1_000_000_000)]).await;
+    ingest(&server, None, vec![trace(3, "cart", 0, base + 2_000_000_000)]).await;
+
+    let rows = json(&server, "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name").await;
+    assert_eq!(rows, serde_json::json!([{"service_name": "cart", "spans": 1}, {"service_name": "shop", "spans": 6}]));
+
+    // Numeric attributes compare numerically.
+    let rows = json(
+        &server,
+        "SELECT name FROM spans WHERE span_attributes['http.response.status_code']['int'] >= 500 ORDER BY name",
+    )
+    .await;
+    assert_eq!(rows, serde_json::json!([{"name": "GET /shop"}]));
+
+    // The traces view: one row per trace with its root and duration.
+    let rows = json(
+        &server,
+        "SELECT encode(trace_id, 'hex') AS id, root_service_name, root_name, span_count, duration_ns, error_count \
+         FROM traces ORDER BY start_time",
+    )
+    .await;
+    assert_eq!(rows[0]["id"], "01".repeat(16));
+    assert_eq!(rows[0]["root_name"], "GET /shop");
+    assert_eq!(rows[0]["span_count"], 4);
+    assert_eq!(rows[0]["duration_ns"], 100_000_000);
+    assert_eq!(rows[1]["error_count"], 1);
+    assert_eq!(rows[2]["root_service_name"], "cart");
+
+    let (status, content_type, body) =
+        sql(&server, None, "text/csv", "SELECT name, kind FROM spans WHERE kind = 'server' ORDER BY name").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/csv"));
+    assert_eq!(String::from_utf8(body).unwrap(), "name,kind\nGET /cart,server\nGET /shop,server\nGET /shop,server\n");
+
+    let (status, content_type, body) =
+        sql(&server, None, "application/vnd.apache.arrow.stream", "SELECT trace_id, duration_ns FROM spans").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/vnd.apache.arrow.stream");
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 7);
+
+    // Nested columns cannot be CSV: a clear 400.
+    let (status, _, body) = sql(&server, None, "text/csv", "SELECT span_attributes FROM spans").await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn sql_that_writes_or_reads_files_is_refused() {
+    let server = TestServer::start().await;
+    ingest(&server, None, vec![trace(1, "shop", 1, 1_764_000_000_000_000_000)]).await;
+    for (query, expected) in [
+        ("CREATE TABLE t AS SELECT * FROM spans", "refused: CREATE TABLE"),
+        ("DROP TABLE spans", "refused: DROP TABLE"),
+        ("INSERT INTO spans SELECT * FROM spans", "refused: INSERT INTO"),
+        ("DELETE FROM spans", "refused: DELETE FROM"),
+        ("COPY (SELECT * FROM spans) TO '/tmp/stolen.parquet'", "COPY is refused"),
+        ("CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE is refused"),
+        ("SET datafusion.execution.target_partitions = 1", "refused: SET"),
+        ("SELECT 1; SELECT 2", "exactly one statement"),
+        ("SELECT * FROM '/etc/passwd'", "/etc/passwd' not found"),
+        ("SELECT * FROM read_parquet('/etc/x.parquet')", "read_parquet"),
+        ("SELECT * FROM information_schema.tables", "information_schema"),
+        ("SELEC 1", "invalid SQL"),
+    ] {
+        let (status, _, body) = sql(&server, None, "application/json", query).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.to_lowercase().contains(&expected.to_lowercase()), "{query}: {body}");
+    }
+    assert!(!std::path::Path::new("/tmp/stolen.parquet").exists());
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn tenants_cannot_read_each_other() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let base = 1_764_000_000_000_000_000;
+    ingest(&server, Some("team-a"), vec![trace(1, "a-service", 1, base)]).await;
+    ingest(&server, Some("team-b"), vec![trace(2, "b-service", 1, base)]).await;
+    let (status, _, body) = sql(&server, Some("team-a"), "application/json", "SELECT DISTINCT service_name FROM spans").await;
+    assert_eq!(status, 200);
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows, serde_json::json!([{"service_name": "a-service"}]));
+    // Asking for the other tenant's trace id by SQL finds nothing.
+    let (_, _, body) = sql(
+        &server,
+        Some("team-a"),
+        "application/json",
+        "SELECT count(*) AS n FROM spans WHERE trace_id = X'02020202020202020202020202020202'",
+    )
+    .await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), serde_json::json!([{"n": 0}]));
+    // No tenant header: refused.
+    let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+    assert_eq!(status, 401);
+    server.spanlake.shutdown().await;
+}
