@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod durability;
 mod open_data;
-mod sql;
 mod otlp_clients;
+mod pruning;
+mod sql;
 mod storage;

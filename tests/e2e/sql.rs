@@ -41,7 +41,10 @@ pub(crate) fn trace(t: u8, service: &str, children: u8, base_ns: u64) -> Resourc
         });
     }
     ResourceSpans {
-        resource: Some(Resource { attributes: vec![kv("service.name", Value::StringValue(service.into()))], ..Default::default() }),
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+            ..Default::default()
+        }),
         scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
         schema_url: String::new(),
     }
@@ -66,7 +69,8 @@ async fn sql(server: &TestServer, tenant: Option<&str>, accept: &str, query: &st
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, content_type, response.bytes().await.unwrap().to_vec())
 }
 
@@ -83,7 +87,9 @@ async fn sql_answers_in_json_csv_and_arrow() {
     ingest(&server, None, vec![trace(1, "shop", 3, base), trace(2, "shop", 1, base + 1_000_000_000)]).await;
     ingest(&server, None, vec![trace(3, "cart", 0, base + 2_000_000_000)]).await;
 
-    let rows = json(&server, "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name").await;
+    let rows =
+        json(&server, "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name")
+            .await;
     assert_eq!(rows, serde_json::json!([{"service_name": "cart", "spans": 1}, {"service_name": "shop", "spans": 6}]));
 
     // Numeric attributes compare numerically.
@@ -161,7 +167,8 @@ async fn tenants_cannot_read_each_other() {
     let base = 1_764_000_000_000_000_000;
     ingest(&server, Some("team-a"), vec![trace(1, "a-service", 1, base)]).await;
     ingest(&server, Some("team-b"), vec![trace(2, "b-service", 1, base)]).await;
-    let (status, _, body) = sql(&server, Some("team-a"), "application/json", "SELECT DISTINCT service_name FROM spans").await;
+    let (status, _, body) =
+        sql(&server, Some("team-a"), "application/json", "SELECT DISTINCT service_name FROM spans").await;
     assert_eq!(status, 200);
     let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(rows, serde_json::json!([{"service_name": "a-service"}]));
