@@ -15,6 +15,8 @@
 mod catalog;
 mod error;
 mod http;
+mod search;
+mod search_http;
 mod sql;
 mod sql_http;
 mod table;

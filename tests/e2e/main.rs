@@ -8,5 +8,6 @@ mod durability;
 mod open_data;
 mod otlp_clients;
 mod pruning;
+mod search;
 mod sql;
 mod storage;

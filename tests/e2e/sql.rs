@@ -22,8 +22,8 @@ pub(crate) fn trace(t: u8, service: &str, children: u8, base_ns: u64) -> Resourc
         kind: 2,
         start_time_unix_nano: base_ns,
         end_time_unix_nano: base_ns + 100_000_000,
-        attributes: vec![kv("http.response.status_code", Value::IntValue(if t % 2 == 0 { 500 } else { 200 }))],
-        status: (t % 2 == 0).then(|| Status { code: 2, message: "boom".into() }),
+        attributes: vec![kv("http.response.status_code", Value::IntValue(if t.is_multiple_of(2) { 500 } else { 200 }))],
+        status: t.is_multiple_of(2).then(|| Status { code: 2, message: "boom".into() }),
         ..Default::default()
     };
     let mut spans = vec![root];

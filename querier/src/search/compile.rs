@@ -6,12 +6,12 @@
 //! missing attribute is NULL, which never matches, `!=` included (Tempo's
 //! semantics). `.x` looks at the span's attribute first, then the resource's.
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::functions::regex::expr_fn::regexp_like;
 use datafusion::logical_expr::{Expr, binary_expr, cast, col, lit, when};
 use datafusion::logical_expr::{Operator, not};
-use datafusion::arrow::datatypes::DataType;
 use spanlake_schemas::schema as s;
 
 use crate::error::QueryError;
@@ -33,19 +33,6 @@ pub(crate) fn needs_trace_fields(expr: &FieldExpr) -> bool {
         FieldExpr::Not(e) | FieldExpr::Negate(e) => needs_trace_fields(e),
         FieldExpr::Intrinsic(i) => i.is_trace_level(),
         _ => false,
-    }
-}
-
-/// Attributes a filter reads (returned with the matching spans, as Tempo does).
-pub(crate) fn attributes(expr: &FieldExpr, out: &mut Vec<Attribute>) {
-    match expr {
-        FieldExpr::Binary { lhs, rhs, .. } => {
-            attributes(lhs, out);
-            attributes(rhs, out);
-        }
-        FieldExpr::Not(e) | FieldExpr::Negate(e) => attributes(e, out),
-        FieldExpr::Attribute(a) if !out.contains(a) => out.push(a.clone()),
-        _ => {}
     }
 }
 
@@ -180,9 +167,10 @@ fn comparison_kind(lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Kind, QueryError>
         FieldExpr::Static(s) => static_kind(s),
         FieldExpr::Intrinsic(i) => intrinsic(*i).ok().map(|(_, k)| k),
         FieldExpr::Negate(_) => Some(Kind::Number),
-        FieldExpr::Binary { op: BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod | BinaryOp::Pow, .. } => {
-            Some(Kind::Number)
-        }
+        FieldExpr::Binary {
+            op: BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod | BinaryOp::Pow,
+            ..
+        } => Some(Kind::Number),
         _ => None,
     };
     Ok(known(rhs).or_else(|| known(lhs)).unwrap_or(Kind::Str))
@@ -190,8 +178,8 @@ fn comparison_kind(lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Kind, QueryError>
 
 fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, QueryError> {
     // Existence: `x = nil` / `x != nil`.
-    if let (FieldExpr::Attribute(a), FieldExpr::Static(Static::Nil)) | (FieldExpr::Static(Static::Nil), FieldExpr::Attribute(a)) =
-        (lhs, rhs)
+    if let (FieldExpr::Attribute(a), FieldExpr::Static(Static::Nil))
+    | (FieldExpr::Static(Static::Nil), FieldExpr::Attribute(a)) = (lhs, rhs)
     {
         let present = attribute_struct(a)?.is_not_null();
         return match op {
@@ -222,4 +210,3 @@ fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, Query
     };
     Ok(binary_expr(l, operator, r))
 }
-

@@ -38,3 +38,12 @@ pub fn parse(query: &str) -> Result<Query, ParseError> {
 
 #[cfg(test)]
 mod tests;
+
+/// A duration written as in TraceQL or Go (`100ms`, `1.5s`, `1h2m`), in nanoseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    match lexer::tokenize(text.trim()).ok()?.as_slice() {
+        [(lexer::Tok::Duration(ns), _), (lexer::Tok::Eof, _)] => Some(*ns),
+        [(lexer::Tok::Int(0), _), (lexer::Tok::Eof, _)] => Some(0),
+        _ => None,
+    }
+}

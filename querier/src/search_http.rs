@@ -1,0 +1,111 @@
+//! `GET /api/search`, as Grafana's Tempo datasource calls it.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::Querier;
+use crate::error::QueryError;
+use crate::http::error_response;
+use crate::search::{SearchParams, tags_query};
+use crate::traceql;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchQuery {
+    q: Option<String>,
+    tags: Option<String>,
+    #[serde(rename = "minDuration")]
+    min_duration: Option<String>,
+    #[serde(rename = "maxDuration")]
+    max_duration: Option<String>,
+    limit: Option<String>,
+    spss: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> QueryError {
+    QueryError::InvalidParameter { name, reason: reason.into() }
+}
+
+fn number(name: &'static str, value: &Option<String>) -> Result<Option<u64>, QueryError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<u64>().map_err(|_| invalid(name, format!("{v:?} is not a non-negative integer"))))
+        .transpose()
+}
+
+fn duration(name: &'static str, value: &Option<String>) -> Result<Option<i64>, QueryError> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            traceql::parse_duration(v)
+                .ok_or_else(|| invalid(name, format!("{v:?} is not a duration like 100ms or 1.5s")))
+        })
+        .transpose()
+}
+
+impl SearchQuery {
+    pub(crate) fn params(&self) -> Result<SearchParams, QueryError> {
+        let query = match (&self.q, &self.tags) {
+            (Some(q), Some(t)) if !q.trim().is_empty() && !t.trim().is_empty() => {
+                return Err(invalid("q", "use either q (TraceQL) or tags, not both"));
+            }
+            (Some(q), _) if !q.trim().is_empty() => {
+                traceql::parse(q).map_err(|e| QueryError::InvalidParameter { name: "q", reason: e.to_string() })?
+            }
+            (_, Some(tags)) => tags_query(tags)?,
+            _ => traceql::parse("{}").expect("valid"),
+        };
+        let limit = number("limit", &self.limit)?.unwrap_or(20);
+        if limit == 0 {
+            return Err(invalid("limit", "must be greater than 0"));
+        }
+        let spss = number("spss", &self.spss)?.unwrap_or(3);
+        if spss == 0 || spss > 100 {
+            return Err(invalid("spss", "must be between 1 and 100"));
+        }
+        let start = number("start", &self.start)?.map(|s| s as i64 * 1_000_000_000).unwrap_or(0);
+        let end = number("end", &self.end)?.map(|s| s as i64 * 1_000_000_000 + 999_999_999).unwrap_or(i64::MAX);
+        if self.start.is_some() && self.end.is_some() && end <= start {
+            return Err(invalid("end", "must be after start"));
+        }
+        let min_duration = duration("minDuration", &self.min_duration)?;
+        let max_duration = duration("maxDuration", &self.max_duration)?;
+        if let (Some(min), Some(max)) = (min_duration, max_duration)
+            && max < min
+        {
+            return Err(invalid("maxDuration", "must not be less than minDuration"));
+        }
+        Ok(SearchParams {
+            query,
+            start,
+            end,
+            limit: limit.min(10_000) as usize,
+            spss: spss as usize,
+            min_duration,
+            max_duration,
+        })
+    }
+}
+
+pub(crate) async fn search(
+    State(querier): State<Arc<Querier>>,
+    Query(query): Query<SearchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let tenant = querier.tenant(&headers)?;
+        let params = query.params()?;
+        querier.search(&tenant, &params).await
+    };
+    match result.await {
+        Ok(response) => axum::Json(response.0).into_response(),
+        Err(error) => error_response(&error),
+    }
+}

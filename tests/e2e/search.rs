@@ -1,0 +1,231 @@
+//! TraceQL search over a fixed set of traces whose matches are known,
+//! written through the real ingest path, with one trace split across blocks.
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use serde_json::Value as Json;
+
+use crate::common::TestServer;
+use crate::sql::ingest;
+
+const BASE: u64 = 1_764_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn resource(service: &str, extra: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
+    let mut attributes = vec![kv("service.name", Value::StringValue(service.into()))];
+    attributes.extend(extra);
+    ResourceSpans {
+        resource: Some(Resource { attributes, ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+        schema_url: String::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn span(
+    t: u8,
+    id: u8,
+    parent: Option<u8>,
+    name: &str,
+    kind: i32,
+    start_ms: u64,
+    dur_ms: u64,
+    attrs: Vec<KeyValue>,
+    error: bool,
+) -> Span {
+    Span {
+        trace_id: vec![t; 16],
+        span_id: vec![t, 0, 0, 0, 0, 0, 0, id],
+        parent_span_id: parent.map(|p| vec![t, 0, 0, 0, 0, 0, 0, p]).unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: BASE + start_ms * MS,
+        end_time_unix_nano: BASE + (start_ms + dur_ms) * MS,
+        attributes: attrs,
+        status: error.then(|| Status { code: 2, message: "declined".into() }),
+        ..Default::default()
+    }
+}
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+/// A (0x0a…): frontend GET /checkout → client charge (502, error) → payment server charge (error, another block);
+///           → client lookup (200). B (0x0b…), 1 s later: GET /home → client lookup (200).
+/// C (0x0c…), 2 s later: cart GET /cart, staging.
+async fn fixture() -> TestServer {
+    let server = TestServer::start().await;
+    let code = |c: i64| kv("http.status_code", Value::IntValue(c));
+    ingest(
+        &server,
+        None,
+        vec![
+            resource(
+                "frontend",
+                vec![],
+                vec![
+                    span(0x0a, 1, None, "GET /checkout", SERVER, 0, 100, vec![code(200)], false),
+                    span(0x0a, 2, Some(1), "charge", CLIENT, 10, 30, vec![code(502)], true),
+                    span(0x0a, 3, Some(1), "lookup", CLIENT, 50, 20, vec![code(200)], false),
+                    span(0x0b, 1, None, "GET /home", SERVER, 1000, 50, vec![], false),
+                    span(0x0b, 2, Some(1), "lookup", CLIENT, 1010, 10, vec![code(200)], false),
+                ],
+            ),
+            resource(
+                "cart",
+                vec![kv("deployment.environment.name", Value::StringValue("staging".into()))],
+                vec![span(0x0c, 1, None, "GET /cart", SERVER, 2000, 10, vec![], false)],
+            ),
+        ],
+    )
+    .await;
+    // The payment server span arrives later, in its own block.
+    ingest(
+        &server,
+        None,
+        vec![resource("payment", vec![], vec![span(0x0a, 4, Some(2), "charge", SERVER, 12, 25, vec![], true)])],
+    )
+    .await;
+    server
+}
+
+async fn search(server: &TestServer, params: &[(&str, &str)]) -> Json {
+    let response = server.http.get(server.query_url("/api/search")).query(params).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{params:?}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn trace_ids(response: &Json) -> Vec<String> {
+    response["traces"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A trace id as search results print it: hex without leading zeros.
+fn id(t: u8) -> String {
+    hex::encode([t; 16]).trim_start_matches('0').to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceql_matches_the_expected_traces() {
+    let server = fixture().await;
+    let (a, b, c) = (id(0x0a), id(0x0b), id(0x0c));
+    let cases: Vec<(&str, Vec<&String>)> = vec![
+        ("{ status = error }", vec![&a]),
+        ("{ resource.service.name = \"payment\" }", vec![&a]),
+        ("{ span.http.status_code >= 500 }", vec![&a]),
+        ("{ .http.status_code = 200 }", vec![&b, &a]),
+        ("{ span.http.status_code != 200 }", vec![&a]),
+        ("{ kind = server && duration > 60ms }", vec![&a]),
+        ("{ name = \"lookup\" } && { name = \"charge\" }", vec![&a]),
+        ("{ name = \"GET /home\" } || { rootServiceName = \"cart\" }", vec![&c, &b]),
+        ("{ name = \"GET /checkout\" } > { kind = client }", vec![&a]),
+        ("{ name = \"GET /home\" } > { kind = server }", vec![]),
+        ("{ name = \"GET /checkout\" } >> { resource.service.name = \"payment\" }", vec![&a]),
+        ("{ resource.service.name = \"payment\" } << { kind = server }", vec![&a]),
+        ("{ kind = client } < { kind = server }", vec![&b, &a]),
+        ("{ name = \"lookup\" } ~ { name = \"charge\" }", vec![&a]),
+        ("{ rootServiceName = \"cart\" }", vec![&c]),
+        ("{ traceDuration > 90ms }", vec![&a]),
+        ("{ rootName = \"GET /home\" && kind = client }", vec![&b]),
+        ("{ kind = client } | count() > 1", vec![&a]),
+        ("{ kind = client } | avg(duration) >= 25ms", vec![&a]),
+        ("{ .deployment.environment.name = \"staging\" }", vec![&c]),
+        ("{ name =~ \"GET /c.*\" }", vec![&c, &a]),
+        ("{ name !~ \"GET.*\" && kind = server }", vec![&a]),
+        ("{ .missing != \"x\" }", vec![]),
+        // B's root and A's payment server span have no status code attribute.
+        ("{ .http.status_code = nil && kind = server }", vec![&c, &b, &a]),
+        ("{ .http.status_code = nil && kind = client }", vec![]),
+        ("{ nestedSetParent < 0 && resource.service.name = \"frontend\" }", vec![&b, &a]),
+        ("{ kind = client } | { name = \"charge\" }", vec![&a]),
+    ];
+    for (q, expected) in cases {
+        let response = search(&server, &[("q", q)]).await;
+        let expected: Vec<String> = expected.into_iter().cloned().collect();
+        assert_eq!(trace_ids(&response), expected, "{q}");
+    }
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_response_has_tempos_shape() {
+    let server = fixture().await;
+    let response = search(&server, &[("q", "{ status = error }"), ("spss", "1")]).await;
+    let trace = &response["traces"][0];
+    assert_eq!(trace["traceID"], id(0x0a));
+    assert_eq!(trace["rootServiceName"], "frontend");
+    assert_eq!(trace["rootTraceName"], "GET /checkout");
+    assert_eq!(trace["startTimeUnixNano"], BASE.to_string());
+    assert_eq!(trace["durationMs"], 100);
+    // Both error spans matched (one from each block), spss=1 shows one.
+    assert_eq!(trace["spanSet"]["matched"], 2);
+    assert_eq!(trace["spanSet"]["spans"].as_array().unwrap().len(), 1);
+    assert_eq!(trace["spanSets"][0], trace["spanSet"]);
+    let span = &trace["spanSet"]["spans"][0];
+    assert_eq!(span["spanID"], "0a00000000000002");
+    assert_eq!(span["startTimeUnixNano"], (BASE + 10 * MS).to_string());
+    assert_eq!(span["durationNanos"], (30 * MS).to_string());
+    assert_eq!(span["attributes"], serde_json::json!([{"key": "status", "value": {"stringValue": "error"}}]));
+    assert_eq!(trace["serviceStats"]["payment"], serde_json::json!({"spanCount": 1, "errorCount": 1}));
+    assert_eq!(trace["serviceStats"]["frontend"], serde_json::json!({"spanCount": 3, "errorCount": 1}));
+    assert!(response["metrics"]["inspectedTraces"].as_u64().unwrap() >= 1);
+
+    // Newest first, limited.
+    let response = search(&server, &[("q", "{}"), ("limit", "2")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0c), id(0x0b)]);
+    // Trace-level duration bounds.
+    let response = search(&server, &[("q", "{}"), ("minDuration", "60ms")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0a)]);
+    let response = search(&server, &[("q", "{}"), ("maxDuration", "20ms")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0c)]);
+    // Time range in Unix seconds: only C's second.
+    let second = (BASE / 1_000_000_000 + 2).to_string();
+    let response = search(&server, &[("q", "{}"), ("start", &second), ("end", &second)]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0c)]);
+    // select() and by()
+    let response = search(&server, &[("q", "{ kind = client } | select(span.http.status_code)")]).await;
+    let attributes = &response["traces"][1]["spanSet"]["spans"][0]["attributes"];
+    // The filter's intrinsics are shown too, as Tempo does.
+    assert_eq!(
+        attributes,
+        &serde_json::json!([
+            {"key": "kind", "value": {"stringValue": "client"}},
+            {"key": "span.http.status_code", "value": {"intValue": "502"}}
+        ])
+    );
+    let response = search(&server, &[("q", "{ kind = client } | by(name)")]).await;
+    assert_eq!(response["traces"][1]["spanSets"].as_array().unwrap().len(), 2);
+    // tags= (logfmt)
+    let response = search(&server, &[("tags", "service.name=frontend")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0b), id(0x0a)]);
+    let response = search(&server, &[("tags", "http.status_code=502")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0a)]);
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_search_parameters_are_400_with_a_position() {
+    let server = TestServer::start().await;
+    for (params, expected) in [
+        (vec![("q", "{ .a = }")], "parse error at column 8"),
+        (vec![("q", "{ .a = 1"), ("limit", "5")], "expected '}'"),
+        (vec![("limit", "0")], "limit"),
+        (vec![("limit", "ten")], "not a non-negative integer"),
+        (vec![("spss", "1000")], "spss"),
+        (vec![("minDuration", "fast")], "not a duration"),
+        (vec![("start", "100"), ("end", "50")], "must be after start"),
+        (vec![("q", "{}"), ("tags", "a=b")], "not both"),
+    ] {
+        let response = server.http.get(server.query_url("/api/search")).query(&params).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{params:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(expected), "{params:?}: {body}");
+    }
+    server.spanlake.shutdown().await;
+}
