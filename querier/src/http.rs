@@ -55,6 +55,10 @@ pub(crate) fn router(querier: Arc<Querier>) -> Router {
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/sql", axum::routing::post(crate::sql_http::sql))
         .route("/api/search", get(crate::search_http::search))
+        .route("/api/search/tags", get(crate::tags::tags_v1))
+        .route("/api/v2/search/tags", get(crate::tags::tags_v2))
+        .route("/api/search/tag/{name}/values", get(crate::tags::values_v1))
+        .route("/api/v2/search/tag/{name}/values", get(crate::tags::values_v2))
         .with_state(querier)
 }
 

@@ -20,6 +20,7 @@ mod search_http;
 mod sql;
 mod sql_http;
 mod table;
+mod tags;
 pub mod tempo_json;
 mod trace_by_id;
 pub mod traceql;

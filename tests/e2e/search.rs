@@ -229,3 +229,62 @@ async fn bad_search_parameters_are_400_with_a_position() {
     }
     server.spanlake.shutdown().await;
 }
+
+async fn get_json(server: &TestServer, path: &str, params: &[(&str, &str)]) -> Json {
+    let response = server.http.get(server.query_url(path)).query(params).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{path} {params:?}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_names_and_values_for_grafana() {
+    let server = fixture().await;
+    let v1 = get_json(&server, "/api/search/tags", &[]).await;
+    assert_eq!(v1["tagNames"], serde_json::json!(["deployment.environment.name", "http.status_code", "service.name"]));
+
+    let v2 = get_json(&server, "/api/v2/search/tags", &[("limit", "5000")]).await;
+    let scope =
+        |name: &str| v2["scopes"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["tags"].clone();
+    assert_eq!(scope("resource"), serde_json::json!(["deployment.environment.name", "service.name"]));
+    assert_eq!(scope("span"), serde_json::json!(["http.status_code"]));
+    assert!(scope("intrinsic").as_array().unwrap().contains(&serde_json::json!("rootServiceName")));
+    let only_span = get_json(&server, "/api/v2/search/tags", &[("scope", "span")]).await;
+    assert_eq!(only_span["scopes"].as_array().unwrap().len(), 1);
+
+    let values = get_json(&server, "/api/search/tag/service.name/values", &[]).await;
+    assert_eq!(values["tagValues"], serde_json::json!(["cart", "frontend", "payment"]));
+
+    let typed = get_json(&server, "/api/v2/search/tag/resource.service.name/values", &[]).await;
+    assert_eq!(
+        typed["tagValues"],
+        serde_json::json!([
+            {"type": "string", "value": "cart"},
+            {"type": "string", "value": "frontend"},
+            {"type": "string", "value": "payment"}
+        ])
+    );
+    let ints = get_json(&server, "/api/v2/search/tag/span.http.status_code/values", &[]).await;
+    assert_eq!(
+        ints["tagValues"],
+        serde_json::json!([{"type": "int", "value": "200"}, {"type": "int", "value": "502"}])
+    );
+    let status = get_json(&server, "/api/v2/search/tag/status/values", &[]).await;
+    assert_eq!(
+        status["tagValues"],
+        serde_json::json!([{"type": "keyword", "value": "error"}, {"type": "keyword", "value": "unset"}])
+    );
+    // Narrowed by q; an incomplete q filters nothing.
+    let narrowed =
+        get_json(&server, "/api/v2/search/tag/name/values", &[("q", "{ resource.service.name = \"cart\" }")]).await;
+    assert_eq!(narrowed["tagValues"], serde_json::json!([{"type": "string", "value": "GET /cart"}]));
+    let lenient =
+        get_json(&server, "/api/v2/search/tag/resource.service.name/values", &[("q", "{ resource.service.name = }")])
+            .await;
+    assert_eq!(lenient["tagValues"].as_array().unwrap().len(), 3);
+    // Not an identifier: 400.
+    let response = server.http.get(server.query_url("/api/v2/search/tag/%7B%7D/values")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    server.spanlake.shutdown().await;
+}

@@ -31,6 +31,8 @@ use datafusion::prelude::SessionContext;
 use spanlake_schemas::TenantId;
 use spanlake_schemas::schema as s;
 
+pub(crate) use compile::attribute_struct;
+pub(crate) use compile::compile as compile_filter;
 use compile::{ROOT_NAME, ROOT_SERVICE, TRACE_DURATION};
 use fields::OutputField;
 pub(crate) use response::SearchResponse;

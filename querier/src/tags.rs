@@ -1,0 +1,327 @@
+//! Tag names and values for Grafana's query builder and autocomplete:
+//! `GET /api/search/tags`, `/api/v2/search/tags`,
+//! `/api/search/tag/<name>/values`, `/api/v2/search/tag/<identifier>/values`.
+//!
+//! Names come from the attribute maps' keys, values from the attribute
+//! structs (typed: string, int, float, bool) or the intrinsic columns, both
+//! within the requested time range; v2 values can be narrowed by a TraceQL
+//! filter `q`, read leniently: a query that does not parse filters nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use datafusion::common::ScalarValue;
+use datafusion::functions_nested::expr_fn::map_keys;
+use datafusion::logical_expr::{Expr, col, lit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spanlake_schemas::TenantId;
+use spanlake_schemas::schema as s;
+
+use crate::Querier;
+use crate::error::{QueryError, Result};
+use crate::http::error_response;
+use crate::search::{attribute_struct, compile_filter};
+use crate::traceql::ast::{Attribute, AttributeScope, FieldExpr, Intrinsic, SpansetExpr};
+use crate::traceql::{self};
+
+/// Intrinsics Grafana's query builder offers (Tempo's list).
+const INTRINSICS: [&str; 17] = [
+    "duration",
+    "event:name",
+    "kind",
+    "name",
+    "rootName",
+    "rootServiceName",
+    "span:duration",
+    "span:kind",
+    "span:name",
+    "span:status",
+    "span:statusMessage",
+    "status",
+    "statusMessage",
+    "trace:duration",
+    "trace:rootName",
+    "trace:rootService",
+    "traceDuration",
+];
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TagsQuery {
+    scope: Option<String>,
+    q: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<String>,
+}
+
+impl TagsQuery {
+    fn range(&self) -> Result<(i64, i64)> {
+        let seconds = |name: &'static str, v: &Option<String>| -> Result<Option<i64>> {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse::<u32>().map(|s| s as i64 * 1_000_000_000).map_err(|_| QueryError::InvalidParameter {
+                        name,
+                        reason: format!("{v:?} is not a Unix time in seconds"),
+                    })
+                })
+                .transpose()
+        };
+        Ok((
+            seconds("start", &self.start)?.unwrap_or(0),
+            seconds("end", &self.end)?.map(|e| e + 999_999_999).unwrap_or(i64::MAX),
+        ))
+    }
+
+    fn limit(&self) -> Result<usize> {
+        match self.limit.as_deref().filter(|l| !l.is_empty()) {
+            None => Ok(5000),
+            Some(l) => l.parse::<usize>().ok().filter(|l| *l > 0).ok_or_else(|| QueryError::InvalidParameter {
+                name: "limit",
+                reason: format!("{l:?} is not a positive integer"),
+            }),
+        }
+    }
+
+    /// The lenient TraceQL filter of `q`: a single spanset filter, or nothing.
+    fn filter(&self) -> Option<FieldExpr> {
+        let q = self.q.as_deref()?.trim();
+        match traceql::parse(q).ok()?.spansets {
+            SpansetExpr::Filter(filter) => filter,
+            _ => None,
+        }
+    }
+}
+
+fn time_filter((start, end): (i64, i64)) -> Expr {
+    let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
+    col(s::START_TIME).gt_eq(ts(start)).and(col(s::START_TIME).lt_eq(ts(end)))
+}
+
+impl Querier {
+    /// Distinct attribute keys of one map column within the range.
+    async fn attribute_keys(
+        &self,
+        tenant: &TenantId,
+        column: &str,
+        range: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let ctx = self.session(tenant, true).await?;
+        let batches = ctx
+            .table("spans")
+            .await?
+            .filter(time_filter(range))?
+            .select(vec![map_keys(col(column)).alias("k")])?
+            .unnest_columns(&["k"])?
+            .distinct()?
+            .sort(vec![col("k").sort(true, false)])?
+            .limit(0, Some(limit))?
+            .collect()
+            .await?;
+        Ok(strings(&batches))
+    }
+
+    /// Distinct typed values of `field` within the range, narrowed by `filter`.
+    async fn values(
+        &self,
+        tenant: &TenantId,
+        field: &FieldExpr,
+        filter: Option<&FieldExpr>,
+        range: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<Value>> {
+        let ctx = self.session(tenant, true).await?;
+        let (expr, typed) = match field {
+            FieldExpr::Attribute(a) => (attribute_struct(a)?, None),
+            FieldExpr::Intrinsic(i) => intrinsic_column(*i)?,
+            _ => unreachable!("identifiers parse to attributes or intrinsics"),
+        };
+        let mut frame = ctx.table("spans").await?.filter(time_filter(range))?;
+        if let Some(filter) = filter {
+            // An unsupported filter (e.g. one needing trace-level fields) filters nothing.
+            if let Ok(compiled) = compile_filter(filter) {
+                frame = frame.filter(compiled)?;
+            }
+        }
+        let batches = frame
+            .select(vec![expr.alias("v")])?
+            .filter(col("v").is_not_null())?
+            .distinct()?
+            .limit(0, Some(limit))?
+            .collect()
+            .await?;
+        let mut out = BTreeSet::new();
+        for batch in &batches {
+            let column = batch.column(0);
+            for row in 0..batch.num_rows() {
+                if let Some(value) = typed_value(column, row, typed) {
+                    out.insert(value.to_string());
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| serde_json::from_str(&v).expect("round trip")).collect())
+    }
+}
+
+/// An intrinsic's column and the value type Tempo reports for it.
+fn intrinsic_column(intrinsic: Intrinsic) -> Result<(Expr, Option<&'static str>)> {
+    Ok(match intrinsic {
+        Intrinsic::Name => (col(s::NAME), Some("string")),
+        Intrinsic::Status => (col(s::STATUS_CODE), Some("keyword")),
+        Intrinsic::Kind => (col(s::KIND), Some("keyword")),
+        Intrinsic::StatusMessage => (col(s::STATUS_MESSAGE), Some("string")),
+        Intrinsic::RootServiceName => (col(s::SERVICE_NAME), Some("string")),
+        Intrinsic::RootName => (col(s::NAME), Some("string")),
+        Intrinsic::InstrumentationName => (col(s::SCOPE_NAME), Some("string")),
+        Intrinsic::InstrumentationVersion => (col(s::SCOPE_VERSION), Some("string")),
+        other => {
+            return Err(QueryError::InvalidParameter {
+                name: "tag",
+                reason: format!("{} has no enumerable values", other.name()),
+            });
+        }
+    })
+}
+
+/// `{"type": …, "value": …}` for row `row`.
+fn typed_value(column: &Arc<dyn Array>, row: usize, typed: Option<&str>) -> Option<Value> {
+    if column.is_null(row) {
+        return None;
+    }
+    if let Some(kind) = typed {
+        return Some(json!({ "type": kind, "value": column.as_string::<i32>().value(row) }));
+    }
+    let value = column.as_struct();
+    let field = |name: &str| value.column_by_name(name).filter(|c| c.is_valid(row));
+    if let Some(c) = field(s::VALUE_STR) {
+        return Some(json!({ "type": "string", "value": c.as_string::<i32>().value(row) }));
+    }
+    if let Some(c) = field(s::VALUE_INT) {
+        return Some(json!({ "type": "int", "value": c.as_primitive::<Int64Type>().value(row).to_string() }));
+    }
+    if let Some(c) = field(s::VALUE_DOUBLE) {
+        return Some(json!({ "type": "float", "value": c.as_primitive::<Float64Type>().value(row).to_string() }));
+    }
+    if let Some(c) = field(s::VALUE_BOOL) {
+        return Some(json!({ "type": "bool", "value": c.as_boolean().value(row).to_string() }));
+    }
+    None
+}
+
+fn strings(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let column = arrow::compute::cast(batch.column(0), &DataType::Utf8).expect("keys cast to strings");
+        let column = column.as_string::<i32>();
+        out.extend((0..column.len()).filter(|i| column.is_valid(*i)).map(|i| column.value(i).to_owned()));
+    }
+    out
+}
+
+/// Parses a tag identifier: `resource.x`, `span.x`, `.x`, an intrinsic, or (v1) a bare name.
+fn identifier(name: &str, bare_is_unscoped: bool) -> Result<FieldExpr> {
+    let query = format!("{{ {name} = nil }}");
+    if let Ok(parsed) = traceql::parse(&query)
+        && let SpansetExpr::Filter(Some(FieldExpr::Binary { lhs, .. })) = parsed.spansets
+        && matches!(*lhs, FieldExpr::Attribute(_) | FieldExpr::Intrinsic(_))
+    {
+        return Ok(*lhs);
+    }
+    if bare_is_unscoped && !name.is_empty() {
+        return Ok(FieldExpr::Attribute(Attribute { scope: AttributeScope::Unscoped, name: name.to_owned() }));
+    }
+    Err(QueryError::InvalidParameter { name: "tag", reason: format!("{name:?} is not a TraceQL identifier") })
+}
+
+async fn respond(result: impl std::future::Future<Output = Result<Value>>) -> Response {
+    match result.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => error_response(&error),
+    }
+}
+
+pub(crate) async fn tags_v1(State(q): State<Arc<Querier>>, Query(p): Query<TagsQuery>, headers: HeaderMap) -> Response {
+    respond(async {
+        let tenant = q.tenant(&headers)?;
+        let (range, limit) = (p.range()?, p.limit()?);
+        let mut names = BTreeSet::new();
+        let scope = p.scope.as_deref().unwrap_or("");
+        if matches!(scope, "" | "span") {
+            names.extend(q.attribute_keys(&tenant, s::SPAN_ATTRIBUTES, range, limit).await?);
+        }
+        if matches!(scope, "" | "resource") {
+            names.extend(q.attribute_keys(&tenant, s::RESOURCE_ATTRIBUTES, range, limit).await?);
+        }
+        let names: Vec<String> = names.into_iter().take(limit).collect();
+        Ok(json!({ "tagNames": names, "metrics": {} }))
+    })
+    .await
+}
+
+pub(crate) async fn tags_v2(State(q): State<Arc<Querier>>, Query(p): Query<TagsQuery>, headers: HeaderMap) -> Response {
+    respond(async {
+        let tenant = q.tenant(&headers)?;
+        let (range, limit) = (p.range()?, p.limit()?);
+        let scope = p.scope.as_deref().unwrap_or("");
+        if !matches!(scope, "" | "span" | "resource" | "intrinsic" | "event" | "link" | "instrumentation") {
+            return Err(QueryError::InvalidParameter {
+                name: "scope",
+                reason: format!("{scope:?}: use resource, span, intrinsic, event, link or instrumentation"),
+            });
+        }
+        let mut scopes = Vec::new();
+        for (name, column) in [
+            ("resource", s::RESOURCE_ATTRIBUTES),
+            ("span", s::SPAN_ATTRIBUTES),
+            ("instrumentation", s::SCOPE_ATTRIBUTES),
+        ] {
+            if scope.is_empty() || scope == name {
+                let tags = q.attribute_keys(&tenant, column, range, limit).await?;
+                scopes.push(json!({ "name": name, "tags": tags }));
+            }
+        }
+        if scope.is_empty() || scope == "intrinsic" {
+            scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
+        }
+        Ok(json!({ "scopes": scopes, "metrics": {} }))
+    })
+    .await
+}
+
+pub(crate) async fn values_v1(
+    State(q): State<Arc<Querier>>,
+    Path(name): Path<String>,
+    Query(p): Query<TagsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    respond(async {
+        let tenant = q.tenant(&headers)?;
+        let field = identifier(&name, true)?;
+        let values = q.values(&tenant, &field, None, p.range()?, p.limit()?).await?;
+        let values: Vec<Value> = values.into_iter().map(|v| v["value"].clone()).collect();
+        Ok(json!({ "tagValues": values, "metrics": {} }))
+    })
+    .await
+}
+
+pub(crate) async fn values_v2(
+    State(q): State<Arc<Querier>>,
+    Path(name): Path<String>,
+    Query(p): Query<TagsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    respond(async {
+        let tenant = q.tenant(&headers)?;
+        let field = identifier(&name, false)?;
+        let values = q.values(&tenant, &field, p.filter().as_ref(), p.range()?, p.limit()?).await?;
+        Ok(json!({ "tagValues": values, "metrics": {} }))
+    })
+    .await
+}
