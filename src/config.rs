@@ -32,6 +32,20 @@ pub enum Command {
     },
     /// Send generated traces to an OTLP endpoint
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Run one read-only SQL query over your spans and print a table
+    Sql {
+        /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1"
+        query: String,
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+    },
+    /// Print a trace as a waterfall
+    Trace {
+        /// Trace id (hex)
+        id: String,
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@
 //!  spanlake loadgen …            an OTLP load generator with known latency distributions
 //! ```
 
+pub mod client;
 pub mod config;
 pub mod loadgen;
 pub mod server;

@@ -30,11 +30,28 @@ async fn wait_for_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.server, Role::All).await,
         Some(Command::Run { role, server }) => serve(server, role).await,
         Some(Command::Loadgen(args)) => spanlake::loadgen::run(args).await,
+        Some(Command::Sql { query, client }) => {
+            println!("{}", spanlake::client::sql(&client, &query).await?);
+            Ok(())
+        }
+        Some(Command::Trace { id, client }) => {
+            print!("{}", spanlake::client::trace(&client, &id).await?);
+            Ok(())
+        }
     }
 }

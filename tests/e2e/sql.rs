@@ -186,3 +186,24 @@ async fn tenants_cannot_read_each_other() {
     assert_eq!(status, 401);
     server.spanlake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_prints_tables_and_waterfalls() {
+    let server = TestServer::start().await;
+    ingest(&server, None, vec![trace(7, "shop", 2, 1_764_000_000_000_000_000)]).await;
+    let client = spanlake::client::ClientArgs { url: format!("http://{}", server.spanlake.http_addr()), tenant: None };
+    let table = spanlake::client::sql(&client, "SELECT name, count(*) AS n FROM spans GROUP BY name ORDER BY name").await.unwrap();
+    assert!(table.contains("| GET /shop | 1 |"), "{table}");
+    assert!(table.contains("| SELECT    | 2 |"), "{table}");
+    assert!(table.ends_with("(2 rows)"), "{table}");
+    let refused = spanlake::client::sql(&client, "DROP TABLE spans").await.unwrap_err().to_string();
+    assert!(refused.contains("400") && refused.contains("DROP TABLE"), "{refused}");
+    let waterfall = spanlake::client::trace(&client, &hex::encode([7u8; 16])).await.unwrap();
+    let lines: Vec<&str> = waterfall.lines().collect();
+    assert!(lines[0].contains("3 spans"), "{waterfall}");
+    assert!(lines[1].starts_with("shop GET /shop"), "{waterfall}");
+    assert!(lines[2].starts_with("  shop SELECT"), "{waterfall}");
+    let missing = spanlake::client::trace(&client, "abc").await.unwrap_err().to_string();
+    assert!(missing.contains("not found"), "{missing}");
+    server.spanlake.shutdown().await;
+}

@@ -1,0 +1,199 @@
+//! Client subcommands against a running Spanlake: `spanlake sql` prints a
+//! table, `spanlake trace` prints a waterfall.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
+use prost::Message as _;
+
+/// Where the query API is, and as whom to ask.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Spanlake query API URL
+    #[arg(long, env = "SPANLAKE_URL", default_value = "http://127.0.0.1:3200")]
+    pub url: String,
+    /// Tenant sent as X-Scope-OrgID
+    #[arg(long, env = "SPANLAKE_TENANT")]
+    pub tenant: Option<String>,
+}
+
+impl ClientArgs {
+    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.tenant {
+            Some(tenant) => builder.header("x-scope-orgid", tenant),
+            None => builder,
+        }
+    }
+}
+
+async fn fail_unless_ok(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    bail!("{status}: {body}")
+}
+
+/// Runs one SQL query and renders the rows as a table.
+pub async fn sql(args: &ClientArgs, query: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let request = http
+        .post(format!("{}/api/sql", args.url.trim_end_matches('/')))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .body(query.to_owned());
+    let response = args.request(request).send().await.with_context(|| format!("connecting to {}", args.url))?;
+    let bytes = fail_unless_ok(response).await?.bytes().await?;
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    let batches: Vec<_> = reader.collect::<Result<_, _>>()?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    Ok(format!("{}\n({rows} rows)", arrow::util::pretty::pretty_format_batches(&batches)?))
+}
+
+/// Fetches a trace and renders it as a waterfall.
+pub async fn trace(args: &ClientArgs, id: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let request = http
+        .get(format!("{}/api/traces/{id}", args.url.trim_end_matches('/')))
+        .header("accept", "application/protobuf");
+    let response = args.request(request).send().await.with_context(|| format!("connecting to {}", args.url))?;
+    if response.status() == 404 {
+        bail!("trace {id} not found");
+    }
+    let data = TracesData::decode(fail_unless_ok(response).await?.bytes().await?)?;
+    Ok(waterfall(&data, 40))
+}
+
+/// One line per span, children under their parent, with offset, duration and a bar.
+pub fn waterfall(data: &TracesData, width: usize) -> String {
+    let mut spans: Vec<(String, &Span)> = Vec::new();
+    for rs in &data.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| spanlake_schemas::encode::service_name(r))
+            .unwrap_or("<unknown>")
+            .to_owned();
+        for ss in &rs.scope_spans {
+            spans.extend(ss.spans.iter().map(|s| (service.clone(), s)));
+        }
+    }
+    if spans.is_empty() {
+        return "(no spans)".into();
+    }
+    spans.sort_by_key(|(_, s)| (s.start_time_unix_nano, s.span_id.clone()));
+    let start = spans.iter().map(|(_, s)| s.start_time_unix_nano).min().unwrap_or(0);
+    let end = spans.iter().map(|(_, s)| s.end_time_unix_nano).max().unwrap_or(start).max(start + 1);
+    let ids: HashMap<&[u8], usize> = spans.iter().enumerate().map(|(i, (_, s))| (s.span_id.as_slice(), i)).collect();
+    let mut children: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+    for (i, (_, span)) in spans.iter().enumerate() {
+        let parent = ids.get(span.parent_span_id.as_slice()).copied().filter(|p| *p != i);
+        children.entry(parent).or_default().push(i);
+    }
+    // Depth-first from the roots (spans whose parent is absent).
+    let mut order = Vec::new();
+    let mut stack: Vec<(usize, usize)> = children.get(&None).map(|r| r.iter().rev().map(|i| (*i, 0)).collect()).unwrap_or_default();
+    let mut visited = vec![false; spans.len()];
+    while let Some((i, depth)) = stack.pop() {
+        if std::mem::replace(&mut visited[i], true) {
+            continue;
+        }
+        order.push((i, depth));
+        if let Some(kids) = children.get(&Some(i)) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    // Spans in a parent cycle (bad data) still get printed.
+    order.extend((0..spans.len()).filter(|i| !visited[*i]).map(|i| (i, 0)));
+    let total = (end - start) as f64;
+    let labels: Vec<String> = order
+        .iter()
+        .map(|(i, depth)| format!("{}{} {}", "  ".repeat(*depth), spans[*i].0, spans[*i].1.name))
+        .collect();
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(60);
+    let mut out = format!(
+        "trace {}  {} spans  {}\n",
+        hex::encode(&spans[0].1.trace_id),
+        spans.len(),
+        format_ns(end - start)
+    );
+    for ((i, _), label) in order.iter().zip(labels) {
+        let span = spans[*i].1;
+        let offset = span.start_time_unix_nano.saturating_sub(start);
+        let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
+        let from = ((offset as f64 / total) * width as f64).floor() as usize;
+        let len = (((duration as f64 / total) * width as f64).round() as usize).max(1).min(width - from.min(width - 1));
+        let bar = format!("{}{}{}", " ".repeat(from.min(width - 1)), "█".repeat(len), " ".repeat(width.saturating_sub(from + len)));
+        let status = match span.status.as_ref().map(|s| s.code) {
+            Some(2) => "ERROR",
+            Some(1) => "ok",
+            _ => "",
+        };
+        let label: String = label.chars().take(label_width).collect();
+        out.push_str(&format!(
+            "{label:<label_width$}  {:>9}  {:>9}  |{bar}|  {status}\n",
+            format!("+{}", format_ns(offset)),
+            format_ns(duration)
+        ));
+    }
+    out
+}
+
+fn format_ns(ns: u64) -> String {
+    match ns {
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{:.1}µs", n as f64 / 1e3),
+        n if n < 1_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
+        n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+    use super::*;
+
+    fn span(id: u8, parent: Option<u8>, name: &str, start_ms: u64, dur_ms: u64) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            start_time_unix_nano: start_ms * 1_000_000,
+            end_time_unix_nano: (start_ms + dur_ms) * 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn waterfall_nests_children_and_scales_bars() {
+        let service = KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue("shop".into())) }),
+            ..Default::default()
+        };
+        let mut failing = span(3, Some(1), "pay", 50, 50);
+        failing.status = Some(Status { code: 2, message: String::new() });
+        let data = TracesData {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![service], ..Default::default() }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![failing, span(2, Some(1), "cart", 0, 50), span(1, None, "checkout", 0, 100)],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let text = waterfall(&data, 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("3 spans") && lines[0].contains("100.0ms"), "{text}");
+        assert!(lines[1].starts_with("shop checkout"), "{text}");
+        assert!(lines[1].contains("|██████████|"), "{text}");
+        assert!(lines[2].starts_with("  shop cart") && lines[2].contains("|█████     |"), "{text}");
+        assert!(lines[3].starts_with("  shop pay") && lines[3].contains("|     █████|") && lines[3].ends_with("ERROR"), "{text}");
+    }
+}
