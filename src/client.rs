@@ -93,7 +93,8 @@ pub fn waterfall(data: &TracesData, width: usize) -> String {
     }
     // Depth-first from the roots (spans whose parent is absent).
     let mut order = Vec::new();
-    let mut stack: Vec<(usize, usize)> = children.get(&None).map(|r| r.iter().rev().map(|i| (*i, 0)).collect()).unwrap_or_default();
+    let mut stack: Vec<(usize, usize)> =
+        children.get(&None).map(|r| r.iter().rev().map(|i| (*i, 0)).collect()).unwrap_or_default();
     let mut visited = vec![false; spans.len()];
     while let Some((i, depth)) = stack.pop() {
         if std::mem::replace(&mut visited[i], true) {
@@ -107,24 +108,23 @@ pub fn waterfall(data: &TracesData, width: usize) -> String {
     // Spans in a parent cycle (bad data) still get printed.
     order.extend((0..spans.len()).filter(|i| !visited[*i]).map(|i| (i, 0)));
     let total = (end - start) as f64;
-    let labels: Vec<String> = order
-        .iter()
-        .map(|(i, depth)| format!("{}{} {}", "  ".repeat(*depth), spans[*i].0, spans[*i].1.name))
-        .collect();
+    let labels: Vec<String> =
+        order.iter().map(|(i, depth)| format!("{}{} {}", "  ".repeat(*depth), spans[*i].0, spans[*i].1.name)).collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).min(60);
-    let mut out = format!(
-        "trace {}  {} spans  {}\n",
-        hex::encode(&spans[0].1.trace_id),
-        spans.len(),
-        format_ns(end - start)
-    );
+    let mut out =
+        format!("trace {}  {} spans  {}\n", hex::encode(&spans[0].1.trace_id), spans.len(), format_ns(end - start));
     for ((i, _), label) in order.iter().zip(labels) {
         let span = spans[*i].1;
         let offset = span.start_time_unix_nano.saturating_sub(start);
         let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano);
         let from = ((offset as f64 / total) * width as f64).floor() as usize;
         let len = (((duration as f64 / total) * width as f64).round() as usize).max(1).min(width - from.min(width - 1));
-        let bar = format!("{}{}{}", " ".repeat(from.min(width - 1)), "█".repeat(len), " ".repeat(width.saturating_sub(from + len)));
+        let bar = format!(
+            "{}{}{}",
+            " ".repeat(from.min(width - 1)),
+            "█".repeat(len),
+            " ".repeat(width.saturating_sub(from + len))
+        );
         let status = match span.status.as_ref().map(|s| s.code) {
             Some(2) => "ERROR",
             Some(1) => "ok",
@@ -194,6 +194,9 @@ mod tests {
         assert!(lines[1].starts_with("shop checkout"), "{text}");
         assert!(lines[1].contains("|██████████|"), "{text}");
         assert!(lines[2].starts_with("  shop cart") && lines[2].contains("|█████     |"), "{text}");
-        assert!(lines[3].starts_with("  shop pay") && lines[3].contains("|     █████|") && lines[3].ends_with("ERROR"), "{text}");
+        assert!(
+            lines[3].starts_with("  shop pay") && lines[3].contains("|     █████|") && lines[3].ends_with("ERROR"),
+            "{text}"
+        );
     }
 }

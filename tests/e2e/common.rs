@@ -93,3 +93,49 @@ pub(crate) async fn fetch_trace(
 pub(crate) fn spans(data: &TracesData) -> Vec<&opentelemetry_proto::tonic::trace::v1::Span> {
     data.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect()
 }
+
+/// A `spanlake` process started by a test.
+pub(crate) struct Process {
+    pub(crate) child: std::process::Child,
+    pub(crate) grpc: Option<SocketAddr>,
+    pub(crate) http: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `spanlake` binary with `args` (plus ports 0 on loopback and JSON
+/// logs) and reads the bound addresses from its logs.
+pub(crate) fn spawn_spanlake(args: &[&str]) -> Process {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(args)
+        .args(["--log-format", "json"])
+        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn spanlake");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut grpc = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let field = |name: &str| log["fields"][name].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = field("grpc_addr") {
+                grpc = Some(addr);
+            }
+            if log["fields"]["message"] == "spanlake started" {
+                let _ = tx.send((grpc, field("http_addr").unwrap()));
+            }
+        }
+    });
+    let (grpc, http) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("spanlake started");
+    Process { child, grpc, http }
+}

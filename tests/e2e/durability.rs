@@ -2,9 +2,8 @@
 //! a kill that lands while flushes are in progress.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,40 +12,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spanlake::loadgen::Workload;
 
-use crate::common::{fetch_trace, spans};
+use crate::common::{fetch_trace, spans, spawn_spanlake};
 
-struct Process {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-}
-
-/// Starts `spanlake` on `dir` with ports 0 and reads the bound addresses from its JSON logs.
-fn start(dir: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["--storage", dir.to_str().unwrap(), "--flush-interval", "50ms", "--log-format", "json"])
-        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn spanlake");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut grpc = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let field = |name: &str| log["fields"][name].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-            if let Some(addr) = field("grpc_addr") {
-                grpc = Some(addr);
-            }
-            if log["fields"]["message"] == "spanlake started" {
-                let _ = tx.send((grpc.expect("ingester logs first"), field("http_addr").unwrap()));
-            }
-        }
-    });
-    let (grpc, http) = rx.recv_timeout(Duration::from_secs(60)).expect("spanlake started");
-    Process { child, grpc, http }
+fn start(dir: &std::path::Path) -> crate::common::Process {
+    spawn_spanlake(&["--storage", dir.to_str().unwrap(), "--flush-interval", "50ms"])
 }
 
 /// Trace id → span count of every request the server acknowledged.
@@ -88,9 +57,7 @@ async fn assert_all_acknowledged_spans_present(dir: &std::path::Path, acked: &Ac
             .unwrap_or_else(|| panic!("acknowledged trace {} lost", hex::encode(trace_id)));
         assert_eq!(spans(&trace).len(), *count, "trace {}", hex::encode(trace_id));
     }
-    let mut child = restarted.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(restarted); // kills it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +67,7 @@ async fn acknowledged_spans_survive_sigkill() {
     let acked: Acked = Arc::default();
     // Send a fixed number of requests, all acknowledged, then kill.
     let workload = Workload::default();
-    let mut client = TraceServiceClient::connect(format!("http://{}", process.grpc)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", process.grpc.unwrap())).await.unwrap();
     let mut rng = StdRng::seed_from_u64(42);
     for _ in 0..20 {
         let request = workload.request(&mut rng, 3, 1_764_000_000_000_000_000);
@@ -122,7 +89,7 @@ async fn sigkill_during_flushes_loses_nothing_acknowledged() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut process = start(dir.path());
     let acked: Acked = Arc::default();
-    let senders = send_until_killed(process.grpc, 8, acked.clone()).await;
+    let senders = send_until_killed(process.grpc.unwrap(), 8, acked.clone()).await;
     // With 8 senders and 50 ms flushes, flushes are continuously in progress.
     // Kill at a moment that is not aligned with any flush boundary.
     for _ in 0..200 {
@@ -145,7 +112,7 @@ async fn sigterm_flushes_acknowledges_and_exits() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut process = start(dir.path());
     let acked: Acked = Arc::default();
-    let senders = send_until_killed(process.grpc, 4, acked.clone()).await;
+    let senders = send_until_killed(process.grpc.unwrap(), 4, acked.clone()).await;
     while acked.lock().unwrap().len() < 100 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -5,6 +5,7 @@ mod bad_input;
 #[allow(dead_code)]
 mod common;
 mod durability;
+mod multiprocess;
 mod open_data;
 mod otlp_clients;
 mod pruning;

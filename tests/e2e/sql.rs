@@ -192,7 +192,9 @@ async fn cli_prints_tables_and_waterfalls() {
     let server = TestServer::start().await;
     ingest(&server, None, vec![trace(7, "shop", 2, 1_764_000_000_000_000_000)]).await;
     let client = spanlake::client::ClientArgs { url: format!("http://{}", server.spanlake.http_addr()), tenant: None };
-    let table = spanlake::client::sql(&client, "SELECT name, count(*) AS n FROM spans GROUP BY name ORDER BY name").await.unwrap();
+    let table = spanlake::client::sql(&client, "SELECT name, count(*) AS n FROM spans GROUP BY name ORDER BY name")
+        .await
+        .unwrap();
     assert!(table.contains("| GET /shop | 1 |"), "{table}");
     assert!(table.contains("| SELECT    | 2 |"), "{table}");
     assert!(table.ends_with("(2 rows)"), "{table}");
