@@ -110,6 +110,18 @@ pub struct ServerArgs {
     /// Largest trace returned in full by trace-by-id (v1 answers 422, v2 a partial trace)
     #[arg(long, env = "SPANLAKE_MAX_TRACE_SIZE", default_value = "50MiB", value_parser = parse_size)]
     pub max_trace_size: usize,
+    /// Longest an SQL query may run
+    #[arg(long, env = "SPANLAKE_SQL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub sql_timeout: Duration,
+    /// Most memory one SQL query may use
+    #[arg(long, env = "SPANLAKE_SQL_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
+    pub sql_memory_limit: usize,
+    /// Most queries running at once in a querier; more get 429
+    #[arg(long, env = "SPANLAKE_MAX_CONCURRENT_QUERIES", default_value = "16")]
+    pub max_concurrent_queries: usize,
+    /// Prune blocks, row groups and pages by query filters (turn off only to measure what pruning buys)
+    #[arg(long, env = "SPANLAKE_QUERY_PRUNING", default_value = "true", action = clap::ArgAction::Set)]
+    pub query_pruning: bool,
     /// Log format
     #[arg(long, env = "SPANLAKE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -155,6 +167,10 @@ impl ServerArgs {
             multi_tenant: self.multi_tenant,
             refresh_interval: self.refresh_interval,
             max_trace_bytes: self.max_trace_size,
+            sql_timeout: self.sql_timeout,
+            sql_memory_limit: self.sql_memory_limit,
+            max_concurrent_queries: self.max_concurrent_queries,
+            pruning: self.query_pruning,
             ..spanlake_querier::Config::default()
         }
     }

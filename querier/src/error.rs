@@ -28,6 +28,8 @@ pub enum QueryError {
     MemoryLimit(String),
     #[error("query failed: {0}")]
     Execution(String),
+    #[error("the querier is saturated ({limit} queries running), retry shortly")]
+    Saturated { limit: usize },
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -53,6 +55,7 @@ impl QueryError {
             Self::TraceTooLarge { .. } | Self::MemoryLimit(_) => 422,
             Self::Sql(_) | Self::SqlRefused(_) => 400,
             Self::Timeout { .. } => 408,
+            Self::Saturated { .. } => 429,
             Self::Execution(_) => 500,
             Self::ReadBlock { .. } | Self::Decode(_) | Self::Internal(_) => 500,
         }

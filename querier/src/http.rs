@@ -128,7 +128,10 @@ async fn lookup(
 ) -> Result<(Vec<ResourceSpans>, u64)> {
     let tenant = querier.tenant(headers)?;
     let trace_id = parse_trace_id(id)?;
-    let (spans, stats) = find_trace(&querier.catalog, &querier.storage, &tenant, trace_id, range.to_nanos()?).await?;
+    let _permit = querier.admit()?;
+    let pruning = querier.config.pruning;
+    let (spans, stats) =
+        find_trace(&querier.catalog, &querier.storage, &tenant, trace_id, range.to_nanos()?, pruning).await?;
     tracing::debug!(
         %tenant,
         trace_id = id,

@@ -50,6 +50,10 @@ pub struct Config {
     pub sql_timeout: Duration,
     /// Most memory an SQL query may use (sorts, joins, aggregations).
     pub sql_memory_limit: usize,
+    /// Most queries running at once; more get 429.
+    pub max_concurrent_queries: usize,
+    /// Prune blocks, row groups and pages (off only to measure what it buys).
+    pub pruning: bool,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             max_trace_bytes: 50 << 20,
             sql_timeout: Duration::from_secs(30),
             sql_memory_limit: 1 << 30,
+            max_concurrent_queries: 16,
+            pruning: true,
         }
     }
 }
@@ -71,12 +77,15 @@ pub struct Querier {
     config: Config,
     storage: Storage,
     catalog: Arc<Catalog>,
+    /// Admission: one permit per running query.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl Querier {
     pub fn new(config: Config, storage: Storage) -> Arc<Self> {
         let catalog = Catalog::new(storage.clone(), config.commit_lookback);
-        Arc::new(Self { config, storage, catalog })
+        let running = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1)));
+        Arc::new(Self { config, storage, catalog, running })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -87,6 +96,13 @@ impl Querier {
     pub async fn start_refresh(&self) -> Result<tokio::task::JoinHandle<()>, spanlake_schemas::storage::StorageError> {
         self.catalog.refresh().await?;
         Ok(self.catalog.spawn_refresh(self.config.refresh_interval))
+    }
+
+    /// Admits one more query, or refuses with 429 when the querier is saturated.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+        Arc::clone(&self.running)
+            .try_acquire_owned()
+            .map_err(|_| QueryError::Saturated { limit: self.config.max_concurrent_queries })
     }
 
     /// The HTTP API routes.

@@ -102,6 +102,7 @@ pub(crate) async fn search(
     let result = async {
         let tenant = querier.tenant(&headers)?;
         let params = query.params()?;
+        let _permit = querier.admit()?;
         querier.search(&tenant, &params).await
     };
     match result.await {

@@ -78,7 +78,7 @@ pub struct SqlResult {
 
 impl Querier {
     /// A DataFusion session over `tenant`'s tables only.
-    pub(crate) async fn session(&self, tenant: &TenantId, pruning: bool) -> Result<SessionContext> {
+    pub(crate) async fn session(&self, tenant: &TenantId) -> Result<SessionContext> {
         let runtime = RuntimeEnvBuilder::new().with_memory_limit(self.config.sql_memory_limit, 1.0).build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
         runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
@@ -86,7 +86,10 @@ impl Querier {
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_table("spans", Arc::new(SpansTable::new(Arc::clone(&self.catalog), tenant.clone(), pruning)))?;
+        ctx.register_table(
+            "spans",
+            Arc::new(SpansTable::new(Arc::clone(&self.catalog), tenant.clone(), self.config.pruning)),
+        )?;
         let traces = ctx.sql(TRACES_VIEW).await?.into_view();
         ctx.register_table("traces", traces)?;
         Ok(ctx)
@@ -94,13 +97,8 @@ impl Querier {
 
     /// Runs one read-only statement over `tenant`'s spans.
     pub async fn sql(&self, tenant: &TenantId, query: &str) -> Result<SqlResult> {
-        self.sql_with_pruning(tenant, query, true).await
-    }
-
-    /// As [`Querier::sql`]; `pruning: false` scans every block (for benchmarks).
-    pub async fn sql_with_pruning(&self, tenant: &TenantId, query: &str, pruning: bool) -> Result<SqlResult> {
         check_read_only(query)?;
-        let ctx = self.session(tenant, pruning).await?;
+        let ctx = self.session(tenant).await?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let limit = self.config.sql_timeout;
         let run = async {

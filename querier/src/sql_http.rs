@@ -21,6 +21,7 @@ pub(crate) async fn sql(State(querier): State<Arc<Querier>>, headers: HeaderMap,
     let result = async {
         let tenant = querier.tenant(&headers)?;
         let query = query_text(&headers, &body)?;
+        let _permit = querier.admit()?;
         let result = querier.sql(&tenant, &query).await?;
         encode(&headers, result)
     };

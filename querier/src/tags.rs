@@ -113,7 +113,7 @@ impl Querier {
         range: (i64, i64),
         limit: usize,
     ) -> Result<Vec<String>> {
-        let ctx = self.session(tenant, true).await?;
+        let ctx = self.session(tenant).await?;
         let batches = ctx
             .table("spans")
             .await?
@@ -137,7 +137,7 @@ impl Querier {
         range: (i64, i64),
         limit: usize,
     ) -> Result<Vec<Value>> {
-        let ctx = self.session(tenant, true).await?;
+        let ctx = self.session(tenant).await?;
         let (expr, typed) = match field {
             FieldExpr::Attribute(a) => (attribute_struct(a)?, None),
             FieldExpr::Intrinsic(i) => intrinsic_column(*i)?,
@@ -240,7 +240,11 @@ fn identifier(name: &str, bare_is_unscoped: bool) -> Result<FieldExpr> {
     Err(QueryError::InvalidParameter { name: "tag", reason: format!("{name:?} is not a TraceQL identifier") })
 }
 
-async fn respond(result: impl std::future::Future<Output = Result<Value>>) -> Response {
+async fn respond(querier: &Querier, result: impl std::future::Future<Output = Result<Value>>) -> Response {
+    let _permit = match querier.admit() {
+        Ok(permit) => permit,
+        Err(error) => return error_response(&error),
+    };
     match result.await {
         Ok(body) => axum::Json(body).into_response(),
         Err(error) => error_response(&error),
@@ -248,7 +252,7 @@ async fn respond(result: impl std::future::Future<Output = Result<Value>>) -> Re
 }
 
 pub(crate) async fn tags_v1(State(q): State<Arc<Querier>>, Query(p): Query<TagsQuery>, headers: HeaderMap) -> Response {
-    respond(async {
+    respond(&q, async {
         let tenant = q.tenant(&headers)?;
         let (range, limit) = (p.range()?, p.limit()?);
         let mut names = BTreeSet::new();
@@ -266,7 +270,7 @@ pub(crate) async fn tags_v1(State(q): State<Arc<Querier>>, Query(p): Query<TagsQ
 }
 
 pub(crate) async fn tags_v2(State(q): State<Arc<Querier>>, Query(p): Query<TagsQuery>, headers: HeaderMap) -> Response {
-    respond(async {
+    respond(&q, async {
         let tenant = q.tenant(&headers)?;
         let (range, limit) = (p.range()?, p.limit()?);
         let scope = p.scope.as_deref().unwrap_or("");
@@ -301,7 +305,7 @@ pub(crate) async fn values_v1(
     Query(p): Query<TagsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    respond(async {
+    respond(&q, async {
         let tenant = q.tenant(&headers)?;
         let field = identifier(&name, true)?;
         let values = q.values(&tenant, &field, None, p.range()?, p.limit()?).await?;
@@ -317,7 +321,7 @@ pub(crate) async fn values_v2(
     Query(p): Query<TagsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    respond(async {
+    respond(&q, async {
         let tenant = q.tenant(&headers)?;
         let field = identifier(&name, false)?;
         let values = q.values(&tenant, &field, p.filter().as_ref(), p.range()?, p.limit()?).await?;

@@ -53,10 +53,12 @@ pub(crate) async fn find_trace(
     tenant: &TenantId,
     trace_id: [u8; 16],
     range: (i64, i64),
+    pruning: bool,
 ) -> Result<(Vec<ResourceSpans>, LookupStats)> {
-    let blocks = catalog.blocks(tenant, |m| m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1));
+    let blocks =
+        catalog.blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
     let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
-    let reads = blocks.iter().map(|meta| read_trace_rows(storage, tenant, meta, trace_id));
+    let reads = blocks.iter().map(|meta| read_trace_rows(storage, tenant, meta, trace_id, pruning));
     let results = futures::future::try_join_all(reads).await?;
     let mut collector = ResourceSpansCollector::default();
     let mut seen = HashSet::new();
@@ -79,6 +81,7 @@ async fn read_trace_rows(
     tenant: &TenantId,
     meta: &BlockMeta,
     trace_id: [u8; 16],
+    pruning: bool,
 ) -> Result<(Vec<RecordBatch>, u64, u64)> {
     let reader = ObjectReader::block(storage, tenant, meta);
     let block_error = |source| QueryError::ReadBlock { block_id: meta.id.to_string(), source };
@@ -98,7 +101,12 @@ async fn read_trace_rows(
             Some((min, max)) => min <= &trace_id[..] && &trace_id[..] <= max,
             None => true,
         };
-        if !in_range {
+        if pruning && !in_range {
+            continue;
+        }
+        if !pruning {
+            bytes += rg.compressed_size() as u64;
+            row_groups.push(index);
             continue;
         }
         let bloom = builder.get_row_group_column_bloom_filter(index, trace_column).await.map_err(block_error)?;

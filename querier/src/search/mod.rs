@@ -594,7 +594,7 @@ pub(crate) struct Found {
 
 impl Querier {
     pub(crate) async fn search(&self, tenant: &TenantId, params: &SearchParams) -> Result<SearchResponse> {
-        let ctx = self.session(tenant, true).await?;
+        let ctx = self.session(tenant).await?;
         let engine = Engine {
             ctx,
             params,

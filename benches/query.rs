@@ -1,0 +1,178 @@
+//! Query benchmark (issue #3). Run: `cargo bench --bench query` (release build).
+//!
+//! Writes loadgen's default workload (seeded) as blocks spread over the last
+//! two hours, as a running ingester would, then asks two queriers on the same
+//! data — one with pruning (the default), one without — the same HTTP
+//! requests: trace by id, a TraceQL search over the last hour, a tag-values
+//! call and an SQL aggregate over the last ten minutes. Reports median and
+//! p99 latency per query and the process's peak RSS after each phase.
+//! Knobs: SPANLAKE_BENCH_QUERY_SPANS (default 10,000,000).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use spanlake::loadgen::Workload;
+use spanlake::storage::StorageArgs;
+use spanlake::{Role, ServerArgs, Spanlake};
+use spanlake_schemas::TenantId;
+use spanlake_schemas::block::{BlockId, encode_block};
+use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
+use spanlake_schemas::storage::CommitRecord;
+
+const BLOCK_SPANS: usize = 100_000;
+const TRACES_PER_REQUEST: usize = 100;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+struct Timing {
+    median_ms: f64,
+    p99_ms: f64,
+    runs: usize,
+}
+
+async fn time<F, Fut>(runs: usize, mut call: F) -> Timing
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let started = Instant::now();
+        call(i).await;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Timing { median_ms: percentile(&samples, 0.5), p99_ms: percentile(&samples, 0.99), runs }
+}
+
+async fn get_ok(http: &reqwest::Client, url: String) -> usize {
+    let response = http.get(&url).send().await.unwrap();
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    response.bytes().await.unwrap().len()
+}
+
+async fn post_ok(http: &reqwest::Client, url: String, body: &str) -> usize {
+    let response = http.post(&url).body(body.to_owned()).send().await.unwrap();
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    response.bytes().await.unwrap().len()
+}
+
+fn main() {
+    let target: usize =
+        std::env::var("SPANLAKE_BENCH_QUERY_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let storage = spanlake::storage::open(&StorageArgs::local(dir.path().to_str().unwrap())).unwrap();
+    let tenant = TenantId::single();
+
+    // Data: traces evenly over the last two hours, cut into blocks of 100k spans.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let window = 2 * 3600 * 1_000_000_000u64;
+    let workload = Workload::default();
+    let mut rng = StdRng::seed_from_u64(7);
+    let approx_traces = target / 13;
+    let started = Instant::now();
+    let (spans, blocks, bytes, sample_ids) = runtime.block_on(async {
+        let (mut spans, mut blocks, mut bytes, mut traces) = (0usize, 0usize, 0u64, 0usize);
+        let mut sample_ids = Vec::new();
+        let mut pending = Vec::new();
+        let mut pending_spans = 0;
+        while spans < target {
+            let at = now - window + (traces as u64 * window / approx_traces.max(1) as u64).min(window);
+            let request = workload.request(&mut rng, TRACES_PER_REQUEST, at);
+            traces += TRACES_PER_REQUEST;
+            if let Some(span) =
+                request.resource_spans.first().and_then(|r| r.scope_spans.first()).and_then(|s| s.spans.first())
+            {
+                sample_ids.push(span.trace_id.clone());
+            }
+            let mut builder = SpanBatchBuilder::new(64 << 10);
+            builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
+            spans += builder.len();
+            pending_spans += builder.len();
+            pending.push(builder.finish());
+            if pending_spans >= BLOCK_SPANS || spans >= target {
+                let batches = std::mem::take(&mut pending);
+                pending_spans = 0;
+                let block =
+                    tokio::task::spawn_blocking(move || encode_block(&batches, BlockId::new()).unwrap()).await.unwrap();
+                bytes += block.meta.size_bytes;
+                storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+                storage
+                    .commit(&tenant, &CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] })
+                    .await
+                    .unwrap();
+                blocks += 1;
+            }
+        }
+        (spans, blocks, bytes, sample_ids)
+    });
+    println!(
+        "data: {spans} spans in {blocks} blocks ({:.0} MB, {:.1} bytes/span), written in {:.0}s",
+        bytes as f64 / 1e6,
+        bytes as f64 / spans as f64,
+        started.elapsed().as_secs_f64()
+    );
+    let rss_after_write = peak_rss_mib();
+
+    runtime.block_on(async {
+        let start_querier = |pruning: bool| {
+            let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
+            args.query_pruning = pruning;
+            args.sql_timeout = Duration::from_secs(600);
+            async move { Spanlake::start(&args, Role::Querier).await.unwrap() }
+        };
+        let pruned = start_querier(true).await;
+        let unpruned = start_querier(false).await;
+        let http = reqwest::Client::new();
+        let now_s = now / 1_000_000_000;
+        let search = format!(
+            "/api/search?q=%7B%20resource.service.name%20%3D%20%22payment%22%20%26%26%20status%20%3D%20error%20%7D&limit=20&start={}&end={now_s}",
+            now_s - 3600
+        );
+        let tag_values = format!("/api/v2/search/tag/resource.service.name/values?start={}&end={now_s}", now_s - 3600);
+        let ten_minutes_ago = now - 600 * 1_000_000_000;
+        let sql = format!(
+            "SELECT service_name, count(*) AS spans, avg(duration_ns) AS avg_ns FROM spans \
+             WHERE start_time >= to_timestamp_nanos({ten_minutes_ago}) GROUP BY service_name"
+        );
+        let ids: Vec<String> = sample_ids.iter().step_by((sample_ids.len() / 200).max(1)).map(hex::encode).collect();
+
+        let mut rows = Vec::new();
+        for (label, server, runs) in [("pruning (default)", &pruned, 1usize), ("no pruning (baseline)", &unpruned, 0)] {
+            let base = format!("http://{}", server.http_addr());
+            let (trace_runs, other_runs) = if runs == 1 { (100, 10) } else { (10, 3) };
+            let t = time(trace_runs, |i| get_ok(&http, format!("{base}/api/traces/{}", ids[(i * 7919) % ids.len()]))).await;
+            rows.push(("trace by id", label, t));
+            let t = time(other_runs, |_| get_ok(&http, format!("{base}{search}"))).await;
+            rows.push(("TraceQL search, last hour", label, t));
+            let t = time(other_runs, |_| get_ok(&http, format!("{base}{tag_values}"))).await;
+            rows.push(("tag values, last hour", label, t));
+            let t = time(other_runs, |_| post_ok(&http, format!("{base}/api/sql"), &sql)).await;
+            rows.push(("SQL aggregate, last 10 min", label, t));
+            println!("peak RSS after the {label} phase: {:.0} MiB (after writing: {rss_after_write:.0} MiB)", peak_rss_mib());
+        }
+        println!();
+        println!("| query | querier | median ms | p99 ms | runs |");
+        println!("|---|---|---|---|---|");
+        for (query, label, t) in rows {
+            println!("| {query} | {label} | {:.1} | {:.1} | {} |", t.median_ms, t.p99_ms, t.runs);
+        }
+        pruned.shutdown().await;
+        unpruned.shutdown().await;
+    });
+}
