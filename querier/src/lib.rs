@@ -110,3 +110,21 @@ impl Querier {
         http::router(Arc::clone(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_saturated_querier_answers_429() {
+        let storage = Storage::new(Arc::new(object_store::memory::InMemory::new()));
+        let querier = Querier::new(Config { max_concurrent_queries: 2, ..Config::default() }, storage);
+        let first = querier.admit().unwrap();
+        let _second = querier.admit().unwrap();
+        let refused = querier.admit().unwrap_err();
+        assert_eq!(refused.http_status(), 429);
+        assert!(refused.to_string().contains("saturated"));
+        drop(first);
+        assert!(querier.admit().is_ok(), "a finished query frees its slot");
+    }
+}

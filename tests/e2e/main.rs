@@ -12,3 +12,4 @@ mod pruning;
 mod search;
 mod sql;
 mod storage;
+mod trace_api;

@@ -209,3 +209,61 @@ async fn cli_prints_tables_and_waterfalls() {
     assert!(missing.contains("not found"), "{missing}");
     server.spanlake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_sql_examples_run() {
+    let server = TestServer::start().await;
+    // Recent data, so that the README's "last hour" filters keep it.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    ingest(&server, None, vec![trace(2, "shop", 2, now - 60_000_000_000), trace(3, "shop", 1, now - 30_000_000_000)])
+        .await;
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### SQL").unwrap()..];
+    let block = &section[section.find("```sql").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let statements: Vec<&str> = block.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+    assert_eq!(statements.len(), 3);
+    for statement in statements {
+        let (status, _, body) = sql(&server, None, "application/json", statement).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{statement}: {body}");
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(!rows.as_array().unwrap().is_empty(), "{statement} returned no rows");
+    }
+    server.spanlake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_bounded_in_time_and_memory() {
+    let server = TestServer::start_with(|a| {
+        a.sql_timeout = std::time::Duration::from_millis(200);
+        a.sql_memory_limit = 4 << 20;
+    })
+    .await;
+    // Far more work than 200 ms allows.
+    let (status, _, body) = sql(
+        &server,
+        None,
+        "application/json",
+        "SELECT count(*) FROM generate_series(1, 10000000000) a WHERE a.value % 7 = 3",
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("time limit of 200ms"), "{body}");
+    // One aggregate state of ~300 MB (it cannot spill): refused at 4 MiB.
+    let (status, _, body) = sql(
+        &server,
+        None,
+        "application/json",
+        "SELECT cardinality(array_agg(repeat('x', 100))) FROM generate_series(1, 3000000)",
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("memory limit"), "{body}");
+    // The querier still answers.
+    let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+    assert_eq!(status, 200);
+    server.spanlake.shutdown().await;
+}
