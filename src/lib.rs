@@ -10,6 +10,11 @@
 //!  spanlake loadgen …            an OTLP load generator with known latency distributions
 //! ```
 
+/// mimalloc: the ingest path allocates and frees many small buffers; glibc
+/// malloc spent about a quarter of its CPU time there (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod client;
 pub mod config;
 pub mod loadgen;

@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -129,11 +128,25 @@ impl BlockMeta {
     }
 }
 
-/// Sorts a span batch by `trace_id`, then `start_time` (the block sort order).
-pub fn sort_spans(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let column = |name: &str| SortColumn { values: batch.column_by_name(name).unwrap().clone(), options: None };
-    let indices = lexsort_to_indices(&[column(TRACE_ID), column(START_TIME)], None)?;
-    take_record_batch(batch, &indices)
+/// Merges span batches into one, sorted by `trace_id`, then `start_time` (the
+/// block sort order), copying each row once.
+pub fn sort_spans(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut keys: Vec<(u128, i64, usize, usize)> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        let trace_ids = batch.column_by_name(TRACE_ID).expect("span schema").as_fixed_size_binary();
+        let starts = batch.column_by_name(START_TIME).expect("span schema").as_primitive::<TimestampNanosecondType>();
+        for row in 0..batch.num_rows() {
+            let id = u128::from_be_bytes(trace_ids.value(row).try_into().expect("16-byte trace id"));
+            keys.push((id, starts.value(row), b, row));
+        }
+    }
+    keys.sort_unstable();
+    let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(span_schema()));
+    }
+    arrow::compute::interleave_record_batch(&batches, &indices)
 }
 
 /// How block Parquet files are written: zstd, page statistics and index,
@@ -167,8 +180,7 @@ pub struct EncodedBlock {
 /// Sorts `batches` into one block and encodes it as Parquet. Runs on the
 /// caller's thread: call it from a blocking pool.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
-    let batch = arrow::compute::concat_batches(&span_schema(), batches)?;
-    let batch = sort_spans(&batch)?;
+    let batch = sort_spans(batches)?;
     let mut meta = describe(&batch, id);
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(batch.num_rows())))?;
@@ -201,6 +213,35 @@ fn describe(batch: &RecordBatch, id: BlockId) -> BlockMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorting_merges_batches_by_trace_then_start() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let batch = |spans: &[(u8, u64)]| {
+            let spans = spans
+                .iter()
+                .map(|(t, start)| Span {
+                    trace_id: vec![*t; 16],
+                    span_id: vec![*t; 8],
+                    start_time_unix_nano: *start,
+                    ..Default::default()
+                })
+                .collect();
+            let request = vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }];
+            let mut builder = crate::SpanBatchBuilder::default();
+            builder.append_resource_spans(&request, &mut crate::AppendReport::default());
+            builder.finish()
+        };
+        let sorted = sort_spans(&[batch(&[(3, 5), (1, 9)]), batch(&[(1, 2), (2, 7)])]).unwrap();
+        let traces = sorted.column(0).as_fixed_size_binary();
+        let starts = sorted.column_by_name(START_TIME).unwrap().as_primitive::<TimestampNanosecondType>();
+        let got: Vec<(u8, i64)> = (0..4).map(|i| (traces.value(i)[0], starts.value(i))).collect();
+        assert_eq!(got, vec![(1, 2), (1, 9), (2, 7), (3, 5)]);
+        assert_eq!(sort_spans(&[]).unwrap().num_rows(), 0);
+    }
 
     #[test]
     fn block_ids_sort_by_time_and_parse() {
