@@ -14,6 +14,7 @@
 
 mod catalog;
 mod error;
+mod executor;
 mod http;
 mod search;
 mod search_http;
@@ -79,13 +80,17 @@ pub struct Querier {
     catalog: Arc<Catalog>,
     /// Admission: one permit per running query.
     running: Arc<tokio::sync::Semaphore>,
+    /// Where DataFusion plans run.
+    executor: executor::QueryExecutor,
 }
 
 impl Querier {
     pub fn new(config: Config, storage: Storage) -> Arc<Self> {
         let catalog = Catalog::new(storage.clone(), config.commit_lookback);
         let running = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1)));
-        Arc::new(Self { config, storage, catalog, running })
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let executor = executor::QueryExecutor::new(threads);
+        Arc::new(Self { config, storage, catalog, running, executor })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

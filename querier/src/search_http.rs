@@ -103,7 +103,8 @@ pub(crate) async fn search(
         let tenant = querier.tenant(&headers)?;
         let params = query.params()?;
         let _permit = querier.admit()?;
-        querier.search(&tenant, &params).await
+        let q = Arc::clone(&querier);
+        querier.executor.run(async move { q.search(&tenant, &params).await }).await
     };
     match result.await {
         Ok(response) => axum::Json(response.0).into_response(),

@@ -22,7 +22,8 @@ pub(crate) async fn sql(State(querier): State<Arc<Querier>>, headers: HeaderMap,
         let tenant = querier.tenant(&headers)?;
         let query = query_text(&headers, &body)?;
         let _permit = querier.admit()?;
-        let result = querier.sql(&tenant, &query).await?;
+        let q = Arc::clone(&querier);
+        let result = querier.executor.run(async move { q.sql(&tenant, &query).await }).await?;
         encode(&headers, result)
     };
     match result.await {

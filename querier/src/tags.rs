@@ -105,14 +105,33 @@ fn time_filter((start, end): (i64, i64)) -> Expr {
 }
 
 impl Querier {
-    /// Distinct attribute keys of one map column within the range.
+    /// [`Querier::keys_here`] on the query executor.
     async fn attribute_keys(
-        &self,
+        self: &Arc<Self>,
         tenant: &TenantId,
-        column: &str,
+        column: &'static str,
         range: (i64, i64),
         limit: usize,
     ) -> Result<Vec<String>> {
+        let (this, tenant) = (Arc::clone(self), tenant.clone());
+        self.executor.run(async move { this.keys_here(&tenant, column, range, limit).await }).await
+    }
+
+    /// [`Querier::values_here`] on the query executor.
+    async fn values(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        field: &FieldExpr,
+        filter: Option<&FieldExpr>,
+        range: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<Value>> {
+        let (this, tenant, field, filter) = (Arc::clone(self), tenant.clone(), field.clone(), filter.cloned());
+        self.executor.run(async move { this.values_here(&tenant, &field, filter.as_ref(), range, limit).await }).await
+    }
+
+    /// Distinct attribute keys of one map column within the range.
+    async fn keys_here(&self, tenant: &TenantId, column: &str, range: (i64, i64), limit: usize) -> Result<Vec<String>> {
         let ctx = self.session(tenant).await?;
         let batches = ctx
             .table("spans")
@@ -129,7 +148,7 @@ impl Querier {
     }
 
     /// Distinct typed values of `field` within the range, narrowed by `filter`.
-    async fn values(
+    async fn values_here(
         &self,
         tenant: &TenantId,
         field: &FieldExpr,

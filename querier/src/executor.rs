@@ -1,0 +1,64 @@
+//! A dedicated runtime for query execution, so that DataFusion's CPU work
+//! never runs on (and never starves) the runtime serving OTLP ingest and HTTP.
+//!
+//! The runtime lives on its own thread and is shut down there when the
+//! executor is dropped (a tokio runtime may not be dropped from async code).
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::error::{QueryError, Result};
+
+#[derive(Debug)]
+pub(crate) struct QueryExecutor {
+    handle: Handle,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl QueryExecutor {
+    pub(crate) fn new(threads: usize) -> Self {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("spanlake-query".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads.max(1))
+                    .thread_name("spanlake-query-worker")
+                    .enable_all()
+                    .build()
+                    .expect("query runtime starts");
+                let _ = handle_tx.send(runtime.handle().clone());
+                runtime.block_on(async {
+                    let _ = stop_rx.await;
+                });
+                runtime.shutdown_background();
+            })
+            .expect("query thread starts");
+        let handle = handle_rx.recv().expect("query runtime handle");
+        Self { handle, stop: Mutex::new(Some(stop_tx)), thread: Mutex::new(Some(thread)) }
+    }
+
+    /// Runs `work` on the query runtime and waits for its result.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.handle.spawn(work).await.map_err(|_| QueryError::Internal("query task failed"))?
+    }
+}
+
+impl Drop for QueryExecutor {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.lock().expect("executor lock").take() {
+            let _ = stop.send(());
+        }
+        // The thread exits promptly; do not join from async code (it would block).
+        let _ = self.thread.lock().expect("executor lock").take();
+    }
+}
