@@ -131,7 +131,8 @@ async fn lookup(
     let _permit = querier.admit()?;
     let pruning = querier.config.pruning;
     let (spans, stats) =
-        find_trace(&querier.catalog, &querier.storage, &tenant, trace_id, range.to_nanos()?, pruning).await?;
+        find_trace(&querier.catalog, &querier.footers, &querier.storage, &tenant, trace_id, range.to_nanos()?, pruning)
+            .await?;
     tracing::debug!(
         %tenant,
         trace_id = id,

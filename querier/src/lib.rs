@@ -12,6 +12,7 @@
 //! Invariants: a tenant only ever reads blocks under its own prefix; a span
 //! present in several blocks is answered once.
 
+mod block_cache;
 mod catalog;
 mod error;
 mod executor;
@@ -82,6 +83,10 @@ pub struct Querier {
     running: Arc<tokio::sync::Semaphore>,
     /// Where DataFusion plans run.
     executor: executor::QueryExecutor,
+    /// Parsed footers of blocks, for trace-by-id lookups.
+    footers: block_cache::FooterCache,
+    /// Parsed footers of blocks, for DataFusion scans (shared by all queries).
+    file_metadata: Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>,
 }
 
 impl Querier {
@@ -90,7 +95,12 @@ impl Querier {
         let running = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1)));
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let executor = executor::QueryExecutor::new(threads);
-        Arc::new(Self { config, storage, catalog, running, executor })
+        let footers = block_cache::FooterCache::new(16_384);
+        let file_metadata = Arc::new(datafusion::execution::cache::default_cache::DefaultCache::<
+            object_store::path::Path,
+            datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,
+        >::new(256 << 20));
+        Arc::new(Self { config, storage, catalog, running, executor, footers, file_metadata })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

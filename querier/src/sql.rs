@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -79,7 +80,12 @@ pub struct SqlResult {
 impl Querier {
     /// A DataFusion session over `tenant`'s tables only.
     pub(crate) async fn session(&self, tenant: &TenantId) -> Result<SessionContext> {
-        let runtime = RuntimeEnvBuilder::new().with_memory_limit(self.config.sql_memory_limit, 1.0).build_arc()?;
+        // Per query: its own memory limit; shared: the cache of parsed Parquet footers.
+        let caches = CacheManagerConfig::default().with_file_metadata_cache(Some(Arc::clone(&self.file_metadata)));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.sql_memory_limit, 1.0)
+            .with_cache_manager(caches)
+            .build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
         runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
         let config = SessionConfig::new()

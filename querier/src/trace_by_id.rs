@@ -16,6 +16,7 @@ use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
+use crate::block_cache::FooterCache;
 use crate::catalog::Catalog;
 use crate::error::{QueryError, Result};
 
@@ -49,6 +50,7 @@ pub(crate) struct LookupStats {
 /// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]` (Unix ns).
 pub(crate) async fn find_trace(
     catalog: &Catalog,
+    footers: &FooterCache,
     storage: &Storage,
     tenant: &TenantId,
     trace_id: [u8; 16],
@@ -58,7 +60,7 @@ pub(crate) async fn find_trace(
     let blocks =
         catalog.blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
     let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
-    let reads = blocks.iter().map(|meta| read_trace_rows(storage, tenant, meta, trace_id, pruning));
+    let reads = blocks.iter().map(|meta| read_trace_rows(footers, storage, tenant, meta, trace_id, pruning));
     let results = futures::future::try_join_all(reads).await?;
     let mut collector = ResourceSpansCollector::default();
     let mut seen = HashSet::new();
@@ -77,6 +79,7 @@ pub(crate) async fn find_trace(
 
 /// The rows of one block with `trace_id`, and how many row groups and bytes were read.
 async fn read_trace_rows(
+    footers: &FooterCache,
     storage: &Storage,
     tenant: &TenantId,
     meta: &BlockMeta,
@@ -85,7 +88,8 @@ async fn read_trace_rows(
 ) -> Result<(Vec<RecordBatch>, u64, u64)> {
     let reader = ObjectReader::block(storage, tenant, meta);
     let block_error = |source| QueryError::ReadBlock { block_id: meta.id.to_string(), source };
-    let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(block_error)?;
+    let footer = footers.get(storage, tenant, meta).await.map_err(block_error)?;
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
     let trace_column = builder
         .parquet_schema()
         .columns()

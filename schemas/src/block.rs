@@ -150,8 +150,8 @@ pub fn sort_spans(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::
 }
 
 /// How block Parquet files are written: zstd, page statistics and index,
-/// a bloom filter on `trace_id`, sorting columns declared.
-pub fn writer_properties(span_count: usize) -> WriterProperties {
+/// a bloom filter on `trace_id` sized for `distinct_traces`, sorting columns declared.
+pub fn writer_properties(distinct_traces: usize) -> WriterProperties {
     let trace_id = ColumnPath::from(TRACE_ID);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
@@ -160,8 +160,7 @@ pub fn writer_properties(span_count: usize) -> WriterProperties {
         .set_data_page_row_count_limit(8 * 1024)
         .set_column_bloom_filter_enabled(trace_id.clone(), true)
         .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-        // Spans per trace vary; the span count bounds the distinct trace ids.
-        .set_column_bloom_filter_max_ndv(trace_id, (span_count.clamp(1024, 128 * 1024)) as u64)
+        .set_column_bloom_filter_max_ndv(trace_id, distinct_traces.clamp(64, 1 << 20) as u64)
         .set_sorting_columns(Some(vec![
             SortingColumn { column_idx: 0, descending: false, nulls_first: false },
             SortingColumn { column_idx: 7, descending: false, nulls_first: false },
@@ -183,11 +182,18 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     let batch = sort_spans(batches)?;
     let mut meta = describe(&batch, id);
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(batch.num_rows())))?;
+    let traces = distinct_sorted_trace_ids(&batch);
+    let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(traces)))?;
     writer.write(&batch)?;
     writer.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
+}
+
+/// Distinct trace ids of a batch sorted by trace id (runs of equal ids).
+fn distinct_sorted_trace_ids(batch: &RecordBatch) -> usize {
+    let ids = batch.column_by_name(TRACE_ID).expect("span schema").as_fixed_size_binary();
+    (0..batch.num_rows()).filter(|&i| i == 0 || ids.value(i) != ids.value(i - 1)).count()
 }
 
 /// Metadata of a sorted, non-empty span batch (size left at 0).
