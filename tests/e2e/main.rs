@@ -10,6 +10,7 @@ mod open_data;
 mod otlp_clients;
 mod pruning;
 mod search;
+mod snapshots;
 mod sql;
 mod storage;
 mod trace_api;
