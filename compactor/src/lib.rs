@@ -1,4 +1,4 @@
-//! # spanlake-compactor (planned; not yet implemented)
+//! # spanlake-compactor (in progress: the merge exists; planning, commits, leases and retention do not)
 //!
 //! Ingesters write a small block about every second per tenant. The compactor
 //! will keep the number of live blocks bounded and remove duplicate spans:
@@ -17,5 +17,9 @@
 //! crash at any step leaves either the sources or the merged block visible,
 //! never both and never neither.
 //!
-//! Until this crate is implemented, `spanlake run compactor` refuses to start
-//! with a message saying so, rather than pretending to run.
+//! Built so far: [`merge::merge_sorted`], the streaming k-way merge with
+//! de-duplication (property-tested). Until planning, commit and leases exist,
+//! `spanlake run compactor` refuses to start with a message saying so, rather
+//! than pretending to run.
+
+pub mod merge;

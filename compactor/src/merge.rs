@@ -1,0 +1,145 @@
+//! Streaming k-way merge of sorted span batches, dropping duplicate spans.
+//!
+//! Inputs are sorted by (`trace_id`, `start_time`), as every block is. The
+//! output has the same order and holds each span once: spans with equal
+//! (`trace_id`, `span_id`, `kind`) — a client retry, a re-sent batch — are
+//! kept from the first input that has them. Memory: one batch per input plus
+//! one output batch; the duplicate check only remembers the current trace.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::error::ArrowError;
+use futures::stream::{BoxStream, StreamExt};
+use spanlake_schemas::schema::{KIND, SPAN_ID, START_TIME, TRACE_ID};
+
+/// A sorted input: one block's batches in order.
+pub type SortedInput = BoxStream<'static, Result<RecordBatch, ArrowError>>;
+
+/// What a merge did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MergeStats {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub duplicates: u64,
+}
+
+/// One input's current batch and position.
+struct Cursor {
+    input: SortedInput,
+    /// Index of the current batch in the merger's arena.
+    batch: usize,
+    row: usize,
+    keys: Vec<(u128, i64)>,
+}
+
+/// Per-row identity for de-duplication within one trace.
+fn span_key(batch: &RecordBatch, row: usize) -> (u64, String) {
+    let span = batch.column_by_name(SPAN_ID).expect("span schema").as_fixed_size_binary().value(row);
+    let kind = batch.column_by_name(KIND).expect("span schema").as_string::<i32>().value(row);
+    (u64::from_be_bytes(span.try_into().expect("8-byte span id")), kind.to_owned())
+}
+
+fn sort_keys(batch: &RecordBatch) -> Vec<(u128, i64)> {
+    let traces = batch.column_by_name(TRACE_ID).expect("span schema").as_fixed_size_binary();
+    let starts = batch.column_by_name(START_TIME).expect("span schema").as_primitive::<TimestampNanosecondType>();
+    (0..batch.num_rows())
+        .map(|row| (u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace id")), starts.value(row)))
+        .collect()
+}
+
+/// Merges `inputs` into batches of at most `batch_rows` rows, handed to `emit` in order.
+pub async fn merge_sorted(
+    inputs: Vec<SortedInput>,
+    batch_rows: usize,
+    mut emit: impl FnMut(RecordBatch) -> Result<(), ArrowError>,
+) -> Result<MergeStats, ArrowError> {
+    let mut stats = MergeStats::default();
+    let mut arena: Vec<RecordBatch> = Vec::new();
+    let mut cursors: Vec<Cursor> = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for mut input in inputs {
+        if let Some(batch) = next_non_empty(&mut input).await? {
+            stats.rows_in += batch.num_rows() as u64;
+            let keys = sort_keys(&batch);
+            arena.push(batch);
+            heap.push(Reverse((keys[0], cursors.len())));
+            cursors.push(Cursor { input, batch: arena.len() - 1, row: 0, keys });
+        }
+    }
+    let mut picked: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
+    let mut current_trace: Option<u128> = None;
+    let mut seen: HashSet<(u64, String)> = HashSet::new();
+    while let Some(Reverse(((trace, _), i))) = heap.pop() {
+        let cursor = &mut cursors[i];
+        if current_trace != Some(trace) {
+            current_trace = Some(trace);
+            seen.clear();
+        }
+        if seen.insert(span_key(&arena[cursor.batch], cursor.row)) {
+            picked.push((cursor.batch, cursor.row));
+        } else {
+            stats.duplicates += 1;
+        }
+        cursor.row += 1;
+        if cursor.row == cursor.keys.len() {
+            if let Some(batch) = next_non_empty(&mut cursor.input).await? {
+                stats.rows_in += batch.num_rows() as u64;
+                cursor.keys = sort_keys(&batch);
+                cursor.row = 0;
+                arena.push(batch);
+                cursor.batch = arena.len() - 1;
+            } else {
+                cursor.keys.clear();
+            }
+        }
+        if cursor.row < cursor.keys.len() {
+            heap.push(Reverse((cursor.keys[cursor.row], i)));
+        }
+        if picked.len() >= batch_rows {
+            stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, &mut emit)?;
+        }
+    }
+    stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, &mut emit)?;
+    Ok(stats)
+}
+
+async fn next_non_empty(input: &mut SortedInput) -> Result<Option<RecordBatch>, ArrowError> {
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        if batch.num_rows() > 0 {
+            return Ok(Some(batch));
+        }
+    }
+    Ok(None)
+}
+
+/// Emits the picked rows as one batch and drops arena batches no cursor needs.
+fn flush(
+    arena: &mut Vec<RecordBatch>,
+    picked: &mut Vec<(usize, usize)>,
+    cursors: &mut [Cursor],
+    emit: &mut impl FnMut(RecordBatch) -> Result<(), ArrowError>,
+) -> Result<u64, ArrowError> {
+    if picked.is_empty() {
+        return Ok(0);
+    }
+    let batches: Vec<&RecordBatch> = arena.iter().collect();
+    let out = arrow::compute::interleave_record_batch(&batches, picked)?;
+    let rows = out.num_rows() as u64;
+    emit(out)?;
+    picked.clear();
+    // Keep only the batches cursors are still reading; renumber them.
+    let mut kept = Vec::new();
+    for cursor in cursors.iter_mut().filter(|c| c.row < c.keys.len()) {
+        kept.push(arena[cursor.batch].clone());
+        cursor.batch = kept.len() - 1;
+    }
+    *arena = kept;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests;
