@@ -83,25 +83,32 @@ struct TimeRange {
 impl TimeRange {
     /// `[start, end]` in Unix nanoseconds from Unix-seconds parameters.
     fn to_nanos(&self) -> Result<(i64, i64)> {
-        let parse = |name: &'static str, value: &Option<String>| -> Result<Option<i64>> {
-            value
-                .as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse::<u32>().map(|s| s as i64 * 1_000_000_000).map_err(|_| QueryError::InvalidParameter {
-                        name,
-                        reason: format!("{v:?} is not a Unix time in seconds"),
-                    })
-                })
-                .transpose()
-        };
-        let start = parse("start", &self.start)?.unwrap_or(0);
-        let end = parse("end", &self.end)?.map(|e| e + 999_999_999).unwrap_or(i64::MAX);
-        if self.end.is_some() && self.start.is_some() && end <= start {
-            return Err(QueryError::InvalidParameter { name: "end", reason: "end must be after start".into() });
-        }
-        Ok((start, end))
+        unix_seconds_range(&self.start, &self.end)
     }
+}
+
+/// `[start, end]` in Unix nanoseconds from `start`/`end` parameters in Unix
+/// seconds (the end second included); open ends are unbounded.
+pub(crate) fn unix_seconds_range(start: &Option<String>, end: &Option<String>) -> Result<(i64, i64)> {
+    let parse = |name: &'static str, value: &Option<String>| -> Result<Option<i64>> {
+        value
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<u32>().map(|s| s as i64 * 1_000_000_000).map_err(|_| QueryError::InvalidParameter {
+                    name,
+                    reason: format!("{v:?} is not a Unix time in seconds"),
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (parse("start", start)?, parse("end", end)?);
+    if let (Some(from), Some(to)) = (from, to)
+        && to < from
+    {
+        return Err(QueryError::InvalidParameter { name: "end", reason: "end must be after start".into() });
+    }
+    Ok((from.unwrap_or(0), to.map(|t| t + 999_999_999).unwrap_or(i64::MAX)))
 }
 
 fn wants_protobuf(headers: &HeaderMap) -> bool {

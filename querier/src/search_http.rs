@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::Querier;
 use crate::error::QueryError;
-use crate::http::error_response;
+use crate::http::{error_response, unix_seconds_range};
 use crate::search::{SearchParams, tags_query};
 use crate::traceql;
 
@@ -70,11 +70,7 @@ impl SearchQuery {
         if spss == 0 || spss > 100 {
             return Err(invalid("spss", "must be between 1 and 100"));
         }
-        let start = number("start", &self.start)?.map(|s| s as i64 * 1_000_000_000).unwrap_or(0);
-        let end = number("end", &self.end)?.map(|s| s as i64 * 1_000_000_000 + 999_999_999).unwrap_or(i64::MAX);
-        if self.start.is_some() && self.end.is_some() && end <= start {
-            return Err(invalid("end", "must be after start"));
-        }
+        let (start, end) = unix_seconds_range(&self.start, &self.end)?;
         let min_duration = duration("minDuration", &self.min_duration)?;
         let max_duration = duration("maxDuration", &self.max_duration)?;
         if let (Some(min), Some(max)) = (min_duration, max_duration)

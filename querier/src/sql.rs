@@ -90,7 +90,9 @@ impl Querier {
         runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
         let config = SessionConfig::new()
             .with_information_schema(false)
-            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            // Off only for the no-pruning baseline: DataFusion's own row-group pruning too.
+            .set_bool("datafusion.execution.parquet.pruning", self.config.pruning);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_table(
             "spans",

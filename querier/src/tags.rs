@@ -25,7 +25,7 @@ use spanlake_schemas::schema as s;
 
 use crate::Querier;
 use crate::error::{QueryError, Result};
-use crate::http::error_response;
+use crate::http::{error_response, unix_seconds_range};
 use crate::search::{attribute_struct, compile_filter};
 use crate::traceql::ast::{Attribute, AttributeScope, FieldExpr, Intrinsic, SpansetExpr};
 use crate::traceql::{self};
@@ -62,21 +62,7 @@ pub(crate) struct TagsQuery {
 
 impl TagsQuery {
     fn range(&self) -> Result<(i64, i64)> {
-        let seconds = |name: &'static str, v: &Option<String>| -> Result<Option<i64>> {
-            v.as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse::<u32>().map(|s| s as i64 * 1_000_000_000).map_err(|_| QueryError::InvalidParameter {
-                        name,
-                        reason: format!("{v:?} is not a Unix time in seconds"),
-                    })
-                })
-                .transpose()
-        };
-        Ok((
-            seconds("start", &self.start)?.unwrap_or(0),
-            seconds("end", &self.end)?.map(|e| e + 999_999_999).unwrap_or(i64::MAX),
-        ))
+        unix_seconds_range(&self.start, &self.end)
     }
 
     fn limit(&self) -> Result<usize> {
