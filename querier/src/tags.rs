@@ -310,14 +310,7 @@ pub(crate) async fn values_v1(
     Query(p): Query<TagsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    respond(&q, async {
-        let tenant = q.tenant(&headers)?;
-        let field = identifier(&name, true)?;
-        let values = q.values(&tenant, &field, None, p.range()?, p.limit()?).await?;
-        let values: Vec<Value> = values.into_iter().map(|v| v["value"].clone()).collect();
-        Ok(json!({ "tagValues": values, "metrics": {} }))
-    })
-    .await
+    tag_values(q, name, p, headers, false).await
 }
 
 pub(crate) async fn values_v2(
@@ -326,10 +319,18 @@ pub(crate) async fn values_v2(
     Query(p): Query<TagsQuery>,
     headers: HeaderMap,
 ) -> Response {
+    tag_values(q, name, p, headers, true).await
+}
+
+/// v1: bare names allowed, plain string values, no `q`; v2: TraceQL
+/// identifiers, typed values, narrowed by `q`.
+async fn tag_values(q: Arc<Querier>, name: String, p: TagsQuery, headers: HeaderMap, v2: bool) -> Response {
     respond(&q, async {
         let tenant = q.tenant(&headers)?;
-        let field = identifier(&name, false)?;
-        let values = q.values(&tenant, &field, p.filter().as_ref(), p.range()?, p.limit()?).await?;
+        let field = identifier(&name, !v2)?;
+        let filter = if v2 { p.filter() } else { None };
+        let values = q.values(&tenant, &field, filter.as_ref(), p.range()?, p.limit()?).await?;
+        let values: Vec<Value> = if v2 { values } else { values.into_iter().map(|v| v["value"].clone()).collect() };
         Ok(json!({ "tagValues": values, "metrics": {} }))
     })
     .await

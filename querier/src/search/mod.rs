@@ -302,19 +302,22 @@ impl Engine<'_> {
         Ok(out)
     }
 
+    /// `columns` of every span of `traces` (any time), read 1000 traces at a time.
+    async fn rows_of(&self, traces: &[TraceId], columns: Vec<Expr>) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for chunk in traces.chunks(1000) {
+            let frame = self.ctx.table("spans").await?.filter(in_traces(chunk))?;
+            out.extend(frame.select(columns.clone())?.collect().await?);
+        }
+        Ok(out)
+    }
+
     /// span → parent for every span of `traces` (any time).
     async fn parent_links(&self, traces: &[TraceId]) -> Result<HashMap<TraceId, HashMap<SpanId, Option<SpanId>>>> {
         let mut links: HashMap<TraceId, HashMap<SpanId, Option<SpanId>>> =
             traces.iter().map(|t| (*t, HashMap::new())).collect();
-        for chunk in traces.chunks(1000) {
-            let batches = self
-                .ctx
-                .table("spans")
-                .await?
-                .filter(in_traces(chunk))?
-                .select(vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID)])?
-                .collect()
-                .await?;
+        let batches = self.rows_of(traces, vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID)]).await?;
+        {
             for batch in &batches {
                 let (t, sp, p) = (
                     batch.column(0).as_fixed_size_binary(),
@@ -359,22 +362,20 @@ impl Engine<'_> {
     /// Summaries over every span of `traces`.
     async fn summaries(&self, traces: &[TraceId]) -> Result<HashMap<TraceId, TraceSummary>> {
         let mut out: HashMap<TraceId, TraceSummary> = HashMap::new();
-        for chunk in traces.chunks(1000) {
+        {
             let batches = self
-                .ctx
-                .table("spans")
-                .await?
-                .filter(in_traces(chunk))?
-                .select(vec![
-                    col(s::TRACE_ID),
-                    col(s::PARENT_SPAN_ID).is_null().alias("root"),
-                    col(s::SERVICE_NAME),
-                    col(s::NAME),
-                    col(s::START_TIME),
-                    col(s::END_TIME),
-                    col(s::STATUS_CODE).eq(lit("error")).alias("error"),
-                ])?
-                .collect()
+                .rows_of(
+                    traces,
+                    vec![
+                        col(s::TRACE_ID),
+                        col(s::PARENT_SPAN_ID).is_null().alias("root"),
+                        col(s::SERVICE_NAME),
+                        col(s::NAME),
+                        col(s::START_TIME),
+                        col(s::END_TIME),
+                        col(s::STATUS_CODE).eq(lit("error")).alias("error"),
+                    ],
+                )
                 .await?;
             for batch in &batches {
                 let trace = batch.column(0).as_fixed_size_binary();
