@@ -39,6 +39,15 @@ pub enum Command {
         #[command(flatten)]
         client: crate::client::ClientArgs,
     },
+    /// Run compaction over the store: merge small blocks, expire old ones,
+    /// delete retired files (with --once: one pass, then exit)
+    Compact {
+        /// Run one pass and exit (for cron-style use and tests)
+        #[arg(long, env = "SPANLAKE_COMPACT_ONCE")]
+        once: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a trace as a waterfall
     Trace {
         /// Trace id (hex)
@@ -122,6 +131,45 @@ pub struct ServerArgs {
     /// Prune blocks, row groups and pages by query filters (turn off only to measure what pruning buys)
     #[arg(long, env = "SPANLAKE_QUERY_PRUNING", default_value = "true", action = clap::ArgAction::Set)]
     pub query_pruning: bool,
+    /// How far back a catalog refresh relists commits (covers writers' clock skew and slow puts)
+    #[arg(long, env = "SPANLAKE_COMMIT_LOOKBACK", default_value = "2m", value_parser = parse_duration)]
+    pub commit_lookback: Duration,
+    /// Run the compactor in the background of the all-in-one process
+    #[arg(long, env = "SPANLAKE_COMPACTION", default_value = "true", action = clap::ArgAction::Set)]
+    pub compaction: bool,
+    /// Time between compaction passes
+    #[arg(long, env = "SPANLAKE_COMPACTION_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+    /// Blocks are compacted within time windows of this length
+    #[arg(long, env = "SPANLAKE_COMPACTION_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub compaction_window: Duration,
+    /// Size merged blocks grow to
+    #[arg(long, env = "SPANLAKE_COMPACTION_TARGET_BLOCK_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub compaction_target_block_size: usize,
+    /// Blocks of one level merged at once
+    #[arg(long, env = "SPANLAKE_COMPACTION_FAN_IN", default_value = "8")]
+    pub compaction_fan_in: usize,
+    /// A window this long past its end gets no new blocks: its small blocks are merged whatever their level
+    #[arg(long, env = "SPANLAKE_COMPACTION_COLD_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub compaction_cold_after: Duration,
+    /// How long spans are kept
+    #[arg(long, env = "SPANLAKE_RETENTION", default_value = "14days", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Per-tenant retention, e.g. team-a=3days (repeat, or comma-separate in the env var)
+    #[arg(long, env = "SPANLAKE_TENANT_RETENTION", value_delimiter = ',', value_parser = parse_tenant_retention)]
+    pub tenant_retention: Vec<(spanlake_schemas::TenantId, Duration)>,
+    /// Retired block files (and folded commits) are deleted this long after retirement
+    #[arg(long, env = "SPANLAKE_DELETION_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub deletion_grace: Duration,
+    /// A compaction lease not renewed for this long is taken over by another compactor
+    #[arg(long, env = "SPANLAKE_COMPACTOR_LEASE_TTL", default_value = "2m", value_parser = parse_duration)]
+    pub compactor_lease_ttl: Duration,
+    /// How often a tenant's catalog is checkpointed and its commit log trimmed
+    #[arg(long, env = "SPANLAKE_CHECKPOINT_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Only for stores without conditional writes: this compactor's share of the work, e.g. 0/3
+    #[arg(long, env = "SPANLAKE_COMPACTOR_SHARD", value_parser = parse_shard)]
+    pub compactor_shard: Option<(u32, u32)>,
     /// Log format
     #[arg(long, env = "SPANLAKE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -162,6 +210,26 @@ impl ServerArgs {
         }
     }
 
+    pub fn compactor_config(&self) -> spanlake_compactor::Config {
+        spanlake_compactor::Config {
+            interval: self.compaction_interval,
+            plan: spanlake_compactor::plan::PlanConfig {
+                window: self.compaction_window,
+                target_block_bytes: self.compaction_target_block_size as u64,
+                fan_in: self.compaction_fan_in.max(2),
+                cold_after: self.compaction_cold_after,
+            },
+            retention: self.retention,
+            tenant_retention: self.tenant_retention.iter().cloned().collect(),
+            grace: self.deletion_grace,
+            lease_ttl: self.compactor_lease_ttl,
+            checkpoint_interval: self.checkpoint_interval,
+            commit_lookback: self.commit_lookback,
+            shard: self.compactor_shard,
+            ..spanlake_compactor::Config::default()
+        }
+    }
+
     pub fn querier_config(&self) -> spanlake_querier::Config {
         spanlake_querier::Config {
             multi_tenant: self.multi_tenant,
@@ -171,8 +239,23 @@ impl ServerArgs {
             sql_memory_limit: self.sql_memory_limit,
             max_concurrent_queries: self.max_concurrent_queries,
             pruning: self.query_pruning,
-            ..spanlake_querier::Config::default()
+            commit_lookback: self.commit_lookback,
         }
+    }
+}
+
+fn parse_tenant_retention(text: &str) -> Result<(spanlake_schemas::TenantId, Duration), String> {
+    let (tenant, duration) =
+        text.split_once('=').ok_or_else(|| format!("{text:?} is not tenant=duration, e.g. team-a=3days"))?;
+    let tenant = spanlake_schemas::TenantId::new(tenant.trim()).map_err(|e| e.to_string())?;
+    Ok((tenant, parse_duration(duration)?))
+}
+
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((index, count)) if index < count => Ok((index, count)),
+        _ => Err(format!("{text:?} is not a shard like 0/3 (index below count)")),
     }
 }
 
@@ -191,6 +274,20 @@ mod tests {
         assert_eq!(s.http_addr.port(), 3200);
         assert_eq!(s.flush_interval, Duration::from_secs(1));
         assert_eq!(s.max_request_size, 16 << 20);
+        assert!(s.compaction);
+        assert_eq!(s.retention, Duration::from_secs(14 * 24 * 3600));
+        assert_eq!(s.deletion_grace, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn compaction_flags_parse_and_reject_bad_values() {
+        let cli = Cli::parse_from(["spanlake", "--tenant-retention", "a=1day,b=2h", "--compactor-shard", "1/3"]);
+        let config = cli.server.compactor_config();
+        assert_eq!(config.tenant_retention.len(), 2);
+        assert_eq!(config.shard, Some((1, 3)));
+        assert!(Cli::try_parse_from(["spanlake", "--compactor-shard", "3/3"]).is_err());
+        assert!(Cli::try_parse_from(["spanlake", "--tenant-retention", "../x=1d"]).is_err());
+        assert!(Cli::try_parse_from(["spanlake", "--tenant-retention", "a"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ```text
 //!  spanlake                      all roles, ./data
 //!  spanlake run <role>           one role per process (scale-out)
+//!  spanlake compact --once       one compaction pass, then exit
 //!  spanlake loadgen …            an OTLP load generator with known latency distributions
 //! ```
 
@@ -24,3 +25,11 @@ pub mod units;
 
 pub use config::{Cli, Command, Role, ServerArgs};
 pub use server::Spanlake;
+
+/// One compaction pass over the store `args` names (`spanlake compact --once`).
+pub async fn compact_once(args: &ServerArgs) -> anyhow::Result<spanlake_compactor::PassReport> {
+    let storage = storage::open(&args.storage)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let compactor = spanlake_compactor::Compactor::new(args.compactor_config(), storage, None, &mut registry).await?;
+    Ok(compactor.run_once().await?)
+}

@@ -44,6 +44,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.server, Role::All).await,
         Some(Command::Run { role, server }) => serve(server, role).await,
+        Some(Command::Compact { once: false, server }) => serve(server, Role::Compactor).await,
+        Some(Command::Compact { once: true, server }) => {
+            init_logs(&server);
+            let report = spanlake::compact_once(&server).await?;
+            println!("{report:#?}");
+            anyhow::ensure!(report.failures == 0, "{} compaction step(s) failed; see the log", report.failures);
+            Ok(())
+        }
         Some(Command::Loadgen(args)) => spanlake::loadgen::run(args).await,
         Some(Command::Sql { query, client }) => {
             println!("{}", spanlake::client::sql(&client, &query).await?);

@@ -1,5 +1,6 @@
 //! Wiring the roles into one process: storage, querier catalog, ingester
-//! (whose commits go straight into the local catalog), and the HTTP API.
+//! (whose commits go straight into the local catalog), compactor (on its own
+//! thread) and the HTTP API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
+use spanlake_compactor::Compactor;
 use spanlake_ingester::{CommitHook, Ingester};
 use spanlake_querier::Querier;
 use spanlake_schemas::Storage;
@@ -24,6 +26,8 @@ use crate::config::{Role, ServerArgs};
 pub struct Spanlake {
     ingester: Option<Ingester>,
     querier: Option<Arc<Querier>>,
+    /// The compactor's thread (it stops when `stop` turns true).
+    compactor: Option<std::thread::JoinHandle<()>>,
     http_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -37,9 +41,6 @@ impl Spanlake {
 
     /// Like [`Spanlake::start`], on an already opened store (tests wrap stores).
     pub async fn start_with_storage(args: &ServerArgs, role: Role, storage: Storage) -> anyhow::Result<Self> {
-        if role == Role::Compactor {
-            anyhow::bail!("the compactor role is not available yet: compaction is planned (see compactor/src/lib.rs)");
-        }
         let mut registry = Registry::default();
         let mut tasks = Vec::new();
 
@@ -55,7 +56,21 @@ impl Spanlake {
                 let catalog = Arc::clone(q.catalog());
                 Arc::new(move |tenant: &_, record: &_| catalog.apply(tenant, record)) as CommitHook
             });
-            Some(Ingester::start(args.ingester_config(), storage, hook, &mut registry).await?)
+            Some(Ingester::start(args.ingester_config(), storage.clone(), hook, &mut registry).await?)
+        } else {
+            None
+        };
+
+        let (stop, mut stopped) = watch::channel(false);
+        let compactor = if role == Role::Compactor || (role == Role::All && args.compaction) {
+            let hook = querier.as_ref().map(|q| {
+                let catalog = Arc::clone(q.catalog());
+                Arc::new(move |tenant: &_, record: &_| catalog.apply(tenant, record)) as CommitHook
+            });
+            let compactor = Compactor::new(args.compactor_config(), storage.clone(), hook, &mut registry)
+                .await
+                .context("starting the compactor")?;
+            Some(Arc::new(compactor).spawn(stop.subscribe()))
         } else {
             None
         };
@@ -70,7 +85,6 @@ impl Spanlake {
             .await
             .with_context(|| format!("cannot listen on {}", args.http_addr))?;
         let http_addr = listener.local_addr()?;
-        let (stop, mut stopped) = watch::channel(false);
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -80,7 +94,7 @@ impl Spanlake {
             }
         }));
         info!(%http_addr, ?role, "spanlake started");
-        Ok(Self { ingester, querier, http_addr, stop, tasks })
+        Ok(Self { ingester, querier, compactor, http_addr, stop, tasks })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -111,6 +125,9 @@ impl Spanlake {
             ingester.shutdown().await;
         }
         let _ = self.stop.send(true);
+        if let Some(compactor) = self.compactor {
+            let _ = tokio::task::spawn_blocking(move || compactor.join()).await;
+        }
         for task in self.tasks {
             task.abort();
             let _ = task.await;

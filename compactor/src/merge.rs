@@ -35,11 +35,41 @@ struct Cursor {
     keys: Vec<(u128, i64)>,
 }
 
-/// Per-row identity for de-duplication within one trace.
-fn span_key(batch: &RecordBatch, row: usize) -> (u64, String) {
+/// Where merged batches go, in order (a Parquet writer, or a `Vec` in tests).
+pub trait BatchSink {
+    fn write(&mut self, batch: RecordBatch) -> impl Future<Output = Result<(), ArrowError>> + Send;
+}
+
+impl BatchSink for Vec<RecordBatch> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
+        self.push(batch);
+        Ok(())
+    }
+}
+
+/// Per-row identity for de-duplication within one trace: (span id, kind).
+fn span_key(batch: &RecordBatch, row: usize) -> (u64, u64) {
     let span = batch.column_by_name(SPAN_ID).expect("span schema").as_fixed_size_binary().value(row);
     let kind = batch.column_by_name(KIND).expect("span schema").as_string::<i32>().value(row);
-    (u64::from_be_bytes(span.try_into().expect("8-byte span id")), kind.to_owned())
+    (u64::from_be_bytes(span.try_into().expect("8-byte span id")), kind_code(kind))
+}
+
+/// A number per span kind without allocating (the schema's kinds are a closed set).
+fn kind_code(kind: &str) -> u64 {
+    match kind {
+        "unspecified" => 0,
+        "internal" => 1,
+        "server" => 2,
+        "client" => 3,
+        "producer" => 4,
+        "consumer" => 5,
+        other => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            other.hash(&mut hasher);
+            hasher.finish() | (1 << 63)
+        }
+    }
 }
 
 fn sort_keys(batch: &RecordBatch) -> Vec<(u128, i64)> {
@@ -50,11 +80,11 @@ fn sort_keys(batch: &RecordBatch) -> Vec<(u128, i64)> {
         .collect()
 }
 
-/// Merges `inputs` into batches of at most `batch_rows` rows, handed to `emit` in order.
+/// Merges `inputs` into batches of at most `batch_rows` rows, written to `sink` in order.
 pub async fn merge_sorted(
     inputs: Vec<SortedInput>,
     batch_rows: usize,
-    mut emit: impl FnMut(RecordBatch) -> Result<(), ArrowError>,
+    sink: &mut impl BatchSink,
 ) -> Result<MergeStats, ArrowError> {
     let mut stats = MergeStats::default();
     let mut arena: Vec<RecordBatch> = Vec::new();
@@ -71,7 +101,7 @@ pub async fn merge_sorted(
     }
     let mut picked: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
     let mut current_trace: Option<u128> = None;
-    let mut seen: HashSet<(u64, String)> = HashSet::new();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     while let Some(Reverse(((trace, _), i))) = heap.pop() {
         let cursor = &mut cursors[i];
         if current_trace != Some(trace) {
@@ -99,10 +129,10 @@ pub async fn merge_sorted(
             heap.push(Reverse((cursor.keys[cursor.row], i)));
         }
         if picked.len() >= batch_rows {
-            stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, &mut emit)?;
+            stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, sink).await?;
         }
     }
-    stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, &mut emit)?;
+    stats.rows_out += flush(&mut arena, &mut picked, &mut cursors, sink).await?;
     Ok(stats)
 }
 
@@ -117,11 +147,11 @@ async fn next_non_empty(input: &mut SortedInput) -> Result<Option<RecordBatch>, 
 }
 
 /// Emits the picked rows as one batch and drops arena batches no cursor needs.
-fn flush(
+async fn flush(
     arena: &mut Vec<RecordBatch>,
     picked: &mut Vec<(usize, usize)>,
     cursors: &mut [Cursor],
-    emit: &mut impl FnMut(RecordBatch) -> Result<(), ArrowError>,
+    sink: &mut impl BatchSink,
 ) -> Result<u64, ArrowError> {
     if picked.is_empty() {
         return Ok(0);
@@ -129,7 +159,7 @@ fn flush(
     let batches: Vec<&RecordBatch> = arena.iter().collect();
     let out = arrow::compute::interleave_record_batch(&batches, picked)?;
     let rows = out.num_rows() as u64;
-    emit(out)?;
+    sink.write(out).await?;
     picked.clear();
     // Keep only the batches cursors are still reading; renumber them.
     let mut kept = Vec::new();

@@ -31,9 +31,7 @@ use tracing::{info, warn};
 use crate::error::{IngestError, Result};
 use crate::metrics::Metrics;
 
-/// Called after a commit is durable and before its requests are acknowledged
-/// (the all-in-one querier uses it to see new blocks at once).
-pub type CommitHook = Arc<dyn Fn(&TenantId, &CommitRecord) + Send + Sync>;
+pub use spanlake_schemas::storage::CommitHook;
 
 /// Buffering and flushing limits.
 #[derive(Debug, Clone)]

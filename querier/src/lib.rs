@@ -13,7 +13,6 @@
 //! present in several blocks is answered once.
 
 mod block_cache;
-mod catalog;
 mod error;
 mod executor;
 mod http;
@@ -32,8 +31,8 @@ use std::time::Duration;
 
 use spanlake_schemas::Storage;
 
-pub use catalog::Catalog;
 pub use error::QueryError;
+pub use spanlake_schemas::Catalog;
 pub use sql::SqlResult;
 pub use trace_by_id::parse_trace_id;
 

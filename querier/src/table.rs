@@ -25,7 +25,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID, span_schema};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
-use crate::catalog::Catalog;
+use spanlake_schemas::Catalog;
 
 /// The URL under which the querier's object store is registered with DataFusion.
 pub(crate) const STORE_URL: &str = "spanlake://blocks/";

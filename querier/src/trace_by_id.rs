@@ -17,8 +17,8 @@ use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use crate::block_cache::FooterCache;
-use crate::catalog::Catalog;
 use crate::error::{QueryError, Result};
+use spanlake_schemas::Catalog;
 
 /// A trace id from a URL: hex, case-insensitive, up to 32 digits, left-padded
 /// to 16 bytes (so `abc` is `00…0abc`, as in Tempo).

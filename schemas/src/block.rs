@@ -113,6 +113,14 @@ pub struct BlockMeta {
     /// Blocks this one was merged from (empty for ingester blocks).
     #[serde(default)]
     pub sources: Vec<BlockId>,
+    /// Distinct trace ids (0 when unknown: blocks written before it was recorded).
+    #[serde(default)]
+    pub trace_count: u64,
+    /// When its newest span was received, Unix nanoseconds (0: the id's time).
+    /// Retention counts from here too, so late or replayed spans are kept for
+    /// the whole retention period after they arrive.
+    #[serde(default)]
+    pub ingested_unix_nano: i64,
 }
 
 impl BlockMeta {
@@ -120,6 +128,15 @@ impl BlockMeta {
     pub fn may_contain_trace(&self, trace_id: &[u8; 16]) -> bool {
         let id = hex::encode(trace_id);
         self.min_trace_id <= id && id <= self.max_trace_id
+    }
+
+    /// When the block's newest span was received.
+    pub fn ingested_unix_nanos(&self) -> i64 {
+        if self.ingested_unix_nano > 0 {
+            self.ingested_unix_nano
+        } else {
+            i64::try_from(self.id.created_unix_nanos()).unwrap_or(i64::MAX)
+        }
     }
 
     /// Whether the block's time range overlaps `[start, end]` (Unix nanos).
@@ -183,6 +200,7 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     let mut meta = describe(&batch, id);
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let traces = distinct_sorted_trace_ids(&batch);
+    meta.trace_count = traces as u64;
     let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(traces)))?;
     writer.write(&batch)?;
     writer.close()?;
@@ -191,7 +209,7 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
 }
 
 /// Distinct trace ids of a batch sorted by trace id (runs of equal ids).
-fn distinct_sorted_trace_ids(batch: &RecordBatch) -> usize {
+pub fn distinct_sorted_trace_ids(batch: &RecordBatch) -> usize {
     let ids = batch.column_by_name(TRACE_ID).expect("span schema").as_fixed_size_binary();
     (0..batch.num_rows()).filter(|&i| i == 0 || ids.value(i) != ids.value(i - 1)).count()
 }
@@ -213,6 +231,8 @@ fn describe(batch: &RecordBatch, id: BlockId) -> BlockMeta {
         size_bytes: 0,
         compaction_level: 0,
         sources: Vec::new(),
+        trace_count: 0,
+        ingested_unix_nano: 0,
     }
 }
 

@@ -3,8 +3,8 @@
 //! against a real store underneath.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, Result,
+    PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 
 /// What the wrapper does to requests.
@@ -29,11 +29,83 @@ pub enum Fault {
     FailAll = 3,
 }
 
-/// Wraps a store and injects the current [`Fault`].
-pub struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
+/// A simulated crash: once `after` writes of kind `op` to paths containing
+/// `pattern` have succeeded, every later request fails (as if the process
+/// died right there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trip {
+    pub pattern: String,
+    pub op: WriteOp,
+    pub after: u64,
+}
+
+/// The kind of write a [`Trip`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    /// A put (or a completed multipart upload).
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Default)]
+struct State {
     fault: AtomicU8,
     writes: AtomicU64,
+    trip: Mutex<Option<(Trip, u64)>>,
+}
+
+impl State {
+    fn fault(&self) -> Fault {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => Fault::FailWrites,
+            2 => Fault::StallWrites,
+            3 => Fault::FailAll,
+            _ => Fault::None,
+        }
+    }
+
+    /// Counts a successful write; trips the crash when its count is reached.
+    fn wrote(&self, path: &str, op: WriteOp) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let mut trip = self.trip.lock().expect("trip lock");
+        if let Some((t, count)) = trip.as_mut()
+            && t.op == op
+            && path.contains(&t.pattern)
+        {
+            *count += 1;
+            if *count >= t.after {
+                self.fault.store(Fault::FailAll as u8, Ordering::SeqCst);
+                *trip = None;
+            }
+        }
+    }
+
+    async fn before_write(&self, path: &str) -> Result<()> {
+        loop {
+            match self.fault() {
+                Fault::None => return Ok(()),
+                Fault::FailWrites | Fault::FailAll => return Err(injected(path)),
+                Fault::StallWrites => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn before_read(&self, path: &str) -> Result<()> {
+        match self.fault() {
+            Fault::FailAll => Err(injected(path)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn injected(path: &str) -> object_store::Error {
+    object_store::Error::Generic { store: "FaultyStore", source: format!("injected failure for {path}").into() }
+}
+
+/// Wraps a store and injects the current [`Fault`] (or a [`Trip`]).
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    state: Arc<State>,
 }
 
 impl fmt::Debug for FaultyStore {
@@ -50,96 +122,124 @@ impl fmt::Display for FaultyStore {
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Self { inner, fault: AtomicU8::new(0), writes: AtomicU64::new(0) })
+        Arc::new(Self { inner, state: Arc::default() })
     }
 
     pub fn set(&self, fault: Fault) {
-        self.fault.store(fault as u8, Ordering::SeqCst);
+        self.state.fault.store(fault as u8, Ordering::SeqCst);
     }
 
-    fn fault(&self) -> Fault {
-        match self.fault.load(Ordering::SeqCst) {
-            1 => Fault::FailWrites,
-            2 => Fault::StallWrites,
-            3 => Fault::FailAll,
-            _ => Fault::None,
-        }
+    /// Arms a simulated crash (see [`Trip`]).
+    pub fn trip(&self, trip: Trip) {
+        *self.state.trip.lock().expect("trip lock") = Some((trip, 0));
+    }
+
+    /// Whether a fault (or a tripped crash) is active.
+    pub fn failing(&self) -> bool {
+        self.state.fault() != Fault::None
     }
 
     /// Successful writes so far.
     pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
+        self.state.writes.load(Ordering::SeqCst)
     }
+}
 
-    fn injected(path: &str) -> object_store::Error {
-        object_store::Error::Generic { store: "FaultyStore", source: format!("injected failure for {path}").into() }
-    }
+/// A multipart upload whose parts and completion see the store's faults.
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    state: Arc<State>,
+    path: String,
+}
 
-    async fn before_write(&self, path: &Path) -> Result<()> {
-        loop {
-            match self.fault() {
-                Fault::None => return Ok(()),
-                Fault::FailWrites | Fault::FailAll => return Err(Self::injected(path.as_ref())),
-                Fault::StallWrites => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        match self.state.fault() {
+            Fault::None => self.inner.put_part(data),
+            _ => {
+                let error = injected(&self.path);
+                Box::pin(async move { Err(error) })
             }
         }
     }
 
-    fn before_read(&self, path: &str) -> Result<()> {
-        match self.fault() {
-            Fault::FailAll => Err(Self::injected(path)),
-            _ => Ok(()),
-        }
+    async fn complete(&mut self) -> Result<PutResult> {
+        self.state.before_write(&self.path).await?;
+        let result = self.inner.complete().await?;
+        self.state.wrote(&self.path, WriteOp::Put);
+        Ok(result)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.before_write(location).await?;
+        self.state.before_write(location.as_ref()).await?;
         let result = self.inner.put_opts(location, payload, opts).await?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.state.wrote(location.as_ref(), WriteOp::Put);
         Ok(result)
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.before_write(location).await?;
-        self.inner.put_multipart_opts(location, opts).await
+        self.state.before_write(location.as_ref()).await?;
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(FaultyUpload { inner, state: Arc::clone(&self.state), path: location.to_string() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.before_read(location.as_ref())?;
+        self.state.before_read(location.as_ref())?;
         self.inner.get_opts(location, options).await
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        match self.fault() {
-            Fault::None => self.inner.delete_stream(locations),
-            _ => locations.map(|p| Err(Self::injected(p?.as_ref()))).boxed(),
-        }
+        let state = Arc::clone(&self.state);
+        let inner = Arc::clone(&self.inner);
+        // One at a time, so that a trip after n deletes stops the (n+1)th.
+        locations
+            .then(move |location| {
+                let state = Arc::clone(&state);
+                let inner = Arc::clone(&inner);
+                async move {
+                    let location = location?;
+                    if state.fault() != Fault::None {
+                        return Err(injected(location.as_ref()));
+                    }
+                    let single = futures::stream::once(async move { Ok(location) }).boxed();
+                    let deleted = inner.delete_stream(single).next().await.expect("one result per location")?;
+                    state.wrote(deleted.as_ref(), WriteOp::Delete);
+                    Ok(deleted)
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.before_read(prefix.map(|p| p.as_ref()).unwrap_or("")) {
+        match self.state.before_read(prefix.map(|p| p.as_ref()).unwrap_or("")) {
             Ok(()) => self.inner.list(prefix),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     }
 
     fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.before_read(prefix.map(|p| p.as_ref()).unwrap_or("")) {
+        match self.state.before_read(prefix.map(|p| p.as_ref()).unwrap_or("")) {
             Ok(()) => self.inner.list_with_offset(prefix, offset),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.before_read(prefix.map(|p| p.as_ref()).unwrap_or(""))?;
+        self.state.before_read(prefix.map(|p| p.as_ref()).unwrap_or(""))?;
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.before_write(to).await?;
+        self.state.before_write(to.as_ref()).await?;
         self.inner.copy_opts(from, to, options).await
     }
 }

@@ -15,6 +15,7 @@
 //! - [`encode`] / [`decode`]: OTLP ⇄ Arrow; every OTLP field survives the round trip.
 //! - [`block`]: block ids, metadata, sorting and Parquet encoding.
 //! - [`storage`]: the object-store layout, durable puts and the commit log.
+//! - [`catalog`]: the in-memory, incrementally refreshed set of live blocks.
 //! - [`tenant`]: validated tenant ids, so a tenant can never escape its prefix.
 //!
 //! Invariants: a block becomes visible only through a commit record written
@@ -23,6 +24,7 @@
 
 pub mod attributes;
 pub mod block;
+pub mod catalog;
 pub mod decode;
 pub mod encode;
 pub mod fault;
@@ -32,6 +34,7 @@ pub mod storage;
 pub mod tenant;
 
 pub use block::{BlockId, BlockMeta};
+pub use catalog::Catalog;
 pub use encode::{AppendReport, InvalidSpan, SpanBatchBuilder};
 pub use schema::span_schema;
 pub use storage::Storage;

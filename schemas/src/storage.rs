@@ -3,6 +3,8 @@
 //! ```text
 //! <root>/v1/<tenant>/blocks/<block id>.parquet    block data; invisible until committed
 //! <root>/v1/<tenant>/commits/<commit id>.json     a CommitRecord: blocks added / removed
+//! <root>/v1/<tenant>/checkpoints/<id>.json        the live set as of a commit (written by compactors)
+//! <root>/v1/<tenant>/leases/<window>/<gen>.json   compaction leases (conditional creates)
 //! ```
 //!
 //! A block is visible once a commit adds it and no commit removes it. The
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockId, BlockMeta};
@@ -59,6 +61,28 @@ pub struct CommitRecord {
     pub removed: Vec<BlockId>,
 }
 
+/// Called after a commit is durable (before an ingester acknowledges its
+/// requests), so that a querier in the same process sees the change at once.
+pub type CommitHook = Arc<dyn Fn(&TenantId, &CommitRecord) + Send + Sync>;
+
+/// A snapshot of a tenant's catalog, so that a reader starting up need not
+/// read the whole commit log (and old commits can be deleted).
+///
+/// It reflects every commit with an id up to `through` that its writer had
+/// listed, plus `applied`: the commits in the relisting window that it has
+/// already applied. `removed` names recently retired blocks with the commit
+/// that retired them, so that a late-listed commit cannot bring them back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub id: BlockId,
+    pub through: BlockId,
+    pub live: Vec<BlockMeta>,
+    #[serde(default)]
+    pub removed: Vec<(BlockId, BlockId)>,
+    #[serde(default)]
+    pub applied: Vec<BlockId>,
+}
+
 /// The object store plus what Spanlake needs on top of it: the layout,
 /// durable puts (fsync on local disk) and the commit log.
 #[derive(Debug, Clone)]
@@ -95,8 +119,25 @@ impl Storage {
         Path::from_iter(["v1", tenant.as_str(), "commits"])
     }
 
-    fn commit_path(tenant: &TenantId, commit: &BlockId) -> Path {
+    pub fn commit_path(tenant: &TenantId, commit: &BlockId) -> Path {
         Path::from_iter(["v1", tenant.as_str(), "commits", &format!("{commit}.json")])
+    }
+
+    pub fn blocks_prefix(tenant: &TenantId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "blocks"])
+    }
+
+    pub fn checkpoints_prefix(tenant: &TenantId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "checkpoints"])
+    }
+
+    pub fn checkpoint_path(tenant: &TenantId, id: &BlockId) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "checkpoints", &format!("{id}.json")])
+    }
+
+    /// Where the leases of one unit of compaction work live.
+    pub fn leases_prefix(tenant: &TenantId, key: &str) -> Path {
+        Path::from_iter(["v1", tenant.as_str(), "leases", key])
     }
 
     /// Puts `bytes` at `path` and returns once they are durable: on local disk
@@ -106,12 +147,84 @@ impl Storage {
             .put(path, PutPayload::from_bytes(bytes))
             .await
             .map_err(|source| StorageError::ObjectStore { path: path.to_string(), source })?;
+        self.sync(path).await
+    }
+
+    /// Makes an object written by other means (a multipart upload) durable.
+    pub async fn sync(&self, path: &Path) -> Result<()> {
         if let Some(root) = &self.local_root {
             let root = root.clone();
             let relative = path.to_string();
             tokio::task::spawn_blocking(move || fsync_path(&root, &relative)).await.expect("fsync task panicked")?;
         }
         Ok(())
+    }
+
+    /// Creates `path` only if nothing is there: `Ok(false)` when it already
+    /// exists. Needs a store that honours conditional creates (see
+    /// `spanlake_compactor`'s start-up probe).
+    pub async fn create_durable(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(path, PutPayload::from_bytes(bytes), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                return Ok(false);
+            }
+            Err(source) => return Err(StorageError::ObjectStore { path: path.to_string(), source }),
+        }
+        self.sync(path).await?;
+        Ok(true)
+    }
+
+    /// Reads a whole object; `Ok(None)` when it does not exist.
+    pub async fn get_if_exists(&self, path: &Path) -> Result<Option<Bytes>> {
+        let fail = |source| StorageError::ObjectStore { path: path.to_string(), source };
+        match self.store.get(path).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(fail)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(fail(source)),
+        }
+    }
+
+    /// Deletes `path`; deleting what is already gone succeeds.
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StorageError::ObjectStore { path: path.to_string(), source }),
+        }
+    }
+
+    /// Every object under `prefix`, in path order.
+    pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        let mut objects: Vec<ObjectMeta> = self
+            .store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|source| StorageError::ObjectStore { path: prefix.to_string(), source })?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// Writes a checkpoint durably.
+    pub async fn put_checkpoint(&self, tenant: &TenantId, checkpoint: &Checkpoint) -> Result<()> {
+        let bytes = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
+        self.put_durable(&Self::checkpoint_path(tenant, &checkpoint.id), bytes.into()).await
+    }
+
+    /// The newest checkpoint of `tenant`, if any (one that vanishes while
+    /// being read was superseded: the next newest is tried).
+    pub async fn newest_checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>> {
+        let objects = self.list_all(&Self::checkpoints_prefix(tenant)).await?;
+        for object in objects.iter().rev().filter(|o| o.location.extension() == Some("json")) {
+            if let Some(bytes) = self.get_if_exists(&object.location).await? {
+                let path = object.location.to_string();
+                return serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StorageError::InvalidCommit { path, source });
+            }
+        }
+        Ok(None)
     }
 
     /// Uploads a block's Parquet file durably (not yet visible).

@@ -19,7 +19,7 @@ use spanlake_schemas::{Storage, TenantId};
 
 use crate::common::TestServer;
 
-fn faulty_local() -> (Arc<FaultyStore>, Storage, tempfile::TempDir) {
+pub(crate) fn faulty_local() -> (Arc<FaultyStore>, Storage, tempfile::TempDir) {
     let dir = tempfile::TempDir::new().unwrap();
     let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let faulty = FaultyStore::new(local);

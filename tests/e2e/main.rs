@@ -4,11 +4,13 @@ mod backpressure;
 mod bad_input;
 #[allow(dead_code)]
 mod common;
+mod compaction;
 mod durability;
 mod multiprocess;
 mod open_data;
 mod otlp_clients;
 mod pruning;
+mod s3_server;
 mod search;
 mod snapshots;
 mod sql;

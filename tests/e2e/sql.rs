@@ -74,8 +74,17 @@ async fn sql(server: &TestServer, tenant: Option<&str>, accept: &str, query: &st
     (status, content_type, response.bytes().await.unwrap().to_vec())
 }
 
-async fn json(server: &TestServer, query: &str) -> serde_json::Value {
-    let (status, _, body) = sql(server, None, "application/json", query).await;
+pub(crate) async fn json(server: &TestServer, query: &str) -> serde_json::Value {
+    json_for(server, None, query).await
+}
+
+/// Rows of `query` as `tenant` sees them.
+pub(crate) async fn json_as(server: &TestServer, tenant: &str, query: &str) -> serde_json::Value {
+    json_for(server, Some(tenant), query).await
+}
+
+async fn json_for(server: &TestServer, tenant: Option<&str>, query: &str) -> serde_json::Value {
+    let (status, _, body) = sql(server, tenant, "application/json", query).await;
     assert_eq!(status, 200, "{query}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
 }

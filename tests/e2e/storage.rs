@@ -27,7 +27,7 @@ const SECRET_KEY: &str = "spanlake-test-secret";
 pub(crate) async fn start_s3(root: &std::path::Path) -> SocketAddr {
     std::fs::create_dir_all(root.join("traces")).unwrap();
     let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = S3ServiceBuilder::new(fs);
+    let mut builder = S3ServiceBuilder::new(crate::s3_server::AtomicCreates::new(fs));
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = builder.build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,11 +66,22 @@ fn meta(id: BlockId, size: u64) -> BlockMeta {
         size_bytes: size,
         compaction_level: 0,
         sources: vec![],
+        trace_count: 1,
+        ingested_unix_nano: 0,
     }
 }
 
 /// The storage contract every backend must meet.
 async fn conformance(storage: Storage) {
+    // Conditional creates, which compaction leases are built on.
+    let probe = object_store::path::Path::from("conformance/create-once");
+    assert!(storage.create_durable(&probe, "1".into()).await.unwrap());
+    assert!(!storage.create_durable(&probe, "2".into()).await.unwrap(), "a second create must fail");
+    assert_eq!(storage.get_if_exists(&probe).await.unwrap().unwrap(), "1");
+    storage.delete(&probe).await.unwrap();
+    storage.delete(&probe).await.unwrap();
+    assert!(storage.get_if_exists(&probe).await.unwrap().is_none());
+
     let a = TenantId::new("tenant-a").unwrap();
     let b = TenantId::new("tenant-b").unwrap();
     let block = meta(BlockId::new(), 5);

@@ -59,13 +59,10 @@ proptest! {
             all.extend(sorted);
             streams.push(stream);
         }
-        let mut out = Vec::new();
+        let mut out: Vec<RecordBatch> = Vec::new();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let stats = runtime.block_on(merge_sorted(streams, batch_rows, |b| {
-            assert!(b.num_rows() <= batch_rows);
-            out.push(b);
-            Ok(())
-        })).unwrap();
+        let stats = runtime.block_on(merge_sorted(streams, batch_rows, &mut out)).unwrap();
+        prop_assert!(out.iter().all(|b| b.num_rows() <= batch_rows));
 
         let mut rows: Vec<(u8, u8, String, i64, String)> = Vec::new();
         for b in &out {

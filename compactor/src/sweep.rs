@@ -1,0 +1,112 @@
+//! Deleting what no reader needs any more, always a grace period late:
+//! - block files retired by a commit at least `grace` ago;
+//! - block files no commit ever added (an upload whose commit never came)
+//!   once the upload is older than `grace`;
+//! - commit records folded into a checkpoint that is itself `grace` old.
+
+use spanlake_schemas::storage::relist_from;
+use spanlake_schemas::{BlockId, Storage, TenantId};
+use tracing::{debug, info};
+
+use crate::error::Result;
+use crate::{Compactor, PassReport};
+
+fn id_of(path: &object_store::path::Path, extension: &str) -> Option<BlockId> {
+    path.filename()?.strip_suffix(extension)?.parse().ok()
+}
+
+impl Compactor {
+    /// Deletes retired and orphaned block files of `tenant` past the grace period.
+    pub(crate) async fn sweep(&self, tenant: &TenantId, report: &mut PassReport) -> Result<()> {
+        // Judge against a fresh catalog: a block committed since the pass began is live.
+        self.catalog.refresh_tenant(tenant).await?;
+        let now = self.config.clock.now_unix_nanos();
+        let grace = self.config.grace.as_nanos() as i64;
+        let retired: std::collections::HashMap<BlockId, BlockId> = self.catalog.removed(tenant).into_iter().collect();
+        for object in self.storage.list_all(&Storage::blocks_prefix(tenant)).await? {
+            let Some(id) = id_of(&object.location, ".parquet") else { continue };
+            if self.catalog.is_live(tenant, &id) {
+                continue;
+            }
+            let since = match retired.get(&id) {
+                Some(by) => by.created_unix_nanos() as i64,
+                None => object.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            };
+            if since.saturating_add(grace) <= now {
+                debug!(%tenant, block_id = %id, retired = retired.contains_key(&id), "deleting block file");
+                self.storage.delete(&object.location).await?;
+                report.blocks_deleted += 1;
+                self.metrics.blocks_deleted.inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `checkpoint_interval`, writes a checkpoint of `tenant`'s catalog;
+    /// then deletes commits covered by a checkpoint that is `grace` old (a
+    /// reader that listed an older checkpoint has long finished reading).
+    pub(crate) async fn checkpoint(&self, tenant: &TenantId, report: &mut PassReport) -> Result<()> {
+        let now = self.config.clock.now_unix_nanos();
+        let checkpoints = self.storage.list_all(&Storage::checkpoints_prefix(tenant)).await?;
+        let ids: Vec<BlockId> = checkpoints.iter().filter_map(|o| id_of(&o.location, ".json")).collect();
+        let due = ids.last().is_none_or(|newest| {
+            newest.created_unix_nanos() as i64 + self.config.checkpoint_interval.as_nanos() as i64 <= now
+        });
+        if !due {
+            return Ok(());
+        }
+        let lease = match &self.leases {
+            Some(leases) => match leases.acquire(tenant, "checkpoint").await? {
+                Some(lease) => Some(lease),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        let result = self.write_checkpoint_and_trim(tenant, &ids, report).await;
+        if let (Some(leases), Some(lease)) = (&self.leases, lease) {
+            leases.release(lease).await?;
+        }
+        result
+    }
+
+    async fn write_checkpoint_and_trim(
+        &self,
+        tenant: &TenantId,
+        ids: &[BlockId],
+        report: &mut PassReport,
+    ) -> Result<()> {
+        self.catalog.refresh_tenant(tenant).await?;
+        let Some(checkpoint) = self.catalog.checkpoint(tenant, BlockId::new()) else { return Ok(()) };
+        self.storage.put_checkpoint(tenant, &checkpoint).await?;
+        report.checkpoints += 1;
+        info!(%tenant, checkpoint = %checkpoint.id, blocks = checkpoint.live.len(), "catalog checkpointed");
+
+        // The newest checkpoint that is a grace period old decides what may go.
+        let now = self.config.clock.now_unix_nanos();
+        let grace = self.config.grace.as_nanos() as i64;
+        let Some(settled) = ids.iter().rev().find(|id| id.created_unix_nanos() as i64 + grace <= now) else {
+            return Ok(());
+        };
+        let Some(bytes) = self.storage.get_if_exists(&Storage::checkpoint_path(tenant, settled)).await? else {
+            return Ok(());
+        };
+        let Ok(settled_checkpoint) = serde_json::from_slice::<spanlake_schemas::storage::Checkpoint>(&bytes) else {
+            return Ok(());
+        };
+        let keep_from =
+            BlockId::from_lower_bound(&relist_from(&settled_checkpoint.through, self.config.commit_lookback * 2));
+        for path in self.storage.list_commits(tenant, None).await? {
+            match id_of(&path, ".json") {
+                Some(id) if id < keep_from => {
+                    self.storage.delete(&path).await?;
+                    report.commits_deleted += 1;
+                }
+                _ => break,
+            }
+        }
+        for old in ids.iter().filter(|id| *id < settled) {
+            self.storage.delete(&Storage::checkpoint_path(tenant, old)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! The block catalog: which blocks of each tenant are live, kept in memory and
+//! refreshed incrementally from the commit log. Queriers read through it;
+//! compactors plan from it and write its checkpoints.
+//!
+//! A refresh lists only commits created since the newest one seen, minus a
+//! lookback that covers writers' clock skew and slow puts, so its cost does not
+//! grow with history. A catalog that starts from nothing begins at the newest
+//! checkpoint rather than the first commit. Applying a commit is idempotent
+//! and order-independent: live = blocks added − blocks removed, whichever
+//! commit is seen first.
+//!
+//! Memory stays bounded: applied-commit ids and retired-block ids are
+//! forgotten once no commit that could still be listed can mention them
+//! (twice the lookback; longer for retired blocks when asked, because a
+//! compactor deletes their files a grace period after retirement).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::storage::{Checkpoint, CommitRecord, StorageError, relist_from};
+use crate::{BlockId, BlockMeta, Storage, TenantId};
+
+#[derive(Debug, Default)]
+struct TenantBlocks {
+    live: BTreeMap<BlockId, BlockMeta>,
+    /// Retired block → the commit that retired it.
+    removed: HashMap<BlockId, BlockId>,
+    /// Commits applied within the relisting window (older ones are forgotten).
+    applied: BTreeSet<BlockId>,
+    /// Newest commit applied or covered by the checkpoint loaded.
+    newest: Option<BlockId>,
+}
+
+impl TenantBlocks {
+    fn from_checkpoint(checkpoint: Checkpoint) -> Self {
+        Self {
+            live: checkpoint.live.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            removed: checkpoint.removed.into_iter().collect(),
+            applied: checkpoint.applied.into_iter().collect(),
+            newest: Some(checkpoint.through),
+        }
+    }
+
+    fn apply(&mut self, record: &CommitRecord) {
+        if !self.applied.insert(record.id.clone()) {
+            return;
+        }
+        if self.newest.as_ref().is_none_or(|n| *n < record.id) {
+            self.newest = Some(record.id.clone());
+        }
+        for id in &record.removed {
+            self.live.remove(id);
+            let by = self.removed.entry(id.clone()).or_insert_with(|| record.id.clone());
+            if record.id < *by {
+                *by = record.id.clone();
+            }
+        }
+        for meta in &record.added {
+            if !self.removed.contains_key(&meta.id) {
+                self.live.insert(meta.id.clone(), meta.clone());
+            }
+        }
+    }
+}
+
+/// The in-memory view of every tenant's live blocks.
+#[derive(Debug)]
+pub struct Catalog {
+    storage: Storage,
+    lookback: Duration,
+    remember_removed: Duration,
+    tenants: RwLock<HashMap<TenantId, TenantBlocks>>,
+}
+
+impl Catalog {
+    /// `lookback`: how far before the newest seen commit a refresh relists.
+    pub fn new(storage: Storage, lookback: Duration) -> Arc<Self> {
+        Self::remembering_removed(storage, lookback, Duration::ZERO)
+    }
+
+    /// A catalog that remembers retired blocks for at least `remember_removed`
+    /// after their retirement (a compactor's: it deletes their files later).
+    pub fn remembering_removed(storage: Storage, lookback: Duration, remember_removed: Duration) -> Arc<Self> {
+        Arc::new(Self { storage, lookback, remember_removed, tenants: RwLock::new(HashMap::new()) })
+    }
+
+    pub fn lookback(&self) -> Duration {
+        self.lookback
+    }
+
+    /// Applies a commit this process made (no listing needed).
+    pub fn apply(&self, tenant: &TenantId, record: &CommitRecord) {
+        self.tenants.write().expect("catalog lock").entry(tenant.clone()).or_default().apply(record);
+    }
+
+    /// Live blocks of `tenant` for which `keep` holds.
+    pub fn blocks(&self, tenant: &TenantId, keep: impl Fn(&BlockMeta) -> bool) -> Vec<BlockMeta> {
+        let tenants = self.tenants.read().expect("catalog lock");
+        tenants.get(tenant).map(|t| t.live.values().filter(|m| keep(m)).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Whether `block` is live for `tenant`.
+    pub fn is_live(&self, tenant: &TenantId, block: &BlockId) -> bool {
+        self.tenants.read().expect("catalog lock").get(tenant).is_some_and(|t| t.live.contains_key(block))
+    }
+
+    /// Retired blocks still remembered, with the commit that retired each.
+    pub fn removed(&self, tenant: &TenantId) -> Vec<(BlockId, BlockId)> {
+        let tenants = self.tenants.read().expect("catalog lock");
+        tenants.get(tenant).map(|t| t.removed.iter().map(|(b, c)| (b.clone(), c.clone())).collect()).unwrap_or_default()
+    }
+
+    /// Tenants this catalog knows.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.tenants.read().expect("catalog lock").keys().cloned().collect()
+    }
+
+    /// A checkpoint of `tenant`'s current state, stamped `id`.
+    pub fn checkpoint(&self, tenant: &TenantId, id: BlockId) -> Option<Checkpoint> {
+        let tenants = self.tenants.read().expect("catalog lock");
+        let t = tenants.get(tenant)?;
+        Some(Checkpoint {
+            id,
+            through: t.newest.clone()?,
+            live: t.live.values().cloned().collect(),
+            removed: t.removed.iter().map(|(b, c)| (b.clone(), c.clone())).collect(),
+            applied: t.applied.iter().cloned().collect(),
+        })
+    }
+
+    /// Reads the commits that are new since the last refresh, for every tenant.
+    pub async fn refresh(&self) -> Result<(), StorageError> {
+        for tenant in self.storage.list_tenants().await? {
+            self.refresh_tenant(&tenant).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `tenant`'s new commits (starting from its newest checkpoint the
+    /// first time).
+    pub async fn refresh_tenant(&self, tenant: &TenantId) -> Result<(), StorageError> {
+        // A catalog that is new, or whose newest commit is older than the
+        // lookback (an idle tenant, or a reader that fell behind while old
+        // commits were folded into a checkpoint and deleted), checks for a
+        // newer checkpoint and starts over from it.
+        let newest = self.tenants.read().expect("catalog lock").get(tenant).map(|t| t.newest.clone());
+        let behind = match &newest {
+            None | Some(None) => true,
+            Some(Some(id)) => {
+                let horizon = BlockId::from_lower_bound(&relist_from(&BlockId::new(), self.lookback));
+                *id < horizon
+            }
+        };
+        if behind
+            && let Some(checkpoint) = self.storage.newest_checkpoint(tenant).await?
+            && newest.flatten().is_none_or(|n| n < checkpoint.through)
+        {
+            debug!(%tenant, checkpoint = %checkpoint.id, blocks = checkpoint.live.len(), "catalog starts from checkpoint");
+            let mut tenants = self.tenants.write().expect("catalog lock");
+            tenants.insert(tenant.clone(), TenantBlocks::from_checkpoint(checkpoint));
+        }
+        let from = {
+            let tenants = self.tenants.read().expect("catalog lock");
+            tenants.get(tenant).and_then(|t| t.newest.as_ref()).map(|id| relist_from(id, self.lookback))
+        };
+        let paths = self.storage.list_commits(tenant, from.as_deref()).await?;
+        let mut fresh = Vec::new();
+        {
+            let tenants = self.tenants.read().expect("catalog lock");
+            let applied = tenants.get(tenant).map(|t| &t.applied);
+            for path in paths {
+                let Some(id) =
+                    path.filename().and_then(|f| f.strip_suffix(".json")).and_then(|s| s.parse::<BlockId>().ok())
+                else {
+                    continue;
+                };
+                if !applied.is_some_and(|a| a.contains(&id)) {
+                    fresh.push(path);
+                }
+            }
+        }
+        for path in fresh {
+            match self.storage.read_commit(&path).await {
+                Ok(record) => self.apply(tenant, &record),
+                // A commit that vanished was folded into a checkpoint and deleted.
+                Err(StorageError::ObjectStore { source: object_store::Error::NotFound { .. }, .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.forget_old(tenant);
+        debug!(%tenant, "catalog refreshed");
+        Ok(())
+    }
+
+    /// Drops applied-commit ids older than twice the lookback (they can no
+    /// longer be relisted) and retired-block ids retired before that (or
+    /// before `remember_removed`, if longer), so memory stays bounded.
+    fn forget_old(&self, tenant: &TenantId) {
+        let mut tenants = self.tenants.write().expect("catalog lock");
+        if let Some(t) = tenants.get_mut(tenant)
+            && let Some(newest) = t.newest.clone()
+        {
+            let keep_from = BlockId::from_lower_bound(&relist_from(&newest, self.lookback * 2));
+            t.applied = t.applied.split_off(&keep_from);
+            let keep_removed_from =
+                BlockId::from_lower_bound(&relist_from(&newest, (self.lookback * 2).max(self.remember_removed)));
+            t.removed.retain(|_, by| *by >= keep_removed_from);
+        }
+    }
+
+    /// Refreshes every `interval` until the returned task is aborted.
+    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = this.refresh().await {
+                    warn!(%error, "catalog refresh failed, will retry");
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn id(secs: u64) -> BlockId {
+        BlockId::at(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    fn meta(id: &BlockId) -> BlockMeta {
+        BlockMeta {
+            id: id.clone(),
+            min_time_unix_nano: 0,
+            max_time_unix_nano: 1,
+            min_trace_id: "00".into(),
+            max_trace_id: "ff".into(),
+            span_count: 1,
+            size_bytes: 1,
+            compaction_level: 0,
+            sources: vec![],
+            trace_count: 1,
+            ingested_unix_nano: 0,
+        }
+    }
+
+    fn storage() -> Storage {
+        Storage::new(Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    #[test]
+    fn commits_apply_in_any_order() {
+        let (a, b, m) = (id(10), id(11), id(12));
+        let add_a = CommitRecord { id: id(10), added: vec![meta(&a)], removed: vec![] };
+        let add_b = CommitRecord { id: id(11), added: vec![meta(&b)], removed: vec![] };
+        let merge = CommitRecord { id: id(20), added: vec![meta(&m)], removed: vec![a.clone(), b.clone()] };
+        for order in [[&add_a, &add_b, &merge], [&merge, &add_b, &add_a], [&add_b, &merge, &add_a]] {
+            let mut t = TenantBlocks::default();
+            for record in order {
+                t.apply(record);
+                t.apply(record);
+            }
+            assert_eq!(t.live.keys().cloned().collect::<Vec<_>>(), vec![m.clone()]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_catalog_starts_from_the_newest_checkpoint() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let (a, b) = (id(100), id(101));
+        let old = CommitRecord { id: id(100), added: vec![meta(&a)], removed: vec![] };
+        storage.commit(&tenant, &old).await.unwrap();
+        let writer = Catalog::new(storage.clone(), Duration::from_secs(5));
+        writer.refresh().await.unwrap();
+        let checkpoint = writer.checkpoint(&tenant, id(102)).unwrap();
+        storage.put_checkpoint(&tenant, &checkpoint).await.unwrap();
+        // The old commit is folded into the checkpoint and deleted; a new one follows.
+        storage.delete(&Storage::commit_path(&tenant, &old.id)).await.unwrap();
+        storage.commit(&tenant, &CommitRecord { id: id(103), added: vec![meta(&b)], removed: vec![] }).await.unwrap();
+
+        let reader = Catalog::new(storage.clone(), Duration::from_secs(5));
+        reader.refresh().await.unwrap();
+        let live: Vec<BlockId> = reader.blocks(&tenant, |_| true).into_iter().map(|m| m.id).collect();
+        assert_eq!(live, vec![a, b]);
+    }
+
+    #[tokio::test]
+    async fn retired_blocks_are_forgotten_after_the_window() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let catalog = Catalog::remembering_removed(storage.clone(), Duration::from_secs(5), Duration::from_secs(60));
+        let a = id(1000);
+        catalog.apply(&tenant, &CommitRecord { id: id(1000), added: vec![meta(&a)], removed: vec![] });
+        catalog.apply(&tenant, &CommitRecord { id: id(1001), added: vec![], removed: vec![a.clone()] });
+        catalog.forget_old(&tenant);
+        assert_eq!(catalog.removed(&tenant).len(), 1, "kept for remember_removed");
+        catalog.apply(&tenant, &CommitRecord { id: id(1100), added: vec![], removed: vec![] });
+        catalog.forget_old(&tenant);
+        assert!(catalog.removed(&tenant).is_empty());
+    }
+}

@@ -1,0 +1,468 @@
+//! Compaction end to end: spans written through the real ingest path, merged
+//! by the compactor, answered by the querier — exactly once, at every step of
+//! an injected crash, with retention, and with three compactor processes
+//! sharing a real S3 server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::array::AsArray;
+use futures::TryStreamExt;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prometheus_client::registry::Registry;
+use spanlake_compactor::clock::{Clock, ManualClock};
+use spanlake_compactor::{Compactor, Config};
+use spanlake_schemas::block::encode_block;
+use spanlake_schemas::fault::{Fault, Trip, WriteOp};
+use spanlake_schemas::reader::ObjectReader;
+use spanlake_schemas::storage::CommitRecord;
+use spanlake_schemas::{AppendReport, BlockId, BlockMeta, Catalog, SpanBatchBuilder, Storage, TenantId};
+
+use crate::backpressure::faulty_local;
+use crate::common::TestServer;
+use crate::sql::{ingest, json, trace};
+
+/// (trace id, span id, kind) of a stored span.
+type SpanKey = (Vec<u8>, Vec<u8>, String);
+
+const HOUR: u64 = 3_600_000_000_000;
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A compactor config for tests: small fan-in, the injected clock.
+fn config(clock: &Arc<ManualClock>) -> Config {
+    let mut config = Config::default();
+    config.plan.fan_in = 4;
+    config.clock = Arc::clone(clock) as Arc<dyn Clock>;
+    config
+}
+
+async fn compactor(storage: &Storage, config: Config) -> Compactor {
+    Compactor::new(config, storage.clone(), None, &mut Registry::default()).await.unwrap()
+}
+
+/// The live blocks as a reader starting now sees them (a fresh catalog).
+async fn live_blocks(storage: &Storage, tenant: &TenantId) -> Vec<BlockMeta> {
+    let catalog = Catalog::new(storage.clone(), Duration::from_secs(120));
+    catalog.refresh().await.unwrap();
+    catalog.blocks(tenant, |_| true)
+}
+
+/// Every span in `blocks`, duplicates included.
+async fn spans_in(storage: &Storage, tenant: &TenantId, blocks: &[BlockMeta]) -> Vec<SpanKey> {
+    let mut out = Vec::new();
+    for meta in blocks {
+        let reader = ObjectReader::block(storage, tenant, meta);
+        let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await.unwrap().build().unwrap();
+        let batches: Vec<_> = stream.try_collect().await.unwrap();
+        for batch in batches {
+            let traces = batch.column_by_name("trace_id").unwrap().as_fixed_size_binary();
+            let spans = batch.column_by_name("span_id").unwrap().as_fixed_size_binary();
+            let kinds = batch.column_by_name("kind").unwrap().as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                out.push((traces.value(row).to_vec(), spans.value(row).to_vec(), kinds.value(row).to_owned()));
+            }
+        }
+    }
+    out
+}
+
+fn distinct(spans: &[SpanKey]) -> BTreeSet<SpanKey> {
+    spans.iter().cloned().collect()
+}
+
+fn multiplicity(spans: &[SpanKey]) -> BTreeMap<SpanKey, usize> {
+    let mut counts = BTreeMap::new();
+    for span in spans {
+        *counts.entry(span.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Ingests `traces` traces two hours old (a cold window), one request each,
+/// then re-sends two of them as a retrying client would. Returns the spans sent.
+async fn ingest_with_retries(server: &TestServer, traces: u8) -> usize {
+    let base = now_nanos() - 2 * HOUR;
+    for t in 1..=traces {
+        ingest(server, None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
+    }
+    for t in [2, 5] {
+        ingest(server, None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
+    }
+    3 * (usize::from(traces) + 2)
+}
+
+/// What the querier answers: (all spans, distinct spans).
+async fn querier_counts(server: &TestServer) -> (u64, u64) {
+    server.spanlake.querier().unwrap().catalog().refresh().await.unwrap();
+    let rows = json(
+        server,
+        "SELECT count(*) AS n, count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'), kind)) AS d FROM spans",
+    )
+    .await;
+    (rows[0]["n"].as_u64().unwrap(), rows[0]["d"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_blocks_hold_every_span_once_in_the_ingest_layout() {
+    let server = TestServer::start().await;
+    let storage = spanlake::storage::open(&crate::common::test_args(&server.dir).storage).unwrap();
+    let tenant = TenantId::single();
+    let sent = ingest_with_retries(&server, 12).await;
+    let before = live_blocks(&storage, &tenant).await;
+    let expected = distinct(&spans_in(&storage, &tenant, &before).await);
+    assert_eq!(before.len(), 14, "one block per request");
+    assert_eq!(expected.len(), 36);
+    assert_eq!(querier_counts(&server).await, (sent as u64, 36));
+
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let compactor = compactor(&storage, config(&clock)).await;
+    assert!(compactor.uses_leases(), "local files honour conditional creates");
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.failures, 0);
+    assert_eq!(report.duplicates_dropped, 6, "{report:?}");
+    // 14 ingest blocks → 4 level-1 blocks (fan-in 4) → 1 level-2 block.
+    assert_eq!(report.blocks_merged, 14 + 4, "{report:?}");
+
+    let after = live_blocks(&storage, &tenant).await;
+    assert_eq!(after.len(), 1, "a cold window merges into one block: {after:?}");
+    let merged = &after[0];
+    assert_eq!(merged.span_count, 36);
+    assert_eq!(merged.trace_count, 12);
+    assert_eq!(merged.compaction_level, 2);
+    assert_eq!(merged.sources.len(), 4);
+    let spans = spans_in(&storage, &tenant, &after).await;
+    assert_eq!(spans.len(), 36, "no duplicates left");
+    assert_eq!(distinct(&spans), expected, "no span lost");
+    assert_eq!(querier_counts(&server).await, (36, 36));
+    for t in 1..=12u8 {
+        let found = server.trace(&[t; 16]).await.expect("trace found after compaction");
+        assert_eq!(crate::common::spans(&found).len(), 3);
+    }
+
+    // Same layout as an ingester block: sorted, page index, bloom filter, sources named.
+    let reader = ObjectReader::block(&storage, &tenant, merged).with_page_index(true);
+    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await.unwrap();
+    let metadata = builder.metadata().clone();
+    let row_group = metadata.row_group(0);
+    assert!(row_group.sorting_columns().is_some_and(|c| c[0].column_idx == 0));
+    assert!(row_group.column(0).bloom_filter_offset().is_some(), "bloom filter on trace_id");
+    assert!(metadata.column_index().is_some() && metadata.offset_index().is_some(), "page index");
+    let sources = metadata.file_metadata().key_value_metadata().unwrap().iter().find(|kv| kv.key == "spanlake.sources");
+    assert_eq!(
+        sources.unwrap().value.as_deref().unwrap().split(',').collect::<Vec<_>>(),
+        merged.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+    );
+
+    // Sources stay until the grace period has passed, then go.
+    let files = || async { storage.list_all(&Storage::blocks_prefix(&tenant)).await.unwrap().len() };
+    assert_eq!(files().await, 14 + 4 + 1);
+    clock.advance(Duration::from_secs(299));
+    compactor.run_once().await.unwrap();
+    assert_eq!(files().await, 14 + 4 + 1, "deleted before the grace period");
+    clock.advance(Duration::from_secs(2));
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.blocks_deleted, 14 + 4);
+    assert_eq!(files().await, 1);
+    assert_eq!(querier_counts(&server).await, (36, 36));
+}
+
+/// Where a compactor dies, as a [`Trip`]: after the n-th write of a kind to a path.
+fn crash_points() -> Vec<(&'static str, Trip)> {
+    let trip = |pattern: &str, op, after| Trip { pattern: pattern.into(), op, after };
+    vec![
+        ("before upload (holding the lease)", trip("/leases/", WriteOp::Put, 1)),
+        ("after upload, before commit", trip("/blocks/", WriteOp::Put, 1)),
+        ("after commit, before releasing the lease", trip("/commits/", WriteOp::Put, 1)),
+        ("during deletion of retired sources", trip("/blocks/", WriteOp::Delete, 3)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_step_loses_and_doubles_nothing() {
+    for (step, trip) in crash_points() {
+        let (faulty, storage, dir) = faulty_local();
+        let server = TestServer::start_on(storage.clone(), dir, |_| {}).await;
+        let tenant = TenantId::single();
+        let sent = ingest_with_retries(&server, 8).await;
+        let blocks = live_blocks(&storage, &tenant).await;
+        let ingested = spans_in(&storage, &tenant, &blocks).await;
+        let expected = distinct(&ingested);
+
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let first = compactor(&storage, config(&clock)).await;
+        let deleting = trip.op == WriteOp::Delete;
+        if deleting {
+            // Merge first; the crash comes while deleting the sources after the grace period.
+            assert_eq!(first.run_once().await.unwrap().failures, 0);
+            clock.advance(Duration::from_secs(301));
+        }
+        faulty.trip(trip);
+        let crashed = first.run_once().await;
+        assert!(faulty.failing(), "{step}: the crash point was reached");
+        assert!(crashed.is_err() || crashed.as_ref().unwrap().failures > 0, "{step}: {crashed:?}");
+        drop(first);
+
+        // The store as the crash left it: every span exactly as often as some consistent state.
+        faulty.set(Fault::None);
+        let (all, unique) = querier_counts(&server).await;
+        assert_eq!(unique as usize, expected.len(), "{step}: a span is missing");
+        assert!(all as usize == sent || all == unique, "{step}: {all} spans answered, {sent} sent, {unique} distinct");
+        let live = spans_in(&storage, &tenant, &live_blocks(&storage, &tenant).await).await;
+        assert_eq!(distinct(&live), expected, "{step}");
+
+        // A fresh compactor (after the dead one's lease expired) finishes the work.
+        clock.advance(Duration::from_secs(121));
+        let second = compactor(&storage, config(&clock)).await;
+        assert_eq!(second.run_once().await.unwrap().failures, 0, "{step}");
+        clock.advance(Duration::from_secs(301));
+        assert_eq!(second.run_once().await.unwrap().failures, 0, "{step}");
+        let live_blocks_now = live_blocks(&storage, &tenant).await;
+        assert_eq!(live_blocks_now.len(), 1, "{step}");
+        let live = spans_in(&storage, &tenant, &live_blocks_now).await;
+        assert_eq!(live.len(), expected.len(), "{step}: duplicates left");
+        assert_eq!(distinct(&live), expected, "{step}");
+        assert_eq!(querier_counts(&server).await, (expected.len() as u64, expected.len() as u64), "{step}");
+        let files = storage.list_all(&Storage::blocks_prefix(&tenant)).await.unwrap();
+        assert_eq!(files.len(), 1, "{step}: retired and orphaned files are deleted: {files:?}");
+        server.spanlake.shutdown().await;
+    }
+}
+
+/// Writes `spans` as one block received at `ingested` (as an ingester then would have).
+async fn write_block_received_at(storage: &Storage, tenant: &str, ingested: SystemTime, spans: ResourceSpans) {
+    let mut builder = SpanBatchBuilder::default();
+    builder.append_resource_spans(&[spans], &mut AppendReport::default());
+    let block = encode_block(&[builder.finish()], BlockId::at(ingested)).unwrap();
+    let tenant = TenantId::new(tenant).unwrap();
+    storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+    let record = CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] };
+    storage.commit(&tenant, &record).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_old_blocks_per_tenant_and_keeps_the_rest() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let storage = spanlake::storage::open(&crate::common::test_args(&server.dir).storage).unwrap();
+    let now = SystemTime::now();
+    let ago = |secs: u64| now - Duration::from_secs(secs);
+    let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let (hour, day) = (3600, 24 * 3600);
+    // Tenant "a": spans 20 and 10 days old, received then; spans 20 days old
+    // received an hour ago (a replay); spans an hour old. Tenant "b": 2 days old.
+    write_block_received_at(&storage, "a", ago(20 * day), trace(1, "shop", 1, ns(ago(20 * day)))).await;
+    write_block_received_at(&storage, "a", ago(10 * day), trace(2, "shop", 1, ns(ago(10 * day)))).await;
+    write_block_received_at(&storage, "a", ago(hour), trace(3, "shop", 1, ns(ago(20 * day)))).await;
+    write_block_received_at(&storage, "a", ago(hour), trace(4, "shop", 1, ns(ago(hour)))).await;
+    write_block_received_at(&storage, "b", ago(2 * day), trace(5, "shop", 1, ns(ago(2 * day)))).await;
+    let traces = |tenant: &'static str| {
+        let server = &server;
+        async move {
+            server.spanlake.querier().unwrap().catalog().refresh().await.unwrap();
+            let mut found = vec![];
+            for t in 1..=5u8 {
+                let addr = server.spanlake.http_addr();
+                if crate::common::fetch_trace(&server.http, addr, &[t; 16], Some(tenant)).await.is_some() {
+                    found.push(t);
+                }
+            }
+            found
+        }
+    };
+    assert_eq!(traces("a").await, vec![1, 2, 3, 4]);
+    assert_eq!(traces("b").await, vec![5]);
+
+    let clock = Arc::new(ManualClock::new(now));
+    let mut config = config(&clock);
+    config.tenant_retention.insert(TenantId::new("b").unwrap(), Duration::from_secs(day));
+    let compactor = compactor(&storage, config).await;
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.blocks_expired, 2, "a's 20-day-old block and b's 2-day-old one (1-day retention)");
+    assert_eq!(traces("a").await, vec![2, 3, 4]);
+    assert!(traces("b").await.is_empty());
+
+    // Five days on, the 10-day-old trace crosses 14 days; the replayed and recent ones stay.
+    clock.advance(Duration::from_secs(5 * day));
+    compactor.run_once().await.unwrap();
+    assert_eq!(traces("a").await, vec![3, 4]);
+    // A query over the boundary answers exactly what is left.
+    let rows = crate::sql::json_as(&server, "a", "SELECT count(*) AS n FROM spans").await;
+    assert_eq!(rows[0]["n"], 4);
+    // Expired files are deleted after the grace period.
+    clock.advance(Duration::from_secs(301));
+    compactor.run_once().await.unwrap();
+    let files = storage.list_all(&Storage::blocks_prefix(&TenantId::new("a").unwrap())).await.unwrap();
+    assert_eq!(files.len(), 2);
+}
+
+/// The S3 flags every process of the concurrency test shares.
+fn s3_flags(storage: &spanlake::storage::StorageArgs) -> Vec<String> {
+    [
+        "--storage",
+        storage.url.as_str(),
+        "--s3-endpoint",
+        storage.s3_endpoint.as_deref().unwrap(),
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        storage.s3_access_key_id.as_deref().unwrap(),
+        "--s3-secret-access-key",
+        storage.s3_secret_access_key.as_deref().unwrap(),
+        "--s3-allow-http",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
+    use crate::common::spawn_spanlake;
+    let root = tempfile::TempDir::new().unwrap();
+    let s3 = crate::storage::start_s3(root.path()).await;
+    let storage_args = crate::storage::s3_args(s3, "compaction");
+    let storage = spanlake::storage::open(&storage_args).unwrap();
+    assert!(spanlake_compactor::lease::probe(&storage).await.unwrap(), "s3s-fs honours If-None-Match");
+    let flags = s3_flags(&storage_args);
+    let args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|s| s.to_string()).chain(flags.clone()).collect() };
+
+    let ingester_args = args(&["run", "ingester", "--flush-interval", "100ms"]);
+    let ingester = spawn_spanlake(&ingester_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let compactor_args = args(&[
+        "run",
+        "compactor",
+        "--compaction-interval",
+        "200ms",
+        "--compaction-window",
+        "3s",
+        "--compaction-cold-after",
+        "1s",
+        "--compaction-fan-in",
+        "2",
+    ]);
+    let compactor_args: Vec<&str> = compactor_args.iter().map(String::as_str).collect();
+    let compactors: Vec<_> = (0..3).map(|_| spawn_spanlake(&compactor_args)).collect();
+
+    // Bounded load: 6 s at 100 traces/s, on loopback.
+    let endpoint = format!("http://{}", ingester.grpc.unwrap());
+    let loadgen = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+            .args(["loadgen", "--endpoint", &endpoint, "--rate", "100", "--duration", "6s", "--quiet"])
+            .output()
+    });
+    let loadgen =
+        tokio::time::timeout(Duration::from_secs(60), loadgen).await.expect("loadgen stops").unwrap().unwrap();
+    assert!(loadgen.status.success(), "{}", String::from_utf8_lossy(&loadgen.stderr));
+
+    // Wait until every window has settled into one block.
+    let tenant = TenantId::single();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let live = loop {
+        let live = live_blocks(&storage, &tenant).await;
+        let windows = spanlake_compactor::plan::by_window(live.clone(), Duration::from_secs(3));
+        if windows.values().all(|w| w.len() == 1) {
+            break live;
+        }
+        assert!(std::time::Instant::now() < deadline, "not compacted within 60 s: {} blocks", live.len());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    drop(compactors);
+    drop(ingester);
+
+    // No block was retired twice, so none was merged twice.
+    let mut commits = Vec::new();
+    for path in storage.list_commits(&tenant, None).await.unwrap() {
+        commits.push(storage.read_commit(&path).await.unwrap());
+    }
+    let mut retired = BTreeMap::new();
+    for commit in &commits {
+        for id in &commit.removed {
+            *retired.entry(id.clone()).or_insert(0) += 1;
+        }
+    }
+    assert!(!retired.is_empty(), "the compactors merged something");
+    assert!(retired.values().all(|n| *n == 1), "a block was retired twice: {retired:?}");
+
+    // Exactly the spans that were acknowledged (the ingest blocks), none doubled.
+    let ingested: Vec<BlockMeta> =
+        commits.iter().flat_map(|c| c.added.iter()).filter(|b| b.compaction_level == 0).cloned().collect();
+    let ingested = spans_in(&storage, &tenant, &ingested).await;
+    let answered = spans_in(&storage, &tenant, &live).await;
+    assert!(ingested.len() > 3000, "loadgen wrote {} spans", ingested.len());
+    assert_eq!(distinct(&answered), distinct(&ingested), "a span was lost");
+    let (sent, kept) = (multiplicity(&ingested), multiplicity(&answered));
+    assert!(kept.iter().all(|(span, n)| *n <= sent[span]), "a span was doubled");
+    assert!(live.len() <= 4, "6 s of 3 s windows settle into at most 4 blocks, not {}", live.len());
+
+    // Who did the work: the holders named in the windows' newest lease generations.
+    let mut owners = BTreeSet::new();
+    for lease in storage.list_all(&Storage::leases_prefix(&tenant, "")).await.unwrap() {
+        if let Some(bytes) = storage.get_if_exists(&lease.location).await.unwrap() {
+            let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            owners.insert(record["owner"].as_str().unwrap().to_owned());
+        }
+    }
+    let merges = commits.iter().filter(|c| !c.removed.is_empty()).count();
+    eprintln!(
+        "{merges} merges of {} blocks by {} compactors; {} spans ingested, {} live blocks",
+        retired.len(),
+        owners.len(),
+        ingested.len(),
+        live.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_all_in_one_process_compacts_in_the_background_and_reports_metrics() {
+    let server = TestServer::start_with(|a| {
+        a.compaction = true;
+        a.compaction_interval = Duration::from_millis(200);
+        a.compaction_fan_in = 4;
+    })
+    .await;
+    let sent = ingest_with_retries(&server, 6).await;
+    let catalog = server.spanlake.querier().unwrap().catalog();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The compactor's commits reach the querier at once (no refresh needed).
+    while catalog.blocks(&TenantId::single(), |_| true).len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "not compacted in the background within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(querier_counts(&server).await, (18, 18), "{sent} sent, 18 distinct");
+    let metrics = server.http.get(server.query_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("spanlake_compactor_merges_total") >= 2.0);
+    assert_eq!(value("spanlake_compactor_duplicates_dropped_total"), 6.0);
+    assert!(value("spanlake_compactor_written_bytes_total") > 0.0);
+    // One live block, at whichever level the passes (racing ingest) brought it to.
+    let levels: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spanlake_compactor_blocks{")).collect();
+    assert!(levels.len() == 1 && levels[0].ends_with("} 1"), "{levels:?}");
+    assert!(metrics.contains("spanlake_compactor_pending_merges 0"));
+    assert!(metrics.contains("spanlake_compactor_lag_seconds"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_once_runs_one_pass_and_exits() {
+    let server = TestServer::start().await;
+    ingest_with_retries(&server, 6).await;
+    let dir = server.dir.path().to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+            .args(["compact", "--once", "--storage", &dir, "--compaction-fan-in", "4"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("merges: 3"), "8 blocks → 2 → 1: {stdout}");
+    assert!(stdout.contains("duplicates_dropped: 6"), "{stdout}");
+    assert_eq!(querier_counts(&server).await, (18, 18));
+    assert_eq!(server.spanlake.querier().unwrap().catalog().blocks(&TenantId::single(), |_| true).len(), 1);
+}
