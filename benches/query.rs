@@ -20,56 +20,12 @@ use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 
+mod common;
+
+use common::{get_ok, peak_rss_mib, post_ok, time};
+
 const BLOCK_SPANS: usize = 100_000;
 const TRACES_PER_REQUEST: usize = 100;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-struct Timing {
-    median_ms: f64,
-    p99_ms: f64,
-    runs: usize,
-}
-
-async fn time<F, Fut>(runs: usize, mut call: F) -> Timing
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = usize>,
-{
-    let mut samples = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let started = Instant::now();
-        call(i).await;
-        samples.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    samples.sort_by(f64::total_cmp);
-    Timing { median_ms: percentile(&samples, 0.5), p99_ms: percentile(&samples, 0.99), runs }
-}
-
-async fn get_ok(http: &reqwest::Client, url: String) -> usize {
-    let response = http.get(&url).send().await.unwrap();
-    assert!(response.status().is_success(), "{url}: {}", response.status());
-    response.bytes().await.unwrap().len()
-}
-
-async fn post_ok(http: &reqwest::Client, url: String, body: &str) -> usize {
-    let response = http.post(&url).body(body.to_owned()).send().await.unwrap();
-    assert!(response.status().is_success(), "{url}: {}", response.status());
-    response.bytes().await.unwrap().len()
-}
 
 fn main() {
     let target: usize =

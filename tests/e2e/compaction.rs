@@ -466,3 +466,63 @@ async fn compact_once_runs_one_pass_and_exits() {
     assert_eq!(querier_counts(&server).await, (18, 18));
     assert_eq!(server.spanlake.querier().unwrap().catalog().blocks(&TenantId::single(), |_| true).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_let_old_commits_go_without_changing_what_readers_see() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let storage =
+        spanlake::storage::open(&spanlake::storage::StorageArgs::local(dir.path().to_str().unwrap())).unwrap();
+    let tenant = TenantId::single();
+    let now = SystemTime::now();
+    let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    // Two hours of history, one commit a minute (ids stamped then), then a fresh one.
+    for minute in 0..120u64 {
+        let at = now - Duration::from_secs(7200 - minute * 60);
+        let spans = trace((minute % 250) as u8 + 1, "shop", 1, ns(at));
+        let mut builder = SpanBatchBuilder::default();
+        builder.append_resource_spans(&[spans], &mut AppendReport::default());
+        let block = encode_block(&[builder.finish()], BlockId::at(at)).unwrap();
+        storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+        let record = CommitRecord { id: BlockId::at(at), added: vec![block.meta], removed: vec![] };
+        storage.commit(&tenant, &record).await.unwrap();
+    }
+    write_block_received_at(&storage, "single-tenant", now, trace(251, "shop", 1, ns(now))).await;
+    let early_reader = Catalog::new(storage.clone(), Duration::from_secs(120));
+    early_reader.refresh().await.unwrap();
+
+    let clock = Arc::new(ManualClock::new(now));
+    let compactor = compactor(&storage, config(&clock)).await;
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!((report.checkpoints, report.commits_deleted), (1, 0), "{report:?}");
+    // A checkpoint a grace period old lets the commits it covers go (the
+    // interval is 10 min; ids carry real time, a little past `now`).
+    clock.advance(Duration::from_secs(700));
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.checkpoints, 1);
+    let commits_left = storage.list_commits(&tenant, None).await.unwrap().len();
+    // All but the last 4 minutes (twice the lookback) of the two hours of history.
+    assert!(report.commits_deleted >= 116, "{report:?}, {commits_left} commits left");
+
+    // A new reader (from the checkpoint) and one that was running all along
+    // agree with the compactor on what is live, and so on every span.
+    let expected = spans_in(&storage, &tenant, &compactor_live(&storage, &tenant).await).await;
+    let fresh = live_blocks(&storage, &tenant).await;
+    early_reader.refresh().await.unwrap();
+    let early = early_reader.blocks(&tenant, |_| true);
+    assert_eq!(fresh, early);
+    assert_eq!(distinct(&spans_in(&storage, &tenant, &fresh).await), distinct(&expected));
+    assert_eq!(distinct(&expected).len(), 121 * 2);
+}
+
+/// The live set by reading the whole remaining commit log over the newest checkpoint.
+async fn compactor_live(storage: &Storage, tenant: &TenantId) -> Vec<BlockMeta> {
+    let checkpoint = storage.newest_checkpoint(tenant).await.unwrap().expect("a checkpoint");
+    let mut live: BTreeMap<BlockId, BlockMeta> = checkpoint.live.into_iter().map(|b| (b.id.clone(), b)).collect();
+    let mut removed: BTreeSet<BlockId> = checkpoint.removed.into_iter().map(|(b, _)| b).collect();
+    for path in storage.list_commits(tenant, None).await.unwrap() {
+        let record = storage.read_commit(&path).await.unwrap();
+        removed.extend(record.removed.iter().cloned());
+        live.extend(record.added.into_iter().map(|b| (b.id.clone(), b)));
+    }
+    live.into_values().filter(|b| !removed.contains(&b.id)).collect()
+}
