@@ -89,8 +89,7 @@ fn main() {
     let start = SystemTime::now();
     let start_ns = start.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     let clock = Arc::new(ManualClock::new(start));
-    let mut config = Config::default();
-    config.clock = Arc::clone(&clock) as Arc<dyn Clock>;
+    let config = Config { clock: Arc::clone(&clock) as Arc<dyn Clock>, ..Config::default() };
     let defaults = config.plan.clone();
 
     runtime.block_on(async {

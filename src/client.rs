@@ -200,3 +200,115 @@ mod tests {
         );
     }
 }
+
+/// What `spanlake fanout` asks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Parent service
+    #[arg(long, env = "SPANLAKE_FANOUT_SERVICE")]
+    pub service: Option<String>,
+    /// Parent operation (span name)
+    #[arg(long, env = "SPANLAKE_FANOUT_OPERATION")]
+    pub operation: Option<String>,
+    /// Or: a TraceQL spanset filter picking the parent spans
+    #[arg(long, env = "SPANLAKE_FANOUT_QUERY")]
+    pub query: Option<String>,
+    /// How far back from now
+    #[arg(long, env = "SPANLAKE_FANOUT_SINCE", default_value = "1h", value_parser = crate::units::parse_duration)]
+    pub since: std::time::Duration,
+    /// Edges by the child span (child) or by the callee's server span / peer.service (server)
+    #[arg(long, env = "SPANLAKE_FANOUT_EDGE", default_value = "child")]
+    pub edge: String,
+    /// Calls are client and producer children (outbound) or all children (all)
+    #[arg(long, env = "SPANLAKE_FANOUT_CHILD_KINDS", default_value = "outbound")]
+    pub child_kinds: String,
+    /// Most parent operations shown
+    #[arg(long, env = "SPANLAKE_FANOUT_LIMIT", default_value = "5")]
+    pub limit: usize,
+}
+
+/// Asks `/api/fanout` and renders the report.
+pub async fn fanout(args: &ClientArgs, fanout: &FanoutArgs) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut query = vec![
+        ("start", now.saturating_sub(fanout.since.as_secs()).to_string()),
+        ("end", now.to_string()),
+        ("edge", fanout.edge.clone()),
+        ("child_kinds", fanout.child_kinds.clone()),
+        ("limit", fanout.limit.to_string()),
+        ("percentiles", "0.5,0.99,0.999".into()),
+    ];
+    for (name, value) in [("service", &fanout.service), ("operation", &fanout.operation), ("q", &fanout.query)] {
+        if let Some(value) = value {
+            query.push((name, value.clone()));
+        }
+    }
+    let http = reqwest::Client::new();
+    let request = http.get(format!("{}/api/fanout", args.url.trim_end_matches('/'))).query(&query);
+    let response = args.request(request).send().await.with_context(|| format!("connecting to {}", args.url))?;
+    let report: serde_json::Value = serde_json::from_slice(&fail_unless_ok(response).await?.bytes().await?)?;
+    Ok(render_fanout(&report))
+}
+
+/// The fan-out report as text: per edge, then observed against predicted.
+pub fn render_fanout(report: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let ms = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"));
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "-".to_owned(), |v| format!("{:.1} %", v * 100.0));
+    let mut out = String::new();
+    let operations = report["operations"].as_array().cloned().unwrap_or_default();
+    if operations.is_empty() {
+        return "no parent spans with calls in this time range\n".into();
+    }
+    for op in operations {
+        let _ = writeln!(
+            out,
+            "{} / {}: {} parents, {} calls per parent on average, {} without calls",
+            op["parent"]["service"].as_str().unwrap_or(""),
+            op["parent"]["operation"].as_str().unwrap_or(""),
+            op["parents"],
+            op["degree"]["mean"].as_f64().map_or("-".into(), |m| format!("{m:.1}")),
+            op["parents_without_calls"],
+        );
+        let _ = writeln!(
+            out,
+            "  {:<40} {:>8} {:>11} {:>11} {:>14} {:>9}",
+            "edge", "calls/p", "child p50", "child p99", "slowest p99", "crit.path"
+        );
+        for edge in op["edges"].as_array().cloned().unwrap_or_default() {
+            let name = format!(
+                "{} / {}",
+                edge["child"]["service"].as_str().unwrap_or(""),
+                edge["child"]["operation"].as_str().unwrap_or("")
+            );
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>8} {:>11} {:>11} {:>14} {:>9}",
+                name,
+                edge["calls_per_parent"]["mean"].as_f64().map_or("-".into(), |m| format!("{m:.1}")),
+                ms(&edge["child_latency_ms"]["p50"]),
+                ms(&edge["child_latency_ms"]["p99"]),
+                ms(&edge["edge_max_latency_ms"]["p99"]),
+                pct(&edge["critical_path_share"]),
+            );
+        }
+        let _ = writeln!(out, "  {:<10} {:>12} {:>12} {:>14}", "parent", "observed", "predicted", "slowest call");
+        for label in ["p50", "p99", "p99.9"] {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>12} {:>12} {:>14}",
+                label,
+                ms(&op["parent_latency_ms"][label]),
+                ms(&op["predicted_latency_ms"][label]),
+                ms(&op["max_child_latency_ms"][label]),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  parent's own share of its critical path: {}; parallelism (busy / in flight) p50: {}\n",
+            pct(&op["parent_self_share"]),
+            op["parallelism_ratio"]["p50"].as_f64().map_or("-".into(), |m| format!("{m:.2}")),
+        );
+    }
+    out
+}

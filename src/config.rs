@@ -48,6 +48,15 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Fan-out latency report: per downstream edge, calls per parent, latency
+    /// percentiles and critical-path share; then the parent's observed tail
+    /// against the tail its calls predict
+    Fanout {
+        #[command(flatten)]
+        fanout: crate::client::FanoutArgs,
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
+    },
     /// Print a trace as a waterfall
     Trace {
         /// Trace id (hex)

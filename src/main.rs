@@ -57,6 +57,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", spanlake::client::sql(&client, &query).await?);
             Ok(())
         }
+        Some(Command::Fanout { fanout, client }) => {
+            print!("{}", spanlake::client::fanout(&client, &fanout).await?);
+            Ok(())
+        }
         Some(Command::Trace { id, client }) => {
             print!("{}", spanlake::client::trace(&client, &id).await?);
             Ok(())

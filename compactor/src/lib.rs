@@ -33,7 +33,6 @@
 pub mod clock;
 mod error;
 pub mod lease;
-pub mod merge;
 mod metrics;
 mod pass;
 pub mod plan;
@@ -51,6 +50,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use pass::PassReport;
+pub use spanlake_schemas::merge;
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::Leases;

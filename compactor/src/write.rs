@@ -18,7 +18,7 @@ use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID};
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId, span_schema};
 
 use crate::error::{Error, Result};
-use crate::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
+use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
 
 /// Parquet key-value metadata naming a merged block's sources.
 pub const SOURCES_KEY: &str = "spanlake.sources";

@@ -54,6 +54,7 @@ pub(crate) fn router(querier: Arc<Querier>) -> Router {
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
         .route("/api/sql", axum::routing::post(crate::sql_http::sql))
+        .route("/api/fanout", get(crate::fanout_http::fanout))
         .route("/api/search", get(crate::search_http::search))
         .route("/api/search/tags", get(crate::tags::tags_v1))
         .route("/api/v2/search/tags", get(crate::tags::tags_v2))

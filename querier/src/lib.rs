@@ -15,6 +15,8 @@
 mod block_cache;
 mod error;
 mod executor;
+pub mod fanout;
+mod fanout_http;
 mod http;
 mod search;
 mod search_http;

@@ -1,8 +1,10 @@
 //! SQL over one tenant's spans: exactly one read-only statement, with a time
 //! limit and a memory limit.
 //!
-//! Tables: `spans` (the span schema, one row per span) and `traces` (one row
-//! per trace: start, end, duration, span count, root service and name).
+//! Tables: `spans` (the span schema, one row per span), `traces` (one row
+//! per trace: start, end, duration, span count, root service and name),
+//! `span_edges` (one row per parent–child pair) and `fanout_parents` (one row
+//! per span: its outbound call count and slowest call, for fan-out percentiles).
 //! Refused before planning: DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`, `SET`,
 //! several statements. DataFusion's own checks stay on as a second line, and
 //! the session has no file-reading table functions or URL tables.
@@ -35,6 +37,29 @@ SELECT trace_id,
        max(CASE WHEN parent_span_id IS NULL THEN name END) AS root_name,
        sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS error_count
 FROM spans GROUP BY trace_id";
+
+/// Parent and child side by side, one row per direct child.
+const SPAN_EDGES_VIEW: &str = "\
+SELECT p.trace_id,
+       p.span_id AS parent_span_id, p.service_name AS parent_service, p.name AS parent_operation,
+       p.kind AS parent_kind, p.start_time AS parent_start_time, p.end_time AS parent_end_time,
+       p.duration_ns AS parent_duration_ns,
+       c.span_id AS child_span_id, c.service_name AS child_service, c.name AS child_operation,
+       c.kind AS child_kind, c.start_time AS child_start_time, c.end_time AS child_end_time,
+       c.duration_ns AS child_duration_ns, c.status_code AS child_status_code,
+       c.span_attributes['peer.service']['str'] AS child_peer_service
+FROM spans p JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id";
+
+/// One row per span with its outbound calls (client and producer children):
+/// degree 0 and a null slowest call when it made none.
+const FANOUT_PARENTS_VIEW: &str = "\
+SELECT p.trace_id, p.span_id, p.service_name AS parent_service, p.name AS parent_operation,
+       p.kind AS parent_kind, p.start_time, p.duration_ns AS parent_duration_ns,
+       count(c.span_id) AS degree, max(c.duration_ns) AS max_child_duration_ns,
+       sum(c.duration_ns) AS sum_child_duration_ns
+FROM spans p LEFT JOIN spans c
+  ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id AND c.kind IN ('client', 'producer')
+GROUP BY p.trace_id, p.span_id, p.service_name, p.name, p.kind, p.start_time, p.duration_ns";
 
 /// Refuses anything but one read-only query, naming what was refused.
 pub(crate) fn check_read_only(sql: &str) -> Result<()> {
@@ -98,8 +123,12 @@ impl Querier {
             "spans",
             Arc::new(SpansTable::new(Arc::clone(&self.catalog), tenant.clone(), self.config.pruning)),
         )?;
-        let traces = ctx.sql(TRACES_VIEW).await?.into_view();
-        ctx.register_table("traces", traces)?;
+        for (name, view) in
+            [("traces", TRACES_VIEW), ("span_edges", SPAN_EDGES_VIEW), ("fanout_parents", FANOUT_PARENTS_VIEW)]
+        {
+            let view = ctx.sql(view).await?.into_view();
+            ctx.register_table(name, view)?;
+        }
         Ok(ctx)
     }
 

@@ -16,6 +16,7 @@
 //! - [`block`]: block ids, metadata, sorting and Parquet encoding.
 //! - [`storage`]: the object-store layout, durable puts and the commit log.
 //! - [`catalog`]: the in-memory, incrementally refreshed set of live blocks.
+//! - [`merge`]: the streaming k-way merge of trace-sorted batches, with de-duplication.
 //! - [`tenant`]: validated tenant ids, so a tenant can never escape its prefix.
 //!
 //! Invariants: a block becomes visible only through a commit record written
@@ -28,6 +29,7 @@ pub mod catalog;
 pub mod decode;
 pub mod encode;
 pub mod fault;
+pub mod merge;
 pub mod reader;
 pub mod schema;
 pub mod storage;

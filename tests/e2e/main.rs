@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod compaction;
 mod durability;
+mod fanout;
 mod multiprocess;
 mod open_data;
 mod otlp_clients;

@@ -167,6 +167,14 @@ impl KindValue {
             Self::Consumer => "consumer",
         }
     }
+
+    /// The kind a `kind` column value names (`unspecified` for anything else).
+    pub fn from_stored(stored: &str) -> Self {
+        [Self::Internal, Self::Server, Self::Client, Self::Producer, Self::Consumer]
+            .into_iter()
+            .find(|k| k.stored() == stored)
+            .unwrap_or(Self::Unspecified)
+    }
 }
 
 /// Built-in fields of a span or its trace.

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::{AppendReport, SpanBatchBuilder};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use futures::StreamExt;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
-use spanlake_schemas::{AppendReport, SpanBatchBuilder};
 
 use super::{SortedInput, merge_sorted};
 

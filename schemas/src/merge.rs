@@ -1,4 +1,5 @@
-//! Streaming k-way merge of sorted span batches, dropping duplicate spans.
+//! Streaming k-way merge of sorted span batches, dropping duplicate spans
+//! (compaction writes its output; fan-out analysis reads traces whole from it).
 //!
 //! Inputs are sorted by (`trace_id`, `start_time`), as every block is. The
 //! output has the same order and holds each span once: spans with equal
@@ -9,11 +10,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
+use crate::schema::{KIND, SPAN_ID, START_TIME, TRACE_ID};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
 use futures::stream::{BoxStream, StreamExt};
-use spanlake_schemas::schema::{KIND, SPAN_ID, START_TIME, TRACE_ID};
 
 /// A sorted input: one block's batches in order.
 pub type SortedInput = BoxStream<'static, Result<RecordBatch, ArrowError>>;

@@ -1,0 +1,294 @@
+//! Fan-out latency analysis across many traces: for a parent operation, how
+//! wide it fans out, which downstream edge sets its tail, and whether its
+//! tail is what its calls predict (definitions: README "Fan-out analysis").
+//!
+//! ```text
+//!  catalog: blocks overlapping the range (widened for late children)
+//!    → each block read with only the columns needed, already sorted by trace id
+//!    → k-way merge by trace id, duplicates dropped (spanlake_schemas::merge)
+//!    → one trace at a time: parents and their calls (trace.rs)
+//!    → per parent operation: exact values kept, percentiles, prediction (stats.rs)
+//! ```
+//!
+//! Memory: one batch per block in the merge plus one trace, and per parent
+//! operation the durations it reports (8 bytes per parent and per call).
+
+mod stats;
+mod trace;
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray, MapArray, RecordBatch, StructArray};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::error::ArrowError;
+use datafusion::prelude::{col, lit};
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use spanlake_schemas::merge::{BatchSink, SortedInput, merge_sorted};
+use spanlake_schemas::reader::ObjectReader;
+use spanlake_schemas::schema::{
+    END_TIME, KIND, NAME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_ATTRIBUTES, SPAN_ID, START_TIME, STATUS_CODE, TRACE_ID,
+};
+use spanlake_schemas::{TenantId, span_schema};
+
+pub use stats::{OperationReport, Percentiles, label};
+pub(crate) use trace::{ChildKinds, EdgeBy};
+
+use crate::Querier;
+use crate::error::{QueryError, Result};
+use crate::traceql::{self, ast::SpansetExpr};
+use trace::{Kind, SpanRow};
+
+/// Children are looked for this far beyond the requested range.
+const WIDEN_NS: i64 = 10 * 60 * 1_000_000_000;
+const BATCH_ROWS: usize = 8192;
+
+/// What to analyze.
+#[derive(Debug, Clone)]
+pub(crate) struct FanoutParams {
+    /// Parents starting in `[start, end]`, Unix nanoseconds.
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) service: Option<String>,
+    pub(crate) operation: Option<String>,
+    /// A spanset filter `{ … }` picking parent spans.
+    pub(crate) traceql: Option<String>,
+    pub(crate) percentiles: Vec<f64>,
+    pub(crate) child_kinds: ChildKinds,
+    pub(crate) edge_by: EdgeBy,
+    /// Most parent operations reported (the ones with the most parents).
+    pub(crate) limit: usize,
+}
+
+/// The answer: one report per parent operation.
+#[derive(Debug, serde::Serialize)]
+pub struct FanoutResponse {
+    pub operations: Vec<OperationReport>,
+    /// Spans read, and duplicates (client retries) dropped on the way.
+    pub spans_read: u64,
+    pub duplicates_dropped: u64,
+    pub blocks_read: usize,
+}
+
+/// Interned strings (services and operation names).
+#[derive(Debug, Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+}
+
+/// Which spans are parents.
+enum ParentFilter {
+    Any,
+    Op { service: Option<u32>, operation: Option<u32> },
+    Matched(HashSet<(u128, u64)>),
+}
+
+/// Receives the merged, trace-ordered batches and analyzes trace by trace.
+struct Analyzer {
+    params: FanoutParams,
+    filter: ParentFilter,
+    names: Names,
+    trace: Option<u128>,
+    rows: Vec<SpanRow>,
+    ops: HashMap<(u32, u32), stats::OpStats>,
+}
+
+impl Analyzer {
+    fn flush_trace(&mut self) {
+        let Some(trace_id) = self.trace else { return };
+        let (start, end) = (self.params.start, self.params.end);
+        let filter = &self.filter;
+        let is_parent = |s: &SpanRow| {
+            s.start >= start
+                && s.start <= end
+                && match filter {
+                    ParentFilter::Any => true,
+                    ParentFilter::Op { service, operation } => {
+                        service.is_none_or(|x| x == s.service) && operation.is_none_or(|x| x == s.name)
+                    }
+                    ParentFilter::Matched(set) => set.contains(&(trace_id, s.id)),
+                }
+        };
+        for parent in trace::analyze(&self.rows, self.params.child_kinds, self.params.edge_by, is_parent) {
+            self.ops.entry(parent.op).or_default().add(&parent);
+        }
+        self.rows.clear();
+    }
+}
+
+fn u64_of(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes.try_into().expect("8-byte span id"))
+}
+
+/// The `str` value of `key` in one row of a span attribute map.
+fn map_str(map: &MapArray, row: usize, key: &str) -> Option<String> {
+    if map.is_null(row) {
+        return None;
+    }
+    let entries = map.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values: &StructArray = entries.column(1).as_struct();
+    let strs = values.column_by_name("str")?.as_string::<i32>();
+    (0..keys.len()).find(|&i| keys.value(i) == key).filter(|&i| strs.is_valid(i)).map(|i| strs.value(i).to_owned())
+}
+
+impl BatchSink for Analyzer {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
+        let column = |name: &str| batch.column_by_name(name).expect("projected column");
+        let traces = column(TRACE_ID).as_fixed_size_binary();
+        let ids = column(SPAN_ID).as_fixed_size_binary();
+        let parents = column(PARENT_SPAN_ID).as_fixed_size_binary();
+        let names = column(NAME).as_string::<i32>();
+        let kinds = column(KIND).as_string::<i32>();
+        let starts = column(START_TIME).as_primitive::<TimestampNanosecondType>();
+        let ends = column(END_TIME).as_primitive::<TimestampNanosecondType>();
+        let statuses = column(STATUS_CODE).as_string::<i32>();
+        let services = column(SERVICE_NAME).as_string::<i32>();
+        let attributes = batch.column_by_name(SPAN_ATTRIBUTES).map(|a| a.as_map());
+        for row in 0..batch.num_rows() {
+            let trace_id = u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace id"));
+            if self.trace != Some(trace_id) {
+                self.flush_trace();
+                self.trace = Some(trace_id);
+            }
+            let service = if services.is_valid(row) { services.value(row) } else { "" };
+            let peer_service = attributes.and_then(|a| map_str(a, row, "peer.service")).map(|p| self.names.id(&p));
+            self.rows.push(SpanRow {
+                id: u64_of(ids.value(row)),
+                parent: parents.is_valid(row).then(|| u64_of(parents.value(row))),
+                service: self.names.id(service),
+                name: self.names.id(names.value(row)),
+                kind: Kind::from_stored(kinds.value(row)),
+                start: starts.value(row),
+                end: ends.value(row),
+                error: statuses.value(row) == "error",
+                peer_service,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Querier {
+    /// Fan-out analysis of `tenant`'s spans.
+    pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
+        let mut names = Names::default();
+        let filter = match (&params.traceql, &params.service, &params.operation) {
+            (Some(query), _, _) => ParentFilter::Matched(self.matching_spans(tenant, query, &params).await?),
+            (None, None, None) => ParentFilter::Any,
+            (None, service, operation) => ParentFilter::Op {
+                service: service.as_deref().map(|s| names.id(s)),
+                operation: operation.as_deref().map(|o| names.id(o)),
+            },
+        };
+        let (from, to) = (params.start.saturating_sub(WIDEN_NS), params.end.saturating_add(WIDEN_NS));
+        let blocks = self.catalog.blocks(tenant, |b| b.overlaps(from, to));
+        let schema = span_schema();
+        let mut columns =
+            vec![TRACE_ID, SPAN_ID, PARENT_SPAN_ID, NAME, KIND, START_TIME, END_TIME, STATUS_CODE, SERVICE_NAME];
+        if params.edge_by == EdgeBy::Server {
+            columns.push(SPAN_ATTRIBUTES);
+        }
+        let indices: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("span schema column")).collect();
+        let mut inputs: Vec<SortedInput> = Vec::with_capacity(blocks.len());
+        for block in &blocks {
+            let reader = ObjectReader::block(&self.storage, tenant, block);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+            let stream = builder
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+            inputs.push(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed());
+        }
+        let mut analyzer =
+            Analyzer { params: params.clone(), filter, names, trace: None, rows: Vec::new(), ops: HashMap::new() };
+        let merged = merge_sorted(inputs, BATCH_ROWS, &mut analyzer)
+            .await
+            .map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
+        analyzer.flush_trace();
+
+        let Analyzer { ops, names, filter, .. } = analyzer;
+        let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();
+        if matches!(filter, ParentFilter::Any) {
+            ops.retain(|(_, s)| s.has_calls());
+        }
+        ops.sort_by(|a, b| b.1.parents().cmp(&a.1.parents()).then(a.0.cmp(&b.0)));
+        ops.truncate(params.limit);
+        let name = |id: u32| names.names[id as usize].clone();
+        let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
+        Ok(FanoutResponse {
+            operations,
+            spans_read: merged.rows_in,
+            duplicates_dropped: merged.duplicates,
+            blocks_read: blocks.len(),
+        })
+    }
+
+    /// (trace id, span id) of the spans a TraceQL spanset filter selects.
+    async fn matching_spans(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        params: &FanoutParams,
+    ) -> Result<HashSet<(u128, u64)>> {
+        let parsed =
+            traceql::parse(query).map_err(|e| QueryError::InvalidParameter { name: "q", reason: e.to_string() })?;
+        let filter = match (&parsed.spansets, parsed.stages.is_empty()) {
+            (SpansetExpr::Filter(filter), true) => filter.clone(),
+            _ => {
+                return Err(QueryError::InvalidParameter {
+                    name: "q",
+                    reason: "a parent filter is one spanset filter, like { resource.service.name = \"frontend\" }"
+                        .into(),
+                });
+            }
+        };
+        let ctx = self.session(tenant).await?;
+        let mut frame = ctx.table("spans").await?.filter(
+            col(START_TIME)
+                .gt_eq(lit(datafusion::scalar::ScalarValue::TimestampNanosecond(
+                    Some(params.start),
+                    Some("UTC".into()),
+                )))
+                .and(col(START_TIME).lt_eq(lit(datafusion::scalar::ScalarValue::TimestampNanosecond(
+                    Some(params.end),
+                    Some("UTC".into()),
+                )))),
+        )?;
+        if let Some(filter) = &filter {
+            frame = frame.filter(crate::search::compile_filter(filter)?)?;
+        }
+        let mut matched = HashSet::new();
+        let mut stream = frame.select_columns(&[TRACE_ID, SPAN_ID])?.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let traces = batch.column(0).as_fixed_size_binary();
+            let spans = batch.column(1).as_fixed_size_binary();
+            for row in 0..batch.num_rows() {
+                let trace = u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace id"));
+                matched.insert((trace, u64_of(spans.value(row))));
+            }
+        }
+        Ok(matched)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,353 @@
+//! Aggregation over many parents of one operation, and the report: exact
+//! percentiles (every value is kept and sorted), the degree histogram, the
+//! per-edge tables and the independence model's prediction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::trace::{Edge, Parent};
+
+/// Everything kept about one parent operation.
+#[derive(Debug, Default)]
+pub(crate) struct OpStats {
+    durations: Vec<i64>,
+    max_calls: Vec<i64>,
+    degrees: Vec<u32>,
+    /// Distinct per-parent call mixes (edge, calls) → parents, for the prediction.
+    mixes: HashMap<Vec<(Edge, u32)>, u64>,
+    before: i128,
+    in_flight: i128,
+    after: i128,
+    parallelism: Vec<f64>,
+    overflow: u64,
+    edges: HashMap<Edge, EdgeStats>,
+}
+
+#[derive(Debug, Default)]
+struct EdgeStats {
+    durations: Vec<i64>,
+    per_parent_max: Vec<i64>,
+    per_parent_calls: Vec<u32>,
+    errors: u64,
+    critical: i128,
+    last_finisher: u64,
+}
+
+impl OpStats {
+    pub(crate) fn add(&mut self, parent: &Parent) {
+        self.durations.push(parent.duration);
+        self.degrees.push(parent.calls.len() as u32);
+        self.before += i128::from(parent.before);
+        self.in_flight += i128::from(parent.in_flight);
+        self.after += i128::from(parent.after);
+        self.overflow += u64::from(parent.overflow);
+        if let Some(max) = parent.max_call() {
+            self.max_calls.push(max);
+        }
+        if parent.in_flight > 0 {
+            self.parallelism.push(parent.busy as f64 / parent.in_flight as f64);
+        }
+        let mut mix: BTreeMap<Edge, (u32, i64)> = BTreeMap::new();
+        for call in &parent.calls {
+            let edge = self.edges.entry(call.edge).or_default();
+            edge.durations.push(call.duration);
+            edge.errors += u64::from(call.error);
+            edge.critical += i128::from(call.critical);
+            let entry = mix.entry(call.edge).or_insert((0, i64::MIN));
+            entry.0 += 1;
+            entry.1 = entry.1.max(call.duration);
+        }
+        for (edge, (calls, max)) in &mix {
+            let stats = self.edges.get_mut(edge).expect("added above");
+            stats.per_parent_calls.push(*calls);
+            stats.per_parent_max.push(*max);
+        }
+        if let Some(edge) = parent.last_finisher {
+            self.edges.get_mut(&edge).expect("a call's edge").last_finisher += 1;
+        }
+        *self.mixes.entry(mix.into_iter().map(|(e, (n, _))| (e, n)).collect()).or_default() += 1;
+    }
+
+    pub(crate) fn parents(&self) -> usize {
+        self.durations.len()
+    }
+
+    /// Whether any parent of this operation made a call.
+    pub(crate) fn has_calls(&self) -> bool {
+        !self.max_calls.is_empty()
+    }
+}
+
+/// Percentiles with the number of values behind them. Exact: computed from
+/// every value (linear interpolation between closest ranks, as
+/// `percentile_cont`); a percentile is null when fewer than one value lies
+/// beyond it (p99.9 of 500 values says nothing).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub exact: bool,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, Option<f64>>,
+}
+
+/// `0.5` → `p50`, `0.999` → `p99.9`.
+pub fn label(q: f64) -> String {
+    let text = format!("{:.4}", q * 100.0);
+    format!("p{}", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (low, high) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (pos - low as f64)
+}
+
+fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
+    let mut sorted: Vec<f64> = values.collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let values = qs
+        .iter()
+        .map(|&q| {
+            let enough = n > 0 && (n as f64) * (1.0 - q) >= 1.0;
+            (label(q), enough.then(|| quantile_sorted(&sorted, q)))
+        })
+        .collect();
+    Percentiles { count: n as u64, exact: true, values }
+}
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Fraction of `sorted` at or below `x` (the empirical CDF).
+fn cdf(sorted: &[i64], x: f64) -> f64 {
+    if sorted.is_empty() {
+        return 1.0;
+    }
+    sorted.partition_point(|&v| (v as f64) <= x) as f64 / sorted.len() as f64
+}
+
+#[derive(Debug, Serialize)]
+pub struct Operation {
+    pub service: String,
+    pub operation: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Degree {
+    /// Exact: calls per parent → parents.
+    pub histogram: BTreeMap<u32, u64>,
+    pub mean: f64,
+    pub percentiles: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimeSplit {
+    /// Shares of all parent time (they add up to 1).
+    pub before_first_call: f64,
+    pub calls_in_flight: f64,
+    pub after_last_call: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Exceedance {
+    pub t_ms: f64,
+    /// Fraction of parents slower than `t_ms`.
+    pub observed: f64,
+    /// 1 − mean over parents of Π_e (1 − p_e(T))^{n_e}: all calls independent, parent = slowest call.
+    pub predicted: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Amplification {
+    pub q: f64,
+    /// Parent q-quantile / this edge's call q-quantile.
+    pub ratio: Option<f64>,
+    /// The call percentile the parent's q-quantile falls at: F_e(Q_parent(q)).
+    pub equivalent_child_percentile: Option<f64>,
+    /// What the max-of-N model says it should be: q^(1/N), N = mean calls per parent on the edge.
+    pub model_child_percentile: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EdgeReport {
+    pub child: Operation,
+    pub calls: u64,
+    /// Parents with at least one call on this edge, and their share of all parents.
+    pub parents_calling: u64,
+    pub presence: f64,
+    pub calls_per_parent: CallsPerParent,
+    pub child_latency_ms: Percentiles,
+    /// Per parent, its slowest call on this edge.
+    pub edge_max_latency_ms: Percentiles,
+    pub error_rate: f64,
+    /// Share of all parent time spent in this edge's calls on the critical path.
+    pub critical_path_share: f64,
+    /// Share of parents whose last-finishing call is on this edge.
+    pub last_finisher_share: f64,
+    pub amplification: Vec<Amplification>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallsPerParent {
+    pub mean: f64,
+    pub max: u32,
+    pub histogram: BTreeMap<u32, u64>,
+}
+
+/// The fan-out of one parent operation.
+#[derive(Debug, Serialize)]
+pub struct OperationReport {
+    pub parent: Operation,
+    pub parents: u64,
+    pub parents_without_calls: u64,
+    pub overflow_children: u64,
+    pub degree: Degree,
+    pub parent_latency_ms: Percentiles,
+    /// Per parent, its slowest call (parents with calls).
+    pub max_child_latency_ms: Percentiles,
+    /// The same quantiles predicted from the calls' own distributions, as if
+    /// independent and the parent were its slowest call.
+    pub predicted_latency_ms: Percentiles,
+    pub exceedance: Vec<Exceedance>,
+    pub time_split: TimeSplit,
+    /// Sum of call durations / time calls were in flight: 1 for sequential
+    /// calls, about N·mean/E[max] for N parallel ones.
+    pub parallelism_ratio: Percentiles,
+    /// Share of parent time on the critical path in no call (the parent's own work).
+    pub parent_self_share: f64,
+    pub edges: Vec<EdgeReport>,
+}
+
+impl OpStats {
+    /// The report; `name` turns interned ids back into strings.
+    pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
+        self.durations.sort_unstable();
+        self.max_calls.sort_unstable();
+        for edge in self.edges.values_mut() {
+            edge.durations.sort_unstable();
+        }
+        let parents = self.durations.len() as u64;
+        let total_time: i128 = self.durations.iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
+        let mut histogram = BTreeMap::new();
+        for &d in &self.degrees {
+            *histogram.entry(d).or_insert(0u64) += 1;
+        }
+        let parent_latency = percentiles(self.durations.iter().map(|&d| ms(d)), qs);
+
+        // The prediction: F_pred(x) = mean over parents of Π_e F_e(x)^{n_e}.
+        let edges = &self.edges;
+        let predicted_cdf = |x_ns: f64| -> f64 {
+            let mut total = 0.0;
+            for (mix, count) in &self.mixes {
+                let product: f64 =
+                    mix.iter().map(|(edge, n)| cdf(&edges[edge].durations, x_ns).powi(*n as i32)).product();
+                total += product * *count as f64;
+            }
+            total / parents.max(1) as f64
+        };
+        let upper = self.edges.values().filter_map(|e| e.durations.last()).copied().max().unwrap_or(0) as f64;
+        let predicted_quantile = |q: f64| -> f64 {
+            let (mut low, mut high) = (0.0, upper.max(1.0));
+            for _ in 0..60 {
+                let mid = (low + high) / 2.0;
+                if predicted_cdf(mid) >= q { high = mid } else { low = mid }
+            }
+            high
+        };
+        let predicted_values = qs
+            .iter()
+            .map(|&q| {
+                let enough = parents > 0 && self.has_calls() && (parents as f64) * (1.0 - q) >= 1.0;
+                (label(q), enough.then(|| ms(predicted_quantile(q) as i64)))
+            })
+            .collect();
+        let predicted = Percentiles { count: parents, exact: true, values: predicted_values };
+
+        let sorted_durations: Vec<f64> = self.durations.iter().map(|&d| d as f64).collect();
+        let exceedance = parent_latency
+            .values
+            .values()
+            .flatten()
+            .map(|&t_ms| {
+                let t = t_ms * 1e6;
+                let observed = 1.0 - sorted_durations.partition_point(|&d| d <= t) as f64 / parents.max(1) as f64;
+                Exceedance { t_ms, observed, predicted: 1.0 - predicted_cdf(t) }
+            })
+            .collect();
+
+        let mut edge_reports: Vec<EdgeReport> = self
+            .edges
+            .iter()
+            .map(|(edge, stats)| {
+                let calls = stats.durations.len() as u64;
+                let parents_calling = stats.per_parent_calls.len() as u64;
+                let mean_calls = calls as f64 / parents_calling.max(1) as f64;
+                let mut per_parent = BTreeMap::new();
+                for &n in &stats.per_parent_calls {
+                    *per_parent.entry(n).or_insert(0u64) += 1;
+                }
+                let amplification = qs
+                    .iter()
+                    .map(|&q| {
+                        let parent_q = parent_latency.values[&label(q)].map(|v| v * 1e6);
+                        let child_q = (!stats.durations.is_empty()).then(|| {
+                            quantile_sorted(&stats.durations.iter().map(|&d| d as f64).collect::<Vec<_>>(), q)
+                        });
+                        Amplification {
+                            q,
+                            ratio: parent_q.zip(child_q).filter(|(_, c)| *c > 0.0).map(|(p, c)| p / c),
+                            equivalent_child_percentile: parent_q.map(|p| cdf(&stats.durations, p)),
+                            model_child_percentile: q.powf(1.0 / mean_calls.max(1.0)),
+                        }
+                    })
+                    .collect();
+                EdgeReport {
+                    child: Operation { service: name(edge.0), operation: name(edge.1) },
+                    calls,
+                    parents_calling,
+                    presence: parents_calling as f64 / parents.max(1) as f64,
+                    calls_per_parent: CallsPerParent {
+                        mean: mean_calls,
+                        max: stats.per_parent_calls.iter().copied().max().unwrap_or(0),
+                        histogram: per_parent,
+                    },
+                    child_latency_ms: percentiles(stats.durations.iter().map(|&d| ms(d)), qs),
+                    edge_max_latency_ms: percentiles(stats.per_parent_max.iter().map(|&d| ms(d)), qs),
+                    error_rate: stats.errors as f64 / calls.max(1) as f64,
+                    critical_path_share: (stats.critical as f64) / total_time as f64,
+                    last_finisher_share: stats.last_finisher as f64 / parents.max(1) as f64,
+                    amplification,
+                }
+            })
+            .collect();
+        edge_reports.sort_by(|a, b| b.critical_path_share.total_cmp(&a.critical_path_share));
+        let critical: i128 = self.edges.values().map(|e| e.critical).sum();
+        let degree_mean = self.degrees.iter().map(|&d| f64::from(d)).sum::<f64>() / parents.max(1) as f64;
+        OperationReport {
+            parent: Operation { service: name(op.0), operation: name(op.1) },
+            parents,
+            parents_without_calls: histogram.get(&0).copied().unwrap_or(0),
+            overflow_children: self.overflow,
+            degree: Degree {
+                mean: degree_mean,
+                percentiles: percentiles(self.degrees.iter().map(|&d| f64::from(d)), qs),
+                histogram,
+            },
+            max_child_latency_ms: percentiles(self.max_calls.iter().map(|&d| ms(d)), qs),
+            parent_latency_ms: parent_latency,
+            predicted_latency_ms: predicted,
+            exceedance,
+            time_split: TimeSplit {
+                before_first_call: self.before as f64 / total_time as f64,
+                calls_in_flight: self.in_flight as f64 / total_time as f64,
+                after_last_call: self.after as f64 / total_time as f64,
+            },
+            parallelism_ratio: percentiles(self.parallelism.iter().copied(), qs),
+            parent_self_share: 1.0 - critical as f64 / total_time as f64,
+            edges: edge_reports,
+        }
+    }
+}

@@ -1,0 +1,58 @@
+use super::stats::{OpStats, label};
+use super::trace::{Call, Parent};
+
+#[test]
+fn percentile_labels() {
+    assert_eq!(label(0.5), "p50");
+    assert_eq!(label(0.99), "p99");
+    assert_eq!(label(0.999), "p99.9");
+    assert_eq!(label(0.9999), "p99.99");
+}
+
+fn parent(calls: &[i64]) -> Parent {
+    let duration = calls.iter().copied().max().unwrap_or(0);
+    Parent {
+        op: (0, 1),
+        duration,
+        calls: calls.iter().map(|&d| Call { edge: (2, 3), duration: d, error: false, critical: 0 }).collect(),
+        before: 0,
+        in_flight: duration,
+        after: 0,
+        overflow: 0,
+        last_finisher: (!calls.is_empty()).then_some((2, 3)),
+        busy: calls.iter().sum(),
+    }
+}
+
+#[test]
+fn the_prediction_is_the_max_of_n_independent_calls() {
+    // Calls uniform on 1..=1000 ms, two per parent, every pair once: the
+    // predicted parent median is the call's sqrt(0.5) quantile, ~707 ms.
+    let mut stats = OpStats::default();
+    for a in (1..=1000).step_by(7) {
+        for b in (1..=1000).step_by(11) {
+            stats.add(&parent(&[a * 1_000_000, b * 1_000_000]));
+        }
+    }
+    stats.add(&parent(&[]));
+    let name = |id: u32| format!("n{id}");
+    let report = stats.report((0, 1), &[0.5, 0.9], &name);
+    let predicted = report.predicted_latency_ms.values["p50"].unwrap();
+    assert!((predicted - 707.0).abs() < 10.0, "{predicted}");
+    let observed = report.parent_latency_ms.values["p50"].unwrap();
+    assert!((observed - predicted).abs() < 15.0, "{observed} vs {predicted}");
+    assert_eq!(report.parents_without_calls, 1);
+    assert_eq!(report.degree.histogram[&2], report.parents - 1);
+    assert_eq!(report.edges.len(), 1);
+    assert_eq!(report.edges[0].calls_per_parent.mean, 2.0);
+    // Fewer than one value beyond a percentile: no value.
+    let small = {
+        let mut s = OpStats::default();
+        for d in 1..=10 {
+            s.add(&parent(&[d]));
+        }
+        s.report((0, 1), &[0.5, 0.99], &name)
+    };
+    assert!(small.parent_latency_ms.values["p50"].is_some());
+    assert!(small.parent_latency_ms.values["p99"].is_none(), "p99 of 10 values says nothing");
+}

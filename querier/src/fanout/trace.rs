@@ -1,0 +1,174 @@
+//! One trace at a time: each parent span's outbound calls, as observations.
+//!
+//! For a parent P with start a_P and end e_P, its calls are its direct
+//! children (by `parent_span_id`) of the chosen kinds. Children are clamped
+//! to [a_P, e_P] (as Jaeger's critical path does) and counted as overflowing
+//! when they had to be. The critical path is Jaeger's last-finishing-child
+//! walk within one parent: take the child that ends last, then the child that
+//! ends last before that one started, and so on; producer (async) calls are
+//! never on it.
+
+use std::collections::HashMap;
+
+pub(crate) use crate::traceql::ast::KindValue as Kind;
+
+/// One span, as the analysis needs it; names are interned ids.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanRow {
+    pub(crate) id: u64,
+    pub(crate) parent: Option<u64>,
+    pub(crate) service: u32,
+    pub(crate) name: u32,
+    pub(crate) kind: Kind,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) error: bool,
+    /// `peer.service` span attribute, when read.
+    pub(crate) peer_service: Option<u32>,
+}
+
+/// Which children count as calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildKinds {
+    /// `client` and `producer` children only.
+    Outbound,
+    /// Every direct child.
+    All,
+}
+
+/// What names an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EdgeBy {
+    /// The child span's (service, operation).
+    Child,
+    /// The callee: the service of the child's `server` child, else the child's
+    /// `peer.service`, else the child's service; with the child's operation.
+    Server,
+}
+
+/// An edge: (callee service, operation) as interned ids.
+pub(crate) type Edge = (u32, u32);
+
+/// One call of a parent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Call {
+    pub(crate) edge: Edge,
+    /// Its own duration, unclamped.
+    pub(crate) duration: i64,
+    pub(crate) error: bool,
+    /// Time of this call on the parent's critical path.
+    pub(crate) critical: i64,
+}
+
+/// One parent span and its calls.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Parent {
+    /// (service, operation) of the parent.
+    pub(crate) op: (u32, u32),
+    pub(crate) duration: i64,
+    pub(crate) calls: Vec<Call>,
+    /// Parent time before the first call started (clamped).
+    pub(crate) before: i64,
+    /// Time from the first call's start to the last call's end (clamped).
+    pub(crate) in_flight: i64,
+    /// Parent time after the last call ended (clamped).
+    pub(crate) after: i64,
+    /// Calls that started before or ended after the parent.
+    pub(crate) overflow: u32,
+    /// The call that finished last (of those on the critical path).
+    pub(crate) last_finisher: Option<Edge>,
+    /// Sum of clamped call durations.
+    pub(crate) busy: i64,
+}
+
+impl Parent {
+    /// Slowest call's duration, if any.
+    pub(crate) fn max_call(&self) -> Option<i64> {
+        self.calls.iter().map(|c| c.duration).max()
+    }
+}
+
+/// Analyzes one trace's spans; `is_parent` picks the parent spans.
+pub(crate) fn analyze(
+    spans: &[SpanRow],
+    kinds: ChildKinds,
+    edge_by: EdgeBy,
+    mut is_parent: impl FnMut(&SpanRow) -> bool,
+) -> Vec<Parent> {
+    let mut children: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, span) in spans.iter().enumerate() {
+        if let Some(parent) = span.parent {
+            children.entry(parent).or_default().push(i);
+        }
+    }
+    let counts = |kind: Kind| match kinds {
+        ChildKinds::Outbound => matches!(kind, Kind::Client | Kind::Producer),
+        ChildKinds::All => true,
+    };
+    let mut parents = Vec::new();
+    for span in spans.iter().filter(|s| is_parent(s)) {
+        let calls: Vec<&SpanRow> = children
+            .get(&span.id)
+            .map(|c| c.iter().map(|&i| &spans[i]).filter(|c| counts(c.kind)).collect())
+            .unwrap_or_default();
+        let edge_of = |call: &SpanRow| -> Edge {
+            let service = match edge_by {
+                EdgeBy::Child => call.service,
+                EdgeBy::Server => children
+                    .get(&call.id)
+                    .and_then(|g| g.iter().map(|&i| &spans[i]).find(|g| g.kind == Kind::Server))
+                    .map(|g| g.service)
+                    .or(call.peer_service)
+                    .unwrap_or(call.service),
+            };
+            (service, call.name)
+        };
+        parents.push(parent_of(span, &calls, edge_of));
+    }
+    parents
+}
+
+fn parent_of(span: &SpanRow, calls: &[&SpanRow], edge_of: impl Fn(&SpanRow) -> Edge) -> Parent {
+    let (a, e) = (span.start, span.end.max(span.start));
+    let clamp = |c: &SpanRow| (c.start.clamp(a, e), c.end.clamp(a, e).max(c.start.clamp(a, e)));
+    let mut out: Vec<Call> = calls
+        .iter()
+        .map(|c| Call { edge: edge_of(c), duration: (c.end - c.start).max(0), error: c.error, critical: 0 })
+        .collect();
+    let overflow = calls.iter().filter(|c| c.start < a || c.end > e).count() as u32;
+    let clamped: Vec<(i64, i64)> = calls.iter().map(|c| clamp(c)).collect();
+    let first = clamped.iter().map(|c| c.0).min();
+    let last = clamped.iter().map(|c| c.1).max();
+    let (before, in_flight, after) = match (first, last) {
+        (Some(first), Some(last)) => (first - a, last - first, e - last),
+        _ => (e - a, 0, 0),
+    };
+    let busy = clamped.iter().map(|(s, t)| t - s).sum();
+
+    // Jaeger's walk, over synchronous calls only.
+    let mut order: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].kind != Kind::Producer).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((clamped[i].1, clamped[i].0)));
+    let last_finisher = order.first().map(|&i| out[i].edge);
+    let mut cursor = e;
+    for &i in &order {
+        let (start, end) = clamped[i];
+        if end <= cursor && end > start {
+            out[i].critical = end - start;
+            cursor = start;
+        }
+    }
+    Parent {
+        op: (span.service, span.name),
+        duration: e - a,
+        calls: out,
+        before,
+        in_flight,
+        after,
+        overflow,
+        last_finisher,
+        busy,
+    }
+}
+
+#[cfg(test)]
+mod tests;

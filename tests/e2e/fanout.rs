@@ -1,0 +1,230 @@
+//! Fan-out analysis against closed-form ground truth: traces from loadgen's
+//! generator with known latency distributions, sent through the real OTLP
+//! path, analyzed by `/api/fanout`, and checked in rank space within four
+//! standard errors (../shared/reference/fanout.md §5).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::Value;
+use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
+
+use crate::common::TestServer;
+
+const MEAN_MS: f64 = 10.0;
+
+fn workload(n: usize, random: bool, mode: FanoutMode) -> Workload {
+    Workload {
+        scenario: Scenario::Fanout,
+        fanout: n,
+        random_fanout: random,
+        mode,
+        leaf_latency: Latency::Exponential { mean: Duration::from_millis(10) },
+        pre_latency: None,
+        post: Duration::ZERO,
+        error_rate: 0.0,
+    }
+}
+
+/// Sends `parents` traces of `workload` as `tenant` over OTLP/gRPC, seeded.
+async fn send(server: &TestServer, tenant: &str, workload: &Workload, parents: usize, seed: u64) {
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 - 60_000_000_000;
+    for _ in 0..parents / 500 {
+        let mut request = tonic::Request::new(workload.request(&mut rng, 500, now));
+        request.metadata_mut().insert("x-scope-orgid", tenant.parse().unwrap());
+        client.export(request).await.unwrap();
+    }
+}
+
+async fn fanout(server: &TestServer, tenant: &str, query: &str) -> (u16, Value) {
+    let url = server.query_url(&format!("/api/fanout?{query}"));
+    let response = server.http.get(url).header("x-scope-orgid", tenant).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn search_report(server: &TestServer, tenant: &str, extra: &str) -> Value {
+    let (status, body) =
+        fanout(server, tenant, &format!("service=frontend&operation=GET%20/search&percentiles=0.5,0.9,0.99{extra}"))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["operations"].as_array().unwrap().len(), 1, "{body}");
+    body["operations"][0].clone()
+}
+
+/// |F(x̂_q) − q| ≤ 4·√(q(1−q)/n): the estimate sits where it should in rank space.
+fn assert_rank(what: &str, cdf: impl Fn(f64) -> f64, estimate_ms: f64, q: f64, n: f64) {
+    let band = 4.0 * (q * (1.0 - q) / n).sqrt();
+    let rank = cdf(estimate_ms);
+    assert!((rank - q).abs() <= band, "{what}: q={q}: {estimate_ms:.3} ms sits at rank {rank:.5}, band ±{band:.5}");
+}
+
+fn exp_cdf(x: f64) -> f64 {
+    1.0 - (-x / MEAN_MS).exp()
+}
+
+fn value(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let parents = 5000;
+    send(&server, "a", &workload(10, false, FanoutMode::Parallel), parents, 1).await;
+    let op = search_report(&server, "a", "").await;
+    let n = parents as f64;
+    assert_eq!(op["parents"], parents);
+    assert_eq!(op["degree"]["histogram"]["10"], parents, "{}", op["degree"]);
+    assert_eq!(op["parents_without_calls"], 0);
+    let parent_cdf = |x: f64| exp_cdf(x).powi(10);
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        let observed = value(&op["parent_latency_ms"][label]);
+        assert_rank("parent", parent_cdf, observed, q, n);
+        // Parent = slowest call exactly (no own work before or after).
+        assert!((observed - value(&op["max_child_latency_ms"][label])).abs() < 1e-6);
+        // The calls' own distribution predicts the parent's tail.
+        assert_rank("predicted", parent_cdf, value(&op["predicted_latency_ms"][label]), q, n);
+    }
+    assert_eq!(op["parent_latency_ms"]["exact"], true);
+    for point in op["exceedance"].as_array().unwrap() {
+        let (observed, predicted) = (value(&point["observed"]), value(&point["predicted"]));
+        let band = 4.0 * (predicted * (1.0 - predicted) / n).sqrt() + 2.0 / n;
+        assert!((observed - predicted).abs() <= band, "{point}");
+    }
+    let edge = &op["edges"][0];
+    assert_eq!(
+        (edge["child"]["service"].as_str(), edge["child"]["operation"].as_str()),
+        (Some("frontend"), Some("leaf.Search"))
+    );
+    assert_eq!(edge["calls"], parents * 10);
+    for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+        assert_rank("call", exp_cdf, value(&edge["child_latency_ms"][label]), q, n * 10.0);
+        assert_rank("slowest call", parent_cdf, value(&edge["edge_max_latency_ms"][label]), q, n);
+    }
+    // Parent p99 sits at the call's p99.9 (0.99^(1/10) = 0.998995).
+    let p99 = edge["amplification"].as_array().unwrap().iter().find(|a| a["q"] == 0.99).unwrap();
+    assert!((value(&p99["model_child_percentile"]) - 0.998995).abs() < 1e-5);
+    assert!((value(&p99["equivalent_child_percentile"]) - 0.998995).abs() < 0.0015, "{p99}");
+    assert!((value(&p99["ratio"]) - 69.03 / 46.05).abs() < 0.25, "{p99}");
+    // All parent time is in flight, and the slowest call is the whole critical path.
+    assert!(value(&edge["critical_path_share"]) > 0.999);
+    assert_eq!(edge["last_finisher_share"], 1.0);
+    assert!(value(&op["parent_self_share"]) < 0.001);
+    assert!(value(&op["time_split"]["calls_in_flight"]) > 0.999);
+    // Busy / in flight ≈ N·E[d]/E[max] = 100 / 29.29 = 3.41 (mean of ratios).
+    let ratio = value(&op["parallelism_ratio"]["p50"]);
+    assert!((2.8..4.2).contains(&ratio), "{ratio}");
+
+    // Edges by callee: the client calls resolve to the leaf service's server spans.
+    let by_server = search_report(&server, "a", "&edge=server").await;
+    assert_eq!(by_server["edges"][0]["child"]["service"], "leaf");
+    // A TraceQL filter picks the same parents.
+    let (status, body) =
+        fanout(&server, "a", "percentiles=0.5,0.9,0.99&q=%7B%20resource.service.name%20%3D%20%22frontend%22%20%26%26%20kind%20%3D%20server%20%7D")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["operations"][0]["parents"], parents);
+    assert_eq!(body["operations"][0]["parent_latency_ms"], op["parent_latency_ms"]);
+
+    // The same question in plain SQL: t-digest percentiles land within the
+    // sketch's rank error (w(q) + 2/n, 100 centroids) plus the sampling band.
+    let rows = crate::sql::json_as(
+        &server,
+        "a",
+        "SELECT count(*) AS parents, avg(degree) AS degree, \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY parent_duration_ns) / 1e6 AS p99_ms, \
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY max_child_duration_ns) / 1e6 AS max_child_p99_ms \
+         FROM fanout_parents WHERE parent_service = 'frontend' AND parent_operation = 'GET /search'",
+    )
+    .await;
+    assert_eq!(rows[0]["parents"], parents);
+    assert_eq!(rows[0]["degree"], 10.0);
+    let sketch = 2.0 * 2f64.sqrt() / 100.0 * 0.01f64.sqrt() + 2.0 / n;
+    let rank = parent_cdf(value(&rows[0]["p99_ms"]));
+    assert!((rank - 0.99).abs() <= 4.0 * (0.99 * 0.01 / n).sqrt() + sketch, "approx p99 at rank {rank}");
+    assert!((value(&rows[0]["max_child_p99_ms"]) - value(&op["max_child_latency_ms"]["p99"])).abs() < 1e-6);
+    let edges = crate::sql::json_as(
+        &server,
+        "a",
+        "SELECT child_service, child_operation, count(*) AS calls FROM span_edges \
+         WHERE parent_operation = 'GET /search' GROUP BY 1, 2",
+    )
+    .await;
+    assert_eq!(edges[0]["calls"], parents * 10);
+
+    // The CLI renders the same report.
+    let text = spanlake::client::render_fanout(&serde_json::json!({ "operations": [op] }));
+    assert!(text.contains("frontend / GET /search: 5000 parents"), "{text}");
+    assert!(text.contains("frontend / leaf.Search"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_calls_add_up_and_random_degrees_follow_their_mixture() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let parents = 4000;
+    let n = parents as f64;
+    send(&server, "seq", &workload(10, false, FanoutMode::Sequential), parents, 2).await;
+    send(&server, "mix", &workload(20, true, FanoutMode::Parallel), parents, 3).await;
+
+    // Sequential: the parent is the sum of 10 calls, Erlang(10, 10 ms).
+    let op = search_report(&server, "seq", "").await;
+    let erlang = |x: f64| {
+        let y = x / MEAN_MS;
+        let mut term = 1.0;
+        let mut sum = 0.0;
+        for k in 0..10 {
+            if k > 0 {
+                term *= y / k as f64;
+            }
+            sum += term;
+        }
+        1.0 - (-y).exp() * sum
+    };
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        assert_rank("sequential parent", erlang, value(&op["parent_latency_ms"][label]), q, n);
+    }
+    // One call at a time, every call on the critical path.
+    assert!((value(&op["parallelism_ratio"]["p50"]) - 1.0).abs() < 1e-6);
+    assert!(value(&op["edges"][0]["critical_path_share"]) > 0.999);
+    // The max-of-N prediction is only a lower bound here: the parent is slower.
+    assert!(value(&op["predicted_latency_ms"]["p50"]) < value(&op["parent_latency_ms"]["p50"]));
+
+    // N uniform on 1..=20: F(x) = mean over n of F_call(x)^n.
+    let op = search_report(&server, "mix", "").await;
+    let mixture = |x: f64| (1..=20).map(|k| exp_cdf(x).powi(k)).sum::<f64>() / 20.0;
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        assert_rank("random-degree parent", mixture, value(&op["parent_latency_ms"][label]), q, n);
+        assert_rank("random-degree prediction", mixture, value(&op["predicted_latency_ms"][label]), q, n);
+    }
+    let histogram = op["degree"]["histogram"].as_object().unwrap();
+    assert_eq!(histogram.len(), 20, "every degree from 1 to 20 seen");
+    assert_eq!(histogram.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), parents as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fanout_parameters_are_refused_with_a_reason() {
+    let server = TestServer::start().await;
+    for (query, name) in [
+        ("percentiles=1.5", "percentiles"),
+        ("percentiles=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "percentiles"),
+        ("child_kinds=some", "child_kinds"),
+        ("edge=peer", "edge"),
+        ("limit=0", "limit"),
+        ("start=yesterday", "start"),
+        ("q=%7B%20.a%20%3D%20", "q"),
+        ("q=%7B%7D%20%3E%20%7B%7D", "q"),
+    ] {
+        let (status, body) = fanout(&server, "single-tenant", query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.to_string().contains(name), "{query}: {body}");
+    }
+    // Nothing stored yet: an empty report, not an error.
+    let (status, body) = fanout(&server, "single-tenant", "").await;
+    assert_eq!((status, body["operations"].as_array().unwrap().len()), (200, 0));
+}
