@@ -1,0 +1,165 @@
+//! Fan-out benchmark (issue #5). Run: `cargo bench --bench fanout` (release build).
+//!
+//! Writes loadgen's fan-out scenario (a `frontend` parent calling `leaf` 10
+//! times in parallel, leaf latency exponential with mean 10 ms) as blocks of
+//! 100k spans over the last hour, then asks the same question two ways at 1M
+//! and at 10M spans: `GET /api/fanout` for the parent operation, and one
+//! naive SQL self-join (parents joined to their calls, grouped per parent,
+//! exact percentiles over the groups). Reports latency and the process's peak
+//! RSS during each (the peak is reset before each query with
+//! /proc/self/clear_refs).
+//! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::peak_rss_mib;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
+use spanlake::storage::StorageArgs;
+use spanlake::{Role, ServerArgs, Spanlake};
+use spanlake_schemas::TenantId;
+use spanlake_schemas::block::{BlockId, encode_block};
+use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
+use spanlake_schemas::storage::CommitRecord;
+
+const BLOCK_SPANS: usize = 100_000;
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+const NAIVE_SQL: &str = "\
+SELECT count(*) AS parents,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p_dur) / 1e6 AS parent_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY p_dur) / 1e6 AS parent_p99_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY max_child) / 1e6 AS max_child_p99_ms,
+       avg(degree) AS mean_degree
+FROM (SELECT p.trace_id, p.span_id, p.duration_ns AS p_dur, count(*) AS degree, max(c.duration_ns) AS max_child
+      FROM spans p JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+      WHERE p.service_name = 'frontend' AND p.name = 'GET /search' AND c.kind IN ('client', 'producer')
+      GROUP BY p.trace_id, p.span_id, p.duration_ns)";
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("SPANLAKE_BENCH_FANOUT_SPANS")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let storage = spanlake::storage::open(&StorageArgs::local(dir.path().to_str().unwrap())).unwrap();
+    let tenant = TenantId::single();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let hour = 3_600_000_000_000u64;
+    let workload = Workload {
+        scenario: Scenario::Fanout,
+        fanout: 10,
+        random_fanout: false,
+        mode: FanoutMode::Parallel,
+        leaf_latency: Latency::Exponential { mean: Duration::from_millis(10) },
+        pre_latency: None,
+        post: Duration::ZERO,
+        error_rate: 0.01,
+    };
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
+    args.sql_timeout = Duration::from_secs(1800);
+    args.sql_memory_limit = 16 << 30;
+    let (start_s, end_s) = ((now - hour) / 1_000_000_000, now / 1_000_000_000);
+    let fanout_url = |addr: std::net::SocketAddr| {
+        format!(
+            "http://{addr}/api/fanout?service=frontend&operation=GET%20/search&start={start_s}&end={end_s}\
+             &percentiles=0.5,0.9,0.99,0.999"
+        )
+    };
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        let mut spans = 0usize;
+        let traces_target = |spans: usize| spans / 21;
+        let total_traces = traces_target(*sizes.iter().max().unwrap_or(&0)).max(1);
+        let mut traces = 0usize;
+        for &size in &sizes {
+            let started = Instant::now();
+            let mut pending = Vec::new();
+            let mut pending_spans = 0;
+            while spans < size {
+                let at = now - hour + (traces as u64 * hour / total_traces as u64).min(hour - 1);
+                let request = workload.request(&mut rng, 100, at);
+                traces += 100;
+                let mut builder = SpanBatchBuilder::new(64 << 10);
+                builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
+                spans += builder.len();
+                pending_spans += builder.len();
+                pending.push(builder.finish());
+                if pending_spans >= BLOCK_SPANS || spans >= size {
+                    let batches = std::mem::take(&mut pending);
+                    pending_spans = 0;
+                    let block = tokio::task::spawn_blocking(move || encode_block(&batches, BlockId::new()).unwrap())
+                        .await
+                        .unwrap();
+                    storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+                    let record = CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] };
+                    storage.commit(&tenant, &record).await.unwrap();
+                }
+            }
+            println!("data: {spans} spans ({traces} parents), written in {:.0}s", started.elapsed().as_secs_f64());
+
+            let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
+            let http = reqwest::Client::new();
+            let url = fanout_url(querier.http_addr());
+            let mut fanout_ms = Vec::new();
+            reset_peak_rss();
+            let base_rss = peak_rss_mib();
+            let mut answer = serde_json::Value::Null;
+            for _ in 0..3 {
+                let started = Instant::now();
+                let response = http.get(&url).send().await.unwrap();
+                assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                answer = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            let fanout_rss = peak_rss_mib() - base_rss;
+            fanout_ms.sort_by(f64::total_cmp);
+            let op = &answer["operations"][0];
+            println!(
+                "/api/fanout: {} parents, parent p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms (predicted p99 {:.2} ms)",
+                op["parents"],
+                op["parent_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+                op["parent_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+                op["parent_latency_ms"]["p99.9"].as_f64().unwrap_or(f64::NAN),
+                op["predicted_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+            );
+
+            reset_peak_rss();
+            let base_rss = peak_rss_mib();
+            let started = Instant::now();
+            let response = http
+                .post(format!("http://{}/api/sql", querier.http_addr()))
+                .header("accept", "application/json")
+                .body(NAIVE_SQL)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            let sql_ms = started.elapsed().as_secs_f64() * 1e3;
+            let sql_rss = peak_rss_mib() - base_rss;
+            println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
+            rows.push((spans, fanout_ms[1], fanout_rss, sql_ms, sql_rss, status.as_u16()));
+            querier.shutdown().await;
+        }
+    });
+    println!();
+    println!("| spans | /api/fanout median ms (3 runs) | its peak RSS growth MiB | naive SQL self-join ms | its peak RSS growth MiB | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (spans, fanout_ms, fanout_rss, sql_ms, sql_rss, status) in rows {
+        let note = if status == 200 { String::new() } else { format!(" (HTTP {status})") };
+        println!(
+            "| {spans} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.1}× |",
+            sql_ms / fanout_ms
+        );
+    }
+}
