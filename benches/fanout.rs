@@ -5,31 +5,25 @@
 //! 100k spans over the last hour, then asks the same question two ways at 1M
 //! and at 10M spans: `GET /api/fanout` for the parent operation, and one
 //! naive SQL self-join (parents joined to their calls, grouped per parent,
-//! exact percentiles over the groups). Reports latency and the process's peak
-//! RSS during each (the peak is reset before each query with
-//! /proc/self/clear_refs).
+//! exact percentiles over the groups), each three times in a fresh
+//! `spanlake run querier` process. Reports the median latency and that
+//! process's peak RSS.
 //! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
 
 mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::peak_rss_mib;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
 use spanlake::storage::StorageArgs;
-use spanlake::{Role, ServerArgs, Spanlake};
 use spanlake_schemas::TenantId;
 use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 
 const BLOCK_SPANS: usize = 100_000;
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 const NAIVE_SQL: &str = "\
 SELECT count(*) AS parents,
@@ -65,9 +59,6 @@ fn main() {
         error_rate: 0.01,
     };
     let mut rng = StdRng::seed_from_u64(5);
-    let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-    args.sql_timeout = Duration::from_secs(1800);
-    args.sql_memory_limit = 16 << 30;
     let (start_s, end_s) = ((now - hour) / 1_000_000_000, now / 1_000_000_000);
     let fanout_url = |addr: std::net::SocketAddr| {
         format!(
@@ -107,12 +98,14 @@ fn main() {
             }
             println!("data: {spans} spans ({traces} parents), written in {:.0}s", started.elapsed().as_secs_f64());
 
-            let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
+            let storage_arg = dir.path().to_str().unwrap();
+            let limits = ["--sql-timeout", "30m", "--sql-memory-limit", "16GiB"];
             let http = reqwest::Client::new();
-            let url = fanout_url(querier.http_addr());
+
+            // Each way in a querier process of its own, so each peak RSS is its own.
+            let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+            let url = fanout_url(addr);
             let mut fanout_ms = Vec::new();
-            reset_peak_rss();
-            let base_rss = peak_rss_mib();
             let mut answer = serde_json::Value::Null;
             for _ in 0..3 {
                 let started = Instant::now();
@@ -121,7 +114,9 @@ fn main() {
                 answer = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
                 fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
             }
-            let fanout_rss = peak_rss_mib() - base_rss;
+            let fanout_rss = common::process_peak_rss_mib(&querier.id().to_string());
+            querier.kill().unwrap();
+            querier.wait().unwrap();
             fanout_ms.sort_by(f64::total_cmp);
             let op = &answer["operations"][0];
             println!(
@@ -133,27 +128,35 @@ fn main() {
                 op["predicted_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
             );
 
-            reset_peak_rss();
-            let base_rss = peak_rss_mib();
-            let started = Instant::now();
-            let response = http
-                .post(format!("http://{}/api/sql", querier.http_addr()))
-                .header("accept", "application/json")
-                .body(NAIVE_SQL)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body = response.text().await.unwrap();
-            let sql_ms = started.elapsed().as_secs_f64() * 1e3;
-            let sql_rss = peak_rss_mib() - base_rss;
+            let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+            let mut sql_ms = Vec::new();
+            let mut status = 0;
+            let mut body = String::new();
+            for _ in 0..3 {
+                let started = Instant::now();
+                let response = http
+                    .post(format!("http://{addr}/api/sql"))
+                    .header("accept", "application/json")
+                    .body(NAIVE_SQL)
+                    .send()
+                    .await
+                    .unwrap();
+                status = response.status().as_u16();
+                body = response.text().await.unwrap();
+                sql_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            let sql_rss = common::process_peak_rss_mib(&querier.id().to_string());
+            querier.kill().unwrap();
+            querier.wait().unwrap();
+            sql_ms.sort_by(f64::total_cmp);
             println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
-            rows.push((spans, fanout_ms[1], fanout_rss, sql_ms, sql_rss, status.as_u16()));
-            querier.shutdown().await;
+            rows.push((spans, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status));
         }
     });
     println!();
-    println!("| spans | /api/fanout median ms (3 runs) | its peak RSS growth MiB | naive SQL self-join ms | its peak RSS growth MiB | ratio |");
+    println!(
+        "| spans | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time |"
+    );
     println!("|---|---|---|---|---|---|");
     for (spans, fanout_ms, fanout_rss, sql_ms, sql_rss, status) in rows {
         let note = if status == 200 { String::new() } else { format!(" (HTTP {status})") };

@@ -15,7 +15,12 @@ pub(crate) fn cpu_seconds() -> f64 {
 
 /// Peak resident set size of this process, MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    process_peak_rss_mib("self")
+}
+
+/// Peak resident set size of process `pid` ("self" for this one), MiB.
+pub(crate) fn process_peak_rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -61,4 +66,32 @@ pub(crate) async fn post_ok(http: &reqwest::Client, url: String, body: &str) -> 
     let response = http.post(&url).body(body.to_owned()).send().await.unwrap();
     assert!(response.status().is_success(), "{url}: {}", response.status());
     response.bytes().await.unwrap().len()
+}
+
+/// `spanlake run querier` on `storage` in a process of its own (so its peak
+/// RSS is its own); returns the child and its HTTP address.
+pub(crate) fn spawn_querier(storage: &str, extra: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
+        .args(["run", "querier", "--storage", storage, "--log-format", "json", "--http-addr", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn spanlake");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
+                && log["fields"]["message"] == "spanlake started"
+                && let Some(addr) = log["fields"]["http_addr"].as_str()
+            {
+                let _ = tx.send(addr.parse().unwrap());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("querier started");
+    (child, addr)
 }

@@ -177,4 +177,16 @@ mod tests {
         b.release(taken).await.unwrap();
         assert!(a.acquire(&tenant, "w1").await.unwrap().is_some(), "released lease is free at once");
     }
+
+    #[tokio::test]
+    async fn a_store_ignoring_conditional_writes_fails_the_probe() {
+        let store = spanlake_schemas::fault::FaultyStore::new(Arc::new(object_store::memory::InMemory::new()));
+        store.ignore_conditional_puts(true);
+        let storage = Storage::new(store.clone());
+        assert!(!probe(&storage).await.unwrap(), "Garage-like store must not be trusted with leases");
+        let mut registry = prometheus_client::registry::Registry::default();
+        let compactor = crate::Compactor::new(crate::Config::default(), storage, None, &mut registry).await.unwrap();
+        assert!(!compactor.uses_leases());
+        store.ignore_conditional_puts(false);
+    }
 }

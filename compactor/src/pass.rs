@@ -254,3 +254,34 @@ impl Compactor {
         self.metrics.lag_seconds.set(lag);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use spanlake_schemas::fault::FaultyStore;
+    use spanlake_schemas::{Storage, TenantId};
+
+    use crate::{Compactor, Config};
+
+    #[tokio::test]
+    async fn without_leases_shards_split_windows_between_compactors() {
+        let store = FaultyStore::new(Arc::new(object_store::memory::InMemory::new()));
+        store.ignore_conditional_puts(true);
+        let storage = Storage::new(store);
+        let mut shards = Vec::new();
+        for index in 0..3 {
+            let config = Config { shard: Some((index, 3)), ..Config::default() };
+            let mut registry = prometheus_client::registry::Registry::default();
+            shards.push(Compactor::new(config, storage.clone(), None, &mut registry).await.unwrap());
+        }
+        let tenant = TenantId::new("t").unwrap();
+        let mut per_shard = [0; 3];
+        for window in 0..300i64 {
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(&tenant, window * 3_600_000_000_000)).collect();
+            assert_eq!(owners.len(), 1, "window {window} owned by {owners:?}");
+            per_shard[owners[0]] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 50), "{per_shard:?}");
+    }
+}

@@ -7,6 +7,8 @@
 //!                                                                            │ live blocks per tenant
 //!  HTTP :3200  GET /api/traces/<id>, /api/v2/traces/<id>  ─▶ trace_by_id ────┘
 //!                   prune: catalog trace-id range → row-group stats → bloom filter → row filter
+//!  GET /api/search (TraceQL), tags, POST /api/sql ─▶ DataFusion over SpansTable (+ views)
+//!  GET /api/fanout ─▶ fanout: blocks merged in trace order → per-trace parents → exact percentiles
 //! ```
 //!
 //! Invariants: a tenant only ever reads blocks under its own prefix; a span

@@ -49,6 +49,8 @@ pub enum WriteOp {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Treat conditional puts as plain overwrites (as Garage 2.5 does).
+    ignore_conditions: std::sync::atomic::AtomicBool,
     fault: AtomicU8,
     writes: AtomicU64,
     trip: Mutex<Option<(Trip, u64)>>,
@@ -129,6 +131,12 @@ impl FaultyStore {
         self.state.fault.store(fault as u8, Ordering::SeqCst);
     }
 
+    /// Makes conditional puts (`PutMode::Create`/`Update`) plain overwrites,
+    /// like a store that ignores `If-None-Match` / `If-Match`.
+    pub fn ignore_conditional_puts(&self, ignore: bool) {
+        self.state.ignore_conditions.store(ignore, Ordering::SeqCst);
+    }
+
     /// Arms a simulated crash (see [`Trip`]).
     pub fn trip(&self, trip: Trip) {
         *self.state.trip.lock().expect("trip lock") = Some((trip, 0));
@@ -179,8 +187,11 @@ impl MultipartUpload for FaultyUpload {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, mut opts: PutOptions) -> Result<PutResult> {
         self.state.before_write(location.as_ref()).await?;
+        if self.state.ignore_conditions.load(Ordering::SeqCst) {
+            opts.mode = object_store::PutMode::Overwrite;
+        }
         let result = self.inner.put_opts(location, payload, opts).await?;
         self.state.wrote(location.as_ref(), WriteOp::Put);
         Ok(result)

@@ -33,8 +33,11 @@ async fn send(server: &TestServer, tenant: &str, workload: &Workload, parents: u
     let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 - 60_000_000_000;
-    for _ in 0..parents / 500 {
-        let mut request = tonic::Request::new(workload.request(&mut rng, 500, now));
+    // About 20k spans per request (a parent has 2 spans per call plus itself).
+    let per_request = (20_000 / (2 * workload.fanout + 1)).clamp(1, 500);
+    for sent in (0..parents).step_by(per_request) {
+        let traces = per_request.min(parents - sent);
+        let mut request = tonic::Request::new(workload.request(&mut rng, traces, now));
         request.metadata_mut().insert("x-scope-orgid", tenant.parse().unwrap());
         client.export(request).await.unwrap();
     }
@@ -227,4 +230,43 @@ async fn bad_fanout_parameters_are_refused_with_a_reason() {
     // Nothing stored yet: an empty report, not an error.
     let (status, body) = fanout(&server, "single-tenant", "").await;
     assert_eq!((status, body["operations"].as_array().unwrap().len()), (200, 0));
+}
+
+/// Φ, the standard normal CDF (Abramowitz & Stegun 7.1.26, error below 1.5e-7).
+fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lognormal_calls_at_fanout_100_amplify_the_tail() {
+    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let parents = 1000;
+    let mut lognormal = workload(100, false, FanoutMode::Parallel);
+    lognormal.leaf_latency = Latency::LogNormal { median: Duration::from_millis(10), sigma: 1.0 };
+    send(&server, "b", &lognormal, parents, 4).await;
+    let op = search_report(&server, "b", "").await;
+    let n = parents as f64;
+    let call_cdf = |x: f64| normal_cdf((x / 10.0).ln());
+    let parent_cdf = |x: f64| call_cdf(x).powi(100);
+    // Closed form: parent p50 117.3 ms, p90 216.5 ms (the call's p99.31 and p99.89).
+    for (q, label) in [(0.5, "p50"), (0.9, "p90")] {
+        assert_rank("parent", parent_cdf, value(&op["parent_latency_ms"][label]), q, n);
+        assert_rank("predicted", parent_cdf, value(&op["predicted_latency_ms"][label]), q, n);
+    }
+    let edge = &op["edges"][0];
+    assert_rank("call", call_cdf, value(&edge["child_latency_ms"]["p50"]), 0.5, n * 100.0);
+    assert_rank("call", call_cdf, value(&edge["child_latency_ms"]["p99"]), 0.99, n * 100.0);
+    // P(parent > call p99) = 1 − 0.99^100 = 63.4 %.
+    let call_p99 = value(&edge["child_latency_ms"]["p99"]);
+    let slower = 1.0 - parent_cdf(call_p99);
+    assert!((slower - 0.634).abs() < 0.05, "{slower}");
+    // The parent's p50 sits near the call's p99.3: 0.5^(1/100).
+    let p50 = edge["amplification"].as_array().unwrap().iter().find(|a| a["q"] == 0.5).unwrap();
+    assert!((value(&p50["model_child_percentile"]) - 0.99309).abs() < 1e-4, "{p50}");
+    assert!((value(&p50["equivalent_child_percentile"]) - 0.99309).abs() < 0.002, "{p50}");
 }

@@ -182,6 +182,21 @@ impl BatchSink for Analyzer {
     }
 }
 
+/// Decodes `input` on a task of its own, a couple of batches ahead, so that
+/// blocks decode in parallel while the merge and the analysis run.
+fn prefetched(mut input: SortedInput) -> SortedInput {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        while let Some(batch) = input.next().await {
+            let failed = batch.is_err();
+            if tx.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|batch| (batch, rx)) }).boxed()
+}
+
 impl Querier {
     /// Fan-out analysis of `tenant`'s spans.
     pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
@@ -215,7 +230,7 @@ impl Querier {
                 .with_batch_size(BATCH_ROWS)
                 .build()
                 .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
-            inputs.push(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed());
+            inputs.push(prefetched(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed()));
         }
         let mut analyzer =
             Analyzer { params: params.clone(), filter, names, trace: None, rows: Vec::new(), ops: HashMap::new() };
