@@ -5,7 +5,8 @@
 //! 100k spans over the last hour, then asks the same question two ways at 1M
 //! and at 10M spans: `GET /api/fanout` for the parent operation, and one
 //! naive SQL self-join (parents joined to their calls, grouped per parent,
-//! exact percentiles over the groups), each three times in a fresh
+//! exact percentiles over the groups) — first on the blocks as written, then
+//! after compacting them — each three times in a fresh
 //! `spanlake run querier` process. Reports the median latency and that
 //! process's peak RSS.
 //! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
@@ -14,10 +15,15 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
 use spanlake::storage::StorageArgs;
+use spanlake_compactor::clock::{Clock, ManualClock};
+use spanlake_compactor::{Compactor, Config};
 use spanlake_schemas::TenantId;
 use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
@@ -97,71 +103,90 @@ fn main() {
                 }
             }
             println!("data: {spans} spans ({traces} parents), written in {:.0}s", started.elapsed().as_secs_f64());
+            for compacted in [false, true] {
+                if compacted {
+                    // As the compactor leaves it: the same spans in few large blocks.
+                    let clock = Arc::new(ManualClock::new(SystemTime::now() + Duration::from_secs(3 * 3600)));
+                    let config = Config { clock: clock as Arc<dyn Clock>, ..Config::default() };
+                    let compactor =
+                        Compactor::new(config, storage.clone(), None, &mut Registry::default()).await.unwrap();
+                    let started = Instant::now();
+                    while compactor.run_once().await.unwrap().merges > 0 {}
+                    let catalog = spanlake_schemas::Catalog::new(storage.clone(), Duration::from_secs(120));
+                    catalog.refresh().await.unwrap();
+                    println!(
+                        "compacted into {} blocks in {:.0}s",
+                        catalog.blocks(&tenant, |_| true).len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
 
-            let storage_arg = dir.path().to_str().unwrap();
-            let limits = ["--sql-timeout", "30m", "--sql-memory-limit", "16GiB"];
-            let http = reqwest::Client::new();
+                let storage_arg = dir.path().to_str().unwrap();
+                let limits = ["--sql-timeout", "30m", "--sql-memory-limit", "16GiB"];
+                let http = reqwest::Client::new();
 
-            // Each way in a querier process of its own, so each peak RSS is its own.
-            let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
-            let url = fanout_url(addr);
-            let mut fanout_ms = Vec::new();
-            let mut answer = serde_json::Value::Null;
-            for _ in 0..3 {
-                let started = Instant::now();
-                let response = http.get(&url).send().await.unwrap();
-                assert!(response.status().is_success(), "{}", response.text().await.unwrap());
-                answer = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-                fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                // Each way in a querier process of its own, so each peak RSS is its own.
+                let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+                let url = fanout_url(addr);
+                let mut fanout_ms = Vec::new();
+                let mut answer = serde_json::Value::Null;
+                for _ in 0..3 {
+                    let started = Instant::now();
+                    let response = http.get(&url).send().await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                    answer = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                    fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                let fanout_rss = common::process_peak_rss_mib(&querier.id().to_string());
+                querier.kill().unwrap();
+                querier.wait().unwrap();
+                fanout_ms.sort_by(f64::total_cmp);
+                let op = &answer["operations"][0];
+                println!(
+                    "/api/fanout: {} parents, parent p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms (predicted p99 {:.2} ms)",
+                    op["parents"],
+                    op["parent_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+                    op["parent_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+                    op["parent_latency_ms"]["p99.9"].as_f64().unwrap_or(f64::NAN),
+                    op["predicted_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+                );
+
+                let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+                let mut sql_ms = Vec::new();
+                let mut status = 0;
+                let mut body = String::new();
+                for _ in 0..3 {
+                    let started = Instant::now();
+                    let response = http
+                        .post(format!("http://{addr}/api/sql"))
+                        .header("accept", "application/json")
+                        .body(NAIVE_SQL)
+                        .send()
+                        .await
+                        .unwrap();
+                    status = response.status().as_u16();
+                    body = response.text().await.unwrap();
+                    sql_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                let sql_rss = common::process_peak_rss_mib(&querier.id().to_string());
+                querier.kill().unwrap();
+                querier.wait().unwrap();
+                sql_ms.sort_by(f64::total_cmp);
+                println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
+                rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status));
             }
-            let fanout_rss = common::process_peak_rss_mib(&querier.id().to_string());
-            querier.kill().unwrap();
-            querier.wait().unwrap();
-            fanout_ms.sort_by(f64::total_cmp);
-            let op = &answer["operations"][0];
-            println!(
-                "/api/fanout: {} parents, parent p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms (predicted p99 {:.2} ms)",
-                op["parents"],
-                op["parent_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
-                op["parent_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
-                op["parent_latency_ms"]["p99.9"].as_f64().unwrap_or(f64::NAN),
-                op["predicted_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
-            );
-
-            let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
-            let mut sql_ms = Vec::new();
-            let mut status = 0;
-            let mut body = String::new();
-            for _ in 0..3 {
-                let started = Instant::now();
-                let response = http
-                    .post(format!("http://{addr}/api/sql"))
-                    .header("accept", "application/json")
-                    .body(NAIVE_SQL)
-                    .send()
-                    .await
-                    .unwrap();
-                status = response.status().as_u16();
-                body = response.text().await.unwrap();
-                sql_ms.push(started.elapsed().as_secs_f64() * 1e3);
-            }
-            let sql_rss = common::process_peak_rss_mib(&querier.id().to_string());
-            querier.kill().unwrap();
-            querier.wait().unwrap();
-            sql_ms.sort_by(f64::total_cmp);
-            println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
-            rows.push((spans, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status));
         }
     });
     println!();
     println!(
-        "| spans | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time |"
+        "| spans | blocks | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (spans, fanout_ms, fanout_rss, sql_ms, sql_rss, status) in rows {
+    println!("|---|---|---|---|---|---|---|");
+    for (spans, compacted, fanout_ms, fanout_rss, sql_ms, sql_rss, status) in rows {
         let note = if status == 200 { String::new() } else { format!(" (HTTP {status})") };
+        let blocks = if compacted { "compacted" } else { "as ingested (100k spans each)" };
         println!(
-            "| {spans} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.1}× |",
+            "| {spans} | {blocks} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.2}× |",
             sql_ms / fanout_ms
         );
     }

@@ -158,6 +158,9 @@ impl BatchSink for Analyzer {
         let statuses = column(STATUS_CODE).as_string::<i32>();
         let services = column(SERVICE_NAME).as_string::<i32>();
         let attributes = batch.column_by_name(SPAN_ATTRIBUTES).map(|a| a.as_map());
+        // Neighbouring rows mostly repeat a service (a trace's spans come
+        // grouped by resource): remember the last one before hashing.
+        let mut last_service: Option<(&str, u32)> = None;
         for row in 0..batch.num_rows() {
             let trace_id = u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace id"));
             if self.trace != Some(trace_id) {
@@ -165,11 +168,19 @@ impl BatchSink for Analyzer {
                 self.trace = Some(trace_id);
             }
             let service = if services.is_valid(row) { services.value(row) } else { "" };
+            let service = match last_service {
+                Some((name, id)) if name == service => id,
+                _ => {
+                    let id = self.names.id(service);
+                    last_service = Some((service, id));
+                    id
+                }
+            };
             let peer_service = attributes.and_then(|a| map_str(a, row, "peer.service")).map(|p| self.names.id(&p));
             self.rows.push(SpanRow {
                 id: u64_of(ids.value(row)),
                 parent: parents.is_valid(row).then(|| u64_of(parents.value(row))),
-                service: self.names.id(service),
+                service,
                 name: self.names.id(names.value(row)),
                 kind: Kind::from_stored(kinds.value(row)),
                 start: starts.value(row),
