@@ -71,20 +71,44 @@ pub struct FanoutResponse {
 }
 
 /// Interned strings (services and operation names).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Names {
     ids: HashMap<String, u32>,
     names: Vec<String>,
+    /// A small direct-mapped cache in front of `ids`: a query sees few
+    /// distinct names, so most rows skip hashing the name.
+    recent: Vec<Option<(Box<str>, u32)>>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self { ids: HashMap::new(), names: Vec::new(), recent: vec![None; 256] }
+    }
 }
 
 impl Names {
     fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
+        let bytes = name.as_bytes();
+        let slot = (bytes.len().wrapping_mul(31)
+            ^ usize::from(bytes.first().copied().unwrap_or(0)).wrapping_mul(7)
+            ^ usize::from(bytes.last().copied().unwrap_or(0)).wrapping_mul(131)
+            ^ usize::from(bytes.get(bytes.len() / 2).copied().unwrap_or(0)))
+            & 255;
+        if let Some((cached, id)) = &self.recent[slot]
+            && **cached == *name
+        {
+            return *id;
         }
-        let id = self.names.len() as u32;
-        self.names.push(name.to_owned());
-        self.ids.insert(name.to_owned(), id);
+        let id = match self.ids.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = self.names.len() as u32;
+                self.names.push(name.to_owned());
+                self.ids.insert(name.to_owned(), id);
+                id
+            }
+        };
+        self.recent[slot] = Some((name.into(), id));
         id
     }
 }
@@ -193,6 +217,15 @@ impl BatchSink for Analyzer {
     }
 }
 
+/// Hands merged batches to the analysis task.
+struct ChannelSink(tokio::sync::mpsc::Sender<RecordBatch>);
+
+impl BatchSink for ChannelSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
+        self.0.send(batch).await.map_err(|_| ArrowError::ExternalError("fan-out analysis stopped".into()))
+    }
+}
+
 /// Decodes `input` on a task of its own, a couple of batches ahead, so that
 /// blocks decode in parallel while the merge and the analysis run.
 fn prefetched(mut input: SortedInput) -> SortedInput {
@@ -245,10 +278,19 @@ impl Querier {
         }
         let mut analyzer =
             Analyzer { params: params.clone(), filter, names, trace: None, rows: Vec::new(), ops: HashMap::new() };
-        let merged = merge_sorted(inputs, BATCH_ROWS, &mut analyzer)
+        // Merge and analysis run as a pipeline on two tasks.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
+        let analysis = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                analyzer.write(batch).await.expect("analysis never fails");
+            }
+            analyzer.flush_trace();
+            analyzer
+        });
+        let merged = merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx))
             .await
             .map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
-        analyzer.flush_trace();
+        let analyzer = analysis.await.map_err(|_| QueryError::Internal("fan-out analysis task failed"))?;
 
         let Analyzer { ops, names, filter, .. } = analyzer;
         let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();
