@@ -161,9 +161,21 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     .await;
     assert_eq!(edges[0]["calls"], parents * 10);
 
-    // The CLI renders the same report.
-    let text = spanlake::client::render_fanout(&serde_json::json!({ "operations": [op] }));
-    assert!(text.contains("frontend / GET /search: 5000 parents"), "{text}");
+    // The CLI prints the same report.
+    let url = format!("http://{}", server.spanlake.http_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
+            .args(["fanout", "--url", &url, "--tenant", "a", "--service", "frontend", "--operation", "GET /search"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("frontend / GET /search: 5000 parents, 10.0 calls per parent"), "{text}");
+    let p99 = format!("{:.2} ms", value(&op["parent_latency_ms"]["p99"]));
+    assert!(text.lines().any(|l| l.trim_start().starts_with("p99 ") && l.contains(&p99)), "{p99} in {text}");
     assert!(text.contains("frontend / leaf.Search"), "{text}");
 }
 
