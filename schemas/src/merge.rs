@@ -102,7 +102,7 @@ pub async fn merge_sorted(
     }
     let mut picked: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
     let mut current_trace: Option<u128> = None;
-    let mut seen = SeenSpans::default();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     while let Some(Reverse(((trace, _), i))) = heap.pop() {
         let cursor = &mut cursors[i];
         if current_trace != Some(trace) {
@@ -147,41 +147,7 @@ async fn next_non_empty(input: &mut SortedInput) -> Result<Option<RecordBatch>, 
     Ok(None)
 }
 
-/// The (span id, kind) keys of the current trace. Most traces are small: a
-/// linear scan over a short vector beats hashing; big traces switch to a set.
-#[derive(Default)]
-struct SeenSpans {
-    few: Vec<(u64, u64)>,
-    many: HashSet<(u64, u64)>,
-}
-
-impl SeenSpans {
-    const FEW: usize = 64;
-
-    fn clear(&mut self) {
-        self.few.clear();
-        self.many.clear();
-    }
-
-    /// Whether `key` is new to this trace.
-    fn insert(&mut self, key: (u64, u64)) -> bool {
-        if !self.many.is_empty() {
-            return self.many.insert(key);
-        }
-        if self.few.contains(&key) {
-            return false;
-        }
-        self.few.push(key);
-        if self.few.len() > Self::FEW {
-            self.many.extend(self.few.drain(..));
-        }
-        true
-    }
-}
-
-/// Emits the picked rows and drops arena batches no cursor needs. Long runs
-/// of consecutive rows of one batch (the usual case once blocks are
-/// compacted) go out as zero-copy slices; short runs are copied into one batch.
+/// Emits the picked rows as one batch and drops arena batches no cursor needs.
 async fn flush(
     arena: &mut Vec<RecordBatch>,
     picked: &mut Vec<(usize, usize)>,
@@ -191,22 +157,10 @@ async fn flush(
     if picked.is_empty() {
         return Ok(0);
     }
-    let mut runs: Vec<(usize, usize, usize)> = Vec::new(); // (batch, first row, rows)
-    for &(batch, row) in picked.iter() {
-        match runs.last_mut() {
-            Some((b, first, len)) if *b == batch && *first + *len == row => *len += 1,
-            _ => runs.push((batch, row, 1)),
-        }
-    }
-    let rows = picked.len() as u64;
-    if runs.len() * 64 <= picked.len() {
-        for (batch, first, len) in runs {
-            sink.write(arena[batch].slice(first, len)).await?;
-        }
-    } else {
-        let batches: Vec<&RecordBatch> = arena.iter().collect();
-        sink.write(arrow::compute::interleave_record_batch(&batches, picked)?).await?;
-    }
+    let batches: Vec<&RecordBatch> = arena.iter().collect();
+    let out = arrow::compute::interleave_record_batch(&batches, picked)?;
+    let rows = out.num_rows() as u64;
+    sink.write(out).await?;
     picked.clear();
     // Keep only the batches cursors are still reading; renumber them.
     let mut kept = Vec::new();

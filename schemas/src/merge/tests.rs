@@ -92,28 +92,3 @@ proptest! {
         prop_assert_eq!(stats.duplicates as usize, all.len() - rows.len());
     }
 }
-
-/// Long runs from one input leave the merge as zero-copy slices; the result
-/// is the same sorted union without duplicates.
-#[test]
-fn long_runs_are_sliced_not_copied() {
-    let trace = |t: u8| (1..=200u8).map(move |s| (t, s, 2, u64::from(s))).collect::<Vec<SpanSpec>>();
-    let (a, _) = input([trace(1), trace(2)].concat(), 100);
-    let (b, _) = input([trace(3), trace(4)].concat(), 100);
-    let (c, _) = input(trace(2), 64); // a re-sent trace
-    let mut out: Vec<RecordBatch> = Vec::new();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let stats = runtime.block_on(merge_sorted(vec![a, b, c], 128, &mut out)).unwrap();
-    assert_eq!((stats.rows_in, stats.rows_out, stats.duplicates), (1000, 800, 200));
-    assert!(out.len() > 800 / 128, "emitted as slices: {} batches", out.len());
-    let mut keys = Vec::new();
-    for b in &out {
-        let traces = b.column_by_name("trace_id").unwrap().as_fixed_size_binary();
-        let spans = b.column_by_name("span_id").unwrap().as_fixed_size_binary();
-        for i in 0..b.num_rows() {
-            keys.push((traces.value(i)[0], spans.value(i)[0]));
-        }
-    }
-    let expected: Vec<(u8, u8)> = (1..=4).flat_map(|t| (1..=200u8).map(move |s| (t, s))).collect();
-    assert_eq!(keys, expected);
-}
