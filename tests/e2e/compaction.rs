@@ -431,7 +431,19 @@ async fn the_all_in_one_process_compacts_in_the_background_and_reports_metrics()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(querier_counts(&server).await, (18, 18), "{sent} sent, 18 distinct");
-    let metrics = server.http.get(server.query_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Gauges are set at the end of a pass, a moment after its commit is visible: wait for them.
+    let settled = |metrics: &str| {
+        let levels: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spanlake_compactor_blocks{")).collect();
+        levels.len() == 1 && levels[0].ends_with("} 1") && metrics.contains("spanlake_compactor_pending_merges 0")
+    };
+    let metrics = loop {
+        let metrics = server.http.get(server.query_url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if settled(&metrics) {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "gauges did not settle: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let value = |name: &str| -> f64 {
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {metrics}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
@@ -439,11 +451,8 @@ async fn the_all_in_one_process_compacts_in_the_background_and_reports_metrics()
     assert!(value("spanlake_compactor_merges_total") >= 2.0);
     assert_eq!(value("spanlake_compactor_duplicates_dropped_total"), 6.0);
     assert!(value("spanlake_compactor_written_bytes_total") > 0.0);
-    // One live block, at whichever level the passes (racing ingest) brought it to.
-    let levels: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spanlake_compactor_blocks{")).collect();
-    assert!(levels.len() == 1 && levels[0].ends_with("} 1"), "{levels:?}");
-    assert!(metrics.contains("spanlake_compactor_pending_merges 0"));
-    assert!(metrics.contains("spanlake_compactor_lag_seconds"));
+    // One live block (at whichever level the passes, racing ingest, brought it to), nothing pending.
+    assert!(metrics.contains("spanlake_compactor_lag_seconds 0"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
