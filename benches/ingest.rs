@@ -12,6 +12,10 @@
 //! blocking pool counts too. Environment knobs: SPANLAKE_BENCH_SPANS (default
 //! 1,000,000), SPANLAKE_BENCH_E2E_TRACES (default 40,000).
 
+mod common;
+
+use common::{cpu_seconds, process_cpu_seconds, process_peak_rss_mib};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -29,31 +33,6 @@ use spanlake_schemas::{Storage, TenantId};
 
 const TRACES_PER_REQUEST: usize = 10;
 const BLOCK_SPANS: usize = 100_000;
-
-/// User + system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
-    let (user, system) = proc_cpu("self");
-    user + system
-}
-
-/// (user, system) CPU seconds of a process, from /proc/<pid>/stat.
-fn proc_cpu(pid: &str) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("procfs");
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    (fields[11].parse::<f64>().unwrap() / ticks, fields[12].parse::<f64>().unwrap() / ticks)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn spans_in(request: &ExportTraceServiceRequest) -> usize {
     request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
@@ -179,7 +158,7 @@ fn main() {
         rx.recv_timeout(Duration::from_secs(60)).expect("server started")
     };
     let pid = server.id().to_string();
-    let server_cpu_before = proc_cpu(&pid);
+    let server_cpu_before = process_cpu_seconds(&pid);
     let args = LoadgenArgs {
         endpoint: Some(format!("http://{grpc}")),
         traces: Some(e2e_traces),
@@ -190,9 +169,9 @@ fn main() {
         ..<LoadgenCli as clap::Parser>::parse_from(["loadgen"]).args
     };
     let report = runtime.block_on(spanlake::loadgen::generate(&args)).unwrap();
-    let server_cpu_after = proc_cpu(&pid);
-    let server_cpu = (server_cpu_after.0 + server_cpu_after.1) - (server_cpu_before.0 + server_cpu_before.1);
-    let rss = peak_rss_mib(server.id());
+    let server_cpu_after = process_cpu_seconds(&pid);
+    let server_cpu = server_cpu_after - server_cpu_before;
+    let rss = process_peak_rss_mib(&pid);
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(report.requests_failed, 0);

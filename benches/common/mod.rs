@@ -4,9 +4,14 @@
 
 use std::time::Instant;
 
-/// User + system CPU seconds of this process, from /proc/self/stat.
+/// User + system CPU seconds of this process.
 pub(crate) fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    process_cpu_seconds("self")
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one), from /proc.
+pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("procfs");
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = 100.0; // USER_HZ on Linux

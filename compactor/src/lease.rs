@@ -65,10 +65,6 @@ impl Leases {
         Self { storage, owner, ttl, clock }
     }
 
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
     fn record(&self, released: bool) -> Bytes {
         let record = Generation {
             owner: self.owner.clone(),

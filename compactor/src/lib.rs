@@ -50,7 +50,6 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use pass::PassReport;
-pub use spanlake_schemas::merge;
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::Leases;

@@ -4,16 +4,12 @@
 //!   once the upload is older than `grace`;
 //! - commit records folded into a checkpoint that is itself `grace` old.
 
-use spanlake_schemas::storage::relist_from;
+use spanlake_schemas::storage::{id_in, relist_from};
 use spanlake_schemas::{BlockId, Storage, TenantId};
 use tracing::{debug, info};
 
 use crate::error::Result;
 use crate::{Compactor, PassReport};
-
-fn id_of(path: &object_store::path::Path, extension: &str) -> Option<BlockId> {
-    path.filename()?.strip_suffix(extension)?.parse().ok()
-}
 
 impl Compactor {
     /// Deletes retired and orphaned block files of `tenant` past the grace period.
@@ -24,7 +20,7 @@ impl Compactor {
         let grace = self.config.grace.as_nanos() as i64;
         let retired: std::collections::HashMap<BlockId, BlockId> = self.catalog.removed(tenant).into_iter().collect();
         for object in self.storage.list_all(&Storage::blocks_prefix(tenant)).await? {
-            let Some(id) = id_of(&object.location, ".parquet") else { continue };
+            let Some(id) = id_in(&object.location, "parquet") else { continue };
             if self.catalog.is_live(tenant, &id) {
                 continue;
             }
@@ -48,7 +44,7 @@ impl Compactor {
     pub(crate) async fn checkpoint(&self, tenant: &TenantId, report: &mut PassReport) -> Result<()> {
         let now = self.config.clock.now_unix_nanos();
         let checkpoints = self.storage.list_all(&Storage::checkpoints_prefix(tenant)).await?;
-        let ids: Vec<BlockId> = checkpoints.iter().filter_map(|o| id_of(&o.location, ".json")).collect();
+        let ids: Vec<BlockId> = checkpoints.iter().filter_map(|o| id_in(&o.location, "json")).collect();
         let due = ids.last().is_none_or(|newest| {
             newest.created_unix_nanos() as i64 + self.config.checkpoint_interval.as_nanos() as i64 <= now
         });
@@ -75,7 +71,8 @@ impl Compactor {
         ids: &[BlockId],
         report: &mut PassReport,
     ) -> Result<()> {
-        self.catalog.refresh_tenant(tenant).await?;
+        // The sweep just refreshed the catalog; a commit made since is after
+        // `through` and readers list it anyway.
         let Some(checkpoint) = self.catalog.checkpoint(tenant, BlockId::new()) else { return Ok(()) };
         self.storage.put_checkpoint(tenant, &checkpoint).await?;
         report.checkpoints += 1;
@@ -87,16 +84,14 @@ impl Compactor {
         let Some(settled) = ids.iter().rev().find(|id| id.created_unix_nanos() as i64 + grace <= now) else {
             return Ok(());
         };
-        let Some(bytes) = self.storage.get_if_exists(&Storage::checkpoint_path(tenant, settled)).await? else {
-            return Ok(());
-        };
-        let Ok(settled_checkpoint) = serde_json::from_slice::<spanlake_schemas::storage::Checkpoint>(&bytes) else {
+        let Some(settled_checkpoint) = self.storage.read_checkpoint(&Storage::checkpoint_path(tenant, settled)).await?
+        else {
             return Ok(());
         };
         let keep_from =
             BlockId::from_lower_bound(&relist_from(&settled_checkpoint.through, self.config.commit_lookback * 2));
         for path in self.storage.list_commits(tenant, None).await? {
-            match id_of(&path, ".json") {
+            match id_in(&path, "json") {
                 Some(id) if id < keep_from => {
                     self.storage.delete(&path).await?;
                     report.commits_deleted += 1;

@@ -45,6 +45,13 @@ impl From<datafusion::error::DataFusionError> for QueryError {
     }
 }
 
+impl QueryError {
+    /// A bad request parameter, named, with what is wrong with it.
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidParameter { name, reason: reason.into() }
+    }
+}
+
 pub(crate) type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 impl QueryError {

@@ -35,10 +35,6 @@ pub(crate) struct FanoutQuery {
     limit: Option<String>,
 }
 
-fn invalid(name: &'static str, reason: impl Into<String>) -> QueryError {
-    QueryError::InvalidParameter { name, reason: reason.into() }
-}
-
 fn non_empty(value: &Option<String>) -> Option<String> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
@@ -60,28 +56,34 @@ impl FanoutQuery {
                 .split(',')
                 .map(|q| match q.trim().parse::<f64>() {
                     Ok(q) if q > 0.0 && q < 1.0 => Ok(q),
-                    _ => Err(invalid("percentiles", format!("{q:?} is not a number between 0 and 1 (exclusive)"))),
+                    _ => Err(QueryError::invalid(
+                        "percentiles",
+                        format!("{q:?} is not a number between 0 and 1 (exclusive)"),
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
         if percentiles.len() > 8 {
-            return Err(invalid("percentiles", format!("at most 8 percentiles, got {}", percentiles.len())));
+            return Err(QueryError::invalid(
+                "percentiles",
+                format!("at most 8 percentiles, got {}", percentiles.len()),
+            ));
         }
         let child_kinds = match non_empty(&self.child_kinds).as_deref() {
             None | Some("outbound") => ChildKinds::Outbound,
             Some("all") => ChildKinds::All,
-            Some(other) => return Err(invalid("child_kinds", format!("{other:?} is not outbound or all"))),
+            Some(other) => return Err(QueryError::invalid("child_kinds", format!("{other:?} is not outbound or all"))),
         };
         let edge_by = match non_empty(&self.edge).as_deref() {
             None | Some("child") => EdgeBy::Child,
             Some("server") => EdgeBy::Server,
-            Some(other) => return Err(invalid("edge", format!("{other:?} is not child or server"))),
+            Some(other) => return Err(QueryError::invalid("edge", format!("{other:?} is not child or server"))),
         };
         let limit = match non_empty(&self.limit) {
             None => 20,
             Some(text) => match text.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => n,
-                _ => return Err(invalid("limit", format!("{text:?} is not a number from 1 to 1000"))),
+                _ => return Err(QueryError::invalid("limit", format!("{text:?} is not a number from 1 to 1000"))),
             },
         };
         Ok(FanoutParams {

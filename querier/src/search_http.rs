@@ -27,15 +27,13 @@ pub(crate) struct SearchQuery {
     end: Option<String>,
 }
 
-fn invalid(name: &'static str, reason: impl Into<String>) -> QueryError {
-    QueryError::InvalidParameter { name, reason: reason.into() }
-}
-
 fn number(name: &'static str, value: &Option<String>) -> Result<Option<u64>, QueryError> {
     value
         .as_deref()
         .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<u64>().map_err(|_| invalid(name, format!("{v:?} is not a non-negative integer"))))
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| QueryError::invalid(name, format!("{v:?} is not a non-negative integer")))
+        })
         .transpose()
 }
 
@@ -45,7 +43,7 @@ fn duration(name: &'static str, value: &Option<String>) -> Result<Option<i64>, Q
         .filter(|v| !v.is_empty())
         .map(|v| {
             traceql::parse_duration(v)
-                .ok_or_else(|| invalid(name, format!("{v:?} is not a duration like 100ms or 1.5s")))
+                .ok_or_else(|| QueryError::invalid(name, format!("{v:?} is not a duration like 100ms or 1.5s")))
         })
         .transpose()
 }
@@ -54,7 +52,7 @@ impl SearchQuery {
     pub(crate) fn params(&self) -> Result<SearchParams, QueryError> {
         let query = match (&self.q, &self.tags) {
             (Some(q), Some(t)) if !q.trim().is_empty() && !t.trim().is_empty() => {
-                return Err(invalid("q", "use either q (TraceQL) or tags, not both"));
+                return Err(QueryError::invalid("q", "use either q (TraceQL) or tags, not both"));
             }
             (Some(q), _) if !q.trim().is_empty() => {
                 traceql::parse(q).map_err(|e| QueryError::InvalidParameter { name: "q", reason: e.to_string() })?
@@ -64,11 +62,11 @@ impl SearchQuery {
         };
         let limit = number("limit", &self.limit)?.unwrap_or(20);
         if limit == 0 {
-            return Err(invalid("limit", "must be greater than 0"));
+            return Err(QueryError::invalid("limit", "must be greater than 0"));
         }
         let spss = number("spss", &self.spss)?.unwrap_or(3);
         if spss == 0 || spss > 100 {
-            return Err(invalid("spss", "must be between 1 and 100"));
+            return Err(QueryError::invalid("spss", "must be between 1 and 100"));
         }
         let (start, end) = unix_seconds_range(&self.start, &self.end)?;
         let min_duration = duration("minDuration", &self.min_duration)?;
@@ -76,7 +74,7 @@ impl SearchQuery {
         if let (Some(min), Some(max)) = (min_duration, max_duration)
             && max < min
         {
-            return Err(invalid("maxDuration", "must not be less than minDuration"));
+            return Err(QueryError::invalid("maxDuration", "must not be less than minDuration"));
         }
         Ok(SearchParams {
             query,

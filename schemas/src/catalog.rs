@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::storage::{Checkpoint, CommitRecord, StorageError, relist_from};
+use crate::storage::{Checkpoint, CommitRecord, StorageError, id_in, relist_from};
 use crate::{BlockId, BlockMeta, Storage, TenantId};
 
 #[derive(Debug, Default)]
@@ -85,10 +85,6 @@ impl Catalog {
     /// after their retirement (a compactor's: it deletes their files later).
     pub fn remembering_removed(storage: Storage, lookback: Duration, remember_removed: Duration) -> Arc<Self> {
         Arc::new(Self { storage, lookback, remember_removed, tenants: RwLock::new(HashMap::new()) })
-    }
-
-    pub fn lookback(&self) -> Duration {
-        self.lookback
     }
 
     /// Applies a commit this process made (no listing needed).
@@ -172,11 +168,7 @@ impl Catalog {
             let tenants = self.tenants.read().expect("catalog lock");
             let applied = tenants.get(tenant).map(|t| &t.applied);
             for path in paths {
-                let Some(id) =
-                    path.filename().and_then(|f| f.strip_suffix(".json")).and_then(|s| s.parse::<BlockId>().ok())
-                else {
-                    continue;
-                };
+                let Some(id) = id_in(&path, "json") else { continue };
                 if !applied.is_some_and(|a| a.contains(&id)) {
                     fresh.push(path);
                 }

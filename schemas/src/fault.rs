@@ -3,7 +3,7 @@
 //! against a real store underneath.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -52,7 +52,6 @@ struct State {
     /// Treat conditional puts as plain overwrites (as Garage 2.5 does).
     ignore_conditions: std::sync::atomic::AtomicBool,
     fault: AtomicU8,
-    writes: AtomicU64,
     trip: Mutex<Option<(Trip, u64)>>,
 }
 
@@ -68,7 +67,6 @@ impl State {
 
     /// Counts a successful write; trips the crash when its count is reached.
     fn wrote(&self, path: &str, op: WriteOp) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
         let mut trip = self.trip.lock().expect("trip lock");
         if let Some((t, count)) = trip.as_mut()
             && t.op == op
@@ -145,11 +143,6 @@ impl FaultyStore {
     /// Whether a fault (or a tripped crash) is active.
     pub fn failing(&self) -> bool {
         self.state.fault() != Fault::None
-    }
-
-    /// Successful writes so far.
-    pub fn writes(&self) -> u64 {
-        self.state.writes.load(Ordering::SeqCst)
     }
 }
 

@@ -212,16 +212,21 @@ impl Storage {
         self.put_durable(&Self::checkpoint_path(tenant, &checkpoint.id), bytes.into()).await
     }
 
+    /// A checkpoint, or `None` if it is gone.
+    pub async fn read_checkpoint(&self, path: &Path) -> Result<Option<Checkpoint>> {
+        let Some(bytes) = self.get_if_exists(path).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StorageError::InvalidCommit { path: path.to_string(), source })
+    }
+
     /// The newest checkpoint of `tenant`, if any (one that vanishes while
     /// being read was superseded: the next newest is tried).
     pub async fn newest_checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>> {
         let objects = self.list_all(&Self::checkpoints_prefix(tenant)).await?;
         for object in objects.iter().rev().filter(|o| o.location.extension() == Some("json")) {
-            if let Some(bytes) = self.get_if_exists(&object.location).await? {
-                let path = object.location.to_string();
-                return serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StorageError::InvalidCommit { path, source });
+            if let Some(checkpoint) = self.read_checkpoint(&object.location).await? {
+                return Ok(Some(checkpoint));
             }
         }
         Ok(None)
@@ -282,6 +287,12 @@ impl Storage {
             .map_err(|source| StorageError::ObjectStore { path: prefix.to_string(), source })?;
         Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|t| TenantId::new(t).ok())).collect())
     }
+}
+
+/// The block, commit or checkpoint id a stored object's name carries
+/// (`<id>.<extension>`), if it is one.
+pub fn id_in(path: &Path, extension: &str) -> Option<BlockId> {
+    path.filename()?.strip_suffix(extension)?.strip_suffix('.')?.parse().ok()
 }
 
 /// The id from which an incremental listing must restart so that commits

@@ -266,15 +266,13 @@ impl OpStats {
             .collect();
         let predicted = Percentiles { count: parents, exact: true, values: predicted_values };
 
-        let sorted_durations: Vec<f64> = self.durations.iter().map(|&d| d as f64).collect();
         let exceedance = parent_latency
             .values
             .values()
             .flatten()
             .map(|&t_ms| {
                 let t = t_ms * 1e6;
-                let observed = 1.0 - sorted_durations.partition_point(|&d| d <= t) as f64 / parents.max(1) as f64;
-                Exceedance { t_ms, observed, predicted: 1.0 - predicted_cdf(t) }
+                Exceedance { t_ms, observed: 1.0 - cdf(&self.durations, t), predicted: 1.0 - predicted_cdf(t) }
             })
             .collect();
 
@@ -289,13 +287,12 @@ impl OpStats {
                 for &n in &stats.per_parent_calls {
                     *per_parent.entry(n).or_insert(0u64) += 1;
                 }
+                let calls_ns: Vec<f64> = stats.durations.iter().map(|&d| d as f64).collect();
                 let amplification = qs
                     .iter()
                     .map(|&q| {
                         let parent_q = parent_latency.values[&label(q)].map(|v| v * 1e6);
-                        let child_q = (!stats.durations.is_empty()).then(|| {
-                            quantile_sorted(&stats.durations.iter().map(|&d| d as f64).collect::<Vec<_>>(), q)
-                        });
+                        let child_q = (!calls_ns.is_empty()).then(|| quantile_sorted(&calls_ns, q));
                         Amplification {
                             q,
                             ratio: parent_q.zip(child_q).filter(|(_, c)| *c > 0.0).map(|(p, c)| p / c),
