@@ -29,9 +29,18 @@ async fn wait_for_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+/// Worker stack size of the main runtime. Every walk over user input has a
+/// depth limit; this is the second line of defence (Rust aborts on overflow).
+const STACK_BYTES: usize = 16 << 20;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(STACK_BYTES)
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -7,15 +7,16 @@
 //! - `gs://bucket[/prefix]`, `az://container[/prefix]` → GCS, Azure (credentials from env).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use spanlake_schemas::Storage;
 
 /// Where blocks are stored, and how to reach S3-compatible stores.
@@ -45,6 +46,22 @@ impl StorageArgs {
     pub fn local(path: impl Into<String>) -> Self {
         Self { url: path.into(), ..Self::default() }
     }
+
+    /// Whether the URL names a remote object store, billed per request.
+    pub fn is_remote(&self) -> bool {
+        self.url.split_once("://").is_some_and(|(scheme, _)| !matches!(scheme, "file" | "memory"))
+    }
+
+    /// The shortest time between one tenant's block writes unless configured:
+    /// on a remote store each block costs two PUTs, so 100 ms caps a busy
+    /// tenant at 20 PUT/s per ingester (README: "What a block costs").
+    pub fn default_min_flush_interval(&self) -> Duration {
+        if self.is_remote() {
+            Duration::from_millis(100)
+        } else {
+            spanlake_ingester::BufferConfig::default().min_flush_interval
+        }
+    }
 }
 
 /// Opens the store named by `args.url`.
@@ -65,7 +82,8 @@ pub fn open(args: &StorageArgs) -> anyhow::Result<Storage> {
     }
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" | "s3a" => {
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder =
+                AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry()).with_client_options(client());
             if let Some(endpoint) = &args.s3_endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -86,12 +104,16 @@ pub fn open(args: &StorageArgs) -> anyhow::Result<Storage> {
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retry())
+                .with_client_options(client())
                 .build()
                 .with_context(|| format!("configuring GCS store {url}"))?,
         ),
         "az" | "azure" | "abfs" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
+                .with_retry(retry())
+                .with_client_options(client())
                 .build()
                 .with_context(|| format!("configuring Azure store {url}"))?,
         ),
@@ -101,6 +123,18 @@ pub fn open(args: &StorageArgs) -> anyhow::Result<Storage> {
     };
     let prefix = prefix.trim_matches('/');
     Ok(if prefix.is_empty() { Storage::new(store) } else { Storage::new(Arc::new(PrefixStore::new(store, prefix))) })
+}
+
+/// Bounded retries: a request (with every retry) ends well inside the
+/// catalog's commit lookback (2 min), so a commit record can never land so late
+/// that readers miss it. The ingester also bounds each flush by `--flush-timeout`.
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() }
+}
+
+/// Bounded connect and request time, so a hung store fails fast.
+fn client() -> ClientOptions {
+    ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(20))
 }
 
 fn open_local(path: &str) -> anyhow::Result<Storage> {

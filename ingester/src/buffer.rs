@@ -1,16 +1,27 @@
 //! Group commit: per-tenant buffers flushed into durable blocks.
 //!
 //! ```text
-//! submit(batch) ─▶ tenant buffer ──(age ≥ flush_interval or size ≥ flush_bytes)──▶ flush task
-//!    ▲ waits                                 encode (blocking pool) → put block → commit
-//!    └──────────── every waiter of the flush gets the same result ◀──────────────┘
+//! submit(batch) ─▶ tenant buffer ─▶ flush leader (one per tenant while busy)
+//!    ▲ waits          │ fills while        take ≤ flush_bytes → encode (blocking pool)
+//!    │                │ a flush runs       → put block → put commit
+//!    └──── every request of that flush gets the same result ◀──┘
 //! ```
+//!
+//! The first request that finds its tenant idle becomes the leader: its data
+//! starts flushing at once. Requests that arrive while a flush runs are its
+//! followers: they fill the next batch, which the leader takes as soon as the
+//! flush completes (and at least `min_flush_interval` after the previous one
+//! started). So an idle tenant's acknowledgement costs one encode and two
+//! puts, and batches grow by themselves under load.
 //!
 //! Invariants:
 //! - a waiter is answered `Ok` only after the commit record naming its spans is durable;
 //! - buffered plus in-flight bytes never exceed the per-tenant and total limits
 //!   (a request that would is refused with a retryable error, never queued);
-//! - one flush per tenant at a time; the next batch fills while it runs;
+//! - one flush per tenant at a time, and flush starts at least
+//!   `min_flush_interval` apart, which bounds object-store requests;
+//! - a flush attempt never outlives `flush_timeout`: a hung store answers 503
+//!   within it, not after the object store client's own retries;
 //! - while the store is failing, new requests are refused at once (503) until a
 //!   probe or a flush succeeds again.
 
@@ -36,22 +47,24 @@ pub use spanlake_schemas::storage::CommitHook;
 /// Buffering and flushing limits.
 #[derive(Debug, Clone)]
 pub struct BufferConfig {
-    /// Longest time a span waits in the buffer before its flush starts.
-    pub flush_interval: Duration,
-    /// A tenant buffer holding this many bytes is flushed at once.
+    /// Shortest time between the starts of two flushes of one tenant. Bounds
+    /// object-store requests (two puts per flush) under load; an idle tenant
+    /// flushes at once.
+    pub min_flush_interval: Duration,
+    /// Most bytes one flush takes (one block); the rest waits for the next.
     pub flush_bytes: usize,
     /// Most bytes buffered or in flight for one tenant.
     pub max_tenant_bytes: usize,
     /// Most bytes buffered or in flight in total.
     pub max_total_bytes: usize,
-    /// How long a failing flush is retried before its requests get 503.
+    /// Longest a flush is tried, every attempt included, before its requests get 503.
     pub flush_timeout: Duration,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
         Self {
-            flush_interval: Duration::from_secs(1),
+            min_flush_interval: Duration::from_millis(20),
             flush_bytes: 16 << 20,
             max_tenant_bytes: 256 << 20,
             max_total_bytes: 1 << 30,
@@ -65,19 +78,44 @@ type FlushResult = std::result::Result<(), FlushFailed>;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FlushFailed;
 
-#[derive(Default)]
-struct Pending {
-    batches: Vec<RecordBatch>,
+/// One request's spans and the sender that acknowledges it.
+struct Request {
+    batch: RecordBatch,
     bytes: usize,
-    waiters: Vec<oneshot::Sender<FlushResult>>,
-    since: Option<Instant>,
+    waiter: oneshot::Sender<FlushResult>,
 }
 
 #[derive(Default)]
 struct TenantBuffer {
-    pending: Pending,
+    pending: Vec<Request>,
+    pending_bytes: usize,
     in_flight_bytes: usize,
+    /// A leader task is flushing this tenant (or about to).
     flushing: bool,
+    last_flush_start: Option<Instant>,
+}
+
+impl TenantBuffer {
+    /// Takes the requests of the next flush: the oldest ones, up to
+    /// `flush_bytes` (at least one).
+    fn take_flush(&mut self, flush_bytes: usize) -> (Vec<Request>, usize) {
+        let mut bytes = 0;
+        let mut count = 0;
+        for request in &self.pending {
+            if count > 0 && bytes + request.bytes > flush_bytes {
+                break;
+            }
+            bytes += request.bytes;
+            count += 1;
+        }
+        let taken = self.pending.drain(..count).collect();
+        self.pending_bytes -= bytes;
+        (taken, bytes)
+    }
+
+    fn idle_since(&self, horizon: Duration) -> bool {
+        !self.flushing && self.pending.is_empty() && self.last_flush_start.is_none_or(|t| t.elapsed() >= horizon)
+    }
 }
 
 /// The shared group-commit pipeline of one ingester.
@@ -122,7 +160,12 @@ impl Pipeline {
     }
 
     /// Buffers `batch` for `tenant`; the receiver answers when it is durable.
-    pub(crate) async fn submit(&self, tenant: &TenantId, batch: RecordBatch) -> Result<oneshot::Receiver<FlushResult>> {
+    /// If no flush of the tenant is running, one starts at once.
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        batch: RecordBatch,
+    ) -> Result<oneshot::Receiver<FlushResult>> {
         if self.closing.load(Ordering::Acquire) {
             return Err(IngestError::ShuttingDown);
         }
@@ -133,137 +176,140 @@ impl Pipeline {
         let bytes = batch.get_array_memory_size();
         let mut tenants = self.tenants.lock().await;
         let buffer = tenants.entry(tenant.clone()).or_default();
-        let tenant_bytes = buffer.pending.bytes + buffer.in_flight_bytes;
+        let tenant_bytes = buffer.pending_bytes + buffer.in_flight_bytes;
         // An empty tenant buffer always takes one request (bounded by the request
         // size limit), so that no single request can be refused forever.
         if tenant_bytes > 0 && tenant_bytes + bytes > self.config.max_tenant_bytes {
             self.metrics.refused("tenant_buffer_full");
-            return Err(self.overloaded("tenant buffer"));
+            return Err(Self::overloaded("tenant buffer"));
         }
         let total = self.total_bytes.load(Ordering::Acquire);
         if total > 0 && total + bytes > self.config.max_total_bytes {
             self.metrics.refused("total_buffer_full");
-            return Err(self.overloaded("total buffer"));
+            return Err(Self::overloaded("total buffer"));
         }
         self.total_bytes.fetch_add(bytes, Ordering::AcqRel);
         self.metrics.buffer_bytes.inc_by(bytes as i64);
-        let (tx, rx) = oneshot::channel();
-        let pending = &mut buffer.pending;
-        pending.batches.push(batch);
-        pending.bytes += bytes;
-        pending.waiters.push(tx);
-        pending.since.get_or_insert_with(Instant::now);
-        if pending.bytes >= self.config.flush_bytes {
-            self.wake.notify_one();
+        let (waiter, rx) = oneshot::channel();
+        buffer.pending.push(Request { batch, bytes, waiter });
+        buffer.pending_bytes += bytes;
+        if !buffer.flushing {
+            buffer.flushing = true;
+            tokio::spawn(Arc::clone(self).lead_flushes(tenant.clone()));
         }
         Ok(rx)
     }
 
-    fn overloaded(&self, scope: &'static str) -> IngestError {
-        IngestError::Overloaded { scope, retry_after: self.config.flush_interval.max(Duration::from_secs(1)) }
+    fn overloaded(scope: &'static str) -> IngestError {
+        IngestError::Overloaded { scope, retry_after: Duration::from_secs(1) }
     }
 
-    /// The flusher: starts flushes as buffers come due. Returns after
-    /// [`Pipeline::close`] once every buffer has been flushed.
+    /// The leader of one tenant: flushes its buffer until it is empty, one
+    /// flush at a time and at least `min_flush_interval` between starts.
+    async fn lead_flushes(self: Arc<Self>, tenant: TenantId) {
+        loop {
+            let (requests, bytes) = {
+                let mut tenants = self.tenants.lock().await;
+                let Some(buffer) = tenants.get_mut(&tenant) else { return };
+                if buffer.pending.is_empty() {
+                    buffer.flushing = false;
+                    break;
+                }
+                let earliest = buffer.last_flush_start.map(|t| t + self.config.min_flush_interval);
+                if let Some(earliest) = earliest.filter(|t| *t > Instant::now())
+                    && !self.closing.load(Ordering::Acquire)
+                {
+                    drop(tenants);
+                    tokio::time::sleep_until(earliest.into()).await;
+                    continue;
+                }
+                let (requests, bytes) = buffer.take_flush(self.config.flush_bytes);
+                buffer.in_flight_bytes = bytes;
+                buffer.last_flush_start = Some(Instant::now());
+                (requests, bytes)
+            };
+            let started = Instant::now();
+            let (batches, waiters): (Vec<_>, Vec<_>) = requests.into_iter().map(|r| (r.batch, r.waiter)).unzip();
+            let result = self.write_block(&tenant, batches).await;
+            if result.is_ok() {
+                self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+            }
+            for waiter in waiters {
+                // A waiter whose request was cancelled is gone; its spans are stored anyway.
+                let _ = waiter.send(result);
+            }
+            let mut tenants = self.tenants.lock().await;
+            if let Some(buffer) = tenants.get_mut(&tenant) {
+                buffer.in_flight_bytes = 0;
+            }
+            self.total_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.metrics.buffer_bytes.dec_by(bytes as i64);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Housekeeping: probes a failing store, forgets idle tenants, and on
+    /// [`Pipeline::close`] returns once every buffer has been flushed.
     pub(crate) async fn run(self: Arc<Self>) {
-        let tick = (self.config.flush_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let tick = Duration::from_millis(100);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = self.wake.notified() => {}
             }
-            let closing = self.closing.load(Ordering::Acquire);
-            let busy = self.start_due_flushes(closing).await;
+            let busy = {
+                let mut tenants = self.tenants.lock().await;
+                tenants.retain(|_, b| !b.idle_since(self.config.min_flush_interval));
+                !tenants.is_empty() && tenants.values().any(|b| b.flushing || !b.pending.is_empty())
+            };
             if !self.healthy.load(Ordering::Acquire) && !busy {
                 self.probe().await;
             }
-            if closing && !busy {
+            if self.closing.load(Ordering::Acquire) && !busy {
                 self.idle.notify_waiters();
                 return;
             }
         }
     }
 
-    /// Starts a flush for every tenant whose buffer is due; returns whether
-    /// anything is buffered or in flight.
-    async fn start_due_flushes(self: &Arc<Self>, flush_all: bool) -> bool {
-        let mut tenants = self.tenants.lock().await;
-        let mut busy = false;
-        for (tenant, buffer) in tenants.iter_mut() {
-            let pending = &buffer.pending;
-            busy |= buffer.flushing || !pending.batches.is_empty();
-            let due = pending.since.is_some_and(|since| since.elapsed() >= self.config.flush_interval)
-                || pending.bytes >= self.config.flush_bytes
-                || (flush_all && !pending.batches.is_empty());
-            if buffer.flushing || !due {
-                continue;
-            }
-            let pending = std::mem::take(&mut buffer.pending);
-            buffer.flushing = true;
-            buffer.in_flight_bytes = pending.bytes;
-            let this = Arc::clone(self);
-            let tenant = tenant.clone();
-            tokio::spawn(async move { this.flush(tenant, pending).await });
-        }
-        tenants.retain(|_, b| b.flushing || !b.pending.batches.is_empty());
-        busy
-    }
-
-    async fn flush(self: Arc<Self>, tenant: TenantId, pending: Pending) {
-        let started = Instant::now();
-        let result = self.write_block(&tenant, pending.batches).await;
-        if result.is_ok() {
-            self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
-        }
-        for waiter in pending.waiters {
-            // A waiter whose request was cancelled is gone; its spans are stored anyway.
-            let _ = waiter.send(result);
-        }
-        let mut tenants = self.tenants.lock().await;
-        if let Some(buffer) = tenants.get_mut(&tenant) {
-            buffer.flushing = false;
-            buffer.in_flight_bytes = 0;
-        }
-        self.total_bytes.fetch_sub(pending.bytes, Ordering::AcqRel);
-        self.metrics.buffer_bytes.dec_by(pending.bytes as i64);
-        self.wake.notify_one();
-    }
-
-    /// Encodes, uploads and commits one block, retrying with backoff until
-    /// `flush_timeout`.
+    /// Encodes, uploads and commits one block, retrying with backoff; no
+    /// attempt outlives `flush_timeout`.
     async fn write_block(&self, tenant: &TenantId, batches: Vec<RecordBatch>) -> FlushResult {
-        let encoded = tokio::task::spawn_blocking(move || encode_block(&batches, BlockId::new()))
-            .await
-            .expect("block encoding panicked");
-        let block = match encoded {
-            Ok(block) => block,
-            Err(error) => {
+        let block = match tokio::task::spawn_blocking(move || encode_block(&batches, BlockId::new())).await {
+            Ok(Ok(block)) => block,
+            Ok(Err(error)) => {
                 warn!(%tenant, %error, "block encoding failed");
+                return Err(FlushFailed);
+            }
+            Err(error) => {
+                warn!(%tenant, %error, "block encoding task failed");
                 return Err(FlushFailed);
             }
         };
         let deadline = Instant::now() + self.config.flush_timeout;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.upload_and_commit(tenant, &block.meta, block.parquet.clone()).await {
-                Ok(()) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = self.upload_and_commit(tenant, &block.meta, block.parquet.clone());
+            let error = match tokio::time::timeout(remaining, attempt).await {
+                Ok(Ok(())) => {
                     self.healthy.store(true, Ordering::Release);
                     self.metrics.block_bytes.observe(block.meta.size_bytes as f64);
                     self.metrics.block_spans.observe(block.meta.span_count as f64);
                     return Ok(());
                 }
-                Err(error) => {
-                    self.metrics.flush_failures.inc();
-                    self.healthy.store(false, Ordering::Release);
-                    if Instant::now() + backoff > deadline {
-                        warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, giving up; clients will retry");
-                        return Err(FlushFailed);
-                    }
-                    warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer from the object store within the flush timeout ({remaining:?})"),
+            };
+            self.metrics.flush_failures.inc();
+            self.healthy.store(false, Ordering::Release);
+            if Instant::now() + backoff >= deadline {
+                warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, giving up; clients will retry");
+                return Err(FlushFailed);
             }
+            warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -285,7 +331,8 @@ impl Pipeline {
     /// Checks whether the store accepts writes again.
     async fn probe(&self) {
         let path = Path::from_iter(["_spanlake", "health"]);
-        if self.storage.put_durable(&path, Bytes::from_static(b"ok")).await.is_ok() {
+        let put = self.storage.put_durable(&path, Bytes::from_static(b"ok"));
+        if matches!(tokio::time::timeout(self.config.flush_timeout, put).await, Ok(Ok(()))) {
             info!("object storage is writable again");
             self.healthy.store(true, Ordering::Release);
         } else {
@@ -293,7 +340,7 @@ impl Pipeline {
         }
     }
 
-    /// Refuses new requests and lets the flusher flush everything buffered;
+    /// Refuses new requests and lets the leaders flush everything buffered;
     /// returns when it has.
     pub(crate) async fn close(&self) {
         let idle = self.idle.notified();

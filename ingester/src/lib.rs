@@ -9,7 +9,8 @@
 //!  OTLP/HTTP :4318 ─┘          │ (invalid spans → partial success, the rest kept)
 //!                              ▼
 //!                  Pipeline (group commit, bounded per tenant and in total)
-//!                              │ every ≤ flush_interval or flush_bytes
+//!                              │ at once when the tenant is idle; else when its
+//!                              │ flush in flight completes (≥ min_flush_interval apart)
 //!                              ▼
 //!          sort by trace id → Parquet (blocking pool) → put block → put commit
 //!                              │

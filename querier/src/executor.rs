@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::error::{QueryError, Result};
 
+/// Stack size of query worker threads (virtual memory: only touched pages cost).
+const QUERY_STACK_BYTES: usize = 32 << 20;
+
 #[derive(Debug)]
 pub(crate) struct QueryExecutor {
     handle: Handle,
@@ -29,6 +32,9 @@ impl QueryExecutor {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads.max(1))
                     .thread_name("spanlake-query-worker")
+                    // Deep plans (and DataFusion's own recursion) get room; user
+                    // input is depth-limited before it gets here.
+                    .thread_stack_size(QUERY_STACK_BYTES)
                     .enable_all()
                     .build()
                     .expect("query runtime starts");

@@ -61,8 +61,88 @@ FROM spans p LEFT JOIN spans c
   ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id AND c.kind IN ('client', 'producer')
 GROUP BY p.trace_id, p.span_id, p.service_name, p.name, p.kind, p.start_time, p.duration_ns";
 
+/// Deepest nesting of parentheses and brackets in one SQL statement.
+pub(crate) const MAX_SQL_NESTING: usize = 64;
+/// Most operators (arithmetic, comparison, `AND`, `OR`, `NOT`, `CASE`, casts,
+/// subscripts, …) in one SQL statement. Expressions deepen only through
+/// operators and nesting, so together these bound every walk of the plan.
+pub(crate) const MAX_SQL_OPERATORS: usize = 1000;
+
+/// Refuses statements beyond the nesting and operator limits, before any
+/// tree is built from them.
+fn check_size(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().map_err(|e| QueryError::Sql(e.to_string()))?;
+    let (mut depth, mut operators) = (0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::LParen | Token::LBrace => depth += 1,
+            Token::RParen | Token::RBrace | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::LBracket => {
+                depth += 1;
+                operators += 1;
+            }
+            Token::Word(word) => {
+                operators += matches!(
+                    word.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::IS
+                        | Keyword::IN
+                        | Keyword::LIKE
+                        | Keyword::ILIKE
+                        | Keyword::SIMILAR
+                        | Keyword::BETWEEN
+                        | Keyword::CASE
+                        | Keyword::WHEN
+                        | Keyword::AT
+                        | Keyword::COLLATE
+                        | Keyword::ESCAPE
+                        | Keyword::OVERLAPS
+                        | Keyword::EXISTS
+                        | Keyword::UNION
+                        | Keyword::INTERSECT
+                        | Keyword::EXCEPT
+                        | Keyword::JOIN
+                ) as usize
+            }
+            Token::EOF
+            | Token::Number(..)
+            | Token::Comma
+            | Token::Period
+            | Token::SemiColon
+            | Token::Whitespace(_)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_) => {}
+            // Every other token is an operator of some kind.
+            _ => operators += 1,
+        }
+        if depth > MAX_SQL_NESTING {
+            return Err(QueryError::Sql(format!(
+                "the statement nests deeper than the limit of {MAX_SQL_NESTING} levels"
+            )));
+        }
+        if operators > MAX_SQL_OPERATORS {
+            return Err(QueryError::Sql(format!(
+                "the statement has more than the limit of {MAX_SQL_OPERATORS} operators"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses anything but one read-only query, naming what was refused.
 pub(crate) fn check_read_only(sql: &str) -> Result<()> {
+    check_size(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
     match statements.len() {
         1 => check_statement(&statements[0]),

@@ -15,10 +15,9 @@ pub(crate) struct TestServer {
     pub(crate) http: reqwest::Client,
 }
 
-/// Test defaults: ports 0 on loopback, data in a fresh temp dir, short flushes.
+/// Test defaults: ports 0 on loopback, data in a fresh temp dir.
 pub(crate) fn test_args(dir: &TempDir) -> ServerArgs {
     let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-    args.flush_interval = std::time::Duration::from_millis(100);
     // Tests that count blocks expect the blocks they wrote; compaction tests turn it on.
     args.compaction = false;
     args

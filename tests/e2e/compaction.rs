@@ -328,7 +328,7 @@ async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
     let flags = s3_flags(&storage_args);
     let args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|s| s.to_string()).chain(flags.clone()).collect() };
 
-    let ingester_args = args(&["run", "ingester", "--flush-interval", "100ms"]);
+    let ingester_args = args(&["run", "ingester", "--min-flush-interval", "100ms"]);
     let ingester = spawn_spanlake(&ingester_args.iter().map(String::as_str).collect::<Vec<_>>());
     let compactor_args = args(&[
         "run",

@@ -15,7 +15,7 @@ use spanlake::loadgen::Workload;
 use crate::common::{fetch_trace, spans, spawn_spanlake};
 
 fn start(dir: &std::path::Path) -> crate::common::Process {
-    spawn_spanlake(&["--storage", dir.to_str().unwrap(), "--flush-interval", "50ms"])
+    spawn_spanlake(&["--storage", dir.to_str().unwrap(), "--min-flush-interval", "50ms"])
 }
 
 /// Trace id → span count of every request the server acknowledged.

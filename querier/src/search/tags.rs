@@ -5,6 +5,10 @@
 use crate::error::QueryError;
 use crate::traceql::ast::*;
 
+/// Most `key=value` pairs in one `tags=` search (each becomes a condition
+/// of one `&&` chain, so this bounds the depth of the query).
+pub(crate) const MAX_TAG_PAIRS: usize = 64;
+
 fn pairs(tags: &str) -> Result<Vec<(String, String)>, QueryError> {
     let invalid = |reason: String| QueryError::InvalidParameter { name: "tags", reason };
     let mut out = Vec::new();
@@ -28,6 +32,9 @@ fn pairs(tags: &str) -> Result<Vec<(String, String)>, QueryError> {
             value
         };
         out.push((key, value));
+        if out.len() > MAX_TAG_PAIRS {
+            return Err(invalid(format!("more than the limit of {MAX_TAG_PAIRS} key=value pairs")));
+        }
         rest = rest.trim_start();
     }
     Ok(out)
@@ -89,5 +96,9 @@ mod tests {
         assert!(pairs("novalue").is_err());
         assert!(pairs(r#"a="unterminated"#).is_err());
         assert!(tags_query("").unwrap().spansets == SpansetExpr::Filter(None));
+        let many = "a=1 ".repeat(MAX_TAG_PAIRS);
+        assert!(pairs(&many).is_ok());
+        let error = pairs(&format!("{many} b=2")).unwrap_err().to_string();
+        assert!(error.contains("limit of 64"), "{error}");
     }
 }

@@ -3,19 +3,58 @@
 //! Precedence, lowest first: spanset `||`; spanset `&&`; structural `> < >> << ~`
 //! (left-associative). Inside `{ }`: `||`; `&&`; comparisons; `+ -`; `* / %`;
 //! `^`; unary `! -`.
+//!
+//! Limits keep every later walk of the tree (compile, evaluation, `Drop`)
+//! shallow, whatever the input: nesting (parentheses, braces, unary
+//! operators, `^` chains) is at most [`MAX_NESTING`] deep, and a query has at
+//! most [`MAX_OPERATORS`] binary operators, so no tree is deeper than their sum.
 
 use super::ParseError;
 use super::ast::*;
 use super::lexer::{Tok, tokenize};
 
+/// Deepest nesting of parentheses, braces, unary operators and `^` chains.
+pub(crate) const MAX_NESTING: usize = 64;
+/// Most binary operators (spanset and field) in one query.
+pub(crate) const MAX_OPERATORS: usize = 256;
+/// Most tokens in one query.
+pub(crate) const MAX_TOKENS: usize = 8192;
+
 pub(crate) struct Parser {
     tokens: Vec<(Tok, usize)>,
     pos: usize,
+    depth: usize,
+    operators: usize,
 }
 
 impl Parser {
     pub(crate) fn new(query: &str) -> Result<Self, ParseError> {
-        Ok(Self { tokens: tokenize(query)?, pos: 0 })
+        let tokens = tokenize(query)?;
+        if tokens.len() > MAX_TOKENS {
+            let at = tokens[MAX_TOKENS].1;
+            return Err(ParseError::new(at, format!("query has more than the limit of {MAX_TOKENS} tokens")));
+        }
+        Ok(Self { tokens, pos: 0, depth: 0, operators: 0 })
+    }
+
+    /// Runs one level of recursive descent under the nesting limit.
+    fn nested<T>(&mut self, parse: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<T, ParseError> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.error(format!("query nests deeper than the limit of {MAX_NESTING} levels")));
+        }
+        self.depth += 1;
+        let parsed = parse(self);
+        self.depth -= 1;
+        parsed
+    }
+
+    /// Counts one binary operator against the limit.
+    fn operator(&mut self) -> Result<(), ParseError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(self.error(format!("query has more than the limit of {MAX_OPERATORS} operators")));
+        }
+        Ok(())
     }
 
     fn peek(&self) -> &Tok {
@@ -70,9 +109,14 @@ impl Parser {
     }
 
     fn spanset_or(&mut self) -> Result<SpansetExpr, ParseError> {
+        self.nested(Self::spanset_or_inner)
+    }
+
+    fn spanset_or_inner(&mut self) -> Result<SpansetExpr, ParseError> {
         let mut lhs = self.spanset_and()?;
         while *self.peek() == Tok::OrOr {
             self.next();
+            self.operator()?;
             let rhs = self.spanset_and()?;
             lhs = SpansetExpr::Binary { op: SpansetOp::Or, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
@@ -83,6 +127,7 @@ impl Parser {
         let mut lhs = self.spanset_structural()?;
         while *self.peek() == Tok::AndAnd {
             self.next();
+            self.operator()?;
             let rhs = self.spanset_structural()?;
             lhs = SpansetExpr::Binary { op: SpansetOp::And, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
@@ -106,6 +151,7 @@ impl Parser {
                 _ => return Ok(lhs),
             };
             self.next();
+            self.operator()?;
             let rhs = self.spanset_primary()?;
             lhs = SpansetExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
@@ -222,9 +268,14 @@ impl Parser {
     }
 
     fn field_or(&mut self) -> Result<FieldExpr, ParseError> {
+        self.nested(Self::field_or_inner)
+    }
+
+    fn field_or_inner(&mut self) -> Result<FieldExpr, ParseError> {
         let mut lhs = self.field_and()?;
         while *self.peek() == Tok::OrOr {
             self.next();
+            self.operator()?;
             lhs = Self::binary(BinaryOp::Or, lhs, self.field_and()?);
         }
         Ok(lhs)
@@ -234,6 +285,7 @@ impl Parser {
         let mut lhs = self.field_cmp()?;
         while *self.peek() == Tok::AndAnd {
             self.next();
+            self.operator()?;
             lhs = Self::binary(BinaryOp::And, lhs, self.field_cmp()?);
         }
         Ok(lhs)
@@ -244,6 +296,7 @@ impl Parser {
         let Some(op) = self.cmp_op() else { return Ok(lhs) };
         let at = self.offset();
         self.next();
+        self.operator()?;
         let rhs = self.field_sum()?;
         if matches!(op, CmpOp::Regex | CmpOp::NotRegex) {
             match &rhs {
@@ -269,6 +322,7 @@ impl Parser {
                 _ => return Ok(lhs),
             };
             self.next();
+            self.operator()?;
             lhs = Self::binary(op, lhs, self.field_product()?);
         }
     }
@@ -283,6 +337,7 @@ impl Parser {
                 _ => return Ok(lhs),
             };
             self.next();
+            self.operator()?;
             lhs = Self::binary(op, lhs, self.field_power()?);
         }
     }
@@ -291,7 +346,9 @@ impl Parser {
         let lhs = self.field_unary()?;
         if *self.peek() == Tok::Caret {
             self.next();
-            return Ok(Self::binary(BinaryOp::Pow, lhs, self.field_power()?));
+            self.operator()?;
+            let rhs = self.nested(Self::field_power)?;
+            return Ok(Self::binary(BinaryOp::Pow, lhs, rhs));
         }
         Ok(lhs)
     }
@@ -300,11 +357,11 @@ impl Parser {
         match self.peek() {
             Tok::Not => {
                 self.next();
-                Ok(FieldExpr::Not(Box::new(self.field_unary()?)))
+                Ok(FieldExpr::Not(Box::new(self.nested(Self::field_unary)?)))
             }
             Tok::Minus => {
                 self.next();
-                Ok(match self.field_unary()? {
+                Ok(match self.nested(Self::field_unary)? {
                     FieldExpr::Static(Static::Int(i)) => FieldExpr::Static(Static::Int(-i)),
                     FieldExpr::Static(Static::Float(f)) => FieldExpr::Static(Static::Float(-f)),
                     FieldExpr::Static(Static::Duration(d)) => FieldExpr::Static(Static::Duration(-d)),

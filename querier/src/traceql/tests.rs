@@ -135,3 +135,131 @@ fn errors_name_the_position() {
         assert!(error.to_string().starts_with(&format!("parse error at column {}", offset + 1)));
     }
 }
+
+/// Queries at the limits parse; one step beyond answers an error naming the
+/// limit; far beyond (what used to overflow the stack) errors just the same.
+#[test]
+fn nesting_and_operator_limits_are_errors_not_overflows() {
+    use super::parser::{MAX_NESTING, MAX_OPERATORS, MAX_TOKENS};
+    let nested_parens = |n: usize| format!("{}{{ .a = 1 }}{}", "(".repeat(n), ")".repeat(n));
+    let nested_not = |n: usize| format!("{{ {}true }}", "!".repeat(n));
+    let nested_field = |n: usize| format!("{{ {}.a = 1{} }}", "(".repeat(n), ")".repeat(n));
+    let and_chain = |n: usize| format!("{{ {} }}", vec![".a = 1"; n].join(" && "));
+    let spanset_or = |n: usize| vec!["{}"; n].join(" || ");
+    let power = |n: usize| format!("{{ .a = {} }}", vec!["2"; n].join(" ^ "));
+    // Within the limits (the outer filter and spanset take two levels).
+    parse(&nested_parens(MAX_NESTING - 2)).unwrap();
+    parse(&nested_not(MAX_NESTING - 3)).unwrap();
+    parse(&and_chain(MAX_OPERATORS / 2)).unwrap();
+    parse(&spanset_or(MAX_OPERATORS)).unwrap();
+    for (query, limit) in [
+        (nested_parens(MAX_NESTING), "levels"),
+        (nested_not(MAX_NESTING), "levels"),
+        (nested_field(MAX_NESTING), "levels"),
+        (power(MAX_NESTING + 1), "levels"),
+        (and_chain(MAX_OPERATORS), "operators"),
+        (spanset_or(MAX_OPERATORS + 2), "operators"),
+        (nested_parens(4000), "levels"),
+        (nested_not(4000), "levels"),
+        (nested_parens(100_000), "tokens"),
+        (nested_not(100_000), "tokens"),
+        (spanset_or(100_000), "tokens"),
+        (and_chain(100_000), "tokens"),
+        (format!("{{}} | select({})", vec![".a"; MAX_TOKENS].join(", ")), "tokens"),
+    ] {
+        let error = parse(&query).expect_err(&query[..query.len().min(60)]).to_string();
+        assert!(error.contains("limit of") && error.contains(limit), "{error}");
+    }
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::super::parse;
+
+    /// Pieces of TraceQL, so that random sequences get deep into the parser.
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "(",
+        ")",
+        "!",
+        "-",
+        "&&",
+        "||",
+        ">",
+        ">>",
+        "<",
+        "<<",
+        "~",
+        "=",
+        "!=",
+        "=~",
+        "!~",
+        "^",
+        "+",
+        "*",
+        "/",
+        "%",
+        "|",
+        ",",
+        ".a",
+        "span.b",
+        "resource.service.name",
+        "\"x\"",
+        "1",
+        "1.5",
+        "10ms",
+        "true",
+        "nil",
+        "status",
+        "error",
+        "kind",
+        "server",
+        "duration",
+        "name",
+        "count()",
+        "avg(",
+        "by(",
+        "select(",
+        "coalesce()",
+        "with(",
+        "rate()",
+        "span:id",
+        "trace:id",
+        "event:name",
+        "&>",
+        "!>",
+        " ",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Random token soup never panics (it parses or names an error).
+        #[test]
+        fn random_queries_never_panic(pieces in prop::collection::vec(prop::sample::select(PIECES), 0..200)) {
+            let query = pieces.concat();
+            let _ = parse(&query);
+        }
+
+        /// Arbitrary text, including non-ASCII and control characters.
+        #[test]
+        fn arbitrary_text_never_panics(query in "\\PC{0,300}") {
+            let _ = parse(&query);
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// A random piece repeated thousands of times (deep or long input)
+        /// answers at once with an error or a query, never an overflow.
+        #[test]
+        fn repeated_pieces_never_overflow(piece in prop::sample::select(PIECES), n in 1000usize..20_000) {
+            let _ = parse(&piece.repeat(n));
+            let _ = parse(&format!("{{ {} }}", piece.repeat(n)));
+        }
+    }
+}
