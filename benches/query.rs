@@ -89,7 +89,7 @@ fn main() {
         let start_querier = |pruning: bool| {
             let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
             args.query_pruning = pruning;
-            args.sql_timeout = Duration::from_secs(600);
+            args.query_timeout = Duration::from_secs(600);
             async move { Spanlake::start(&args, Role::Querier).await.unwrap() }
         };
         let pruned = start_querier(true).await;

@@ -130,9 +130,9 @@ pub struct ServerArgs {
     /// Largest trace returned in full by trace-by-id (v1 answers 422, v2 a partial trace)
     #[arg(long, env = "SPANLAKE_MAX_TRACE_SIZE", default_value = "50MiB", value_parser = parse_size)]
     pub max_trace_size: usize,
-    /// Longest an SQL query may run
-    #[arg(long, env = "SPANLAKE_SQL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub sql_timeout: Duration,
+    /// Longest any query (search, tags, trace by id, SQL, fan-out) may run; beyond it: 408
+    #[arg(long, alias = "sql-timeout", env = "SPANLAKE_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
     /// Most memory one SQL query may use
     #[arg(long, env = "SPANLAKE_SQL_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
     pub sql_memory_limit: usize,
@@ -248,7 +248,7 @@ impl ServerArgs {
             multi_tenant: self.multi_tenant,
             refresh_interval: self.refresh_interval,
             max_trace_bytes: self.max_trace_size,
-            sql_timeout: self.sql_timeout,
+            query_timeout: self.query_timeout,
             sql_memory_limit: self.sql_memory_limit,
             max_concurrent_queries: self.max_concurrent_queries,
             pruning: self.query_pruning,

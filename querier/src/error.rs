@@ -1,4 +1,8 @@
-//! Query errors, each with its HTTP status.
+//! Query errors, each with its HTTP status; they answer HTTP requests as a
+//! plain-text body with that status.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -66,5 +70,15 @@ impl QueryError {
             Self::Execution(_) => 500,
             Self::ReadBlock { .. } | Self::Decode(_) | Self::Internal(_) => 500,
         }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "query failed");
+        }
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
     }
 }

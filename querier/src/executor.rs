@@ -6,9 +6,11 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::error::{QueryError, Result};
 
@@ -49,13 +51,32 @@ impl QueryExecutor {
         Self { handle, stop: Mutex::new(Some(stop_tx)), thread: Mutex::new(Some(thread)) }
     }
 
-    /// Runs `work` on the query runtime and waits for its result.
-    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
+    /// Runs `work` on the query runtime and waits for its result, at most
+    /// `deadline` (then it is aborted: 408). Dropping the returned future
+    /// aborts the work too, so a query stops when its client leaves.
+    pub(crate) async fn run<T, F>(&self, deadline: Duration, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        self.handle.spawn(work).await.map_err(|_| QueryError::Internal("query task failed"))?
+        let mut task = AbortOnDrop(self.handle.spawn(work));
+        match tokio::time::timeout(deadline, &mut task.0).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "query task failed");
+                Err(QueryError::Internal("query task failed"))
+            }
+            Err(_) => Err(QueryError::Timeout { limit: deadline }),
+        }
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

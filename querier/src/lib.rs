@@ -14,26 +14,25 @@
 //! Invariants: a tenant only ever reads blocks under its own prefix; a span
 //! present in several blocks is answered once.
 
+mod api;
 mod block_cache;
 mod error;
 mod executor;
 pub mod fanout;
-mod fanout_http;
-mod http;
 mod search;
-mod search_http;
 mod sql;
-mod sql_http;
 mod table;
 mod tags;
 pub mod tempo_json;
 mod trace_by_id;
 pub mod traceql;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use spanlake_schemas::Storage;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use error::QueryError;
 pub use spanlake_schemas::Catalog;
@@ -51,8 +50,8 @@ pub struct Config {
     pub commit_lookback: Duration,
     /// Largest trace answered in full (v1: 422 beyond it; v2: partial).
     pub max_trace_bytes: usize,
-    /// Longest an SQL query may run.
-    pub sql_timeout: Duration,
+    /// Longest any query may run (408 beyond it).
+    pub query_timeout: Duration,
     /// Most memory an SQL query may use (sorts, joins, aggregations).
     pub sql_memory_limit: usize,
     /// Most queries running at once; more get 429.
@@ -68,7 +67,7 @@ impl Default for Config {
             refresh_interval: Duration::from_secs(5),
             commit_lookback: Duration::from_secs(120),
             max_trace_bytes: 50 << 20,
-            sql_timeout: Duration::from_secs(30),
+            query_timeout: Duration::from_secs(30),
             sql_memory_limit: 1 << 30,
             max_concurrent_queries: 16,
             pruning: true,
@@ -117,15 +116,38 @@ impl Querier {
     }
 
     /// Admits one more query, or refuses with 429 when the querier is saturated.
-    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, QueryError> {
         Arc::clone(&self.running)
             .try_acquire_owned()
             .map_err(|_| QueryError::Saturated { limit: self.config.max_concurrent_queries })
     }
 
+    /// The one way every query runs: on the query runtime, with `permit`
+    /// (its admission slot) held by the running task, under `query_timeout`
+    /// (408). Dropping the returned future (the client went away) aborts the
+    /// work and frees its slot.
+    pub(crate) async fn execute<T, F, Fut>(
+        self: &Arc<Self>,
+        permit: OwnedSemaphorePermit,
+        work: F,
+    ) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
+        let work = work(Arc::clone(self));
+        self.executor
+            .run(self.config.query_timeout, async move {
+                let _permit = permit;
+                work.await
+            })
+            .await
+    }
+
     /// The HTTP API routes.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        http::router(Arc::clone(self))
+        api::router(Arc::clone(self))
     }
 }
 

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -217,17 +216,10 @@ impl Querier {
         check_read_only(query)?;
         let ctx = self.session(tenant).await?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let limit = self.config.sql_timeout;
-        let run = async {
-            let frame = ctx.sql_with_options(query, options).await?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
-            Ok::<_, DataFusionError>(SqlResult { schema, batches })
-        };
-        match tokio::time::timeout(limit, run).await {
-            Ok(result) => result.map_err(QueryError::from),
-            Err(_) => Err(QueryError::Timeout { limit }),
-        }
+        let frame = ctx.sql_with_options(query, options).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(SqlResult { schema, batches })
     }
 }
 

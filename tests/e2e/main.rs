@@ -7,6 +7,7 @@ mod common;
 mod compaction;
 mod durability;
 mod fanout;
+mod hostile_queries;
 mod multiprocess;
 mod open_data;
 mod otlp_clients;

@@ -245,7 +245,7 @@ async fn readme_sql_examples_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_are_bounded_in_time_and_memory() {
     let server = TestServer::start_with(|a| {
-        a.sql_timeout = std::time::Duration::from_millis(200);
+        a.query_timeout = std::time::Duration::from_millis(200);
         a.sql_memory_limit = 4 << 20;
     })
     .await;
@@ -274,5 +274,73 @@ async fn queries_are_bounded_in_time_and_memory() {
     // The querier still answers.
     let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
     assert_eq!(status, 200);
+    server.spanlake.shutdown().await;
+}
+
+/// A query whose client has gone stops, and frees its admission slot, at
+/// once; while queries run, admission never lets more than the limit run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
+    use std::time::{Duration, Instant};
+    let server = TestServer::start_with(|a| {
+        a.max_concurrent_queries = 2;
+        a.query_timeout = Duration::from_secs(600);
+    })
+    .await;
+    const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000) a WHERE a.value % 7 = 3";
+    let send = |timeout: Duration| server.http.post(server.query_url("/api/sql")).body(ENDLESS).timeout(timeout).send();
+    // Two endless queries fill both slots; a third query is refused.
+    let running: Vec<_> = (0..2).map(|_| tokio::spawn(send(Duration::from_secs(5)))).collect();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let (status, _, body) = sql(&server, None, "application/json", "SELECT 1").await;
+        if status == 429 {
+            assert!(String::from_utf8_lossy(&body).contains("saturated"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admission let a third query run beside two endless ones: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Their clients give up (after 5 s); within a second the slots are free.
+    for client in running {
+        assert!(client.await.unwrap().unwrap_err().is_timeout());
+    }
+    let left = Instant::now();
+    loop {
+        let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(left.elapsed() < Duration::from_secs(1), "abandoned queries still hold their slots");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.spanlake.shutdown().await;
+}
+
+/// Every endpoint has the deadline, not just SQL: a search past it answers 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_endpoint_has_a_deadline() {
+    let server = TestServer::start_with(|a| a.query_timeout = std::time::Duration::from_nanos(1)).await;
+    let base = 1_764_000_000_000_000_000;
+    ingest(&server, None, vec![trace(1, "shop", 3, base)]).await;
+    for path in [
+        "/api/search?q=%7B%7D",
+        "/api/search/tags",
+        "/api/v2/search/tags",
+        "/api/v2/search/tag/resource.service.name/values",
+        "/api/traces/01010101010101010101010101010101",
+        "/api/fanout?service=shop",
+    ] {
+        let response = server.http.get(server.query_url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(body.contains("time limit"), "{path}: {body}");
+    }
     server.spanlake.shutdown().await;
 }

@@ -13,17 +13,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::extract::{Admitted, Tenant};
+use super::params::{non_empty, unix_seconds_range};
 use crate::Querier;
 use crate::error::QueryError;
 use crate::fanout::{ChildKinds, EdgeBy, FanoutParams};
-use crate::http::{error_response, unix_seconds_range};
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct FanoutQuery {
+pub(super) struct FanoutQuery {
     start: Option<String>,
     end: Option<String>,
     service: Option<String>,
@@ -33,10 +32,6 @@ pub(crate) struct FanoutQuery {
     child_kinds: Option<String>,
     edge: Option<String>,
     limit: Option<String>,
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 impl FanoutQuery {
@@ -100,20 +95,12 @@ impl FanoutQuery {
     }
 }
 
-pub(crate) async fn fanout(
+pub(super) async fn fanout(
     State(querier): State<Arc<Querier>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
+    Admitted(permit): Admitted,
     Query(query): Query<FanoutQuery>,
-) -> Response {
-    let run = async {
-        let tenant = querier.tenant(&headers)?;
-        let params = query.params()?;
-        let _permit = querier.admit()?;
-        let q = Arc::clone(&querier);
-        querier.executor.run(async move { q.fanout(&tenant, params).await }).await
-    };
-    match run.await {
-        Ok(response) => Json(response).into_response(),
-        Err(error) => error_response(&error),
-    }
+) -> Result<Json<crate::fanout::FanoutResponse>, QueryError> {
+    let params = query.params()?;
+    Ok(Json(querier.execute(permit, |q| async move { q.fanout(&tenant, params).await }).await?))
 }

@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::Value;
 
+use super::extract::{Admitted, Tenant};
+use super::params::{duration, number, unix_seconds_range};
 use crate::Querier;
 use crate::error::QueryError;
-use crate::http::{error_response, unix_seconds_range};
 use crate::search::{SearchParams, tags_query};
 use crate::traceql;
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct SearchQuery {
+pub(super) struct SearchQuery {
     q: Option<String>,
     tags: Option<String>,
     #[serde(rename = "minDuration")]
@@ -27,29 +28,8 @@ pub(crate) struct SearchQuery {
     end: Option<String>,
 }
 
-fn number(name: &'static str, value: &Option<String>) -> Result<Option<u64>, QueryError> {
-    value
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| QueryError::invalid(name, format!("{v:?} is not a non-negative integer")))
-        })
-        .transpose()
-}
-
-fn duration(name: &'static str, value: &Option<String>) -> Result<Option<i64>, QueryError> {
-    value
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            traceql::parse_duration(v)
-                .ok_or_else(|| QueryError::invalid(name, format!("{v:?} is not a duration like 100ms or 1.5s")))
-        })
-        .transpose()
-}
-
 impl SearchQuery {
-    pub(crate) fn params(&self) -> Result<SearchParams, QueryError> {
+    fn params(&self) -> Result<SearchParams, QueryError> {
         let query = match (&self.q, &self.tags) {
             (Some(q), Some(t)) if !q.trim().is_empty() && !t.trim().is_empty() => {
                 return Err(QueryError::invalid("q", "use either q (TraceQL) or tags, not both"));
@@ -88,20 +68,13 @@ impl SearchQuery {
     }
 }
 
-pub(crate) async fn search(
+pub(super) async fn search(
     State(querier): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    Admitted(permit): Admitted,
     Query(query): Query<SearchQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let tenant = querier.tenant(&headers)?;
-        let params = query.params()?;
-        let _permit = querier.admit()?;
-        let q = Arc::clone(&querier);
-        querier.executor.run(async move { q.search(&tenant, &params).await }).await
-    };
-    match result.await {
-        Ok(response) => axum::Json(response.0).into_response(),
-        Err(error) => error_response(&error),
-    }
+) -> Result<Json<Value>, QueryError> {
+    let params = query.params()?;
+    let response = querier.execute(permit, |q| async move { q.search(&tenant, &params).await }).await?;
+    Ok(Json(response.0))
 }

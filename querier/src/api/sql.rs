@@ -10,26 +10,23 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
+use super::extract::{Admitted, Tenant};
 use crate::Querier;
 use crate::error::QueryError;
-use crate::http::error_response;
 use crate::sql::SqlResult;
 
-pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-pub(crate) async fn sql(State(querier): State<Arc<Querier>>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = async {
-        let tenant = querier.tenant(&headers)?;
-        let query = query_text(&headers, &body)?;
-        let _permit = querier.admit()?;
-        let q = Arc::clone(&querier);
-        let result = querier.executor.run(async move { q.sql(&tenant, &query).await }).await?;
-        encode(&headers, result)
-    };
-    match result.await {
-        Ok(response) => response,
-        Err(error) => error_response(&error),
-    }
+pub(super) async fn sql(
+    State(querier): State<Arc<Querier>>,
+    Tenant(tenant): Tenant,
+    Admitted(permit): Admitted,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, QueryError> {
+    let query = query_text(&headers, &body)?;
+    let result = querier.execute(permit, |q| async move { q.sql(&tenant, &query).await }).await?;
+    encode(&headers, result)
 }
 
 fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, QueryError> {
