@@ -15,12 +15,9 @@
 //! Knobs: SPANLAKE_BENCH_COMPACTION_HOURS (steady hours after the first, default 2),
 //! SPANLAKE_BENCH_COMPACTION_RATE (traces per second, default 100 as loadgen).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{cpu_seconds, get_ok, peak_rss_mib, time};
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -33,6 +30,8 @@ use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
+use spanlake_test_support::http::get_ok;
+use spanlake_test_support::measure::{cpu_seconds, peak_rss_mib, time};
 
 const PASS_EVERY_SECONDS: u64 = 30;
 

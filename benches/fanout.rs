@@ -11,8 +11,6 @@
 //! process's peak RSS.
 //! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
@@ -28,6 +26,7 @@ use spanlake_schemas::TenantId;
 use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
+use spanlake_test_support::process::Spawned;
 
 const BLOCK_SPANS: usize = 100_000;
 
@@ -122,11 +121,12 @@ fn main() {
                 }
 
                 let storage_arg = dir.path().to_str().unwrap();
-                let limits = ["--sql-timeout", "30m", "--sql-memory-limit", "16GiB"];
+                let limits = ["--query-timeout", "30m", "--sql-memory-limit", "16GiB"];
                 let http = reqwest::Client::new();
 
                 // Each way in a querier process of its own, so each peak RSS is its own.
-                let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+                let querier = spawn_querier(storage_arg, &limits);
+                let addr = querier.http;
                 let url = fanout_url(addr);
                 let mut fanout_ms = Vec::new();
                 let mut answer = serde_json::Value::Null;
@@ -137,9 +137,8 @@ fn main() {
                     answer = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
                     fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
                 }
-                let fanout_rss = common::process_peak_rss_mib(&querier.id().to_string());
-                querier.kill().unwrap();
-                querier.wait().unwrap();
+                let fanout_rss = spanlake_test_support::measure::process_peak_rss_mib(&querier.pid().to_string());
+                drop(querier);
                 fanout_ms.sort_by(f64::total_cmp);
                 let op = &answer["operations"][0];
                 println!(
@@ -151,7 +150,8 @@ fn main() {
                     op["predicted_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
                 );
 
-                let (mut querier, addr) = common::spawn_querier(storage_arg, &limits);
+                let querier = spawn_querier(storage_arg, &limits);
+                let addr = querier.http;
                 let mut sql_ms = Vec::new();
                 let mut status = 0;
                 let mut body = String::new();
@@ -168,9 +168,8 @@ fn main() {
                     body = response.text().await.unwrap();
                     sql_ms.push(started.elapsed().as_secs_f64() * 1e3);
                 }
-                let sql_rss = common::process_peak_rss_mib(&querier.id().to_string());
-                querier.kill().unwrap();
-                querier.wait().unwrap();
+                let sql_rss = spanlake_test_support::measure::process_peak_rss_mib(&querier.pid().to_string());
+                drop(querier);
                 sql_ms.sort_by(f64::total_cmp);
                 println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
                 rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status));
@@ -190,4 +189,12 @@ fn main() {
             sql_ms / fanout_ms
         );
     }
+}
+
+/// `spanlake run querier` on `storage` in a process of its own (so its peak
+/// RSS is its own).
+fn spawn_querier(storage: &str, extra: &[&str]) -> Spawned {
+    let mut args = vec!["run", "querier", "--storage", storage];
+    args.extend_from_slice(extra);
+    Spawned::start(env!("CARGO_BIN_EXE_spanlake"), &args)
 }

@@ -12,14 +12,9 @@
 //! blocking pool counts too. Environment knobs: SPANLAKE_BENCH_SPANS (default
 //! 1,000,000), SPANLAKE_BENCH_E2E_TRACES (default 40,000).
 
-mod common;
+use spanlake_test_support::measure::{cpu_seconds, process_cpu_seconds, process_peak_rss_mib};
 
-use common::{cpu_seconds, process_cpu_seconds, process_peak_rss_mib};
-
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
@@ -30,6 +25,7 @@ use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
+use spanlake_test_support::process::Spawned;
 
 const TRACES_PER_REQUEST: usize = 10;
 const BLOCK_SPANS: usize = 100_000;
@@ -136,28 +132,9 @@ fn main() {
 
     // 4. end to end against the binary
     let data = tempfile::TempDir::new().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(["--storage", data.path().to_str().unwrap(), "--log-format", "json"])
-        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn spanlake");
-    let grpc = {
-        let stderr = server.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(addr) = log["fields"]["grpc_addr"].as_str()
-                {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60)).expect("server started")
-    };
-    let pid = server.id().to_string();
+    let server = Spawned::start(env!("CARGO_BIN_EXE_spanlake"), &["--storage", data.path().to_str().unwrap()]);
+    let grpc = server.grpc.expect("the all-in-one process ingests");
+    let pid = server.pid().to_string();
     let server_cpu_before = process_cpu_seconds(&pid);
     let args = LoadgenArgs {
         endpoint: Some(format!("http://{grpc}")),
@@ -172,8 +149,7 @@ fn main() {
     let server_cpu_after = process_cpu_seconds(&pid);
     let server_cpu = server_cpu_after - server_cpu_before;
     let rss = process_peak_rss_mib(&pid);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert_eq!(report.requests_failed, 0);
     println!();
     println!(

@@ -20,9 +20,8 @@ use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 
-mod common;
-
-use common::{get_ok, peak_rss_mib, post_ok, time};
+use spanlake_test_support::http::{get_ok, post_ok};
+use spanlake_test_support::measure::{peak_rss_mib, time};
 
 const BLOCK_SPANS: usize = 100_000;
 const TRACES_PER_REQUEST: usize = 100;

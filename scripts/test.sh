@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (only the mold linker, optional: it just makes links faster), then
-# formatting check and every test of the workspace (unit, property, end to end,
-# including the in-process S3 server).
+# (only the mold linker, optional: it just makes links faster), then the
+# gates (formatting, clippy and rustdoc with warnings denied) and every test of
+# the workspace (unit, property, end to end, including the in-process S3 server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ if command -v mold >/dev/null 2>&1 && [[ "${RUSTFLAGS:-}" != *fuse-ld* ]]; then
 fi
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -187,12 +187,35 @@ pub struct ServerArgs {
     /// Log filter (RUST_LOG syntax), e.g. info or spanlake_ingester=debug
     #[arg(long, env = "SPANLAKE_LOG", default_value = "info")]
     pub log: String,
+    /// Once listening, write the bound addresses as JSON to this file
+    /// ({"http": …, "otlp_grpc": …, "otlp_http": …}), for tools that bind port 0
+    #[arg(long, env = "SPANLAKE_LISTEN_ADDR_FILE")]
+    pub listen_addr_file: Option<std::path::PathBuf>,
+}
+
+impl Cli {
+    /// Parses `args` as a command line without reading the process
+    /// environment, so that tests and tools get the same configuration
+    /// whatever `SPANLAKE_*` variables are exported.
+    pub fn parse_without_env<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        fn without_env(command: clap::Command) -> clap::Command {
+            command.mut_args(|arg| arg.env(None::<&'static str>)).mut_subcommands(without_env)
+        }
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = without_env(Self::command()).try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
 }
 
 impl ServerArgs {
-    /// Defaults for tests: ports 0 (OS-assigned) on loopback, data in `storage`.
+    /// Defaults for tests: ports 0 (OS-assigned) on loopback, data in
+    /// `storage`; never read from the environment.
     pub fn for_tests(storage: StorageArgs) -> Self {
-        let mut args = Cli::parse_from(["spanlake"]).server;
+        let mut args = Cli::parse_without_env(["spanlake"]).expect("the defaults parse").server;
         args.storage = storage;
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
         args.otlp_grpc_addr = loopback;
@@ -278,7 +301,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_readme() {
-        let cli = Cli::parse_from(["spanlake"]);
+        let cli = Cli::parse_without_env(["spanlake"]).unwrap();
         assert!(cli.command.is_none());
         let s = cli.server;
         assert_eq!(s.storage.url, "./data");
@@ -294,23 +317,48 @@ mod tests {
 
     #[test]
     fn compaction_flags_parse_and_reject_bad_values() {
-        let cli = Cli::parse_from(["spanlake", "--tenant-retention", "a=1day,b=2h", "--compactor-shard", "1/3"]);
+        let cli = Cli::parse_without_env(["spanlake", "--tenant-retention", "a=1day,b=2h", "--compactor-shard", "1/3"])
+            .unwrap();
         let config = cli.server.compactor_config();
         assert_eq!(config.tenant_retention.len(), 2);
         assert_eq!(config.shard, Some((1, 3)));
-        assert!(Cli::try_parse_from(["spanlake", "--compactor-shard", "3/3"]).is_err());
-        assert!(Cli::try_parse_from(["spanlake", "--tenant-retention", "../x=1d"]).is_err());
-        assert!(Cli::try_parse_from(["spanlake", "--tenant-retention", "a"]).is_err());
+        assert!(Cli::parse_without_env(["spanlake", "--compactor-shard", "3/3"]).is_err());
+        assert!(Cli::parse_without_env(["spanlake", "--tenant-retention", "../x=1d"]).is_err());
+        assert!(Cli::parse_without_env(["spanlake", "--tenant-retention", "a"]).is_err());
     }
 
     #[test]
     fn run_role_takes_flags() {
-        let cli =
-            Cli::parse_from(["spanlake", "run", "ingester", "--min-flush-interval", "250ms", "--storage", "memory://"]);
+        let cli = Cli::parse_without_env([
+            "spanlake",
+            "run",
+            "ingester",
+            "--min-flush-interval",
+            "250ms",
+            "--storage",
+            "memory://",
+        ])
+        .unwrap();
         let Some(Command::Run { role, server }) = cli.command else { panic!("expected run") };
         assert_eq!(role, Role::Ingester);
         assert_eq!(server.ingester_config().buffer.min_flush_interval, Duration::from_millis(250));
         assert_eq!(server.storage.url, "memory://");
+    }
+
+    #[test]
+    fn the_environment_does_not_reach_parse_without_env() {
+        // A SPANLAKE_* variable is ignored here (the variable is read only by
+        // clap's env lookup, which parse_without_env removes), so this holds
+        // whatever a developer exported.
+        use clap::CommandFactory;
+        fn has_env(command: &clap::Command) -> bool {
+            command.get_arguments().any(|a| a.get_env().is_some()) || command.get_subcommands().any(has_env)
+        }
+        assert!(has_env(&Cli::command()));
+        let cli = Cli::parse_without_env(["spanlake", "run", "querier"]).unwrap();
+        let Some(Command::Run { server, .. }) = cli.command else { panic!("expected run") };
+        assert_eq!(server.storage.url, "./data");
+        assert_eq!(server.query_timeout, Duration::from_secs(30));
     }
 
     #[test]

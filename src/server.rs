@@ -94,7 +94,24 @@ impl Spanlake {
             }
         }));
         info!(%http_addr, ?role, "spanlake started");
-        Ok(Self { ingester, querier, compactor, http_addr, stop, tasks })
+        let spanlake = Self { ingester, querier, compactor, http_addr, stop, tasks };
+        if let Some(path) = &args.listen_addr_file {
+            spanlake.write_listen_addrs(path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(spanlake)
+    }
+
+    /// Writes the bound addresses as JSON, atomically (a reader never sees
+    /// a partial file).
+    fn write_listen_addrs(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let addrs = serde_json::json!({
+            "http": self.http_addr.to_string(),
+            "otlp_grpc": self.otlp_grpc_addr().map(|a| a.to_string()),
+            "otlp_http": self.otlp_http_addr().map(|a| a.to_string()),
+        });
+        let staged = path.with_extension("partial");
+        std::fs::write(&staged, addrs.to_string())?;
+        std::fs::rename(&staged, path)
     }
 
     pub fn http_addr(&self) -> SocketAddr {

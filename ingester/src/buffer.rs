@@ -353,3 +353,6 @@ impl Pipeline {
         self.total_bytes.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests;

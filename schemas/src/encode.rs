@@ -1,5 +1,5 @@
 //! OTLP → Arrow: appends the spans of export requests to a [`SpanBatchBuilder`]
-//! and finishes a `RecordBatch` with the [`span_schema`](crate::span_schema).
+//! and finishes a `RecordBatch` with the [`span_schema`].
 //!
 //! Invariants checked here (a span that breaks one is rejected, the rest of
 //! its request is kept): trace id is 16 bytes and not all zero, span id is 8

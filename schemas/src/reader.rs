@@ -16,29 +16,23 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use crate::{BlockMeta, Storage, TenantId};
 
 /// An [`AsyncFileReader`] over one object; its size is known from the block
-/// metadata, so the footer is fetched in a single ranged read.
+/// metadata, so the footer is fetched in a single ranged read. The page index
+/// is loaded when the reader options ask for it.
 #[derive(Debug, Clone)]
 pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
-    /// Load the column and offset index with the footer (for page pruning).
-    page_index: bool,
 }
 
 impl ObjectReader {
     pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
-        Self { store, path, size, page_index: false }
+        Self { store, path, size }
     }
 
     /// The reader of a block of `tenant`.
     pub fn block(storage: &Storage, tenant: &TenantId, meta: &BlockMeta) -> Self {
         Self::new(Arc::clone(storage.object_store()), Storage::block_path(tenant, &meta.id), meta.size_bytes)
-    }
-
-    pub fn with_page_index(mut self, page_index: bool) -> Self {
-        self.page_index = page_index;
-        self
     }
 }
 
@@ -60,11 +54,13 @@ impl AsyncFileReader for ObjectReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
-            let policy = PageIndexPolicy::from(self.page_index);
+            let (column_index, offset_index) = options.map_or((PageIndexPolicy::Skip, PageIndexPolicy::Skip), |o| {
+                (o.column_index_policy(), o.offset_index_policy())
+            });
             let reader = ParquetMetaDataReader::new()
                 .with_metadata_options(options.map(|o| o.metadata_options().clone()))
-                .with_column_index_policy(policy)
-                .with_offset_index_policy(policy)
+                .with_column_index_policy(column_index)
+                .with_offset_index_policy(offset_index)
                 .with_prefetch_hint(Some(64 * 1024));
             let size = self.size;
             Ok(Arc::new(reader.load_and_finish(self, size).await?))

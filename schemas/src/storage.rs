@@ -107,10 +107,6 @@ impl Storage {
         &self.store
     }
 
-    pub fn tenant_prefix(tenant: &TenantId) -> Path {
-        Path::from_iter(["v1", tenant.as_str()])
-    }
-
     pub fn block_path(tenant: &TenantId, block: &BlockId) -> Path {
         Path::from_iter(["v1", tenant.as_str(), "blocks", &format!("{block}.parquet")])
     }

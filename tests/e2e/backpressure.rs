@@ -17,6 +17,8 @@ use spanlake_schemas::fault::{Fault, FaultyStore};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::{Storage, TenantId};
 
+use spanlake_test_support::wait_until;
+
 use crate::common::TestServer;
 
 pub(crate) fn faulty_local() -> (Arc<FaultyStore>, Storage, tempfile::TempDir) {
@@ -55,10 +57,8 @@ async fn committed_spans(storage: &Storage) -> Vec<(Vec<u8>, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_store_gives_retryable_errors_and_retries_lose_nothing() {
     let (faulty, storage, dir) = faulty_local();
-    let server = TestServer::start_on(storage.clone(), dir, |a| {
-        a.flush_timeout = Duration::from_millis(300);
-    })
-    .await;
+    const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = FLUSH_TIMEOUT).await;
     let workload = Workload::default();
     let mut rng = StdRng::seed_from_u64(3);
     let requests: Vec<_> = (0..6).map(|_| workload.request(&mut rng, 4, 1_764_000_000_000_000_000)).collect();
@@ -81,12 +81,13 @@ async fn failing_store_gives_retryable_errors_and_retries_lose_nothing() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().get("retry-after").is_some());
     assert!(response.text().await.unwrap().contains("object storage is failing"));
-    // While the store is down, requests are refused at once.
-    let started = Instant::now();
+    // While the store is down, requests are refused at once: they do not
+    // wait out a flush's retries (FLUSH_TIMEOUT).
     let mut grpc = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let started = Instant::now();
     let status = grpc.export(requests[1].clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert!(started.elapsed() < Duration::from_millis(250), "fail fast, took {:?}", started.elapsed());
+    assert!(started.elapsed() < FLUSH_TIMEOUT / 2, "fail fast, took {:?}", started.elapsed());
 
     // A retrying client: keeps retrying every request until acknowledged;
     // the store recovers part-way through.
@@ -167,11 +168,43 @@ async fn full_buffers_answer_429_with_bounded_memory() {
     assert!(!in_flight.is_empty());
     faulty.set(Fault::None);
     // The accepted ones (whose clients timed out) are flushed once the store recovers.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.spanlake_buffered_bytes() > 0 {
-        assert!(Instant::now() < deadline, "buffer never drained");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the buffer drains", Duration::from_secs(20), || async { server.spanlake_buffered_bytes() == 0 }).await;
+    assert!(!committed_spans(&storage).await.is_empty());
+    server.spanlake.shutdown().await;
+}
+
+/// A store that hangs rather than errors: an export answers 503 once the
+/// flush timeout has passed (not after the object store client's own
+/// timeouts), and the ingester recovers by itself when the store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_answers_503_within_the_flush_timeout_and_recovers() {
+    let (faulty, storage, dir) = faulty_local();
+    const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = FLUSH_TIMEOUT).await;
+    let workload = Workload::default();
+    let body = || workload.request(&mut StdRng::seed_from_u64(5), 3, 1_764_000_000_000_000_000).encode_to_vec();
+    faulty.set(Fault::StallWrites);
+    let export = || {
+        server
+            .http
+            .post(server.otlp_http_url())
+            .header("content-type", "application/x-protobuf")
+            .body(body())
+            .timeout(Duration::from_secs(30))
+            .send()
+    };
+    let started = Instant::now();
+    let response = export().await.expect("an answer, not a hung request");
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    assert!(took >= FLUSH_TIMEOUT && took < 10 * FLUSH_TIMEOUT, "answered after {took:?}");
+
+    faulty.set(Fault::None);
+    wait_until("exports succeed again", Duration::from_secs(20), || async {
+        export().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     assert!(!committed_spans(&storage).await.is_empty());
     server.spanlake.shutdown().await;
 }

@@ -3,33 +3,14 @@
 
 use std::io::Write as _;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
+use spanlake_test_support::otlp::{request_of_spans as request, span};
 use tonic::codec::CompressionEncoding;
 
 use crate::common::TestServer;
-
-fn span(trace: u8, span: u8) -> Span {
-    Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![span; 8],
-        name: "op".into(),
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_001_000_000,
-        ..Default::default()
-    }
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -142,7 +123,7 @@ async fn invalid_ids_get_partial_success_and_valid_spans_are_stored() {
     assert!(partial.error_message.contains("3 of 5 spans rejected"), "{}", partial.error_message);
     assert!(partial.error_message.contains("trace id is all zeros"), "{}", partial.error_message);
     let trace = server.trace(&[1; 16]).await.unwrap();
-    let mut ids: Vec<_> = crate::common::spans(&trace).iter().map(|s| s.span_id[0]).collect();
+    let mut ids: Vec<_> = spanlake_test_support::http::spans(&trace).iter().map(|s| s.span_id[7]).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 5]);
 
@@ -172,7 +153,7 @@ async fn invalid_ids_get_partial_success_and_valid_spans_are_stored() {
     let mut id = [3u8; 16];
     id[15] = 0x0f;
     let trace = server.trace(&id).await.unwrap();
-    assert_eq!(crate::common::spans(&trace)[0].end_time_unix_nano, 1_700_000_000_000_000_500);
+    assert_eq!(spanlake_test_support::http::spans(&trace)[0].end_time_unix_nano, 1_700_000_000_000_000_500);
     server.spanlake.shutdown().await;
 }
 
@@ -237,10 +218,14 @@ async fn hostile_tenant_ids_are_refused() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     assert!(
-        crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-a")).await.is_some()
+        spanlake_test_support::http::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-a"))
+            .await
+            .is_some()
     );
     assert!(
-        crate::common::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-b")).await.is_none()
+        spanlake_test_support::http::fetch_trace(&server.http, server.spanlake.http_addr(), &[3; 16], Some("team-b"))
+            .await
+            .is_none()
     );
     server.spanlake.shutdown().await;
 }
@@ -256,6 +241,6 @@ async fn too_many_spans_in_one_request_is_refused() {
     let body = request((1..=3).map(|i| span(6, i)).collect());
     let (status, _) = post(&server, "application/x-protobuf", Some("gzip"), gzip(&body.encode_to_vec())).await;
     assert_eq!(status, 200);
-    assert_eq!(crate::common::spans(&server.trace(&[6; 16]).await.unwrap()).len(), 3);
+    assert_eq!(spanlake_test_support::http::spans(&server.trace(&[6; 16]).await.unwrap()).len(), 3);
     server.spanlake.shutdown().await;
 }

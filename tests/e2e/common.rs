@@ -1,12 +1,15 @@
-//! Shared helpers: a server on port 0 over a temp dir, and HTTP helpers.
+//! The in-process server of the tests (every role on port 0 over a temp dir)
+//! and the binary in a child process; everything else the tests share is in
+//! `spanlake-test-support`.
 
-use std::net::SocketAddr;
-
-use opentelemetry_proto::tonic::trace::v1::TracesData;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message as _;
 use spanlake::storage::StorageArgs;
 use spanlake::{Role, ServerArgs, Spanlake};
 use spanlake_schemas::Storage;
+use spanlake_test_support::http::{self, fetch_trace, query_url};
+use spanlake_test_support::otlp;
+use spanlake_test_support::process::Spawned;
 use tempfile::TempDir;
 
 pub(crate) struct TestServer {
@@ -60,83 +63,37 @@ impl TestServer {
         query_url(self.spanlake.http_addr(), path)
     }
 
+    /// Exports `resource_spans` over OTLP/HTTP as `tenant`; panics unless acknowledged.
+    pub(crate) async fn ingest(&self, tenant: Option<&str>, resource_spans: Vec<ResourceSpans>) {
+        let mut request = self
+            .http
+            .post(self.otlp_http_url())
+            .header("content-type", "application/x-protobuf")
+            .body(otlp::request(resource_spans).encode_to_vec());
+        if let Some(tenant) = tenant {
+            request = request.header("x-scope-orgid", tenant);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+
+    /// `POST /api/sql`: status, content type, body.
+    pub(crate) async fn sql(&self, tenant: Option<&str>, accept: &str, query: &str) -> (u16, String, Vec<u8>) {
+        http::sql(&self.http, self.spanlake.http_addr(), tenant, accept, query).await
+    }
+
+    /// The rows of `query` as `tenant` sees them; panics unless it answers 200.
+    pub(crate) async fn sql_json(&self, tenant: Option<&str>, query: &str) -> serde_json::Value {
+        http::sql_json(&self.http, self.spanlake.http_addr(), tenant, query).await
+    }
+
     /// The trace as OTLP protobuf from `/api/traces/<id>`, or None on 404.
     pub(crate) async fn trace(&self, trace_id: &[u8]) -> Option<TracesData> {
         fetch_trace(&self.http, self.spanlake.http_addr(), trace_id, None).await
     }
 }
 
-pub(crate) fn query_url(addr: SocketAddr, path: &str) -> String {
-    format!("http://{addr}{path}")
-}
-
-pub(crate) async fn fetch_trace(
-    http: &reqwest::Client,
-    addr: SocketAddr,
-    trace_id: &[u8],
-    tenant: Option<&str>,
-) -> Option<TracesData> {
-    let mut request = http
-        .get(query_url(addr, &format!("/api/traces/{}", hex::encode(trace_id))))
-        .header("accept", "application/protobuf");
-    if let Some(tenant) = tenant {
-        request = request.header("x-scope-orgid", tenant);
-    }
-    let response = request.send().await.unwrap();
-    match response.status().as_u16() {
-        404 => None,
-        200 => Some(TracesData::decode(response.bytes().await.unwrap()).unwrap()),
-        other => panic!("unexpected status {other}: {}", response.text().await.unwrap()),
-    }
-}
-
-/// All spans of a trace, flattened.
-pub(crate) fn spans(data: &TracesData) -> Vec<&opentelemetry_proto::tonic::trace::v1::Span> {
-    data.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect()
-}
-
-/// A `spanlake` process started by a test.
-pub(crate) struct Process {
-    pub(crate) child: std::process::Child,
-    pub(crate) grpc: Option<SocketAddr>,
-    pub(crate) http: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the `spanlake` binary with `args` (plus ports 0 on loopback and JSON
-/// logs) and reads the bound addresses from its logs.
-pub(crate) fn spawn_spanlake(args: &[&str]) -> Process {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spanlake"))
-        .args(args)
-        .args(["--log-format", "json"])
-        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn spanlake");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut grpc = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let field = |name: &str| log["fields"][name].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-            if let Some(addr) = field("grpc_addr") {
-                grpc = Some(addr);
-            }
-            if log["fields"]["message"] == "spanlake started" {
-                let _ = tx.send((grpc, field("http_addr").unwrap()));
-            }
-        }
-    });
-    let (grpc, http) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("spanlake started");
-    Process { child, grpc, http }
+/// The `spanlake` binary of this build in a child process (see
+/// [`Spawned::start`]).
+pub(crate) fn spawn_spanlake(args: &[&str]) -> Spawned {
+    Spawned::start(env!("CARGO_BIN_EXE_spanlake"), args)
 }

@@ -20,8 +20,10 @@ use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{AppendReport, BlockId, BlockMeta, Catalog, SpanBatchBuilder, Storage, TenantId};
 
 use crate::backpressure::faulty_local;
+use spanlake_test_support::wait_until;
+
 use crate::common::TestServer;
-use crate::sql::{ingest, json, trace};
+use spanlake_test_support::otlp::trace;
 
 /// (trace id, span id, kind) of a stored span.
 type SpanKey = (Vec<u8>, Vec<u8>, String);
@@ -87,10 +89,10 @@ fn multiplicity(spans: &[SpanKey]) -> BTreeMap<SpanKey, usize> {
 async fn ingest_with_retries(server: &TestServer, traces: u8) -> usize {
     let base = now_nanos() - 2 * HOUR;
     for t in 1..=traces {
-        ingest(server, None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
+        server.ingest(None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
     }
     for t in [2, 5] {
-        ingest(server, None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
+        server.ingest(None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
     }
     3 * (usize::from(traces) + 2)
 }
@@ -98,9 +100,7 @@ async fn ingest_with_retries(server: &TestServer, traces: u8) -> usize {
 /// What the querier answers: (all spans, distinct spans).
 async fn querier_counts(server: &TestServer) -> (u64, u64) {
     server.spanlake.querier().unwrap().catalog().refresh().await.unwrap();
-    let rows = json(
-        server,
-        "SELECT count(*) AS n, count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'), kind)) AS d FROM spans",
+    let rows = server.sql_json(None, "SELECT count(*) AS n, count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'), kind)) AS d FROM spans",
     )
     .await;
     (rows[0]["n"].as_u64().unwrap(), rows[0]["d"].as_u64().unwrap())
@@ -140,12 +140,14 @@ async fn merged_blocks_hold_every_span_once_in_the_ingest_layout() {
     assert_eq!(querier_counts(&server).await, (36, 36));
     for t in 1..=12u8 {
         let found = server.trace(&[t; 16]).await.expect("trace found after compaction");
-        assert_eq!(crate::common::spans(&found).len(), 3);
+        assert_eq!(spanlake_test_support::http::spans(&found).len(), 3);
     }
 
     // Same layout as an ingester block: sorted, page index, bloom filter, sources named.
-    let reader = ObjectReader::block(&storage, &tenant, merged).with_page_index(true);
-    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await.unwrap();
+    let reader = ObjectReader::block(&storage, &tenant, merged);
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await.unwrap();
     let metadata = builder.metadata().clone();
     let row_group = metadata.row_group(0);
     assert!(row_group.sorting_columns().is_some_and(|c| c[0].column_idx == 0));
@@ -265,7 +267,8 @@ async fn retention_expires_old_blocks_per_tenant_and_keeps_the_rest() {
             let mut found = vec![];
             for t in 1..=5u8 {
                 let addr = server.spanlake.http_addr();
-                if crate::common::fetch_trace(&server.http, addr, &[t; 16], Some(tenant)).await.is_some() {
+                if spanlake_test_support::http::fetch_trace(&server.http, addr, &[t; 16], Some(tenant)).await.is_some()
+                {
                     found.push(t);
                 }
             }
@@ -289,7 +292,7 @@ async fn retention_expires_old_blocks_per_tenant_and_keeps_the_rest() {
     compactor.run_once().await.unwrap();
     assert_eq!(traces("a").await, vec![3, 4]);
     // A query over the boundary answers exactly what is left.
-    let rows = crate::sql::json_as(&server, "a", "SELECT count(*) AS n FROM spans").await;
+    let rows = server.sql_json(Some("a"), "SELECT count(*) AS n FROM spans").await;
     assert_eq!(rows[0]["n"], 4);
     // Expired files are deleted after the grace period.
     clock.advance(Duration::from_secs(301));
@@ -358,16 +361,12 @@ async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
 
     // Wait until every window has settled into one block.
     let tenant = TenantId::single();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let live = loop {
+    wait_until("every window is compacted into one block", Duration::from_secs(60), || async {
         let live = live_blocks(&storage, &tenant).await;
-        let windows = spanlake_compactor::plan::by_window(live.clone(), Duration::from_secs(3));
-        if windows.values().all(|w| w.len() == 1) {
-            break live;
-        }
-        assert!(std::time::Instant::now() < deadline, "not compacted within 60 s: {} blocks", live.len());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+        spanlake_compactor::plan::by_window(live, Duration::from_secs(3)).values().all(|w| w.len() == 1)
+    })
+    .await;
+    let live = live_blocks(&storage, &tenant).await;
     drop(compactors);
     drop(ingester);
 
@@ -424,26 +423,21 @@ async fn the_all_in_one_process_compacts_in_the_background_and_reports_metrics()
     .await;
     let sent = ingest_with_retries(&server, 6).await;
     let catalog = server.spanlake.querier().unwrap().catalog();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     // The compactor's commits reach the querier at once (no refresh needed).
-    while catalog.blocks(&TenantId::single(), |_| true).len() != 1 {
-        assert!(std::time::Instant::now() < deadline, "not compacted in the background within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("compacted in the background", Duration::from_secs(30), || async {
+        catalog.blocks(&TenantId::single(), |_| true).len() == 1
+    })
+    .await;
     assert_eq!(querier_counts(&server).await, (18, 18), "{sent} sent, 18 distinct");
     // Gauges are set at the end of a pass, a moment after its commit is visible: wait for them.
     let settled = |metrics: &str| {
         let levels: Vec<&str> = metrics.lines().filter(|l| l.starts_with("spanlake_compactor_blocks{")).collect();
         levels.len() == 1 && levels[0].ends_with("} 1") && metrics.contains("spanlake_compactor_pending_merges 0")
     };
-    let metrics = loop {
-        let metrics = server.http.get(server.query_url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if settled(&metrics) {
-            break metrics;
-        }
-        assert!(std::time::Instant::now() < deadline, "gauges did not settle: {metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics =
+        || async { server.http.get(server.query_url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    wait_until("the gauges settle", Duration::from_secs(30), || async { settled(&metrics().await) }).await;
+    let metrics = metrics().await;
     let value = |name: &str| -> f64 {
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {metrics}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()

@@ -12,9 +12,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spanlake::loadgen::Workload;
 
-use crate::common::{fetch_trace, spans, spawn_spanlake};
+use spanlake_test_support::http::{fetch_trace, spans};
 
-fn start(dir: &std::path::Path) -> crate::common::Process {
+use crate::common::spawn_spanlake;
+
+fn start(dir: &std::path::Path) -> spanlake_test_support::process::Spawned {
     spawn_spanlake(&["--storage", dir.to_str().unwrap(), "--min-flush-interval", "50ms"])
 }
 

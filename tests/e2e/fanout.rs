@@ -137,28 +137,28 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
 
     // The same question in plain SQL: t-digest percentiles land within the
     // sketch's rank error (w(q) + 2/n, 100 centroids) plus the sampling band.
-    let rows = crate::sql::json_as(
-        &server,
-        "a",
-        "SELECT count(*) AS parents, avg(degree) AS degree, \
+    let rows = server
+        .sql_json(
+            Some("a"),
+            "SELECT count(*) AS parents, avg(degree) AS degree, \
          approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY parent_duration_ns) / 1e6 AS p99_ms, \
          percentile_cont(0.99) WITHIN GROUP (ORDER BY max_child_duration_ns) / 1e6 AS max_child_p99_ms \
          FROM fanout_parents WHERE parent_service = 'frontend' AND parent_operation = 'GET /search'",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(rows[0]["parents"], parents);
     assert_eq!(rows[0]["degree"], 10.0);
     let sketch = 2.0 * 2f64.sqrt() / 100.0 * 0.01f64.sqrt() + 2.0 / n;
     let rank = parent_cdf(value(&rows[0]["p99_ms"]));
     assert!((rank - 0.99).abs() <= 4.0 * (0.99 * 0.01 / n).sqrt() + sketch, "approx p99 at rank {rank}");
     assert!((value(&rows[0]["max_child_p99_ms"]) - value(&op["max_child_latency_ms"]["p99"])).abs() < 1e-6);
-    let edges = crate::sql::json_as(
-        &server,
-        "a",
-        "SELECT child_service, child_operation, count(*) AS calls FROM span_edges \
+    let edges = server
+        .sql_json(
+            Some("a"),
+            "SELECT child_service, child_operation, count(*) AS calls FROM span_edges \
          WHERE parent_operation = 'GET /search' GROUP BY 1, 2",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(edges[0]["calls"], parents * 10);
 
     // The CLI prints the same report.

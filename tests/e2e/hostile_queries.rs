@@ -3,7 +3,10 @@
 //! the process, ingest included, stays up. Deep input used to overflow a
 //! thread stack, which aborts the whole process.
 
-use crate::common::{query_url, spawn_spanlake};
+use spanlake_test_support::http::query_url;
+use spanlake_test_support::otlp;
+
+use crate::common::spawn_spanlake;
 
 /// Inputs that nest or chain far beyond every limit (a few KB each), and
 /// some right at the limits.
@@ -87,9 +90,7 @@ async fn deep_and_long_queries_never_take_the_process_down() {
         opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(grpc)
             .await
             .unwrap();
-    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: vec![crate::sql::trace(7, "shop", 1, 1_764_000_000_000_000_000)],
-    };
+    let request = otlp::request(vec![otlp::trace(7, "shop", 1, otlp::BASE_NS)]);
     client.export(request).await.expect("ingest still works");
 }
 

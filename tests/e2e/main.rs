@@ -2,7 +2,6 @@
 
 mod backpressure;
 mod bad_input;
-#[allow(dead_code)]
 mod common;
 mod compaction;
 mod durability;

@@ -3,13 +3,12 @@
 
 use arrow::array::{Array, AsArray, MapArray, StructArray};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, resource::v1::Resource};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use prost::Message as _;
+use spanlake_test_support::otlp;
 
 use crate::common::TestServer;
 
@@ -23,11 +22,7 @@ fn blocks(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn blocks_are_plain_parquet_with_the_documented_schema() {
     let server = TestServer::start().await;
-    let status = |code: i64| KeyValue {
-        key: "http.response.status_code".into(),
-        value: Some(AnyValue { value: Some(Value::IntValue(code)) }),
-        ..Default::default()
-    };
+    let status = |code: i64| otlp::int("http.response.status_code", code);
     // Trace ids sent out of order: the block must come back sorted.
     let spans: Vec<Span> = [3u8, 1, 2]
         .iter()
@@ -42,20 +37,7 @@ async fn blocks_are_plain_parquet_with_the_documented_schema() {
             ..Default::default()
         })
         .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(Value::StringValue("billing".into())) }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            schema_url: String::new(),
-        }],
-    };
+    let request = otlp::request(vec![otlp::resource_spans(Some("billing"), Vec::new(), spans)]);
     let response = server
         .http
         .post(server.otlp_http_url())

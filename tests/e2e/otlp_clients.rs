@@ -13,7 +13,9 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind as PKind;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 
-use crate::common::{TestServer, spans};
+use spanlake_test_support::http::spans;
+
+use crate::common::TestServer;
 
 fn attrs() -> Vec<KeyValue> {
     vec![
@@ -254,7 +256,7 @@ async fn sdk_batch_processor_defaults_lose_no_spans_at_thousands_per_second() {
     })
     .await
     .unwrap();
-    let rows = crate::sql::json(&server, "SELECT count(*) AS spans FROM spans").await;
+    let rows = server.sql_json(None, "SELECT count(*) AS spans FROM spans").await;
     assert_eq!(rows[0]["spans"], made, "every span the app made is stored");
     tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().expect("shutdown");
     server.spanlake.shutdown().await;

@@ -1,7 +1,7 @@
 //! Pruning is observable in execution metrics, not only in correct answers.
 
 use crate::common::TestServer;
-use crate::sql::{ingest, trace};
+use spanlake_test_support::otlp::trace;
 
 /// `EXPLAIN ANALYZE` of `query`, as text.
 async fn explain_analyze(server: &TestServer, query: &str) -> String {
@@ -28,8 +28,8 @@ async fn trace_id_and_time_filters_prune_blocks_and_row_groups() {
     let server = TestServer::start().await;
     let base = 1_764_000_000_000_000_000;
     // Block 1 holds traces 1 and 3 (its trace-id range covers 2); block 2 holds trace 5, ten seconds later.
-    ingest(&server, None, vec![trace(1, "a", 1, base), trace(3, "a", 1, base)]).await;
-    ingest(&server, None, vec![trace(5, "b", 1, base + 10_000_000_000)]).await;
+    server.ingest(None, vec![trace(1, "a", 1, base), trace(3, "a", 1, base)]).await;
+    server.ingest(None, vec![trace(5, "b", 1, base + 10_000_000_000)]).await;
 
     // Trace 5: the catalog's trace-id ranges leave one block of two.
     let plan =

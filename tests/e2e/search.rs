@@ -1,30 +1,15 @@
 //! TraceQL search over a fixed set of traces whose matches are known,
 //! written through the real ingest path, with one trace split across blocks.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use serde_json::Value as Json;
+use spanlake_test_support::otlp::{self, CLIENT, SERVER, kv};
 
 use crate::common::TestServer;
-use crate::sql::ingest;
 
 const BASE: u64 = 1_764_000_000_000_000_000;
 const MS: u64 = 1_000_000;
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
-}
-
-fn resource(service: &str, extra: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
-    let mut attributes = vec![kv("service.name", Value::StringValue(service.into()))];
-    attributes.extend(extra);
-    ResourceSpans {
-        resource: Some(Resource { attributes, ..Default::default() }),
-        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-        schema_url: String::new(),
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 fn span(
@@ -39,21 +24,16 @@ fn span(
     error: bool,
 ) -> Span {
     Span {
-        trace_id: vec![t; 16],
-        span_id: vec![t, 0, 0, 0, 0, 0, 0, id],
-        parent_span_id: parent.map(|p| vec![t, 0, 0, 0, 0, 0, 0, p]).unwrap_or_default(),
+        parent_span_id: parent.map(|p| otlp::span_id(t, p)).unwrap_or_default(),
         name: name.into(),
         kind,
         start_time_unix_nano: BASE + start_ms * MS,
         end_time_unix_nano: BASE + (start_ms + dur_ms) * MS,
         attributes: attrs,
         status: error.then(|| Status { code: 2, message: "declined".into() }),
-        ..Default::default()
+        ..otlp::span(t, id)
     }
 }
-
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
 
 /// A (0x0a…): frontend GET /checkout → client charge (502, error) → payment server charge (error, another block);
 ///           → client lookup (200). B (0x0b…), 1 s later: GET /home → client lookup (200).
@@ -61,36 +41,40 @@ const CLIENT: i32 = 3;
 async fn fixture() -> TestServer {
     let server = TestServer::start().await;
     let code = |c: i64| kv("http.status_code", Value::IntValue(c));
-    ingest(
-        &server,
-        None,
-        vec![
-            resource(
-                "frontend",
-                vec![],
-                vec![
-                    span(0x0a, 1, None, "GET /checkout", SERVER, 0, 100, vec![code(200)], false),
-                    span(0x0a, 2, Some(1), "charge", CLIENT, 10, 30, vec![code(502)], true),
-                    span(0x0a, 3, Some(1), "lookup", CLIENT, 50, 20, vec![code(200)], false),
-                    span(0x0b, 1, None, "GET /home", SERVER, 1000, 50, vec![], false),
-                    span(0x0b, 2, Some(1), "lookup", CLIENT, 1010, 10, vec![code(200)], false),
-                ],
-            ),
-            resource(
-                "cart",
-                vec![kv("deployment.environment.name", Value::StringValue("staging".into()))],
-                vec![span(0x0c, 1, None, "GET /cart", SERVER, 2000, 10, vec![], false)],
-            ),
-        ],
-    )
-    .await;
+    server
+        .ingest(
+            None,
+            vec![
+                otlp::resource_spans(
+                    Some("frontend"),
+                    vec![],
+                    vec![
+                        span(0x0a, 1, None, "GET /checkout", SERVER, 0, 100, vec![code(200)], false),
+                        span(0x0a, 2, Some(1), "charge", CLIENT, 10, 30, vec![code(502)], true),
+                        span(0x0a, 3, Some(1), "lookup", CLIENT, 50, 20, vec![code(200)], false),
+                        span(0x0b, 1, None, "GET /home", SERVER, 1000, 50, vec![], false),
+                        span(0x0b, 2, Some(1), "lookup", CLIENT, 1010, 10, vec![code(200)], false),
+                    ],
+                ),
+                otlp::resource_spans(
+                    Some("cart"),
+                    vec![kv("deployment.environment.name", Value::StringValue("staging".into()))],
+                    vec![span(0x0c, 1, None, "GET /cart", SERVER, 2000, 10, vec![], false)],
+                ),
+            ],
+        )
+        .await;
     // The payment server span arrives later, in its own block.
-    ingest(
-        &server,
-        None,
-        vec![resource("payment", vec![], vec![span(0x0a, 4, Some(2), "charge", SERVER, 12, 25, vec![], true)])],
-    )
-    .await;
+    server
+        .ingest(
+            None,
+            vec![otlp::resource_spans(
+                Some("payment"),
+                vec![],
+                vec![span(0x0a, 4, Some(2), "charge", SERVER, 12, 25, vec![], true)],
+            )],
+        )
+        .await;
     server
 }
 

@@ -3,7 +3,7 @@
 //! Review changes with `cargo insta review` (or INSTA_UPDATE=always).
 
 use crate::common::TestServer;
-use crate::sql::{ingest, trace};
+use spanlake_test_support::otlp::trace;
 
 async fn json(server: &TestServer, path: &str) -> serde_json::Value {
     let response = server.http.get(server.query_url(path)).send().await.unwrap();
@@ -15,7 +15,7 @@ async fn json(server: &TestServer, path: &str) -> serde_json::Value {
 async fn api_json_shapes() {
     let server = TestServer::start().await;
     let base = 1_764_000_000_000_000_000;
-    ingest(&server, None, vec![trace(2, "shop", 1, base), trace(3, "cart", 0, base + 1_000_000_000)]).await;
+    server.ingest(None, vec![trace(2, "shop", 1, base), trace(3, "cart", 0, base + 1_000_000_000)]).await;
     let id = hex::encode([2u8; 16]);
 
     insta::assert_json_snapshot!("trace_v1", json(&server, &format!("/api/traces/{id}")).await);

@@ -1,121 +1,39 @@
 //! SQL over spans written through the real ingest path: answers in JSON, CSV
 //! and Arrow; refused statements; tenant isolation.
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message as _;
+use spanlake_test_support::otlp::trace;
 
 use crate::common::TestServer;
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
-}
-
-/// Trace `t` with a server root in `service` and `children` client calls.
-pub(crate) fn trace(t: u8, service: &str, children: u8, base_ns: u64) -> ResourceSpans {
-    let root = Span {
-        trace_id: vec![t; 16],
-        span_id: vec![t, 0, 0, 0, 0, 0, 0, 1],
-        name: format!("GET /{service}"),
-        kind: 2,
-        start_time_unix_nano: base_ns,
-        end_time_unix_nano: base_ns + 100_000_000,
-        attributes: vec![kv("http.response.status_code", Value::IntValue(if t.is_multiple_of(2) { 500 } else { 200 }))],
-        status: t.is_multiple_of(2).then(|| Status { code: 2, message: "boom".into() }),
-        ..Default::default()
-    };
-    let mut spans = vec![root];
-    for c in 0..children {
-        spans.push(Span {
-            trace_id: vec![t; 16],
-            span_id: vec![t, 0, 0, 0, 0, 0, 1, c + 1],
-            parent_span_id: vec![t, 0, 0, 0, 0, 0, 0, 1],
-            name: "SELECT".into(),
-            kind: 3,
-            start_time_unix_nano: base_ns + 1_000_000 * c as u64,
-            end_time_unix_nano: base_ns + 1_000_000 * c as u64 + 10_000_000 * (c as u64 + 1),
-            attributes: vec![kv("db.system.name", Value::StringValue("postgresql".into()))],
-            ..Default::default()
-        });
-    }
-    ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![kv("service.name", Value::StringValue(service.into()))],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-        schema_url: String::new(),
-    }
-}
-
-pub(crate) async fn ingest(server: &TestServer, tenant: Option<&str>, resource_spans: Vec<ResourceSpans>) {
-    let mut request = server
-        .http
-        .post(server.otlp_http_url())
-        .header("content-type", "application/x-protobuf")
-        .body(ExportTraceServiceRequest { resource_spans }.encode_to_vec());
-    if let Some(tenant) = tenant {
-        request = request.header("x-scope-orgid", tenant);
-    }
-    assert_eq!(request.send().await.unwrap().status(), 200);
-}
-
-async fn sql(server: &TestServer, tenant: Option<&str>, accept: &str, query: &str) -> (u16, String, Vec<u8>) {
-    let mut request = server.http.post(server.query_url("/api/sql")).header("accept", accept).body(query.to_owned());
-    if let Some(tenant) = tenant {
-        request = request.header("x-scope-orgid", tenant);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    (status, content_type, response.bytes().await.unwrap().to_vec())
-}
-
-pub(crate) async fn json(server: &TestServer, query: &str) -> serde_json::Value {
-    json_for(server, None, query).await
-}
-
-/// Rows of `query` as `tenant` sees them.
-pub(crate) async fn json_as(server: &TestServer, tenant: &str, query: &str) -> serde_json::Value {
-    json_for(server, Some(tenant), query).await
-}
-
-async fn json_for(server: &TestServer, tenant: Option<&str>, query: &str) -> serde_json::Value {
-    let (status, _, body) = sql(server, tenant, "application/json", query).await;
-    assert_eq!(status, 200, "{query}: {}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_answers_in_json_csv_and_arrow() {
     let server = TestServer::start().await;
     let base = 1_764_000_000_000_000_000;
-    ingest(&server, None, vec![trace(1, "shop", 3, base), trace(2, "shop", 1, base + 1_000_000_000)]).await;
-    ingest(&server, None, vec![trace(3, "cart", 0, base + 2_000_000_000)]).await;
+    server.ingest(None, vec![trace(1, "shop", 3, base), trace(2, "shop", 1, base + 1_000_000_000)]).await;
+    server.ingest(None, vec![trace(3, "cart", 0, base + 2_000_000_000)]).await;
 
-    let rows =
-        json(&server, "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name")
-            .await;
+    let rows = server
+        .sql_json(None, "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name ORDER BY service_name")
+        .await;
     assert_eq!(rows, serde_json::json!([{"service_name": "cart", "spans": 1}, {"service_name": "shop", "spans": 6}]));
 
     // Numeric attributes compare numerically.
-    let rows = json(
-        &server,
-        "SELECT name FROM spans WHERE span_attributes['http.response.status_code']['int'] >= 500 ORDER BY name",
-    )
-    .await;
+    let rows = server
+        .sql_json(
+            None,
+            "SELECT name FROM spans WHERE span_attributes['http.response.status_code']['int'] >= 500 ORDER BY name",
+        )
+        .await;
     assert_eq!(rows, serde_json::json!([{"name": "GET /shop"}]));
 
     // The traces view: one row per trace with its root and duration.
-    let rows = json(
-        &server,
-        "SELECT encode(trace_id, 'hex') AS id, root_service_name, root_name, span_count, duration_ns, error_count \
+    let rows = server
+        .sql_json(
+            None,
+            "SELECT encode(trace_id, 'hex') AS id, root_service_name, root_name, span_count, duration_ns, error_count \
          FROM traces ORDER BY start_time",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(rows[0]["id"], "01".repeat(16));
     assert_eq!(rows[0]["root_name"], "GET /shop");
     assert_eq!(rows[0]["span_count"], 4);
@@ -124,13 +42,13 @@ async fn sql_answers_in_json_csv_and_arrow() {
     assert_eq!(rows[2]["root_service_name"], "cart");
 
     let (status, content_type, body) =
-        sql(&server, None, "text/csv", "SELECT name, kind FROM spans WHERE kind = 'server' ORDER BY name").await;
+        server.sql(None, "text/csv", "SELECT name, kind FROM spans WHERE kind = 'server' ORDER BY name").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/csv"));
     assert_eq!(String::from_utf8(body).unwrap(), "name,kind\nGET /cart,server\nGET /shop,server\nGET /shop,server\n");
 
     let (status, content_type, body) =
-        sql(&server, None, "application/vnd.apache.arrow.stream", "SELECT trace_id, duration_ns FROM spans").await;
+        server.sql(None, "application/vnd.apache.arrow.stream", "SELECT trace_id, duration_ns FROM spans").await;
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/vnd.apache.arrow.stream");
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
@@ -138,7 +56,7 @@ async fn sql_answers_in_json_csv_and_arrow() {
     assert_eq!(rows, 7);
 
     // Nested columns cannot be CSV: a clear 400.
-    let (status, _, body) = sql(&server, None, "text/csv", "SELECT span_attributes FROM spans").await;
+    let (status, _, body) = server.sql(None, "text/csv", "SELECT span_attributes FROM spans").await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     server.spanlake.shutdown().await;
 }
@@ -146,7 +64,7 @@ async fn sql_answers_in_json_csv_and_arrow() {
 #[tokio::test]
 async fn sql_that_writes_or_reads_files_is_refused() {
     let server = TestServer::start().await;
-    ingest(&server, None, vec![trace(1, "shop", 1, 1_764_000_000_000_000_000)]).await;
+    server.ingest(None, vec![trace(1, "shop", 1, 1_764_000_000_000_000_000)]).await;
     for (query, expected) in [
         ("CREATE TABLE t AS SELECT * FROM spans", "refused: CREATE TABLE"),
         ("DROP TABLE spans", "refused: DROP TABLE"),
@@ -161,7 +79,7 @@ async fn sql_that_writes_or_reads_files_is_refused() {
         ("SELECT * FROM information_schema.tables", "information_schema"),
         ("SELEC 1", "invalid SQL"),
     ] {
-        let (status, _, body) = sql(&server, None, "application/json", query).await;
+        let (status, _, body) = server.sql(None, "application/json", query).await;
         let body = String::from_utf8_lossy(&body);
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.to_lowercase().contains(&expected.to_lowercase()), "{query}: {body}");
@@ -174,24 +92,24 @@ async fn sql_that_writes_or_reads_files_is_refused() {
 async fn tenants_cannot_read_each_other() {
     let server = TestServer::start_with(|a| a.multi_tenant = true).await;
     let base = 1_764_000_000_000_000_000;
-    ingest(&server, Some("team-a"), vec![trace(1, "a-service", 1, base)]).await;
-    ingest(&server, Some("team-b"), vec![trace(2, "b-service", 1, base)]).await;
+    server.ingest(Some("team-a"), vec![trace(1, "a-service", 1, base)]).await;
+    server.ingest(Some("team-b"), vec![trace(2, "b-service", 1, base)]).await;
     let (status, _, body) =
-        sql(&server, Some("team-a"), "application/json", "SELECT DISTINCT service_name FROM spans").await;
+        server.sql(Some("team-a"), "application/json", "SELECT DISTINCT service_name FROM spans").await;
     assert_eq!(status, 200);
     let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(rows, serde_json::json!([{"service_name": "a-service"}]));
     // Asking for the other tenant's trace id by SQL finds nothing.
-    let (_, _, body) = sql(
-        &server,
-        Some("team-a"),
-        "application/json",
-        "SELECT count(*) AS n FROM spans WHERE trace_id = X'02020202020202020202020202020202'",
-    )
-    .await;
+    let (_, _, body) = server
+        .sql(
+            Some("team-a"),
+            "application/json",
+            "SELECT count(*) AS n FROM spans WHERE trace_id = X'02020202020202020202020202020202'",
+        )
+        .await;
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), serde_json::json!([{"n": 0}]));
     // No tenant header: refused.
-    let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+    let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
     assert_eq!(status, 401);
     server.spanlake.shutdown().await;
 }
@@ -199,7 +117,7 @@ async fn tenants_cannot_read_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_prints_tables_and_waterfalls() {
     let server = TestServer::start().await;
-    ingest(&server, None, vec![trace(7, "shop", 2, 1_764_000_000_000_000_000)]).await;
+    server.ingest(None, vec![trace(7, "shop", 2, 1_764_000_000_000_000_000)]).await;
     let client = spanlake::client::ClientArgs { url: format!("http://{}", server.spanlake.http_addr()), tenant: None };
     let table = spanlake::client::sql(&client, "SELECT name, count(*) AS n FROM spans GROUP BY name ORDER BY name")
         .await
@@ -224,7 +142,8 @@ async fn readme_sql_examples_run() {
     let server = TestServer::start().await;
     // Recent data, so that the README's "last hour" filters keep it.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    ingest(&server, None, vec![trace(2, "shop", 2, now - 60_000_000_000), trace(3, "shop", 1, now - 30_000_000_000)])
+    server
+        .ingest(None, vec![trace(2, "shop", 2, now - 60_000_000_000), trace(3, "shop", 1, now - 30_000_000_000)])
         .await;
     let readme = include_str!("../../README.md");
     let section = &readme[readme.find("### SQL").unwrap()..];
@@ -233,7 +152,7 @@ async fn readme_sql_examples_run() {
     let statements: Vec<&str> = block.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
     assert_eq!(statements.len(), 3);
     for statement in statements {
-        let (status, _, body) = sql(&server, None, "application/json", statement).await;
+        let (status, _, body) = server.sql(None, "application/json", statement).await;
         let body = String::from_utf8_lossy(&body);
         assert_eq!(status, 200, "{statement}: {body}");
         let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -250,29 +169,25 @@ async fn queries_are_bounded_in_time_and_memory() {
     })
     .await;
     // Far more work than 200 ms allows.
-    let (status, _, body) = sql(
-        &server,
-        None,
-        "application/json",
-        "SELECT count(*) FROM generate_series(1, 10000000000) a WHERE a.value % 7 = 3",
-    )
-    .await;
+    let (status, _, body) = server
+        .sql(None, "application/json", "SELECT count(*) FROM generate_series(1, 10000000000) a WHERE a.value % 7 = 3")
+        .await;
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("time limit of 200ms"), "{body}");
     // One aggregate state of ~300 MB (it cannot spill): refused at 4 MiB.
-    let (status, _, body) = sql(
-        &server,
-        None,
-        "application/json",
-        "SELECT cardinality(array_agg(repeat('x', 100))) FROM generate_series(1, 3000000)",
-    )
-    .await;
+    let (status, _, body) = server
+        .sql(
+            None,
+            "application/json",
+            "SELECT cardinality(array_agg(repeat('x', 100))) FROM generate_series(1, 3000000)",
+        )
+        .await;
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("memory limit"), "{body}");
     // The querier still answers.
-    let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+    let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
     assert_eq!(status, 200);
     server.spanlake.shutdown().await;
 }
@@ -293,7 +208,7 @@ async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
     let running: Vec<_> = (0..2).map(|_| tokio::spawn(send(Duration::from_secs(5)))).collect();
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        let (status, _, body) = sql(&server, None, "application/json", "SELECT 1").await;
+        let (status, _, body) = server.sql(None, "application/json", "SELECT 1").await;
         if status == 429 {
             assert!(String::from_utf8_lossy(&body).contains("saturated"));
             break;
@@ -311,7 +226,7 @@ async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
     }
     let left = Instant::now();
     loop {
-        let (status, _, _) = sql(&server, None, "application/json", "SELECT 1").await;
+        let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
         if status == 200 {
             break;
         }
@@ -327,7 +242,7 @@ async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
 async fn every_query_endpoint_has_a_deadline() {
     let server = TestServer::start_with(|a| a.query_timeout = std::time::Duration::from_nanos(1)).await;
     let base = 1_764_000_000_000_000_000;
-    ingest(&server, None, vec![trace(1, "shop", 3, base)]).await;
+    server.ingest(None, vec![trace(1, "shop", 3, base)]).await;
     for path in [
         "/api/search?q=%7B%7D",
         "/api/search/tags",

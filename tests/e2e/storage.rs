@@ -18,7 +18,9 @@ use spanlake_schemas::block::BlockId;
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
-use crate::common::{fetch_trace, spans, test_args};
+use spanlake_test_support::http::{fetch_trace, spans};
+
+use crate::common::test_args;
 
 const ACCESS_KEY: &str = "spanlake-test";
 const SECRET_KEY: &str = "spanlake-test-secret";

@@ -4,8 +4,9 @@
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message as _;
 
+use spanlake_test_support::otlp::trace;
+
 use crate::common::TestServer;
-use crate::sql::{ingest, trace};
 
 /// Tempo's `TraceByIDResponse`, decoded independently of the server's own type.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -34,11 +35,7 @@ async fn get(server: &TestServer, path: &str, accept: Option<&str>, tenant: Opti
     if let Some(tenant) = tenant {
         request = request.header("x-scope-orgid", tenant);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    (status, content_type, response.bytes().await.unwrap().to_vec())
+    spanlake_test_support::http::parts(request).await
 }
 
 fn span_count(resource_spans: &[ResourceSpans]) -> usize {
@@ -55,7 +52,7 @@ async fn v1_and_v2_in_json_and_protobuf() {
     for span in &mut resource.scope_spans[0].spans {
         span.trace_id = short.to_vec();
     }
-    ingest(&server, None, vec![resource]).await;
+    server.ingest(None, vec![resource]).await;
 
     // Grafana: v2 protobuf, id without leading zeros, upper case.
     let (status, content_type, body) = get(&server, "/api/v2/traces/ABC", Some("application/protobuf"), None).await;
@@ -105,7 +102,7 @@ async fn v1_and_v2_in_json_and_protobuf() {
 #[tokio::test]
 async fn traces_over_the_size_limit_are_partial_in_v2_and_422_in_v1() {
     let server = TestServer::start_with(|a| a.max_trace_size = 600).await;
-    ingest(&server, None, vec![trace(5, "shop", 10, 1_764_000_000_000_000_000)]).await;
+    server.ingest(None, vec![trace(5, "shop", 10, 1_764_000_000_000_000_000)]).await;
     let id = hex::encode([5u8; 16]);
     let (status, _, body) = get(&server, &format!("/api/traces/{id}"), None, None).await;
     assert_eq!(status, 422);
@@ -123,7 +120,7 @@ async fn traces_over_the_size_limit_are_partial_in_v2_and_422_in_v1() {
 #[tokio::test]
 async fn tenants_see_only_their_traces_by_id_and_search() {
     let server = TestServer::start_with(|a| a.multi_tenant = true).await;
-    ingest(&server, Some("team-a"), vec![trace(9, "a-shop", 1, 1_764_000_000_000_000_000)]).await;
+    server.ingest(Some("team-a"), vec![trace(9, "a-shop", 1, 1_764_000_000_000_000_000)]).await;
     let id = hex::encode([9u8; 16]);
     assert_eq!(get(&server, &format!("/api/traces/{id}"), None, Some("team-a")).await.0, 200);
     assert_eq!(get(&server, &format!("/api/traces/{id}"), None, Some("team-b")).await.0, 404);

@@ -214,7 +214,7 @@ pub struct OperationReport {
     pub exceedance: Vec<Exceedance>,
     pub time_split: TimeSplit,
     /// Sum of call durations / time calls were in flight: 1 for sequential
-    /// calls, about N·mean/E[max] for N parallel ones.
+    /// calls, about N·mean/E\[max\] for N parallel ones.
     pub parallelism_ratio: Percentiles,
     /// Share of parent time on the critical path in no call (the parent's own work).
     pub parent_self_share: f64,
