@@ -45,7 +45,7 @@ impl Spanlake {
         let mut tasks = Vec::new();
 
         let querier = if matches!(role, Role::All | Role::Querier) {
-            let querier = Querier::new(args.querier_config(), storage.clone());
+            let querier = Querier::new(args.querier_config(), storage.clone(), &mut registry);
             tasks.push(querier.start_refresh().await.context("loading the block catalog")?);
             Some(querier)
         } else {

@@ -234,16 +234,16 @@ impl Pipeline {
             if result.is_ok() {
                 self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
             }
-            for waiter in waiters {
-                // A waiter whose request was cancelled is gone; its spans are stored anyway.
-                let _ = waiter.send(result);
-            }
-            let mut tenants = self.tenants.lock().await;
-            if let Some(buffer) = tenants.get_mut(&tenant) {
+            // The bytes leave the buffer before anyone hears of the result.
+            if let Some(buffer) = self.tenants.lock().await.get_mut(&tenant) {
                 buffer.in_flight_bytes = 0;
             }
             self.total_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.metrics.buffer_bytes.dec_by(bytes as i64);
+            for waiter in waiters {
+                // A waiter whose request was cancelled is gone; its spans are stored anyway.
+                let _ = waiter.send(result);
+            }
         }
         self.wake.notify_one();
     }

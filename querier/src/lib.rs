@@ -19,6 +19,7 @@ mod block_cache;
 mod error;
 mod executor;
 pub mod fanout;
+mod metrics;
 mod search;
 mod sql;
 mod table;
@@ -31,6 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use spanlake_schemas::Storage;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -89,10 +91,12 @@ pub struct Querier {
     footers: block_cache::FooterCache,
     /// Parsed footers of blocks, for DataFusion scans (shared by all queries).
     file_metadata: Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>,
+    metrics: metrics::Metrics,
 }
 
 impl Querier {
-    pub fn new(config: Config, storage: Storage) -> Arc<Self> {
+    /// A querier over `storage`; its metrics go into `registry`.
+    pub fn new(config: Config, storage: Storage, registry: &mut Registry) -> Arc<Self> {
         let catalog = Catalog::new(storage.clone(), config.commit_lookback);
         let running = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1)));
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -102,7 +106,8 @@ impl Querier {
             object_store::path::Path,
             datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,
         >::new(256 << 20));
-        Arc::new(Self { config, storage, catalog, running, executor, footers, file_metadata })
+        let metrics = metrics::Metrics::new(registry);
+        Arc::new(Self { config, storage, catalog, running, executor, footers, file_metadata, metrics })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -117,9 +122,10 @@ impl Querier {
 
     /// Admits one more query, or refuses with 429 when the querier is saturated.
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, QueryError> {
-        Arc::clone(&self.running)
-            .try_acquire_owned()
-            .map_err(|_| QueryError::Saturated { limit: self.config.max_concurrent_queries })
+        Arc::clone(&self.running).try_acquire_owned().map_err(|_| {
+            self.metrics.refused.inc();
+            QueryError::Saturated { limit: self.config.max_concurrent_queries }
+        })
     }
 
     /// The one way every query runs: on the query runtime, with `permit`
@@ -128,6 +134,7 @@ impl Querier {
     /// work and frees its slot.
     pub(crate) async fn execute<T, F, Fut>(
         self: &Arc<Self>,
+        endpoint: &'static str,
         permit: OwnedSemaphorePermit,
         work: F,
     ) -> Result<T, QueryError>
@@ -136,13 +143,17 @@ impl Querier {
         F: FnOnce(Arc<Self>) -> Fut,
         Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
+        let timer = self.metrics.start(endpoint);
         let work = work(Arc::clone(self));
-        self.executor
+        let result = self
+            .executor
             .run(self.config.query_timeout, async move {
                 let _permit = permit;
                 work.await
             })
-            .await
+            .await;
+        timer.finish(&result);
+        result
     }
 
     /// The HTTP API routes.
@@ -158,7 +169,8 @@ mod tests {
     #[tokio::test]
     async fn a_saturated_querier_answers_429() {
         let storage = Storage::new(Arc::new(object_store::memory::InMemory::new()));
-        let querier = Querier::new(Config { max_concurrent_queries: 2, ..Config::default() }, storage);
+        let config = Config { max_concurrent_queries: 2, ..Config::default() };
+        let querier = Querier::new(config, storage, &mut Registry::default());
         let first = querier.admit().unwrap();
         let _second = querier.admit().unwrap();
         let refused = querier.admit().unwrap_err();

@@ -18,18 +18,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-async fn post(server: &TestServer, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
-    let mut request = server.http.post(server.otlp_http_url()).header("content-type", content_type);
-    if let Some(encoding) = encoding {
-        request = request.header("content-encoding", encoding);
-    }
-    let response = request.body(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
 async fn assert_healthy(server: &TestServer, trace: u8) {
-    let (status, _) = post(server, "application/x-protobuf", None, request(vec![span(trace, 1)]).encode_to_vec()).await;
+    let (status, _) =
+        server.export_raw("application/x-protobuf", None, request(vec![span(trace, 1)]).encode_to_vec()).await;
     assert_eq!(status, 200);
     assert!(server.trace(&[trace; 16]).await.is_some());
 }
@@ -37,27 +28,28 @@ async fn assert_healthy(server: &TestServer, trace: u8) {
 #[tokio::test]
 async fn malformed_bodies_and_wrong_types_are_refused() {
     let server = TestServer::start_with(|a| a.max_request_size = 64 << 10).await;
-    let (status, body) = post(&server, "application/x-protobuf", None, b"\xff\xff\xff\xff not protobuf".to_vec()).await;
+    let (status, body) =
+        server.export_raw("application/x-protobuf", None, b"\xff\xff\xff\xff not protobuf".to_vec()).await;
     assert_eq!(status, 400);
     assert!(body.contains("could not be decoded as OTLP protobuf"), "{body}");
 
-    let (status, body) = post(&server, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    let (status, body) = server.export_raw("application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
     assert_eq!(status, 400);
     assert!(body.contains("OTLP JSON"), "{body}");
 
-    let (status, body) = post(&server, "text/plain", None, b"hello".to_vec()).await;
+    let (status, body) = server.export_raw("text/plain", None, b"hello".to_vec()).await;
     assert_eq!(status, 415);
     assert!(body.contains("unsupported content type"), "{body}");
 
-    let (status, body) = post(&server, "application/x-protobuf", Some("br"), b"x".to_vec()).await;
+    let (status, body) = server.export_raw("application/x-protobuf", Some("br"), b"x".to_vec()).await;
     assert_eq!(status, 400);
     assert!(body.contains("unsupported content encoding"), "{body}");
 
-    let (status, body) = post(&server, "application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await;
+    let (status, body) = server.export_raw("application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await;
     assert_eq!(status, 400);
     assert!(body.contains("gzip"), "{body}");
 
-    let (status, body) = post(&server, "application/x-protobuf", None, vec![0u8; 100 << 10]).await;
+    let (status, body) = server.export_raw("application/x-protobuf", None, vec![0u8; 100 << 10]).await;
     assert_eq!(status, 413);
     assert!(body.contains("larger than the limit of 65536 bytes"), "{body}");
 
@@ -76,7 +68,7 @@ async fn gzip_bomb_is_refused_without_expanding_it() {
     }
     let bomb = encoder.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "the compressed bomb fits under the limit ({} bytes)", bomb.len());
-    let (status, body) = post(&server, "application/x-protobuf", Some("gzip"), bomb.clone()).await;
+    let (status, body) = server.export_raw("application/x-protobuf", Some("gzip"), bomb.clone()).await;
     assert_eq!(status, 413);
     assert!(body.contains("after decompression"), "{body}");
 
@@ -139,16 +131,9 @@ async fn invalid_ids_get_partial_success_and_valid_spans_are_stored() {
          "kind": 2, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": 1700000000000000500u64},
         {"traceId": "0303030303030303030303030303030f", "spanId": "04", "name": "short id"}
     ]}]}]});
-    let response = server
-        .http
-        .post(server.otlp_http_url())
-        .header("content-type", "application/json")
-        .body(json.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let (status, answer) = server.export_raw("application/json", None, json.to_string().into_bytes()).await;
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["partialSuccess"]["rejectedSpans"], serde_json::json!("1"));
     let mut id = [3u8; 16];
     id[15] = 0x0f;
@@ -234,12 +219,12 @@ async fn hostile_tenant_ids_are_refused() {
 async fn too_many_spans_in_one_request_is_refused() {
     let server = TestServer::start_with(|a| a.max_spans_per_request = 3).await;
     let body = request((1..=4).map(|i| span(4, i)).collect());
-    let (status, text) = post(&server, "application/x-protobuf", None, body.encode_to_vec()).await;
+    let (status, text) = server.export_raw("application/x-protobuf", None, body.encode_to_vec()).await;
     assert_eq!(status, 413);
     assert!(text.contains("holds 4 spans, the limit is 3"), "{text}");
     // Within the limit, and gzip-compressed, it is accepted.
     let body = request((1..=3).map(|i| span(6, i)).collect());
-    let (status, _) = post(&server, "application/x-protobuf", Some("gzip"), gzip(&body.encode_to_vec())).await;
+    let (status, _) = server.export_raw("application/x-protobuf", Some("gzip"), gzip(&body.encode_to_vec())).await;
     assert_eq!(status, 200);
     assert_eq!(spanlake_test_support::http::spans(&server.trace(&[6; 16]).await.unwrap()).len(), 3);
     server.spanlake.shutdown().await;

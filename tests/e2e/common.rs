@@ -76,6 +76,22 @@ impl TestServer {
         assert_eq!(request.send().await.unwrap().status(), 200);
     }
 
+    /// POSTs a raw OTLP/HTTP body: status and response text.
+    pub(crate) async fn export_raw(&self, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
+        let mut request = self.http.post(self.otlp_http_url()).header("content-type", content_type);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request.body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// GETs `path` of the query API: its body as text, whatever the status.
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        self.http.get(self.query_url(path)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// `POST /api/sql`: status, content type, body.
     pub(crate) async fn sql(&self, tenant: Option<&str>, accept: &str, query: &str) -> (u16, String, Vec<u8>) {
         http::sql(&self.http, self.spanlake.http_addr(), tenant, accept, query).await
@@ -90,6 +106,15 @@ impl TestServer {
     pub(crate) async fn trace(&self, trace_id: &[u8]) -> Option<TracesData> {
         fetch_trace(&self.http, self.spanlake.http_addr(), trace_id, None).await
     }
+}
+
+/// Runs the `spanlake` binary of this build with `args` to completion (a
+/// client command, `compact --once`, `loadgen`), at most `timeout`.
+pub(crate) async fn run_spanlake(args: Vec<String>, timeout: std::time::Duration) -> std::process::Output {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake")).args(args).output().expect("run spanlake")
+    });
+    tokio::time::timeout(timeout, run).await.expect("spanlake finishes").unwrap()
 }
 
 /// The `spanlake` binary of this build in a child process (see

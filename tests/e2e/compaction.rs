@@ -22,7 +22,7 @@ use spanlake_schemas::{AppendReport, BlockId, BlockMeta, Catalog, SpanBatchBuild
 use crate::backpressure::faulty_local;
 use spanlake_test_support::wait_until;
 
-use crate::common::TestServer;
+use crate::common::{TestServer, run_spanlake};
 use spanlake_test_support::otlp::trace;
 
 /// (trace id, span id, kind) of a stored span.
@@ -350,13 +350,8 @@ async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
 
     // Bounded load: 6 s at 100 traces/s, on loopback.
     let endpoint = format!("http://{}", ingester.grpc.unwrap());
-    let loadgen = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-            .args(["loadgen", "--endpoint", &endpoint, "--rate", "100", "--duration", "6s", "--quiet"])
-            .output()
-    });
-    let loadgen =
-        tokio::time::timeout(Duration::from_secs(60), loadgen).await.expect("loadgen stops").unwrap().unwrap();
+    let args = ["loadgen", "--endpoint", &endpoint, "--rate", "100", "--duration", "6s", "--quiet"];
+    let loadgen = run_spanlake(args.map(String::from).to_vec(), Duration::from_secs(60)).await;
     assert!(loadgen.status.success(), "{}", String::from_utf8_lossy(&loadgen.stderr));
 
     // Wait until every window has settled into one block.
@@ -454,14 +449,8 @@ async fn compact_once_runs_one_pass_and_exits() {
     let server = TestServer::start().await;
     ingest_with_retries(&server, 6).await;
     let dir = server.dir.path().to_str().unwrap().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-            .args(["compact", "--once", "--storage", &dir, "--compaction-fan-in", "4"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let args = ["compact", "--once", "--storage", &dir, "--compaction-fan-in", "4"];
+    let output = run_spanlake(args.map(String::from).to_vec(), Duration::from_secs(60)).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("merges: 3"), "8 blocks → 2 → 1: {stdout}");

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use serde_json::Value;
 use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
 
-use crate::common::TestServer;
+use crate::common::{TestServer, run_spanlake};
 
 const MEAN_MS: f64 = 10.0;
 
@@ -163,14 +163,8 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
 
     // The CLI prints the same report.
     let url = format!("http://{}", server.spanlake.http_addr());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spanlake"))
-            .args(["fanout", "--url", &url, "--tenant", "a", "--service", "frontend", "--operation", "GET /search"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let args = ["fanout", "--url", &url, "--tenant", "a", "--service", "frontend", "--operation", "GET /search"];
+    let output = run_spanlake(args.map(String::from).to_vec(), Duration::from_secs(60)).await;
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("frontend / GET /search: 5000 parents, 10.0 calls per parent"), "{text}");

@@ -38,15 +38,8 @@ async fn blocks_are_plain_parquet_with_the_documented_schema() {
         })
         .collect();
     let request = otlp::request(vec![otlp::resource_spans(Some("billing"), Vec::new(), spans)]);
-    let response = server
-        .http
-        .post(server.otlp_http_url())
-        .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, _) = server.export_raw("application/x-protobuf", None, request.encode_to_vec()).await;
+    assert_eq!(status, 200);
 
     let files = blocks(server.dir.path());
     assert_eq!(files.len(), 1);

@@ -158,15 +158,7 @@ async fn export_and_check(server: &TestServer, mut exporter: opentelemetry_otlp:
     assert_eq!((status.code, status.message.as_str()), (2, "upstream timed out"));
 
     // The same trace as Tempo's v1 JSON: base64 ids, enum names, int64 as strings.
-    let text = server
-        .http
-        .get(server.query_url(&format!("/api/traces/{trace_id:x}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text(&format!("/api/traces/{trace_id:x}")).await;
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let span = &json["batches"][0]["scopeSpans"][0]["spans"][0];
     assert_eq!(span["spanId"], "AQIDBAUGBwg=");

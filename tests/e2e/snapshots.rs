@@ -35,16 +35,9 @@ async fn api_json_shapes() {
     );
     insta::assert_json_snapshot!("tag_values_v1", json(&server, "/api/search/tag/service.name/values").await);
     let rows = server
-        .http
-        .post(server.query_url("/api/sql"))
-        .body("SELECT encode(trace_id, 'hex') AS trace_id, root_service_name, root_name, span_count, duration_ns, error_count FROM traces ORDER BY start_time")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    insta::assert_json_snapshot!("sql_traces", serde_json::from_str::<serde_json::Value>(&rows).unwrap());
+        .sql_json(None, "SELECT encode(trace_id, 'hex') AS trace_id, root_service_name, root_name, span_count, duration_ns, error_count FROM traces ORDER BY start_time")
+        .await;
+    insta::assert_json_snapshot!("sql_traces", rows);
     let error = server.http.get(server.query_url("/api/search?q=%7B%20.a%20%3D%20%7D")).send().await.unwrap();
     insta::assert_snapshot!("search_error", format!("{} {}", error.status().as_u16(), error.text().await.unwrap()));
     server.spanlake.shutdown().await;

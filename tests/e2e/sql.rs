@@ -2,6 +2,7 @@
 //! and Arrow; refused statements; tenant isolation.
 
 use spanlake_test_support::otlp::trace;
+use spanlake_test_support::wait_until;
 
 use crate::common::TestServer;
 
@@ -202,38 +203,39 @@ async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
         a.query_timeout = Duration::from_secs(600);
     })
     .await;
+    let metric = |name: &'static str| {
+        let server = &server;
+        async move {
+            let text = server.get_text("/metrics").await;
+            let line = text.lines().find(|l| l.starts_with(name)).map(str::to_owned);
+            line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+        }
+    };
     const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000) a WHERE a.value % 7 = 3";
     let send = |timeout: Duration| server.http.post(server.query_url("/api/sql")).body(ENDLESS).timeout(timeout).send();
     // Two endless queries fill both slots; a third query is refused.
     let running: Vec<_> = (0..2).map(|_| tokio::spawn(send(Duration::from_secs(5)))).collect();
-    let deadline = Instant::now() + Duration::from_secs(4);
-    loop {
-        let (status, _, body) = server.sql(None, "application/json", "SELECT 1").await;
-        if status == 429 {
-            assert!(String::from_utf8_lossy(&body).contains("saturated"));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "admission let a third query run beside two endless ones: {status} {}",
-            String::from_utf8_lossy(&body)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Their clients give up (after 5 s); within a second the slots are free.
+    wait_until("both endless queries run", Duration::from_secs(4), || async {
+        metric("spanlake_querier_queries_running").await == 2.0
+    })
+    .await;
+    let (status, _, body) = server.sql(None, "application/json", "SELECT 1").await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("saturated"));
+    // Their clients give up (after 5 s); within a second the queries stop.
     for client in running {
         assert!(client.await.unwrap().unwrap_err().is_timeout());
     }
     let left = Instant::now();
-    loop {
-        let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 429);
-        assert!(left.elapsed() < Duration::from_secs(1), "abandoned queries still hold their slots");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the abandoned queries stop", Duration::from_secs(1), || async {
+        metric("spanlake_querier_queries_running").await == 0.0
+    })
+    .await;
+    assert!(left.elapsed() < Duration::from_secs(1));
+    assert_eq!(metric("spanlake_querier_queries_total{endpoint=\"sql\",outcome=\"cancelled\"}").await, 2.0);
+    assert_eq!(metric("spanlake_querier_queries_refused_total").await, 1.0);
+    let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
+    assert_eq!(status, 200, "the slots are free");
     server.spanlake.shutdown().await;
 }
 

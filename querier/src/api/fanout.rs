@@ -102,5 +102,5 @@ pub(super) async fn fanout(
     Query(query): Query<FanoutQuery>,
 ) -> Result<Json<crate::fanout::FanoutResponse>, QueryError> {
     let params = query.params()?;
-    Ok(Json(querier.execute(permit, |q| async move { q.fanout(&tenant, params).await }).await?))
+    Ok(Json(querier.execute("fanout", permit, |q| async move { q.fanout(&tenant, params).await }).await?))
 }

@@ -75,6 +75,6 @@ pub(super) async fn search(
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<Value>, QueryError> {
     let params = query.params()?;
-    let response = querier.execute(permit, |q| async move { q.search(&tenant, &params).await }).await?;
+    let response = querier.execute("search", permit, |q| async move { q.search(&tenant, &params).await }).await?;
     Ok(Json(response.0))
 }

@@ -25,7 +25,7 @@ pub(super) async fn sql(
     body: Bytes,
 ) -> Result<Response, QueryError> {
     let query = query_text(&headers, &body)?;
-    let result = querier.execute(permit, |q| async move { q.sql(&tenant, &query).await }).await?;
+    let result = querier.execute("sql", permit, |q| async move { q.sql(&tenant, &query).await }).await?;
     encode(&headers, result)
 }
 

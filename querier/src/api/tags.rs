@@ -64,7 +64,7 @@ pub(super) async fn tags_v1(
     let (range, limit) = (p.range()?, p.limit()?);
     let scope = p.scope.unwrap_or_default();
     let names = querier
-        .execute(permit, move |q| async move {
+        .execute("tags", permit, move |q| async move {
             let mut names = BTreeSet::new();
             if matches!(scope.as_str(), "" | "span") {
                 names.extend(q.attribute_keys(&tenant, s::SPAN_ATTRIBUTES, range, limit).await?);
@@ -93,7 +93,7 @@ pub(super) async fn tags_v2(
         ));
     }
     let scopes = querier
-        .execute(permit, move |q| async move {
+        .execute("tags", permit, move |q| async move {
             let mut scopes = Vec::new();
             for (name, column) in [
                 ("resource", s::RESOURCE_ATTRIBUTES),
@@ -148,7 +148,9 @@ async fn tag_values(
     let filter = if v2 { p.filter() } else { None };
     let (range, limit) = (p.range()?, p.limit()?);
     let values = querier
-        .execute(permit, move |q| async move { q.values(&tenant, &field, filter.as_ref(), range, limit).await })
+        .execute(if v2 { "tag_values_v2" } else { "tag_values" }, permit, move |q| async move {
+            q.values(&tenant, &field, filter.as_ref(), range, limit).await
+        })
         .await?;
     let values: Vec<Value> = if v2 { values } else { values.into_iter().map(|v| v["value"].clone()).collect() };
     Ok(Json(json!({ "tagValues": values, "metrics": {} })))

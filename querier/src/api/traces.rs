@@ -76,7 +76,7 @@ async fn lookup(
     let trace_id = parse_trace_id(id)?;
     let range = range.to_nanos()?;
     let (spans, stats) = querier
-        .execute(permit, move |q| async move {
+        .execute("trace_by_id", permit, move |q| async move {
             find_trace(&q.catalog, &q.footers, &q.storage, &tenant, trace_id, range, q.config.pruning).await
         })
         .await?;

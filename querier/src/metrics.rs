@@ -1,0 +1,89 @@
+//! Prometheus metrics of the querier: latency by endpoint, outcomes (ok,
+//! refused, timed out, cancelled, failed), and queries running.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::QueryError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EndpointLabel {
+    pub(crate) endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) endpoint: &'static str,
+    pub(crate) outcome: &'static str,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    duration: Family<EndpointLabel, Histogram>,
+    outcomes: Family<OutcomeLabel, Counter>,
+    pub(crate) refused: Counter,
+    pub(crate) running: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17))),
+            outcomes: Family::default(),
+            refused: Counter::default(),
+            running: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("spanlake_querier");
+        r.register("query_duration_seconds", "Time queries ran, by endpoint", m.duration.clone());
+        r.register(
+            "queries",
+            "Queries by endpoint and outcome: ok, invalid, timeout, memory, cancelled, failed",
+            m.outcomes.clone(),
+        );
+        r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());
+        r.register("queries_running", "Queries admitted and running", m.running.clone());
+        m
+    }
+
+    /// Starts timing one admitted query; its outcome is `cancelled` unless
+    /// [`QueryTimer::finish`] is called (the caller went away).
+    pub(crate) fn start(&self, endpoint: &'static str) -> QueryTimer<'_> {
+        self.running.inc();
+        QueryTimer { metrics: self, endpoint, started: Instant::now(), outcome: "cancelled" }
+    }
+}
+
+/// One running query, as the metrics see it.
+pub(crate) struct QueryTimer<'a> {
+    metrics: &'a Metrics,
+    endpoint: &'static str,
+    started: Instant,
+    outcome: &'static str,
+}
+
+impl QueryTimer<'_> {
+    pub(crate) fn finish<T>(mut self, result: &Result<T, QueryError>) {
+        self.outcome = match result {
+            Ok(_) => "ok",
+            Err(QueryError::Timeout { .. }) => "timeout",
+            Err(QueryError::MemoryLimit(_)) => "memory",
+            Err(error) if error.http_status() < 500 => "invalid",
+            Err(_) => "failed",
+        };
+    }
+}
+
+impl Drop for QueryTimer<'_> {
+    fn drop(&mut self) {
+        let endpoint = self.endpoint;
+        self.metrics.running.dec();
+        self.metrics.duration.get_or_create(&EndpointLabel { endpoint }).observe(self.started.elapsed().as_secs_f64());
+        self.metrics.outcomes.get_or_create(&OutcomeLabel { endpoint, outcome: self.outcome }).inc();
+    }
+}
