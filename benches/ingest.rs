@@ -143,7 +143,7 @@ fn main() {
         concurrency: 64,
         batch: 100,
         quiet: true,
-        ..<LoadgenCli as clap::Parser>::parse_from(["loadgen"]).args
+        ..LoadgenArgs::defaults()
     };
     let report = runtime.block_on(spanlake::loadgen::generate(&args)).unwrap();
     let server_cpu_after = process_cpu_seconds(&pid);
@@ -160,10 +160,4 @@ fn main() {
     println!("| throughput | {:.0} spans/s |", report.spans_per_second());
     println!("| server CPU | {:.3} s per 1M spans |", server_cpu / report.spans_acknowledged as f64 * 1e6);
     println!("| server peak RSS | {rss:.0} MiB |");
-}
-
-#[derive(clap::Parser)]
-struct LoadgenCli {
-    #[command(flatten)]
-    args: LoadgenArgs,
 }

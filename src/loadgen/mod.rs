@@ -83,6 +83,14 @@ pub struct LoadgenArgs {
 }
 
 impl LoadgenArgs {
+    /// The defaults of `spanlake loadgen`, never read from the environment.
+    pub fn defaults() -> Self {
+        match crate::config::Cli::parse_without_env(["spanlake", "loadgen"]).map(|cli| cli.command) {
+            Ok(Some(crate::config::Command::Loadgen(args))) => args,
+            other => unreachable!("`spanlake loadgen` parses as loadgen: {other:?}"),
+        }
+    }
+
     pub fn workload(&self) -> Workload {
         Workload {
             scenario: self.scenario,

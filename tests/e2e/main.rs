@@ -11,7 +11,6 @@ mod multiprocess;
 mod open_data;
 mod otlp_clients;
 mod pruning;
-mod s3_server;
 mod search;
 mod snapshots;
 mod sql;

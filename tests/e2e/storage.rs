@@ -5,13 +5,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 use spanlake::storage::{StorageArgs, open};
 use spanlake::{Role, Spanlake};
 use spanlake_schemas::block::BlockId;
@@ -19,36 +15,15 @@ use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use spanlake_test_support::http::{fetch_trace, spans};
+use spanlake_test_support::s3::{ACCESS_KEY, BUCKET, SECRET_KEY};
 
 use crate::common::test_args;
 
-const ACCESS_KEY: &str = "spanlake-test";
-const SECRET_KEY: &str = "spanlake-test-secret";
-
-/// An S3 server (s3s-fs) on 127.0.0.1:0 serving `root`, with bucket `traces`.
-pub(crate) async fn start_s3(root: &std::path::Path) -> SocketAddr {
-    std::fs::create_dir_all(root.join("traces")).unwrap();
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = S3ServiceBuilder::new(crate::s3_server::AtomicCreates::new(fs));
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { return };
-            let service = service.clone();
-            tokio::spawn(async move {
-                let _ = ConnBuilder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
-            });
-        }
-    });
-    addr
-}
+pub(crate) use spanlake_test_support::s3::start_s3;
 
 pub(crate) fn s3_args(addr: SocketAddr, prefix: &str) -> StorageArgs {
     StorageArgs {
-        url: format!("s3://traces/{prefix}"),
+        url: format!("s3://{BUCKET}/{prefix}"),
         s3_endpoint: Some(format!("http://{addr}")),
         s3_region: Some("us-east-1".into()),
         s3_access_key_id: Some(ACCESS_KEY.into()),

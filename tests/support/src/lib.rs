@@ -9,12 +9,14 @@
 //! - [`otlp`]: builders of OTLP spans, resources and requests;
 //! - [`http`]: requests to the query API (trace by id, SQL, JSON);
 //! - [`measure`]: CPU time and peak RSS of a process, latency percentiles;
+//! - [`s3`]: an S3 server (s3s-fs) on loopback;
 //! - [`wait_until`]: polling for a condition, with a deadline and a message.
 
 pub mod http;
 pub mod measure;
 pub mod otlp;
 pub mod process;
+pub mod s3;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

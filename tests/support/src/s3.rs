@@ -1,5 +1,5 @@
-//! The S3 server the tests run on loopback: s3s-fs, with conditional creates
-//! made atomic.
+//! The S3 server tests and benchmarks run on loopback: s3s-fs, with
+//! conditional creates made atomic.
 //!
 //! s3s-fs 0.14 answers `If-None-Match: *` by checking that the object does
 //! not exist and then writing it, so two racing conditional creates of one
@@ -9,20 +9,48 @@
 //! conditional puts; every other request goes straight to s3s-fs.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
 use s3s::dto::*;
+use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
-pub(crate) struct AtomicCreates {
-    fs: s3s_fs::FileSystem,
-    creates: tokio::sync::Mutex<()>,
+/// The access key the server accepts.
+pub const ACCESS_KEY: &str = "spanlake-test";
+/// The secret key the server accepts.
+pub const SECRET_KEY: &str = "spanlake-test-secret";
+/// The bucket the server holds.
+pub const BUCKET: &str = "traces";
+
+/// Starts an S3 server (s3s-fs) on 127.0.0.1:0 serving `root`, with bucket
+/// [`BUCKET`]; it serves until the runtime stops.
+pub async fn start_s3(root: &std::path::Path) -> SocketAddr {
+    std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs over the root");
+    let mut builder = S3ServiceBuilder::new(AtomicCreates { fs, creates: tokio::sync::Mutex::new(()) });
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
+            });
+        }
+    });
+    addr
 }
 
-impl AtomicCreates {
-    pub(crate) fn new(fs: s3s_fs::FileSystem) -> Self {
-        Self { fs, creates: tokio::sync::Mutex::new(()) }
-    }
+struct AtomicCreates {
+    fs: s3s_fs::FileSystem,
+    creates: tokio::sync::Mutex<()>,
 }
 
 type Reply<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
