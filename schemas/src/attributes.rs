@@ -123,6 +123,48 @@ impl AttributeMapBuilder {
     }
 }
 
+/// An attribute-map column whose rows repeat a few maps: the resource or
+/// scope attributes of each span. Each distinct map (one per resource or
+/// scope group of a request) is converted once; the rows refer to it, and
+/// [`GroupedAttributeMapBuilder::finish`] copies it into place in one
+/// vectorized `take`.
+#[derive(Debug)]
+pub struct GroupedAttributeMapBuilder {
+    groups: AttributeMapBuilder,
+    group_count: u32,
+    rows: Vec<u32>,
+}
+
+impl GroupedAttributeMapBuilder {
+    pub fn new(max_value_len: usize) -> Self {
+        Self { groups: AttributeMapBuilder::new(max_value_len), group_count: 0, rows: Vec::new() }
+    }
+
+    /// Converts `attributes` once; returns the group to pass to [`Self::append`].
+    pub fn add_group(&mut self, attributes: &[KeyValue]) -> u32 {
+        self.groups.append(attributes);
+        self.group_count += 1;
+        self.group_count - 1
+    }
+
+    /// Appends one row holding the map of `group`.
+    pub fn append(&mut self, group: u32) {
+        self.rows.push(group);
+    }
+
+    /// How many values were truncated to the length limit so far (once per group).
+    pub fn truncated(&self) -> u64 {
+        self.groups.truncated()
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        let groups = self.groups.finish();
+        self.group_count = 0;
+        let rows = arrow::array::UInt32Array::from(std::mem::take(&mut self.rows));
+        arrow::compute::take(&groups, &rows, None).expect("row indices point at groups")
+    }
+}
+
 /// Cuts `value` to at most `max` bytes at a character boundary, counting cuts.
 fn truncate_str<'a>(value: &'a str, max: usize, truncated: &mut u64) -> &'a str {
     if value.len() <= max {

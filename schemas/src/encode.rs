@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, any_value::Va
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use crate::attributes::AttributeMapBuilder;
+use crate::attributes::{AttributeMapBuilder, GroupedAttributeMapBuilder};
 use crate::schema::{
     KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field, link_fields,
     link_item_field, span_schema,
@@ -104,13 +104,13 @@ pub struct SpanBatchBuilder {
     status_code: StringBuilder,
     status_message: StringBuilder,
     service_name: StringBuilder,
-    resource_attributes: AttributeMapBuilder,
+    resource_attributes: GroupedAttributeMapBuilder,
     resource_dropped: UInt32Builder,
     resource_schema_url: StringBuilder,
     resource_entity_refs: StringBuilder,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
-    scope_attributes: AttributeMapBuilder,
+    scope_attributes: GroupedAttributeMapBuilder,
     scope_dropped: UInt32Builder,
     scope_schema_url: StringBuilder,
     span_attributes: AttributeMapBuilder,
@@ -132,7 +132,6 @@ impl SpanBatchBuilder {
     /// `max_attribute_value_len`: string and bytes attribute values longer
     /// than this many bytes are truncated (and counted).
     pub fn new(max_attribute_value_len: usize) -> Self {
-        let map = || AttributeMapBuilder::new(max_attribute_value_len);
         Self {
             trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
             span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
@@ -147,16 +146,16 @@ impl SpanBatchBuilder {
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
             service_name: StringBuilder::new(),
-            resource_attributes: map(),
+            resource_attributes: GroupedAttributeMapBuilder::new(max_attribute_value_len),
             resource_dropped: UInt32Builder::new(),
             resource_schema_url: StringBuilder::new(),
             resource_entity_refs: StringBuilder::new(),
             scope_name: StringBuilder::new(),
             scope_version: StringBuilder::new(),
-            scope_attributes: map(),
+            scope_attributes: GroupedAttributeMapBuilder::new(max_attribute_value_len),
             scope_dropped: UInt32Builder::new(),
             scope_schema_url: StringBuilder::new(),
-            span_attributes: map(),
+            span_attributes: AttributeMapBuilder::new(max_attribute_value_len),
             dropped_attributes: UInt32Builder::new(),
             events: EventsBuilder::new(max_attribute_value_len),
             dropped_events: UInt32Builder::new(),
@@ -185,7 +184,9 @@ impl SpanBatchBuilder {
     }
 
     /// Appends every valid span of `resource_spans`; invalid spans are counted
-    /// in the report and skipped.
+    /// in the report and skipped. Resource and scope attributes are converted
+    /// once per group (and only for groups that hold a valid span), then
+    /// shared by the group's rows.
     pub fn append_resource_spans(&mut self, resource_spans: &[ResourceSpans], report: &mut AppendReport) {
         let empty_resource = Resource::default();
         let empty_scope = InstrumentationScope::default();
@@ -193,8 +194,10 @@ impl SpanBatchBuilder {
             let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
             let service = service_name(resource);
             let entity_refs = (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource));
+            let mut resource_group = None;
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
+                let mut scope_group = None;
                 for span in &ss.spans {
                     if let Err(e) = validate_span(span) {
                         report.rejected += 1;
@@ -204,13 +207,17 @@ impl SpanBatchBuilder {
                     report.accepted += 1;
                     self.append_span(span);
                     self.service_name.append_option(service);
-                    self.resource_attributes.append(&resource.attributes);
+                    let group = *resource_group
+                        .get_or_insert_with(|| self.resource_attributes.add_group(&resource.attributes));
+                    self.resource_attributes.append(group);
                     self.resource_dropped.append_value(resource.dropped_attributes_count);
                     self.resource_schema_url.append_option(non_empty(&rs.schema_url));
                     self.resource_entity_refs.append_option(entity_refs.as_deref());
                     self.scope_name.append_option(non_empty(&scope.name));
                     self.scope_version.append_option(non_empty(&scope.version));
-                    self.scope_attributes.append(&scope.attributes);
+                    let group =
+                        *scope_group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.attributes));
+                    self.scope_attributes.append(group);
                     self.scope_dropped.append_value(scope.dropped_attributes_count);
                     self.scope_schema_url.append_option(non_empty(&ss.schema_url));
                 }
@@ -264,13 +271,13 @@ impl SpanBatchBuilder {
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
             Arc::new(self.service_name.finish()),
-            Arc::new(self.resource_attributes.finish()),
+            self.resource_attributes.finish(),
             Arc::new(self.resource_dropped.finish()),
             Arc::new(self.resource_schema_url.finish()),
             Arc::new(self.resource_entity_refs.finish()),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
-            Arc::new(self.scope_attributes.finish()),
+            self.scope_attributes.finish(),
             Arc::new(self.scope_dropped.finish()),
             Arc::new(self.scope_schema_url.finish()),
             Arc::new(self.span_attributes.finish()),

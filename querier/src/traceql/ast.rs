@@ -45,6 +45,22 @@ pub enum SpansetExpr {
     },
 }
 
+impl Static {
+    /// The literal as a user would name it in an error.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Str(s) => format!("the string {s:?}"),
+            Self::Int(i) => format!("the number {i}"),
+            Self::Float(f) => format!("the number {f}"),
+            Self::Duration(d) => format!("a duration of {d} ns"),
+            Self::Bool(b) => format!("{b}"),
+            Self::Status(s) => format!("the status {}", s.stored()),
+            Self::Kind(k) => format!("the kind {}", k.stored()),
+            Self::Nil => "nil".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpansetOp {
     /// `&&`: both in the same trace; spans of both sides

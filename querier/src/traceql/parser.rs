@@ -298,6 +298,9 @@ impl Parser {
         self.next();
         self.operator()?;
         let rhs = self.field_sum()?;
+        if let Some(mismatch) = type_mismatch(&lhs, &rhs).or_else(|| type_mismatch(&rhs, &lhs)) {
+            return Err(ParseError::new(at, mismatch));
+        }
         if matches!(op, CmpOp::Regex | CmpOp::NotRegex) {
             match &rhs {
                 FieldExpr::Static(Static::Str(pattern)) => {
@@ -400,6 +403,36 @@ impl Parser {
             other => return Err(ParseError::new(at, format!("unexpected {}", other.describe()))),
         })
     }
+}
+
+/// Why comparing intrinsic `field` with literal `value` can never be true
+/// (a type error, as Tempo reports it), if it is one.
+fn type_mismatch(field: &FieldExpr, value: &FieldExpr) -> Option<String> {
+    let (FieldExpr::Intrinsic(intrinsic), FieldExpr::Static(value)) = (field, value) else { return None };
+    let expected = match intrinsic {
+        Intrinsic::Status => "a status (ok, error or unset)",
+        Intrinsic::Kind => "a span kind (server, client, producer, consumer, internal or unspecified)",
+        Intrinsic::Duration | Intrinsic::TraceDuration => "a duration, e.g. 100ms",
+        Intrinsic::Name
+        | Intrinsic::StatusMessage
+        | Intrinsic::RootName
+        | Intrinsic::RootServiceName
+        | Intrinsic::InstrumentationName
+        | Intrinsic::InstrumentationVersion
+        | Intrinsic::EventName => "a string",
+        _ => return None,
+    };
+    let fits = match (intrinsic, value) {
+        (_, Static::Nil) => true,
+        (Intrinsic::Status, Static::Status(_)) | (Intrinsic::Kind, Static::Kind(_)) => true,
+        (Intrinsic::Duration | Intrinsic::TraceDuration, Static::Duration(_) | Static::Int(_) | Static::Float(_)) => {
+            true
+        }
+        (Intrinsic::Status | Intrinsic::Kind | Intrinsic::Duration | Intrinsic::TraceDuration, _) => false,
+        (_, Static::Str(_)) => true,
+        _ => false,
+    };
+    (!fits).then(|| format!("{} compares with {expected}, not {}", intrinsic.name(), value.describe()))
 }
 
 fn keyword(word: &str) -> Option<FieldExpr> {

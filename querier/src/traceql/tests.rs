@@ -263,3 +263,24 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn type_mismatches_are_errors_with_a_position() {
+    for (query, column, expected) in [
+        ("{ status = 5 }", 10, "status compares with a status"),
+        ("{ kind = 5 }", 8, "kind compares with a span kind"),
+        ("{ duration = \"x\" }", 12, "duration compares with a duration"),
+        ("{ 5 = status }", 5, "status compares with a status"),
+        ("{ name = true }", 8, "name compares with a string"),
+        ("{ status = \"error\" }", 10, "not the string"),
+    ] {
+        let error = parse(query).expect_err(query);
+        assert_eq!(error.offset + 1, column, "{query}: {error}");
+        assert!(error.message.contains(expected), "{query}: {error}");
+    }
+    for fine in
+        ["{ status = error }", "{ kind != server }", "{ duration > 5 }", "{ duration > 1.5s }", "{ name = nil }"]
+    {
+        parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+}
