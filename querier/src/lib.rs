@@ -16,6 +16,7 @@
 
 mod api;
 mod block_cache;
+mod blocks;
 mod error;
 mod executor;
 pub mod fanout;
@@ -87,11 +88,11 @@ pub struct Querier {
     running: Arc<tokio::sync::Semaphore>,
     /// Where DataFusion plans run.
     executor: executor::QueryExecutor,
-    /// Parsed footers of blocks, for trace-by-id lookups.
-    footers: block_cache::FooterCache,
+    /// Opens blocks for the read paths (footers cached, schemas checked).
+    blocks: blocks::SharedBlocks,
     /// Parsed footers of blocks, for DataFusion scans (shared by all queries).
     file_metadata: Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>,
-    metrics: metrics::Metrics,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Querier {
@@ -101,13 +102,14 @@ impl Querier {
         let running = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1)));
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let executor = executor::QueryExecutor::new(threads);
+        let metrics = Arc::new(metrics::Metrics::new(registry));
         let footers = block_cache::FooterCache::new(16_384);
+        let blocks = Arc::new(blocks::Blocks::new(storage.clone(), footers, Arc::clone(&metrics)));
         let file_metadata = Arc::new(datafusion::execution::cache::default_cache::DefaultCache::<
             object_store::path::Path,
             datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,
         >::new(256 << 20));
-        let metrics = metrics::Metrics::new(registry);
-        Arc::new(Self { config, storage, catalog, running, executor, footers, file_metadata, metrics })
+        Arc::new(Self { config, storage, catalog, running, executor, blocks, file_metadata, metrics })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

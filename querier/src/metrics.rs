@@ -23,8 +23,15 @@ pub(crate) struct OutcomeLabel {
     pub(crate) outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BlockLabel {
+    pub(crate) tenant: String,
+    pub(crate) block: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
+    blocks_skipped: Family<BlockLabel, Counter>,
     duration: Family<EndpointLabel, Histogram>,
     outcomes: Family<OutcomeLabel, Counter>,
     pub(crate) refused: Counter,
@@ -38,6 +45,7 @@ impl Metrics {
             outcomes: Family::default(),
             refused: Counter::default(),
             running: Gauge::default(),
+            blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
         r.register("query_duration_seconds", "Time queries ran, by endpoint", m.duration.clone());
@@ -48,7 +56,17 @@ impl Metrics {
         );
         r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());
         r.register("queries_running", "Queries admitted and running", m.running.clone());
+        r.register(
+            "blocks_skipped",
+            "Times a query skipped a block that is unreadable, missing or not of the span schema",
+            m.blocks_skipped.clone(),
+        );
         m
+    }
+
+    pub(crate) fn block_skipped(&self, tenant: &spanlake_schemas::TenantId, block: &str) {
+        let label = BlockLabel { tenant: tenant.to_string(), block: block.to_owned() };
+        self.blocks_skipped.get_or_create(&label).inc();
     }
 
     /// Starts timing one admitted query; its outcome is `cancelled` unless

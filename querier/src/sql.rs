@@ -200,7 +200,12 @@ impl Querier {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_table(
             "spans",
-            Arc::new(SpansTable::new(Arc::clone(&self.catalog), tenant.clone(), self.config.pruning)),
+            Arc::new(SpansTable::new(
+                Arc::clone(&self.catalog),
+                Arc::clone(&self.blocks),
+                tenant.clone(),
+                self.config.pruning,
+            )),
         )?;
         for (name, view) in
             [("traces", TRACES_VIEW), ("span_edges", SPAN_EDGES_VIEW), ("fanout_parents", FANOUT_PARENTS_VIEW)]

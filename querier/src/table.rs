@@ -27,6 +27,8 @@ use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use spanlake_schemas::Catalog;
 
+use crate::blocks::SharedBlocks;
+
 /// The URL under which the querier's object store is registered with DataFusion.
 pub(crate) const STORE_URL: &str = "spanlake://blocks/";
 
@@ -146,14 +148,15 @@ fn trace_id(value: &ScalarValue) -> Option<[u8; 16]> {
 #[derive(Debug)]
 pub(crate) struct SpansTable {
     catalog: Arc<Catalog>,
+    blocks: SharedBlocks,
     tenant: TenantId,
     /// Off only to measure what pruning buys.
     pruning: bool,
 }
 
 impl SpansTable {
-    pub(crate) fn new(catalog: Arc<Catalog>, tenant: TenantId, pruning: bool) -> Self {
-        Self { catalog, tenant, pruning }
+    pub(crate) fn new(catalog: Arc<Catalog>, blocks: SharedBlocks, tenant: TenantId, pruning: bool) -> Self {
+        Self { catalog, blocks, tenant, pruning }
     }
 }
 
@@ -180,6 +183,8 @@ impl TableProvider for SpansTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let bounds = if self.pruning { BlockBounds::from_filters(filters) } else { BlockBounds::default() };
         let blocks = self.catalog.blocks(&self.tenant, |b| bounds.admits(b));
+        // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
+        let (blocks, _skipped) = self.blocks.usable(&self.tenant, blocks).await;
         let schema = span_schema();
         if blocks.is_empty() {
             let projected = match projection {

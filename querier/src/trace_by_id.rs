@@ -14,11 +14,11 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use spanlake_schemas::decode::ResourceSpansCollector;
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
-use spanlake_schemas::{BlockMeta, Storage, TenantId};
+use spanlake_schemas::{BlockMeta, TenantId};
 
-use crate::block_cache::FooterCache;
+use crate::Querier;
+use crate::blocks::{Partial, Skipped};
 use crate::error::{QueryError, Result};
-use spanlake_schemas::Catalog;
 
 /// A trace id from a URL: hex, case-insensitive, up to 32 digits, left-padded
 /// to 16 bytes (so `abc` is `00…0abc`, as in Tempo).
@@ -47,55 +47,66 @@ pub(crate) struct LookupStats {
     pub(crate) inspected_bytes: u64,
 }
 
-/// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]` (Unix ns).
+/// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]`
+/// (Unix ns). A block that cannot be read is skipped and named in the
+/// returned [`Partial`].
 pub(crate) async fn find_trace(
-    catalog: &Catalog,
-    footers: &FooterCache,
-    storage: &Storage,
+    querier: &Querier,
     tenant: &TenantId,
     trace_id: [u8; 16],
     range: (i64, i64),
-    pruning: bool,
-) -> Result<(Vec<ResourceSpans>, LookupStats)> {
-    let blocks =
-        catalog.blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
+) -> Result<(Vec<ResourceSpans>, LookupStats, Partial)> {
+    let pruning = querier.config.pruning;
+    let blocks = querier
+        .catalog
+        .blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
     let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
-    let reads = blocks.iter().map(|meta| read_trace_rows(footers, storage, tenant, meta, trace_id, pruning));
-    let results = futures::future::try_join_all(reads).await?;
+    let reads = blocks.iter().map(|meta| read_trace_rows(querier, tenant, meta, trace_id, pruning));
+    let results = futures::future::join_all(reads).await;
     let mut collector = ResourceSpansCollector::default();
     let mut seen = HashSet::new();
-    for (batches, row_groups, bytes) in results {
+    let mut partial = Partial::default();
+    for result in results {
+        let (batches, row_groups, bytes) = match result {
+            Ok(read) => read,
+            Err(skipped) => {
+                partial.skipped.push(skipped);
+                continue;
+            }
+        };
         stats.row_groups_read += row_groups;
         stats.inspected_bytes += bytes;
         for batch in batches {
-            let span_ids = batch.column_by_name(SPAN_ID).expect("span_id").as_fixed_size_binary();
-            let kinds = batch.column_by_name(KIND).expect("kind").as_string::<i32>();
+            // The block's schema was checked when it was opened.
+            let column = |name| batch.column_by_name(name).ok_or(QueryError::Internal("a checked column is missing"));
+            let span_ids = column(SPAN_ID)?.as_fixed_size_binary();
+            let kinds = column(KIND)?.as_string::<i32>();
             collector
                 .add_batch(&batch, |row| seen.insert((span_ids.value(row).to_vec(), kinds.value(row).to_owned())))?;
         }
     }
-    Ok((collector.finish(), stats))
+    Ok((collector.finish(), stats, partial))
 }
 
-/// The rows of one block with `trace_id`, and how many row groups and bytes were read.
+/// The rows of one block with `trace_id`, and how many row groups and bytes
+/// were read; a block that fails is skipped.
 async fn read_trace_rows(
-    footers: &FooterCache,
-    storage: &Storage,
+    querier: &Querier,
     tenant: &TenantId,
     meta: &BlockMeta,
     trace_id: [u8; 16],
     pruning: bool,
-) -> Result<(Vec<RecordBatch>, u64, u64)> {
-    let reader = ObjectReader::block(storage, tenant, meta);
-    let block_error = |source| QueryError::ReadBlock { block_id: meta.id.to_string(), source };
-    let footer = footers.get(storage, tenant, meta).await.map_err(block_error)?;
+) -> Result<(Vec<RecordBatch>, u64, u64), Skipped> {
+    let footer = querier.blocks.open(tenant, meta).await?;
+    let skip = |error: parquet::errors::ParquetError| querier.blocks.skip(tenant, meta, format!("unreadable: {error}"));
+    let reader = ObjectReader::block(querier.blocks.storage(), tenant, meta);
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
     let trace_column = builder
         .parquet_schema()
         .columns()
         .iter()
         .position(|c| c.name() == TRACE_ID)
-        .ok_or(QueryError::Internal("block has no trace_id column"))?;
+        .ok_or_else(|| Skipped { block: meta.id.to_string(), reason: "no trace_id column".into() })?;
     let mut row_groups = Vec::new();
     let mut bytes = 0;
     let metadata = Arc::clone(builder.metadata());
@@ -113,7 +124,7 @@ async fn read_trace_rows(
             row_groups.push(index);
             continue;
         }
-        let bloom = builder.get_row_group_column_bloom_filter(index, trace_column).await.map_err(block_error)?;
+        let bloom = builder.get_row_group_column_bloom_filter(index, trace_column).await.map_err(skip)?;
         if bloom.is_some_and(|b| !b.check(&trace_id[..])) {
             continue;
         }
@@ -133,7 +144,7 @@ async fn read_trace_rows(
         .with_row_groups(row_groups)
         .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
         .build()
-        .map_err(block_error)?;
-    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(block_error)?;
+        .map_err(skip)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(skip)?;
     Ok((batches.into_iter().filter(|b| b.num_rows() > 0).collect(), read, bytes))
 }

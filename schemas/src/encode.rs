@@ -207,16 +207,15 @@ impl SpanBatchBuilder {
                     report.accepted += 1;
                     self.append_span(span);
                     self.service_name.append_option(service);
-                    let group = *resource_group
-                        .get_or_insert_with(|| self.resource_attributes.add_group(&resource.attributes));
+                    let group =
+                        *resource_group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.attributes));
                     self.resource_attributes.append(group);
                     self.resource_dropped.append_value(resource.dropped_attributes_count);
                     self.resource_schema_url.append_option(non_empty(&rs.schema_url));
                     self.resource_entity_refs.append_option(entity_refs.as_deref());
                     self.scope_name.append_option(non_empty(&scope.name));
                     self.scope_version.append_option(non_empty(&scope.version));
-                    let group =
-                        *scope_group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.attributes));
+                    let group = *scope_group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.attributes));
                     self.scope_attributes.append(group);
                     self.scope_dropped.append_value(scope.dropped_attributes_count);
                     self.scope_schema_url.append_option(non_empty(&ss.schema_url));

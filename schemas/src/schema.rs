@@ -146,6 +146,27 @@ pub fn span_schema() -> SchemaRef {
     SPAN_SCHEMA.clone()
 }
 
+/// Checks that a block's schema holds every span-schema column with its
+/// type, so that readers can then read columns without further checks. The
+/// error names the first column that is missing or of another type.
+pub fn check_block_schema(schema: &Schema) -> Result<(), String> {
+    for expected in span_schema().fields() {
+        match schema.field_with_name(expected.name()) {
+            Err(_) => return Err(format!("column {} is missing", expected.name())),
+            Ok(found) if found.data_type() != expected.data_type() => {
+                return Err(format!(
+                    "column {} is {}, the span schema has {}",
+                    expected.name(),
+                    found.data_type(),
+                    expected.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Span kinds as stored in the `kind` column, indexed by the OTLP enum value.
 pub const KIND_NAMES: [&str; 6] = ["unspecified", "internal", "server", "client", "producer", "consumer"];
 /// Status codes as stored in the `status_code` column, indexed by the OTLP enum value.

@@ -1,6 +1,7 @@
 //! End-to-end tests: real roles on port 0, real clients.
 
 mod backpressure;
+mod bad_blocks;
 mod bad_input;
 mod common;
 mod compaction;

@@ -205,9 +205,9 @@ async fn bad_search_parameters_are_400_with_a_position() {
         (vec![("minDuration", "fast")], "not a duration"),
         (vec![("start", "100"), ("end", "50")], "must be after start"),
         (vec![("q", "{}"), ("tags", "a=b")], "not both"),
-        (vec![("q", "{ status = 5 }")], "column 11: status compares with a status"),
-        (vec![("q", "{ kind = 5 }")], "column 9: kind compares with a span kind"),
-        (vec![("q", "{ duration = \"x\" }")], "column 13: duration compares with a duration"),
+        (vec![("q", "{ status = 5 }")], "column 10: status compares with a status"),
+        (vec![("q", "{ kind = 5 }")], "column 8: kind compares with a span kind"),
+        (vec![("q", "{ duration = \"x\" }")], "column 12: duration compares with a duration"),
     ] {
         let response = server.http.get(server.query_url("/api/search")).query(&params).send().await.unwrap();
         assert_eq!(response.status(), 400, "{params:?}");

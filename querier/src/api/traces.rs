@@ -14,6 +14,7 @@ use spanlake_schemas::TenantId;
 use super::extract::{Admitted, Tenant};
 use super::params::TimeRange;
 use crate::Querier;
+use crate::blocks::Partial;
 use crate::error::{QueryError, Result};
 use crate::tempo_json;
 use crate::trace_by_id::{find_trace, parse_trace_id};
@@ -65,20 +66,19 @@ fn protobuf(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/protobuf"))], bytes).into_response()
 }
 
-/// Finds the trace on the query runtime: its spans and the bytes inspected.
+/// Finds the trace on the query runtime: its spans, the bytes inspected, and
+/// the blocks skipped.
 async fn lookup(
     querier: &Arc<Querier>,
     tenant: TenantId,
     permit: tokio::sync::OwnedSemaphorePermit,
     id: &str,
     range: &TimeRange,
-) -> Result<(Vec<ResourceSpans>, u64)> {
+) -> Result<(Vec<ResourceSpans>, u64, Partial)> {
     let trace_id = parse_trace_id(id)?;
     let range = range.to_nanos()?;
-    let (spans, stats) = querier
-        .execute("trace_by_id", permit, move |q| async move {
-            find_trace(&q.catalog, &q.footers, &q.storage, &tenant, trace_id, range, q.config.pruning).await
-        })
+    let (spans, stats, partial) = querier
+        .execute("trace_by_id", permit, move |q| async move { find_trace(&q, &tenant, trace_id, range).await })
         .await?;
     tracing::debug!(
         trace_id = id,
@@ -86,7 +86,7 @@ async fn lookup(
         row_groups = stats.row_groups_read,
         "trace lookup"
     );
-    Ok((spans, stats.inspected_bytes))
+    Ok((spans, stats.inspected_bytes, partial))
 }
 
 pub(super) async fn trace_v1(
@@ -97,7 +97,7 @@ pub(super) async fn trace_v1(
     Query(range): Query<TimeRange>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (trace, _) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let (trace, _, _) = lookup(&querier, tenant, permit, &id, &range).await?;
     if trace.is_empty() {
         return Ok(StatusCode::NOT_FOUND.into_response());
     }
@@ -121,13 +121,14 @@ pub(super) async fn trace_v2(
     Query(range): Query<TimeRange>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (mut trace, inspected_bytes) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let (mut trace, inspected_bytes, skipped) = lookup(&querier, tenant, permit, &id, &range).await?;
     let limit = querier.config.max_trace_bytes;
-    let partial = truncate_to(&mut trace, limit);
-    let message = if partial {
+    let truncated = truncate_to(&mut trace, limit);
+    let partial = truncated || skipped.is_partial();
+    let message = if truncated {
         format!("Trace exceeds maximum size of {limit} bytes, a partial trace is returned")
     } else {
-        String::new()
+        skipped.message().unwrap_or_default()
     };
     if wants_protobuf(&headers) {
         let response = TraceByIdResponse {

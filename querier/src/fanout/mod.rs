@@ -255,6 +255,8 @@ impl Querier {
         };
         let (from, to) = (params.start.saturating_sub(WIDEN_NS), params.end.saturating_add(WIDEN_NS));
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(from, to));
+        // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
+        let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
         let schema = span_schema();
         let mut columns =
             vec![TRACE_ID, SPAN_ID, PARENT_SPAN_ID, NAME, KIND, START_TIME, END_TIME, STATUS_CODE, SERVICE_NAME];
@@ -265,9 +267,8 @@ impl Querier {
         let mut inputs: Vec<SortedInput> = Vec::with_capacity(blocks.len());
         for block in &blocks {
             let reader = ObjectReader::block(&self.storage, tenant, block);
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+            let footer = self.blocks.open(tenant, block).await.map_err(|s| QueryError::Execution(s.reason))?;
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
             let stream = builder
                 .with_projection(mask)

@@ -1,0 +1,97 @@
+//! Opening blocks, for every read path: stored data is input. A block's
+//! footer is read once (then cached) and its schema checked against the span
+//! schema before any column is read. A block that cannot be read, is missing
+//! or does not match is skipped: logged, counted in a metric naming it, and
+//! reported to the caller, whose answer then says it is partial. The other
+//! blocks still answer.
+
+use std::sync::Arc;
+
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use spanlake_schemas::schema::check_block_schema;
+use spanlake_schemas::{BlockMeta, Storage, TenantId};
+use tracing::warn;
+
+use crate::block_cache::FooterCache;
+use crate::metrics::Metrics;
+
+/// A block a query could not use, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Skipped {
+    pub(crate) block: String,
+    pub(crate) reason: String,
+}
+
+/// What a query skipped, for its answer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Partial {
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+impl Partial {
+    pub(crate) fn is_partial(&self) -> bool {
+        !self.skipped.is_empty()
+    }
+
+    /// A message for the answer (Tempo's partial status message).
+    pub(crate) fn message(&self) -> Option<String> {
+        let first = self.skipped.first()?;
+        Some(format!(
+            "{} block(s) could not be read and were skipped; the answer may be incomplete (first: {}: {})",
+            self.skipped.len(),
+            first.block,
+            first.reason
+        ))
+    }
+}
+
+/// The block opener of one querier.
+#[derive(Debug)]
+pub(crate) struct Blocks {
+    storage: Storage,
+    footers: FooterCache,
+    metrics: Arc<Metrics>,
+}
+
+impl Blocks {
+    pub(crate) fn new(storage: Storage, footers: FooterCache, metrics: Arc<Metrics>) -> Self {
+        Self { storage, footers, metrics }
+    }
+
+    /// The block's footer, checked: it reads and it holds the span schema.
+    pub(crate) async fn open(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<ArrowReaderMetadata, Skipped> {
+        let opened = match self.footers.get(&self.storage, tenant, meta).await {
+            Ok(footer) => check_block_schema(footer.schema()).map(|()| footer),
+            Err(error) => Err(format!("unreadable: {error}")),
+        };
+        opened.map_err(|reason| self.skip(tenant, meta, reason))
+    }
+
+    /// Reports a block a query could not use.
+    pub(crate) fn skip(&self, tenant: &TenantId, meta: &BlockMeta, reason: String) -> Skipped {
+        warn!(%tenant, block_id = %meta.id, %reason, "skipping a block that cannot be used");
+        self.metrics.block_skipped(tenant, &meta.id.to_string());
+        Skipped { block: meta.id.to_string(), reason }
+    }
+
+    /// The blocks of `metas` that open, in order, and what was skipped.
+    pub(crate) async fn usable(&self, tenant: &TenantId, metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Partial) {
+        let opened = futures::future::join_all(metas.iter().map(|meta| self.open(tenant, meta))).await;
+        let mut partial = Partial::default();
+        let mut usable = Vec::with_capacity(metas.len());
+        for (meta, opened) in metas.into_iter().zip(opened) {
+            match opened {
+                Ok(_) => usable.push(meta),
+                Err(skipped) => partial.skipped.push(skipped),
+            }
+        }
+        (usable, partial)
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+/// Shared by the querier and its table providers.
+pub(crate) type SharedBlocks = Arc<Blocks>;
