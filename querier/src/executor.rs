@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -51,22 +50,21 @@ impl QueryExecutor {
         Self { handle, stop: Mutex::new(Some(stop_tx)), thread: Mutex::new(Some(thread)) }
     }
 
-    /// Runs `work` on the query runtime and waits for its result, at most
-    /// `deadline` (then it is aborted: 408). Dropping the returned future
-    /// aborts the work too, so a query stops when its client leaves.
-    pub(crate) async fn run<T, F>(&self, deadline: Duration, work: F) -> Result<T>
+    /// Runs `work` on the query runtime and waits for its result. `work`
+    /// enforces its own deadline (see `Querier::execute`); dropping the
+    /// returned future aborts it, so a query stops when its client leaves.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let mut task = AbortOnDrop(self.handle.spawn(work));
-        match tokio::time::timeout(deadline, &mut task.0).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => {
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(error) => {
                 tracing::error!(%error, "query task failed");
                 Err(QueryError::Internal("query task failed"))
             }
-            Err(_) => Err(QueryError::Timeout { limit: deadline }),
         }
     }
 }

@@ -103,6 +103,7 @@ impl Querier {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let executor = executor::QueryExecutor::new(threads);
         let metrics = Arc::new(metrics::Metrics::new(registry));
+        registry.register_collector(Box::new(metrics::CatalogCollector(Arc::clone(&catalog))));
         let footers = block_cache::FooterCache::new(16_384);
         let blocks = Arc::new(blocks::Blocks::new(storage.clone(), footers, Arc::clone(&metrics)));
         let file_metadata = Arc::new(datafusion::execution::cache::default_cache::DefaultCache::<
@@ -145,17 +146,24 @@ impl Querier {
         F: FnOnce(Arc<Self>) -> Fut,
         Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
-        let timer = self.metrics.start(endpoint);
+        // The permit and the timer live in the task: a slot is free, and the
+        // query counts as stopped, only once the work really has stopped.
+        let mut timer = metrics::Metrics::start(&self.metrics, endpoint);
         let work = work(Arc::clone(self));
-        let result = self
-            .executor
-            .run(self.config.query_timeout, async move {
+        let limit = self.config.query_timeout;
+        self.executor
+            .run(async move {
                 let _permit = permit;
-                work.await
+                let deadline = std::time::Instant::now() + limit;
+                // Strict: an answer that comes after the deadline is a timeout too.
+                let result = match tokio::time::timeout(limit, work).await {
+                    Ok(result) if std::time::Instant::now() < deadline => result,
+                    _ => Err(QueryError::Timeout { limit }),
+                };
+                timer.finish(&result);
+                result
             })
-            .await;
-        timer.finish(&result);
-        result
+            .await
     }
 
     /// The HTTP API routes.

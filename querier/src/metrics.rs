@@ -1,6 +1,7 @@
 //! Prometheus metrics of the querier: latency by endpoint, outcomes (ok,
 //! refused, timed out, cancelled, failed), and queries running.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -71,22 +72,22 @@ impl Metrics {
 
     /// Starts timing one admitted query; its outcome is `cancelled` unless
     /// [`QueryTimer::finish`] is called (the caller went away).
-    pub(crate) fn start(&self, endpoint: &'static str) -> QueryTimer<'_> {
-        self.running.inc();
-        QueryTimer { metrics: self, endpoint, started: Instant::now(), outcome: "cancelled" }
+    pub(crate) fn start(this: &Arc<Self>, endpoint: &'static str) -> QueryTimer {
+        this.running.inc();
+        QueryTimer { metrics: Arc::clone(this), endpoint, started: Instant::now(), outcome: "cancelled" }
     }
 }
 
 /// One running query, as the metrics see it.
-pub(crate) struct QueryTimer<'a> {
-    metrics: &'a Metrics,
+pub(crate) struct QueryTimer {
+    metrics: Arc<Metrics>,
     endpoint: &'static str,
     started: Instant,
     outcome: &'static str,
 }
 
-impl QueryTimer<'_> {
-    pub(crate) fn finish<T>(mut self, result: &Result<T, QueryError>) {
+impl QueryTimer {
+    pub(crate) fn finish<T>(&mut self, result: &Result<T, QueryError>) {
         self.outcome = match result {
             Ok(_) => "ok",
             Err(QueryError::Timeout { .. }) => "timeout",
@@ -97,11 +98,30 @@ impl QueryTimer<'_> {
     }
 }
 
-impl Drop for QueryTimer<'_> {
+impl Drop for QueryTimer {
     fn drop(&mut self) {
         let endpoint = self.endpoint;
         self.metrics.running.dec();
         self.metrics.duration.get_or_create(&EndpointLabel { endpoint }).observe(self.started.elapsed().as_secs_f64());
         self.metrics.outcomes.get_or_create(&OutcomeLabel { endpoint, outcome: self.outcome }).inc();
+    }
+}
+
+/// The catalog's count of unreadable commit records and checkpoints, read at
+/// each scrape.
+#[derive(Debug)]
+pub(crate) struct CatalogCollector(pub(crate) std::sync::Arc<spanlake_schemas::Catalog>);
+
+impl prometheus_client::collector::Collector for CatalogCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(self.0.invalid_records());
+        let metric = encoder.encode_descriptor(
+            "spanlake_catalog_invalid_records",
+            "Commit records and checkpoints that could not be read and were skipped",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }

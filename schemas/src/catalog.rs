@@ -15,6 +15,7 @@
 //! compactor deletes their files a grace period after retirement).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub struct Catalog {
     lookback: Duration,
     remember_removed: Duration,
     tenants: RwLock<HashMap<TenantId, TenantBlocks>>,
+    /// Commit records and checkpoints that could not be read, skipped.
+    invalid_records: AtomicU64,
 }
 
 impl Catalog {
@@ -84,7 +87,18 @@ impl Catalog {
     /// A catalog that remembers retired blocks for at least `remember_removed`
     /// after their retirement (a compactor's: it deletes their files later).
     pub fn remembering_removed(storage: Storage, lookback: Duration, remember_removed: Duration) -> Arc<Self> {
-        Arc::new(Self { storage, lookback, remember_removed, tenants: RwLock::new(HashMap::new()) })
+        Arc::new(Self {
+            storage,
+            lookback,
+            remember_removed,
+            tenants: RwLock::new(HashMap::new()),
+            invalid_records: AtomicU64::new(0),
+        })
+    }
+
+    /// How many commit records and checkpoints were skipped as unreadable.
+    pub fn invalid_records(&self) -> u64 {
+        self.invalid_records.load(Ordering::Relaxed)
     }
 
     /// Applies a commit this process made (no listing needed).
@@ -127,10 +141,15 @@ impl Catalog {
         })
     }
 
-    /// Reads the commits that are new since the last refresh, for every tenant.
+    /// Reads the commits that are new since the last refresh, for every
+    /// tenant. Each tenant refreshes on its own: one that fails (its store
+    /// prefix unreachable) is logged and retried next time, and the others
+    /// go on. Only failing to list the tenants fails the refresh.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         for tenant in self.storage.list_tenants().await? {
-            self.refresh_tenant(&tenant).await?;
+            if let Err(error) = self.refresh_tenant(&tenant).await {
+                warn!(%tenant, %error, "catalog refresh of a tenant failed, will retry");
+            }
         }
         Ok(())
     }
@@ -151,7 +170,7 @@ impl Catalog {
             }
         };
         if behind
-            && let Some(checkpoint) = self.storage.newest_checkpoint(tenant).await?
+            && let Some(checkpoint) = self.newest_readable_checkpoint(tenant).await?
             && newest.flatten().is_none_or(|n| n < checkpoint.through)
         {
             debug!(%tenant, checkpoint = %checkpoint.id, blocks = checkpoint.live.len(), "catalog starts from checkpoint");
@@ -179,12 +198,35 @@ impl Catalog {
                 Ok(record) => self.apply(tenant, &record),
                 // A commit that vanished was folded into a checkpoint and deleted.
                 Err(StorageError::ObjectStore { source: object_store::Error::NotFound { .. }, .. }) => {}
+                // A record that does not parse (a torn write after a power
+                // cut, a foreign file) never will: it is skipped for good,
+                // and the commits after it still apply.
+                Err(error @ StorageError::InvalidCommit { .. }) => {
+                    warn!(%tenant, %error, "skipping an unreadable commit record");
+                    self.invalid_records.fetch_add(1, Ordering::Relaxed);
+                    if let Some(id) = id_in(&path, "json") {
+                        self.tenants
+                            .write()
+                            .expect("catalog lock")
+                            .entry(tenant.clone())
+                            .or_default()
+                            .applied
+                            .insert(id);
+                    }
+                }
                 Err(error) => return Err(error),
             }
         }
         self.forget_old(tenant);
         debug!(%tenant, "catalog refreshed");
         Ok(())
+    }
+
+    /// The newest checkpoint that parses; unreadable ones are skipped (and counted).
+    async fn newest_readable_checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>, StorageError> {
+        let (checkpoint, skipped) = self.storage.newest_readable_checkpoint(tenant).await?;
+        self.invalid_records.fetch_add(skipped, Ordering::Relaxed);
+        Ok(checkpoint)
     }
 
     /// Drops applied-commit ids older than twice the lookback (they can no

@@ -219,13 +219,26 @@ impl Storage {
     /// The newest checkpoint of `tenant`, if any (one that vanishes while
     /// being read was superseded: the next newest is tried).
     pub async fn newest_checkpoint(&self, tenant: &TenantId) -> Result<Option<Checkpoint>> {
+        Ok(self.newest_readable_checkpoint(tenant).await?.0)
+    }
+
+    /// Like [`Storage::newest_checkpoint`], skipping checkpoints that do not
+    /// parse (logged); also returns how many were skipped.
+    pub async fn newest_readable_checkpoint(&self, tenant: &TenantId) -> Result<(Option<Checkpoint>, u64)> {
         let objects = self.list_all(&Self::checkpoints_prefix(tenant)).await?;
+        let mut skipped = 0;
         for object in objects.iter().rev().filter(|o| o.location.extension() == Some("json")) {
-            if let Some(checkpoint) = self.read_checkpoint(&object.location).await? {
-                return Ok(Some(checkpoint));
+            match self.read_checkpoint(&object.location).await {
+                Ok(Some(checkpoint)) => return Ok((Some(checkpoint), skipped)),
+                Ok(None) => {}
+                Err(StorageError::InvalidCommit { path, source }) => {
+                    tracing::warn!(%tenant, path, error = %source, "skipping an unreadable checkpoint");
+                    skipped += 1;
+                }
+                Err(error) => return Err(error),
             }
         }
-        Ok(None)
+        Ok((None, skipped))
     }
 
     /// Uploads a block's Parquet file durably (not yet visible).
