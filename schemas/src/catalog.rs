@@ -179,7 +179,7 @@ impl Catalog {
         }
         let from = {
             let tenants = self.tenants.read().expect("catalog lock");
-            tenants.get(tenant).and_then(|t| t.newest.as_ref()).map(|id| relist_from(id, self.lookback))
+            tenants.get(tenant).and_then(|t| t.newest.as_ref()).map(|id| relist_from(&not_after_now(id), self.lookback))
         };
         let paths = self.storage.list_commits(tenant, from.as_deref()).await?;
         let mut fresh = Vec::new();
@@ -235,7 +235,7 @@ impl Catalog {
     fn forget_old(&self, tenant: &TenantId) {
         let mut tenants = self.tenants.write().expect("catalog lock");
         if let Some(t) = tenants.get_mut(tenant)
-            && let Some(newest) = t.newest.clone()
+            && let Some(newest) = t.newest.as_ref().map(not_after_now)
         {
             let keep_from = BlockId::from_lower_bound(&relist_from(&newest, self.lookback * 2));
             t.applied = t.applied.split_off(&keep_from);
@@ -257,6 +257,15 @@ impl Catalog {
             }
         })
     }
+}
+
+/// `id`, or now if `id` is dated in the future: a commit from a writer whose
+/// clock runs ahead must not move the relisting window (or the forgetting of
+/// applied commits) past commits that are dated now, or they would never be
+/// listed.
+fn not_after_now(id: &BlockId) -> BlockId {
+    let now = BlockId::new();
+    if *id > now { now } else { id.clone() }
 }
 
 #[cfg(test)]
@@ -287,6 +296,26 @@ mod tests {
 
     fn storage() -> Storage {
         Storage::new(Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    #[tokio::test]
+    async fn a_commit_dated_in_the_future_hides_no_later_commit() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let future = BlockId::at(std::time::SystemTime::now() + Duration::from_secs(365 * 24 * 3600));
+        let ahead = CommitRecord { id: future.clone(), added: vec![meta(&future)], removed: vec![] };
+        storage.commit(&tenant, &ahead).await.unwrap();
+        let catalog = Catalog::new(storage.clone(), Duration::from_secs(120));
+        catalog.refresh().await.unwrap();
+        assert!(catalog.is_live(&tenant, &future));
+        // A writer with a correct clock commits after it.
+        let now = BlockId::new();
+        storage
+            .commit(&tenant, &CommitRecord { id: BlockId::new(), added: vec![meta(&now)], removed: vec![] })
+            .await
+            .unwrap();
+        catalog.refresh().await.unwrap();
+        assert!(catalog.is_live(&tenant, &now), "the commit dated now is listed despite the future one");
     }
 
     #[test]
