@@ -128,14 +128,7 @@ fn main() {
         // 1b. S3 on loopback, 50 ms per request
         let root = tempfile::TempDir::new().unwrap();
         let s3 = start_s3(root.path()).await;
-        let storage_args = StorageArgs {
-            url: format!("s3://{BUCKET}/bench"),
-            s3_endpoint: Some(format!("http://{s3}")),
-            s3_region: Some("us-east-1".into()),
-            s3_access_key_id: Some(ACCESS_KEY.into()),
-            s3_secret_access_key: Some(SECRET_KEY.into()),
-            s3_allow_http: true,
-        };
+        let storage_args = StorageArgs::s3_compatible(&format!("http://{s3}"), BUCKET, "bench", ACCESS_KEY, SECRET_KEY);
         let s3_store = Arc::clone(spanlake::storage::open(&storage_args).unwrap().object_store());
         let latency = Duration::from_millis(50);
         let throttle = ThrottleConfig {

@@ -47,6 +47,20 @@ impl StorageArgs {
         Self { url: path.into(), ..Self::default() }
     }
 
+    /// An S3-compatible store at `endpoint` (e.g. `http://127.0.0.1:3900`),
+    /// bucket `bucket` under `prefix`, with static keys; plain HTTP is allowed
+    /// when the endpoint is `http://`.
+    pub fn s3_compatible(endpoint: &str, bucket: &str, prefix: &str, access_key_id: &str, secret: &str) -> Self {
+        Self {
+            url: format!("s3://{bucket}/{prefix}"),
+            s3_endpoint: Some(endpoint.to_owned()),
+            s3_region: Some("us-east-1".into()),
+            s3_access_key_id: Some(access_key_id.to_owned()),
+            s3_secret_access_key: Some(secret.to_owned()),
+            s3_allow_http: endpoint.starts_with("http://"),
+        }
+    }
+
     /// Whether the URL names a remote object store, billed per request.
     pub fn is_remote(&self) -> bool {
         self.url.split_once("://").is_some_and(|(scheme, _)| !matches!(scheme, "file" | "memory"))

@@ -3,13 +3,15 @@
 //! schema before any column is read. A block that cannot be read, is missing
 //! or does not match is skipped: logged, counted in a metric naming it, and
 //! reported to the caller, whose answer then says it is partial. The other
-//! blocks still answer.
+//! blocks still answer. A block found unusable is remembered (blocks are
+//! immutable), so later queries skip it without reading or logging it again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use spanlake_schemas::schema::check_block_schema;
-use spanlake_schemas::{BlockMeta, Storage, TenantId};
+use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 use tracing::warn;
 
 use crate::block_cache::FooterCache;
@@ -51,15 +53,22 @@ pub(crate) struct Blocks {
     storage: Storage,
     footers: FooterCache,
     metrics: Arc<Metrics>,
+    /// Blocks found unusable, with why: blocks are immutable, so they are
+    /// not read (or logged) again.
+    bad: Mutex<HashMap<BlockId, String>>,
 }
 
 impl Blocks {
     pub(crate) fn new(storage: Storage, footers: FooterCache, metrics: Arc<Metrics>) -> Self {
-        Self { storage, footers, metrics }
+        Self { storage, footers, metrics, bad: Mutex::new(HashMap::new()) }
     }
 
     /// The block's footer, checked: it reads and it holds the span schema.
     pub(crate) async fn open(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<ArrowReaderMetadata, Skipped> {
+        if let Some(reason) = self.bad.lock().expect("bad-block lock").get(&meta.id) {
+            self.metrics.block_skipped(tenant, &meta.id.to_string());
+            return Err(Skipped { block: meta.id.to_string(), reason: reason.clone() });
+        }
         let opened = match self.footers.get(&self.storage, tenant, meta).await {
             Ok(footer) => check_block_schema(footer.schema()).map(|()| footer),
             Err(error) => Err(format!("unreadable: {error}")),
@@ -70,6 +79,7 @@ impl Blocks {
     /// Reports a block a query could not use.
     pub(crate) fn skip(&self, tenant: &TenantId, meta: &BlockMeta, reason: String) -> Skipped {
         warn!(%tenant, block_id = %meta.id, %reason, "skipping a block that cannot be used");
+        self.bad.lock().expect("bad-block lock").insert(meta.id.clone(), reason.clone());
         self.metrics.block_skipped(tenant, &meta.id.to_string());
         Skipped { block: meta.id.to_string(), reason }
     }

@@ -22,14 +22,7 @@ use crate::common::test_args;
 pub(crate) use spanlake_test_support::s3::start_s3;
 
 pub(crate) fn s3_args(addr: SocketAddr, prefix: &str) -> StorageArgs {
-    StorageArgs {
-        url: format!("s3://{BUCKET}/{prefix}"),
-        s3_endpoint: Some(format!("http://{addr}")),
-        s3_region: Some("us-east-1".into()),
-        s3_access_key_id: Some(ACCESS_KEY.into()),
-        s3_secret_access_key: Some(SECRET_KEY.into()),
-        s3_allow_http: true,
-    }
+    StorageArgs::s3_compatible(&format!("http://{addr}"), BUCKET, prefix, ACCESS_KEY, SECRET_KEY)
 }
 
 fn meta(id: BlockId, size: u64) -> BlockMeta {
