@@ -6,7 +6,11 @@
 //! requests: trace by id, a TraceQL search over the last hour, a tag-values
 //! call and an SQL aggregate over the last ten minutes. Reports median and
 //! p99 latency per query and the process's peak RSS after each phase.
-//! Knobs: SPANLAKE_BENCH_QUERY_SPANS (default 10,000,000).
+//! Then the structural TraceQL forms (issue #9) over the whole two hours, each
+//! against the plain filter of its more selective side, with the peak RSS
+//! each query adds.
+//! Knobs: SPANLAKE_BENCH_QUERY_SPANS (default 10,000,000),
+//! SPANLAKE_BENCH_QUERY_TIMEOUT_S (per query, default 600).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +25,7 @@ use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 
 use spanlake_test_support::http::{get_ok, post_ok};
-use spanlake_test_support::measure::{peak_rss_mib, time};
+use spanlake_test_support::measure::{Timing, peak_rss_mib, reset_peak_rss, rss_mib, time};
 
 const BLOCK_SPANS: usize = 100_000;
 const TRACES_PER_REQUEST: usize = 100;
@@ -88,7 +92,9 @@ fn main() {
         let start_querier = |pruning: bool| {
             let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
             args.query_pruning = pruning;
-            args.query_timeout = Duration::from_secs(600);
+            args.query_timeout = Duration::from_secs(
+                std::env::var("SPANLAKE_BENCH_QUERY_TIMEOUT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(600),
+            );
             async move { Spanlake::start(&args, Role::Querier).await.unwrap() }
         };
         let pruned = start_querier(true).await;
@@ -127,7 +133,72 @@ fn main() {
         for (query, label, t) in rows {
             println!("| {query} | {label} | {:.1} | {:.1} | {} |", t.median_ms, t.p99_ms, t.runs);
         }
-        pruned.shutdown().await;
         unpruned.shutdown().await;
+        structural(&http, &format!("http://{}", pruned.http_addr()), now_s).await;
+        pruned.shutdown().await;
     });
+}
+
+/// One search `q` over the whole data, timed; `None` if it failed (a timeout).
+async fn search_timed(http: &reqwest::Client, base: &str, q: &str, now_s: u64, runs: usize) -> Option<(Timing, f64)> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{base}/api/search"),
+        &[("q", q), ("limit", "20"), ("start", &(now_s - 3 * 3600).to_string()), ("end", &now_s.to_string())],
+    )
+    .unwrap();
+    let before = rss_mib();
+    reset_peak_rss();
+    let failed = std::cell::Cell::new(None);
+    let timing = time(runs, |_| {
+        let (http, url, failed) = (http.clone(), url.clone(), &failed);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status();
+            let len = response.bytes().await.unwrap().len();
+            if !status.is_success() {
+                failed.set(Some(status));
+            }
+            len
+        }
+    })
+    .await;
+    let added = peak_rss_mib() - before;
+    match failed.get() {
+        Some(status) => {
+            println!("{q}: {status} after {:.0} ms", timing.median_ms);
+            None
+        }
+        None => Some((timing, added)),
+    }
+}
+
+/// Structural TraceQL against plain filters (issue #9).
+async fn structural(http: &reqwest::Client, base: &str, now_s: u64) {
+    const FRONTEND: &str = r#"{ resource.service.name = "frontend" }"#;
+    const POSTGRES: &str = r#"{ span.db.system.name = "postgresql" }"#;
+    let mut plain = Vec::new();
+    for q in [FRONTEND, POSTGRES] {
+        plain.push(search_timed(http, base, q, now_s, 5).await.map(|t| t.0.median_ms));
+    }
+    println!();
+    println!("| query | median ms | p99 ms | runs | × plain filter of its more selective side | peak RSS added MiB |");
+    println!("|---|---|---|---|---|---|");
+    let forms = [
+        (FRONTEND.to_owned(), None),
+        (POSTGRES.to_owned(), None),
+        (format!("{FRONTEND} >> {POSTGRES}"), plain[1]),
+        (format!("{FRONTEND} > {{ }}"), plain[0]),
+        (format!("{FRONTEND} > {POSTGRES}"), plain[1]),
+        (format!("{POSTGRES} << {FRONTEND}"), plain[1]),
+        (format!("{POSTGRES} < {{ }}"), plain[1]),
+        (format!("{POSTGRES} ~ {{ }}"), plain[1]),
+        (format!("{FRONTEND} && {POSTGRES}"), plain[1]),
+        (format!("{FRONTEND} || {POSTGRES}"), plain[1]),
+        (format!("{FRONTEND} | count() > 3"), plain[0]),
+    ];
+    for (q, baseline) in forms {
+        let Some((t, added)) = search_timed(http, base, &q, now_s, 3).await else { continue };
+        let ratio = baseline.map(|b| format!("{:.1}×", t.median_ms / b)).unwrap_or_else(|| "1.0× (baseline)".into());
+        println!("| `{q}` | {:.1} | {:.1} | {} | {ratio} | {added:.0} |", t.median_ms, t.p99_ms, t.runs);
+    }
 }

@@ -193,6 +193,76 @@ async fn search_response_has_tempos_shape() {
     server.spanlake.shutdown().await;
 }
 
+/// An export retried after a lost acknowledgement stores its spans twice,
+/// in two blocks, until compaction merges them: search counts them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_stored_twice_is_counted_once() {
+    let server = fixture().await;
+    let payment = otlp::resource_spans(
+        Some("payment"),
+        vec![],
+        vec![span(0x0a, 4, Some(2), "charge", SERVER, 12, 25, vec![], true)],
+    );
+    server.ingest(None, vec![payment]).await;
+    let response = search(&server, &[("q", "{ status = error }")]).await;
+    let trace = &response["traces"][0];
+    assert_eq!(trace["spanSet"]["matched"], 2, "{response}");
+    assert_eq!(trace["serviceStats"]["payment"], serde_json::json!({"spanCount": 1, "errorCount": 1}));
+    let response = search(&server, &[("q", "{ name = \"GET /checkout\" } >> { name = \"charge\" }")]).await;
+    assert_eq!(response["traces"][0]["spanSet"]["matched"], 2, "{response}");
+    let response = search(&server, &[("q", "{ resource.service.name = \"payment\" } | count() = 1")]).await;
+    assert_eq!(trace_ids(&response), vec![id(0x0a)]);
+    server.spanlake.shutdown().await;
+}
+
+/// 1,500 traces root → mid → leaf, the oldest also root → leaf directly:
+/// `>` must look past the newest candidates, through the pages read as
+/// trace-id ranges, and `>>` finds every trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structural_queries_look_past_the_newest_candidates() {
+    let server = TestServer::start().await;
+    let traces = 1500u32;
+    let mut spans = Vec::new();
+    for t in 0..traces {
+        let trace_id = {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&t.wrapping_mul(2_654_435_761).to_be_bytes());
+            id[15] = 1;
+            id
+        };
+        let at = BASE + u64::from(t) * MS;
+        let make = |id: u8, parent: Option<u8>, name: &str| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            start_time_unix_nano: at,
+            end_time_unix_nano: at + MS,
+            ..Span::default()
+        };
+        spans.push(make(1, None, "root"));
+        spans.push(make(2, Some(1), "mid"));
+        spans.push(make(3, Some(if t == 0 { 1 } else { 2 }), "leaf"));
+    }
+    for chunk in spans.chunks(1500) {
+        server.ingest(None, vec![otlp::resource_spans(Some("svc"), vec![], chunk.to_vec())]).await;
+    }
+    let start = (BASE / 1_000_000_000).to_string();
+    let end = (BASE / 1_000_000_000 + 10).to_string();
+    let window = |q: &'static str, limit: &'static str| [("q", q), ("start", &start), ("end", &end), ("limit", limit)];
+    let response = search(&server, &window("{ name = \"root\" } > { name = \"leaf\" }", "20")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), 1, "{response}");
+    assert_eq!(response["traces"][0]["startTimeUnixNano"], BASE.to_string());
+    assert_eq!(response["metrics"]["inspectedTraces"], traces, "{response}");
+    let response = search(&server, &window("{ name = \"root\" } >> { name = \"leaf\" }", "5000")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), traces as usize);
+    let response = search(&server, &window("{ name = \"leaf\" } << { name = \"root\" } | count() = 1", "5000")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), traces as usize);
+    let response = search(&server, &window("{ name = \"mid\" } ~ { name = \"leaf\" }", "5000")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), 1);
+    server.spanlake.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_search_parameters_are_400_with_a_position() {
     let server = TestServer::start().await;

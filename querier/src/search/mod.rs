@@ -1,31 +1,36 @@
 //! TraceQL search: spanset filters compiled to DataFusion, combined per trace.
 //!
 //! ```text
-//!  { filter } ─compile─▶ DataFusion query over `spans` (time window, pruning) ─▶ matched spans per trace
-//!  A && B, A || B, A > B, A >> B, A < B, A << B, A ~ B  ─▶ combined per trace in Rust
-//!      (descendant/ancestor walk parent links fetched for the traces involved only)
-//!  | count() > n | avg(f) … | by(f) | select(f) | coalesce() | { nested }  ─▶ per-trace spansets
-//!  trace summaries (root, start, duration, services) over the whole trace ─▶ newest first
+//!  every filter { … } ─compile─▶ DataFusion boolean column
+//!  1. candidates: one aggregate over the window → per trace: newest match, which filters match
+//!     → traces where the spanset expression can match (A && B needs both), newest first
+//!  2. pages of candidates: every span of their traces (any time), one DataFusion read,
+//!     with the filters' columns, the output fields and the summary columns
+//!     → per trace, spans de-duplicated by span id (a retried export is counted once)
+//!     → A > B, A >> B, A < B, A << B, A ~ B, A && B, A || B: linear passes (structure.rs)
+//!     → | count() > n | avg(f) … | by(f) | select(f) | coalesce() | { nested }
+//!  first page: the newest (4 × limit) candidates; if too few matched, the rest in
+//!  trace-id ranges of about 500k spans, keeping the newest matches
 //! ```
 //!
-//! A query that is one filter runs in two phases, so `{}` over millions of
-//! spans never collects them: the newest matching traces are found with an
-//! aggregate, then only those traces' matching spans are read.
+//! Memory is one page of spans and one row per candidate trace; time is
+//! linear in the spans of the candidate traces.
 
 mod compile;
 mod fields;
 mod response;
+mod structure;
 mod tags;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, TimestampNanosecondType};
-use datafusion::common::{JoinType, ScalarValue};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::{DataFusionError, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_aggregate::expr_fn::{count, max, min};
+use datafusion::functions_aggregate::expr_fn::{bool_or, count, max, min};
+use datafusion::logical_expr::utils::disjunction;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::SessionContext;
 use spanlake_schemas::TenantId;
@@ -36,6 +41,7 @@ pub(crate) use compile::compile as compile_filter;
 use compile::{ROOT_NAME, ROOT_SERVICE, TRACE_DURATION};
 use fields::OutputField;
 pub(crate) use response::SearchResponse;
+use structure::{Node, Shape};
 pub(crate) use tags::tags_query;
 
 use crate::Querier;
@@ -64,15 +70,12 @@ pub(crate) struct SearchParams {
 #[derive(Debug, Clone)]
 pub(crate) struct SpanHit {
     pub(crate) span_id: SpanId,
-    pub(crate) parent: Option<SpanId>,
     pub(crate) start: i64,
     pub(crate) duration: i64,
     pub(crate) name: String,
     /// Per output field: its JSON value, numeric reading and grouping key.
     pub(crate) values: Vec<(Option<serde_json::Value>, Option<f64>, String)>,
 }
-
-type Hits = HashMap<TraceId, Vec<SpanHit>>;
 
 /// A group of matched spans of one trace.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +101,45 @@ struct Engine<'a> {
     params: &'a SearchParams,
     fields: Vec<OutputField>,
     needs_trace: bool,
+    /// Every filter of the query, numbered as the leaves of the trees below.
+    leaves: Vec<Option<FieldExpr>>,
+    /// The spanset expression; its filters are `leaves[..main_leaves]`.
+    main: Node,
+    main_leaves: usize,
+    /// For each pipeline stage that is a spanset expression, its tree.
+    stage_nodes: Vec<Option<Node>>,
+}
+
+/// A trace with a span in the window that can match the query.
+struct Candidate {
+    trace: TraceId,
+    /// Start of its newest span matching a filter.
+    newest: i64,
+    /// Its spans matching a filter: what reading it costs, roughly.
+    spans: u64,
+}
+
+/// Trace ids listed in the query itself, up to this many; a page of more is
+/// read as a trace-id range joined with the page's ids.
+const IN_LIST_MAX: usize = 1000;
+/// Spans (as the candidates counted them) read at once after the first page.
+const PAGE_SPANS: u64 = 500_000;
+
+/// Columns of a page read: the span's place in its trace, the filters'
+/// matches from `LEAVES` on, then (a detailed read) from the end of the
+/// matches: the summary columns at these offsets and the output fields.
+mod page {
+    pub(super) const TRACE: usize = 0;
+    pub(super) const SPAN: usize = 1;
+    pub(super) const PARENT: usize = 2;
+    pub(super) const LEAVES: usize = 3;
+    pub(super) const START: usize = 0;
+    pub(super) const END: usize = 1;
+    pub(super) const DURATION: usize = 2;
+    pub(super) const NAME: usize = 3;
+    pub(super) const SERVICE: usize = 4;
+    pub(super) const ERROR: usize = 5;
+    pub(super) const FIELDS: usize = 6;
 }
 
 fn trace_id_literal(id: &TraceId) -> Expr {
@@ -108,22 +150,63 @@ fn in_traces(ids: &[TraceId]) -> Expr {
     col(s::TRACE_ID).in_list(ids.iter().map(trace_id_literal).collect(), false)
 }
 
-impl Engine<'_> {
+impl<'a> Engine<'a> {
+    fn new(ctx: SessionContext, params: &'a SearchParams) -> Result<Self> {
+        let mut leaves = Vec::new();
+        let main = Node::build(&params.query.spansets, &mut leaves);
+        let main_leaves = leaves.len();
+        let stage_nodes = params
+            .query
+            .stages
+            .iter()
+            .map(|stage| match stage {
+                Stage::Spanset(expr) => Some(Node::build(expr, &mut leaves)),
+                _ => None,
+            })
+            .collect();
+        Ok(Self {
+            ctx,
+            params,
+            fields: output_fields(&params.query)?,
+            needs_trace: needs_trace_fields(&params.query),
+            leaves,
+            main,
+            main_leaves,
+            stage_nodes,
+        })
+    }
+
     fn time_filter(&self) -> Expr {
         let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
         col(s::START_TIME).gt_eq(ts(self.params.start)).and(col(s::START_TIME).lt_eq(ts(self.params.end)))
     }
 
-    /// Spans in the window, joined with trace-level fields when needed.
-    async fn base(&self) -> Result<DataFrame> {
-        let spans = self.ctx.table("spans").await?.filter(self.time_filter())?;
+    /// Every span of `traces` (of all traces for `None`), at any time.
+    async fn spans_of(&self, traces: Option<&[TraceId]>) -> Result<DataFrame> {
+        let spans = self.ctx.table("spans").await?;
+        let Some(traces) = traces else { return Ok(spans) };
+        if traces.len() <= IN_LIST_MAX {
+            return Ok(spans.filter(in_traces(traces))?);
+        }
+        let (Some(lo), Some(hi)) = (traces.iter().min(), traces.iter().max()) else { return Ok(spans) };
+        let ids = FixedSizeBinaryArray::try_from_iter(traces.iter()).map_err(DataFusionError::from)?;
+        let ids =
+            RecordBatch::try_from_iter([("__page_trace", Arc::new(ids) as ArrayRef)]).map_err(DataFusionError::from)?;
+        let page = self.ctx.read_batch(ids)?;
+        let range = col(s::TRACE_ID).gt_eq(trace_id_literal(lo)).and(col(s::TRACE_ID).lt_eq(trace_id_literal(hi)));
+        Ok(spans.filter(range)?.join(page, JoinType::LeftSemi, &[s::TRACE_ID], &["__page_trace"], None)?)
+    }
+
+    /// [`Self::spans_of`] with the trace-level fields as columns when the
+    /// query reads them (computed over the spans in the window).
+    async fn with_trace_fields(&self, traces: Option<&[TraceId]>) -> Result<DataFrame> {
+        let spans = self.spans_of(traces).await?;
         if !self.needs_trace {
             return Ok(spans);
         }
         let root = |column: &str| when(col(s::PARENT_SPAN_ID).is_null(), col(column)).end();
         let summary = self
-            .ctx
-            .table("spans")
+            .spans_of(traces)
             .await?
             .filter(self.time_filter())?
             .aggregate(
@@ -144,269 +227,242 @@ impl Engine<'_> {
         Ok(spans.join(summary, JoinType::Inner, &[s::TRACE_ID], &["__tid"], None)?)
     }
 
-    /// Spans matching `filter` (all spans for `None`), optionally only in `traces`.
-    async fn filter(&self, filter: Option<&FieldExpr>, traces: Option<&[TraceId]>) -> Result<Hits> {
-        let mut frame = self.base().await?;
-        if let Some(filter) = filter {
-            frame = frame.filter(compile::compile(filter)?)?;
-        }
-        if let Some(traces) = traces {
-            if traces.is_empty() {
-                return Ok(Hits::new());
+    /// Traces with a span in the window matching one of the filters and the
+    /// filters the spanset expression needs, newest first. One aggregate.
+    async fn candidates(&self) -> Result<Vec<Candidate>> {
+        let main = &self.leaves[..self.main_leaves];
+        let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter())?;
+        if main.iter().all(Option::is_some) {
+            let any = main.iter().flatten().map(compile::compile).collect::<Result<Vec<_>>>()?;
+            if let Some(any) = disjunction(any) {
+                frame = frame.filter(any)?;
             }
-            frame = frame.filter(in_traces(traces))?;
         }
-        let mut columns = vec![
-            col(s::TRACE_ID),
-            col(s::SPAN_ID),
-            col(s::PARENT_SPAN_ID),
-            col(s::START_TIME),
-            col(s::DURATION_NS),
-            col(s::NAME),
-        ];
-        columns.extend(self.fields.iter().enumerate().map(|(i, f)| f.expr.clone().alias(format!("__f{i}"))));
-        let batches = frame.select(columns)?.collect().await?;
-        let mut hits = Hits::new();
-        for batch in &batches {
-            self.collect_hits(batch, &mut hits);
-        }
-        Ok(hits)
-    }
-
-    fn collect_hits(&self, batch: &RecordBatch, hits: &mut Hits) {
-        let traces = batch.column(0).as_fixed_size_binary();
-        let spans = batch.column(1).as_fixed_size_binary();
-        let parents = batch.column(2).as_fixed_size_binary();
-        let starts = batch.column(3).as_primitive::<TimestampNanosecondType>();
-        let durations = batch.column(4).as_primitive::<Int64Type>();
-        let names = batch.column(5).as_string::<i32>();
-        for row in 0..batch.num_rows() {
-            let values = self
-                .fields
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let array = batch.column(6 + i);
-                    let render_as = f.render;
-                    (
-                        fields::render(array, render_as, row),
-                        fields::numeric(array, row),
-                        fields::key(array, render_as, row),
-                    )
-                })
-                .collect();
-            let trace: TraceId = traces.value(row).try_into().expect("16-byte trace id");
-            hits.entry(trace).or_default().push(SpanHit {
-                span_id: spans.value(row).try_into().expect("8-byte span id"),
-                parent: parents.is_valid(row).then(|| parents.value(row).try_into().expect("8-byte span id")),
-                start: starts.value(row),
-                duration: durations.value(row),
-                name: names.value(row).to_owned(),
-                values,
+        let mut aggregates =
+            vec![max(cast(col(s::START_TIME), DataType::Int64)).alias("__newest"), count(lit(1)).alias("__n")];
+        // Column of each filter's "some span matches" (None: `{}`, always).
+        let mut flag_columns = Vec::with_capacity(main.len());
+        for (i, filter) in main.iter().enumerate() {
+            flag_columns.push(match filter {
+                Some(filter) => {
+                    aggregates.push(bool_or(compile::compile(filter)?).alias(format!("__c{i}")));
+                    Some(aggregates.len())
+                }
+                None => None,
             });
         }
-    }
-
-    /// Evaluates a spanset expression: matched spans per trace (right-hand
-    /// side spans for structural operators, both sides for && and ||).
-    fn eval<'a>(
-        &'a self,
-        expr: &'a SpansetExpr,
-        traces: Option<&'a [TraceId]>,
-    ) -> Pin<Box<dyn Future<Output = Result<Hits>> + Send + 'a>> {
-        Box::pin(async move {
-            match expr {
-                SpansetExpr::Filter(filter) => self.filter(filter.as_ref(), traces).await,
-                SpansetExpr::Binary { op, lhs, rhs } => {
-                    let left = self.eval(lhs, traces).await?;
-                    if left.is_empty() && *op != SpansetOp::Or {
-                        return Ok(Hits::new());
-                    }
-                    let narrowed: Option<Vec<TraceId>> = (*op != SpansetOp::Or).then(|| left.keys().copied().collect());
-                    let right = self.eval(rhs, narrowed.as_deref().or(traces)).await?;
-                    self.combine(*op, left, right).await
-                }
-            }
-        })
-    }
-
-    async fn combine(&self, op: SpansetOp, mut left: Hits, mut right: Hits) -> Result<Hits> {
-        let mut out = Hits::new();
-        match op {
-            SpansetOp::Or => {
-                for (trace, spans) in left.drain().chain(right.drain()) {
-                    merge_spans(out.entry(trace).or_default(), spans);
-                }
-            }
-            SpansetOp::And => {
-                for (trace, spans) in left {
-                    if let Some(other) = right.remove(&trace) {
-                        let entry = out.entry(trace).or_default();
-                        merge_spans(entry, spans);
-                        merge_spans(entry, other);
-                    }
-                }
-            }
-            SpansetOp::Child | SpansetOp::Parent | SpansetOp::Sibling => {
-                for (trace, rhs) in right {
-                    let Some(lhs) = left.get(&trace) else { continue };
-                    let lhs_ids: HashSet<SpanId> = lhs.iter().map(|s| s.span_id).collect();
-                    let lhs_parents: HashSet<SpanId> = lhs.iter().filter_map(|s| s.parent).collect();
-                    let kept: Vec<SpanHit> = rhs
-                        .into_iter()
-                        .filter(|b| match op {
-                            SpansetOp::Child => b.parent.is_some_and(|p| lhs_ids.contains(&p)),
-                            SpansetOp::Parent => lhs_parents.contains(&b.span_id),
-                            _ => b
-                                .parent
-                                .is_some_and(|p| lhs.iter().any(|a| a.parent == Some(p) && a.span_id != b.span_id)),
-                        })
-                        .collect();
-                    if !kept.is_empty() {
-                        out.insert(trace, kept);
-                    }
-                }
-            }
-            SpansetOp::Descendant | SpansetOp::Ancestor => {
-                let traces: Vec<TraceId> = right.keys().filter(|t| left.contains_key(*t)).copied().collect();
-                let parents = self.parent_links(&traces).await?;
-                for trace in traces {
-                    let links = &parents[&trace];
-                    let ancestors = |span: SpanId| {
-                        let mut chain = Vec::new();
-                        let mut current = links.get(&span).copied().flatten();
-                        while let Some(p) = current {
-                            if chain.contains(&p) || chain.len() > 10_000 {
-                                break; // a cycle in bad data
-                            }
-                            chain.push(p);
-                            current = links.get(&p).copied().flatten();
-                        }
-                        chain
-                    };
-                    let lhs = &left[&trace];
-                    let rhs = right.remove(&trace).unwrap_or_default();
-                    let kept: Vec<SpanHit> = if op == SpansetOp::Descendant {
-                        let lhs_ids: HashSet<SpanId> = lhs.iter().map(|s| s.span_id).collect();
-                        rhs.into_iter().filter(|b| ancestors(b.span_id).iter().any(|a| lhs_ids.contains(a))).collect()
-                    } else {
-                        let above: HashSet<SpanId> = lhs.iter().flat_map(|a| ancestors(a.span_id)).collect();
-                        rhs.into_iter().filter(|b| above.contains(&b.span_id)).collect()
-                    };
-                    if !kept.is_empty() {
-                        out.insert(trace, kept);
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// `columns` of every span of `traces` (any time), read 1000 traces at a time.
-    async fn rows_of(&self, traces: &[TraceId], columns: Vec<Expr>) -> Result<Vec<RecordBatch>> {
+        let batches = frame.aggregate(vec![col(s::TRACE_ID)], aggregates)?.collect().await?;
         let mut out = Vec::new();
-        for chunk in traces.chunks(1000) {
-            let frame = self.ctx.table("spans").await?.filter(in_traces(chunk))?;
-            out.extend(frame.select(columns.clone())?.collect().await?);
+        for batch in &batches {
+            let ids = batch.column(0).as_fixed_size_binary();
+            let newest = batch.column(1).as_primitive::<Int64Type>();
+            let spans = batch.column(2).as_primitive::<Int64Type>();
+            let flags: Vec<Option<&BooleanArray>> =
+                flag_columns.iter().map(|c| c.map(|c| batch.column(c).as_boolean())).collect();
+            for row in 0..batch.num_rows() {
+                let present = |n: usize| flags[n].is_none_or(|f| f.is_valid(row) && f.value(row));
+                let Ok(trace) = TraceId::try_from(ids.value(row)) else { continue };
+                if self.main.possible(&present) {
+                    out.push(Candidate { trace, newest: newest.value(row), spans: spans.value(row).max(0) as u64 });
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| b.newest.cmp(&a.newest).then(a.trace.cmp(&b.trace)));
+        Ok(out)
+    }
+
+    /// Every span of `traces`: id, parent and whether it matches each filter,
+    /// then, with `details`, its summary columns and output fields.
+    async fn read_page(&self, traces: &[TraceId], details: bool) -> Result<Vec<RecordBatch>> {
+        let mut columns = vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID)];
+        for (i, filter) in self.leaves.iter().enumerate() {
+            let matches = match filter {
+                Some(filter) => self.time_filter().and(compile::compile(filter)?),
+                None => self.time_filter(),
+            };
+            columns.push(matches.is_true().alias(format!("__m{i}")));
+        }
+        if details {
+            columns.extend([
+                cast(col(s::START_TIME), DataType::Int64),
+                cast(col(s::END_TIME), DataType::Int64),
+                col(s::DURATION_NS),
+                col(s::NAME),
+                col(s::SERVICE_NAME),
+                col(s::STATUS_CODE).eq(lit("error")).is_true().alias("__error"),
+            ]);
+            columns.extend(self.fields.iter().enumerate().map(|(i, f)| f.expr.clone().alias(format!("__f{i}"))));
+        }
+        Ok(self.with_trace_fields(Some(traces)).await?.select(columns)?.collect().await?)
+    }
+
+    /// Of `traces`, those the spanset expression matches, from a narrow read
+    /// (structure and filter matches only).
+    async fn matching(&self, traces: &[TraceId], found: &mut Found) -> Result<Vec<TraceId>> {
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batches = self.read_page(traces, false).await?;
+        let rows = spans_by_trace(&batches);
+        let mut out = Vec::new();
+        for trace_rows in rows.chunk_by(|a, b| a.0 == b.0) {
+            found.inspected_traces += 1;
+            let at: Vec<(&RecordBatch, usize)> =
+                trace_rows.iter().map(|r| (&batches[r.2 as usize], r.3 as usize)).collect();
+            let (_, shape) = shape_of(&at);
+            if shape.eval(&self.main, &|n, i| leaf(&at, n, i)).contains(&true) {
+                out.push(trace_rows[0].0);
+            }
         }
         Ok(out)
     }
 
-    /// span → parent for every span of `traces` (any time).
-    async fn parent_links(&self, traces: &[TraceId]) -> Result<HashMap<TraceId, HashMap<SpanId, Option<SpanId>>>> {
-        let mut links: HashMap<TraceId, HashMap<SpanId, Option<SpanId>>> =
-            traces.iter().map(|t| (*t, HashMap::new())).collect();
-        let batches = self.rows_of(traces, vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID)]).await?;
-        {
-            for batch in &batches {
-                let (t, sp, p) = (
-                    batch.column(0).as_fixed_size_binary(),
-                    batch.column(1).as_fixed_size_binary(),
-                    batch.column(2).as_fixed_size_binary(),
-                );
-                for row in 0..batch.num_rows() {
-                    let trace: TraceId = t.value(row).try_into().expect("16 bytes");
-                    let parent = p.is_valid(row).then(|| p.value(row).try_into().expect("8 bytes"));
-                    links.entry(trace).or_default().insert(sp.value(row).try_into().expect("8 bytes"), parent);
-                }
+    /// Evaluates the whole query (stages, summaries, output fields) over
+    /// every span of `traces`, adding what matches to `found`.
+    async fn evaluate(&self, traces: &[TraceId], found: &mut Found) -> Result<()> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        let batches = self.read_page(traces, true).await?;
+        for trace_rows in spans_by_trace(&batches).chunk_by(|a, b| a.0 == b.0) {
+            let at: Vec<(&RecordBatch, usize)> =
+                trace_rows.iter().map(|r| (&batches[r.2 as usize], r.3 as usize)).collect();
+            if let Some((summary, sets)) = self.evaluate_trace(&at)? {
+                found.traces.push((trace_rows[0].0, summary, sets));
             }
         }
-        Ok(links)
+        Ok(())
     }
 
-    /// The newest traces with a span matching `filter`, `page` of them after `offset`.
-    async fn candidates(&self, filter: Option<&FieldExpr>, offset: usize, page: usize) -> Result<Vec<TraceId>> {
-        let mut frame = self.base().await?;
-        if let Some(filter) = filter {
-            frame = frame.filter(compile::compile(filter)?)?;
+    /// The spansets of one trace (its spans as rows of a page), if it matches.
+    fn evaluate_trace(&self, at: &[(&RecordBatch, usize)]) -> Result<Option<(TraceSummary, Vec<Spanset>)>> {
+        let (spans, shape) = shape_of(at);
+        let leaf = |n: usize, i: usize| leaf(at, n, i);
+        let matched = shape.eval(&self.main, &leaf);
+        if !matched.contains(&true) {
+            return Ok(None);
         }
-        let batches = frame
-            .aggregate(
-                vec![col(s::TRACE_ID)],
-                vec![max(col(s::START_TIME)).alias("__newest"), count(lit(1)).alias("__n")],
-            )?
-            .sort(vec![col("__newest").sort(false, false), col(s::TRACE_ID).sort(true, false)])?
-            .limit(offset, Some(page))?
-            .select(vec![col(s::TRACE_ID)])?
-            .collect()
-            .await?;
-        Ok(batches
+        let summary = summarize(at, page::LEAVES + self.leaves.len());
+        let duration = summary.end - summary.start;
+        if self.params.min_duration.is_some_and(|d| duration < d)
+            || self.params.max_duration.is_some_and(|d| duration > d)
+        {
+            return Ok(None);
+        }
+        let hits = (0..at.len()).filter(|i| matched[*i]).map(|i| self.hit(at[i].0, at[i].1)).collect();
+        let sets = self.pipeline(hits, |node| {
+            let keep = shape.eval(node, &leaf);
+            (0..spans.len()).filter(|i| keep[*i]).map(|i| spans[i].0).collect()
+        })?;
+        Ok((!sets.is_empty()).then_some((summary, sets)))
+    }
+
+    /// One span of a page as a hit, with its output fields.
+    fn hit(&self, batch: &RecordBatch, row: usize) -> SpanHit {
+        let details = page::LEAVES + self.leaves.len();
+        let fields_at = details + page::FIELDS;
+        let values = self
+            .fields
             .iter()
-            .flat_map(|b| {
-                let ids = b.column(0).as_fixed_size_binary();
-                (0..b.num_rows()).map(move |i| ids.value(i).try_into().expect("16 bytes")).collect::<Vec<TraceId>>()
+            .enumerate()
+            .map(|(i, f)| {
+                let array = batch.column(fields_at + i);
+                (fields::render(array, f.render, row), fields::numeric(array, row), fields::key(array, f.render, row))
             })
-            .collect())
+            .collect();
+        SpanHit {
+            span_id: batch.column(page::SPAN).as_fixed_size_binary().value(row).try_into().unwrap_or_default(),
+            start: batch.column(details + page::START).as_primitive::<Int64Type>().value(row),
+            duration: batch.column(details + page::DURATION).as_primitive::<Int64Type>().value(row),
+            name: batch.column(details + page::NAME).as_string::<i32>().value(row).to_owned(),
+            values,
+        }
     }
+}
 
-    /// Summaries over every span of `traces`.
-    async fn summaries(&self, traces: &[TraceId]) -> Result<HashMap<TraceId, TraceSummary>> {
-        let mut out: HashMap<TraceId, TraceSummary> = HashMap::new();
-        {
-            let batches = self
-                .rows_of(
-                    traces,
-                    vec![
-                        col(s::TRACE_ID),
-                        col(s::PARENT_SPAN_ID).is_null().alias("root"),
-                        col(s::SERVICE_NAME),
-                        col(s::NAME),
-                        col(s::START_TIME),
-                        col(s::END_TIME),
-                        col(s::STATUS_CODE).eq(lit("error")).alias("error"),
-                    ],
-                )
-                .await?;
-            for batch in &batches {
-                let trace = batch.column(0).as_fixed_size_binary();
-                let root = batch.column(1).as_boolean();
-                let service = batch.column(2).as_string::<i32>();
-                let name = batch.column(3).as_string::<i32>();
-                let start = batch.column(4).as_primitive::<TimestampNanosecondType>();
-                let end = batch.column(5).as_primitive::<TimestampNanosecondType>();
-                let error = batch.column(6).as_boolean();
-                for row in 0..batch.num_rows() {
-                    let id: TraceId = trace.value(row).try_into().expect("16 bytes");
-                    let summary = out.entry(id).or_insert_with(|| TraceSummary {
-                        start: i64::MAX,
-                        end: i64::MIN,
-                        ..TraceSummary::default()
-                    });
-                    summary.start = summary.start.min(start.value(row));
-                    summary.end = summary.end.max(end.value(row));
-                    let service_name = service.is_valid(row).then(|| service.value(row).to_owned());
-                    if root.value(row) && summary.root_name.is_none() {
-                        summary.root_name = Some(name.value(row).to_owned());
-                        summary.root_service = service_name.clone();
-                    }
-                    let stats = summary.services.entry(service_name.unwrap_or_default()).or_default();
-                    stats.0 += 1;
-                    stats.1 += error.value(row) as u64;
-                }
+/// Rows of a page by (trace, span), one per span id of a trace: a span
+/// stored twice (a retried export) is read once.
+fn spans_by_trace(batches: &[RecordBatch]) -> Vec<(TraceId, SpanId, u32, u32)> {
+    let mut rows = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let (ids, spans) =
+            (batch.column(page::TRACE).as_fixed_size_binary(), batch.column(page::SPAN).as_fixed_size_binary());
+        for row in 0..batch.num_rows() {
+            if let (Ok(trace), Ok(span)) = (TraceId::try_from(ids.value(row)), SpanId::try_from(spans.value(row))) {
+                rows.push((trace, span, b as u32, row as u32));
             }
         }
-        Ok(out)
     }
+    rows.sort_unstable_by_key(|r| (r.0, r.1));
+    rows.dedup_by_key(|r| (r.0, r.1));
+    rows
+}
+
+/// (span id, parent id) of the rows of one trace, and its tree.
+fn shape_of(at: &[(&RecordBatch, usize)]) -> (Vec<(SpanId, Option<SpanId>)>, Shape) {
+    let spans: Vec<(SpanId, Option<SpanId>)> = at
+        .iter()
+        .map(|(batch, row)| {
+            let (spans, parents) =
+                (batch.column(page::SPAN).as_fixed_size_binary(), batch.column(page::PARENT).as_fixed_size_binary());
+            let span = spans.value(*row).try_into().unwrap_or_default();
+            (span, parents.is_valid(*row).then(|| parents.value(*row).try_into().ok()).flatten())
+        })
+        .collect();
+    let shape = Shape::new(&spans);
+    (spans, shape)
+}
+
+/// Whether span `i` of a trace's rows matches filter `n`.
+fn leaf(at: &[(&RecordBatch, usize)], n: usize, i: usize) -> bool {
+    let (batch, row) = at[i];
+    batch.column(page::LEAVES + n).as_boolean().value(row)
+}
+
+/// Trace-level facts over the rows of one trace; `details`: where the
+/// summary columns start.
+fn summarize(at: &[(&RecordBatch, usize)], details: usize) -> TraceSummary {
+    let mut summary = TraceSummary { start: i64::MAX, end: i64::MIN, ..TraceSummary::default() };
+    for (batch, row) in at {
+        let row = *row;
+        let parents = batch.column(page::PARENT);
+        let service = batch.column(details + page::SERVICE).as_string::<i32>();
+        summary.start = summary.start.min(batch.column(details + page::START).as_primitive::<Int64Type>().value(row));
+        summary.end = summary.end.max(batch.column(details + page::END).as_primitive::<Int64Type>().value(row));
+        let service_name = service.is_valid(row).then(|| service.value(row).to_owned());
+        if parents.is_null(row) && summary.root_name.is_none() {
+            summary.root_name = Some(batch.column(details + page::NAME).as_string::<i32>().value(row).to_owned());
+            summary.root_service = service_name.clone();
+        }
+        let stats = summary.services.entry(service_name.unwrap_or_default()).or_default();
+        stats.0 += 1;
+        stats.1 += u64::from(batch.column(details + page::ERROR).as_boolean().value(row));
+    }
+    summary
+}
+
+/// Sorts `found` newest first and keeps `limit`.
+fn keep_newest(found: &mut Vec<(TraceId, TraceSummary, Vec<Spanset>)>, limit: usize) {
+    found.sort_by(|a, b| b.1.start.cmp(&a.1.start).then(a.0.cmp(&b.0)));
+    found.truncate(limit);
+}
+
+/// Splits candidates sorted by trace id into pages of about [`PAGE_SPANS`].
+fn pages(candidates: &[Candidate]) -> Vec<Vec<TraceId>> {
+    let mut out = Vec::new();
+    let (mut page, mut spans) = (Vec::new(), 0);
+    for candidate in candidates {
+        page.push(candidate.trace);
+        spans += candidate.spans;
+        if spans >= PAGE_SPANS {
+            out.push(std::mem::take(&mut page));
+            spans = 0;
+        }
+    }
+    if !page.is_empty() {
+        out.push(page);
+    }
+    out
 }
 
 /// Adds `spans` to `into`, skipping span ids already there.
@@ -486,10 +542,11 @@ fn needs_trace_fields(query: &Query) -> bool {
 }
 
 impl Engine<'_> {
-    /// Applies the pipeline stages to one trace's matched spans.
-    async fn pipeline(&self, trace: TraceId, hits: Vec<SpanHit>) -> Result<Vec<Spanset>> {
+    /// Applies the pipeline stages to one trace's matched spans;
+    /// `spanset(node)` is the span ids a spanset expression selects in it.
+    fn pipeline(&self, hits: Vec<SpanHit>, spanset: impl Fn(&Node) -> HashSet<SpanId>) -> Result<Vec<Spanset>> {
         let mut sets = vec![Spanset { spans: hits, by: Vec::new() }];
-        for stage in &self.params.query.stages {
+        for (stage, node) in self.params.query.stages.iter().zip(&self.stage_nodes) {
             match stage {
                 Stage::Select(_) => {}
                 Stage::Coalesce => {
@@ -552,10 +609,9 @@ impl Engine<'_> {
                         result.is_some_and(|r| compare(r, *op, threshold))
                     });
                 }
-                Stage::Spanset(expr) => {
-                    let matched = self.eval(expr, Some(&[trace])).await?;
-                    let keep: HashSet<SpanId> =
-                        matched.get(&trace).map(|v| v.iter().map(|s| s.span_id).collect()).unwrap_or_default();
+                Stage::Spanset(_) => {
+                    let Some(node) = node else { continue };
+                    let keep = spanset(node);
                     for set in &mut sets {
                         set.spans.retain(|s| keep.contains(&s.span_id));
                     }
@@ -595,13 +651,7 @@ pub(crate) struct Found {
 
 impl Querier {
     pub(crate) async fn search(&self, tenant: &TenantId, params: &SearchParams) -> Result<SearchResponse> {
-        let ctx = self.session(tenant).await?;
-        let engine = Engine {
-            ctx,
-            params,
-            fields: output_fields(&params.query)?,
-            needs_trace: needs_trace_fields(&params.query),
-        };
+        let engine = Engine::new(self.session(tenant).await?, params)?;
         let found = engine.run().await?;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(params.start, params.end));
         Ok(SearchResponse::new(
@@ -615,49 +665,26 @@ impl Querier {
 }
 
 impl Engine<'_> {
+    /// The newest candidates first (one page, enough when matches are
+    /// common); then, if too few matched, every other candidate in pages of
+    /// trace-id ranges, keeping the newest matches.
     async fn run(&self) -> Result<Found> {
         let limit = self.params.limit.max(1);
-        let mut results: Vec<(TraceId, TraceSummary, Vec<Spanset>)> = Vec::new();
-        let mut inspected = 0u64;
-        // One filter: page through the newest matching traces. Otherwise evaluate all at once.
-        let single = match &self.params.query.spansets {
-            SpansetExpr::Filter(f) => Some(f.as_ref()),
-            _ => None,
-        };
-        let page = (limit * 4).max(50);
-        let mut offset = 0;
-        loop {
-            let (hits, exhausted) = match single {
-                Some(filter) => {
-                    let candidates = self.candidates(filter, offset, page).await?;
-                    offset += candidates.len();
-                    let exhausted = candidates.len() < page;
-                    (self.filter(filter, Some(&candidates)).await?, exhausted)
-                }
-                None => (self.eval(&self.params.query.spansets, None).await?, true),
-            };
-            inspected += hits.len() as u64;
-            let traces: Vec<TraceId> = hits.keys().copied().collect();
-            let summaries = self.summaries(&traces).await?;
-            for (trace, spans) in hits {
-                let summary = summaries.get(&trace).cloned().unwrap_or_default();
-                let duration = summary.end - summary.start;
-                if self.params.min_duration.is_some_and(|d| duration < d)
-                    || self.params.max_duration.is_some_and(|d| duration > d)
-                {
-                    continue;
-                }
-                let sets = self.pipeline(trace, spans).await?;
-                if !sets.is_empty() {
-                    results.push((trace, summary, sets));
-                }
-            }
-            if exhausted || results.len() >= limit {
-                break;
+        let mut newest = self.candidates().await?;
+        let mut rest = newest.split_off((limit * 4).max(50).min(newest.len()));
+        let mut found = Found { traces: Vec::new(), inspected_traces: 0 };
+        let matching = self.matching(&newest.iter().map(|c| c.trace).collect::<Vec<_>>(), &mut found).await?;
+        self.evaluate(&matching, &mut found).await?;
+        drop(newest);
+        if found.traces.len() < limit {
+            rest.sort_unstable_by_key(|c| c.trace);
+            for page in pages(&rest) {
+                let matching = self.matching(&page, &mut found).await?;
+                self.evaluate(&matching, &mut found).await?;
+                keep_newest(&mut found.traces, limit);
             }
         }
-        results.sort_by(|a, b| b.1.start.cmp(&a.1.start).then(a.0.cmp(&b.0)));
-        results.truncate(limit);
-        Ok(Found { traces: results, inspected_traces: inspected })
+        keep_newest(&mut found.traces, limit);
+        Ok(found)
     }
 }

@@ -22,6 +22,23 @@ pub fn peak_rss_mib() -> f64 {
     process_peak_rss_mib("self")
 }
 
+/// Restarts this process's peak-RSS count at its current RSS (Linux
+/// `clear_refs` 5), so that the next [`peak_rss_mib`] covers what ran since.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Current resident set size of this process, MiB.
+pub fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 /// Peak resident set size of process `pid` ("self" for this one), MiB.
 pub fn process_peak_rss_mib(pid: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
