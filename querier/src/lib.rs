@@ -17,6 +17,7 @@
 mod api;
 mod block_cache;
 mod blocks;
+mod dedup;
 mod error;
 mod executor;
 pub mod fanout;

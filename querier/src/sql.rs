@@ -23,7 +23,11 @@ use url::Url;
 
 use crate::Querier;
 use crate::error::{QueryError, Result};
-use crate::table::{STORE_URL, SpansTable};
+use crate::table::{Copies, STORE_URL, SpansTable};
+
+/// Every stored copy of each span (a retried export twice until compaction):
+/// for readers that de-duplicate themselves or need no counts.
+pub(crate) const SPANS_AS_STORED: &str = "spans_as_stored";
 
 /// Per-trace summary view.
 const TRACES_VIEW: &str = "\
@@ -198,15 +202,16 @@ impl Querier {
             // Off only for the no-pruning baseline: DataFusion's own row-group pruning too.
             .set_bool("datafusion.execution.parquet.pruning", self.config.pruning);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_table(
-            "spans",
-            Arc::new(SpansTable::new(
+        for (name, copies) in [("spans", Copies::Once), (SPANS_AS_STORED, Copies::AsStored)] {
+            let table = SpansTable::new(
                 Arc::clone(&self.catalog),
                 Arc::clone(&self.blocks),
                 tenant.clone(),
                 self.config.pruning,
-            )),
-        )?;
+                copies,
+            );
+            ctx.register_table(name, Arc::new(table))?;
+        }
         for (name, view) in
             [("traces", TRACES_VIEW), ("span_edges", SPAN_EDGES_VIEW), ("fanout_parents", FANOUT_PARENTS_VIEW)]
         {

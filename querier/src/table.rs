@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DataFusionError;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -20,14 +21,20 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID, span_schema};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use spanlake_schemas::schema::{END_TIME, KIND, SPAN_ID, START_TIME, TRACE_ID, span_schema};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use spanlake_schemas::Catalog;
 
 use crate::blocks::SharedBlocks;
+use crate::dedup::DedupExec;
 
 /// The URL under which the querier's object store is registered with DataFusion.
 pub(crate) const STORE_URL: &str = "spanlake://blocks/";
@@ -152,12 +159,133 @@ pub(crate) struct SpansTable {
     tenant: TenantId,
     /// Off only to measure what pruning buys.
     pruning: bool,
+    /// Whether a span stored twice is read once ([`Copies::Once`]) or as stored.
+    copies: Copies,
+}
+
+/// How a table reads a span stored in more than one block (a retried
+/// export, before compaction merges them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copies {
+    /// Once: blocks that can share a span are merged in trace order and the
+    /// second copy dropped (the `spans` table SQL users see).
+    Once,
+    /// As stored, for readers that de-duplicate themselves (search) or need
+    /// no counts (tag values); every block read in parallel.
+    AsStored,
 }
 
 impl SpansTable {
-    pub(crate) fn new(catalog: Arc<Catalog>, blocks: SharedBlocks, tenant: TenantId, pruning: bool) -> Self {
-        Self { catalog, blocks, tenant, pruning }
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        blocks: SharedBlocks,
+        tenant: TenantId,
+        pruning: bool,
+        copies: Copies,
+    ) -> Self {
+        Self { catalog, blocks, tenant, pruning, copies }
     }
+
+    fn file(&self, block: &BlockMeta) -> PartitionedFile {
+        PartitionedFile::new(Storage::block_path(&self.tenant, &block.id).to_string(), block.size_bytes)
+    }
+
+    /// `blocks` read in parallel, spread over `partitions`.
+    fn parallel_scan(
+        &self,
+        source: &Arc<ParquetSource>,
+        blocks: &[BlockMeta],
+        partitions: usize,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(blocks.len()).max(1)];
+        for (i, block) in blocks.iter().enumerate() {
+            let n = groups.len();
+            groups[i % n].push(self.file(block));
+        }
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    /// `blocks` merged in trace-id order, each span once, then `projection`.
+    fn deduplicated_scan(
+        &self,
+        source: &Arc<ParquetSource>,
+        blocks: &[BlockMeta],
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = span_schema();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let mut read = wanted.clone();
+        let mut key = [0usize; 3];
+        for (slot, name) in key.iter_mut().zip([TRACE_ID, SPAN_ID, KIND]) {
+            let index = schema.index_of(name)?;
+            *slot = match read.iter().position(|i| *i == index) {
+                Some(at) => at,
+                None => {
+                    read.push(index);
+                    read.len() - 1
+                }
+            };
+        }
+        let by_trace = |column: usize, name: &str| {
+            LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(name, column)))])
+                .ok_or_else(|| DataFusionError::Internal("empty ordering".into()))
+        };
+        // Every block its own partition, each sorted by trace id; merged into one.
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
+            .with_file_groups(blocks.iter().map(|b| FileGroup::new(vec![self.file(b)])).collect())
+            .with_output_ordering(vec![by_trace(schema.index_of(TRACE_ID)?, TRACE_ID)?])
+            .with_projection_indices(Some(read.clone()))?
+            .build();
+        let ordering = by_trace(key[0], TRACE_ID)?;
+        let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), DataSourceExec::from_data_source(config)));
+        let once: Arc<dyn ExecutionPlan> = Arc::new(DedupExec::new(merged, ordering, key));
+        if read.len() == wanted.len() {
+            return Ok(once);
+        }
+        let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = wanted
+            .iter()
+            .enumerate()
+            .map(|(at, index)| {
+                let name = schema.field(*index).name().clone();
+                (Arc::new(Column::new(&name, at)) as Arc<dyn PhysicalExpr>, name)
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(columns, once)?))
+    }
+}
+
+/// Splits blocks into those that can share no span with another (a
+/// compacted block, already de-duplicated, whose time range overlaps no
+/// other's) and groups of blocks that can (overlapping time ranges, or one
+/// block as ingested).
+fn copy_groups(mut blocks: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<Vec<BlockMeta>>) {
+    blocks.sort_by_key(|b| (b.min_time_unix_nano, b.max_time_unix_nano));
+    let mut groups: Vec<(i64, Vec<BlockMeta>)> = Vec::new();
+    for block in blocks {
+        match groups.last_mut() {
+            Some((end, group)) if block.min_time_unix_nano <= *end => {
+                *end = (*end).max(block.max_time_unix_nano);
+                group.push(block);
+            }
+            _ => groups.push((block.max_time_unix_nano, vec![block])),
+        }
+    }
+    let mut alone = Vec::new();
+    let mut shared = Vec::new();
+    for (_, group) in groups {
+        match group.as_slice() {
+            [block] if block.compaction_level > 0 => alone.extend(group),
+            _ => shared.push(group),
+        }
+    }
+    (alone, shared)
 }
 
 #[async_trait]
@@ -203,19 +331,19 @@ impl TableProvider for SpansTable {
         } else {
             source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
         }
-        // Spread blocks over the session's partitions.
+        let source = Arc::new(source);
         let partitions = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(blocks.len())];
-        for (i, block) in blocks.iter().enumerate() {
-            let path = Storage::block_path(&self.tenant, &block.id);
-            let n = groups.len();
-            groups[i % n].push(PartitionedFile::new(path.to_string(), block.size_bytes));
+        if self.copies == Copies::AsStored {
+            return self.parallel_scan(&source, &blocks, partitions, projection, limit);
         }
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        let (alone, shared) = copy_groups(blocks);
+        let mut plans = Vec::with_capacity(shared.len() + 1);
+        if !alone.is_empty() {
+            plans.push(self.parallel_scan(&source, &alone, partitions, projection, limit)?);
+        }
+        for group in &shared {
+            plans.push(self.deduplicated_scan(&source, group, projection)?);
+        }
+        UnionExec::try_new(plans)
     }
 }

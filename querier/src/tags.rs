@@ -61,7 +61,7 @@ impl Querier {
     ) -> Result<Vec<String>> {
         let ctx = self.session(tenant).await?;
         let batches = ctx
-            .table("spans")
+            .table(crate::sql::SPANS_AS_STORED)
             .await?
             .filter(time_filter(range))?
             .select(vec![map_keys(col(column)).alias("k")])?
@@ -89,7 +89,7 @@ impl Querier {
             FieldExpr::Intrinsic(i) => intrinsic_column(*i)?,
             _ => unreachable!("identifiers parse to attributes or intrinsics"),
         };
-        let mut frame = ctx.table("spans").await?.filter(time_filter(range))?;
+        let mut frame = ctx.table(crate::sql::SPANS_AS_STORED).await?.filter(time_filter(range))?;
         if let Some(filter) = filter {
             // An unsupported filter (e.g. one needing trace-level fields) filters nothing.
             if let Ok(compiled) = compile_filter(filter) {

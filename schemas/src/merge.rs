@@ -52,7 +52,32 @@ impl BatchSink for Vec<RecordBatch> {
 fn span_key(batch: &RecordBatch, row: usize) -> (u64, u64) {
     let span = batch.column_by_name(SPAN_ID).expect("span schema").as_fixed_size_binary().value(row);
     let kind = batch.column_by_name(KIND).expect("span schema").as_string::<i32>().value(row);
-    (u64::from_be_bytes(span.try_into().expect("8-byte span id")), kind_code(kind))
+    span_identity(span, kind)
+}
+
+/// Remembers the spans of the current trace of a stream sorted by trace id,
+/// to drop a second copy of a span: equal (`span_id`, `kind`) within a trace.
+#[derive(Debug, Default)]
+pub struct TraceDedup {
+    trace: Option<u128>,
+    seen: HashSet<(u64, u64)>,
+}
+
+impl TraceDedup {
+    /// Whether this row is the first copy of its span; rows must come
+    /// grouped by trace.
+    pub fn first(&mut self, trace: u128, key: (u64, u64)) -> bool {
+        if self.trace != Some(trace) {
+            self.trace = Some(trace);
+            self.seen.clear();
+        }
+        self.seen.insert(key)
+    }
+}
+
+/// A span's identity within its trace: (span id, kind).
+pub fn span_identity(span_id: &[u8], kind: &str) -> (u64, u64) {
+    (span_id.try_into().map(u64::from_be_bytes).unwrap_or_default(), kind_code(kind))
 }
 
 /// A number per span kind without allocating (the schema's kinds are a closed set).
@@ -101,15 +126,10 @@ pub async fn merge_sorted(
         }
     }
     let mut picked: Vec<(usize, usize)> = Vec::with_capacity(batch_rows);
-    let mut current_trace: Option<u128> = None;
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut dedup = TraceDedup::default();
     while let Some(Reverse(((trace, _), i))) = heap.pop() {
         let cursor = &mut cursors[i];
-        if current_trace != Some(trace) {
-            current_trace = Some(trace);
-            seen.clear();
-        }
-        if seen.insert(span_key(&arena[cursor.batch], cursor.row)) {
+        if dedup.first(trace, span_key(&arena[cursor.batch], cursor.row)) {
             picked.push((cursor.batch, cursor.row));
         } else {
             stats.duplicates += 1;

@@ -212,6 +212,17 @@ async fn a_span_stored_twice_is_counted_once() {
     assert_eq!(response["traces"][0]["spanSet"]["matched"], 2, "{response}");
     let response = search(&server, &[("q", "{ resource.service.name = \"payment\" } | count() = 1")]).await;
     assert_eq!(trace_ids(&response), vec![id(0x0a)]);
+    // SQL: the `spans` table and its views count it once; every stored copy stays visible.
+    let count = |rows: serde_json::Value| rows[0]["n"].as_i64().unwrap();
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans").await), 7);
+    assert_eq!(count(server.sql_json(None, "SELECT count(DISTINCT span_id) AS n FROM spans").await), 7);
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans_as_stored").await), 8);
+    let payment = "SELECT count(*) AS n FROM spans WHERE service_name = 'payment'";
+    assert_eq!(count(server.sql_json(None, payment).await), 1);
+    let rows = server.sql_json(None, "SELECT span_count AS n FROM traces ORDER BY start_time LIMIT 1").await;
+    assert_eq!(count(rows), 4);
+    let rows = server.sql_json(None, "SELECT count(*) AS n FROM span_edges").await;
+    assert_eq!(count(rows), 4);
     server.spanlake.shutdown().await;
 }
 

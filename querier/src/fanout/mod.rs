@@ -330,7 +330,7 @@ impl Querier {
             }
         };
         let ctx = self.session(tenant).await?;
-        let mut frame = ctx.table("spans").await?.filter(
+        let mut frame = ctx.table(crate::sql::SPANS_AS_STORED).await?.filter(
             col(START_TIME)
                 .gt_eq(lit(datafusion::scalar::ScalarValue::TimestampNanosecond(
                     Some(params.start),

@@ -41,6 +41,7 @@ pub(crate) use compile::compile as compile_filter;
 use compile::{ROOT_NAME, ROOT_SERVICE, TRACE_DURATION};
 use fields::OutputField;
 pub(crate) use response::SearchResponse;
+use spanlake_schemas::merge::span_identity;
 use structure::{Node, Shape};
 pub(crate) use tags::tags_query;
 
@@ -132,7 +133,8 @@ mod page {
     pub(super) const TRACE: usize = 0;
     pub(super) const SPAN: usize = 1;
     pub(super) const PARENT: usize = 2;
-    pub(super) const LEAVES: usize = 3;
+    pub(super) const KIND: usize = 3;
+    pub(super) const LEAVES: usize = 4;
     pub(super) const START: usize = 0;
     pub(super) const END: usize = 1;
     pub(super) const DURATION: usize = 2;
@@ -183,7 +185,7 @@ impl<'a> Engine<'a> {
 
     /// Every span of `traces` (of all traces for `None`), at any time.
     async fn spans_of(&self, traces: Option<&[TraceId]>) -> Result<DataFrame> {
-        let spans = self.ctx.table("spans").await?;
+        let spans = self.ctx.table(crate::sql::SPANS_AS_STORED).await?;
         let Some(traces) = traces else { return Ok(spans) };
         if traces.len() <= IN_LIST_MAX {
             return Ok(spans.filter(in_traces(traces))?);
@@ -274,7 +276,7 @@ impl<'a> Engine<'a> {
     /// Every span of `traces`: id, parent and whether it matches each filter,
     /// then, with `details`, its summary columns and output fields.
     async fn read_page(&self, traces: &[TraceId], details: bool) -> Result<Vec<RecordBatch>> {
-        let mut columns = vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID)];
+        let mut columns = vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID), col(s::KIND)];
         for (i, filter) in self.leaves.iter().enumerate() {
             let matches = match filter {
                 Some(filter) => self.time_filter().and(compile::compile(filter)?),
@@ -380,16 +382,19 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// Rows of a page by (trace, span), one per span id of a trace: a span
-/// stored twice (a retried export) is read once.
-fn spans_by_trace(batches: &[RecordBatch]) -> Vec<(TraceId, SpanId, u32, u32)> {
+/// Rows of a page by trace, one per span of a trace: a span stored twice
+/// (a retried export) is read once, as compaction keeps it (equal span id
+/// and kind).
+fn spans_by_trace(batches: &[RecordBatch]) -> Vec<(TraceId, (u64, u64), u32, u32)> {
     let mut rows = Vec::new();
     for (b, batch) in batches.iter().enumerate() {
         let (ids, spans) =
             (batch.column(page::TRACE).as_fixed_size_binary(), batch.column(page::SPAN).as_fixed_size_binary());
+        let kinds = batch.column(page::KIND).as_string::<i32>();
         for row in 0..batch.num_rows() {
-            if let (Ok(trace), Ok(span)) = (TraceId::try_from(ids.value(row)), SpanId::try_from(spans.value(row))) {
-                rows.push((trace, span, b as u32, row as u32));
+            if let Ok(trace) = TraceId::try_from(ids.value(row)) {
+                let kind = if kinds.is_valid(row) { kinds.value(row) } else { "" };
+                rows.push((trace, span_identity(spans.value(row), kind), b as u32, row as u32));
             }
         }
     }
