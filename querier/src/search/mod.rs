@@ -301,6 +301,11 @@ impl<'a> Engine<'a> {
     /// Of `traces`, those the spanset expression matches, from a narrow read
     /// (structure and filter matches only).
     async fn matching(&self, traces: &[TraceId], found: &mut Found) -> Result<Vec<TraceId>> {
+        if let Node::Leaf(_) = self.main {
+            // One filter: every candidate has a matching span.
+            found.inspected_traces += traces.len() as u64;
+            return Ok(traces.to_vec());
+        }
         if traces.is_empty() {
             return Ok(Vec::new());
         }
