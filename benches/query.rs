@@ -125,6 +125,12 @@ fn main() {
             rows.push(("tag values, last hour", label, t));
             let t = time(other_runs, |_| post_ok(&http, format!("{base}/api/sql"), &sql)).await;
             rows.push(("SQL aggregate, last 10 min", label, t));
+            // What counting each span once costs: the same aggregate over all data, both tables.
+            for (query, table) in [("SQL aggregate, all data, `spans`", "spans"), ("SQL aggregate, all data, `spans_as_stored`", "spans_as_stored")] {
+                let sql = format!("SELECT service_name, count(*) AS spans, avg(duration_ns) AS avg_ns FROM {table} GROUP BY service_name");
+                let t = time(other_runs, |_| post_ok(&http, format!("{base}/api/sql"), &sql)).await;
+                rows.push((query, label, t));
+            }
             println!("peak RSS after the {label} phase: {:.0} MiB (after writing: {rss_after_write:.0} MiB)", peak_rss_mib());
         }
         println!();

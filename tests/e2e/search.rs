@@ -204,6 +204,10 @@ async fn a_span_stored_twice_is_counted_once() {
         vec![span(0x0a, 4, Some(2), "charge", SERVER, 12, 25, vec![], true)],
     );
     server.ingest(None, vec![payment]).await;
+    // A trace in the upper half of the trace-id space (another range of the SQL scan), sent twice.
+    for _ in 0..2 {
+        server.ingest(None, vec![otlp::trace(0xf1, "late", 2, BASE + 5_000 * MS)]).await;
+    }
     let response = search(&server, &[("q", "{ status = error }")]).await;
     let trace = &response["traces"][0];
     assert_eq!(trace["spanSet"]["matched"], 2, "{response}");
@@ -214,15 +218,19 @@ async fn a_span_stored_twice_is_counted_once() {
     assert_eq!(trace_ids(&response), vec![id(0x0a)]);
     // SQL: the `spans` table and its views count it once; every stored copy stays visible.
     let count = |rows: serde_json::Value| rows[0]["n"].as_i64().unwrap();
-    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans").await), 7);
-    assert_eq!(count(server.sql_json(None, "SELECT count(DISTINCT span_id) AS n FROM spans").await), 7);
-    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans_as_stored").await), 8);
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans").await), 10);
+    assert_eq!(count(server.sql_json(None, "SELECT count(DISTINCT span_id) AS n FROM spans").await), 10);
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans_as_stored").await), 14);
+    let late = "SELECT count(*) AS n FROM spans WHERE service_name = 'late'";
+    assert_eq!(count(server.sql_json(None, late).await), 3);
+    let response = search(&server, &[("q", "{ resource.service.name = \"late\" }")]).await;
+    assert_eq!(response["traces"][0]["spanSet"]["matched"], 3, "{response}");
     let payment = "SELECT count(*) AS n FROM spans WHERE service_name = 'payment'";
     assert_eq!(count(server.sql_json(None, payment).await), 1);
     let rows = server.sql_json(None, "SELECT span_count AS n FROM traces ORDER BY start_time LIMIT 1").await;
     assert_eq!(count(rows), 4);
     let rows = server.sql_json(None, "SELECT count(*) AS n FROM span_edges").await;
-    assert_eq!(count(rows), 4);
+    assert_eq!(count(rows), 6);
     server.spanlake.shutdown().await;
 }
 
