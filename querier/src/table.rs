@@ -19,14 +19,12 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::lit;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::{BinaryExpr as PhysicalBinary, Column, Literal};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -214,65 +212,12 @@ impl SpansTable {
         Ok(DataSourceExec::from_data_source(config))
     }
 
-    /// The Parquet source of a scan with `filters` (pushed into the decoder
-    /// and used for pruning unless pruning is off).
-    fn source(&self, state: &dyn Session, filters: &[Expr]) -> Result<Arc<ParquetSource>> {
-        let schema = span_schema();
-        let mut source = ParquetSource::new(schema.clone());
-        if self.pruning {
-            source = source.with_enable_page_index(true).with_bloom_filter_on_read(true).with_pushdown_filters(true);
-            if let Some(predicate) = conjunction(filters.to_vec()) {
-                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-        } else {
-            source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
-        }
-        Ok(Arc::new(source))
-    }
-
-    /// `blocks` that can share spans, each span once: one plan per trace-id
-    /// range (as many as `partitions`), each reading only its range of every
-    /// block, merging in trace-id order and dropping second copies.
-    fn deduplicated_scans(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-        blocks: &[BlockMeta],
-        partitions: usize,
-        projection: Option<&Vec<usize>>,
-    ) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
-        let bounds: Vec<Option<[u8; 16]>> = (0..=partitions)
-            .map(|i| {
-                let first = 256 * i / partitions;
-                (1..256).contains(&first).then(|| {
-                    let mut id = [0u8; 16];
-                    id[0] = first as u8;
-                    id
-                })
-            })
-            .collect();
-        let mut plans = Vec::with_capacity(partitions);
-        for range in bounds.windows(2) {
-            let (lo, hi) = (range[0], range[1]);
-            let literal = |id: [u8; 16]| lit(ScalarValue::FixedSizeBinary(16, Some(id.to_vec())));
-            let mut with_range = filters.to_vec();
-            with_range.extend(lo.map(|lo| datafusion::logical_expr::col(TRACE_ID).gt_eq(literal(lo))));
-            with_range.extend(hi.map(|hi| datafusion::logical_expr::col(TRACE_ID).lt(literal(hi))));
-            let source = self.source(state, &with_range)?;
-            plans.push(self.deduplicated_scan(&source, blocks, projection, (lo, hi))?);
-        }
-        Ok(plans)
-    }
-
-    /// `blocks` merged in trace-id order, each span of the trace-id range
-    /// [lo, hi) once, then `projection`.
+    /// `blocks` merged in trace-id order, each span once, then `projection`.
     fn deduplicated_scan(
         &self,
         source: &Arc<ParquetSource>,
         blocks: &[BlockMeta],
         projection: Option<&Vec<usize>>,
-        (lo, hi): (Option<[u8; 16]>, Option<[u8; 16]>),
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = span_schema();
         let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
@@ -299,21 +244,7 @@ impl SpansTable {
             .with_projection_indices(Some(read.clone()))?
             .build();
         let ordering = by_trace(key[0], TRACE_ID)?;
-        // The decoder may hand over whole pages around the range: keep its rows only.
-        let trace: Arc<dyn PhysicalExpr> = Arc::new(Column::new(TRACE_ID, key[0]));
-        let bound = |op, id: [u8; 16]| -> Arc<dyn PhysicalExpr> {
-            let id = Arc::new(Literal::new(ScalarValue::FixedSizeBinary(16, Some(id.to_vec()))));
-            Arc::new(PhysicalBinary::new(Arc::clone(&trace), op, id))
-        };
-        let in_range = match (lo.map(|lo| bound(Operator::GtEq, lo)), hi.map(|hi| bound(Operator::Lt, hi))) {
-            (Some(lo), Some(hi)) => Some(Arc::new(PhysicalBinary::new(lo, Operator::And, hi)) as Arc<dyn PhysicalExpr>),
-            (one, other) => one.or(other),
-        };
-        let mut blocks_read: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-        if let Some(in_range) = in_range {
-            blocks_read = Arc::new(FilterExec::try_new(in_range, blocks_read)?);
-        }
-        let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), blocks_read));
+        let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), DataSourceExec::from_data_source(config)));
         let once: Arc<dyn ExecutionPlan> = Arc::new(DedupExec::new(merged, ordering, key));
         if read.len() == wanted.len() {
             return Ok(once);
@@ -390,17 +321,28 @@ impl TableProvider for SpansTable {
             };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
+        let mut source = ParquetSource::new(schema.clone());
+        if self.pruning {
+            source = source.with_enable_page_index(true).with_bloom_filter_on_read(true).with_pushdown_filters(true);
+            if let Some(predicate) = conjunction(filters.to_vec()) {
+                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+        } else {
+            source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
+        }
+        let source = Arc::new(source);
         let partitions = state.config().target_partitions().max(1);
         if self.copies == Copies::AsStored {
-            return self.parallel_scan(&self.source(state, filters)?, &blocks, partitions, projection, limit);
+            return self.parallel_scan(&source, &blocks, partitions, projection, limit);
         }
         let (alone, shared) = copy_groups(blocks);
-        let mut plans = Vec::with_capacity(shared.len() * partitions + 1);
+        let mut plans = Vec::with_capacity(shared.len() + 1);
         if !alone.is_empty() {
-            plans.push(self.parallel_scan(&self.source(state, filters)?, &alone, partitions, projection, limit)?);
+            plans.push(self.parallel_scan(&source, &alone, partitions, projection, limit)?);
         }
         for group in &shared {
-            plans.extend(self.deduplicated_scans(state, filters, group, partitions, projection)?);
+            plans.push(self.deduplicated_scan(&source, group, projection)?);
         }
         UnionExec::try_new(plans)
     }
