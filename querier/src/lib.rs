@@ -40,7 +40,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use error::QueryError;
 pub use spanlake_schemas::Catalog;
-pub use sql::SqlResult;
+pub use sql::{SqlAnswer, SqlFormat};
 pub use trace_by_id::parse_trace_id;
 
 /// Querier configuration.

@@ -10,14 +10,17 @@
 //! the session has no file-reading table functions or URL tables.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::StreamExt;
 use spanlake_schemas::TenantId;
 use url::Url;
 
@@ -178,11 +181,121 @@ fn statement_kind(text: &str) -> String {
     text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
 }
 
-/// A finished query: schema and rows.
+/// How `/api/sql` encodes its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlFormat {
+    /// An array of row objects.
+    Json,
+    /// CSV with a header line.
+    Csv,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+/// A finished query, encoded.
 #[derive(Debug)]
-pub struct SqlResult {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+pub struct SqlAnswer {
+    pub body: Vec<u8>,
+}
+
+/// The encoded answer, charged to the query's memory pool as it grows: a
+/// result larger than the pool stops with [`QueryError::MemoryLimit`].
+struct PoolWriter {
+    out: Vec<u8>,
+    reservation: MemoryReservation,
+    /// Set when the pool refused to grow.
+    exhausted: Arc<AtomicBool>,
+}
+
+impl std::io::Write for PoolWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.reservation.try_grow(buf.len()).is_err() {
+            self.exhausted.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("the SQL result exceeds the memory limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Writer {
+    Json(arrow::json::Writer<PoolWriter, arrow::json::writer::JsonArray>),
+    Csv(arrow::csv::Writer<PoolWriter>),
+    Arrow(arrow::ipc::writer::StreamWriter<PoolWriter>),
+}
+
+/// Encodes batches in one format into a pool-charged buffer.
+struct Encoder {
+    writer: Writer,
+    exhausted: Arc<AtomicBool>,
+    limit: usize,
+}
+
+impl Encoder {
+    fn new(format: SqlFormat, schema: &SchemaRef, reservation: MemoryReservation, limit: usize) -> Result<Self> {
+        let exhausted = Arc::new(AtomicBool::new(false));
+        let out = PoolWriter { out: Vec::new(), reservation, exhausted: Arc::clone(&exhausted) };
+        let writer = match format {
+            SqlFormat::Json => Writer::Json(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
+            SqlFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            SqlFormat::Arrow => Writer::Arrow(
+                arrow::ipc::writer::StreamWriter::try_new(out, schema)
+                    .map_err(|e| QueryError::Execution(format!("encoding arrow: {e}")))?,
+            ),
+        };
+        Ok(Self { writer, exhausted, limit })
+    }
+
+    /// The error for a failed encoding step: the memory limit when the pool
+    /// refused, else what the encoder said.
+    fn failure(&self, error: arrow::error::ArrowError) -> QueryError {
+        if self.exhausted.load(Ordering::Relaxed) {
+            return self.over_limit();
+        }
+        match self.writer {
+            Writer::Csv(_) => QueryError::InvalidParameter {
+                name: "Accept",
+                reason: format!("CSV cannot hold this result ({error}); select scalar columns or ask for JSON"),
+            },
+            _ => QueryError::Execution(format!("encoding the result: {error}")),
+        }
+    }
+
+    fn over_limit(&self) -> QueryError {
+        QueryError::MemoryLimit(format!(
+            "the result is larger than the per-query memory limit of {} bytes (--sql-memory-limit); \
+             select fewer rows or columns, or aggregate",
+            self.limit
+        ))
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let written = match &mut self.writer {
+            Writer::Json(w) => w.write(batch),
+            Writer::Csv(w) => w.write(batch),
+            Writer::Arrow(w) => w.write(batch),
+        };
+        written.map_err(|e| self.failure(e))
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>> {
+        let finished = match &mut self.writer {
+            Writer::Json(w) => w.finish(),
+            Writer::Csv(_) => Ok(()),
+            Writer::Arrow(w) => w.finish(),
+        };
+        finished.map_err(|e| self.failure(e))?;
+        let out = match self.writer {
+            Writer::Json(w) => w.into_inner(),
+            Writer::Csv(w) => w.into_inner(),
+            Writer::Arrow(w) => w.into_inner().map_err(|e| QueryError::Execution(format!("encoding arrow: {e}")))?,
+        };
+        Ok(out.out)
+    }
 }
 
 impl Querier {
@@ -222,14 +335,31 @@ impl Querier {
     }
 
     /// Runs one read-only statement over `tenant`'s spans.
-    pub async fn sql(&self, tenant: &TenantId, query: &str) -> Result<SqlResult> {
+    /// The rows stream into the encoder one batch at a time; the batch being
+    /// encoded and the encoded answer are charged to the query's memory pool
+    /// with its operators' state, so the whole query stays within
+    /// `--sql-memory-limit`.
+    pub async fn sql(&self, tenant: &TenantId, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         check_read_only(query)?;
         let ctx = self.session(tenant).await?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let frame = ctx.sql_with_options(query, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        Ok(SqlResult { schema, batches })
+        let pool = &ctx.runtime_env().memory_pool;
+        let answer = MemoryConsumer::new("SQL answer").register(pool);
+        let mut encoder = Encoder::new(format, &schema, answer, self.config.sql_memory_limit)?;
+        let held = MemoryConsumer::new("SQL result batch").register(pool);
+        let mut rows = frame.execute_stream().await?;
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            held.try_resize(batch.get_array_memory_size()).map_err(|_| encoder.over_limit())?;
+            encoder.write(&batch)?;
+        }
+        let mut body = encoder.finish()?;
+        if format == SqlFormat::Json && body.is_empty() {
+            body.extend_from_slice(b"[]");
+        }
+        Ok(SqlAnswer { body })
     }
 }
 

@@ -187,6 +187,18 @@ async fn queries_are_bounded_in_time_and_memory() {
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("memory limit"), "{body}");
+    // A result of ~100 MB from an operator that holds almost nothing: the
+    // answer itself counts against the limit, in every format.
+    let big = "SELECT repeat('x', 1000) AS s FROM generate_series(1, 100000)";
+    for accept in ["application/json", "text/csv", "application/vnd.apache.arrow.stream"] {
+        let (status, _, body) = server.sql(None, accept, big).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 422, "{accept}: {}", &body[..body.len().min(200)]);
+        assert!(body.contains("limit of 4194304 bytes (--sql-memory-limit)"), "{accept}: {body}");
+    }
+    // ~1 MB fits.
+    let rows = server.sql_json(None, "SELECT repeat('x', 1000) AS s FROM generate_series(1, 1000)").await;
+    assert_eq!(rows.as_array().unwrap().len(), 1000);
     // The querier still answers.
     let (status, _, _) = server.sql(None, "application/json", "SELECT 1").await;
     assert_eq!(status, 200);

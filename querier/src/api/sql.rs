@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -13,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{Admitted, Tenant};
 use crate::Querier;
 use crate::error::QueryError;
-use crate::sql::SqlResult;
+use crate::sql::SqlFormat;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -25,8 +24,17 @@ pub(super) async fn sql(
     body: Bytes,
 ) -> Result<Response, QueryError> {
     let query = query_text(&headers, &body)?;
-    let result = querier.execute("sql", permit, |q| async move { q.sql(&tenant, &query).await }).await?;
-    encode(&headers, result)
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (format, content_type) = if accept.contains(ARROW_STREAM) {
+        (SqlFormat::Arrow, ARROW_STREAM)
+    } else if accept.contains("text/csv") {
+        (SqlFormat::Csv, "text/csv; charset=utf-8")
+    } else {
+        (SqlFormat::Json, "application/json")
+    };
+    // Encoding runs in the query's task: under its deadline and memory limit.
+    let answer = querier.execute("sql", permit, |q| async move { q.sql(&tenant, &query, format).await }).await?;
+    Ok(([(header::CONTENT_TYPE, content_type)], answer.body).into_response())
 }
 
 fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, QueryError> {
@@ -46,45 +54,4 @@ fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, QueryError> {
         return Err(invalid("send the SQL query as the request body"));
     }
     Ok(text)
-}
-
-fn encode(headers: &HeaderMap, result: SqlResult) -> Result<Response, QueryError> {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let batches: Vec<&RecordBatch> = result.batches.iter().collect();
-    let failed = |what: &str, e: arrow::error::ArrowError| QueryError::Execution(format!("encoding {what}: {e}"));
-    if accept.contains(ARROW_STREAM) {
-        let mut out = Vec::new();
-        let mut writer =
-            arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(|e| failed("arrow", e))?;
-        for batch in batches {
-            writer.write(batch).map_err(|e| failed("arrow", e))?;
-        }
-        writer.finish().map_err(|e| failed("arrow", e))?;
-        return Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], out).into_response());
-    }
-    if accept.contains("text/csv") {
-        let mut out = Vec::new();
-        {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-            for batch in batches {
-                writer.write(batch).map_err(|e| QueryError::InvalidParameter {
-                    name: "Accept",
-                    reason: format!("CSV cannot hold this result ({e}); select scalar columns or ask for JSON"),
-                })?;
-            }
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
-    }
-    let mut out = Vec::new();
-    {
-        let mut writer = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(&mut out);
-        writer.write_batches(&batches).map_err(|e| failed("json", e))?;
-        writer.finish().map_err(|e| failed("json", e))?;
-    }
-    if out.is_empty() {
-        out.extend_from_slice(b"[]");
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
