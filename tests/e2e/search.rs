@@ -282,6 +282,31 @@ async fn structural_queries_look_past_the_newest_candidates() {
     server.spanlake.shutdown().await;
 }
 
+/// What a search holds counts against the per-query pool: over it, 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_over_its_memory_limit_is_refused() {
+    let server = TestServer::start_with(|a| a.sql_memory_limit = 256 << 10).await;
+    let spans: Vec<Span> = (0..20_000u32)
+        .map(|i| Span {
+            trace_id: [&i.to_be_bytes()[..], &[7u8; 12]].concat(),
+            span_id: vec![1; 8],
+            name: format!("operation number {i} with a longer name"),
+            start_time_unix_nano: BASE + u64::from(i) * MS,
+            end_time_unix_nano: BASE + u64::from(i) * MS + MS,
+            ..Span::default()
+        })
+        .collect();
+    server.ingest(None, vec![otlp::resource_spans(Some("svc"), vec![], spans)]).await;
+    let start = (BASE / 1_000_000_000).to_string();
+    let end = (BASE / 1_000_000_000 + 60).to_string();
+    let params = [("q", "{ } >> { }"), ("start", start.as_str()), ("end", end.as_str()), ("limit", "20")];
+    let response = server.http.get(server.query_url("/api/search")).query(&params).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("memory limit"), "{body}");
+    server.spanlake.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_search_parameters_are_400_with_a_position() {
     let server = TestServer::start().await;

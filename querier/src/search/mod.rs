@@ -29,10 +29,12 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray,
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{DataFusionError, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::functions_aggregate::expr_fn::{bool_or, count, max, min};
 use datafusion::logical_expr::utils::disjunction;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use spanlake_schemas::TenantId;
 use spanlake_schemas::schema as s;
 
@@ -253,7 +255,7 @@ impl<'a> Engine<'a> {
                 None => None,
             });
         }
-        let batches = frame.aggregate(vec![col(s::TRACE_ID)], aggregates)?.collect().await?;
+        let (batches, _held) = self.collect(frame.aggregate(vec![col(s::TRACE_ID)], aggregates)?).await?;
         let mut out = Vec::new();
         for batch in &batches {
             let ids = batch.column(0).as_fixed_size_binary();
@@ -275,7 +277,7 @@ impl<'a> Engine<'a> {
 
     /// Every span of `traces`: id, parent and whether it matches each filter,
     /// then, with `details`, its summary columns and output fields.
-    async fn read_page(&self, traces: &[TraceId], details: bool) -> Result<Vec<RecordBatch>> {
+    async fn read_page(&self, traces: &[TraceId], details: bool) -> Result<(Vec<RecordBatch>, MemoryReservation)> {
         let mut columns = vec![col(s::TRACE_ID), col(s::SPAN_ID), col(s::PARENT_SPAN_ID), col(s::KIND)];
         for (i, filter) in self.leaves.iter().enumerate() {
             let matches = match filter {
@@ -295,7 +297,27 @@ impl<'a> Engine<'a> {
             ]);
             columns.extend(self.fields.iter().enumerate().map(|(i, f)| f.expr.clone().alias(format!("__f{i}"))));
         }
-        Ok(self.with_trace_fields(Some(traces)).await?.select(columns)?.collect().await?)
+        self.collect(self.with_trace_fields(Some(traces)).await?.select(columns)?).await
+    }
+
+    /// The rows of `frame`, held against the query's memory pool (with the
+    /// operators' state): the reservation lives as long as the rows.
+    async fn collect(&self, frame: DataFrame) -> Result<(Vec<RecordBatch>, MemoryReservation)> {
+        let held = MemoryConsumer::new("search rows").register(&self.ctx.runtime_env().memory_pool);
+        let mut rows = frame.execute_stream().await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            held.try_grow(batch.get_array_memory_size()).map_err(|_| {
+                QueryError::MemoryLimit(format!(
+                    "the traces this search reads hold more than the per-query memory limit ({} bytes so far); \
+                     narrow the time range or the filters",
+                    held.size()
+                ))
+            })?;
+            batches.push(batch);
+        }
+        Ok((batches, held))
     }
 
     /// Of `traces`, those the spanset expression matches, from a narrow read
@@ -309,7 +331,7 @@ impl<'a> Engine<'a> {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let batches = self.read_page(traces, false).await?;
+        let (batches, _held) = self.read_page(traces, false).await?;
         let rows = spans_by_trace(&batches);
         let mut out = Vec::new();
         for trace_rows in rows.chunk_by(|a, b| a.0 == b.0) {
@@ -330,7 +352,7 @@ impl<'a> Engine<'a> {
         if traces.is_empty() {
             return Ok(());
         }
-        let batches = self.read_page(traces, true).await?;
+        let (batches, _held) = self.read_page(traces, true).await?;
         for trace_rows in spans_by_trace(&batches).chunk_by(|a, b| a.0 == b.0) {
             let at: Vec<(&RecordBatch, usize)> =
                 trace_rows.iter().map(|r| (&batches[r.2 as usize], r.3 as usize)).collect();
