@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{AsArray, BooleanArray, FixedSizeBinaryArray, RecordBatch, Scalar};
 use futures::TryStreamExt;
@@ -45,23 +46,37 @@ pub(crate) struct LookupStats {
     pub(crate) blocks_considered: u64,
     pub(crate) row_groups_read: u64,
     pub(crate) inspected_bytes: u64,
+    /// Reading stopped once the rows held passed the read budget: the trace
+    /// is larger than the size limit and what was read is a part of it.
+    pub(crate) stopped_early: bool,
 }
+
+/// Rows of a trace held while reading it, at most: this many times
+/// `--max-trace-size`. Decoded rows take 2.3–3.1× their protobuf size in the
+/// tests' traces; 8 leaves room, so a trace under the limit is always read whole.
+pub(crate) const READ_BUDGET_FACTOR: usize = 8;
 
 /// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]`
 /// (Unix ns). A block that cannot be read is skipped and named in the
-/// returned [`Partial`].
+/// returned [`Partial`]. Reading stops once the rows held pass
+/// [`READ_BUDGET_FACTOR`] × `--max-trace-size` (see
+/// [`LookupStats::stopped_early`]).
 pub(crate) async fn find_trace(
     querier: &Querier,
     tenant: &TenantId,
     trace_id: [u8; 16],
     range: (i64, i64),
 ) -> Result<(Vec<ResourceSpans>, LookupStats, Partial)> {
+    let budget = ReadBudget {
+        left: AtomicUsize::new(querier.config.max_trace_bytes.saturating_mul(READ_BUDGET_FACTOR)),
+        exhausted: AtomicBool::new(false),
+    };
     let pruning = querier.config.pruning;
     let blocks = querier
         .catalog
         .blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
     let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
-    let reads = blocks.iter().map(|meta| read_trace_rows(querier, tenant, meta, trace_id, pruning));
+    let reads = blocks.iter().map(|meta| read_trace_rows(querier, tenant, meta, trace_id, pruning, &budget));
     let results = futures::future::join_all(reads).await;
     let mut collector = ResourceSpansCollector::default();
     let mut seen = HashSet::new();
@@ -85,7 +100,39 @@ pub(crate) async fn find_trace(
                 .add_batch(&batch, |row| seen.insert((span_ids.value(row).to_vec(), kinds.value(row).to_owned())))?;
         }
     }
+    stats.stopped_early = budget.exhausted.load(Ordering::Relaxed);
     Ok((collector.finish(), stats, partial))
+}
+
+/// Bytes a batch's rows take (not its buffers' spare capacity).
+fn used_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
+        .sum()
+}
+
+/// Bytes of rows the reads of one lookup may still hold, shared by its blocks.
+struct ReadBudget {
+    left: AtomicUsize,
+    exhausted: AtomicBool,
+}
+
+impl ReadBudget {
+    /// Takes `bytes` for a batch: true if any budget was left (the batch that
+    /// crosses the budget is still kept, so a partial trace has spans), and
+    /// exhausted from the crossing on.
+    fn take(&self, bytes: usize) -> bool {
+        let before =
+            self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| Some(left.saturating_sub(bytes)));
+        let before = before.unwrap_or_default();
+        if before < bytes.max(1) {
+            // Spans are left unread (or this batch crosses the budget).
+            self.exhausted.store(true, Ordering::Relaxed);
+        }
+        before > 0
+    }
 }
 
 /// The rows of one block with `trace_id`, and how many row groups and bytes
@@ -96,6 +143,7 @@ async fn read_trace_rows(
     meta: &BlockMeta,
     trace_id: [u8; 16],
     pruning: bool,
+    budget: &ReadBudget,
 ) -> Result<(Vec<RecordBatch>, u64, u64), Skipped> {
     let footer = querier.blocks.open(tenant, meta).await?;
     let skip = |error: parquet::errors::ParquetError| querier.blocks.skip(tenant, meta, format!("unreadable: {error}"));
@@ -145,6 +193,16 @@ async fn read_trace_rows(
         .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
         .build()
         .map_err(skip)?;
-    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(skip)?;
-    Ok((batches.into_iter().filter(|b| b.num_rows() > 0).collect(), read, bytes))
+    let mut stream = std::pin::pin!(stream);
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.try_next().await.map_err(skip)? {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if !budget.take(used_bytes(&batch)) {
+            break;
+        }
+        batches.push(batch);
+    }
+    Ok((batches, read, bytes))
 }

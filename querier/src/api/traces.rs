@@ -17,7 +17,7 @@ use crate::Querier;
 use crate::blocks::Partial;
 use crate::error::{QueryError, Result};
 use crate::tempo_json;
-use crate::trace_by_id::{find_trace, parse_trace_id};
+use crate::trace_by_id::{LookupStats, find_trace, parse_trace_id};
 
 /// Tempo's `TraceByIDResponse` (v2), wire-compatible.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,7 +74,7 @@ async fn lookup(
     permit: tokio::sync::OwnedSemaphorePermit,
     id: &str,
     range: &TimeRange,
-) -> Result<(Vec<ResourceSpans>, u64, Partial)> {
+) -> Result<(Vec<ResourceSpans>, LookupStats, Partial)> {
     let trace_id = parse_trace_id(id)?;
     let range = range.to_nanos()?;
     let (spans, stats, partial) = querier
@@ -86,7 +86,7 @@ async fn lookup(
         row_groups = stats.row_groups_read,
         "trace lookup"
     );
-    Ok((spans, stats.inspected_bytes, partial))
+    Ok((spans, stats, partial))
 }
 
 pub(super) async fn trace_v1(
@@ -97,12 +97,15 @@ pub(super) async fn trace_v1(
     Query(range): Query<TimeRange>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (trace, _, _) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let (trace, stats, _) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let limit = querier.config.max_trace_bytes;
+    if stats.stopped_early {
+        return Err(QueryError::TraceTooLarge { limit });
+    }
     if trace.is_empty() {
         return Ok(StatusCode::NOT_FOUND.into_response());
     }
     let data = TracesData { resource_spans: trace };
-    let limit = querier.config.max_trace_bytes;
     if data.encoded_len() > limit {
         return Err(QueryError::TraceTooLarge { limit });
     }
@@ -121,9 +124,10 @@ pub(super) async fn trace_v2(
     Query(range): Query<TimeRange>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (mut trace, inspected_bytes, skipped) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let (mut trace, stats, skipped) = lookup(&querier, tenant, permit, &id, &range).await?;
+    let inspected_bytes = stats.inspected_bytes;
     let limit = querier.config.max_trace_bytes;
-    let truncated = truncate_to(&mut trace, limit);
+    let truncated = truncate_to(&mut trace, limit) || stats.stopped_early;
     let partial = truncated || skipped.is_partial();
     let message = if truncated {
         format!("Trace exceeds maximum size of {limit} bytes, a partial trace is returned")
