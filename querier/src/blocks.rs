@@ -47,6 +47,31 @@ impl Partial {
     }
 }
 
+/// Where the scans of one query's DataFusion session report skipped blocks
+/// (a session config extension: [`crate::table::SpansTable`] adds to it).
+#[derive(Debug, Default)]
+pub(crate) struct SkippedBlocks(Mutex<Partial>);
+
+impl SkippedBlocks {
+    pub(crate) fn add(&self, partial: Partial) {
+        let mut all = self.0.lock().expect("skipped-blocks lock");
+        for skipped in partial.skipped {
+            if !all.skipped.iter().any(|s| s.block == skipped.block) {
+                all.skipped.push(skipped);
+            }
+        }
+    }
+
+    /// What the session's scans skipped so far.
+    pub(crate) fn get(&self) -> Partial {
+        self.0.lock().expect("skipped-blocks lock").clone()
+    }
+}
+
+/// The response header that carries a partial answer's message (SQL,
+/// search): Tempo's search format has no partial status of its own.
+pub(crate) const PARTIAL_HEADER: &str = "x-spanlake-partial";
+
 /// The block opener of one querier.
 #[derive(Debug)]
 pub(crate) struct Blocks {

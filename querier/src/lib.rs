@@ -97,6 +97,23 @@ pub struct Querier {
 }
 
 impl Querier {
+    /// Marks an answer partial (skipped blocks): its message in a header,
+    /// and the partial-queries metric.
+    pub(crate) fn mark_partial(
+        &self,
+        endpoint: &'static str,
+        partial: &blocks::Partial,
+        response: &mut axum::response::Response,
+    ) {
+        let Some(message) = partial.message() else { return };
+        self.metrics.answered_partial(endpoint);
+        let printable: String =
+            message.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' }).collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&printable) {
+            response.headers_mut().insert(blocks::PARTIAL_HEADER, value);
+        }
+    }
+
     /// A querier over `storage`; its metrics go into `registry`.
     pub fn new(config: Config, storage: Storage, registry: &mut Registry) -> Arc<Self> {
         let catalog = Catalog::new(storage.clone(), config.commit_lookback);

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     blocks_skipped: Family<BlockLabel, Counter>,
     duration: Family<EndpointLabel, Histogram>,
     outcomes: Family<OutcomeLabel, Counter>,
+    partial: Family<EndpointLabel, Counter>,
     pub(crate) refused: Counter,
     pub(crate) running: Gauge,
 }
@@ -44,6 +45,7 @@ impl Metrics {
         let m = Self {
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17))),
             outcomes: Family::default(),
+            partial: Family::default(),
             refused: Counter::default(),
             running: Gauge::default(),
             blocks_skipped: Family::default(),
@@ -55,6 +57,11 @@ impl Metrics {
             "Queries by endpoint and outcome: ok, invalid, timeout, memory, cancelled, failed",
             m.outcomes.clone(),
         );
+        r.register(
+            "queries_partial",
+            "Queries answered without some blocks (skipped as unreadable, missing or foreign), by endpoint",
+            m.partial.clone(),
+        );
         r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());
         r.register("queries_running", "Queries admitted and running", m.running.clone());
         r.register(
@@ -63,6 +70,10 @@ impl Metrics {
             m.blocks_skipped.clone(),
         );
         m
+    }
+
+    pub(crate) fn answered_partial(&self, endpoint: &'static str) {
+        self.partial.get_or_create(&EndpointLabel { endpoint }).inc();
     }
 
     pub(crate) fn block_skipped(&self, tenant: &spanlake_schemas::TenantId, block: &str) {

@@ -25,8 +25,14 @@ use spanlake_schemas::TenantId;
 use url::Url;
 
 use crate::Querier;
+use crate::blocks::{Partial, SkippedBlocks};
 use crate::error::{QueryError, Result};
 use crate::table::{Copies, STORE_URL, SpansTable};
+
+/// The blocks the scans of `ctx` skipped so far.
+pub(crate) fn skipped_blocks(ctx: &SessionContext) -> Partial {
+    ctx.state().config().get_extension::<SkippedBlocks>().map(|s| s.get()).unwrap_or_default()
+}
 
 /// Every stored copy of each span (a retried export twice until compaction):
 /// for readers that de-duplicate themselves or need no counts.
@@ -181,6 +187,9 @@ fn statement_kind(text: &str) -> String {
     text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
 }
 
+/// A query may spill at most this many times its memory limit to disk.
+pub(crate) const SPILL_FACTOR: u64 = 4;
+
 /// How `/api/sql` encodes its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlFormat {
@@ -196,6 +205,8 @@ pub enum SqlFormat {
 #[derive(Debug)]
 pub struct SqlAnswer {
     pub body: Vec<u8>,
+    /// Blocks skipped (unreadable, missing, foreign): the answer lacks their rows.
+    pub(crate) partial: Partial,
 }
 
 /// The encoded answer, charged to the query's memory pool as it grows: a
@@ -303,8 +314,11 @@ impl Querier {
     pub(crate) async fn session(&self, tenant: &TenantId) -> Result<SessionContext> {
         // Per query: its own memory limit; shared: the cache of parsed Parquet footers.
         let caches = CacheManagerConfig::default().with_file_metadata_cache(Some(Arc::clone(&self.file_metadata)));
+        // Spilling (sorts, aggregates) is capped at SPILL_FACTOR × the memory limit per query.
+        let spill = (self.config.sql_memory_limit as u64).saturating_mul(SPILL_FACTOR);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.config.sql_memory_limit, 1.0)
+            .with_max_temp_directory_size(spill)
             .with_cache_manager(caches)
             .build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
@@ -313,7 +327,8 @@ impl Querier {
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
             // Off only for the no-pruning baseline: DataFusion's own row-group pruning too.
-            .set_bool("datafusion.execution.parquet.pruning", self.config.pruning);
+            .set_bool("datafusion.execution.parquet.pruning", self.config.pruning)
+            .with_extension(Arc::new(SkippedBlocks::default()));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for (name, copies) in [("spans", Copies::Once), (SPANS_AS_STORED, Copies::AsStored)] {
             let table = SpansTable::new(
@@ -359,7 +374,7 @@ impl Querier {
         if format == SqlFormat::Json && body.is_empty() {
             body.extend_from_slice(b"[]");
         }
-        Ok(SqlAnswer { body })
+        Ok(SqlAnswer { body, partial: skipped_blocks(&ctx) })
     }
 }
 

@@ -33,7 +33,7 @@ use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use spanlake_schemas::Catalog;
 
-use crate::blocks::SharedBlocks;
+use crate::blocks::{SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
 
 /// The URL under which the querier's object store is registered with DataFusion.
@@ -312,7 +312,10 @@ impl TableProvider for SpansTable {
         let bounds = if self.pruning { BlockBounds::from_filters(filters) } else { BlockBounds::default() };
         let blocks = self.catalog.blocks(&self.tenant, |b| bounds.admits(b));
         // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
-        let (blocks, _skipped) = self.blocks.usable(&self.tenant, blocks).await;
+        let (blocks, skipped) = self.blocks.usable(&self.tenant, blocks).await;
+        if let Some(sink) = state.config().get_extension::<SkippedBlocks>() {
+            sink.add(skipped);
+        }
         let schema = span_schema();
         if blocks.is_empty() {
             let projected = match projection {

@@ -77,6 +77,15 @@ async fn corrupt_and_foreign_blocks_give_partial_answers() {
     assert_eq!(rows[0]["n"], 3, "the good block's spans, once");
     let search: serde_json::Value = serde_json::from_str(&server.get_text("/api/search?q=%7B%7D").await).unwrap();
     assert_eq!(search["traces"].as_array().map(Vec::len), Some(1), "{search}");
+    // Both say they are partial, in a header (Tempo's search format has no partial status).
+    let partial = |response: &reqwest::Response| {
+        response.headers().get("x-spanlake-partial").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    };
+    let response =
+        server.http.post(server.query_url("/api/sql")).body("SELECT count(*) FROM spans").send().await.unwrap();
+    assert!(partial(&response).contains("2 block(s) could not be read"), "{:?}", response.headers());
+    let response = server.http.get(server.query_url("/api/search?q=%7B%7D")).send().await.unwrap();
+    assert!(partial(&response).contains("could not be read"), "{:?}", response.headers());
     let values = server.get_text("/api/v2/search/tag/resource.service.name/values").await;
     assert!(values.contains("shop") && !values.contains("cart"), "{values}");
     let fanout = server.http.get(server.query_url("/api/fanout?service=shop&start=0")).send().await.unwrap();
@@ -89,5 +98,9 @@ async fn corrupt_and_foreign_blocks_give_partial_answers() {
     assert!(named(&foreign.to_string()), "{metrics}");
     let garbage = files[1].file_stem().unwrap().to_str().unwrap().to_owned();
     assert!(named(&garbage), "{metrics}");
+    let partial_answers = |endpoint: &str| {
+        metrics.lines().any(|l| l.starts_with("spanlake_querier_queries_partial_total") && l.contains(endpoint))
+    };
+    assert!(partial_answers("endpoint=\"sql\"") && partial_answers("endpoint=\"search\""), "{metrics}");
     server.spanlake.shutdown().await;
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::extract::{Admitted, Tenant};
 use super::params::{duration, number, unix_seconds_range};
@@ -73,8 +73,10 @@ pub(super) async fn search(
     Tenant(tenant): Tenant,
     Admitted(permit): Admitted,
     Query(query): Query<SearchQuery>,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Response, QueryError> {
     let params = query.params()?;
-    let response = querier.execute("search", permit, |q| async move { q.search(&tenant, &params).await }).await?;
-    Ok(Json(response.0))
+    let answer = querier.execute("search", permit, |q| async move { q.search(&tenant, &params).await }).await?;
+    let mut response = Json(answer.0).into_response();
+    querier.mark_partial("search", &answer.1, &mut response);
+    Ok(response)
 }

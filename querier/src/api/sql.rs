@@ -34,7 +34,9 @@ pub(super) async fn sql(
     };
     // Encoding runs in the query's task: under its deadline and memory limit.
     let answer = querier.execute("sql", permit, |q| async move { q.sql(&tenant, &query, format).await }).await?;
-    Ok(([(header::CONTENT_TYPE, content_type)], answer.body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, content_type)], answer.body).into_response();
+    querier.mark_partial("sql", &answer.partial, &mut response);
+    Ok(response)
 }
 
 fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, QueryError> {

@@ -686,13 +686,15 @@ impl Querier {
         let engine = Engine::new(self.session(tenant).await?, params)?;
         let found = engine.run().await?;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(params.start, params.end));
-        Ok(SearchResponse::new(
+        let mut response = SearchResponse::new(
             found,
             &engine.fields,
             params,
             blocks.len() as u64,
             blocks.iter().map(|b| b.size_bytes).sum(),
-        ))
+        );
+        response.1 = crate::sql::skipped_blocks(&engine.ctx);
+        Ok(response)
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Found, SearchParams, Spanset};
 const NO_ROOT: &str = "<root span not yet received>";
 
 #[derive(Debug)]
-pub(crate) struct SearchResponse(pub(crate) Value);
+pub(crate) struct SearchResponse(pub(crate) Value, pub(crate) crate::blocks::Partial);
 
 /// Trace id as Tempo prints it in search results: hex without leading zeros.
 pub(crate) fn trace_id_hex(id: &[u8]) -> String {
@@ -110,7 +110,7 @@ impl SearchResponse {
         }
         metrics.insert("completedJobs".into(), json!(1));
         metrics.insert("totalJobs".into(), json!(1));
-        Self(json!({ "traces": traces, "metrics": metrics }))
+        Self(json!({ "traces": traces, "metrics": metrics }), crate::blocks::Partial::default())
     }
 }
 
