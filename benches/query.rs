@@ -160,11 +160,12 @@ async fn search_timed(http: &reqwest::Client, base: &str, q: &str, now_s: u64, r
         async move {
             let response = http.get(url).send().await.unwrap();
             let status = response.status();
-            let len = response.bytes().await.unwrap().len();
+            let body = response.bytes().await.unwrap();
             if !status.is_success() {
+                println!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(400)]));
                 failed.set(Some(status));
             }
-            len
+            body.len()
         }
     })
     .await;

@@ -28,6 +28,10 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("block {block_id} of tenant {tenant} cannot be merged: {reason}")]
+    UnusableBlock { tenant: TenantId, block_id: BlockId, reason: String },
+    #[error("compacting window {window} of tenant {tenant} panicked: {message}")]
+    Panicked { tenant: TenantId, window: i64, message: String },
     #[error("another compactor took over the lease on {key} of tenant {tenant}; the job is abandoned uncommitted")]
     LeaseLost { tenant: TenantId, key: String },
 }

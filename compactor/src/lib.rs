@@ -40,12 +40,12 @@ mod sweep;
 pub mod write;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use spanlake_schemas::storage::CommitHook;
-use spanlake_schemas::{Catalog, Storage, TenantId};
+use spanlake_schemas::{BlockId, Catalog, Storage, TenantId};
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
@@ -116,6 +116,11 @@ pub struct Compactor {
     leases: Option<Leases>,
     metrics: metrics::Metrics,
     on_commit: Option<CommitHook>,
+    /// Blocks found unmergeable (not Parquet, foreign schema), with why:
+    /// left out of merges from then on; blocks are immutable.
+    unusable: Mutex<HashMap<BlockId, String>>,
+    /// Windows whose last attempt failed: consecutive failures, and when to try again.
+    failing: Mutex<HashMap<(TenantId, i64), (u32, i64)>>,
 }
 
 impl std::fmt::Debug for Compactor {
@@ -152,7 +157,16 @@ impl Compactor {
         let remember = config.grace * 2 + config.commit_lookback * 2;
         let catalog = Catalog::remembering_removed(storage.clone(), config.commit_lookback, remember);
         info!(leases = leases.is_some(), "compactor ready");
-        Ok(Self { metrics: metrics::Metrics::new(registry), config, storage, catalog, leases, on_commit })
+        Ok(Self {
+            metrics: metrics::Metrics::new(registry),
+            config,
+            storage,
+            catalog,
+            leases,
+            on_commit,
+            unusable: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn uses_leases(&self) -> bool {

@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     pub(crate) blocks_expired: Counter,
     pub(crate) blocks_deleted: Counter,
     pub(crate) windows_skipped: Counter,
+    pub(crate) windows_failing: Gauge,
+    pub(crate) blocks_unusable: Gauge,
 }
 
 impl Metrics {
@@ -50,6 +52,16 @@ impl Metrics {
             "windows_skipped",
             "Windows left to another compactor holding their lease",
             m.windows_skipped.clone(),
+        );
+        r.register(
+            "windows_failing",
+            "Windows whose last compaction failed, retried with backoff",
+            m.windows_failing.clone(),
+        );
+        r.register(
+            "blocks_unusable",
+            "Live blocks left out of merges: not Parquet, or not of the span schema (retention still retires them)",
+            m.blocks_unusable.clone(),
         );
         m
     }

@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
 
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{BlockId, BlockMeta, TenantId};
@@ -74,14 +78,30 @@ impl Compactor {
         self.config.clock.now_unix_nanos().saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64)
     }
 
+    /// The window's jobs; blocks found unusable stay out of merges (they
+    /// still expire with retention).
     fn plan(&self, tenant: &TenantId, window: i64, blocks: &[BlockMeta]) -> Vec<Job> {
-        plan_window(
+        let jobs = plan_window(
             &self.config.plan,
             window,
             blocks,
             self.config.clock.now_unix_nanos(),
             self.retention_horizon(tenant),
-        )
+        );
+        let unusable = self.unusable.lock().expect("unusable-blocks lock");
+        if unusable.is_empty() {
+            return jobs;
+        }
+        jobs.into_iter()
+            .filter_map(|job| match job {
+                Job::Merge { inputs, .. } => {
+                    let inputs: Vec<BlockMeta> = inputs.into_iter().filter(|b| !unusable.contains_key(&b.id)).collect();
+                    let level = inputs.iter().map(|b| b.compaction_level).max().unwrap_or(0) + 1;
+                    (inputs.len() >= 2).then_some(Job::Merge { inputs, level })
+                }
+                expire => Some(expire),
+            })
+            .collect()
     }
 
     /// Whether this compactor takes `window` of `tenant` (always, unless split by shard).
@@ -96,17 +116,60 @@ impl Compactor {
         }
     }
 
+    /// Each window on its own: one that fails (or panics) is retried with
+    /// backoff on later passes, and the others, the sweep and the
+    /// checkpoint go on.
     async fn compact_tenant(&self, tenant: &TenantId, report: &mut PassReport) {
         let windows = by_window(self.catalog.blocks(tenant, |_| true), self.config.plan.window);
+        let now = self.config.clock.now_unix_nanos();
         for (window, blocks) in windows {
             if self.plan(tenant, window, &blocks).is_empty() || !self.owns(tenant, window) {
                 continue;
             }
-            if let Err(error) = self.compact_window(tenant, window, report).await {
-                report.failures += 1;
-                warn!(%tenant, window, error = %error_chain(&error), "compaction job failed, will retry");
+            let key = (tenant.clone(), window);
+            if self.failing.lock().expect("failing-windows lock").get(&key).is_some_and(|(_, retry_at)| now < *retry_at)
+            {
+                continue;
+            }
+            let attempt = AssertUnwindSafe(self.compact_window(tenant, window, report)).catch_unwind().await;
+            let outcome = attempt.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(Error::Panicked { tenant: tenant.clone(), window, message })
+            });
+            let mut failing = self.failing.lock().expect("failing-windows lock");
+            match outcome {
+                Ok(()) => {
+                    failing.remove(&key);
+                }
+                Err(error) => {
+                    report.failures += 1;
+                    let failures = failing.get(&key).map_or(1, |(n, _)| n + 1);
+                    let backoff = self.retry_backoff(failures);
+                    warn!(
+                        %tenant, window, failures, retry_in = ?backoff, error = %error_chain(&error),
+                        "compaction of a window failed, will retry"
+                    );
+                    let retry_at = now.saturating_add(backoff.as_nanos().min(i64::MAX as u128) as i64);
+                    failing.insert(key, (failures, retry_at));
+                }
             }
         }
+        self.metrics.windows_failing.set(self.failing.lock().expect("failing-windows lock").len() as i64);
+    }
+
+    /// Wait before retrying a window after `failures` failures in a row:
+    /// none after the first (the next pass), then doubling from the pass
+    /// interval, at most an hour.
+    fn retry_backoff(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let doubled = self.config.interval.saturating_mul(1 << (failures - 1).min(16));
+        doubled.min(Duration::from_secs(3600))
     }
 
     /// Runs every job of one window (round after round, as merges feed the
@@ -151,7 +214,17 @@ impl Compactor {
                 break;
             }
             for job in jobs {
-                self.run_job(tenant, key, job, lease, report).await?;
+                match self.run_job(tenant, key, job, lease, report).await {
+                    Err(Error::UnusableBlock { tenant, block_id, reason }) => {
+                        // Left out from now on; the next round plans without it.
+                        warn!(%tenant, %block_id, %reason, "leaving an unusable block out of merges");
+                        let mut unusable = self.unusable.lock().expect("unusable-blocks lock");
+                        unusable.insert(block_id, reason);
+                        self.metrics.blocks_unusable.set(unusable.len() as i64);
+                        break;
+                    }
+                    other => other?,
+                }
             }
         }
         Ok(())

@@ -11,10 +11,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use spanlake_schemas::block::writer_properties;
 use spanlake_schemas::reader::ObjectReader;
-use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID};
+use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID, check_block_schema};
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId, span_schema};
 
 use crate::error::{Error, Result};
@@ -47,12 +48,21 @@ pub async fn merge_blocks(
     let mut streams: Vec<SortedInput> = Vec::with_capacity(inputs.len());
     for input in inputs {
         let reader = ObjectReader::block(storage, tenant, input);
-        let stream = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|source| Error::ReadBlock { tenant: tenant.clone(), block_id: input.id.clone(), source })?
-            .with_batch_size(batch_rows)
-            .build()
-            .map_err(|source| Error::ReadBlock { tenant: tenant.clone(), block_id: input.id.clone(), source })?;
+        let unusable =
+            |reason: String| Error::UnusableBlock { tenant: tenant.clone(), block_id: input.id.clone(), reason };
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|source| match source {
+            // The store failed: worth retrying. Anything else: the object is not a Parquet block.
+            ParquetError::External(_) => {
+                Error::ReadBlock { tenant: tenant.clone(), block_id: input.id.clone(), source }
+            }
+            other => unusable(format!("not a readable Parquet file: {other}")),
+        })?;
+        check_block_schema(builder.schema()).map_err(unusable)?;
+        let stream = builder.with_batch_size(batch_rows).build().map_err(|source| Error::ReadBlock {
+            tenant: tenant.clone(),
+            block_id: input.id.clone(),
+            source,
+        })?;
         streams.push(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed());
     }
     let path = Storage::block_path(tenant, &id);

@@ -15,6 +15,11 @@ use crate::common::{TestServer, test_args};
 
 /// A commit naming a block of another schema (one `x` column).
 async fn commit_foreign_block(storage: &Storage, tenant: &TenantId) -> BlockId {
+    commit_foreign_block_at(storage, tenant, BASE_NS).await
+}
+
+/// A commit naming a block of another schema whose spans start at `at_ns`.
+pub(crate) async fn commit_foreign_block_at(storage: &Storage, tenant: &TenantId, at_ns: u64) -> BlockId {
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
     let mut parquet = Vec::new();
@@ -23,8 +28,8 @@ async fn commit_foreign_block(storage: &Storage, tenant: &TenantId) -> BlockId {
     writer.close().unwrap();
     let meta = BlockMeta {
         id: BlockId::new(),
-        min_time_unix_nano: BASE_NS as i64,
-        max_time_unix_nano: BASE_NS as i64 + 1_000_000_000,
+        min_time_unix_nano: at_ns as i64,
+        max_time_unix_nano: at_ns as i64 + 1_000_000_000,
         min_trace_id: "00".repeat(16),
         max_trace_id: "ff".repeat(16),
         span_count: 3,

@@ -114,6 +114,51 @@ async fn table_counts(server: &TestServer, table: &str) -> (u64, u64) {
     (rows[0]["n"].as_u64().unwrap(), rows[0]["d"].as_u64().unwrap())
 }
 
+/// A foreign block and a block of garbage in a cold window: the compactor
+/// neither panics nor stalls. It merges the other blocks, leaves the two out
+/// (counted in a metric), and retention and the sweep still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_blocks_are_left_out_and_compaction_goes_on() {
+    let server = TestServer::start().await;
+    let storage = spanlake::storage::open(&crate::common::test_args(&server.dir).storage).unwrap();
+    let tenant = TenantId::single();
+    let base = now_nanos() - 2 * HOUR;
+    for t in 1..=4 {
+        server.ingest(None, vec![trace(t, "shop", 2, base + u64::from(t) * 1_000_000)]).await;
+    }
+    let foreign = crate::bad_blocks::commit_foreign_block_at(&storage, &tenant, base).await;
+    // One ingested block becomes garbage of the same length.
+    let before = live_blocks(&storage, &tenant).await;
+    let victim = before.iter().find(|b| b.id != foreign).unwrap().id.clone();
+    let path = server.dir.path().join(format!("v1/single-tenant/blocks/{victim}.parquet"));
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::write(&path, vec![0x5a; len]).unwrap();
+
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let mut registry = Registry::default();
+    let first = Compactor::new(config(&clock), storage.clone(), None, &mut registry).await.unwrap();
+    let report = first.run_once().await.unwrap();
+    assert_eq!(report.blocks_merged, 3, "the three good blocks merge: {report:?}");
+    let after: Vec<BlockId> = live_blocks(&storage, &tenant).await.into_iter().map(|b| b.id).collect();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.contains(&foreign) && after.contains(&victim), "{after:?}");
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
+    assert!(metrics.contains("spanlake_compactor_blocks_unusable 2"), "{metrics}");
+    // The next pass plans nothing more for them, and does not fail.
+    let report = first.run_once().await.unwrap();
+    assert_eq!((report.merges, report.failures), (0, 0), "{report:?}");
+    // Retention retires them with the rest (an hour on, with one hour of retention).
+    clock.advance(Duration::from_secs(2 * 3600));
+    let mut retention = config(&clock);
+    retention.retention = Duration::from_secs(3600);
+    let later = compactor(&storage, retention).await;
+    let report = later.run_once().await.unwrap();
+    assert_eq!(report.blocks_expired, 3, "{report:?}");
+    assert!(live_blocks(&storage, &tenant).await.is_empty());
+    server.spanlake.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_blocks_hold_every_span_once_in_the_ingest_layout() {
     let server = TestServer::start().await;
