@@ -21,6 +21,7 @@ mod dedup;
 mod error;
 mod executor;
 pub mod fanout;
+mod memory;
 mod metrics;
 mod search;
 mod sql;

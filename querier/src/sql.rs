@@ -367,7 +367,7 @@ impl Querier {
         let mut rows = frame.execute_stream().await?;
         while let Some(batch) = rows.next().await {
             let batch = batch?;
-            held.try_resize(batch.get_array_memory_size()).map_err(|_| encoder.over_limit())?;
+            held.try_resize(crate::memory::batch_bytes(&batch)).map_err(|_| encoder.over_limit())?;
             encoder.write(&batch)?;
         }
         let mut body = encoder.finish()?;

@@ -104,15 +104,6 @@ pub(crate) async fn find_trace(
     Ok((collector.finish(), stats, partial))
 }
 
-/// Bytes a batch's rows take (not its buffers' spare capacity).
-fn used_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
-        .sum()
-}
-
 /// Bytes of rows the reads of one lookup may still hold, shared by its blocks.
 struct ReadBudget {
     left: AtomicUsize,
@@ -199,7 +190,7 @@ async fn read_trace_rows(
         if batch.num_rows() == 0 {
             continue;
         }
-        if !budget.take(used_bytes(&batch)) {
+        if !budget.take(crate::memory::batch_bytes(&batch)) {
             break;
         }
         batches.push(batch);

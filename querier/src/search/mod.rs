@@ -308,7 +308,7 @@ impl<'a> Engine<'a> {
         let mut batches = Vec::new();
         while let Some(batch) = rows.next().await {
             let batch = batch?;
-            held.try_grow(batch.get_array_memory_size()).map_err(|_| {
+            held.try_grow(crate::memory::batch_bytes(&batch)).map_err(|_| {
                 QueryError::MemoryLimit(format!(
                     "the traces this search reads hold more than the per-query memory limit ({} bytes so far); \
                      narrow the time range or the filters",
