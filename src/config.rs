@@ -124,6 +124,9 @@ pub struct ServerArgs {
     /// Longer string/bytes attribute values are truncated (and reported in partial success)
     #[arg(long, env = "SPANLAKE_MAX_ATTRIBUTE_VALUE_SIZE", default_value = "64KiB", value_parser = parse_size)]
     pub max_attribute_value_size: usize,
+    /// Spans starting or ending further than this past now are refused (partial success)
+    #[arg(long, env = "SPANLAKE_MAX_SPAN_FUTURE", default_value = "1h", value_parser = parse_duration)]
+    pub max_span_future: Duration,
     /// How often a querier lists new blocks written by other processes
     #[arg(long, env = "SPANLAKE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub refresh_interval: Duration,
@@ -235,6 +238,7 @@ impl ServerArgs {
                 max_request_bytes: self.max_request_size,
                 max_spans_per_request: self.max_spans_per_request,
                 max_attribute_value_bytes: self.max_attribute_value_size,
+                max_span_future: self.max_span_future,
             },
             buffer: spanlake_ingester::BufferConfig {
                 min_flush_interval: self

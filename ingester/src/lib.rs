@@ -51,11 +51,18 @@ pub struct Limits {
     pub max_spans_per_request: usize,
     /// Longer string and bytes attribute values are truncated (and reported).
     pub max_attribute_value_bytes: usize,
+    /// Spans that start or end this far past now are refused (partial success).
+    pub max_span_future: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_request_bytes: 16 << 20, max_spans_per_request: 100_000, max_attribute_value_bytes: 64 << 10 }
+        Self {
+            max_request_bytes: 16 << 20,
+            max_spans_per_request: 100_000,
+            max_attribute_value_bytes: 64 << 10,
+            max_span_future: std::time::Duration::from_secs(3600),
+        }
     }
 }
 

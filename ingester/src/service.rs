@@ -46,8 +46,11 @@ impl IngestService {
             return Err(IngestError::TooManySpans { spans, limit: self.limits.max_spans_per_request });
         }
         let max_len = self.limits.max_attribute_value_bytes;
+        let future = self.limits.max_span_future;
         let convert = move || {
             let mut builder = SpanBatchBuilder::new(max_len);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            builder.refuse_after((now + future).as_nanos().min(i64::MAX as u128) as i64, future);
             let mut report = AppendReport::default();
             builder.append_resource_spans(&request.resource_spans, &mut report);
             let truncated = builder.truncated_values();

@@ -1,6 +1,13 @@
 //! What rows a query holds cost, for its memory pool.
 
+use std::fmt;
+use std::num::NonZeroUsize;
+
 use arrow::array::{Array, RecordBatch};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Bytes the rows of `batch` take: their slices of the buffers, not the
 /// buffers' whole capacity. A batch cut from a larger array (an aggregate's
@@ -12,4 +19,64 @@ pub(crate) fn batch_bytes(batch: &RecordBatch) -> usize {
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
         .sum()
+}
+
+/// A query's memory pool (greedy, `--sql-memory-limit`, naming its largest
+/// consumers when full) that also keeps the querier-wide gauge of bytes held
+/// by running queries.
+#[derive(Debug)]
+pub(crate) struct CountedPool {
+    inner: TrackConsumersPool<GreedyMemoryPool>,
+    in_use: Gauge,
+}
+
+impl CountedPool {
+    pub(crate) fn new(limit: usize, in_use: Gauge) -> Self {
+        let top = NonZeroUsize::new(5).expect("non-zero");
+        Self { inner: TrackConsumersPool::new(GreedyMemoryPool::new(limit), top), in_use }
+    }
+}
+
+impl fmt::Display for CountedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl MemoryPool for CountedPool {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.in_use.inc_by(additional as i64);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink);
+        self.in_use.dec_by(shrink as i64);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> datafusion::common::Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.in_use.inc_by(additional as i64);
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Metrics {
     partial: Family<EndpointLabel, Counter>,
     pub(crate) refused: Counter,
     pub(crate) running: Gauge,
+    /// Bytes reserved in the memory pools of the queries running.
+    pub(crate) memory: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +50,7 @@ impl Metrics {
             partial: Family::default(),
             refused: Counter::default(),
             running: Gauge::default(),
+            memory: Gauge::default(),
             blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
@@ -64,6 +67,11 @@ impl Metrics {
         );
         r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());
         r.register("queries_running", "Queries admitted and running", m.running.clone());
+        r.register(
+            "query_memory_bytes",
+            "Bytes held in the memory pools of running queries (each at most --sql-memory-limit)",
+            m.memory.clone(),
+        );
         r.register(
             "blocks_skipped",
             "Times a query skipped a block that is unreadable, missing or not of the span schema",

@@ -27,6 +27,7 @@ use url::Url;
 use crate::Querier;
 use crate::blocks::{Partial, SkippedBlocks};
 use crate::error::{QueryError, Result};
+use crate::memory::CountedPool;
 use crate::table::{Copies, STORE_URL, SpansTable};
 
 /// The blocks the scans of `ctx` skipped so far.
@@ -317,7 +318,7 @@ impl Querier {
         // Spilling (sorts, aggregates) is capped at SPILL_FACTOR × the memory limit per query.
         let spill = (self.config.sql_memory_limit as u64).saturating_mul(SPILL_FACTOR);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.sql_memory_limit, 1.0)
+            .with_memory_pool(Arc::new(CountedPool::new(self.config.sql_memory_limit, self.metrics.memory.clone())))
             .with_max_temp_directory_size(spill)
             .with_cache_manager(caches)
             .build_arc()?;

@@ -40,6 +40,8 @@ pub enum InvalidSpan {
     LinkIds { index: usize },
     #[error("{field} {value} is beyond the year 2262 (not a valid nanosecond timestamp)")]
     TimeOutOfRange { field: &'static str, value: u64 },
+    #[error("{field} is {ahead_s} s in the future, more than the {slack_s} s allowed (--max-span-future)")]
+    InFuture { field: &'static str, ahead_s: u64, slack_s: u64 },
 }
 
 /// Checks the invariants a span must meet to be stored.
@@ -120,6 +122,8 @@ pub struct SpanBatchBuilder {
     links: LinksBuilder,
     dropped_links: UInt32Builder,
     rows: usize,
+    /// Latest start or end accepted (Unix ns), and the slack it allows past now, in s.
+    latest: Option<(i64, u64)>,
 }
 
 impl Default for SpanBatchBuilder {
@@ -162,6 +166,7 @@ impl SpanBatchBuilder {
             links: LinksBuilder::new(max_attribute_value_len),
             dropped_links: UInt32Builder::new(),
             rows: 0,
+            latest: None,
         }
     }
 
@@ -183,6 +188,27 @@ impl SpanBatchBuilder {
             + self.links.attributes.truncated()
     }
 
+    /// Refuses spans that start or end after `latest` (Unix ns), `slack` past
+    /// now: a far-future span would keep its block, and every block merged
+    /// with it, past retention.
+    pub fn refuse_after(&mut self, latest: i64, slack: std::time::Duration) {
+        self.latest = Some((latest, slack.as_secs()));
+    }
+
+    fn check_not_future(&self, span: &Span) -> Result<(), InvalidSpan> {
+        let Some((latest, slack_s)) = self.latest else { return Ok(()) };
+        for (field, value) in
+            [("start_time_unix_nano", span.start_time_unix_nano), ("end_time_unix_nano", span.end_time_unix_nano)]
+        {
+            let value = value as i64; // validated: fits
+            if value > latest {
+                let ahead_s = (value - latest) as u64 / 1_000_000_000 + slack_s;
+                return Err(InvalidSpan::InFuture { field, ahead_s, slack_s });
+            }
+        }
+        Ok(())
+    }
+
     /// Appends every valid span of `resource_spans`; invalid spans are counted
     /// in the report and skipped. Resource and scope attributes are converted
     /// once per group (and only for groups that hold a valid span), then
@@ -199,7 +225,7 @@ impl SpanBatchBuilder {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
                 let mut scope_group = None;
                 for span in &ss.spans {
-                    if let Err(e) = validate_span(span) {
+                    if let Err(e) = validate_span(span).and_then(|()| self.check_not_future(span)) {
                         report.rejected += 1;
                         report.first_error.get_or_insert_with(|| format!("span {}: {e}", hex::encode(&span.span_id)));
                         continue;

@@ -107,5 +107,7 @@ async fn corrupt_and_foreign_blocks_give_partial_answers() {
         metrics.lines().any(|l| l.starts_with("spanlake_querier_queries_partial_total") && l.contains(endpoint))
     };
     assert!(partial_answers("endpoint=\"sql\"") && partial_answers("endpoint=\"search\""), "{metrics}");
+    // Every query has finished: their pools hold nothing.
+    assert!(metrics.lines().any(|l| l == "spanlake_querier_query_memory_bytes 0"), "{metrics}");
     server.spanlake.shutdown().await;
 }

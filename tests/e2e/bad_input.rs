@@ -142,6 +142,29 @@ async fn invalid_ids_get_partial_success_and_valid_spans_are_stored() {
     server.spanlake.shutdown().await;
 }
 
+/// A span stamped hours ahead (a wrong clock, the year 2262) would keep its
+/// block, and every block merged with it, past retention: it is refused
+/// through partial success, and its request's other spans are stored.
+#[tokio::test]
+async fn far_future_spans_are_refused_and_the_rest_stored() {
+    let server = TestServer::start().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let at = |ns: u64| Span { start_time_unix_nano: ns, end_time_unix_nano: ns + 1_000_000, ..span(6, 1) };
+    let future = Span { span_id: vec![6, 0, 0, 0, 0, 0, 0, 2], ..at(now + 3 * 3600 * 1_000_000_000) };
+    let year_2262 = Span { span_id: vec![6, 0, 0, 0, 0, 0, 0, 3], ..at(9_200_000_000_000_000_000) };
+    let soon = Span { span_id: vec![6, 0, 0, 0, 0, 0, 0, 4], ..at(now + 60 * 1_000_000_000) };
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let response = client.export(request(vec![at(now), future, year_2262, soon])).await.unwrap().into_inner();
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 2, "{}", partial.error_message);
+    assert!(partial.error_message.contains("in the future, more than the 3600 s allowed"), "{}", partial.error_message);
+    let trace = server.trace(&[6; 16]).await.unwrap();
+    let mut ids: Vec<_> = spanlake_test_support::http::spans(&trace).iter().map(|s| s.span_id[7]).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 4], "now, and a minute ahead (clock skew), are kept");
+    server.spanlake.shutdown().await;
+}
+
 #[tokio::test]
 async fn hostile_tenant_ids_are_refused() {
     let server = TestServer::start_with(|a| a.multi_tenant = true).await;
