@@ -75,6 +75,19 @@ fn value(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("expected a number, got {v}"))
 }
 
+/// What the analysis holds counts against the per-query pool: over it, 422
+/// naming the limit; under it, the same data answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_over_its_memory_limit_is_refused() {
+    let server = TestServer::start_with(|a| a.sql_memory_limit = 1 << 20).await;
+    send(&server, "single-tenant", &workload(10, false, FanoutMode::Parallel), 10_000, 3).await;
+    let (status, body) = fanout(&server, "single-tenant", "service=frontend").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("memory limit of 1048576 bytes"), "{body}");
+    let (status, body) = fanout(&server, "single-tenant", "service=frontend&start=0&end=1").await;
+    assert_eq!(status, 200, "a narrower range fits: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     let server = TestServer::start_with(|a| a.multi_tenant = true).await;

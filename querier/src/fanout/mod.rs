@@ -17,10 +17,12 @@ mod stats;
 mod trace;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StructArray};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
@@ -36,6 +38,7 @@ pub(crate) use trace::{ChildKinds, EdgeBy};
 
 use crate::Querier;
 use crate::error::{QueryError, Result};
+use crate::memory::CountedPool;
 use crate::traceql::{self, ast::SpansetExpr};
 use trace::{Kind, SpanRow};
 
@@ -128,6 +131,12 @@ struct Analyzer {
     trace: Option<u128>,
     rows: Vec<SpanRow>,
     ops: HashMap<(u32, u32), stats::OpStats>,
+    /// What the analysis holds, against the query's pool (`--sql-memory-limit`).
+    memory: MemoryReservation,
+    /// Bytes the per-operation statistics hold (an estimate: 8 bytes per
+    /// parent duration, degree, parallelism and slowest call, 20 per call).
+    held: usize,
+    over_limit: bool,
 }
 
 impl Analyzer {
@@ -147,9 +156,20 @@ impl Analyzer {
                 }
         };
         for parent in trace::analyze(&self.rows, self.params.child_kinds, self.params.edge_by, is_parent) {
+            self.held += 28 + 20 * parent.calls.len();
             self.ops.entry(parent.op).or_default().add(&parent);
         }
         self.rows.clear();
+    }
+
+    /// Charges what the analysis holds now (statistics and the current
+    /// trace's rows) to the pool, a MiB at a time; false once it is full.
+    fn account(&mut self) -> bool {
+        let now = self.held + self.rows.capacity() * std::mem::size_of::<SpanRow>();
+        if now > self.memory.size() + (1 << 20) || self.memory.size() > now + (4 << 20) {
+            self.over_limit = self.memory.try_resize(now).is_err();
+        }
+        !self.over_limit
     }
 }
 
@@ -212,6 +232,9 @@ impl BatchSink for Analyzer {
                 error: statuses.value(row) == "error",
                 peer_service,
             });
+        }
+        if !self.account() {
+            return Err(ArrowError::ExternalError("the fan-out analysis passed its memory limit".into()));
         }
         Ok(())
     }
@@ -277,21 +300,48 @@ impl Querier {
                 .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
             inputs.push(prefetched(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed()));
         }
-        let mut analyzer =
-            Analyzer { params: params.clone(), filter, names, trace: None, rows: Vec::new(), ops: HashMap::new() };
-        // Merge and analysis run as a pipeline on two tasks.
+        let limit = self.config.sql_memory_limit;
+        let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.metrics.memory.clone()));
+        let over_limit = || {
+            QueryError::MemoryLimit(format!(
+                "the fan-out analysis holds more than the per-query memory limit of {limit} bytes \
+                 (--sql-memory-limit); narrow the time range or the parents"
+            ))
+        };
+        let memory = MemoryConsumer::new("fan-out analysis").register(&pool);
+        if let ParentFilter::Matched(set) = &filter {
+            memory.try_grow(set.capacity() * 32).map_err(|_| over_limit())?;
+        }
+        let mut analyzer = Analyzer {
+            params: params.clone(),
+            filter,
+            names,
+            trace: None,
+            rows: Vec::new(),
+            ops: HashMap::new(),
+            held: memory.size(),
+            memory,
+            over_limit: false,
+        };
+        // Merge and analysis run as a pipeline on two tasks; the analysis
+        // stops (and with it the merge) once past the memory limit.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
         let analysis = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
-                analyzer.write(batch).await.expect("analysis never fails");
+                if analyzer.write(batch).await.is_err() {
+                    return analyzer;
+                }
             }
             analyzer.flush_trace();
+            analyzer.account();
             analyzer
         });
-        let merged = merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx))
-            .await
-            .map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
+        let merged = merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx)).await;
         let analyzer = analysis.await.map_err(|_| QueryError::Internal("fan-out analysis task failed"))?;
+        if analyzer.over_limit {
+            return Err(over_limit());
+        }
+        let merged = merged.map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
 
         let Analyzer { ops, names, filter, .. } = analyzer;
         let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();

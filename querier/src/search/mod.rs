@@ -244,15 +244,16 @@ impl<'a> Engine<'a> {
         }
         let mut aggregates =
             vec![max(cast(col(s::START_TIME), DataType::Int64)).alias("__newest"), count(lit(1)).alias("__n")];
-        // Column of each filter's "some span matches" (None: `{}`, always).
+        // Column of each filter's "some span matches" (None: `{}`, always;
+        // and a lone filter: the WHERE above already made it true).
         let mut flag_columns = Vec::with_capacity(main.len());
         for (i, filter) in main.iter().enumerate() {
             flag_columns.push(match filter {
-                Some(filter) => {
+                Some(filter) if main.len() > 1 => {
                     aggregates.push(bool_or(compile::compile(filter)?).alias(format!("__c{i}")));
                     Some(aggregates.len())
                 }
-                None => None,
+                _ => None,
             });
         }
         let (batches, _held) = self.collect(frame.aggregate(vec![col(s::TRACE_ID)], aggregates)?).await?;
