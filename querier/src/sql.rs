@@ -236,8 +236,8 @@ impl std::io::Write for PoolWriter {
 
 enum Writer {
     Json(arrow::json::Writer<PoolWriter, arrow::json::writer::JsonArray>),
-    Csv(arrow::csv::Writer<PoolWriter>),
-    Arrow(arrow::ipc::writer::StreamWriter<PoolWriter>),
+    Csv(Box<arrow::csv::Writer<PoolWriter>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<PoolWriter>>),
 }
 
 /// Encodes batches in one format into a pool-charged buffer.
@@ -253,11 +253,11 @@ impl Encoder {
         let out = PoolWriter { out: Vec::new(), reservation, exhausted: Arc::clone(&exhausted) };
         let writer = match format {
             SqlFormat::Json => Writer::Json(arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(out)),
-            SqlFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
-            SqlFormat::Arrow => Writer::Arrow(
+            SqlFormat::Csv => Writer::Csv(Box::new(arrow::csv::WriterBuilder::new().with_header(true).build(out))),
+            SqlFormat::Arrow => Writer::Arrow(Box::new(
                 arrow::ipc::writer::StreamWriter::try_new(out, schema)
                     .map_err(|e| QueryError::Execution(format!("encoding arrow: {e}")))?,
-            ),
+            )),
         };
         Ok(Self { writer, exhausted, limit })
     }
@@ -303,8 +303,8 @@ impl Encoder {
         finished.map_err(|e| self.failure(e))?;
         let out = match self.writer {
             Writer::Json(w) => w.into_inner(),
-            Writer::Csv(w) => w.into_inner(),
-            Writer::Arrow(w) => w.into_inner().map_err(|e| QueryError::Execution(format!("encoding arrow: {e}")))?,
+            Writer::Csv(w) => (*w).into_inner(),
+            Writer::Arrow(w) => (*w).into_inner().map_err(|e| QueryError::Execution(format!("encoding arrow: {e}")))?,
         };
         Ok(out.out)
     }
