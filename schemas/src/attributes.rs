@@ -86,7 +86,7 @@ impl AttributeMapBuilder {
                 by = Some(keep)
             }
             Some(other @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => {
-                json_text = any_value_to_json(other).to_string();
+                json_text = capped_json(other, self.max_value_len, &mut self.truncated);
                 j = Some(json_text.as_str());
             }
             Some(Value::StringValueStrindex(_)) | None => {}
@@ -278,6 +278,39 @@ pub fn any_value_to_json(value: &Value) -> serde_json::Value {
         }
         Value::StringValueStrindex(i) => json!({ "stringValueStrindex": i }),
     }
+}
+
+/// The OTLP/JSON text of an array or map value, at most `max` bytes: past it,
+/// the longest run of leading elements that fits (still valid JSON, each
+/// element whole), counted in `truncated`.
+fn capped_json(value: &Value, max: usize, truncated: &mut u64) -> String {
+    let full = any_value_to_json(value).to_string();
+    if full.len() <= max {
+        return full;
+    }
+    *truncated += 1;
+    let (wrapper, elements): (&str, Vec<serde_json::Value>) = match value {
+        Value::ArrayValue(a) => ("arrayValue", a.values.iter().map(optional_value_to_json).collect()),
+        Value::KvlistValue(kv) => (
+            "kvlistValue",
+            kv.values
+                .iter()
+                .map(|kv| json!({ "key": kv.key, "value": kv.value.as_ref().map(optional_value_to_json).unwrap_or(json!({})) }))
+                .collect(),
+        ),
+        _ => return full,
+    };
+    let mut kept: Vec<serde_json::Value> = Vec::new();
+    let mut len = format!("{{\"{wrapper}\":{{\"values\":[]}}}}").len();
+    for element in elements {
+        let element_len = element.to_string().len() + usize::from(!kept.is_empty());
+        if len + element_len > max {
+            break;
+        }
+        len += element_len;
+        kept.push(element);
+    }
+    json!({ wrapper: { "values": kept } }).to_string()
 }
 
 fn optional_value_to_json(value: &AnyValue) -> serde_json::Value {

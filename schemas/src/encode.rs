@@ -13,7 +13,7 @@ use arrow::array::{
     TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
@@ -40,8 +40,41 @@ pub enum InvalidSpan {
     LinkIds { index: usize },
     #[error("{field} {value} is beyond the year 2262 (not a valid nanosecond timestamp)")]
     TimeOutOfRange { field: &'static str, value: u64 },
+    #[error("{place} attribute {key:?} nests arrays and maps more than {MAX_VALUE_DEPTH} levels deep")]
+    TooDeep { place: &'static str, key: String },
     #[error("{field} is {ahead_s} s in the future, more than the {slack_s} s allowed (--max-span-future)")]
     InFuture { field: &'static str, ahead_s: u64, slack_s: u64 },
+}
+
+/// Most levels of arrays and maps in one attribute value. Deeper values would
+/// not read back: they are stored as JSON text, and JSON readers stop at 128
+/// levels (each level here is three).
+pub const MAX_VALUE_DEPTH: usize = 32;
+
+/// How deeply arrays and maps nest in `value` (a scalar is 0), counted
+/// without recursion.
+fn value_depth(value: &AnyValue) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match &value.value {
+            Some(Value::ArrayValue(a)) => stack.extend(a.values.iter().map(|v| (v, depth + 1))),
+            Some(Value::KvlistValue(kv)) => {
+                stack.extend(kv.values.iter().filter_map(|kv| kv.value.as_ref()).map(|v| (v, depth + 1)))
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The first attribute of `attributes` nested too deeply to read back.
+fn check_depth(place: &'static str, attributes: &[KeyValue]) -> Result<(), InvalidSpan> {
+    match attributes.iter().find(|kv| kv.value.as_ref().is_some_and(|v| value_depth(v) > MAX_VALUE_DEPTH)) {
+        Some(kv) => Err(InvalidSpan::TooDeep { place, key: kv.key.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Checks the invariants a span must meet to be stored.
@@ -77,6 +110,11 @@ pub fn validate_span(span: &Span) -> Result<(), InvalidSpan> {
         if event.time_unix_nano > i64::MAX as u64 {
             return Err(InvalidSpan::TimeOutOfRange { field: "event time_unix_nano", value: event.time_unix_nano });
         }
+        check_depth("event", &event.attributes)?;
+    }
+    check_depth("span", &span.attributes)?;
+    for link in &span.links {
+        check_depth("link", &link.attributes)?;
     }
     Ok(())
 }
@@ -218,14 +256,17 @@ impl SpanBatchBuilder {
         let empty_scope = InstrumentationScope::default();
         for rs in resource_spans {
             let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
+            let resource_depth = check_depth("resource", &resource.attributes);
             let service = service_name(resource);
             let entity_refs = (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource));
             let mut resource_group = None;
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
+                let group_depth = resource_depth.clone().and_then(|()| check_depth("scope", &scope.attributes));
                 let mut scope_group = None;
                 for span in &ss.spans {
-                    if let Err(e) = validate_span(span).and_then(|()| self.check_not_future(span)) {
+                    let valid = validate_span(span).and_then(|()| self.check_not_future(span));
+                    if let Err(e) = valid.and_then(|()| group_depth.clone()) {
                         report.rejected += 1;
                         report.first_error.get_or_insert_with(|| format!("span {}: {e}", hex::encode(&span.span_id)));
                         continue;

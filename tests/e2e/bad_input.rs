@@ -5,6 +5,8 @@ use std::io::Write as _;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use spanlake_test_support::otlp::{request_of_spans as request, span};
@@ -162,6 +164,54 @@ async fn far_future_spans_are_refused_and_the_rest_stored() {
     let mut ids: Vec<_> = spanlake_test_support::http::spans(&trace).iter().map(|s| s.span_id[7]).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 4], "now, and a minute ahead (clock skew), are kept");
+    server.spanlake.shutdown().await;
+}
+
+/// An array nested `depth` levels deep around one integer.
+fn nested(depth: usize) -> AnyValue {
+    let mut value = AnyValue { value: Some(Value::IntValue(7)) };
+    for _ in 0..depth {
+        value = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![value] })) };
+    }
+    value
+}
+
+/// Whatever is accepted reads back: a value nested too deeply to read back is
+/// refused (its span, through partial success); a huge array is cut to the
+/// value size limit as whole elements, still valid, and reported.
+#[tokio::test]
+async fn deep_and_huge_attribute_values_are_refused_or_capped() {
+    let server = TestServer::start().await;
+    let attribute =
+        |key: &str, value: AnyValue| KeyValue { key: key.into(), value: Some(value), ..KeyValue::default() };
+    let deep = Span { attributes: vec![attribute("deep", nested(40))], ..span(8, 1) };
+    let fine = Span { attributes: vec![attribute("nested", nested(30))], ..span(8, 2) };
+    let many: Vec<AnyValue> = (0..100_000).map(|i| AnyValue { value: Some(Value::IntValue(i)) }).collect();
+    let huge = Span {
+        attributes: vec![attribute("huge", AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: many })) })],
+        ..span(8, 3)
+    };
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let response = client.export(request(vec![deep, fine, huge])).await.unwrap().into_inner();
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 1, "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("\"deep\" nests arrays and maps more than 32 levels"),
+        "{}",
+        partial.error_message
+    );
+    assert!(partial.error_message.contains("1 attribute values truncated"), "{}", partial.error_message);
+    let trace = server.trace(&[8; 16]).await.expect("the trace reads back");
+    let spans = spanlake_test_support::http::spans(&trace);
+    assert_eq!(spans.len(), 2);
+    let value = |id: u8, key: &str| {
+        let span = spans.iter().find(|s| s.span_id[7] == id).unwrap();
+        span.attributes.iter().find(|kv| kv.key == key).unwrap().value.clone().unwrap()
+    };
+    assert_eq!(value(2, "nested"), nested(30));
+    let Some(Value::ArrayValue(kept)) = value(3, "huge").value else { panic!("an array") };
+    assert!(kept.values.len() > 1000 && kept.values.len() < 100_000, "{} elements", kept.values.len());
+    assert_eq!(kept.values[999], AnyValue { value: Some(Value::IntValue(999)) });
     server.spanlake.shutdown().await;
 }
 
