@@ -52,8 +52,9 @@ pub(crate) struct LookupStats {
 }
 
 /// Rows of a trace held while reading it, at most: this many times
-/// `--max-trace-size`. Decoded rows take 2.3–3.1× their protobuf size in the
-/// tests' traces; 8 leaves room, so a trace under the limit is always read whole.
+/// `--max-trace-size`. Decoded rows took 2.3–3.1× their protobuf size in the
+/// e2e tests' traces (checked once by hand, not a benchmark); 8 leaves room,
+/// and `trace_api` checks that a small trace under a small limit reads whole.
 pub(crate) const READ_BUDGET_FACTOR: usize = 8;
 
 /// Finds a trace's spans in `tenant`'s blocks overlapping `[start, end]`

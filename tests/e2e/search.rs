@@ -283,14 +283,16 @@ async fn structural_queries_look_past_the_newest_candidates() {
 }
 
 /// What a search holds counts against the per-query pool: over it, 422.
+/// Few traces (a small candidate aggregate) of many spans each (large pages).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_over_its_memory_limit_is_refused() {
     let server = TestServer::start_with(|a| a.sql_memory_limit = 256 << 10).await;
     let spans: Vec<Span> = (0..20_000u32)
         .map(|i| Span {
-            trace_id: [&i.to_be_bytes()[..], &[7u8; 12]].concat(),
-            span_id: vec![1; 8],
-            name: format!("operation number {i} with a longer name"),
+            trace_id: [&(i % 20).to_be_bytes()[..], &[7u8; 12]].concat(),
+            span_id: (u64::from(i) + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i < 20 { vec![] } else { (u64::from(i % 20) + 1).to_be_bytes().to_vec() },
+            name: format!("operation number {i}"),
             start_time_unix_nano: BASE + u64::from(i) * MS,
             end_time_unix_nano: BASE + u64::from(i) * MS + MS,
             ..Span::default()
@@ -303,7 +305,7 @@ async fn a_search_over_its_memory_limit_is_refused() {
     let response = server.http.get(server.query_url("/api/search")).query(&params).send().await.unwrap();
     assert_eq!(response.status(), 422);
     let body = response.text().await.unwrap();
-    assert!(body.contains("memory limit"), "{body}");
+    assert!(body.contains("the traces this search reads hold more than the per-query memory limit"), "{body}");
     server.spanlake.shutdown().await;
 }
 

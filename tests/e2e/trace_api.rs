@@ -114,6 +114,11 @@ async fn traces_over_the_size_limit_are_partial_in_v2_and_422_in_v1() {
     assert!(response.message.contains("partial trace"));
     let spans = span_count(&response.trace.unwrap().resource_spans);
     assert!(spans > 0 && spans < 11, "{spans} spans");
+    // A trace under the limit is read whole, although its decoded rows take
+    // more bytes than its protobuf (the read budget is 8× the limit).
+    server.ingest(None, vec![trace(6, "shop", 1, 1_764_000_000_000_000_000)]).await;
+    let (status, _, body) = get(&server, &format!("/api/traces/{}", hex::encode([6u8; 16])), None, None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     server.spanlake.shutdown().await;
 }
 
