@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use spanlake_schemas::catalog::Listing;
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{BlockId, BlockMeta, TenantId};
 use tracing::{debug, info, warn};
@@ -206,7 +207,7 @@ impl Compactor {
         report: &mut PassReport,
     ) -> Result<()> {
         // What the previous holder committed is visible only after a refresh.
-        self.catalog.refresh_tenant(tenant).await?;
+        self.catalog.refresh_tenant(tenant, Listing::Incremental).await?;
         for _ in 0..MAX_ROUNDS {
             let blocks = self.catalog.blocks(tenant, |b| window_of(b, self.config.plan.window) == window);
             let jobs = self.plan(tenant, window, &blocks);

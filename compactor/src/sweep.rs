@@ -3,7 +3,14 @@
 //! - block files no commit ever added (an upload whose commit never came)
 //!   once the upload is older than `grace`;
 //! - commit records folded into a checkpoint that is itself `grace` old.
+//!
+//! Both judge against a full listing of the commit log, not the incremental
+//! one: a commit that landed with an old id (a writer's clock behind, a slow
+//! put) is applied before its block could look orphaned, and a checkpoint
+//! folds in every commit stored before its listing began, so trimming by the
+//! store's own dates never deletes a commit no checkpoint holds.
 
+use spanlake_schemas::catalog::Listing;
 use spanlake_schemas::storage::{id_in, relist_from};
 use spanlake_schemas::{BlockId, Storage, TenantId};
 use tracing::{debug, info};
@@ -14,8 +21,9 @@ use crate::{Compactor, PassReport};
 impl Compactor {
     /// Deletes retired and orphaned block files of `tenant` past the grace period.
     pub(crate) async fn sweep(&self, tenant: &TenantId, report: &mut PassReport) -> Result<()> {
-        // Judge against a fresh catalog: a block committed since the pass began is live.
-        self.catalog.refresh_tenant(tenant).await?;
+        // Judge against a fresh, full listing: a block committed since the
+        // pass began is live, and so is one whose commit landed late.
+        self.catalog.refresh_tenant(tenant, Listing::Full).await?;
         let now = self.config.clock.now_unix_nanos();
         let grace = self.config.grace.as_nanos() as i64;
         let retired: std::collections::HashMap<BlockId, BlockId> = self.catalog.removed(tenant).into_iter().collect();
@@ -88,15 +96,23 @@ impl Compactor {
         else {
             return Ok(());
         };
+        // A commit goes once its id is well before the checkpoint's, and the
+        // store dates it before the full listing the checkpoint reflects
+        // (minus the lookback, for clock differences): a late commit with an
+        // old id waits for a checkpoint that holds it. A checkpoint without a
+        // listing time (written by an older version) trims nothing.
         let keep_from =
             BlockId::from_lower_bound(&relist_from(&settled_checkpoint.through, self.config.commit_lookback * 2));
-        for path in self.storage.list_commits(tenant, None).await? {
-            match id_in(&path, "json") {
-                Some(id) if id < keep_from => {
-                    self.storage.delete(&path).await?;
-                    report.commits_deleted += 1;
-                }
-                _ => break,
+        let Some(listed) = settled_checkpoint.listed_unix_nanos else { return Ok(()) };
+        let folded_before = listed.saturating_sub(self.config.commit_lookback.as_nanos() as i64);
+        for object in self.storage.list_all(&Storage::commits_prefix(tenant)).await? {
+            let Some(id) = id_in(&object.location, "json") else { continue };
+            if id >= keep_from {
+                break;
+            }
+            if object.last_modified.timestamp_nanos_opt().is_some_and(|stored| stored < folded_before) {
+                self.storage.delete(&object.location).await?;
+                report.commits_deleted += 1;
             }
         }
         for old in ids.iter().filter(|id| *id < settled) {

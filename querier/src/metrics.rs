@@ -126,21 +126,31 @@ impl Drop for QueryTimer {
     }
 }
 
-/// The catalog's count of unreadable commit records and checkpoints, read at
-/// each scrape.
+/// The catalog's counts of unreadable commit records and checkpoints, and of
+/// late commits, read at each scrape.
 #[derive(Debug)]
 pub(crate) struct CatalogCollector(pub(crate) std::sync::Arc<spanlake_schemas::Catalog>);
 
 impl prometheus_client::collector::Collector for CatalogCollector {
     fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric as _;
-        let counter = prometheus_client::metrics::counter::ConstCounter::new(self.0.invalid_records());
-        let metric = encoder.encode_descriptor(
-            "spanlake_catalog_invalid_records",
-            "Commit records and checkpoints that could not be read and were skipped",
-            None,
-            counter.metric_type(),
-        )?;
-        counter.encode(metric)
+        let counters = [
+            (
+                "spanlake_catalog_invalid_records",
+                "Commit records and checkpoints that could not be read and were skipped",
+                self.0.invalid_records(),
+            ),
+            (
+                "spanlake_catalog_late_commits",
+                "Commits found only by a full listing: they landed with an id older than the lookback",
+                self.0.late_commits(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,14 @@
 //! and order-independent: live = blocks added − blocks removed, whichever
 //! commit is seen first.
 //!
+//! Visibility does not rest on id order alone. A commit can land with an id
+//! older than the lookback: its writer's clock runs behind, or its put was
+//! slow. So every half lookback, and whenever a compactor is about to sweep or
+//! checkpoint, a refresh lists the whole commit log (which checkpoints keep
+//! short) and also reads every commit it has not applied that the store
+//! dates after the previous full listing began, whatever its id says. Such a
+//! commit is counted as late.
+//!
 //! Memory stays bounded: applied-commit ids and retired-block ids are
 //! forgotten once no commit that could still be listed can mention them
 //! (twice the lookback; longer for retired blocks when asked, because a
@@ -33,6 +41,13 @@ struct TenantBlocks {
     applied: BTreeSet<BlockId>,
     /// Newest commit applied or covered by the checkpoint loaded.
     newest: Option<BlockId>,
+    /// When the last full listing of the commit log began (unix nanos, this
+    /// process's clock); every commit stored before then has been applied.
+    listed_full: Option<i64>,
+    /// Late commits applied (their id is forgotten from `applied` at once),
+    /// with the time the store dates them, until a full listing no longer
+    /// reaches back to them.
+    late: HashMap<BlockId, i64>,
 }
 
 impl TenantBlocks {
@@ -42,6 +57,8 @@ impl TenantBlocks {
             removed: checkpoint.removed.into_iter().collect(),
             applied: checkpoint.applied.into_iter().collect(),
             newest: Some(checkpoint.through),
+            listed_full: checkpoint.listed_unix_nanos,
+            late: HashMap::new(),
         }
     }
 
@@ -76,6 +93,18 @@ pub struct Catalog {
     tenants: RwLock<HashMap<TenantId, TenantBlocks>>,
     /// Commit records and checkpoints that could not be read, skipped.
     invalid_records: AtomicU64,
+    /// Commits found only by a full listing (dated before the lookback).
+    late_commits: AtomicU64,
+}
+
+/// Which commits a refresh lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// From the newest commit seen minus the lookback, and the whole log
+    /// when the last full listing is half a lookback old.
+    Incremental,
+    /// The whole commit log, now (before a sweep or a checkpoint).
+    Full,
 }
 
 impl Catalog {
@@ -93,7 +122,14 @@ impl Catalog {
             remember_removed,
             tenants: RwLock::new(HashMap::new()),
             invalid_records: AtomicU64::new(0),
+            late_commits: AtomicU64::new(0),
         })
+    }
+
+    /// How many commits were found only by a full listing: they landed with
+    /// an id older than the lookback (a writer's clock behind, a slow put).
+    pub fn late_commits(&self) -> u64 {
+        self.late_commits.load(Ordering::Relaxed)
     }
 
     /// How many commit records and checkpoints were skipped as unreadable.
@@ -138,6 +174,7 @@ impl Catalog {
             live: t.live.values().cloned().collect(),
             removed: t.removed.iter().map(|(b, c)| (b.clone(), c.clone())).collect(),
             applied: t.applied.iter().cloned().collect(),
+            listed_unix_nanos: t.listed_full,
         })
     }
 
@@ -147,7 +184,7 @@ impl Catalog {
     /// go on. Only failing to list the tenants fails the refresh.
     pub async fn refresh(&self) -> Result<(), StorageError> {
         for tenant in self.storage.list_tenants().await? {
-            if let Err(error) = self.refresh_tenant(&tenant).await {
+            if let Err(error) = self.refresh_tenant(&tenant, Listing::Incremental).await {
                 warn!(%tenant, %error, "catalog refresh of a tenant failed, will retry");
             }
         }
@@ -156,7 +193,7 @@ impl Catalog {
 
     /// Reads `tenant`'s new commits (starting from its newest checkpoint the
     /// first time).
-    pub async fn refresh_tenant(&self, tenant: &TenantId) -> Result<(), StorageError> {
+    pub async fn refresh_tenant(&self, tenant: &TenantId, listing: Listing) -> Result<(), StorageError> {
         // A catalog that is new, or whose newest commit is older than the
         // lookback (an idle tenant, or a reader that fell behind while old
         // commits were folded into a checkpoint and deleted), checks for a
@@ -169,6 +206,7 @@ impl Catalog {
                 *id < horizon
             }
         };
+        let mut from_checkpoint = false;
         if behind
             && let Some(checkpoint) = self.newest_readable_checkpoint(tenant).await?
             && newest.flatten().is_none_or(|n| n < checkpoint.through)
@@ -176,26 +214,44 @@ impl Catalog {
             debug!(%tenant, checkpoint = %checkpoint.id, blocks = checkpoint.live.len(), "catalog starts from checkpoint");
             let mut tenants = self.tenants.write().expect("catalog lock");
             tenants.insert(tenant.clone(), TenantBlocks::from_checkpoint(checkpoint));
+            from_checkpoint = true;
         }
-        let from = {
+        let now = now_unix_nanos();
+        let (from, listed_full) = {
             let tenants = self.tenants.read().expect("catalog lock");
-            tenants.get(tenant).and_then(|t| t.newest.as_ref()).map(|id| relist_from(&not_after_now(id), self.lookback))
+            let t = tenants.get(tenant);
+            let from = t.and_then(|t| t.newest.as_ref()).map(|id| relist_from(&not_after_now(id), self.lookback));
+            (from, t.and_then(|t| t.listed_full))
         };
-        let paths = self.storage.list_commits(tenant, from.as_deref()).await?;
-        let mut fresh = Vec::new();
-        {
+        let half_lookback = (self.lookback / 2).as_nanos() as i64;
+        // Starting from a checkpoint, the first listing is full: commits that
+        // landed late since the checkpoint's own listing are found at once.
+        let full = listing == Listing::Full
+            || from_checkpoint
+            || listed_full.is_none_or(|at| at.saturating_add(half_lookback) <= now);
+        let fresh = if full {
+            self.unapplied_in_full_listing(tenant, from.as_deref(), listed_full).await?
+        } else {
+            let paths = self.storage.list_commits(tenant, from.as_deref()).await?;
             let tenants = self.tenants.read().expect("catalog lock");
             let applied = tenants.get(tenant).map(|t| &t.applied);
-            for path in paths {
-                let Some(id) = id_in(&path, "json") else { continue };
-                if !applied.is_some_and(|a| a.contains(&id)) {
-                    fresh.push(path);
-                }
-            }
-        }
-        for path in fresh {
+            paths
+                .into_iter()
+                .filter(|path| id_in(path, "json").is_some_and(|id| !applied.is_some_and(|a| a.contains(&id))))
+                .map(|path| (path, None))
+                .collect()
+        };
+        for (path, late) in fresh {
             match self.storage.read_commit(&path).await {
-                Ok(record) => self.apply(tenant, &record),
+                Ok(record) => {
+                    if let Some(stored) = late {
+                        warn!(%tenant, commit = %record.id, "a commit landed after the lookback (writer clock behind, or a slow put); applied now");
+                        self.late_commits.fetch_add(1, Ordering::Relaxed);
+                        let mut tenants = self.tenants.write().expect("catalog lock");
+                        tenants.entry(tenant.clone()).or_default().late.insert(record.id.clone(), stored);
+                    }
+                    self.apply(tenant, &record)
+                }
                 // A commit that vanished was folded into a checkpoint and deleted.
                 Err(StorageError::ObjectStore { source: object_store::Error::NotFound { .. }, .. }) => {}
                 // A record that does not parse (a torn write after a power
@@ -217,9 +273,49 @@ impl Catalog {
                 Err(error) => return Err(error),
             }
         }
+        if full {
+            let mut tenants = self.tenants.write().expect("catalog lock");
+            let t = tenants.entry(tenant.clone()).or_default();
+            t.listed_full = Some(now);
+            let since = now.saturating_sub(self.lookback.as_nanos() as i64);
+            t.late.retain(|_, stored| *stored >= since);
+        }
         self.forget_old(tenant);
-        debug!(%tenant, "catalog refreshed");
+        debug!(%tenant, full, "catalog refreshed");
         Ok(())
+    }
+
+    /// The commits a full listing must read, each flagged when it is late:
+    /// those not applied whose id is in the relisting window (from `from`),
+    /// and those not applied that the store dates after the previous full
+    /// listing began (minus the lookback, for clock differences between the
+    /// store and this process) whatever their id. With no previous full
+    /// listing, every commit not applied.
+    async fn unapplied_in_full_listing(
+        &self,
+        tenant: &TenantId,
+        from: Option<&str>,
+        listed_full: Option<i64>,
+    ) -> Result<Vec<(object_store::path::Path, Option<i64>)>, StorageError> {
+        let objects = self.storage.list_all(&Storage::commits_prefix(tenant)).await?;
+        let since = listed_full.map(|at| at.saturating_sub(self.lookback.as_nanos() as i64));
+        let tenants = self.tenants.read().expect("catalog lock");
+        let t = tenants.get(tenant);
+        let mut fresh = Vec::new();
+        for object in objects {
+            let Some(id) = id_in(&object.location, "json") else { continue };
+            if t.is_some_and(|t| t.applied.contains(&id) || t.late.contains_key(&id)) {
+                continue;
+            }
+            let in_window = from.is_none_or(|from| id >= BlockId::from_lower_bound(from));
+            let stored = object.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX);
+            if in_window || since.is_none() {
+                fresh.push((object.location, None));
+            } else if since.is_some_and(|since| stored >= since) {
+                fresh.push((object.location, Some(stored)));
+            }
+        }
+        Ok(fresh)
     }
 
     /// The newest checkpoint that parses; unreadable ones are skipped (and counted).
@@ -266,6 +362,10 @@ impl Catalog {
 fn not_after_now(id: &BlockId) -> BlockId {
     let now = BlockId::new();
     if *id > now { now } else { id.clone() }
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]
@@ -316,6 +416,69 @@ mod tests {
             .unwrap();
         catalog.refresh().await.unwrap();
         assert!(catalog.is_live(&tenant, &now), "the commit dated now is listed despite the future one");
+    }
+
+    /// A commit stored now whose id is dated `ago` (its writer's clock runs
+    /// behind, or its put took that long).
+    async fn late_commit(storage: &Storage, tenant: &TenantId, ago: Duration) -> BlockId {
+        let id = BlockId::at(std::time::SystemTime::now() - ago);
+        storage
+            .commit(tenant, &CommitRecord { id: id.clone(), added: vec![meta(&id)], removed: vec![] })
+            .await
+            .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_full_listing_finds_a_commit_that_landed_after_the_lookback() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let now = BlockId::new();
+        storage
+            .commit(&tenant, &CommitRecord { id: now.clone(), added: vec![meta(&now)], removed: vec![] })
+            .await
+            .unwrap();
+        let catalog = Catalog::new(storage.clone(), Duration::from_secs(120));
+        catalog.refresh().await.unwrap();
+        assert!(catalog.is_live(&tenant, &now));
+
+        let behind = late_commit(&storage, &tenant, Duration::from_secs(600)).await;
+        catalog.refresh().await.unwrap();
+        assert!(!catalog.is_live(&tenant, &behind), "an incremental listing starts at the lookback");
+        catalog.refresh_tenant(&tenant, Listing::Full).await.unwrap();
+        assert!(catalog.is_live(&tenant, &behind), "a full listing reads it");
+        assert_eq!(catalog.late_commits(), 1);
+        // Found once: it is not read, nor counted, again.
+        catalog.refresh_tenant(&tenant, Listing::Full).await.unwrap();
+        assert_eq!(catalog.late_commits(), 1);
+
+        // A reader starting from a checkpoint written after that listing finds
+        // later late commits too.
+        let checkpoint = catalog.checkpoint(&tenant, BlockId::new()).unwrap();
+        assert!(checkpoint.listed_unix_nanos.is_some());
+        storage.put_checkpoint(&tenant, &checkpoint).await.unwrap();
+        let later = late_commit(&storage, &tenant, Duration::from_secs(3600)).await;
+        let reader = Catalog::new(storage.clone(), Duration::from_secs(120));
+        reader.refresh().await.unwrap();
+        for id in [&now, &behind, &later] {
+            assert!(reader.is_live(&tenant, id), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refreshes_list_in_full_every_half_lookback() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let lookback = Duration::from_millis(400);
+        let catalog = Catalog::new(storage.clone(), lookback);
+        let first = late_commit(&storage, &tenant, Duration::ZERO).await;
+        catalog.refresh().await.unwrap();
+        assert!(catalog.is_live(&tenant, &first));
+        let behind = late_commit(&storage, &tenant, Duration::from_secs(60)).await;
+        tokio::time::sleep(lookback / 2).await;
+        catalog.refresh().await.unwrap();
+        assert!(catalog.is_live(&tenant, &behind));
+        assert_eq!(catalog.late_commits(), 1);
     }
 
     #[test]

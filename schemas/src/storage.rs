@@ -81,6 +81,10 @@ pub struct Checkpoint {
     pub removed: Vec<(BlockId, BlockId)>,
     #[serde(default)]
     pub applied: Vec<BlockId>,
+    /// When the full listing of the commit log this checkpoint reflects
+    /// began (unix nanos): every commit stored before then is folded in.
+    #[serde(default)]
+    pub listed_unix_nanos: Option<i64>,
 }
 
 /// The object store plus what Spanlake needs on top of it: the layout,

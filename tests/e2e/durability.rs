@@ -167,3 +167,72 @@ async fn torn_objects_after_a_power_cut_block_nothing() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
     assert_eq!(invalid, Some(3), "two torn commits and a torn checkpoint: {metrics}");
 }
+
+/// Writers whose clocks run behind or ahead, and a put slower than the
+/// lookback, make commits land with ids far from "now". The querier still
+/// answers every span they hold, and the compactor's sweep (running every
+/// half second with a short grace) deletes none of their blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_skewed_commits_stay_visible_and_are_never_swept() {
+    use spanlake_schemas::block::encode_block;
+    use spanlake_schemas::storage::CommitRecord;
+    use spanlake_schemas::{AppendReport, BlockId, SpanBatchBuilder, TenantId};
+    use std::time::SystemTime;
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let process = spawn_spanlake(&[
+        "--storage",
+        root,
+        "--commit-lookback",
+        "2s",
+        "--refresh-interval",
+        "200ms",
+        "--compaction-interval",
+        "500ms",
+        "--deletion-grace",
+        "4s",
+    ]);
+    // A second writer on the same store, as another ingester would be.
+    let storage = spanlake::storage::open(&spanlake::storage::StorageArgs::local(root)).unwrap();
+    let tenant = TenantId::single();
+    let now = SystemTime::now();
+    let base_ns = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let block_of = |t: u8, id: &BlockId| {
+        let mut builder = SpanBatchBuilder::default();
+        let spans = spanlake_test_support::otlp::trace(t, "skewed", 3, base_ns);
+        builder.append_resource_spans(&[spans], &mut AppendReport::default());
+        encode_block(&[builder.finish()], id.clone()).unwrap()
+    };
+    let ten_minutes = Duration::from_secs(600);
+    // Clock 10 minutes behind, and 10 minutes ahead.
+    for (t, at) in [(1u8, now - ten_minutes), (2, now + ten_minutes)] {
+        let id = BlockId::at(at);
+        let block = block_of(t, &id);
+        storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+        storage.commit(&tenant, &CommitRecord { id, added: vec![block.meta], removed: vec![] }).await.unwrap();
+    }
+    // A put slower than the lookback (but inside the grace): the commit id
+    // is minted before the block goes up, the commit lands 3 s later.
+    let id = BlockId::new();
+    let block = block_of(3, &id);
+    storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    storage.commit(&tenant, &CommitRecord { id, added: vec![block.meta], removed: vec![] }).await.unwrap();
+
+    // Several sweeps and a grace period later, every span is still answered.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let http = reqwest::Client::new();
+    for t in 1..=3u8 {
+        let trace = fetch_trace(&http, process.http, &[t; 16], None)
+            .await
+            .unwrap_or_else(|| panic!("trace {t} is not answered"));
+        assert_eq!(spans(&trace).len(), 4, "trace {t}");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", process.http)).await.unwrap().text().await.unwrap();
+    let late = metrics
+        .lines()
+        .find(|l| l.starts_with("spanlake_catalog_late_commits_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(late.is_some_and(|n| n >= 1), "the commit from behind was found late: {metrics}");
+}
