@@ -127,6 +127,9 @@ pub struct ServerArgs {
     /// Spans starting or ending further than this past now are refused (partial success)
     #[arg(long, env = "SPANLAKE_MAX_SPAN_FUTURE", default_value = "1h", value_parser = parse_duration)]
     pub max_span_future: Duration,
+    /// Most bytes of OTLP request bodies being read, decompressed or decoded at once; beyond it requests get 429 / RESOURCE_EXHAUSTED before they are read
+    #[arg(long, env = "SPANLAKE_MAX_DECODING_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub max_decoding_bytes: usize,
     /// How often a querier lists new blocks written by other processes
     #[arg(long, env = "SPANLAKE_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub refresh_interval: Duration,
@@ -239,6 +242,7 @@ impl ServerArgs {
                 max_spans_per_request: self.max_spans_per_request,
                 max_attribute_value_bytes: self.max_attribute_value_size,
                 max_span_future: self.max_span_future,
+                max_decoding_bytes: self.max_decoding_bytes,
             },
             buffer: spanlake_ingester::BufferConfig {
                 min_flush_interval: self

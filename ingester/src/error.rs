@@ -15,6 +15,10 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("request body is larger than the limit of {limit} bytes{after}", after = if *.decompressed { " after decompression" } else { "" })]
     TooLarge { limit: usize, decompressed: bool },
+    #[error(
+        "request body would take about {cost} bytes decoded, more than {factor}x its {size} bytes (many tiny values): send them in smaller requests"
+    )]
+    Expands { cost: usize, size: usize, factor: usize },
     #[error("request holds {spans} spans, the limit is {limit} per request")]
     TooManySpans { spans: usize, limit: usize },
     #[error("{0}")]
@@ -33,7 +37,7 @@ impl IngestError {
     /// HTTP status per the OTLP/HTTP specification.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Undecodable { .. } | Self::UnsupportedEncoding(_) => 400,
+            Self::Undecodable { .. } | Self::UnsupportedEncoding(_) | Self::Expands { .. } => 400,
             Self::TooManySpans { .. } | Self::TooLarge { .. } => 413,
             Self::UnsupportedContentType(_) => 415,
             Self::InvalidTenant(_) => 401,
@@ -45,6 +49,7 @@ impl IngestError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             Self::Undecodable { .. }
+            | Self::Expands { .. }
             | Self::UnsupportedContentType(_)
             | Self::UnsupportedEncoding(_)
             | Self::TooManySpans { .. } => tonic::Code::InvalidArgument,

@@ -2,7 +2,8 @@
 //!
 //! Sizes are enforced twice: on the body as received and on its decompressed
 //! form, where decompression stops one byte past the limit, so a gzip bomb
-//! costs at most the limit in memory.
+//! costs at most the limit in memory. A body's bytes are admitted (against
+//! `--max-decoding-bytes`) before it is read.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -14,29 +15,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 
+use crate::decode::Format;
 use crate::error::IngestError;
-use crate::service::IngestService;
-
-/// Bodies larger than this are decompressed and decoded on the blocking pool.
-const INLINE_DECODE_BYTES: usize = 256 << 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Protobuf,
-    Json,
-}
-
-impl Format {
-    fn content_type(self) -> &'static str {
-        match self {
-            Self::Protobuf => "application/x-protobuf",
-            Self::Json => "application/json",
-        }
-    }
-}
+use crate::service::{INLINE_DECODE_BYTES, IngestService};
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,23 +65,47 @@ async fn handle(
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(other) => return Err(IngestError::UnsupportedEncoding(other.to_owned())),
     };
-    let body =
-        axum::body::to_bytes(body, limit).await.map_err(|_| IngestError::TooLarge { limit, decompressed: false })?;
-    let decode = move || -> Result<(ExportTraceServiceRequest, usize), IngestError> {
-        let raw = if gzip { gunzip(&body, limit)? } else { body };
-        let size = raw.len();
-        Ok((decode_request(&raw, format)?, size))
-    };
-    let (request, size) = if body_len_hint(headers) > INLINE_DECODE_BYTES || gzip {
-        tokio::task::spawn_blocking(decode).await.expect("decoding panicked")?
+    // The body's bytes are admitted before it is read: its declared length,
+    // or the limit when it declares none.
+    let declared = body_len_hint(headers);
+    if declared.is_some_and(|len| len > limit) {
+        return Err(IngestError::TooLarge { limit, decompressed: false });
+    }
+    let admission = service.admit(None, declared.unwrap_or(limit))?;
+    let body = read_body(body, declared, limit).await?;
+    let (raw, admission) = if gzip {
+        // Decompressed bytes are admitted before they are produced: at most the limit.
+        let admission = service.admit(Some(admission), limit)?;
+        let raw = if body.len() > INLINE_DECODE_BYTES / 4 {
+            tokio::task::spawn_blocking(move || gunzip(&body, limit)).await.expect("gunzip panicked")?
+        } else {
+            gunzip(&body, limit)?
+        };
+        (raw, admission)
     } else {
-        decode()?
+        (body, admission)
     };
-    service.export(&tenant, request, size).await
+    service.export(&tenant, raw, format, admission).await
 }
 
-fn body_len_hint(headers: &HeaderMap) -> usize {
-    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(usize::MAX)
+/// Reads the whole body into one buffer sized by its declared length, so
+/// that it is held once (collecting chunks, then joining them, held it twice).
+async fn read_body(body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, IngestError> {
+    use futures::StreamExt as _;
+    let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| IngestError::Undecodable { format: "an HTTP body", reason: e.to_string() })?;
+        if out.len() + chunk.len() > limit {
+            return Err(IngestError::TooLarge { limit, decompressed: false });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+fn body_len_hint(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 fn request_format(headers: &HeaderMap) -> Result<Format, IngestError> {
@@ -121,15 +129,6 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, IngestError> {
         return Err(IngestError::TooLarge { limit, decompressed: true });
     }
     Ok(out.into())
-}
-
-fn decode_request(body: &[u8], format: Format) -> Result<ExportTraceServiceRequest, IngestError> {
-    match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|e| IngestError::Undecodable { format: "OTLP protobuf", reason: e.to_string() }),
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| IngestError::Undecodable { format: "OTLP JSON", reason: e.to_string() }),
-    }
 }
 
 /// OTLP/JSON of the response: 64-bit integers as strings, defaults omitted.

@@ -23,6 +23,7 @@
 //! behind a load balancer.
 
 mod buffer;
+mod decode;
 mod error;
 mod grpc;
 mod http;
@@ -53,6 +54,9 @@ pub struct Limits {
     pub max_attribute_value_bytes: usize,
     /// Spans that start or end this far past now are refused (partial success).
     pub max_span_future: std::time::Duration,
+    /// Most bytes of request bodies being read, decompressed or converted at
+    /// once; a request beyond it is refused (retryable) before it is read.
+    pub max_decoding_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             max_spans_per_request: 100_000,
             max_attribute_value_bytes: 64 << 10,
             max_span_future: std::time::Duration::from_secs(3600),
+            max_decoding_bytes: 64 << 20,
         }
     }
 }
@@ -129,12 +134,12 @@ impl Ingester {
 
         let metrics = Arc::new(metrics::Metrics::new(registry));
         let pipeline = buffer::Pipeline::new(config.buffer.clone(), storage, on_commit, metrics.clone());
-        let service = Arc::new(service::IngestService {
-            limits: config.limits.clone(),
-            multi_tenant: config.multi_tenant,
-            pipeline: pipeline.clone(),
+        let service = Arc::new(service::IngestService::new(
+            config.limits.clone(),
+            config.multi_tenant,
+            pipeline.clone(),
             metrics,
-        });
+        ));
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;

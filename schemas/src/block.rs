@@ -148,6 +148,16 @@ impl BlockMeta {
 /// Merges span batches into one, sorted by `trace_id`, then `start_time` (the
 /// block sort order), copying each row once.
 pub fn sort_spans(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(span_schema()));
+    }
+    let indices: Vec<(usize, usize)> = sort_keys(batches).into_iter().map(|(_, _, b, row)| (b, row)).collect();
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    arrow::compute::interleave_record_batch(&batches, &indices)
+}
+
+/// (trace id, start, batch, row) of every span, sorted.
+fn sort_keys(batches: &[RecordBatch]) -> Vec<(u128, i64, usize, usize)> {
     let mut keys: Vec<(u128, i64, usize, usize)> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for (b, batch) in batches.iter().enumerate() {
         let trace_ids = batch.column_by_name(TRACE_ID).expect("span schema").as_fixed_size_binary();
@@ -158,12 +168,7 @@ pub fn sort_spans(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::
         }
     }
     keys.sort_unstable();
-    let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
-    let batches: Vec<&RecordBatch> = batches.iter().collect();
-    if batches.is_empty() {
-        return Ok(RecordBatch::new_empty(span_schema()));
-    }
-    arrow::compute::interleave_record_batch(&batches, &indices)
+    keys
 }
 
 /// How block Parquet files are written: zstd, page statistics and index,
@@ -193,16 +198,25 @@ pub struct EncodedBlock {
     pub parquet: bytes::Bytes,
 }
 
+/// Rows sorted and written at a time: the sorted copy of a block is never
+/// whole in memory, only this many rows of it.
+const ENCODE_CHUNK_ROWS: usize = 1024;
+
 /// Sorts `batches` into one block and encodes it as Parquet. Runs on the
 /// caller's thread: call it from a blocking pool.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
-    let batch = sort_spans(batches)?;
-    let mut meta = describe(&batch, id);
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let traces = distinct_sorted_trace_ids(&batch);
+    let keys = sort_keys(batches);
+    let traces = keys.iter().enumerate().filter(|(i, k)| *i == 0 || keys[i - 1].0 != k.0).count();
+    let mut meta = describe(batches, &keys, id);
     meta.trace_count = traces as u64;
+    let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    let mut out = Vec::with_capacity(size / 16);
     let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(traces)))?;
-    writer.write(&batch)?;
+    let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    for chunk in indices.chunks(ENCODE_CHUNK_ROWS) {
+        writer.write(&arrow::compute::interleave_record_batch(&batches, chunk)?)?;
+    }
     writer.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
@@ -214,20 +228,23 @@ pub fn distinct_sorted_trace_ids(batch: &RecordBatch) -> usize {
     (0..batch.num_rows()).filter(|&i| i == 0 || ids.value(i) != ids.value(i - 1)).count()
 }
 
-/// Metadata of a sorted, non-empty span batch (size left at 0).
-fn describe(batch: &RecordBatch, id: BlockId) -> BlockMeta {
-    let trace_ids = batch.column_by_name(TRACE_ID).unwrap().as_fixed_size_binary();
-    let starts = batch.column_by_name(START_TIME).unwrap().as_primitive::<TimestampNanosecondType>();
-    let ends = batch.column_by_name(END_TIME).unwrap().as_primitive::<TimestampNanosecondType>();
-    let n = batch.num_rows();
-    let trace_hex = |i: usize| if n == 0 { String::new() } else { hex::encode(trace_ids.value(i)) };
+/// Metadata of the block `batches` make in the order of `keys` (size and
+/// trace count left at 0).
+fn describe(batches: &[RecordBatch], keys: &[(u128, i64, usize, usize)], id: BlockId) -> BlockMeta {
+    let column = |batch: &RecordBatch, name: &str| {
+        batch.column_by_name(name).expect("span schema").as_primitive::<TimestampNanosecondType>().clone()
+    };
+    let min_time = batches.iter().filter_map(|b| arrow::compute::min(&column(b, START_TIME))).min();
+    let max_time = batches.iter().filter_map(|b| arrow::compute::max(&column(b, END_TIME))).max();
+    let trace_hex =
+        |key: Option<&(u128, i64, usize, usize)>| key.map(|k| hex::encode(k.0.to_be_bytes())).unwrap_or_default();
     BlockMeta {
         id,
-        min_time_unix_nano: arrow::compute::min(starts).unwrap_or(0),
-        max_time_unix_nano: arrow::compute::max(ends).unwrap_or(0),
-        min_trace_id: trace_hex(0),
-        max_trace_id: trace_hex(n.saturating_sub(1)),
-        span_count: n as u64,
+        min_time_unix_nano: min_time.unwrap_or(0),
+        max_time_unix_nano: max_time.unwrap_or(0),
+        min_trace_id: trace_hex(keys.first()),
+        max_trace_id: trace_hex(keys.last()),
+        span_count: keys.len() as u64,
         size_bytes: 0,
         compaction_level: 0,
         sources: Vec::new(),

@@ -128,6 +128,58 @@ pub struct AppendReport {
     pub first_error: Option<String>,
 }
 
+impl AppendReport {
+    /// Counts one span (named by its id) as rejected for `reason`.
+    pub fn reject(&mut self, span_id: &[u8], reason: impl std::fmt::Display) {
+        self.rejected += 1;
+        self.first_error.get_or_insert_with(|| format!("span {}: {reason}", hex::encode(span_id)));
+    }
+}
+
+/// A resource whose spans are being appended: what every row of it shares,
+/// worked out once.
+#[derive(Debug)]
+pub struct ResourceContext<'a> {
+    resource: &'a Resource,
+    schema_url: &'a str,
+    service: Option<&'a str>,
+    entity_refs: Option<String>,
+    /// Whether its attributes nest too deeply (then all its spans are refused).
+    depth: Result<(), InvalidSpan>,
+    /// Its attributes' group in the builder, once a span of it is appended.
+    group: Option<u32>,
+}
+
+impl<'a> ResourceContext<'a> {
+    pub fn new(resource: &'a Resource, schema_url: &'a str) -> Self {
+        Self {
+            resource,
+            schema_url,
+            service: service_name(resource),
+            entity_refs: (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource)),
+            depth: check_depth("resource", &resource.attributes),
+            group: None,
+        }
+    }
+}
+
+/// A scope (within a resource) whose spans are being appended.
+#[derive(Debug)]
+pub struct ScopeContext<'a> {
+    scope: &'a InstrumentationScope,
+    schema_url: &'a str,
+    /// Whether its, or its resource's, attributes nest too deeply.
+    depth: Result<(), InvalidSpan>,
+    group: Option<u32>,
+}
+
+impl<'a> ScopeContext<'a> {
+    pub fn new(resource: &ResourceContext<'_>, scope: &'a InstrumentationScope, schema_url: &'a str) -> Self {
+        let depth = resource.depth.clone().and_then(|()| check_depth("scope", &scope.attributes));
+        Self { scope, schema_url, depth, group: None }
+    }
+}
+
 /// Accumulates spans as Arrow columns.
 #[derive(Debug)]
 pub struct SpanBatchBuilder {
@@ -255,40 +307,46 @@ impl SpanBatchBuilder {
         let empty_resource = Resource::default();
         let empty_scope = InstrumentationScope::default();
         for rs in resource_spans {
-            let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
-            let resource_depth = check_depth("resource", &resource.attributes);
-            let service = service_name(resource);
-            let entity_refs = (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource));
-            let mut resource_group = None;
+            let mut resource = ResourceContext::new(rs.resource.as_ref().unwrap_or(&empty_resource), &rs.schema_url);
             for ss in &rs.scope_spans {
-                let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
-                let group_depth = resource_depth.clone().and_then(|()| check_depth("scope", &scope.attributes));
-                let mut scope_group = None;
+                let mut scope = ScopeContext::new(&resource, ss.scope.as_ref().unwrap_or(&empty_scope), &ss.schema_url);
                 for span in &ss.spans {
-                    let valid = validate_span(span).and_then(|()| self.check_not_future(span));
-                    if let Err(e) = valid.and_then(|()| group_depth.clone()) {
-                        report.rejected += 1;
-                        report.first_error.get_or_insert_with(|| format!("span {}: {e}", hex::encode(&span.span_id)));
-                        continue;
-                    }
-                    report.accepted += 1;
-                    self.append_span(span);
-                    self.service_name.append_option(service);
-                    let group =
-                        *resource_group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.attributes));
-                    self.resource_attributes.append(group);
-                    self.resource_dropped.append_value(resource.dropped_attributes_count);
-                    self.resource_schema_url.append_option(non_empty(&rs.schema_url));
-                    self.resource_entity_refs.append_option(entity_refs.as_deref());
-                    self.scope_name.append_option(non_empty(&scope.name));
-                    self.scope_version.append_option(non_empty(&scope.version));
-                    let group = *scope_group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.attributes));
-                    self.scope_attributes.append(group);
-                    self.scope_dropped.append_value(scope.dropped_attributes_count);
-                    self.scope_schema_url.append_option(non_empty(&ss.schema_url));
+                    self.append_span_in(&mut resource, &mut scope, span, report);
                 }
             }
         }
+    }
+
+    /// Appends `span` of `resource` and `scope` if it is valid; otherwise
+    /// counts it as rejected in `report`. For decoders that read one span at
+    /// a time.
+    pub fn append_span_in(
+        &mut self,
+        resource: &mut ResourceContext<'_>,
+        scope: &mut ScopeContext<'_>,
+        span: &Span,
+        report: &mut AppendReport,
+    ) {
+        let valid = validate_span(span).and_then(|()| self.check_not_future(span));
+        if let Err(e) = valid.and_then(|()| scope.depth.clone()) {
+            report.reject(&span.span_id, e);
+            return;
+        }
+        report.accepted += 1;
+        self.append_span(span);
+        self.service_name.append_option(resource.service);
+        let group =
+            *resource.group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.resource.attributes));
+        self.resource_attributes.append(group);
+        self.resource_dropped.append_value(resource.resource.dropped_attributes_count);
+        self.resource_schema_url.append_option(non_empty(resource.schema_url));
+        self.resource_entity_refs.append_option(resource.entity_refs.as_deref());
+        self.scope_name.append_option(non_empty(&scope.scope.name));
+        self.scope_version.append_option(non_empty(&scope.scope.version));
+        let group = *scope.group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.scope.attributes));
+        self.scope_attributes.append(group);
+        self.scope_dropped.append_value(scope.scope.dropped_attributes_count);
+        self.scope_schema_url.append_option(non_empty(scope.schema_url));
     }
 
     /// Appends the span's own columns (the caller adds resource and scope).

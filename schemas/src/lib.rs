@@ -37,7 +37,7 @@ pub mod tenant;
 
 pub use block::{BlockId, BlockMeta};
 pub use catalog::Catalog;
-pub use encode::{AppendReport, InvalidSpan, SpanBatchBuilder};
+pub use encode::{AppendReport, InvalidSpan, ResourceContext, ScopeContext, SpanBatchBuilder};
 pub use schema::span_schema;
 pub use storage::Storage;
 pub use tenant::TenantId;

@@ -8,6 +8,7 @@ mod compaction;
 mod durability;
 mod fanout;
 mod hostile_queries;
+mod ingest_memory;
 mod multiprocess;
 mod open_data;
 mod otlp_clients;

@@ -1,0 +1,662 @@
+//! Request bodies to Arrow, with the memory a body costs bounded before it
+//! is decoded.
+//!
+//! A decoded OTLP request can be far larger than its body: an empty message
+//! is two bytes on the wire and a hundred in memory, so 15 MiB of empty
+//! `ResourceSpans` used to cost over a gigabyte. So:
+//! - Protobuf is not decoded whole. The body's wire format is walked level by
+//!   level (request → resource spans → scope spans), and only one resource,
+//!   one scope and one span at a time are decoded with prost, then appended
+//!   to the Arrow builder and dropped.
+//! - Before a resource, scope or span is decoded, a walk of its wire format
+//!   that builds nothing prices what decoding it would allocate: the Rust
+//!   struct of every nested message, plus its bytes. A span priced above
+//!   [`MAX_EXPANSION`] times its encoded size (plus a small allowance) is
+//!   refused through partial success; a resource or scope priced so refuses
+//!   its spans.
+//! - JSON is decoded whole (serde), after the same pricing over the whole
+//!   body: a body priced above [`MAX_EXPANSION`] times its size is refused.
+//!
+//! Walks are loops with an explicit stack, so no input can overflow the thread
+//! stack.
+
+use std::mem::size_of;
+
+use arrow::array::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use spanlake_schemas::encode::{AppendReport, ResourceContext, ScopeContext, SpanBatchBuilder};
+
+use crate::error::IngestError;
+
+/// Most a message may cost decoded, as a multiple of its encoded size, beyond
+/// [`ALLOWANCE`]. Together with the body itself and its Arrow form, this keeps
+/// a request's memory within a small multiple of its size.
+pub(crate) const MAX_EXPANSION: usize = 6;
+
+/// What any one message may cost decoded whatever its size: small spans
+/// with a few attributes, or an array of a few thousand numbers, cost more
+/// than six times their bytes, harmlessly, since one span at a time is
+/// decoded.
+const ALLOWANCE: usize = 1 << 20;
+
+/// Deepest nesting the pricing walk follows (prost refuses deeper anyway).
+const MAX_NESTING: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Protobuf => "OTLP protobuf",
+            Self::Json => "OTLP JSON",
+        }
+    }
+}
+
+/// A request body converted: the batch of valid spans, what happened to
+/// each span, and how many attribute values were truncated.
+#[derive(Debug)]
+pub(crate) struct Converted {
+    pub(crate) batch: RecordBatch,
+    pub(crate) report: AppendReport,
+    pub(crate) truncated: u64,
+}
+
+/// Converts a whole request body into `builder`'s batch.
+pub(crate) fn convert(
+    body: &[u8],
+    format: Format,
+    mut builder: SpanBatchBuilder,
+    max_spans: usize,
+) -> Result<Converted, IngestError> {
+    let mut report = AppendReport::default();
+    match format {
+        Format::Protobuf => append_protobuf(body, &mut builder, &mut report, max_spans)?,
+        Format::Json => {
+            let request = decode_json(body)?;
+            let spans: usize =
+                request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+            if spans > max_spans {
+                return Err(IngestError::TooManySpans { spans, limit: max_spans });
+            }
+            builder.append_resource_spans(&request.resource_spans, &mut report);
+        }
+    }
+    let truncated = builder.truncated_values();
+    Ok(Converted { batch: builder.finish(), report, truncated })
+}
+
+fn undecodable(format: Format, reason: impl std::fmt::Display) -> IngestError {
+    IngestError::Undecodable { format: format.name(), reason: reason.to_string() }
+}
+
+// ---------------------------------------------------------------------------
+// Protobuf, one span at a time
+
+/// Field numbers of the three outer levels.
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const RESOURCE_SPANS_SCHEMA_URL: u32 = 3;
+const SCOPE_SPANS_SCOPE: u32 = 1;
+const SCOPE_SPANS_SPANS: u32 = 2;
+const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
+const SPAN_SPAN_ID: u32 = 2;
+
+fn append_protobuf(
+    body: &[u8],
+    builder: &mut SpanBatchBuilder,
+    report: &mut AppendReport,
+    max_spans: usize,
+) -> Result<(), IngestError> {
+    let wire = |e: WireError| undecodable(Format::Protobuf, e);
+    // First pass: the span count (and the outer levels' wire format).
+    let mut spans = 0;
+    for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
+        for ss in embedded(rs.map_err(wire)?, RESOURCE_SPANS_SCOPE_SPANS) {
+            spans += embedded(ss.map_err(wire)?, SCOPE_SPANS_SPANS).count();
+        }
+    }
+    if spans > max_spans {
+        return Err(IngestError::TooManySpans { spans, limit: max_spans });
+    }
+
+    let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());
+    for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
+        let rs = rs.map_err(wire)?;
+        let resource = last_embedded(rs, RESOURCE_SPANS_RESOURCE).map_err(wire)?;
+        let resource = decode_priced::<Resource>(resource, Msg::Resource)?;
+        let schema_url = last_string(rs, RESOURCE_SPANS_SCHEMA_URL)?;
+        let mut resource_context = resource
+            .as_ref()
+            .map(|r| ResourceContext::new(r.as_ref().unwrap_or(&empty_resource), schema_url))
+            .map_err(Clone::clone);
+        for ss in embedded(rs, RESOURCE_SPANS_SCOPE_SPANS) {
+            let ss = ss.map_err(wire)?;
+            let scope = last_embedded(ss, SCOPE_SPANS_SCOPE).map_err(wire)?;
+            let scope = decode_priced::<InstrumentationScope>(scope, Msg::Scope)?;
+            let scope_schema_url = last_string(ss, SCOPE_SPANS_SCHEMA_URL)?;
+            let mut scope_context = match (&resource_context, &scope) {
+                (Ok(r), Ok(s)) => Ok(ScopeContext::new(r, s.as_ref().unwrap_or(&empty_scope), scope_schema_url)),
+                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+            };
+            for encoded in embedded(ss, SCOPE_SPANS_SPANS) {
+                let encoded = encoded.map_err(wire)?;
+                let span = match &scope_context {
+                    Ok(_) => decode_priced::<Span>(Some(encoded), Msg::Span)?.map(Option::unwrap_or_default),
+                    Err(e) => Err(e.clone()),
+                };
+                match (span, &mut resource_context, &mut scope_context) {
+                    (Ok(span), Ok(r), Ok(s)) => builder.append_span_in(r, s, &span, report),
+                    (span, r, s) => {
+                        let reason = [
+                            span.err().as_deref(),
+                            r.as_ref().err().map(String::as_str),
+                            s.as_ref().err().map(String::as_str),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                        let id = last_bytes(encoded, SPAN_SPAN_ID).unwrap_or_default();
+                        report.reject(id, reason);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes `encoded` (absent: `None`) once its price is within bounds.
+/// `Ok(Err(reason))` when it is priced too high (its spans are refused);
+/// `Err` when it is not valid protobuf (the request is refused).
+fn decode_priced<M: prost::Message + Default>(
+    encoded: Option<&[u8]>,
+    msg: Msg,
+) -> Result<Result<Option<M>, String>, IngestError> {
+    let Some(encoded) = encoded else { return Ok(Ok(None)) };
+    let cost = decoded_cost(encoded, msg).map_err(|e| undecodable(Format::Protobuf, e))?;
+    if cost > MAX_EXPANSION * encoded.len() + ALLOWANCE {
+        return Ok(Err(format!(
+            "its {} would take about {cost} bytes decoded from {} bytes, more than {MAX_EXPANSION}x (many tiny values)",
+            msg.name(),
+            encoded.len()
+        )));
+    }
+    M::decode(encoded).map(|m| Ok(Some(m))).map_err(|e| undecodable(Format::Protobuf, e))
+}
+
+/// A protobuf wire-format error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("truncated message")]
+    Truncated,
+    #[error("invalid varint")]
+    Varint,
+    #[error("invalid wire type {0}")]
+    WireType(u64),
+    #[error("invalid field number 0")]
+    FieldZero,
+    #[error("messages nest more than {MAX_NESTING} levels deep")]
+    TooDeep,
+    #[error("field {0} is not valid UTF-8")]
+    Utf8(u32),
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos).ok_or(WireError::Truncated)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::Varint)
+}
+
+/// One field of a message: its number and, when length-delimited, its bytes.
+type Field<'a> = (u32, Option<&'a [u8]>);
+
+/// The fields of one message, in order, checked against the wire format.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn read(&mut self) -> Result<Field<'a>, WireError> {
+        let key = varint(self.buf, &mut self.pos)?;
+        let field = u32::try_from(key >> 3).map_err(|_| WireError::Varint)?;
+        if field == 0 {
+            return Err(WireError::FieldZero);
+        }
+        let skip = match key & 7 {
+            0 => {
+                varint(self.buf, &mut self.pos)?;
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let len = usize::try_from(varint(self.buf, &mut self.pos)?).map_err(|_| WireError::Truncated)?;
+                let start = self.pos;
+                let end = start.checked_add(len).filter(|&e| e <= self.buf.len()).ok_or(WireError::Truncated)?;
+                self.pos = end;
+                return Ok((field, Some(&self.buf[start..end])));
+            }
+            other => return Err(WireError::WireType(other)),
+        };
+        self.pos = self.pos.checked_add(skip).filter(|&e| e <= self.buf.len()).ok_or(WireError::Truncated)?;
+        Ok((field, None))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let field = self.read();
+        if field.is_err() {
+            self.pos = self.buf.len();
+        }
+        Some(field)
+    }
+}
+
+/// The length-delimited occurrences of field `number` in `message`.
+fn embedded(message: &[u8], number: u32) -> impl Iterator<Item = Result<&[u8], WireError>> {
+    Fields::new(message).filter_map(move |field| match field {
+        Ok((n, Some(bytes))) if n == number => Some(Ok(bytes)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// The last occurrence of a singular length-delimited field (protobuf's rule).
+fn last_embedded(message: &[u8], number: u32) -> Result<Option<&[u8]>, WireError> {
+    embedded(message, number).try_fold(None, |_, field| field.map(Some))
+}
+
+fn last_bytes(message: &[u8], number: u32) -> Option<&[u8]> {
+    last_embedded(message, number).ok().flatten()
+}
+
+fn last_string(message: &[u8], number: u32) -> Result<&str, IngestError> {
+    let bytes = last_embedded(message, number).map_err(|e| undecodable(Format::Protobuf, e))?.unwrap_or_default();
+    std::str::from_utf8(bytes).map_err(|_| undecodable(Format::Protobuf, WireError::Utf8(number)))
+}
+
+/// The OTLP messages below a span or resource that decoding allocates, with
+/// the fields that hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    ResourceSpans,
+    Resource,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+impl Msg {
+    /// The message held by field `number`, and whether the field is repeated
+    /// (each element then costs its struct in a vector).
+    fn child(self, number: u32) -> Option<(Msg, bool)> {
+        use Msg::*;
+        Some(match (self, number) {
+            (ResourceSpans, 1) => (Resource, false),
+            (ResourceSpans, 2) => (ScopeSpans, true),
+            (Resource, 1) => (KeyValue, true),
+            (ScopeSpans, 1) => (Scope, false),
+            (ScopeSpans, 2) => (Span, true),
+            (Scope, 3) => (KeyValue, true),
+            (Span, 9) => (KeyValue, true),
+            (Span, 11) => (Event, true),
+            (Span, 13) => (Link, true),
+            (Span, 15) => (Status, false),
+            (Event, 3) | (Link, 4) | (KeyValueList, 1) => (KeyValue, true),
+            (KeyValue, 2) => (AnyValue, false),
+            (AnyValue, 5) => (ArrayValue, false),
+            (AnyValue, 6) => (KeyValueList, false),
+            (ArrayValue, 1) => (AnyValue, true),
+            _ => return None,
+        })
+    }
+
+    /// The same, by OTLP/JSON key (lowerCamelCase, or the proto name).
+    fn json_child(self, key: &str) -> Option<(Msg, bool)> {
+        use Msg::*;
+        let number = match (self, key) {
+            (ResourceSpans, "resource") | (ScopeSpans, "scope") | (KeyValueList, "values") => 1,
+            (ArrayValue, "values") => 1,
+            (ResourceSpans, "scopeSpans" | "scope_spans") | (ScopeSpans, "spans") => 2,
+            (Resource, "attributes") => 1,
+            (Scope | Event, "attributes") => 3,
+            (Span, "attributes") => 9,
+            (Span, "events") => 11,
+            (Span, "links") => 13,
+            (Span, "status") => 15,
+            (Link, "attributes") => 4,
+            (KeyValue, "value") => 2,
+            (AnyValue, "arrayValue" | "array_value") => 5,
+            (AnyValue, "kvlistValue" | "kvlist_value") => 6,
+            _ => return None,
+        };
+        self.child(number)
+    }
+
+    /// What one decoded instance occupies inline.
+    fn size(self) -> usize {
+        match self {
+            Msg::ResourceSpans => size_of::<ResourceSpans>(),
+            Msg::Resource => size_of::<Resource>(),
+            Msg::ScopeSpans => size_of::<ScopeSpans>(),
+            Msg::Scope => size_of::<InstrumentationScope>(),
+            Msg::Span => size_of::<Span>(),
+            Msg::Event => size_of::<span::Event>(),
+            Msg::Link => size_of::<span::Link>(),
+            Msg::Status => size_of::<Status>(),
+            Msg::KeyValue => size_of::<KeyValue>(),
+            Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::ArrayValue => size_of::<ArrayValue>(),
+            Msg::KeyValueList => size_of::<KeyValueList>() + size_of::<any_value::Value>(),
+        }
+    }
+
+    /// What one more element of a repeated field costs: its struct, twice
+    /// (a vector grows by doubling).
+    fn element_cost(self) -> usize {
+        2 * self.size()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Msg::Resource => "resource",
+            Msg::Scope => "scope",
+            _ => "span",
+        }
+    }
+}
+
+/// What decoding `encoded` as `msg` would allocate, walked without building
+/// anything: every nested message's struct, plus the bytes (strings and ids
+/// are copied).
+fn decoded_cost(encoded: &[u8], msg: Msg) -> Result<usize, WireError> {
+    let mut cost = msg.size() + encoded.len();
+    let mut stack = vec![(msg, Fields::new(encoded))];
+    while let Some((msg, fields)) = stack.last_mut() {
+        let msg = *msg;
+        let Some(field) = fields.next() else {
+            stack.pop();
+            continue;
+        };
+        let (number, bytes) = field?;
+        if let (Some(bytes), Some((child, repeated))) = (bytes, msg.child(number)) {
+            if repeated {
+                cost += child.element_cost();
+            }
+            if stack.len() >= MAX_NESTING {
+                return Err(WireError::TooDeep);
+            }
+            stack.push((child, Fields::new(bytes)));
+        }
+    }
+    Ok(cost)
+}
+
+// ---------------------------------------------------------------------------
+// JSON: priced whole, then decoded whole
+
+fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    let cost = json_cost(body).map_err(|e| undecodable(Format::Json, e))?;
+    if cost > MAX_EXPANSION * body.len() + ALLOWANCE {
+        return Err(IngestError::Expands { cost, size: body.len(), factor: MAX_EXPANSION });
+    }
+    serde_json::from_slice(body).map_err(|e| undecodable(Format::Json, e))
+}
+
+/// What decoding an OTLP/JSON body would allocate (as [`decoded_cost`]).
+fn json_cost(body: &[u8]) -> Result<usize, serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut cost = size_of::<ExportTraceServiceRequest>() + body.len();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    json::Request { cost: &mut cost }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(cost)
+}
+
+/// serde seeds that walk OTLP/JSON by the schema of [`Msg`], counting.
+/// serde_json bounds their recursion (128 levels), so they cannot overflow
+/// the stack.
+mod json {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::Msg;
+
+    pub(super) struct Request<'c> {
+        pub(super) cost: &'c mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Request<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(RequestVisitor(self.cost))
+        }
+    }
+
+    struct RequestVisitor<'c>(&'c mut usize);
+
+    impl<'de> Visitor<'de> for RequestVisitor<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an OTLP export request object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "resourceSpans" || key == "resource_spans" {
+                    map.next_value_seed(Node { msg: Msg::ResourceSpans, repeated: true, cost: self.0 })?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A message (or, when `repeated`, a list of them) of type `msg`.
+    struct Node<'c> {
+        msg: Msg,
+        repeated: bool,
+        cost: &'c mut usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Node<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Node<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an OTLP {:?}", self.msg)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if !self.repeated {
+                return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+            }
+            loop {
+                *self.cost += self.msg.element_cost();
+                let element = Node { msg: self.msg, repeated: false, cost: &mut *self.cost };
+                if seq.next_element_seed(element)?.is_none() {
+                    *self.cost -= self.msg.element_cost();
+                    return Ok(());
+                }
+            }
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            if self.repeated {
+                return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+            }
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match self.msg.json_child(&key) {
+                    Some((msg, repeated)) => map.next_value_seed(Node { msg, repeated, cost: &mut *self.cost })?,
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+    use prost::Message as _;
+
+    use super::*;
+
+    fn request(resource_spans: Vec<ResourceSpans>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest { resource_spans }
+    }
+
+    #[test]
+    fn empty_messages_are_priced_far_above_their_bytes() {
+        let body = request(vec![ResourceSpans::default(); 10_000]).encode_to_vec();
+        assert_eq!(body.len(), 20_000);
+        let span = Span {
+            attributes: vec![KeyValue::default(); 10_000],
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            ..Default::default()
+        };
+        let encoded = span.encode_to_vec();
+        let cost = decoded_cost(&encoded, Msg::Span).unwrap();
+        assert!(cost > 20 * encoded.len(), "{cost} for {} bytes", encoded.len());
+    }
+
+    #[test]
+    fn json_and_protobuf_price_alike() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "GET /".into(),
+            attributes: vec![KeyValue {
+                key: "k".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue { value: Some(any_value::Value::IntValue(1)) }; 100],
+                    })),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let request = request(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span.clone(); 3], ..Default::default() }],
+            ..Default::default()
+        }]);
+        let structs = |cost: usize, bytes: usize| cost - bytes;
+        let proto = request.encode_to_vec();
+        let json = serde_json::to_vec(&request).unwrap();
+        let from_json = structs(json_cost(&json).unwrap(), json.len());
+        let span_bytes = span.encode_to_vec();
+        let per_span = structs(decoded_cost(&span_bytes, Msg::Span).unwrap(), span_bytes.len());
+        // The JSON walk prices the same structs as the protobuf one, plus the
+        // outer levels and each span's second slot in its vector.
+        let most = 3 * (per_span + Msg::Span.size())
+            + 2 * (Msg::ResourceSpans.size() + Msg::ScopeSpans.size())
+            + size_of::<ExportTraceServiceRequest>();
+        assert!(from_json >= 3 * per_span, "{from_json} vs 3 × {per_span}");
+        assert!(from_json <= most, "{from_json} vs {most}; proto {}", proto.len());
+    }
+
+    #[test]
+    fn a_span_priced_too_high_is_refused_and_the_rest_kept() {
+        let good = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Default::default()
+        };
+        let tiny_values = Span { span_id: vec![2; 8], attributes: vec![KeyValue::default(); 100_000], ..good.clone() };
+        let body = request(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![good, tiny_values], ..Default::default() }],
+            ..Default::default()
+        }])
+        .encode_to_vec();
+        let converted = convert(&body, Format::Protobuf, SpanBatchBuilder::default(), 10).unwrap();
+        assert_eq!((converted.report.accepted, converted.report.rejected), (1, 1));
+        let reason = converted.report.first_error.unwrap();
+        assert!(reason.starts_with("span 0202020202020202: its span would take about"), "{reason}");
+        assert_eq!(converted.batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_empty_resource_spans_costs_nothing_and_json_is_refused() {
+        let body = request(vec![ResourceSpans::default(); 100_000]).encode_to_vec();
+        let converted = convert(&body, Format::Protobuf, SpanBatchBuilder::default(), 10).unwrap();
+        assert_eq!(converted.batch.num_rows(), 0);
+        let json = format!("{{\"resourceSpans\":[{}{{}}]}}", "{},".repeat(100_000));
+        let error = convert(json.as_bytes(), Format::Json, SpanBatchBuilder::default(), 10).unwrap_err();
+        assert!(matches!(error, IngestError::Expands { .. }), "{error}");
+    }
+
+    #[test]
+    fn malformed_wire_format_is_an_error_not_a_panic() {
+        for body in [&[0x0a, 0x05, 0x01][..], &[0xff; 11], &[0x0b], &[0x00, 0x00], &[0x0a, 0x80]] {
+            let result = convert(body, Format::Protobuf, SpanBatchBuilder::default(), 10);
+            assert!(matches!(result, Err(IngestError::Undecodable { .. })), "{body:?}: {result:?}");
+        }
+    }
+}
