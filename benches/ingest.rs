@@ -22,7 +22,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use spanlake::loadgen::{LoadgenArgs, Workload};
 use spanlake_schemas::block::{BlockId, encode_block};
-use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
+use spanlake_ingester::decode::{Format, convert};
+use spanlake_schemas::encode::SpanBatchBuilder;
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
 use spanlake_test_support::process::Spawned;
@@ -85,11 +86,11 @@ fn main() {
         let mut parquet_bytes = 0;
         let mut blocks = 0;
         for (i, body) in bodies.iter().enumerate() {
-            let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-            let mut builder = SpanBatchBuilder::new(64 << 10);
-            builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
-            pending_spans += builder.len();
-            pending.push(builder.finish());
+            // The ingester's own path: priced and decoded one span at a time.
+            let builder = SpanBatchBuilder::new(64 << 10);
+            let converted = convert(body, Format::Protobuf, builder, usize::MAX).unwrap();
+            pending_spans += converted.batch.num_rows();
+            pending.push(converted.batch);
             if pending_spans >= BLOCK_SPANS || i + 1 == bodies.len() {
                 let batches = std::mem::take(&mut pending);
                 pending_spans = 0;

@@ -36,7 +36,7 @@ use crate::error::IngestError;
 /// Most a message may cost decoded, as a multiple of its encoded size, beyond
 /// [`ALLOWANCE`]. Together with the body itself and its Arrow form, this keeps
 /// a request's memory within a small multiple of its size.
-pub(crate) const MAX_EXPANSION: usize = 6;
+pub const MAX_EXPANSION: usize = 6;
 
 /// What any one message may cost decoded whatever its size: small spans
 /// with a few attributes, or an array of a few thousand numbers, cost more
@@ -48,13 +48,13 @@ const ALLOWANCE: usize = 1 << 20;
 const MAX_NESTING: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     Protobuf,
     Json,
 }
 
 impl Format {
-    pub(crate) fn content_type(self) -> &'static str {
+    pub fn content_type(self) -> &'static str {
         match self {
             Self::Protobuf => "application/x-protobuf",
             Self::Json => "application/json",
@@ -72,14 +72,14 @@ impl Format {
 /// A request body converted: the batch of valid spans, what happened to
 /// each span, and how many attribute values were truncated.
 #[derive(Debug)]
-pub(crate) struct Converted {
-    pub(crate) batch: RecordBatch,
-    pub(crate) report: AppendReport,
-    pub(crate) truncated: u64,
+pub struct Converted {
+    pub batch: RecordBatch,
+    pub report: AppendReport,
+    pub truncated: u64,
 }
 
 /// Converts a whole request body into `builder`'s batch.
-pub(crate) fn convert(
+pub fn convert(
     body: &[u8],
     format: Format,
     mut builder: SpanBatchBuilder,
@@ -206,7 +206,7 @@ fn decode_priced<M: prost::Message + Default>(
 
 /// A protobuf wire-format error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum WireError {
+pub enum WireError {
     #[error("truncated message")]
     Truncated,
     #[error("invalid varint")]

@@ -23,7 +23,7 @@
 //! behind a load balancer.
 
 mod buffer;
-mod decode;
+pub mod decode;
 mod error;
 mod grpc;
 mod http;
