@@ -659,4 +659,105 @@ mod tests {
             assert!(matches!(result, Err(IngestError::Undecodable { .. })), "{body:?}: {result:?}");
         }
     }
+
+    /// A valid request with every kind of nested value, for mutation.
+    fn seed_request() -> Vec<u8> {
+        let kv = |key: &str, value: any_value::Value| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        };
+        let nested = any_value::Value::KvlistValue(KeyValueList {
+            values: vec![kv(
+                "a",
+                any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue { value: Some(any_value::Value::StringValue("x".into())) }; 3],
+                }),
+            )],
+        });
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            name: "GET /".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![kv("s", any_value::Value::StringValue("v".into())), kv("n", nested)],
+            events: vec![span::Event {
+                name: "e".into(),
+                attributes: vec![kv("i", any_value::Value::IntValue(1))],
+                ..Default::default()
+            }],
+            links: vec![span::Link { trace_id: vec![4; 16], span_id: vec![5; 8], ..Default::default() }],
+            status: Some(Status { code: 2, message: "boom".into() }),
+            ..Default::default()
+        };
+        request(vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", any_value::Value::StringValue("svc".into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "lib".into(), ..Default::default() }),
+                spans: vec![span.clone(), span],
+                schema_url: "u".into(),
+            }],
+            schema_url: "r".into(),
+        }])
+        .encode_to_vec()
+    }
+
+    /// Converts `body` both ways; it must answer, never panic, and whatever it
+    /// accepts must be a valid batch.
+    fn survives(body: &[u8]) {
+        for format in [Format::Protobuf, Format::Json] {
+            if let Ok(converted) = convert(body, format, SpanBatchBuilder::new(1024), 1000) {
+                assert_eq!(converted.batch.num_rows() as u64, converted.report.accepted);
+            }
+        }
+    }
+
+    #[test]
+    fn the_seed_request_converts_whole() {
+        let converted = convert(&seed_request(), Format::Protobuf, SpanBatchBuilder::default(), 10).unwrap();
+        assert_eq!((converted.report.accepted, converted.report.rejected), (2, 0), "{:?}", converted.report);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Fuzzing: arbitrary bytes never panic either decoder.
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            survives(&body);
+        }
+
+        /// Fuzzing: a valid request with bytes flipped, inserted or cut
+        /// anywhere (lengths and tags included) never panics.
+        #[test]
+        fn mutated_requests_never_panic(
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0..3u8), 1..8)
+        ) {
+            let mut body = seed_request();
+            for (at, byte, kind) in edits {
+                let at = at % (body.len() + 1);
+                match kind {
+                    0 if at < body.len() => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ => body.truncate(at),
+                }
+            }
+            survives(&body);
+        }
+
+        /// Fuzzing the JSON path: valid OTLP/JSON cut or with a byte changed.
+        #[test]
+        fn mutated_json_never_panics(at in proptest::prelude::any::<usize>(), byte in proptest::prelude::any::<u8>(), cut in proptest::prelude::any::<bool>()) {
+            let request = ExportTraceServiceRequest::decode(seed_request().as_slice()).unwrap();
+            let mut body = serde_json::to_vec(&request).unwrap();
+            let at = at % body.len();
+            if cut { body.truncate(at) } else { body[at] = byte }
+            survives(&body);
+        }
+    }
 }
