@@ -198,12 +198,17 @@ pub struct EncodedBlock {
     pub parquet: bytes::Bytes,
 }
 
-/// Rows sorted and written at a time: the sorted copy of a block is never
-/// whole in memory, only this many rows of it.
-const ENCODE_CHUNK_ROWS: usize = 1024;
+/// Most rows in one row group of a block (as `writer_properties` says).
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Sorts `batches` into one block and encodes it as Parquet. Runs on the
 /// caller's thread: call it from a blocking pool.
+///
+/// The block is sorted and encoded one column at a time: each column is put
+/// in block order (one interleave over every batch), encoded, and its writer
+/// closed before the next column is sorted. So the sorted copy of a block is
+/// never whole in memory, only its largest column; and each column costs one
+/// interleave, as sorting the whole batch at once did.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
     let keys = sort_keys(batches);
     let traces = keys.iter().enumerate().filter(|(i, k)| *i == 0 || keys[i - 1].0 != k.0).count();
@@ -211,13 +216,29 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     meta.trace_count = traces as u64;
     let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
     let mut out = Vec::with_capacity(size / 16);
-    let mut writer = ArrowWriter::try_new(&mut out, span_schema(), Some(writer_properties(traces)))?;
+    let schema = span_schema();
+    let writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(traces)))?;
+    let (mut file, row_groups) = writer.into_serialized_writer()?;
     let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
-    let batches: Vec<&RecordBatch> = batches.iter().collect();
-    for chunk in indices.chunks(ENCODE_CHUNK_ROWS) {
-        writer.write(&arrow::compute::interleave_record_batch(&batches, chunk)?)?;
+    for (group, rows) in indices.chunks(ROW_GROUP_ROWS).enumerate() {
+        let mut writers = row_groups.create_column_writers(group)?.into_iter();
+        let mut chunks = Vec::new();
+        for (column, field) in schema.fields().iter().enumerate() {
+            let arrays: Vec<&dyn arrow::array::Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
+            let sorted = arrow::compute::interleave(&arrays, rows)?;
+            for leaf in parquet::arrow::arrow_writer::compute_leaves(field, &sorted)? {
+                let mut writer = writers.next().expect("a writer per leaf column");
+                writer.write(&leaf)?;
+                chunks.push(writer.close()?);
+            }
+        }
+        let mut row_group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
     }
-    writer.close()?;
+    file.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
 }
