@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use spanlake::loadgen::{LoadgenArgs, Workload};
 use spanlake_ingester::decode::{Format, convert};
 use spanlake_schemas::block::{BlockId, encode_block};
-use spanlake_schemas::encode::SpanBatchBuilder;
+use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
 use spanlake_test_support::process::Spawned;
@@ -72,6 +72,75 @@ fn main() {
     let decode_cpu = cpu_seconds() - cpu;
     let decode_wall = wall.elapsed().as_secs_f64();
     assert_eq!(decoded, spans);
+
+    // Stages of (b), each alone: conversion to Arrow (the ingester's path,
+    // and decoding the whole request with prost first, as before), then
+    // sorting and encoding blocks of BLOCK_SPANS spans.
+    let convert_streaming = || {
+        bodies
+            .iter()
+            .map(|body| convert(body, Format::Protobuf, SpanBatchBuilder::new(64 << 10), usize::MAX).unwrap().batch)
+            .collect::<Vec<_>>()
+    };
+    let convert_whole = || {
+        bodies
+            .iter()
+            .map(|body| {
+                let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                let mut builder = SpanBatchBuilder::new(64 << 10);
+                builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
+                builder.finish()
+            })
+            .collect::<Vec<_>>()
+    };
+    let stage = |work: &dyn Fn() -> Vec<arrow::array::RecordBatch>| {
+        let cpu = cpu_seconds();
+        let batches = work();
+        (cpu_seconds() - cpu, batches)
+    };
+    // Alternated, twice each, keeping the cheaper run: the first pass over a
+    // cold heap pays for page faults the later ones do not.
+    let (mut whole_cpu, mut streaming_cpu, mut batches) = (f64::MAX, f64::MAX, Vec::new());
+    for _ in 0..2 {
+        whole_cpu = whole_cpu.min(stage(&convert_whole).0);
+        let (cpu, converted) = stage(&convert_streaming);
+        streaming_cpu = streaming_cpu.min(cpu);
+        batches = converted;
+    }
+    let blocks_of = |batches: &[arrow::array::RecordBatch]| {
+        let mut blocks = vec![Vec::new()];
+        for batch in batches {
+            if blocks.last().unwrap().iter().map(|b: &arrow::array::RecordBatch| b.num_rows()).sum::<usize>()
+                >= BLOCK_SPANS
+            {
+                blocks.push(Vec::new());
+            }
+            blocks.last_mut().unwrap().push(batch.clone());
+        }
+        blocks
+    };
+    let (mut encode_cpu, mut whole_encode_cpu) = (f64::MAX, f64::MAX);
+    for _ in 0..2 {
+        let cpu = cpu_seconds();
+        let encoded: u64 =
+            blocks_of(&batches).iter().map(|b| encode_block(b, BlockId::new()).unwrap().meta.span_count).sum();
+        encode_cpu = encode_cpu.min(cpu_seconds() - cpu);
+        assert_eq!(encoded as usize, spans);
+        // The previous encoding, for comparison: the whole block sorted into
+        // one batch, then written by `ArrowWriter`.
+        let cpu = cpu_seconds();
+        for block in blocks_of(&batches) {
+            let sorted = spanlake_schemas::block::sort_spans(&block).unwrap();
+            let traces = spanlake_schemas::block::distinct_sorted_trace_ids(&sorted);
+            let properties = spanlake_schemas::block::writer_properties(traces);
+            let schema = spanlake_schemas::span_schema();
+            let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, Some(properties)).unwrap();
+            writer.write(&sorted).unwrap();
+            writer.close().unwrap();
+        }
+        whole_encode_cpu = whole_encode_cpu.min(cpu_seconds() - cpu);
+    }
+    drop(batches);
 
     // 2. decode → Arrow → Parquet → durable block and commit on file://
     let dir = tempfile::TempDir::new().unwrap();
@@ -124,6 +193,17 @@ fn main() {
         ingest_wall
     );
     println!("| ratio (b)/(a) | {:.2}× | | |", ingest_cpu / decode_cpu);
+    println!();
+    println!("| stage of (b), alone | CPU s / 1M spans | ×(a) |");
+    println!("|---|---|---|");
+    for (stage, cpu) in [
+        ("OTLP → Arrow, one span at a time, priced (the ingester's path)", streaming_cpu),
+        ("OTLP → Arrow, whole request decoded first (the previous path)", whole_cpu),
+        ("sort + Parquet encode of blocks, one column at a time (the ingester's)", encode_cpu),
+        ("sort + Parquet encode of blocks, whole batch sorted first (the previous)", whole_encode_cpu),
+    ] {
+        println!("| {stage} | {:.3} | {:.2}× |", per_million(cpu), cpu / decode_cpu);
+    }
     println!();
     println!("| storage | bytes/span |");
     println!("|---|---|");
