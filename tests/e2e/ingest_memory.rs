@@ -92,9 +92,10 @@ fn resource_with_array(n: i64) -> Resource {
 
 /// What the first request of a fresh process costs whatever its size:
 /// blocking-pool threads and their allocator heaps, Parquet's column writers
-/// and zstd contexts for the block it fills (measured: 9 to 42 MiB for
+/// and zstd contexts for the block it fills, each first touch of a region
+/// faulting in a whole transparent huge page (measured: 9 to 46 MiB for
 /// bodies of 0.2 to 1 MiB, varying from run to run).
-const FIRST_USE: usize = 48 << 20;
+const FIRST_USE: usize = 64 << 20;
 
 /// No request costs a fresh process more than 8x its (decompressed) body,
 /// beyond what its first use costs: floods of empty messages, a
