@@ -34,7 +34,7 @@ use spanlake_schemas::encode::{AppendReport, ResourceContext, ScopeContext, Span
 use crate::error::IngestError;
 
 /// Most a message may cost decoded, as a multiple of its encoded size, beyond
-/// [`ALLOWANCE`]. Together with the body itself and its Arrow form, this keeps
+/// `ALLOWANCE` (1 MiB). Together with the body itself and its Arrow form, this keeps
 /// a request's memory within a small multiple of its size.
 pub const MAX_EXPANSION: usize = 6;
 
