@@ -114,6 +114,10 @@ async fn traceql_matches_the_expected_traces() {
         ("{ resource.service.name = \"payment\" } << { kind = server }", vec![&a]),
         ("{ kind = client } < { kind = server }", vec![&b, &a]),
         ("{ name = \"lookup\" } ~ { name = \"charge\" }", vec![&a]),
+        ("{ } > { kind = server }", vec![&a]),
+        ("{ } ~ { name = \"charge\" }", vec![&a]),
+        ("{ kind = client } ~ { }", vec![&a]),
+        ("{ name = \"lookup\" } < { }", vec![&b, &a]),
         ("{ rootServiceName = \"cart\" }", vec![&c]),
         ("{ traceDuration > 90ms }", vec![&a]),
         ("{ rootName = \"GET /home\" && kind = client }", vec![&b]),
@@ -235,8 +239,9 @@ async fn a_span_stored_twice_is_counted_once() {
 }
 
 /// 1,500 traces root → mid → leaf, the oldest also root → leaf directly:
-/// `>` must look past the newest candidates, through the pages read as
-/// trace-id ranges, and `>>` finds every trace.
+/// `>` reads only the trace where it holds, a larger expression looks past
+/// the newest candidates through the pages read as trace-id ranges, and
+/// `>>` finds every trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structural_queries_look_past_the_newest_candidates() {
     let server = TestServer::start().await;
@@ -269,7 +274,20 @@ async fn structural_queries_look_past_the_newest_candidates() {
     let start = (BASE / 1_000_000_000).to_string();
     let end = (BASE / 1_000_000_000 + 10).to_string();
     let window = |q: &'static str, limit: &'static str| [("q", q), ("start", &start), ("end", &end), ("limit", limit)];
+    // `>` finds its candidates by a join: only the one trace where a leaf's
+    // parent is a root is read.
     let response = search(&server, &window("{ name = \"root\" } > { name = \"leaf\" }", "20")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), 1, "{response}");
+    assert_eq!(response["traces"][0]["startTimeUnixNano"], BASE.to_string());
+    assert_eq!(response["metrics"]["inspectedTraces"], 1, "{response}");
+    // A query that matches nothing reads no trace.
+    let response = search(&server, &window("{ name = \"leaf\" } > { name = \"root\" }", "20")).await;
+    assert_eq!(response["traces"].as_array().unwrap().len(), 0, "{response}");
+    assert!(response["metrics"]["inspectedTraces"].as_u64().unwrap_or(0) == 0, "{response}");
+    // Inside a larger expression, every trace with both names is a
+    // candidate: the newest page gives nothing, the rest are read in pages.
+    let q = "({ name = \"root\" } > { name = \"leaf\" }) || { name = \"none\" }";
+    let response = search(&server, &window(q, "20")).await;
     assert_eq!(response["traces"].as_array().unwrap().len(), 1, "{response}");
     assert_eq!(response["traces"][0]["startTimeUnixNano"], BASE.to_string());
     assert_eq!(response["metrics"]["inspectedTraces"], traces, "{response}");

@@ -234,6 +234,9 @@ impl<'a> Engine<'a> {
     /// Traces with a span in the window matching one of the filters and the
     /// filters the spanset expression needs, newest first. One aggregate.
     async fn candidates(&self) -> Result<Vec<Candidate>> {
+        if let Some(candidates) = self.related_candidates().await? {
+            return Ok(candidates);
+        }
         let main = &self.leaves[..self.main_leaves];
         let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter())?;
         if main.iter().all(Option::is_some) {
@@ -274,6 +277,55 @@ impl<'a> Engine<'a> {
         }
         out.sort_unstable_by(|a, b| b.newest.cmp(&a.newest).then(a.trace.cmp(&b.trace)));
         Ok(out)
+    }
+
+    /// For `{A} > {B}`, `{A} < {B}` and `{A} ~ {B}` with `B` a filter: the
+    /// traces where some span matching `B` is the child, the parent or a
+    /// sibling of a span matching `A` (`{ }` for `A` matches every span), by
+    /// one join on (trace, span or parent id), newest first. Traces whose
+    /// spans match both sides but are not so related are never read: a
+    /// query that matches nothing answers after the join alone. (The join
+    /// may also keep a trace whose matching spans are related only through a
+    /// parent that is not in it; reading the trace settles that.)
+    async fn related_candidates(&self) -> Result<Option<Vec<Candidate>>> {
+        let Node::Binary { op, lhs, rhs } = &self.main else { return Ok(None) };
+        let (Node::Leaf(a), Node::Leaf(b)) = (lhs.as_ref(), rhs.as_ref()) else { return Ok(None) };
+        let Some(b) = &self.leaves[*b] else { return Ok(None) };
+        let (b_key, a_key, other_span) = match op {
+            SpansetOp::Child => (s::PARENT_SPAN_ID, "__a_span", false),
+            SpansetOp::Parent => (s::SPAN_ID, "__a_parent", false),
+            SpansetOp::Sibling => (s::PARENT_SPAN_ID, "__a_parent", true),
+            _ => return Ok(None),
+        };
+        let base = self.with_trace_fields(None).await?.filter(self.time_filter())?;
+        let mut a_side = base.clone();
+        if let Some(a) = &self.leaves[*a] {
+            a_side = a_side.filter(compile::compile(a)?)?;
+        }
+        let a_side = a_side.select(vec![
+            col(s::TRACE_ID).alias("__a_trace"),
+            col(s::SPAN_ID).alias("__a_span"),
+            col(s::PARENT_SPAN_ID).alias("__a_parent"),
+        ])?;
+        let b_side = base.filter(compile::compile(b)?)?;
+        let not_itself = other_span.then(|| col(s::SPAN_ID).not_eq(col("__a_span")));
+        let related =
+            b_side.join(a_side, JoinType::LeftSemi, &[s::TRACE_ID, b_key], &["__a_trace", a_key], not_itself)?;
+        let aggregates =
+            vec![max(cast(col(s::START_TIME), DataType::Int64)).alias("__newest"), count(lit(1)).alias("__n")];
+        let (batches, _held) = self.collect(related.aggregate(vec![col(s::TRACE_ID)], aggregates)?).await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            let ids = batch.column(0).as_fixed_size_binary();
+            let newest = batch.column(1).as_primitive::<Int64Type>();
+            let spans = batch.column(2).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let Ok(trace) = TraceId::try_from(ids.value(row)) else { continue };
+                out.push(Candidate { trace, newest: newest.value(row), spans: spans.value(row).max(0) as u64 });
+            }
+        }
+        out.sort_unstable_by(|a, b| b.newest.cmp(&a.newest).then(a.trace.cmp(&b.trace)));
+        Ok(Some(out))
     }
 
     /// Every span of `traces`: id, parent and whether it matches each filter,
