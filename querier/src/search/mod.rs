@@ -279,9 +279,9 @@ impl<'a> Engine<'a> {
         Ok(out)
     }
 
-    /// For `{A} > {B}`, `{A} < {B}` and `{A} ~ {B}` with `B` a filter: the
-    /// traces where some span matching `B` is the child, the parent or a
-    /// sibling of a span matching `A` (`{ }` for `A` matches every span), by
+    /// For `{A} > {B}`, `{A} < {B}` and `{A} ~ {B}` (one side may be `{ }`,
+    /// every span): the traces where some span matching `B` is the child,
+    /// the parent or a sibling of a span matching `A`, by
     /// one join on (trace, span or parent id), newest first. Traces whose
     /// spans match both sides but are not so related are never read: a
     /// query that matches nothing answers after the join alone. (The join
@@ -290,7 +290,11 @@ impl<'a> Engine<'a> {
     async fn related_candidates(&self) -> Result<Option<Vec<Candidate>>> {
         let Node::Binary { op, lhs, rhs } = &self.main else { return Ok(None) };
         let (Node::Leaf(a), Node::Leaf(b)) = (lhs.as_ref(), rhs.as_ref()) else { return Ok(None) };
-        let Some(b) = &self.leaves[*b] else { return Ok(None) };
+        let (a, b) = (&self.leaves[*a], &self.leaves[*b]);
+        if a.is_none() && b.is_none() {
+            // Every span on both sides: the join would hold the whole window.
+            return Ok(None);
+        }
         let (b_key, a_key, other_span) = match op {
             SpansetOp::Child => (s::PARENT_SPAN_ID, "__a_span", false),
             SpansetOp::Parent => (s::SPAN_ID, "__a_parent", false),
@@ -299,7 +303,7 @@ impl<'a> Engine<'a> {
         };
         let base = self.with_trace_fields(None).await?.filter(self.time_filter())?;
         let mut a_side = base.clone();
-        if let Some(a) = &self.leaves[*a] {
+        if let Some(a) = a {
             a_side = a_side.filter(compile::compile(a)?)?;
         }
         let a_side = a_side.select(vec![
@@ -307,7 +311,10 @@ impl<'a> Engine<'a> {
             col(s::SPAN_ID).alias("__a_span"),
             col(s::PARENT_SPAN_ID).alias("__a_parent"),
         ])?;
-        let b_side = base.filter(compile::compile(b)?)?;
+        let b_side = match b {
+            Some(b) => base.filter(compile::compile(b)?)?,
+            None => base,
+        };
         let not_itself = other_span.then(|| col(s::SPAN_ID).not_eq(col("__a_span")));
         let related =
             b_side.join(a_side, JoinType::LeftSemi, &[s::TRACE_ID, b_key], &["__a_trace", a_key], not_itself)?;
