@@ -28,6 +28,8 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("block {block_id} of tenant {tenant} is committed but its file is missing")]
+    MissingBlock { tenant: TenantId, block_id: BlockId },
     #[error("block {block_id} of tenant {tenant} cannot be merged: {reason}")]
     UnusableBlock { tenant: TenantId, block_id: BlockId, reason: String },
     #[error("compacting window {window} of tenant {tenant} panicked: {message}")]

@@ -216,6 +216,23 @@ impl Compactor {
             }
             for job in jobs {
                 match self.run_job(tenant, key, job, lease, report).await {
+                    Err(Error::MissingBlock { tenant, block_id }) => {
+                        // A commit whose block never landed (its writer died
+                        // between the two puts it makes at once). While the
+                        // block may still be on its way, the window waits.
+                        if block_id.may_be_in_flight(self.config.commit_lookback) {
+                            return Err(Error::MissingBlock { tenant, block_id });
+                        }
+                        warn!(%tenant, %block_id, "retiring a committed block whose file never landed");
+                        self.fence(&tenant, key, lease).await?;
+                        let record = CommitRecord { id: BlockId::new(), added: vec![], removed: vec![block_id] };
+                        self.storage.commit(&tenant, &record).await?;
+                        self.catalog.apply(&tenant, &record);
+                        if let Some(hook) = &self.on_commit {
+                            hook(&tenant, &record);
+                        }
+                        break;
+                    }
                     Err(Error::UnusableBlock { tenant, block_id, reason }) => {
                         // Left out from now on; the next round plans without it.
                         warn!(%tenant, %block_id, %reason, "leaving an unusable block out of merges");

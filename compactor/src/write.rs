@@ -14,7 +14,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use spanlake_schemas::block::writer_properties;
-use spanlake_schemas::reader::ObjectReader;
+use spanlake_schemas::reader::{ObjectReader, is_not_found};
 use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID, check_block_schema};
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId, span_schema};
 
@@ -51,6 +51,9 @@ pub async fn merge_blocks(
         let unusable =
             |reason: String| Error::UnusableBlock { tenant: tenant.clone(), block_id: input.id.clone(), reason };
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|source| match source {
+            source if is_not_found(&source) => {
+                Error::MissingBlock { tenant: tenant.clone(), block_id: input.id.clone() }
+            }
             // The store failed: worth retrying. Anything else: the object is not a Parquet block.
             ParquetError::External(_) => {
                 Error::ReadBlock { tenant: tenant.clone(), block_id: input.id.clone(), source }

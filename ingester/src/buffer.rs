@@ -3,7 +3,7 @@
 //! ```text
 //! submit(batch) ─▶ tenant buffer ─▶ flush leader (one per tenant while busy)
 //!    ▲ waits          │ fills while        take ≤ flush_bytes → encode (blocking pool)
-//!    │                │ a flush runs       → put block → put commit
+//!    │                │ a flush runs       → put block and commit at once
 //!    └──── every request of that flush gets the same result ◀──┘
 //! ```
 //!
@@ -12,7 +12,8 @@
 //! followers: they fill the next batch, which the leader takes as soon as the
 //! flush completes (and at least `min_flush_interval` after the previous one
 //! started). So an idle tenant's acknowledgement costs one encode and two
-//! puts, and batches grow by themselves under load.
+//! puts made at the same time (one round trip), and batches grow by
+//! themselves under load.
 //!
 //! Invariants:
 //! - a waiter is answered `Ok` only after the commit record naming its spans is durable;
@@ -288,14 +289,15 @@ impl Pipeline {
         };
         let deadline = Instant::now() + self.config.flush_timeout;
         let mut backoff = Duration::from_millis(50);
+        let mut meta = block.meta;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = self.upload_and_commit(tenant, &block.meta, block.parquet.clone());
+            let attempt = self.upload_and_commit(tenant, &meta, block.parquet.clone());
             let error = match tokio::time::timeout(remaining, attempt).await {
                 Ok(Ok(())) => {
                     self.healthy.store(true, Ordering::Release);
-                    self.metrics.block_bytes.observe(block.meta.size_bytes as f64);
-                    self.metrics.block_spans.observe(block.meta.span_count as f64);
+                    self.metrics.block_bytes.observe(meta.size_bytes as f64);
+                    self.metrics.block_spans.observe(meta.span_count as f64);
                     return Ok(());
                 }
                 Ok(Err(error)) => error.to_string(),
@@ -304,12 +306,16 @@ impl Pipeline {
             self.metrics.flush_failures.inc();
             self.healthy.store(false, Ordering::Release);
             if Instant::now() + backoff >= deadline {
-                warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, giving up; clients will retry");
+                warn!(%tenant, block_id = %meta.id, %error, "block upload failed, giving up; clients will retry");
                 return Err(FlushFailed);
             }
-            warn!(%tenant, block_id = %block.meta.id, %error, "block upload failed, retrying");
+            warn!(%tenant, block_id = %meta.id, %error, "block upload failed, retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
+            // Each attempt writes its block under a new id: the previous
+            // attempt's commit may have landed without its block, and may be
+            // retired by that id.
+            meta.id = BlockId::new();
         }
     }
 
@@ -319,9 +325,29 @@ impl Pipeline {
         meta: &spanlake_schemas::BlockMeta,
         parquet: Bytes,
     ) -> Result<(), spanlake_schemas::storage::StorageError> {
-        self.storage.put_block(tenant, meta, parquet).await?;
+        // The block and its commit record go up at the same time: one round
+        // trip to the store, not two. A reader that lists the commit before
+        // the block's file exists leaves the block out while it is young;
+        // nothing is acknowledged before both are durable.
         let record = CommitRecord { id: BlockId::new(), added: vec![meta.clone()], removed: Vec::new() };
-        self.storage.commit(tenant, &record).await?;
+        let (block, commit) =
+            tokio::join!(self.storage.put_block(tenant, meta, parquet), self.storage.commit(tenant, &record));
+        match (block, commit) {
+            (Ok(()), Ok(())) => {}
+            (Err(error), Ok(())) => {
+                // The commit names a block that is not there: retire it at
+                // once (this attempt's id is not reused). If this fails too,
+                // readers leave the block out, and a compactor retires it
+                // once it is older than the lookback.
+                let retire = CommitRecord { id: BlockId::new(), added: Vec::new(), removed: vec![meta.id.clone()] };
+                if let Err(retire_error) = self.storage.commit(tenant, &retire).await {
+                    warn!(%tenant, block_id = %meta.id, error = %retire_error, "retiring a commit whose block failed, failed");
+                }
+                return Err(error);
+            }
+            // A block without its commit is an orphan, swept after the grace period.
+            (_, Err(error)) => return Err(error),
+        }
         if let Some(hook) = &self.on_commit {
             hook(tenant, &record);
         }

@@ -12,7 +12,7 @@
 //!                              │ at once when the tenant is idle; else when its
 //!                              │ flush in flight completes (≥ min_flush_interval apart)
 //!                              ▼
-//!          sort by trace id → Parquet (blocking pool) → put block → put commit
+//!          sort by trace id → Parquet (blocking pool) → put block and commit at once
 //!                              │
 //!                   ack every request of that flush
 //! ```

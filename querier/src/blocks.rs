@@ -5,11 +5,14 @@
 //! reported to the caller, whose answer then says it is partial. The other
 //! blocks still answer. A block found unusable is remembered (blocks are
 //! immutable), so later queries skip it without reading or logging it again.
+//! A block whose file is missing while its commit is young is left out
+//! silently instead: its file may still be on its way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use spanlake_schemas::reader::is_not_found;
 use spanlake_schemas::schema::check_block_schema;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 use tracing::warn;
@@ -22,6 +25,23 @@ use crate::metrics::Metrics;
 pub(crate) struct Skipped {
     pub(crate) block: String,
     pub(crate) reason: String,
+}
+
+/// Why a block was not opened.
+#[derive(Debug, Clone)]
+pub(crate) enum NotOpened {
+    /// Its file is not there yet, and its commit is young enough that the
+    /// file may still be on its way (put at the same time as the commit).
+    /// Nothing acknowledged is in it yet: it is left out without a word.
+    InFlight,
+    /// It cannot be used: reported, and the answer is partial.
+    Skipped(Skipped),
+}
+
+impl From<Skipped> for NotOpened {
+    fn from(skipped: Skipped) -> Self {
+        Self::Skipped(skipped)
+    }
 }
 
 /// What a query skipped, for its answer.
@@ -81,24 +101,35 @@ pub(crate) struct Blocks {
     /// Blocks found unusable, with why: blocks are immutable, so they are
     /// not read (or logged) again.
     bad: Mutex<HashMap<BlockId, String>>,
+    /// How young a missing block must be to count as still being written
+    /// (the commit lookback: no put outlives it).
+    in_flight: std::time::Duration,
 }
 
 impl Blocks {
-    pub(crate) fn new(storage: Storage, footers: FooterCache, metrics: Arc<Metrics>) -> Self {
-        Self { storage, footers, metrics, bad: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        storage: Storage,
+        footers: FooterCache,
+        metrics: Arc<Metrics>,
+        in_flight: std::time::Duration,
+    ) -> Self {
+        Self { storage, footers, metrics, bad: Mutex::new(HashMap::new()), in_flight }
     }
 
     /// The block's footer, checked: it reads and it holds the span schema.
-    pub(crate) async fn open(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<ArrowReaderMetadata, Skipped> {
+    pub(crate) async fn open(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<ArrowReaderMetadata, NotOpened> {
         if let Some(reason) = self.bad.lock().expect("bad-block lock").get(&meta.id) {
             self.metrics.block_skipped(tenant, &meta.id.to_string());
-            return Err(Skipped { block: meta.id.to_string(), reason: reason.clone() });
+            return Err(Skipped { block: meta.id.to_string(), reason: reason.clone() }.into());
         }
         let opened = match self.footers.get(&self.storage, tenant, meta).await {
             Ok(footer) => check_block_schema(footer.schema()).map(|()| footer),
+            Err(error) if is_not_found(&error) && meta.id.may_be_in_flight(self.in_flight) => {
+                return Err(NotOpened::InFlight);
+            }
             Err(error) => Err(format!("unreadable: {error}")),
         };
-        opened.map_err(|reason| self.skip(tenant, meta, reason))
+        opened.map_err(|reason| self.skip(tenant, meta, reason).into())
     }
 
     /// Reports a block a query could not use.
@@ -117,7 +148,8 @@ impl Blocks {
         for (meta, opened) in metas.into_iter().zip(opened) {
             match opened {
                 Ok(_) => usable.push(meta),
-                Err(skipped) => partial.skipped.push(skipped),
+                Err(NotOpened::InFlight) => {}
+                Err(NotOpened::Skipped(skipped)) => partial.skipped.push(skipped),
             }
         }
         (usable, partial)

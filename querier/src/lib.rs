@@ -124,7 +124,8 @@ impl Querier {
         let metrics = Arc::new(metrics::Metrics::new(registry));
         registry.register_collector(Box::new(metrics::CatalogCollector(Arc::clone(&catalog))));
         let footers = block_cache::FooterCache::new(16_384);
-        let blocks = Arc::new(blocks::Blocks::new(storage.clone(), footers, Arc::clone(&metrics)));
+        let blocks =
+            Arc::new(blocks::Blocks::new(storage.clone(), footers, Arc::clone(&metrics), config.commit_lookback));
         let file_metadata = Arc::new(datafusion::execution::cache::default_cache::DefaultCache::<
             object_store::path::Path,
             datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,

@@ -18,7 +18,7 @@ use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
 use spanlake_schemas::{BlockMeta, TenantId};
 
 use crate::Querier;
-use crate::blocks::{Partial, Skipped};
+use crate::blocks::{NotOpened, Partial, Skipped};
 use crate::error::{QueryError, Result};
 
 /// A trace id from a URL: hex, case-insensitive, up to 32 digits, left-padded
@@ -85,7 +85,8 @@ pub(crate) async fn find_trace(
     for result in results {
         let (batches, row_groups, bytes) = match result {
             Ok(read) => read,
-            Err(skipped) => {
+            Err(NotOpened::InFlight) => continue,
+            Err(NotOpened::Skipped(skipped)) => {
                 partial.skipped.push(skipped);
                 continue;
             }
@@ -136,7 +137,7 @@ async fn read_trace_rows(
     trace_id: [u8; 16],
     pruning: bool,
     budget: &ReadBudget,
-) -> Result<(Vec<RecordBatch>, u64, u64), Skipped> {
+) -> Result<(Vec<RecordBatch>, u64, u64), NotOpened> {
     let footer = querier.blocks.open(tenant, meta).await?;
     let skip = |error: parquet::errors::ParquetError| querier.blocks.skip(tenant, meta, format!("unreadable: {error}"));
     let reader = ObjectReader::block(querier.blocks.storage(), tenant, meta);

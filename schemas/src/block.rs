@@ -48,6 +48,15 @@ impl BlockId {
         self.0[..20].parse().expect("validated on construction")
     }
 
+    /// Whether this block's file may still be on its way: its id, minted when
+    /// its flush began, is younger than `in_flight`. An ingester puts a block
+    /// and its commit record at the same time, so a reader can list the
+    /// commit a moment before the block's file exists.
+    pub fn may_be_in_flight(&self, in_flight: std::time::Duration) -> bool {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        now.saturating_sub(self.created_unix_nanos()) < in_flight.as_nanos()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -53,6 +53,8 @@ struct State {
     ignore_conditions: std::sync::atomic::AtomicBool,
     fault: AtomicU8,
     trip: Mutex<Option<(Trip, u64)>>,
+    /// Writes to paths containing this fail, whatever the fault.
+    fail_matching: Mutex<Option<String>>,
 }
 
 impl State {
@@ -81,6 +83,9 @@ impl State {
     }
 
     async fn before_write(&self, path: &str) -> Result<()> {
+        if self.fail_matching.lock().expect("pattern lock").as_deref().is_some_and(|p| path.contains(p)) {
+            return Err(injected(path));
+        }
         loop {
             match self.fault() {
                 Fault::None => return Ok(()),
@@ -133,6 +138,11 @@ impl FaultyStore {
     /// like a store that ignores `If-None-Match` / `If-Match`.
     pub fn ignore_conditional_puts(&self, ignore: bool) {
         self.state.ignore_conditions.store(ignore, Ordering::SeqCst);
+    }
+
+    /// Makes writes to paths containing `pattern` fail (`None`: none).
+    pub fn fail_writes_matching(&self, pattern: Option<&str>) {
+        *self.state.fail_matching.lock().expect("pattern lock") = pattern.map(str::to_owned);
     }
 
     /// Arms a simulated crash (see [`Trip`]).

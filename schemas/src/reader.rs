@@ -36,6 +36,11 @@ impl ObjectReader {
     }
 }
 
+/// Whether reading a block failed because its object does not exist.
+pub fn is_not_found(error: &ParquetError) -> bool {
+    matches!(error, ParquetError::External(e) if matches!(e.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. })))
+}
+
 fn external(e: object_store::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
 }

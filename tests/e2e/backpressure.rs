@@ -29,16 +29,22 @@ pub(crate) fn faulty_local() -> (Arc<FaultyStore>, Storage, tempfile::TempDir) {
     (faulty, storage, dir)
 }
 
-/// Every (trace id, span id) in committed blocks, with duplicates counted.
+/// Every (trace id, span id) in live committed blocks (added and not
+/// retired), with duplicates counted. A live block whose file is missing
+/// fails the test: it would be a commit whose block never landed, left
+/// behind.
 async fn committed_spans(storage: &Storage) -> Vec<(Vec<u8>, Vec<u8>)> {
     use arrow::array::AsArray;
     use futures::TryStreamExt;
     let tenant = TenantId::single();
     let mut out = Vec::new();
-    let mut blocks = Vec::new();
+    let (mut blocks, mut retired) = (Vec::new(), HashSet::new());
     for path in storage.list_commits(&tenant, None).await.unwrap() {
-        blocks.extend(storage.read_commit(&path).await.unwrap().added);
+        let record = storage.read_commit(&path).await.unwrap();
+        blocks.extend(record.added);
+        retired.extend(record.removed);
     }
+    blocks.retain(|meta| !retired.contains(&meta.id));
     for meta in blocks {
         let reader = ObjectReader::block(storage, &tenant, &meta);
         let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await.unwrap().build().unwrap();
@@ -206,5 +212,45 @@ async fn a_hung_store_answers_503_within_the_flush_timeout_and_recovers() {
     })
     .await;
     assert!(!committed_spans(&storage).await.is_empty());
+    server.spanlake.shutdown().await;
+}
+
+/// The block and its commit record are put at the same time. When the
+/// block's put fails and the commit's succeeds, the commit is retired at
+/// once and the flush retried under a new block id: the request is
+/// acknowledged after the store recovers, its spans are stored once, and no
+/// live commit names a missing block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_fails_while_its_commit_lands_is_retired_and_retried() {
+    let (faulty, storage, dir) = faulty_local();
+    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = Duration::from_secs(10)).await;
+    let mut rng = StdRng::seed_from_u64(9);
+    let request = Workload::default().request(&mut rng, 3, 1_764_000_000_000_000_000);
+    let sent: HashSet<(Vec<u8>, Vec<u8>)> = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    faulty.fail_writes_matching(Some("/blocks/"));
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let export = tokio::spawn(async move { client.export(request).await });
+    // Let a few attempts fail (the commits land, the blocks do not).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let retirements = {
+        let tenant = TenantId::single();
+        let mut n = 0;
+        for path in storage.list_commits(&tenant, None).await.unwrap() {
+            n += usize::from(!storage.read_commit(&path).await.unwrap().removed.is_empty());
+        }
+        n
+    };
+    assert!(retirements >= 1, "each failed attempt's commit is retired");
+    faulty.fail_writes_matching(None);
+    export.await.unwrap().expect("acknowledged once the store takes blocks again");
+    let stored = committed_spans(&storage).await;
+    assert_eq!(stored.len(), sent.len(), "every span once");
+    assert_eq!(stored.into_iter().collect::<HashSet<_>>(), sent);
     server.spanlake.shutdown().await;
 }

@@ -579,3 +579,40 @@ async fn compactor_live(storage: &Storage, tenant: &TenantId) -> Vec<BlockMeta> 
     }
     live.into_values().filter(|b| !removed.contains(&b.id)).collect()
 }
+
+/// A commit whose block never landed (its ingester died between the two puts
+/// it makes at once) does not stall its window: once the block is older than
+/// the lookback, the compactor retires it and merges the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_block_that_never_landed_is_retired_and_the_window_merges() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let storage =
+        spanlake::storage::open(&spanlake::storage::StorageArgs::local(dir.path().to_str().unwrap())).unwrap();
+    let tenant = TenantId::single();
+    let now = SystemTime::now();
+    let at = now - Duration::from_secs(2 * 3600);
+    let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for t in 1..=4u8 {
+        write_block_received_at(&storage, "single-tenant", at, trace(t, "shop", 1, ns(at))).await;
+    }
+    // The lost block: same window, committed, never written.
+    let mut builder = SpanBatchBuilder::default();
+    builder.append_resource_spans(&[trace(5, "shop", 1, ns(at))], &mut AppendReport::default());
+    let lost = encode_block(&[builder.finish()], BlockId::at(at)).unwrap().meta;
+    storage
+        .commit(&tenant, &CommitRecord { id: BlockId::new(), added: vec![lost.clone()], removed: vec![] })
+        .await
+        .unwrap();
+
+    let clock = Arc::new(ManualClock::new(now));
+    let compactor = compactor(&storage, config(&clock)).await;
+    let mut merged = false;
+    for _ in 0..3 {
+        let report = compactor.run_once().await.unwrap();
+        merged |= report.merges > 0;
+    }
+    assert!(merged, "the window merged");
+    let live = live_blocks(&storage, &tenant).await;
+    assert!(live.iter().all(|b| b.id != lost.id), "the lost block is retired: {live:?}");
+    assert_eq!(distinct(&spans_in(&storage, &tenant, &live).await).len(), 4 * 2);
+}

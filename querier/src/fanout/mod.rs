@@ -37,6 +37,7 @@ pub use stats::{OperationReport, Percentiles, label};
 pub(crate) use trace::{ChildKinds, EdgeBy};
 
 use crate::Querier;
+use crate::blocks::NotOpened;
 use crate::error::{QueryError, Result};
 use crate::memory::CountedPool;
 use crate::traceql::{self, ast::SpansetExpr};
@@ -290,7 +291,12 @@ impl Querier {
         let mut inputs: Vec<SortedInput> = Vec::with_capacity(blocks.len());
         for block in &blocks {
             let reader = ObjectReader::block(&self.storage, tenant, block);
-            let footer = self.blocks.open(tenant, block).await.map_err(|s| QueryError::Execution(s.reason))?;
+            let footer = match self.blocks.open(tenant, block).await {
+                Ok(footer) => footer,
+                // Usable a moment ago: opened from the cache, or just written.
+                Err(NotOpened::InFlight) => continue,
+                Err(NotOpened::Skipped(skipped)) => return Err(QueryError::Execution(skipped.reason)),
+            };
             let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
             let stream = builder

@@ -234,9 +234,6 @@ impl<'a> Engine<'a> {
     /// Traces with a span in the window matching one of the filters and the
     /// filters the spanset expression needs, newest first. One aggregate.
     async fn candidates(&self) -> Result<Vec<Candidate>> {
-        if let Some(candidates) = self.related_candidates().await? {
-            return Ok(candidates);
-        }
         let main = &self.leaves[..self.main_leaves];
         let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter())?;
         if main.iter().all(Option::is_some) {
@@ -281,13 +278,14 @@ impl<'a> Engine<'a> {
 
     /// For `{A} > {B}`, `{A} < {B}` and `{A} ~ {B}` (one side may be `{ }`,
     /// every span): the traces where some span matching `B` is the child,
-    /// the parent or a sibling of a span matching `A`, by
-    /// one join on (trace, span or parent id), newest first. Traces whose
-    /// spans match both sides but are not so related are never read: a
-    /// query that matches nothing answers after the join alone. (The join
-    /// may also keep a trace whose matching spans are related only through a
-    /// parent that is not in it; reading the trace settles that.)
-    async fn related_candidates(&self) -> Result<Option<Vec<Candidate>>> {
+    /// the parent or a sibling of a span matching `A`, by one join on
+    /// (trace, span or parent id), built on the side with a filter. Used when
+    /// the newest candidates gave too few matches (matches are rare): traces
+    /// whose spans match both sides but are not so related are then never
+    /// read, and a query that matches nothing answers after the join. (The
+    /// join may also keep a trace whose matching spans are related only
+    /// through a parent that is not in it; reading the trace settles that.)
+    async fn related_traces(&self) -> Result<Option<HashSet<TraceId>>> {
         let Node::Binary { op, lhs, rhs } = &self.main else { return Ok(None) };
         let (Node::Leaf(a), Node::Leaf(b)) = (lhs.as_ref(), rhs.as_ref()) else { return Ok(None) };
         let (a, b) = (&self.leaves[*a], &self.leaves[*b]);
@@ -316,22 +314,18 @@ impl<'a> Engine<'a> {
             None => base,
         };
         let not_itself = other_span.then(|| col(s::SPAN_ID).not_eq(col("__a_span")));
-        let related =
-            b_side.join(a_side, JoinType::LeftSemi, &[s::TRACE_ID, b_key], &["__a_trace", a_key], not_itself)?;
-        let aggregates =
-            vec![max(cast(col(s::START_TIME), DataType::Int64)).alias("__newest"), count(lit(1)).alias("__n")];
-        let (batches, _held) = self.collect(related.aggregate(vec![col(s::TRACE_ID)], aggregates)?).await?;
-        let mut out = Vec::new();
+        // The hash table is built on the left input: the side with a filter.
+        let related = if a.is_some() {
+            a_side.join(b_side, JoinType::RightSemi, &["__a_trace", a_key], &[s::TRACE_ID, b_key], not_itself)?
+        } else {
+            b_side.join(a_side, JoinType::LeftSemi, &[s::TRACE_ID, b_key], &["__a_trace", a_key], not_itself)?
+        };
+        let (batches, _held) = self.collect(related.aggregate(vec![col(s::TRACE_ID)], vec![])?).await?;
+        let mut out = HashSet::new();
         for batch in &batches {
             let ids = batch.column(0).as_fixed_size_binary();
-            let newest = batch.column(1).as_primitive::<Int64Type>();
-            let spans = batch.column(2).as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                let Ok(trace) = TraceId::try_from(ids.value(row)) else { continue };
-                out.push(Candidate { trace, newest: newest.value(row), spans: spans.value(row).max(0) as u64 });
-            }
+            out.extend((0..batch.num_rows()).filter_map(|row| TraceId::try_from(ids.value(row)).ok()));
         }
-        out.sort_unstable_by(|a, b| b.newest.cmp(&a.newest).then(a.trace.cmp(&b.trace)));
         Ok(Some(out))
     }
 
@@ -770,7 +764,12 @@ impl Engine<'_> {
         let matching = self.matching(&newest.iter().map(|c| c.trace).collect::<Vec<_>>(), &mut found).await?;
         self.evaluate(&matching, &mut found).await?;
         drop(newest);
-        if found.traces.len() < limit {
+        if found.traces.len() < limit && !rest.is_empty() {
+            // Matches are rare: where a join can tell which traces hold one,
+            // only those are read.
+            if let Some(related) = self.related_traces().await? {
+                rest.retain(|c| related.contains(&c.trace));
+            }
             rest.sort_unstable_by_key(|c| c.trace);
             for page in pages(&rest) {
                 let matching = self.matching(&page, &mut found).await?;
