@@ -80,3 +80,29 @@ impl MemoryPool for CountedPool {
         self.inner.memory_limit()
     }
 }
+
+/// Runs `frame` and collects its batches, each counted against the query's
+/// pool before it is kept: over the limit, 422 with `what` and `hint`. The
+/// reservation holds them until it is dropped.
+pub(crate) async fn collect_counted(
+    ctx: &datafusion::prelude::SessionContext,
+    frame: datafusion::dataframe::DataFrame,
+    what: &'static str,
+    hint: &'static str,
+) -> crate::error::Result<(Vec<RecordBatch>, MemoryReservation)> {
+    use futures::StreamExt as _;
+    let held = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
+    let mut rows = frame.execute_stream().await?;
+    let mut batches = Vec::new();
+    while let Some(batch) = rows.next().await {
+        let batch = batch?;
+        held.try_grow(batch_bytes(&batch)).map_err(|_| {
+            crate::error::QueryError::MemoryLimit(format!(
+                "{what} hold more than the per-query memory limit ({} bytes so far); {hint}",
+                held.size()
+            ))
+        })?;
+        batches.push(batch);
+    }
+    Ok((batches, held))
+}

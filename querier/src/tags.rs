@@ -20,6 +20,7 @@ use spanlake_schemas::schema as s;
 
 use crate::Querier;
 use crate::error::{QueryError, Result};
+use crate::memory::collect_counted;
 use crate::search::{attribute_struct, compile_filter};
 use crate::traceql::ast::{Attribute, AttributeScope, FieldExpr, Intrinsic, SpansetExpr};
 use crate::traceql::{self};
@@ -45,6 +46,9 @@ pub(crate) const INTRINSICS: [&str; 17] = [
     "traceDuration",
 ];
 
+/// What to do when tag names or values pass the per-query memory limit.
+const HINT: &str = "narrow the time range, or lower the limit";
+
 fn time_filter((start, end): (i64, i64)) -> Expr {
     let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
     col(s::START_TIME).gt_eq(ts(start)).and(col(s::START_TIME).lt_eq(ts(end)))
@@ -60,7 +64,7 @@ impl Querier {
         limit: usize,
     ) -> Result<Vec<String>> {
         let ctx = self.session(tenant).await?;
-        let batches = ctx
+        let frame = ctx
             .table(crate::sql::SPANS_AS_STORED)
             .await?
             .filter(time_filter(range))?
@@ -68,9 +72,8 @@ impl Querier {
             .unnest_columns(&["k"])?
             .distinct()?
             .sort(vec![col("k").sort(true, false)])?
-            .limit(0, Some(limit))?
-            .collect()
-            .await?;
+            .limit(0, Some(limit))?;
+        let (batches, _held) = collect_counted(&ctx, frame, "the tag names", HINT).await?;
         Ok(strings(&batches))
     }
 
@@ -96,13 +99,9 @@ impl Querier {
                 frame = frame.filter(compiled)?;
             }
         }
-        let batches = frame
-            .select(vec![expr.alias("v")])?
-            .filter(col("v").is_not_null())?
-            .distinct()?
-            .limit(0, Some(limit))?
-            .collect()
-            .await?;
+        let frame =
+            frame.select(vec![expr.alias("v")])?.filter(col("v").is_not_null())?.distinct()?.limit(0, Some(limit))?;
+        let (batches, _held) = collect_counted(&ctx, frame, "the tag values", HINT).await?;
         let mut out = BTreeSet::new();
         for batch in &batches {
             let column = batch.column(0);

@@ -325,6 +325,14 @@ async fn a_search_over_its_memory_limit_is_refused() {
     assert_eq!(response.status(), 422);
     let body = response.text().await.unwrap();
     assert!(body.contains("the traces this search reads hold more than the per-query memory limit"), "{body}");
+    // Tag values count against the same pool: 20,000 distinct names (here
+    // the distinct aggregate is refused first; the collected values count too).
+    let params = [("start", start.as_str()), ("end", end.as_str()), ("limit", "100000")];
+    let response =
+        server.http.get(server.query_url("/api/v2/search/tag/name/values")).query(&params).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("memory limit"), "{body}");
     server.spanlake.shutdown().await;
 }
 

@@ -29,12 +29,11 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray,
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{DataFusionError, JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::functions_aggregate::expr_fn::{bool_or, count, max, min};
 use datafusion::logical_expr::utils::disjunction;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use spanlake_schemas::TenantId;
 use spanlake_schemas::schema as s;
 
@@ -357,21 +356,13 @@ impl<'a> Engine<'a> {
     /// The rows of `frame`, held against the query's memory pool (with the
     /// operators' state): the reservation lives as long as the rows.
     async fn collect(&self, frame: DataFrame) -> Result<(Vec<RecordBatch>, MemoryReservation)> {
-        let held = MemoryConsumer::new("search rows").register(&self.ctx.runtime_env().memory_pool);
-        let mut rows = frame.execute_stream().await?;
-        let mut batches = Vec::new();
-        while let Some(batch) = rows.next().await {
-            let batch = batch?;
-            held.try_grow(crate::memory::batch_bytes(&batch)).map_err(|_| {
-                QueryError::MemoryLimit(format!(
-                    "the traces this search reads hold more than the per-query memory limit ({} bytes so far); \
-                     narrow the time range or the filters",
-                    held.size()
-                ))
-            })?;
-            batches.push(batch);
-        }
-        Ok((batches, held))
+        crate::memory::collect_counted(
+            &self.ctx,
+            frame,
+            "the traces this search reads",
+            "narrow the time range or the filters",
+        )
+        .await
     }
 
     /// Of `traces`, those the spanset expression matches, from a narrow read
