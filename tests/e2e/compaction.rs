@@ -534,19 +534,23 @@ async fn checkpoints_let_old_commits_go_without_changing_what_readers_see() {
         storage.commit(&tenant, &record).await.unwrap();
     }
     write_block_received_at(&storage, "single-tenant", now, trace(251, "shop", 1, ns(now))).await;
-    let early_reader = Catalog::new(storage.clone(), Duration::from_secs(120));
-    early_reader.refresh().await.unwrap();
-
     // The history above was stored just now, whatever its ids say: a commit
     // goes only once the store dates it a lookback before the listing the
-    // checkpoint reflects. A 1 s lookback, and a wait, make that true.
+    // checkpoint reflects. A 1 s lookback (the same for every process), and
+    // a wait, make that true.
+    let lookback = Duration::from_secs(1);
+    let early_reader = Catalog::new(storage.clone(), lookback);
+    early_reader.refresh().await.unwrap();
     let clock = Arc::new(ManualClock::new(now));
     let mut config = config(&clock);
-    config.commit_lookback = Duration::from_secs(1);
+    config.commit_lookback = lookback;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let compactor = compactor(&storage, config).await;
     let report = compactor.run_once().await.unwrap();
     assert_eq!((report.checkpoints, report.commits_deleted), (1, 0), "{report:?}");
+    // The running reader refreshes during the grace period below (every few
+    // seconds in a querier), so it has read the merges before they can go.
+    early_reader.refresh().await.unwrap();
     // A checkpoint a grace period old lets the commits it covers go (the
     // interval is 10 min; ids carry real time, a little past `now`).
     clock.advance(Duration::from_secs(700));
