@@ -44,6 +44,8 @@ struct TenantBlocks {
     /// When the last full listing of the commit log began (unix nanos, this
     /// process's clock); every commit stored before then has been applied.
     listed_full: Option<i64>,
+    /// When this tenant last refreshed successfully (unix nanos).
+    refreshed_at: Option<i64>,
     /// Late commits applied (their id is forgotten from `applied` at once),
     /// with the time the store dates them, until a full listing no longer
     /// reaches back to them.
@@ -58,6 +60,7 @@ impl TenantBlocks {
             applied: checkpoint.applied.into_iter().collect(),
             newest: Some(checkpoint.through),
             listed_full: checkpoint.listed_unix_nanos,
+            refreshed_at: None,
             late: HashMap::new(),
         }
     }
@@ -198,18 +201,28 @@ impl Catalog {
         // lookback (an idle tenant, or a reader that fell behind while old
         // commits were folded into a checkpoint and deleted), checks for a
         // newer checkpoint and starts over from it.
-        let newest = self.tenants.read().expect("catalog lock").get(tenant).map(|t| t.newest.clone());
-        let behind = match &newest {
-            None | Some(None) => true,
-            Some(Some(id)) => {
-                let horizon = BlockId::from_lower_bound(&relist_from(&BlockId::new(), self.lookback));
-                *id < horizon
-            }
+        // So does one that has not refreshed for longer than the lookback (its
+        // refreshes failed, or it was paused): commits it never read may
+        // since have been folded into a checkpoint and deleted.
+        let (newest, refreshed_at) = {
+            let tenants = self.tenants.read().expect("catalog lock");
+            let t = tenants.get(tenant);
+            (t.map(|t| t.newest.clone()), t.and_then(|t| t.refreshed_at))
         };
+        let lookback_nanos = self.lookback.as_nanos() as i64;
+        let stale = refreshed_at.is_some_and(|at| at.saturating_add(lookback_nanos) < now_unix_nanos());
+        let behind = stale
+            || match &newest {
+                None | Some(None) => true,
+                Some(Some(id)) => {
+                    let horizon = BlockId::from_lower_bound(&relist_from(&BlockId::new(), self.lookback));
+                    *id < horizon
+                }
+            };
         let mut from_checkpoint = false;
         if behind
             && let Some(checkpoint) = self.newest_readable_checkpoint(tenant).await?
-            && newest.flatten().is_none_or(|n| n < checkpoint.through)
+            && (stale || newest.flatten().is_none_or(|n| n < checkpoint.through))
         {
             debug!(%tenant, checkpoint = %checkpoint.id, blocks = checkpoint.live.len(), "catalog starts from checkpoint");
             let mut tenants = self.tenants.write().expect("catalog lock");
@@ -272,6 +285,10 @@ impl Catalog {
                 }
                 Err(error) => return Err(error),
             }
+        }
+        {
+            let mut tenants = self.tenants.write().expect("catalog lock");
+            tenants.entry(tenant.clone()).or_default().refreshed_at = Some(now);
         }
         if full {
             let mut tenants = self.tenants.write().expect("catalog lock");
@@ -463,6 +480,36 @@ mod tests {
         for id in [&now, &behind, &later] {
             assert!(reader.is_live(&tenant, id), "{id}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stopped_refreshing_starts_over_from_the_newest_checkpoint() {
+        let storage = storage();
+        let tenant = TenantId::new("t").unwrap();
+        let lookback = Duration::from_millis(300);
+        let first = late_commit(&storage, &tenant, Duration::ZERO).await;
+        let reader = Catalog::new(storage.clone(), lookback);
+        reader.refresh().await.unwrap();
+        // While the reader is away: a merge retires `first`, a checkpoint
+        // folds it in, and the merge's commit is deleted.
+        let writer = Catalog::new(storage.clone(), lookback);
+        writer.refresh().await.unwrap();
+        let merged = BlockId::new();
+        let merge = CommitRecord { id: BlockId::new(), added: vec![meta(&merged)], removed: vec![first.clone()] };
+        storage.commit(&tenant, &merge).await.unwrap();
+        writer.refresh().await.unwrap();
+        storage.put_checkpoint(&tenant, &writer.checkpoint(&tenant, BlockId::new()).unwrap()).await.unwrap();
+        storage.delete(&Storage::commit_path(&tenant, &merge.id)).await.unwrap();
+        tokio::time::sleep(lookback * 2).await;
+        // Its own ingester's commits still reached it (the commit hook), so
+        // its newest commit is recent: only the time since its last refresh
+        // tells it that it is behind.
+        let own = late_commit(&storage, &tenant, Duration::ZERO).await;
+        reader.apply(&tenant, &CommitRecord { id: own.clone(), added: vec![meta(&own)], removed: vec![] });
+        reader.refresh().await.unwrap();
+        assert!(reader.is_live(&tenant, &own));
+        assert!(reader.is_live(&tenant, &merged), "the merged block, from the checkpoint");
+        assert!(!reader.is_live(&tenant, &first), "the retired block is gone");
     }
 
     #[tokio::test]
