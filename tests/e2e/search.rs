@@ -418,3 +418,48 @@ async fn tag_names_and_values_for_grafana() {
     assert_eq!(response.status(), 400);
     server.spanlake.shutdown().await;
 }
+
+/// A plain search (one filter, or none) reads the newest part of the window
+/// first and widens it until a first page of traces is there: the answer is
+/// the newest traces of the whole window, as if it had read all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_searches_answer_the_newest_traces_of_the_whole_window() {
+    let server = TestServer::start().await;
+    const MINUTE: u64 = 60_000 * MS;
+    // 240 traces, one every 30 s over two hours; the 10 oldest are errors.
+    let spans: Vec<Span> = (0..240u32)
+        .map(|t| {
+            let at = BASE + u64::from(t) * MINUTE / 2;
+            Span {
+                trace_id: [&t.to_be_bytes()[..], &[9u8; 12]].concat(),
+                span_id: (u64::from(t) + 1).to_be_bytes().to_vec(),
+                name: if t < 10 { "failed".into() } else { "fine".into() },
+                start_time_unix_nano: at,
+                end_time_unix_nano: at + MS,
+                ..Span::default()
+            }
+        })
+        .collect();
+    server.ingest(None, vec![otlp::resource_spans(Some("svc"), vec![], spans)]).await;
+    let start = (BASE / 1_000_000_000).to_string();
+    let end = ((BASE + 240 * MINUTE / 2) / 1_000_000_000).to_string();
+    let starts = |response: &Json| -> Vec<u64> {
+        response["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["startTimeUnixNano"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    for q in ["{ }", "{ name = \"fine\" }"] {
+        let response = search(&server, &[("q", q), ("start", &start), ("end", &end), ("limit", "20")]).await;
+        let expected: Vec<u64> = (220..240u64).rev().map(|t| BASE + t * MINUTE / 2).collect();
+        assert_eq!(starts(&response), expected, "{q}");
+    }
+    // Matches only at the far end of the window: found by widening to all of it.
+    let response =
+        search(&server, &[("q", "{ name = \"failed\" }"), ("start", &start), ("end", &end), ("limit", "20")]).await;
+    let expected: Vec<u64> = (0..10u64).rev().map(|t| BASE + t * MINUTE / 2).collect();
+    assert_eq!(starts(&response), expected);
+    server.spanlake.shutdown().await;
+}

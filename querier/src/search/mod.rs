@@ -180,8 +180,13 @@ impl<'a> Engine<'a> {
     }
 
     fn time_filter(&self) -> Expr {
+        self.time_filter_from(self.params.start)
+    }
+
+    /// Spans starting from `start` to the window's end.
+    fn time_filter_from(&self, start: i64) -> Expr {
         let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
-        col(s::START_TIME).gt_eq(ts(self.params.start)).and(col(s::START_TIME).lt_eq(ts(self.params.end)))
+        col(s::START_TIME).gt_eq(ts(start)).and(col(s::START_TIME).lt_eq(ts(self.params.end)))
     }
 
     /// Every span of `traces` (of all traces for `None`), at any time.
@@ -233,8 +238,36 @@ impl<'a> Engine<'a> {
     /// Traces with a span in the window matching one of the filters and the
     /// filters the spanset expression needs, newest first. One aggregate.
     async fn candidates(&self) -> Result<Vec<Candidate>> {
+        // One filter and nothing after it (the empty query included): every
+        // candidate matches, so once the newest part of the window holds a
+        // first page of them, no older span can change that page. The
+        // aggregate then reads the newest minute, then 4×, 16×, … of the
+        // window, which block and row-group pruning keep cheap.
+        let params = self.params;
+        let plain = matches!(self.main, Node::Leaf(_))
+            && params.query.stages.is_empty()
+            && !self.needs_trace
+            && params.min_duration.is_none()
+            && params.max_duration.is_none();
+        if plain {
+            let page = first_page(params.limit);
+            let window = params.end.saturating_sub(params.start);
+            let mut width: i64 = 60_000_000_000;
+            while width < window {
+                let found = self.candidates_from(params.end - width).await?;
+                if found.len() >= page {
+                    return Ok(found);
+                }
+                width = width.saturating_mul(4);
+            }
+        }
+        self.candidates_from(params.start).await
+    }
+
+    /// [`Self::candidates`] among the spans starting from `start`.
+    async fn candidates_from(&self, start: i64) -> Result<Vec<Candidate>> {
         let main = &self.leaves[..self.main_leaves];
-        let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter())?;
+        let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter_from(start))?;
         if main.iter().all(Option::is_some) {
             let any = main.iter().flatten().map(compile::compile).collect::<Result<Vec<_>>>()?;
             if let Some(any) = disjunction(any) {
@@ -519,6 +552,11 @@ fn summarize(at: &[(&RecordBatch, usize)], details: usize) -> TraceSummary {
 }
 
 /// Sorts `found` newest first and keeps `limit`.
+/// How many of the newest candidates are read first.
+fn first_page(limit: usize) -> usize {
+    (limit.max(1) * 4).max(50)
+}
+
 fn keep_newest(found: &mut Vec<(TraceId, TraceSummary, Vec<Spanset>)>, limit: usize) {
     found.sort_by(|a, b| b.1.start.cmp(&a.1.start).then(a.0.cmp(&b.0)));
     found.truncate(limit);
@@ -750,7 +788,7 @@ impl Engine<'_> {
     async fn run(&self) -> Result<Found> {
         let limit = self.params.limit.max(1);
         let mut newest = self.candidates().await?;
-        let mut rest = newest.split_off((limit * 4).max(50).min(newest.len()));
+        let mut rest = newest.split_off(first_page(limit).min(newest.len()));
         let mut found = Found { traces: Vec::new(), inspected_traces: 0 };
         let matching = self.matching(&newest.iter().map(|c| c.trace).collect::<Vec<_>>(), &mut found).await?;
         self.evaluate(&matching, &mut found).await?;
