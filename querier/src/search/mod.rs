@@ -110,6 +110,9 @@ struct Engine<'a> {
     main_leaves: usize,
     /// For each pipeline stage that is a spanset expression, its tree.
     stage_nodes: Vec<Option<Node>>,
+    /// (min start, max end, spans) of the blocks in the window, from the
+    /// catalog: a narrower window is tried only if its blocks can hold a page.
+    block_ranges: Vec<(i64, i64, u64)>,
 }
 
 /// A trace with a span in the window that can match the query.
@@ -176,6 +179,7 @@ impl<'a> Engine<'a> {
             main,
             main_leaves,
             stage_nodes,
+            block_ranges: Vec::new(),
         })
     }
 
@@ -241,7 +245,7 @@ impl<'a> Engine<'a> {
         // One filter and nothing after it (the empty query included): every
         // candidate matches, so once the newest part of the window holds a
         // first page of them, no older span can change that page. The
-        // aggregate then reads the newest minute, then 4×, 16×, … of the
+        // aggregate then reads the newest minute, then 8×, 64×, … of the
         // window, which block and row-group pruning keep cheap.
         let params = self.params;
         let plain = matches!(self.main, Node::Leaf(_))
@@ -254,11 +258,17 @@ impl<'a> Engine<'a> {
             let window = params.end.saturating_sub(params.start);
             let mut width: i64 = 60_000_000_000;
             while width < window {
-                let found = self.candidates_from(params.end - width).await?;
-                if found.len() >= page {
-                    return Ok(found);
+                let from = params.end - width;
+                // Blocks that reach into the narrower window; too few spans
+                // there for a page, and it is not worth a query.
+                let spans: u64 = self.block_ranges.iter().filter(|b| b.1 >= from).map(|b| b.2).sum();
+                if spans >= page as u64 {
+                    let found = self.candidates_from(from).await?;
+                    if found.len() >= page {
+                        return Ok(found);
+                    }
                 }
-                width = width.saturating_mul(4);
+                width = width.saturating_mul(8);
             }
         }
         self.candidates_from(params.start).await
@@ -766,9 +776,11 @@ pub(crate) struct Found {
 
 impl Querier {
     pub(crate) async fn search(&self, tenant: &TenantId, params: &SearchParams) -> Result<SearchResponse> {
-        let engine = Engine::new(self.session(tenant).await?, params)?;
-        let found = engine.run().await?;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(params.start, params.end));
+        let mut engine = Engine::new(self.session(tenant).await?, params)?;
+        engine.block_ranges =
+            blocks.iter().map(|b| (b.min_time_unix_nano, b.max_time_unix_nano, b.span_count)).collect();
+        let found = engine.run().await?;
         let mut response = SearchResponse::new(
             found,
             &engine.fields,
