@@ -30,6 +30,7 @@ mod tags;
 pub mod tempo_json;
 mod trace_by_id;
 pub mod traceql;
+mod traceql_metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -18,3 +18,4 @@ mod snapshots;
 mod sql;
 mod storage;
 mod trace_api;
+mod traceql_metrics;

@@ -17,6 +17,7 @@
 mod extract;
 mod fanout;
 mod params;
+mod query_range;
 mod search;
 mod sql;
 mod tags;
@@ -39,6 +40,8 @@ pub(crate) fn router(querier: Arc<Querier>) -> Router {
         .route("/api/sql", post(sql::sql))
         .route("/api/fanout", get(fanout::fanout))
         .route("/api/search", get(search::search))
+        .route("/api/metrics/query_range", get(query_range::query_range))
+        .route("/api/metrics/query", get(query_range::query_instant))
         .route("/api/search/tags", get(tags::tags_v1))
         .route("/api/v2/search/tags", get(tags::tags_v2))
         .route("/api/search/tag/{name}/values", get(tags::values_v1))

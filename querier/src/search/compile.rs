@@ -115,6 +115,16 @@ fn static_literal(value: &Static) -> Expr {
     }
 }
 
+/// A field as a number (Float64; null when absent or not a number):
+/// durations in nanoseconds, attributes from their `int` or `double`.
+pub(crate) fn numeric_value(expr: &FieldExpr) -> Result<Expr, QueryError> {
+    let (value, kind) = value(expr, Kind::Number)?;
+    if kind != Kind::Number {
+        return Err(unsupported(format!("{expr:?} is not a number")));
+    }
+    Ok(cast(value, DataType::Float64))
+}
+
 /// Compiles a filter expression to a boolean DataFusion expression.
 pub(crate) fn compile(expr: &FieldExpr) -> Result<Expr, QueryError> {
     match expr {

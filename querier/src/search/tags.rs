@@ -76,7 +76,7 @@ pub(crate) fn tags_query(tags: &str) -> Result<Query, QueryError> {
         lhs: Box::new(a),
         rhs: Box::new(b),
     });
-    Ok(Query { spansets: SpansetExpr::Filter(filter), stages: Vec::new() })
+    Ok(Query { spansets: SpansetExpr::Filter(filter), stages: Vec::new(), hints: Vec::new() })
 }
 
 #[cfg(test)]

@@ -7,6 +7,87 @@ use std::fmt;
 pub struct Query {
     pub spansets: SpansetExpr,
     pub stages: Vec<Stage>,
+    /// `with(most_recent=true, …)`: parsed; search answers the same with or
+    /// without them (it always returns the newest matches).
+    pub hints: Vec<Hint>,
+}
+
+/// A query hint: `name=value` inside a trailing `with(…)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hint {
+    pub name: String,
+    pub value: Static,
+}
+
+/// A TraceQL metrics query:
+/// `{ filter } | rate() by(resource.service.name) | topk(5) with(sample=true)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsQuery {
+    /// The spans measured.
+    pub spansets: SpansetExpr,
+    pub function: MetricsFunction,
+    /// `by(…)`: one series per distinct combination.
+    pub by: Vec<FieldExpr>,
+    /// Stages after the function, applied to the series in order.
+    pub second: Vec<SecondStage>,
+    pub hints: Vec<Hint>,
+}
+
+impl MetricsQuery {
+    /// The hint `name`, if given.
+    pub fn hint(&self, name: &str) -> Option<&Static> {
+        self.hints.iter().rev().find(|h| h.name == name).map(|h| &h.value)
+    }
+}
+
+/// The first stage of a metrics query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsFunction {
+    Rate,
+    CountOverTime,
+    MinOverTime(FieldExpr),
+    MaxOverTime(FieldExpr),
+    SumOverTime(FieldExpr),
+    AvgOverTime(FieldExpr),
+    /// The field and the quantiles, each in [0, 1].
+    QuantileOverTime(FieldExpr, Vec<f64>),
+    HistogramOverTime(FieldExpr),
+    /// `compare({selection}, top, start, end)`: attribute values of the
+    /// selection against the other spans (the baseline).
+    Compare {
+        selection: Option<FieldExpr>,
+        top: usize,
+        /// Unix ns: only spans starting in `(start, end]` are the selection.
+        window: Option<(i64, i64)>,
+    },
+}
+
+impl MetricsFunction {
+    /// The name series are labelled with (`__name__`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::CountOverTime => "count_over_time",
+            Self::MinOverTime(_) => "min_over_time",
+            Self::MaxOverTime(_) => "max_over_time",
+            Self::SumOverTime(_) => "sum_over_time",
+            Self::AvgOverTime(_) => "avg_over_time",
+            Self::QuantileOverTime(..) => "quantile_over_time",
+            Self::HistogramOverTime(_) => "histogram_over_time",
+            Self::Compare { .. } => "compare",
+        }
+    }
+}
+
+/// A stage after a metrics function.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SecondStage {
+    /// The `k` highest series at each timestamp.
+    TopK(usize),
+    /// The `k` lowest series at each timestamp.
+    BottomK(usize),
+    /// Keeps the samples that compare true with the value (durations in seconds).
+    Filter(CmpOp, f64),
 }
 
 /// A stage after `|`.

@@ -7,7 +7,7 @@ mod parser;
 
 use std::fmt;
 
-pub use ast::Query;
+pub use ast::{MetricsQuery, Query};
 
 /// A query that does not parse, with the position of the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,11 @@ impl std::error::Error for ParseError {}
 /// Parses a TraceQL query.
 pub fn parse(query: &str) -> Result<Query, ParseError> {
     parser::Parser::new(query)?.query()
+}
+
+/// Parses a TraceQL metrics query (`{ … } | rate() by(…)`).
+pub fn parse_metrics(query: &str) -> Result<MetricsQuery, ParseError> {
+    parser::Parser::new(query)?.metrics_query()
 }
 
 #[cfg(test)]

@@ -97,15 +97,216 @@ impl Parser {
             self.next();
             stages.push(self.stage()?);
         }
-        if let Tok::Ident(word) = self.peek()
-            && word == "with"
-        {
-            return Err(self.error("query hints (with(...)) are not supported"));
-        }
+        let hints = self.hints()?;
+        self.end()?;
+        Ok(Query { spansets, stages, hints })
+    }
+
+    fn end(&self) -> Result<(), ParseError> {
         if *self.peek() != Tok::Eof {
             return Err(self.error(format!("unexpected {} after the query", self.peek().describe())));
         }
-        Ok(Query { spansets, stages })
+        Ok(())
+    }
+
+    /// A trailing `with(name=value, …)`, or nothing.
+    fn hints(&mut self) -> Result<Vec<Hint>, ParseError> {
+        let mut hints = Vec::new();
+        if !matches!(self.peek(), Tok::Ident(word) if word == "with") {
+            return Ok(hints);
+        }
+        self.next();
+        self.expect(Tok::LParen, "'(' after with")?;
+        loop {
+            let Tok::Ident(name) = self.next() else {
+                return Err(self.error("expected a hint name, e.g. with(sample=true)"));
+            };
+            self.expect(Tok::Eq, "'=' after the hint name")?;
+            let value = match self.next() {
+                Tok::Ident(word) if word == "true" => Static::Bool(true),
+                Tok::Ident(word) if word == "false" => Static::Bool(false),
+                Tok::Int(i) => Static::Int(i),
+                Tok::Float(f) => Static::Float(f),
+                Tok::Duration(d) => Static::Duration(d),
+                Tok::Str(s) => Static::Str(s),
+                other => return Err(self.error(format!("hint {name} needs a value, found {}", other.describe()))),
+            };
+            hints.push(Hint { name, value });
+            if hints.len() > 32 {
+                return Err(self.error("more than 32 hints"));
+            }
+            match self.next() {
+                Tok::Comma => continue,
+                Tok::RParen => return Ok(hints),
+                other => return Err(self.error(format!("expected ',' or ')' in with(…), found {}", other.describe()))),
+            }
+        }
+    }
+
+    /// A metrics query: a spanset expression, `|`, a metrics function with
+    /// its optional `by(…)`, second stages, hints.
+    pub(crate) fn metrics_query(&mut self) -> Result<MetricsQuery, ParseError> {
+        let spansets = self.spanset_or()?;
+        if *self.peek() != Tok::Pipe {
+            return Err(self.error("not a metrics query: add a metrics function, e.g. { } | rate()"));
+        }
+        self.next();
+        let at = self.offset();
+        let Tok::Ident(name) = self.next() else {
+            return Err(ParseError::new(at, "expected a metrics function such as rate() after '|'"));
+        };
+        let function = self.metrics_function(&name, at)?;
+        let mut by = Vec::new();
+        if matches!(self.peek(), Tok::Ident(word) if word == "by") {
+            if matches!(function, MetricsFunction::Compare { .. }) {
+                return Err(self.error("compare() takes no by()"));
+            }
+            self.next();
+            by = self.field_list()?;
+            if by.len() > 5 {
+                return Err(self.error("by() takes at most 5 fields"));
+            }
+        }
+        let mut second = Vec::new();
+        loop {
+            if let Some(op) = self.cmp_op() {
+                self.next();
+                let value = self.scalar()?;
+                second.push(SecondStage::Filter(op, value));
+                continue;
+            }
+            if *self.peek() != Tok::Pipe {
+                break;
+            }
+            self.next();
+            let at = self.offset();
+            let stage = match self.next() {
+                Tok::Ident(word) if word == "topk" || word == "bottomk" => {
+                    self.expect(Tok::LParen, "'('")?;
+                    let Tok::Int(k) = self.next() else { return Err(self.error(format!("{word}() takes a count"))) };
+                    self.expect(Tok::RParen, "')'")?;
+                    if k <= 0 {
+                        return Err(ParseError::new(at, format!("{word}() needs a count above 0")));
+                    }
+                    if matches!(function, MetricsFunction::Compare { .. }) {
+                        return Err(ParseError::new(at, format!("{word}() cannot follow compare()")));
+                    }
+                    let k = k as usize;
+                    if word == "topk" { SecondStage::TopK(k) } else { SecondStage::BottomK(k) }
+                }
+                other => {
+                    return Err(ParseError::new(
+                        at,
+                        format!("expected topk() or bottomk(), found {}", other.describe()),
+                    ));
+                }
+            };
+            second.push(stage);
+        }
+        let hints = self.hints()?;
+        self.end()?;
+        Ok(MetricsQuery { spansets, function, by, second, hints })
+    }
+
+    /// `(f, …)` of by() and select().
+    fn field_list(&mut self) -> Result<Vec<FieldExpr>, ParseError> {
+        self.expect(Tok::LParen, "'('")?;
+        let mut fields = vec![self.field_or()?];
+        while *self.peek() == Tok::Comma {
+            self.next();
+            fields.push(self.field_or()?);
+        }
+        self.expect(Tok::RParen, "')'")?;
+        Ok(fields)
+    }
+
+    /// A number or duration after a comparison; durations in seconds.
+    fn scalar(&mut self) -> Result<f64, ParseError> {
+        let negative = *self.peek() == Tok::Minus;
+        if negative {
+            self.next();
+        }
+        let value = match self.next() {
+            Tok::Int(i) => i as f64,
+            Tok::Float(f) => f,
+            Tok::Duration(d) => d as f64 / 1e9,
+            other => return Err(self.error(format!("expected a number or duration, found {}", other.describe()))),
+        };
+        Ok(if negative { -value } else { value })
+    }
+
+    fn metrics_function(&mut self, name: &str, at: usize) -> Result<MetricsFunction, ParseError> {
+        self.expect(Tok::LParen, "'('")?;
+        let function = match name {
+            "rate" => MetricsFunction::Rate,
+            "count_over_time" => MetricsFunction::CountOverTime,
+            "min_over_time" => MetricsFunction::MinOverTime(self.field_or()?),
+            "max_over_time" => MetricsFunction::MaxOverTime(self.field_or()?),
+            "sum_over_time" => MetricsFunction::SumOverTime(self.field_or()?),
+            "avg_over_time" => MetricsFunction::AvgOverTime(self.field_or()?),
+            "histogram_over_time" => MetricsFunction::HistogramOverTime(self.field_or()?),
+            "quantile_over_time" => {
+                let field = self.field_or()?;
+                let mut quantiles = Vec::new();
+                while *self.peek() == Tok::Comma {
+                    self.next();
+                    let q = self.scalar()?;
+                    if !(0.0..=1.0).contains(&q) {
+                        return Err(self.error(format!("quantile {q} is not between 0 and 1")));
+                    }
+                    quantiles.push(q);
+                    if quantiles.len() > 100 {
+                        return Err(self.error("quantile_over_time() takes at most 100 quantiles"));
+                    }
+                }
+                if quantiles.is_empty() {
+                    return Err(self.error("quantile_over_time() needs at least one quantile, e.g. (duration, 0.9)"));
+                }
+                MetricsFunction::QuantileOverTime(field, quantiles)
+            }
+            "compare" => self.compare()?,
+            other => {
+                return Err(ParseError::new(
+                    at,
+                    format!(
+                        "unknown metrics function {other:?}: use rate, count_over_time, min_over_time, max_over_time, sum_over_time, avg_over_time, quantile_over_time, histogram_over_time or compare"
+                    ),
+                ));
+            }
+        };
+        self.expect(Tok::RParen, "')' to close the metrics function")?;
+        Ok(function)
+    }
+
+    /// The arguments of `compare({selection}[, top[, start, end]])`.
+    fn compare(&mut self) -> Result<MetricsFunction, ParseError> {
+        let selection = match self.spanset_primary()? {
+            SpansetExpr::Filter(filter) => filter,
+            SpansetExpr::Binary { .. } => return Err(self.error("compare() takes one spanset filter { … }")),
+        };
+        let mut numbers = Vec::new();
+        while *self.peek() == Tok::Comma {
+            self.next();
+            match self.next() {
+                Tok::Int(i) if numbers.len() < 3 => numbers.push(i),
+                other => {
+                    return Err(
+                        self.error(format!("compare() takes (filter, top, start, end), found {}", other.describe()))
+                    );
+                }
+            }
+        }
+        let top = numbers.first().copied().unwrap_or(10);
+        if !(1..=1000).contains(&top) {
+            return Err(self.error(format!("compare() top must be between 1 and 1000, not {top}")));
+        }
+        let window = match numbers.as_slice() {
+            [_] | [] => None,
+            [_, start, end] if end > start => Some((*start, *end)),
+            [_, _, _] => return Err(self.error("compare() end must be after start (Unix nanoseconds)")),
+            _ => return Err(self.error("compare() takes both start and end, or neither")),
+        };
+        Ok(MetricsFunction::Compare { selection, top: top as usize, window })
     }
 
     fn spanset_or(&mut self) -> Result<SpansetExpr, ParseError> {
@@ -219,13 +420,7 @@ impl Parser {
                 Ok(Stage::Scalar { aggregate, op, value })
             }
             "by" | "select" => {
-                self.expect(Tok::LParen, "'('")?;
-                let mut fields = vec![self.field_or()?];
-                while *self.peek() == Tok::Comma {
-                    self.next();
-                    fields.push(self.field_or()?);
-                }
-                self.expect(Tok::RParen, "')'")?;
+                let fields = self.field_list()?;
                 Ok(if name == "by" { Stage::By(fields) } else { Stage::Select(fields) })
             }
             "coalesce" => {

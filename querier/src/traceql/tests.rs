@@ -284,3 +284,65 @@ fn type_mismatches_are_errors_with_a_position() {
         parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
     }
 }
+
+#[test]
+fn parses_the_metrics_queries_drilldown_sends() {
+    use crate::traceql::parse_metrics;
+    for q in [
+        "{nestedSetParent<0 && true} | rate()  with(sample=true)",
+        "{nestedSetParent<0 && true && status=error} | rate()  with(sample=true)",
+        "{nestedSetParent<0 && true} | histogram_over_time(duration) with(sample=true)",
+        "{nestedSetParent<0 && true && resource.service.name != nil} | rate() by(resource.service.name)",
+        "{nestedSetParent<0 && true && span.http.route != nil} | quantile_over_time(duration, 0.5, 0.9, 0.99) by(span.http.route)",
+        "{nestedSetParent<0 && true} | compare({status = error}, 10)",
+        "{nestedSetParent<0 && true} | compare({duration >= 100ms && duration <= 2s}, 10, 1700000000000000000, 1700000600000000000)",
+        "{nestedSetParent < 0 && status = error} | count_over_time() by (resource.service.name)",
+        "{} | rate()",
+        "{ kind = server } | avg_over_time(duration) by(name) | topk(3)",
+        "{ } | max_over_time(span.http.response.size) > 100 with(exemplars=false)",
+        "{ span.db.system.name != \"\" } | sum_over_time(duration) | bottomk(2)",
+    ] {
+        parse_metrics(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+    let parsed = parse_metrics(
+        "{ kind = server } | quantile_over_time(duration, 0.5, 0.99) by(resource.service.name) with(sample=0.1)",
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.function,
+        MetricsFunction::QuantileOverTime(FieldExpr::Intrinsic(Intrinsic::Duration), vec![0.5, 0.99])
+    );
+    assert_eq!(parsed.by, vec![attr(AttributeScope::Resource, "service.name")]);
+    assert_eq!(parsed.hint("sample"), Some(&Static::Float(0.1)));
+    let compare = parse_metrics("{} | compare({status = error}, 5, 10, 20)").unwrap();
+    assert!(matches!(compare.function, MetricsFunction::Compare { top: 5, window: Some((10, 20)), .. }));
+    let filtered = parse_metrics("{} | rate() > 2ms").unwrap();
+    assert_eq!(filtered.second, vec![SecondStage::Filter(CmpOp::Gt, 0.002)]);
+}
+
+#[test]
+fn bad_metrics_queries_say_what_is_wrong() {
+    use crate::traceql::parse_metrics;
+    for (q, message) in [
+        ("{ }", "not a metrics query"),
+        ("{ } | count() > 2", "unknown metrics function \"count\""),
+        ("{ } | quantile_over_time(duration, 1.5)", "not between 0 and 1"),
+        ("{ } | quantile_over_time(duration)", "at least one quantile"),
+        ("{ } | compare({status = error}, 0)", "between 1 and 1000"),
+        ("{ } | compare({status = error}, 10, 20, 10)", "end must be after start"),
+        ("{ } | compare({status = error}, 10, 20)", "both start and end"),
+        ("{ } | compare({status = error}) | topk(2)", "cannot follow compare"),
+        ("{ } | rate() by(a, b)", "attributes need a scope"),
+        ("{ } | rate() with(sample)", "'=' after the hint name"),
+        ("{ } | rate() | topk(0)", "above 0"),
+    ] {
+        let error = parse_metrics(q).unwrap_err().to_string();
+        assert!(error.contains(message), "{q}: {error}");
+    }
+}
+
+#[test]
+fn search_takes_hints() {
+    let q = parse("{ status = error } with(most_recent=true)").unwrap();
+    assert_eq!(q.hints, vec![Hint { name: "most_recent".into(), value: Static::Bool(true) }]);
+}

@@ -1,0 +1,320 @@
+//! TraceQL metrics (`/api/metrics/query_range`, `/api/metrics/query`): time
+//! series over the spans a filter matches, as Grafana's Tempo data source
+//! and Traces Drilldown read them.
+//!
+//! ```text
+//!  { filter } | fn(…) by(…)  ──compile──▶  one DataFusion aggregate over `spans`
+//!     (span counted once; blocks and row groups pruned by the window and filter)
+//!     GROUP BY time bucket, by() values[, power-of-two bucket of the value]
+//!     → count, min, max, sum, and the newest span (its trace id: the exemplar)
+//!  rows ──▶ series (series.rs): rate, count, min/max/sum/avg, quantiles
+//!     interpolated over power-of-two buckets as Tempo does, histograms
+//!     ──▶ topk/bottomk/comparison stages ──▶ Tempo's JSON
+//!  compare({sel}) ──▶ compare.rs: attribute values counted per bucket for
+//!     the selection and the baseline, the top N of each attribute
+//! ```
+//!
+//! The answer is bounded: rows are held against the query's memory pool,
+//! buckets by [`window::MAX_INTERVALS`], and the query runs under the same
+//! admission and deadline as every query.
+
+mod compare;
+mod response;
+mod series;
+mod window;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions::math::expr_fn::{ceil, log2};
+use datafusion::functions_aggregate::expr_fn::{count, last_value, max, min, sum};
+use datafusion::logical_expr::{Expr, cast, col, lit};
+use datafusion::prelude::SessionContext;
+use spanlake_schemas::TenantId;
+use spanlake_schemas::schema as s;
+
+pub(crate) use response::MetricsAnswer;
+use series::{Cell, Collected};
+pub(crate) use window::Window;
+
+use crate::Querier;
+use crate::error::{QueryError, Result};
+use crate::search::{OutputField, Render};
+use crate::traceql::ast::*;
+
+/// Most exemplars a query returns (Tempo's `max_exemplars`).
+pub(crate) const MAX_EXEMPLARS: usize = 100;
+
+/// What a metrics endpoint was asked.
+#[derive(Debug, Clone)]
+pub(crate) struct MetricsRequest {
+    pub(crate) query: MetricsQuery,
+    pub(crate) window: Window,
+    /// Exemplars wanted (0: none).
+    pub(crate) exemplars: usize,
+    /// Most series answered (0: no limit); beyond it the answer is partial.
+    pub(crate) max_series: usize,
+}
+
+impl MetricsRequest {
+    /// The exemplars wanted: the `exemplars` parameter (0 meaning the
+    /// default), overridden by the hint `with(exemplars=N|false)`, at most
+    /// [`MAX_EXEMPLARS`]; none for instant queries.
+    pub(crate) fn exemplars_wanted(query: &MetricsQuery, parameter: Option<u64>, instant: bool) -> Result<usize> {
+        if instant {
+            return Ok(0);
+        }
+        let wanted = match query.hint("exemplars") {
+            Some(Static::Bool(false)) => 0,
+            Some(Static::Bool(true)) | None => match parameter {
+                None | Some(0) => MAX_EXEMPLARS,
+                Some(n) => n as usize,
+            },
+            Some(Static::Int(n)) if *n >= 0 => *n as usize,
+            Some(other) => {
+                return Err(QueryError::invalid(
+                    "q",
+                    format!("with(exemplars=…) takes a count or false, not {}", other.describe()),
+                ));
+            }
+        };
+        Ok(wanted.min(MAX_EXEMPLARS))
+    }
+}
+
+/// A `by()` field: its label key, the grouped expression and how it reads back.
+pub(crate) struct ByField {
+    pub(crate) key: String,
+    expr: Expr,
+    pub(crate) render: Render,
+}
+
+impl ByField {
+    fn new(field: &FieldExpr) -> Result<Self> {
+        // `resource.service.name` is its own column (the attribute's string
+        // value): grouping by it needs no attribute-map lookup.
+        if let FieldExpr::Attribute(Attribute { scope: AttributeScope::Resource, name }) = field
+            && name == "service.name"
+        {
+            return Ok(Self { key: "resource.service.name".into(), expr: col(s::SERVICE_NAME), render: Render::Str });
+        }
+        if OutputField::needs_trace_fields(field) {
+            return Err(unsupported(format!("by({}) is not supported in metrics queries yet", describe(field))));
+        }
+        let field = OutputField::for_expr(field, false)?;
+        Ok(Self { key: field.key, expr: field.expr, render: field.render })
+    }
+}
+
+fn unsupported(reason: impl Into<String>) -> QueryError {
+    QueryError::invalid("q", reason)
+}
+
+fn describe(field: &FieldExpr) -> String {
+    match field {
+        FieldExpr::Attribute(a) => a.to_string(),
+        FieldExpr::Intrinsic(i) => i.name().to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The spans a metrics query measures: its one spanset filter.
+fn measured_filter(query: &MetricsQuery) -> Result<Option<&FieldExpr>> {
+    match &query.spansets {
+        SpansetExpr::Filter(filter) => {
+            if filter.as_ref().is_some_and(crate::search::filter_needs_trace_fields) {
+                return Err(unsupported(
+                    "trace-level fields (traceDuration, rootName, rootServiceName) are not supported in metrics queries yet",
+                ));
+            }
+            Ok(filter.as_ref())
+        }
+        SpansetExpr::Binary { .. } => Err(unsupported(
+            "metrics over structural or combined spansets ({a} > {b}, {a} && {b}) are not supported yet: use one { } filter",
+        )),
+    }
+}
+
+/// The field a function reads, and whether it is the `duration` intrinsic
+/// (reported in seconds).
+fn measured_field(function: &MetricsFunction) -> Option<(&FieldExpr, bool)> {
+    let field = match function {
+        MetricsFunction::MinOverTime(f)
+        | MetricsFunction::MaxOverTime(f)
+        | MetricsFunction::SumOverTime(f)
+        | MetricsFunction::AvgOverTime(f)
+        | MetricsFunction::QuantileOverTime(f, _)
+        | MetricsFunction::HistogramOverTime(f) => f,
+        _ => return None,
+    };
+    Some((field, matches!(field, FieldExpr::Intrinsic(Intrinsic::Duration))))
+}
+
+fn timestamp(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+}
+
+/// Output columns of the aggregate, after the `by()` columns.
+mod cols {
+    pub(super) const BUCKET: &str = "__t";
+    pub(super) const POWER: &str = "__e";
+    pub(super) const COUNT: &str = "__n";
+    pub(super) const MIN: &str = "__min";
+    pub(super) const MAX: &str = "__max";
+    pub(super) const SUM: &str = "__sum";
+    pub(super) const NEWEST: &str = "__ts";
+    pub(super) const TRACE: &str = "__tid";
+    pub(super) const VALUE: &str = "__xv";
+}
+
+/// The spans of the window (and the filter), one copy of each.
+pub(crate) async fn window_spans(
+    ctx: &SessionContext,
+    window: &Window,
+    filter: Option<&FieldExpr>,
+) -> Result<DataFrame> {
+    let start = col(s::START_TIME);
+    let from = if window.instant {
+        start.clone().gt_eq(timestamp(window.start))
+    } else {
+        start.clone().gt(timestamp(window.start))
+    };
+    let mut frame = ctx.table("spans").await?.filter(from.and(start.lt_eq(timestamp(window.end))))?;
+    if let Some(filter) = filter {
+        frame = frame.filter(crate::search::compile_filter(filter)?)?;
+    }
+    Ok(frame)
+}
+
+/// The time bucket of each span, as an expression over `start_time`.
+pub(crate) fn bucket_expr(window: &Window) -> Expr {
+    if window.instant {
+        lit(0i64)
+    } else {
+        (cast(col(s::START_TIME), DataType::Int64) - lit(window.start + 1)) / lit(window.step)
+    }
+}
+
+impl Querier {
+    /// Answers a metrics query over `tenant`'s spans.
+    pub(crate) async fn metrics_query(&self, tenant: &TenantId, request: &MetricsRequest) -> Result<MetricsAnswer> {
+        let window = &request.window;
+        let blocks = self.catalog.blocks(tenant, |b| b.overlaps(window.start, window.end));
+        let ctx = self.session(tenant).await?;
+        let filter = measured_filter(&request.query)?;
+        let mut answer = if let MetricsFunction::Compare { selection, top, window: selected } = &request.query.function
+        {
+            compare::compare(&ctx, request, filter, selection.as_ref(), *top, *selected).await?
+        } else {
+            let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
+            let collected = aggregate(&ctx, request, filter, &by).await?;
+            series::build(request, &by, collected)?
+        };
+        answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
+        answer.total_blocks = blocks.len() as u64;
+        answer.total_block_bytes = blocks.iter().map(|b| b.size_bytes).sum();
+        answer.partial = crate::sql::skipped_blocks(&ctx);
+        Ok(answer)
+    }
+}
+
+/// One aggregate over the window: per time bucket, `by()` values and (for
+/// histograms and quantiles) power-of-two bucket of the value: the count,
+/// min, max and sum of the value, and the newest span as an exemplar.
+async fn aggregate(
+    ctx: &SessionContext,
+    request: &MetricsRequest,
+    filter: Option<&FieldExpr>,
+    by: &[ByField],
+) -> Result<Collected> {
+    let function = &request.query.function;
+    let mut frame = window_spans(ctx, &request.window, filter).await?;
+    let measured = measured_field(function);
+    let value = match measured {
+        Some((field, _)) => {
+            let value = crate::search::numeric_value(field)?;
+            // Spans without the value (or not a number) are not measured.
+            frame = frame.filter(value.clone().is_not_null())?;
+            Some(value)
+        }
+        None => None,
+    };
+    let powers = matches!(function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
+    let mut groups = vec![bucket_expr(&request.window).alias(cols::BUCKET)];
+    groups.extend(by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}"))));
+    if let (true, Some(value)) = (powers, &value) {
+        // The smallest power of two at or above the value; values below 2
+        // are not bucketed (as Tempo).
+        frame = frame.filter(value.clone().gt_eq(lit(2.0)))?;
+        groups.push(cast(ceil(log2(value.clone())), DataType::Int64).alias(cols::POWER));
+    }
+    let start = cast(col(s::START_TIME), DataType::Int64);
+    let newest_first = || vec![start.clone().sort(true, false)];
+    let mut aggregates = vec![count(lit(1)).alias(cols::COUNT)];
+    if let Some(value) = &value {
+        aggregates.extend([
+            min(value.clone()).alias(cols::MIN),
+            max(value.clone()).alias(cols::MAX),
+            sum(value.clone()).alias(cols::SUM),
+        ]);
+    }
+    if request.exemplars > 0 {
+        aggregates.push(max(start.clone()).alias(cols::NEWEST));
+        aggregates.push(last_value(cast(col(s::TRACE_ID), DataType::Binary), newest_first()).alias(cols::TRACE));
+        if let Some(value) = &value {
+            aggregates.push(last_value(value.clone(), newest_first()).alias(cols::VALUE));
+        }
+    }
+    let (batches, _held) = crate::memory::collect_counted(
+        ctx,
+        frame.aggregate(groups, aggregates)?,
+        "the series this metrics query builds",
+        "narrow the time range, raise the step or group by fewer values",
+    )
+    .await?;
+    let mut collected = Collected::default();
+    for batch in &batches {
+        read_cells(batch, by, powers, &mut collected);
+    }
+    Ok(collected)
+}
+
+/// The aggregate's rows as cells of series.
+fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Collected) {
+    let column = |name: &str| batch.column_by_name(name);
+    let buckets = batch.column_by_name(cols::BUCKET).map(|c| c.as_primitive::<Int64Type>().clone());
+    let counts = column(cols::COUNT).map(|c| c.as_primitive::<Int64Type>().clone());
+    let float = |name: &str| column(name).map(|c| c.as_primitive::<Float64Type>().clone());
+    let (mins, maxes, sums, values) = (float(cols::MIN), float(cols::MAX), float(cols::SUM), float(cols::VALUE));
+    let newest = column(cols::NEWEST).map(|c| c.as_primitive::<Int64Type>().clone());
+    let traces = column(cols::TRACE).map(|c| c.as_binary::<i32>().clone());
+    let power = column(cols::POWER).filter(|_| powers).map(|c| c.as_primitive::<Int64Type>().clone());
+    let (Some(buckets), Some(counts)) = (buckets, counts) else { return };
+    let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
+    let read = |array: &Option<arrow::array::Float64Array>, row: usize| {
+        array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row))
+    };
+    for row in 0..batch.num_rows() {
+        let labels: Vec<Option<serde_json::Value>> =
+            group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect();
+        let exemplar = match (&newest, &traces) {
+            (Some(ts), Some(ids)) if ts.is_valid(row) && ids.is_valid(row) => {
+                Some((ts.value(row), crate::search::trace_id_hex(ids.value(row)), read(&values, row)))
+            }
+            _ => None,
+        };
+        into.add(
+            labels,
+            Cell {
+                bucket: buckets.value(row).max(0) as usize,
+                power: power.as_ref().filter(|p| p.is_valid(row)).map(|p| p.value(row) as i32),
+                count: counts.value(row).max(0) as u64,
+                min: read(&mins, row),
+                max: read(&maxes, row),
+                sum: read(&sums, row),
+                exemplar,
+            },
+        );
+    }
+}
