@@ -14,21 +14,14 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use spanlake::loadgen::Workload;
 use spanlake::storage::StorageArgs;
 use spanlake::{Role, ServerArgs, Spanlake};
 use spanlake_schemas::TenantId;
-use spanlake_schemas::block::{BlockId, encode_block};
-use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
-use spanlake_schemas::storage::CommitRecord;
 
 use spanlake_test_support::http::{get_ok, post_ok};
 use spanlake_test_support::measure::{Timing, peak_rss_mib, reset_peak_rss, rss_mib, time};
 
-const BLOCK_SPANS: usize = 100_000;
-const TRACES_PER_REQUEST: usize = 100;
+mod common;
 
 fn main() {
     let target: usize =
@@ -41,45 +34,9 @@ fn main() {
     // Data: traces evenly over the last two hours, cut into blocks of 100k spans.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     let window = 2 * 3600 * 1_000_000_000u64;
-    let workload = Workload::default();
-    let mut rng = StdRng::seed_from_u64(7);
-    let approx_traces = target / 13;
     let started = Instant::now();
-    let (spans, blocks, bytes, sample_ids) = runtime.block_on(async {
-        let (mut spans, mut blocks, mut bytes, mut traces) = (0usize, 0usize, 0u64, 0usize);
-        let mut sample_ids = Vec::new();
-        let mut pending = Vec::new();
-        let mut pending_spans = 0;
-        while spans < target {
-            let at = now - window + (traces as u64 * window / approx_traces.max(1) as u64).min(window);
-            let request = workload.request(&mut rng, TRACES_PER_REQUEST, at);
-            traces += TRACES_PER_REQUEST;
-            if let Some(span) =
-                request.resource_spans.first().and_then(|r| r.scope_spans.first()).and_then(|s| s.spans.first())
-            {
-                sample_ids.push(span.trace_id.clone());
-            }
-            let mut builder = SpanBatchBuilder::new(64 << 10);
-            builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
-            spans += builder.len();
-            pending_spans += builder.len();
-            pending.push(builder.finish());
-            if pending_spans >= BLOCK_SPANS || spans >= target {
-                let batches = std::mem::take(&mut pending);
-                pending_spans = 0;
-                let block =
-                    tokio::task::spawn_blocking(move || encode_block(&batches, BlockId::new()).unwrap()).await.unwrap();
-                bytes += block.meta.size_bytes;
-                storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
-                storage
-                    .commit(&tenant, &CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] })
-                    .await
-                    .unwrap();
-                blocks += 1;
-            }
-        }
-        (spans, blocks, bytes, sample_ids)
-    });
+    let common::Written { spans, blocks, bytes, sample_ids } =
+        runtime.block_on(common::write_workload(&storage, &tenant, target, now, window));
     println!(
         "data: {spans} spans in {blocks} blocks ({:.0} MB, {:.1} bytes/span), written in {:.0}s",
         bytes as f64 / 1e6,

@@ -57,11 +57,18 @@ fn span_key(batch: &RecordBatch, row: usize) -> (u64, u64) {
 
 /// Remembers the spans of the current trace of a stream sorted by trace id,
 /// to drop a second copy of a span: equal (`span_id`, `kind`) within a trace.
+/// Most traces are small: their spans are kept in a list searched from the
+/// end (a retried copy usually follows its original closely); a trace past
+/// [`LIST_LIMIT`] spans moves to a hash set.
 #[derive(Debug, Default)]
 pub struct TraceDedup {
     trace: Option<u128>,
-    seen: HashSet<(u64, u64)>,
+    list: Vec<(u64, u64)>,
+    set: HashSet<(u64, u64)>,
 }
+
+/// Spans of a trace searched as a list before a set is built.
+const LIST_LIMIT: usize = 64;
 
 impl TraceDedup {
     /// Whether this row is the first copy of its span; rows must come
@@ -69,9 +76,20 @@ impl TraceDedup {
     pub fn first(&mut self, trace: u128, key: (u64, u64)) -> bool {
         if self.trace != Some(trace) {
             self.trace = Some(trace);
-            self.seen.clear();
+            self.list.clear();
+            self.set.clear();
         }
-        self.seen.insert(key)
+        if !self.set.is_empty() {
+            return self.set.insert(key);
+        }
+        if self.list.iter().rev().any(|k| *k == key) {
+            return false;
+        }
+        self.list.push(key);
+        if self.list.len() > LIST_LIMIT {
+            self.set.extend(self.list.drain(..));
+        }
+        true
     }
 }
 

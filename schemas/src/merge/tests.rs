@@ -10,7 +10,7 @@ use futures::StreamExt;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
 
-use super::{SortedInput, merge_sorted};
+use super::{SortedInput, TraceDedup, merge_sorted};
 
 /// (trace, span id, kind, start) — the name encodes all four, to check rows come through whole.
 type SpanSpec = (u8, u8, i32, u64);
@@ -91,4 +91,22 @@ proptest! {
         prop_assert_eq!(stats.rows_out as usize, rows.len());
         prop_assert_eq!(stats.duplicates as usize, all.len() - rows.len());
     }
+}
+
+#[test]
+fn trace_dedup_drops_second_copies_in_small_and_large_traces() {
+    let mut dedup = TraceDedup::default();
+    for trace in [1u128, 2] {
+        // 3 spans, then 300: the second trace outgrows the list.
+        let spans = if trace == 1 { 3u64 } else { 300 };
+        for round in 0..2 {
+            for span in 0..spans {
+                assert_eq!(dedup.first(trace, (span, 2)), round == 0, "trace {trace} span {span} round {round}");
+                // Same span id, other kind: another span.
+                assert_eq!(dedup.first(trace, (span, 3)), round == 0);
+            }
+        }
+    }
+    // A new trace forgets the previous one's spans.
+    assert!(dedup.first(3, (0, 2)));
 }
