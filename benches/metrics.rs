@@ -169,6 +169,7 @@ fn duckdb_median_ms(files: &[String], sql: &str) -> f64 {
         r#"
 import duckdb, statistics, time
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("""CREATE VIEW spans AS SELECT * FROM read_parquet([{files}])""")
 sql = """{sql}"""
 con.execute(sql).fetchall()
@@ -182,7 +183,7 @@ print(statistics.median(times))
     );
     let output = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
     let text = String::from_utf8_lossy(&output.stdout);
-    text.trim().parse().unwrap_or_else(|_| {
+    text.trim().lines().last().unwrap_or_default().parse().unwrap_or_else(|_| {
         panic!("duckdb failed (pip install duckdb): {}\n{}", text, String::from_utf8_lossy(&output.stderr))
     })
 }

@@ -24,7 +24,13 @@ pub(crate) struct Written {
 /// Writes about `target` spans of loadgen's default workload (seed 7),
 /// traces spread evenly over the `window` ns before `end`, committed in
 /// blocks of [`BLOCK_SPANS`].
-pub(crate) async fn write_workload(storage: &Storage, tenant: &TenantId, target: usize, end: u64, window: u64) -> Written {
+pub(crate) async fn write_workload(
+    storage: &Storage,
+    tenant: &TenantId,
+    target: usize,
+    end: u64,
+    window: u64,
+) -> Written {
     let workload = Workload::default();
     let mut rng = StdRng::seed_from_u64(7);
     let approx_traces = target / 13;

@@ -463,3 +463,49 @@ async fn plain_searches_answer_the_newest_traces_of_the_whole_window() {
     assert_eq!(starts(&response), expected);
     server.spanlake.shutdown().await;
 }
+
+/// Drilldown's structure tab: union structural operators, negated ones,
+/// hints, and the nested-set numbers it draws the tree from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_and_negated_structural_operators_and_nested_sets() {
+    let server = fixture().await;
+    let (a, b) = (id(0x0a), id(0x0b));
+    let names = |response: &Json| -> Vec<String> {
+        let mut names: Vec<String> = response["traces"][0]["spanSet"]["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // `&>`: the children and their parents.
+    let response = search(&server, &[("q", "{ name = \"GET /checkout\" } &> { name = \"charge\" }")]).await;
+    assert_eq!(trace_ids(&response), vec![a.clone()]);
+    assert_eq!(response["traces"][0]["spanSet"]["matched"], 2, "{response}");
+    assert_eq!(names(&response), ["GET /checkout", "charge"]);
+    // `&>>`, as Drilldown writes it: the servers below the root, and the root.
+    let q =
+        "({ name = \"GET /checkout\" } &>> { kind = server }) || ({ name = \"GET /checkout\" }) with(most_recent=true)";
+    let response = search(&server, &[("q", q), ("spss", "10")]).await;
+    assert_eq!(names(&response), ["GET /checkout", "charge"]);
+    // `!>`: client spans whose parent is not `GET /home`: trace A's two, not B's.
+    let response = search(&server, &[("q", "{ name = \"GET /home\" } !> { kind = client }")]).await;
+    assert_eq!(trace_ids(&response), vec![a.clone()]);
+    assert_eq!(response["traces"][0]["spanSet"]["matched"], 2, "{response}");
+    // `!~` between spansets is "not sibling": B's lookup has no sibling named charge.
+    let response = search(&server, &[("q", "{ name = \"charge\" } !~ { name = \"lookup\" }")]).await;
+    assert_eq!(trace_ids(&response), vec![b]);
+    // Nested sets: trace A's root spans the walk of its four spans, 1 to 8.
+    let q = "{ name = \"GET /checkout\" } | select(nestedSetLeft, nestedSetRight, nestedSetParent)";
+    let response = search(&server, &[("q", q)]).await;
+    let attributes = &response["traces"][0]["spanSet"]["spans"][0]["attributes"];
+    let value = |key: &str| {
+        attributes.as_array().unwrap().iter().find(|a| a["key"] == key).map(|a| a["value"]["intValue"].clone())
+    };
+    assert_eq!(value("nestedSetLeft"), Some(serde_json::json!("1")), "{response}");
+    assert_eq!(value("nestedSetRight"), Some(serde_json::json!("8")));
+    assert_eq!(value("nestedSetParent"), Some(serde_json::json!("-1")));
+    server.spanlake.shutdown().await;
+}

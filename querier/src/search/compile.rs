@@ -99,6 +99,9 @@ fn intrinsic(intrinsic: Intrinsic) -> Result<(Expr, Kind), QueryError> {
             return Err(unsupported("compare ids with = only, e.g. { span:id = \"0102030405060708\" }"));
         }
         Intrinsic::EventName => return Err(unsupported("event:name is not supported yet")),
+        Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight => {
+            return Err(unsupported(format!("{} can be selected, not compared", intrinsic.name())));
+        }
     })
 }
 

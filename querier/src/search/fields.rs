@@ -7,7 +7,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use base64::Engine as _;
-use datafusion::logical_expr::{Expr, col};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, col, lit};
 use serde_json::{Value, json};
 use spanlake_schemas::schema as s;
 
@@ -23,6 +24,8 @@ pub(crate) enum Render {
     Str,
     /// Nanoseconds, shown as a Go duration (`1.5s`).
     Duration,
+    /// Not read: computed from the trace's tree (`nestedSetLeft`, …).
+    NestedSet(Intrinsic),
 }
 
 /// One value selected with every matched span.
@@ -52,6 +55,9 @@ impl OutputField {
                     Intrinsic::RootServiceName => (col(ROOT_SERVICE), Render::Str),
                     Intrinsic::InstrumentationName => (col(s::SCOPE_NAME), Render::Str),
                     Intrinsic::InstrumentationVersion => (col(s::SCOPE_VERSION), Render::Str),
+                    Intrinsic::NestedSetParent | Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight => {
+                        (lit(ScalarValue::Int64(None)), Render::NestedSet(*i))
+                    }
                     other => {
                         return Err(QueryError::InvalidParameter {
                             name: "q",
@@ -124,6 +130,7 @@ pub(crate) fn render(array: &ArrayRef, render: Render, row: usize) -> Option<Val
         Render::Attribute => attribute_json(array.as_struct(), row),
         Render::Str => Some(json!({ "stringValue": array.as_string::<i32>().value(row) })),
         Render::Duration => numeric(array, row).map(|ns| json!({ "stringValue": go_duration(ns as i64) })),
+        Render::NestedSet(_) => None,
     }
 }
 

@@ -467,12 +467,37 @@ impl<'a> Engine<'a> {
         {
             return Ok(None);
         }
-        let hits = (0..at.len()).filter(|i| matched[*i]).map(|i| self.hit(at[i].0, at[i].1)).collect();
+        let nested =
+            self.fields.iter().any(|f| matches!(f.render, fields::Render::NestedSet(_))).then(|| shape.nested_set());
+        let hits = (0..at.len())
+            .filter(|i| matched[*i])
+            .map(|i| {
+                let mut hit = self.hit(at[i].0, at[i].1);
+                if let Some(numbers) = &nested {
+                    self.fill_nested_set(&mut hit, numbers[i]);
+                }
+                hit
+            })
+            .collect();
         let sets = self.pipeline(hits, |node| {
             let keep = shape.eval(node, &leaf);
             (0..spans.len()).filter(|i| keep[*i]).map(|i| spans[i].0).collect()
         })?;
         Ok((!sets.is_empty()).then_some((summary, sets)))
+    }
+
+    /// Sets the `nestedSet*` fields of `hit` from its (left, right, parent).
+    fn fill_nested_set(&self, hit: &mut SpanHit, (left, right, parent): (i64, i64, i64)) {
+        for (field, value) in self.fields.iter().zip(&mut hit.values) {
+            let number = match field.render {
+                fields::Render::NestedSet(Intrinsic::NestedSetLeft) => left,
+                fields::Render::NestedSet(Intrinsic::NestedSetRight) => right,
+                fields::Render::NestedSet(_) => parent,
+                _ => continue,
+            };
+            *value =
+                (Some(serde_json::json!({ "intValue": number.to_string() })), Some(number as f64), number.to_string());
+        }
     }
 
     /// One span of a page as a hit, with its output fields.

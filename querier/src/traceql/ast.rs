@@ -158,6 +158,26 @@ pub enum SpansetOp {
     Ancestor,
     /// `~`: rhs spans with a sibling matching lhs
     Sibling,
+    /// `&>`: rhs spans whose parent matches lhs, and those parents
+    UnionChild,
+    /// `&<`: rhs spans that are the parent of an lhs span, and those children
+    UnionParent,
+    /// `&>>`: rhs spans with an ancestor matching lhs, and those ancestors
+    UnionDescendant,
+    /// `&<<`: rhs spans that are an ancestor of an lhs span, and those descendants
+    UnionAncestor,
+    /// `&~`: rhs spans with a sibling matching lhs, and those siblings
+    UnionSibling,
+    /// `!>`: rhs spans whose parent does not match lhs
+    NotChild,
+    /// `!<`: rhs spans that are not the parent of an lhs span
+    NotParent,
+    /// `!>>`: rhs spans with no ancestor matching lhs
+    NotDescendant,
+    /// `!<<`: rhs spans that are not an ancestor of an lhs span
+    NotAncestor,
+    /// `!~`: rhs spans with no sibling matching lhs
+    NotSibling,
 }
 
 /// Expressions inside a spanset filter.
@@ -288,8 +308,13 @@ pub enum Intrinsic {
     TraceDuration,
     RootName,
     RootServiceName,
-    /// `nestedSetParent`: -1 for a root span (as Tempo), else 0.
+    /// `nestedSetParent`: in filters -1 for a root span (as Tempo) and 0
+    /// otherwise; selected, its parent's `nestedSetLeft`.
     NestedSetParent,
+    /// `nestedSetLeft`, `nestedSetRight`: a span's numbers in a depth-first
+    /// walk of its trace (entering, leaving); only in `select()`.
+    NestedSetLeft,
+    NestedSetRight,
     InstrumentationName,
     InstrumentationVersion,
     EventName,
@@ -316,6 +341,8 @@ impl Intrinsic {
             Self::RootName => "rootName",
             Self::RootServiceName => "rootServiceName",
             Self::NestedSetParent => "nestedSetParent",
+            Self::NestedSetLeft => "nestedSetLeft",
+            Self::NestedSetRight => "nestedSetRight",
             Self::InstrumentationName => "instrumentation:name",
             Self::InstrumentationVersion => "instrumentation:version",
             Self::EventName => "event:name",

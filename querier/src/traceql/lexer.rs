@@ -31,6 +31,12 @@ pub(crate) enum Tok {
     Descendant,
     Ancestor,
     Tilde,
+    /// `&>`, `&<`, `&>>`, `&<<`, `&~`
+    UnionChild,
+    UnionParent,
+    UnionDescendant,
+    UnionAncestor,
+    UnionSibling,
     Str(String),
     Int(i64),
     Float(f64),
@@ -87,6 +93,11 @@ fn symbol(tok: &Tok) -> &'static str {
         Tok::Descendant => ">>",
         Tok::Ancestor => "<<",
         Tok::Tilde => "~",
+        Tok::UnionChild => "&>",
+        Tok::UnionParent => "&<",
+        Tok::UnionDescendant => "&>>",
+        Tok::UnionAncestor => "&<<",
+        Tok::UnionSibling => "&~",
         _ => "?",
     }
 }
@@ -118,6 +129,19 @@ pub(crate) fn tokenize(query: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             continue;
         }
         let two = (c, at(i + 1));
+        let union = match (c, at(i + 1), at(i + 2)) {
+            ('&', Some('>'), Some('>')) => Some((Tok::UnionDescendant, 3)),
+            ('&', Some('<'), Some('<')) => Some((Tok::UnionAncestor, 3)),
+            ('&', Some('>'), _) => Some((Tok::UnionChild, 2)),
+            ('&', Some('<'), _) => Some((Tok::UnionParent, 2)),
+            ('&', Some('~'), _) => Some((Tok::UnionSibling, 2)),
+            _ => None,
+        };
+        if let Some((tok, len)) = union {
+            tokens.push((tok, start));
+            i += len;
+            continue;
+        }
         let (tok, len) = match two {
             ('>', Some('>')) => (Tok::Descendant, 2),
             ('<', Some('<')) => (Tok::Ancestor, 2),
@@ -145,9 +169,7 @@ pub(crate) fn tokenize(query: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             ('%', _) => (Tok::Percent, 1),
             ('^', _) => (Tok::Caret, 1),
             ('~', _) => (Tok::Tilde, 1),
-            ('&', _) => {
-                return Err(ParseError::new(start, "structural union operators (&>, &>>, …) are not supported"));
-            }
+            ('&', _) => return Err(ParseError::new(start, "a lone '&': use && (and) or a union operator such as &>")),
             _ => (Tok::Eof, 0),
         };
         if len > 0 {

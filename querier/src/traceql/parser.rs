@@ -344,10 +344,24 @@ impl Parser {
                 Tok::Descendant => SpansetOp::Descendant,
                 Tok::Ancestor => SpansetOp::Ancestor,
                 Tok::Tilde => SpansetOp::Sibling,
-                Tok::Not
-                    if matches!(self.peek_at(1), Tok::Gt | Tok::Lt | Tok::Descendant | Tok::Ancestor | Tok::Tilde) =>
-                {
-                    return Err(self.error("negated structural operators (!>, !>>, …) are not supported"));
+                Tok::UnionChild => SpansetOp::UnionChild,
+                Tok::UnionParent => SpansetOp::UnionParent,
+                Tok::UnionDescendant => SpansetOp::UnionDescendant,
+                Tok::UnionAncestor => SpansetOp::UnionAncestor,
+                Tok::UnionSibling => SpansetOp::UnionSibling,
+                // `!~` between spansets is "not sibling", not a regex.
+                Tok::NotRegex => SpansetOp::NotSibling,
+                Tok::Not => {
+                    let op = match self.peek_at(1) {
+                        Tok::Gt => SpansetOp::NotChild,
+                        Tok::Lt => SpansetOp::NotParent,
+                        Tok::Descendant => SpansetOp::NotDescendant,
+                        Tok::Ancestor => SpansetOp::NotAncestor,
+                        Tok::Tilde => SpansetOp::NotSibling,
+                        _ => return Ok(lhs),
+                    };
+                    self.next();
+                    op
                 }
                 _ => return Ok(lhs),
             };
@@ -654,6 +668,8 @@ fn keyword(word: &str) -> Option<FieldExpr> {
         "rootName" => I(Intrinsic::RootName),
         "rootServiceName" => I(Intrinsic::RootServiceName),
         "nestedSetParent" => I(Intrinsic::NestedSetParent),
+        "nestedSetLeft" => I(Intrinsic::NestedSetLeft),
+        "nestedSetRight" => I(Intrinsic::NestedSetRight),
         _ => return None,
     })
 }

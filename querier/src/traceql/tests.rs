@@ -125,7 +125,7 @@ fn errors_name_the_position() {
         ("{ .a = 1 } | frobnicate()", 13, "unknown pipeline function"),
         ("{ .a = 1 } extra", 11, "unexpected \"extra\""),
         ("{ . = 1 }", 2, "attribute name expected"),
-        ("{ .a = 1 } &> { }", 11, "not supported"),
+        ("{ .a = 1 } & { }", 11, "a lone '&'"),
         ("{ .a # 1 }", 5, "unexpected character '#'"),
     ];
     for (query, offset, message) in cases {
@@ -345,4 +345,29 @@ fn bad_metrics_queries_say_what_is_wrong() {
 fn search_takes_hints() {
     let q = parse("{ status = error } with(most_recent=true)").unwrap();
     assert_eq!(q.hints, vec![Hint { name: "most_recent".into(), value: Static::Bool(true) }]);
+}
+
+#[test]
+fn union_and_negated_structural_operators() {
+    for (query, op) in [
+        ("{ .a = 1 } &> { }", SpansetOp::UnionChild),
+        ("{ .a = 1 } &< { }", SpansetOp::UnionParent),
+        ("{ .a = 1 } &>> { }", SpansetOp::UnionDescendant),
+        ("{ .a = 1 } &<< { }", SpansetOp::UnionAncestor),
+        ("{ .a = 1 } &~ { }", SpansetOp::UnionSibling),
+        ("{ .a = 1 } !> { }", SpansetOp::NotChild),
+        ("{ .a = 1 } !< { }", SpansetOp::NotParent),
+        ("{ .a = 1 } !>> { }", SpansetOp::NotDescendant),
+        ("{ .a = 1 } !<< { }", SpansetOp::NotAncestor),
+        ("{ .a = 1 } !~ { }", SpansetOp::NotSibling),
+    ] {
+        match parse(query).unwrap_or_else(|e| panic!("{query}: {e}")).spansets {
+            SpansetExpr::Binary { op: got, .. } => assert_eq!(got, op, "{query}"),
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+    // Drilldown's structure tab.
+    let q = "({ resource.service.name = \"a\" } &>> { kind = server }) || ({ resource.service.name = \"a\" }) \
+             | select(status, resource.service.name, name, nestedSetParent, nestedSetLeft, nestedSetRight)";
+    parse(q).unwrap_or_else(|e| panic!("{e}"));
 }

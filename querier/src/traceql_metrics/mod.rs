@@ -103,6 +103,9 @@ impl ByField {
             return Err(unsupported(format!("by({}) is not supported in metrics queries yet", describe(field))));
         }
         let field = OutputField::for_expr(field, false)?;
+        if let Render::NestedSet(_) = field.render {
+            return Err(unsupported(format!("by({}) is not supported in metrics queries", field.key)));
+        }
         Ok(Self { key: field.key, expr: field.expr, render: field.render })
     }
 }
