@@ -27,16 +27,15 @@ use spanlake_test_support::measure::{peak_rss_mib, time};
 mod common;
 
 const STEP_S: u64 = 15;
+
+const RATE_BY_SERVICE: &str = "SELECT service_name, (epoch_ns(start_time) - {S} - 1) // {STEP} AS b, count(*) / 15.0 AS rate \
+     FROM spans WHERE epoch_ns(start_time) > {S} AND epoch_ns(start_time) <= {E} GROUP BY ALL";
 const RUNS: usize = 5;
 
 /// (name, TraceQL, DuckDB SQL with `{S}` the aligned start in ns (exclusive), `{E}` the end, `{STEP}` the step in ns).
-const QUERIES: [(&str, &str, &str); 5] = [
-    (
-        "rate by service",
-        "{ } | rate() by(resource.service.name)",
-        "SELECT service_name, (epoch_ns(start_time) - {S} - 1) // {STEP} AS b, count(*) / 15.0 AS rate \
-         FROM spans WHERE epoch_ns(start_time) > {S} AND epoch_ns(start_time) <= {E} GROUP BY ALL",
-    ),
+const QUERIES: [(&str, &str, &str); 6] = [
+    ("rate by service", "{ } | rate() by(resource.service.name)", RATE_BY_SERVICE),
+    ("rate by service, no exemplars", "{ } | rate() by(resource.service.name) with(exemplars=false)", RATE_BY_SERVICE),
     (
         "quantiles of server spans by service",
         "{ kind = server } | quantile_over_time(duration, 0.5, 0.9, 0.99) by(resource.service.name)",

@@ -8,6 +8,7 @@
 //!  HTTP :3200  GET /api/traces/<id>, /api/v2/traces/<id>  ─▶ trace_by_id ────┘
 //!                   prune: catalog trace-id range → row-group stats → bloom filter → row filter
 //!  GET /api/search (TraceQL), tags, POST /api/sql ─▶ DataFusion over SpansTable (+ views)
+//!  GET /api/metrics/query_range, /query (TraceQL metrics) ─▶ traceql_metrics: one aggregate → series
 //!  GET /api/fanout ─▶ fanout: blocks merged in trace order → per-trace parents → exact percentiles
 //! ```
 //!

@@ -36,6 +36,9 @@ use spanlake_schemas::Catalog;
 use crate::blocks::{SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
 
+/// Blocks are split into byte ranges no smaller than this for parallel reads.
+const MIN_RANGE_BYTES: u64 = 8 << 20;
+
 /// The URL under which the querier's object store is registered with DataFusion.
 pub(crate) const STORE_URL: &str = "spanlake://blocks/";
 
@@ -199,11 +202,32 @@ impl SpansTable {
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(blocks.len()).max(1)];
-        for (i, block) in blocks.iter().enumerate() {
-            let n = groups.len();
-            groups[i % n].push(self.file(block));
+        // Every partition gets about the same bytes: a large block (a
+        // compacted one) is read in byte ranges, each holding the row groups
+        // that start in it, by several partitions.
+        let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
+        let share = (total / partitions.max(1) as u64).max(MIN_RANGE_BYTES);
+        let mut pieces: Vec<(PartitionedFile, u64)> = Vec::new();
+        for block in blocks {
+            let ranges = block.size_bytes.div_ceil(share).max(1);
+            if ranges == 1 {
+                pieces.push((self.file(block), block.size_bytes));
+                continue;
+            }
+            let step = block.size_bytes.div_ceil(ranges);
+            for start in (0..block.size_bytes).step_by(step as usize) {
+                let end = (start + step).min(block.size_bytes);
+                pieces.push((self.file(block).with_range(start as i64, end as i64), end - start));
+            }
         }
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.min(pieces.len()).max(1)];
+        pieces.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        for (piece, bytes) in pieces {
+            let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one group");
+            lightest.0 += bytes;
+            lightest.1.push(piece);
+        }
+        let groups: Vec<Vec<PartitionedFile>> = groups.into_iter().map(|(_, files)| files).collect();
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?

@@ -262,6 +262,14 @@ async fn drilldown_queries_answer_the_known_counts() {
     for (s, (q, power)) in got.iter().zip([(0.5, 27), (0.9, 27), (0.5, 22), (0.9, 22)]) {
         assert!(close(&s.1, &dense(|m| one_bucket_quantile(m + 1, q, power))), "{:?} {:?}", s.0, s.1);
     }
+    // Quantile exemplars carry their span's duration, in seconds.
+    let answer =
+        range(&server, "{ kind = server } | quantile_over_time(duration, 0.5) by(resource.service.name)").await;
+    for (series, duration) in answer["series"].as_array().unwrap().iter().zip([0.1, 0.003]) {
+        let exemplars = series["exemplars"].as_array().expect("exemplars");
+        assert!(!exemplars.is_empty());
+        assert!(exemplars.iter().all(|e| (e["value"].as_f64().unwrap() - duration).abs() < 1e-9), "{series}");
+    }
 
     // Min, max, average and sum of durations, in seconds; empty buckets have no sample.
     let got = series(&range(&server, "{ resource.service.name = \"checkout\" } | avg_over_time(duration)").await);

@@ -6,9 +6,10 @@
 //!  { filter } | fn(…) by(…)  ──compile──▶  one DataFusion aggregate over `spans`
 //!     (span counted once; blocks and row groups pruned by the window and filter)
 //!     GROUP BY time bucket, by() values[, power-of-two bucket of the value]
-//!     → count, min, max, sum, and the newest span (its trace id: the exemplar)
+//!     → count, min, max, sum, and the newest span's start (an exemplar candidate)
 //!  rows ──▶ series (series.rs): rate, count, min/max/sum/avg, quantiles
 //!     interpolated over power-of-two buckets as Tempo does, histograms
+//!     ──▶ exemplars: the chosen candidates read back by start time (one small read)
 //!     ──▶ topk/bottomk/comparison stages ──▶ Tempo's JSON
 //!  compare({sel}) ──▶ compare.rs: attribute values counted per bucket for
 //!     the selection and the baseline, the top N of each attribute
@@ -23,12 +24,14 @@ mod response;
 mod series;
 mod window;
 
+use std::collections::HashMap;
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::math::expr_fn::{ceil, log2};
-use datafusion::functions_aggregate::expr_fn::{count, last_value, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::SessionContext;
 use spanlake_schemas::TenantId;
@@ -167,7 +170,6 @@ mod cols {
     pub(super) const MAX: &str = "__max";
     pub(super) const SUM: &str = "__sum";
     pub(super) const NEWEST: &str = "__ts";
-    pub(super) const TRACE: &str = "__tid";
     pub(super) const VALUE: &str = "__xv";
 }
 
@@ -212,7 +214,10 @@ impl Querier {
         } else {
             let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
             let collected = aggregate(&ctx, request, filter, &by).await?;
-            series::build(request, &by, collected)?
+            let built = series::build(request, &by, collected);
+            let starts: Vec<i64> = built.candidates().iter().map(|c| c.start).collect();
+            let spans = exemplar_spans(&ctx, request, filter, &by, &starts).await?;
+            built.finish(request, &spans)
         };
         answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
         answer.total_blocks = blocks.len() as u64;
@@ -253,9 +258,8 @@ async fn aggregate(
         groups.push(cast(ceil(log2(value.clone())), DataType::Int64).alias(cols::POWER));
     }
     let start = cast(col(s::START_TIME), DataType::Int64);
-    let newest_first = || vec![start.clone().sort(true, false)];
     let mut aggregates = vec![count(lit(1)).alias(cols::COUNT)];
-    if let Some(value) = &value {
+    if let (Some(value), false) = (&value, powers) {
         aggregates.extend([
             min(value.clone()).alias(cols::MIN),
             max(value.clone()).alias(cols::MAX),
@@ -263,11 +267,10 @@ async fn aggregate(
         ]);
     }
     if request.exemplars > 0 {
-        aggregates.push(max(start.clone()).alias(cols::NEWEST));
-        aggregates.push(last_value(cast(col(s::TRACE_ID), DataType::Binary), newest_first()).alias(cols::TRACE));
-        if let Some(value) = &value {
-            aggregates.push(last_value(value.clone(), newest_first()).alias(cols::VALUE));
-        }
+        // Each cell's newest span is an exemplar candidate; the few chosen
+        // are read afterwards (exemplar_spans), not carried through the
+        // aggregate.
+        aggregates.push(max(start).alias(cols::NEWEST));
     }
     let (batches, _held) = crate::memory::collect_counted(
         ctx,
@@ -286,12 +289,11 @@ async fn aggregate(
 /// The aggregate's rows as cells of series.
 fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Collected) {
     let column = |name: &str| batch.column_by_name(name);
-    let buckets = batch.column_by_name(cols::BUCKET).map(|c| c.as_primitive::<Int64Type>().clone());
+    let buckets = column(cols::BUCKET).map(|c| c.as_primitive::<Int64Type>().clone());
     let counts = column(cols::COUNT).map(|c| c.as_primitive::<Int64Type>().clone());
     let float = |name: &str| column(name).map(|c| c.as_primitive::<Float64Type>().clone());
-    let (mins, maxes, sums, values) = (float(cols::MIN), float(cols::MAX), float(cols::SUM), float(cols::VALUE));
+    let (mins, maxes, sums) = (float(cols::MIN), float(cols::MAX), float(cols::SUM));
     let newest = column(cols::NEWEST).map(|c| c.as_primitive::<Int64Type>().clone());
-    let traces = column(cols::TRACE).map(|c| c.as_binary::<i32>().clone());
     let power = column(cols::POWER).filter(|_| powers).map(|c| c.as_primitive::<Int64Type>().clone());
     let (Some(buckets), Some(counts)) = (buckets, counts) else { return };
     let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
@@ -301,12 +303,6 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
     for row in 0..batch.num_rows() {
         let labels: Vec<Option<serde_json::Value>> =
             group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect();
-        let exemplar = match (&newest, &traces) {
-            (Some(ts), Some(ids)) if ts.is_valid(row) && ids.is_valid(row) => {
-                Some((ts.value(row), crate::search::trace_id_hex(ids.value(row)), read(&values, row)))
-            }
-            _ => None,
-        };
         into.add(
             labels,
             Cell {
@@ -316,8 +312,56 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
                 min: read(&mins, row),
                 max: read(&maxes, row),
                 sum: read(&sums, row),
-                exemplar,
+                newest: newest.as_ref().filter(|n| n.is_valid(row)).map(|n| n.value(row)),
             },
         );
     }
+}
+
+/// The spans of the window (and filter) starting at one of `starts`: by
+/// (start, group key), their trace id and measured value. One read with a
+/// short list of start times, for the chosen exemplars.
+async fn exemplar_spans(
+    ctx: &SessionContext,
+    request: &MetricsRequest,
+    filter: Option<&FieldExpr>,
+    by: &[ByField],
+    starts: &[i64],
+) -> Result<HashMap<(i64, String), (String, Option<f64>)>> {
+    let mut found = HashMap::new();
+    if starts.is_empty() {
+        return Ok(found);
+    }
+    let mut listed: Vec<i64> = starts.to_vec();
+    listed.sort_unstable();
+    listed.dedup();
+    let frame = window_spans(ctx, &request.window, filter)
+        .await?
+        .filter(col(s::START_TIME).in_list(listed.iter().map(|t| timestamp(*t)).collect(), false))?;
+    let mut columns = vec![cast(col(s::START_TIME), DataType::Int64), col(s::TRACE_ID)];
+    columns.push(match measured_field(&request.query.function) {
+        Some((field, _)) => crate::search::numeric_value(field)?.alias(cols::VALUE),
+        None => lit(ScalarValue::Float64(None)).alias(cols::VALUE),
+    });
+    columns.extend(by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}"))));
+    let (batches, _held) =
+        crate::memory::collect_counted(ctx, frame.select(columns)?, "the exemplar spans", "ask for fewer exemplars")
+            .await?;
+    for batch in &batches {
+        let starts = batch.column(0).as_primitive::<Int64Type>();
+        let traces = batch.column(1).as_fixed_size_binary();
+        let values = batch.column(2).as_primitive::<Float64Type>();
+        for row in 0..batch.num_rows() {
+            let labels: Vec<Option<serde_json::Value>> = by
+                .iter()
+                .enumerate()
+                .map(|(i, b)| crate::search::render_value(batch.column(3 + i), b.render, row))
+                .collect();
+            let value = values.is_valid(row).then(|| values.value(row));
+            found
+                .entry((starts.value(row), series::group_key(&labels)))
+                .or_insert_with(|| (crate::search::trace_id_hex(traces.value(row)), value));
+        }
+    }
+    Ok(found)
 }

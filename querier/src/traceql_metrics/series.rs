@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use super::response::MetricsAnswer;
 use super::{ByField, MetricsRequest, measured_field};
-use crate::error::Result;
 use crate::traceql::ast::{CmpOp, MetricsFunction, SecondStage};
 
 /// One row of the aggregate: a series' (group's) time bucket, and for
@@ -21,8 +20,8 @@ pub(super) struct Cell {
     pub(super) min: Option<f64>,
     pub(super) max: Option<f64>,
     pub(super) sum: Option<f64>,
-    /// The newest span: (start ns, trace id as Tempo prints it, its value).
-    pub(super) exemplar: Option<(i64, String, Option<f64>)>,
+    /// Start of the cell's newest span, ns: an exemplar candidate.
+    pub(super) newest: Option<i64>,
 }
 
 /// Cells by group (`by()` values, typed JSON; `None` when the span has none).
@@ -33,9 +32,13 @@ pub(super) struct Collected {
 
 impl Collected {
     pub(super) fn add(&mut self, labels: Vec<Option<Value>>, cell: Cell) {
-        let key = serde_json::to_string(&labels).unwrap_or_default();
-        self.groups.entry(key).or_insert_with(|| (labels, Vec::new())).1.push(cell);
+        self.groups.entry(group_key(&labels)).or_insert_with(|| (labels, Vec::new())).1.push(cell);
     }
+}
+
+/// The key of a group: its `by()` values as JSON text.
+pub(super) fn group_key(labels: &[Option<Value>]) -> String {
+    serde_json::to_string(labels).unwrap_or_default()
 }
 
 /// A label: key and OTLP-typed JSON value (`{"stringValue": "…"}`).
@@ -74,15 +77,34 @@ fn group_labels(by: &[ByField], values: &[Option<Value>]) -> Vec<Label> {
     }
 }
 
-/// An exemplar not yet placed: its series, bucket and value.
-struct Candidate {
+/// A span that may become an exemplar: the newest of a series' cell.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    /// The series it goes to (for quantiles: the group's first; the
+    /// closest quantile is chosen once its value is known).
     series: usize,
     bucket: usize,
-    exemplar: Exemplar,
+    /// Its start, ns, and its group's key: what finds the span again.
+    pub(super) start: i64,
+    pub(super) group: String,
+    group_labels: Vec<Label>,
+    /// Labelled with the bucket's sample (rate, count, histogram), else with
+    /// the span's own value.
+    sample_valued: bool,
+    /// Quantile series of its group: `series..series + quantiles`.
+    quantiles: usize,
+}
+
+/// Series built, and the candidates for their exemplars.
+pub(super) struct Built {
+    series: Vec<Series>,
+    candidates: Vec<Candidate>,
+    /// Seconds per nanosecond for `duration`, else 1.
+    scale: f64,
 }
 
 /// Builds the series of a (non-compare) metrics query from its cells.
-pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collected) -> Result<MetricsAnswer> {
+pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collected) -> Built {
     let window = &request.window;
     let n = window.buckets();
     let function = &request.query.function;
@@ -92,12 +114,21 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
     let mut per_series_budget = false;
     for (values, cells) in collected.groups.into_values() {
         let group = group_labels(by, &values);
-        let exemplar_labels = |trace: &str| {
-            let mut labels = vec![("trace:id".to_owned(), string(trace))];
-            labels.extend(group.iter().cloned());
-            labels
-        };
+        let key = group_key(&values);
         let cells: Vec<Cell> = cells.into_iter().filter(|c| c.bucket < n).collect();
+        let mut candidate = |series: usize, cell: &Cell, sample_valued: bool, quantiles: usize| {
+            if let Some(start) = cell.newest {
+                candidates.push(Candidate {
+                    series,
+                    bucket: cell.bucket,
+                    start,
+                    group: key.clone(),
+                    group_labels: group.clone(),
+                    sample_valued,
+                    quantiles,
+                });
+            }
+        };
         match function {
             MetricsFunction::Rate | MetricsFunction::CountOverTime => {
                 let divisor = match function {
@@ -111,17 +142,7 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
                 samples.iter_mut().for_each(|v| *v /= divisor);
                 let labels =
                     if by.is_empty() { vec![("__name__".to_owned(), string(function.name()))] } else { group.clone() };
-                let index = series.len();
-                for cell in &cells {
-                    if let Some((ts, trace, _)) = &cell.exemplar {
-                        let exemplar = Exemplar {
-                            labels: exemplar_labels(trace),
-                            value: samples[cell.bucket],
-                            timestamp_ms: ts / 1_000_000,
-                        };
-                        candidates.push(Candidate { series: index, bucket: cell.bucket, exemplar });
-                    }
-                }
+                cells.iter().for_each(|cell| candidate(series.len(), cell, true, 0));
                 series.push(Series { labels, samples, exemplars: Vec::new() });
             }
             MetricsFunction::MinOverTime(_)
@@ -148,17 +169,7 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
                     .collect();
                 let labels =
                     if by.is_empty() { vec![("__name__".to_owned(), string(function.name()))] } else { group.clone() };
-                let index = series.len();
-                for cell in &cells {
-                    if let Some((ts, trace, Some(value))) = &cell.exemplar {
-                        let exemplar = Exemplar {
-                            labels: exemplar_labels(trace),
-                            value: value * scale,
-                            timestamp_ms: ts / 1_000_000,
-                        };
-                        candidates.push(Candidate { series: index, bucket: cell.bucket, exemplar });
-                    }
-                }
+                cells.iter().for_each(|cell| candidate(series.len(), cell, false, 0));
                 series.push(Series { labels, samples, exemplars: Vec::new() });
             }
             MetricsFunction::QuantileOverTime(_, quantiles) => {
@@ -176,19 +187,7 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
                     let samples = histograms.iter().map(|h| quantile(h, *q, scale)).collect();
                     series.push(Series { labels, samples, exemplars: Vec::new() });
                 }
-                // Each exemplar goes to the quantile whose value is closest.
-                for cell in &cells {
-                    let Some((ts, trace, Some(value))) = &cell.exemplar else { continue };
-                    let value = value * scale;
-                    let closest = (first..series.len())
-                        .min_by(|a, b| {
-                            let d = |i: usize| (series[i].samples[cell.bucket] - value).abs();
-                            d(*a).total_cmp(&d(*b))
-                        })
-                        .unwrap_or(first);
-                    let exemplar = Exemplar { labels: exemplar_labels(trace), value, timestamp_ms: ts / 1_000_000 };
-                    candidates.push(Candidate { series: closest, bucket: cell.bucket, exemplar });
-                }
+                cells.iter().for_each(|cell| candidate(first, cell, false, quantiles.len()));
             }
             MetricsFunction::HistogramOverTime(_) => {
                 let mut by_power: BTreeMap<i32, (Vec<f64>, Vec<&Cell>)> = BTreeMap::new();
@@ -201,59 +200,89 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
                 for (power, (samples, cells)) in by_power {
                     let mut labels = group.clone();
                     labels.push(("__bucket".to_owned(), double(2f64.powi(power) * scale)));
-                    let index = series.len();
-                    for cell in cells {
-                        if let Some((ts, trace, _)) = &cell.exemplar {
-                            let exemplar = Exemplar {
-                                labels: exemplar_labels(trace),
-                                value: samples[cell.bucket],
-                                timestamp_ms: ts / 1_000_000,
-                            };
-                            candidates.push(Candidate { series: index, bucket: cell.bucket, exemplar });
-                        }
-                    }
+                    cells.into_iter().for_each(|cell| candidate(series.len(), cell, true, 0));
                     series.push(Series { labels, samples, exemplars: Vec::new() });
                 }
             }
             MetricsFunction::Compare { .. } => unreachable!("compare() is answered by compare.rs"),
         }
     }
-    place_exemplars(&mut series, candidates, request.exemplars, n, per_series_budget);
-    Ok(MetricsAnswer::new(finish(series, &request.query.second), request))
+    let candidates = choose(candidates, request.exemplars, n, per_series_budget);
+    Built { series, candidates, scale }
 }
 
-/// Spreads up to `budget` exemplars over time, as Tempo does: `budget / 2`
-/// stretches of the window with at most two each; the budget holds for the
-/// whole answer, or per series (`per_series`, quantiles).
-fn place_exemplars(
-    series: &mut [Series],
-    mut candidates: Vec<Candidate>,
-    budget: usize,
-    buckets: usize,
-    per_series: bool,
-) {
+impl Built {
+    /// The chosen candidates: the spans to look up for exemplars.
+    pub(super) fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// Attaches the exemplars whose spans were found (`spans`: by start and
+    /// group key, the trace id and the span's value), applies the second
+    /// stages and finishes the answer.
+    pub(super) fn finish(
+        mut self,
+        request: &MetricsRequest,
+        spans: &HashMap<(i64, String), (String, Option<f64>)>,
+    ) -> MetricsAnswer {
+        for candidate in std::mem::take(&mut self.candidates) {
+            let Some((trace, value)) = spans.get(&(candidate.start, candidate.group.clone())) else { continue };
+            let value = if candidate.sample_valued {
+                self.series[candidate.series].samples[candidate.bucket]
+            } else {
+                match value {
+                    Some(v) => v * self.scale,
+                    None => continue,
+                }
+            };
+            // A quantile's exemplar goes to the quantile closest to its value.
+            let series = (candidate.series..candidate.series + candidate.quantiles.max(1))
+                .min_by(|a, b| {
+                    let distance = |i: usize| (self.series[i].samples[candidate.bucket] - value).abs();
+                    distance(*a).total_cmp(&distance(*b))
+                })
+                .unwrap_or(candidate.series);
+            let mut labels = vec![("trace:id".to_owned(), string(trace))];
+            labels.extend(candidate.group_labels);
+            if value.is_finite() {
+                self.series[series].exemplars.push(Exemplar {
+                    labels,
+                    value,
+                    timestamp_ms: candidate.start / 1_000_000,
+                });
+            }
+        }
+        for s in &mut self.series {
+            s.exemplars.sort_by_key(|e| e.timestamp_ms);
+        }
+        MetricsAnswer::new(finish(self.series, &request.query.second), request)
+    }
+}
+
+/// Chooses up to `budget` candidates spread over time, as Tempo does:
+/// `budget / 2` stretches of the window with at most two each; the budget
+/// holds for the whole answer, or per series (`per_series`, quantiles).
+fn choose(mut candidates: Vec<Candidate>, budget: usize, buckets: usize, per_series: bool) -> Vec<Candidate> {
     if budget == 0 || buckets == 0 {
-        return;
+        return Vec::new();
     }
     let stretches = (budget / 2).max(1);
-    candidates.sort_by_key(|c| (c.bucket, c.series, c.exemplar.timestamp_ms));
+    candidates.sort_by_key(|c| (c.bucket, c.series, c.start));
     let mut in_stretch: HashMap<(usize, usize), usize> = HashMap::new();
     let mut placed: HashMap<usize, usize> = HashMap::new();
-    for candidate in candidates {
+    candidates.retain(|candidate| {
         let owner = if per_series { candidate.series } else { usize::MAX };
         let stretch = candidate.bucket * stretches / buckets;
         let used = in_stretch.entry((owner, stretch)).or_default();
         let total = placed.entry(owner).or_default();
-        if *used >= 2 || *total >= budget || !candidate.exemplar.value.is_finite() {
-            continue;
+        if *used >= 2 || *total >= budget {
+            return false;
         }
         *used += 1;
         *total += 1;
-        series[candidate.series].exemplars.push(candidate.exemplar);
-    }
-    for s in series {
-        s.exemplars.sort_by_key(|e| e.timestamp_ms);
-    }
+        true
+    });
+    candidates
 }
 
 /// The `q` quantile of a histogram over power-of-two buckets, interpolated
@@ -387,19 +416,20 @@ mod tests {
 
     #[test]
     fn exemplars_are_spread_over_time_within_the_budget() {
-        let mut all = vec![series("a", &[0.0; 100])];
         let candidates = (0..100)
             .flat_map(|b| {
                 (0..3).map(move |i| Candidate {
                     series: 0,
                     bucket: b,
-                    exemplar: Exemplar { labels: Vec::new(), value: 1.0, timestamp_ms: (b * 10 + i) as i64 },
+                    start: (b * 10 + i) as i64,
+                    group: String::new(),
+                    group_labels: Vec::new(),
+                    sample_valued: true,
+                    quantiles: 0,
                 })
             })
             .collect();
-        place_exemplars(&mut all, candidates, 10, 100, false);
-        let stamps: Vec<i64> = all[0].exemplars.iter().map(|e| e.timestamp_ms).collect();
-        assert_eq!(stamps.len(), 10);
+        let stamps: Vec<i64> = choose(candidates, 10, 100, false).iter().map(|c| c.start).collect();
         // Five stretches of 20 buckets, two exemplars each.
         assert_eq!(stamps, [0, 1, 200, 201, 400, 401, 600, 601, 800, 801]);
     }
