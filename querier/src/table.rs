@@ -51,6 +51,8 @@ pub(crate) struct BlockBounds {
     pub(crate) end_min: Option<i64>,
     /// One of these trace ids (None: any).
     pub(crate) trace_ids: Option<Vec<[u8; 16]>>,
+    /// Spans start at one of these times (None: any).
+    pub(crate) starts: Option<Vec<i64>>,
 }
 
 impl BlockBounds {
@@ -91,6 +93,21 @@ impl BlockBounds {
             }
             Expr::InList(list) if !list.negated => {
                 if let Expr::Column(c) = list.expr.as_ref()
+                    && c.name == START_TIME
+                {
+                    let starts: Option<Vec<i64>> = list
+                        .list
+                        .iter()
+                        .map(|e| match e {
+                            Expr::Literal(v, _) => nanos(v),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(starts) = starts {
+                        self.starts = Some(starts);
+                    }
+                }
+                if let Expr::Column(c) = list.expr.as_ref()
                     && c.name == TRACE_ID
                 {
                     let ids: Option<Vec<_>> = list
@@ -117,6 +134,9 @@ impl BlockBounds {
             && self.start_max.is_none_or(|t| block.min_time_unix_nano <= t)
             && self.end_min.is_none_or(|t| block.max_time_unix_nano >= t)
             && self.trace_ids.as_ref().is_none_or(|ids| ids.iter().any(|id| block.may_contain_trace(id)))
+            && self.starts.as_ref().is_none_or(|starts| {
+                starts.iter().any(|t| (block.min_time_unix_nano..=block.max_time_unix_nano).contains(t))
+            })
     }
 }
 
@@ -372,5 +392,38 @@ impl TableProvider for SpansTable {
             plans.push(self.deduplicated_scan(&source, group, projection)?);
         }
         UnionExec::try_new(plans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+
+    fn block(min_time: i64, max_time: i64) -> BlockMeta {
+        BlockMeta {
+            id: spanlake_schemas::block::BlockId::new(),
+            min_time_unix_nano: min_time,
+            max_time_unix_nano: max_time,
+            min_trace_id: "00".repeat(16),
+            max_trace_id: "ff".repeat(16),
+            span_count: 1,
+            size_bytes: 1,
+            compaction_level: 0,
+            sources: Vec::new(),
+            trace_count: 1,
+            ingested_unix_nano: 0,
+        }
+    }
+
+    #[test]
+    fn a_list_of_start_times_admits_only_blocks_that_span_one() {
+        let ts = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())));
+        let bounds = BlockBounds::from_filters(&[col(START_TIME).in_list(vec![ts(15), ts(42)], false)]);
+        assert!(bounds.admits(&block(10, 20)));
+        assert!(bounds.admits(&block(40, 50)));
+        assert!(!bounds.admits(&block(21, 39)));
+        assert!(!bounds.admits(&block(43, 90)));
     }
 }

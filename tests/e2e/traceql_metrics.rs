@@ -290,6 +290,16 @@ async fn drilldown_queries_answer_the_known_counts() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, [(T0 + 240, 8.0), (T0 + 300, 10.0)]);
 
+    // Breakdown as Drilldown sends it: only spans with the attribute, by it.
+    let q = "{nestedSetParent<0 && true && span.http.route != nil} | rate() by(span.http.route)";
+    let got = series(&range(&server, q).await);
+    assert_eq!(
+        got.iter().map(|s| s.0[0].clone()).collect::<Vec<_>>(),
+        ["span.http.route=/cart", "span.http.route=/checkout"]
+    );
+    assert!(close(&got[0].1, &dense(|m| m as f64 / 60.0)));
+    assert!(close(&got[1].1, &dense(|_| 1.0 / 60.0)));
+
     // by() a value some spans lack: those form the "nil" series.
     let got = series(&range(&server, "{ kind = server } | count_over_time() by(span.http.route)").await);
     let labels: Vec<String> = got.iter().map(|s| s.0[0].clone()).collect();
@@ -340,6 +350,29 @@ async fn compare_splits_selection_and_baseline_by_attribute_value() {
     server.spanlake.shutdown().await;
 }
 
+/// The Drilldown home page (v2.1): step = the whole range, and a histogram with no step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_page_queries_with_a_whole_range_step_or_none() {
+    let server = start().await;
+    let (start, end) = (T0.to_string(), (T0 + 600).to_string());
+    let q = "{nestedSetParent < 0 && status = error} | count_over_time() by (resource.service.name)";
+    let params = [("q", q), ("start", start.as_str()), ("end", end.as_str()), ("step", "600s")];
+    let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
+    assert_eq!(status, 200, "{body}");
+    let got = series(&serde_json::from_str(&body).unwrap());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, ["resource.service.name=frontend"]);
+    assert_eq!(got[0].1.iter().map(|s| s.1).sum::<f64>(), 6.0);
+    // No step: Tempo's default for 10 minutes, 2 s; every root in some bucket.
+    let params = [("q", "{nestedSetParent<0} | histogram_over_time(duration)"), ("start", &start), ("end", &end)];
+    let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
+    assert_eq!(status, 200, "{body}");
+    let got = series(&serde_json::from_str(&body).unwrap());
+    assert_eq!(got[0].1.len(), 301, "600 s in 2 s steps, plus the leading bucket");
+    assert_eq!(got[0].1.iter().map(|s| s.1).sum::<f64>(), 15.0);
+    server.spanlake.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instant_queries_answer_one_value_per_series() {
     let server = start().await;
@@ -385,6 +418,13 @@ async fn bad_metrics_requests_are_refused_with_what_is_wrong() {
         let (got, body) = get(&server, "/api/metrics/query_range", &params).await;
         assert_eq!((got, body.contains(message)), (status, true), "{params:?}: {body}");
     }
+    // Drilldown's configuration probe: `{} | rate()` over the last minute, no step.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (probe_start, probe_end) = ((now - 60).to_string(), now.to_string());
+    let params = [("q", "{} | rate()"), ("start", probe_start.as_str()), ("end", probe_end.as_str())];
+    let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("localblocks processor not found"));
     // An empty answer, not an error, where there is no data.
     let (status, body) = get(&server, "/api/metrics/query_range", &[("q", "{ } | rate()"), ("since", "15m")]).await;
     assert_eq!(status, 200, "{body}");

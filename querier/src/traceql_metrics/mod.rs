@@ -179,13 +179,23 @@ pub(crate) async fn window_spans(
     window: &Window,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
+    window_spans_in(ctx, "spans", window, filter).await
+}
+
+/// [`window_spans`] from `table` (`spans`, or every stored copy).
+async fn window_spans_in(
+    ctx: &SessionContext,
+    table: &str,
+    window: &Window,
+    filter: Option<&FieldExpr>,
+) -> Result<DataFrame> {
     let start = col(s::START_TIME);
     let from = if window.instant {
         start.clone().gt_eq(timestamp(window.start))
     } else {
         start.clone().gt(timestamp(window.start))
     };
-    let mut frame = ctx.table("spans").await?.filter(from.and(start.lt_eq(timestamp(window.end))))?;
+    let mut frame = ctx.table(table).await?.filter(from.and(start.lt_eq(timestamp(window.end))))?;
     if let Some(filter) = filter {
         frame = frame.filter(crate::search::compile_filter(filter)?)?;
     }
@@ -335,7 +345,8 @@ async fn exemplar_spans(
     let mut listed: Vec<i64> = starts.to_vec();
     listed.sort_unstable();
     listed.dedup();
-    let frame = window_spans(ctx, &request.window, filter)
+    // Any stored copy of a span names the same trace: no de-duplication.
+    let frame = window_spans_in(ctx, crate::sql::SPANS_AS_STORED, &request.window, filter)
         .await?
         .filter(col(s::START_TIME).in_list(listed.iter().map(|t| timestamp(*t)).collect(), false))?;
     let mut columns = vec![cast(col(s::START_TIME), DataType::Int64), col(s::TRACE_ID)];
