@@ -226,7 +226,9 @@ impl SpansTable {
         // compacted one) is read in byte ranges, each holding the row groups
         // that start in it, by several partitions.
         let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
-        let share = (total / partitions.max(1) as u64).max(MIN_RANGE_BYTES);
+        // Pieces of at most a quarter of a partition's share: few large
+        // blocks still spread evenly.
+        let share = (total / (partitions.max(1) as u64 * 4)).max(MIN_RANGE_BYTES);
         let mut pieces: Vec<(PartitionedFile, u64)> = Vec::new();
         for block in blocks {
             let ranges = block.size_bytes.div_ceil(share).max(1);
