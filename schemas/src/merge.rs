@@ -59,7 +59,7 @@ fn span_key(batch: &RecordBatch, row: usize) -> (u64, u64) {
 /// to drop a second copy of a span: equal (`span_id`, `kind`) within a trace.
 /// Most traces are small: their spans are kept in a list searched from the
 /// end (a retried copy usually follows its original closely); a trace past
-/// [`LIST_LIMIT`] spans moves to a hash set.
+/// 64 spans moves to a hash set.
 #[derive(Debug, Default)]
 pub struct TraceDedup {
     trace: Option<u128>,
