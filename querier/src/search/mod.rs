@@ -757,7 +757,7 @@ impl Engine<'_> {
                                 (n > 0).then(|| sum / n as f64)
                             }
                         };
-                        result.is_some_and(|r| compare(r, *op, threshold))
+                        result.is_some_and(|r| op.holds(r, threshold))
                     });
                 }
                 Stage::Spanset(_) => {
@@ -779,18 +779,6 @@ impl Engine<'_> {
     fn field_index(&self, field: &FieldExpr) -> Result<usize> {
         let key = OutputField::for_expr(field, false)?.key;
         Ok(self.fields.iter().position(|f| f.key == key).expect("every stage field is selected"))
-    }
-}
-
-fn compare(value: f64, op: CmpOp, threshold: f64) -> bool {
-    match op {
-        CmpOp::Eq => value == threshold,
-        CmpOp::Neq => value != threshold,
-        CmpOp::Gt => value > threshold,
-        CmpOp::Gte => value >= threshold,
-        CmpOp::Lt => value < threshold,
-        CmpOp::Lte => value <= threshold,
-        CmpOp::Regex | CmpOp::NotRegex => false,
     }
 }
 

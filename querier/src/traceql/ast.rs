@@ -217,6 +217,19 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// Whether `value op threshold` holds (regex operators never do on numbers).
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Eq => value == threshold,
+            Self::Neq => value != threshold,
+            Self::Gt => value > threshold,
+            Self::Gte => value >= threshold,
+            Self::Lt => value < threshold,
+            Self::Lte => value <= threshold,
+            Self::Regex | Self::NotRegex => false,
+        }
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             Self::Eq => "=",

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::response::MetricsAnswer;
 use super::{ByField, MetricsRequest, measured_field};
-use crate::traceql::ast::{CmpOp, MetricsFunction, SecondStage};
+use crate::traceql::ast::{MetricsFunction, SecondStage};
 
 /// One row of the aggregate: a series' (group's) time bucket, and for
 /// histograms and quantiles one power-of-two bucket of the value.
@@ -320,7 +320,7 @@ pub(super) fn finish(mut series: Vec<Series>, stages: &[SecondStage]) -> Vec<Ser
             SecondStage::Filter(op, threshold) => {
                 for s in &mut series {
                     for v in &mut s.samples {
-                        if !v.is_nan() && !compare(*v, op, threshold) {
+                        if !v.is_nan() && !op.holds(*v, threshold) {
                             *v = f64::NAN;
                         }
                     }
@@ -353,18 +353,6 @@ fn keep_ranked(series: &mut [Series], k: usize, highest: bool) {
         for i in ranked.into_iter().skip(k) {
             series[i].samples[bucket] = f64::NAN;
         }
-    }
-}
-
-fn compare(value: f64, op: CmpOp, threshold: f64) -> bool {
-    match op {
-        CmpOp::Eq => value == threshold,
-        CmpOp::Neq => value != threshold,
-        CmpOp::Gt => value > threshold,
-        CmpOp::Gte => value >= threshold,
-        CmpOp::Lt => value < threshold,
-        CmpOp::Lte => value <= threshold,
-        CmpOp::Regex | CmpOp::NotRegex => false,
     }
 }
 
@@ -408,8 +396,10 @@ mod tests {
         assert!(out[1].samples[0] == 3.0 && out[1].samples[1].is_nan());
         let out = finish(vec![series("a", &[1.0, 5.0]), series("b", &[2.0, 1.0])], &[SecondStage::BottomK(1)]);
         assert_eq!(out.len(), 2);
-        let out =
-            finish(vec![series("a", &[1.0, 5.0]), series("b", &[2.0, 1.0])], &[SecondStage::Filter(CmpOp::Gt, 4.0)]);
+        let out = finish(
+            vec![series("a", &[1.0, 5.0]), series("b", &[2.0, 1.0])],
+            &[SecondStage::Filter(crate::traceql::ast::CmpOp::Gt, 4.0)],
+        );
         assert_eq!(out.len(), 1);
         assert!(out[0].samples[0].is_nan());
     }
