@@ -300,6 +300,12 @@ async fn drilldown_queries_answer_the_known_counts() {
     assert!(close(&got[0].1, &dense(|m| m as f64 / 60.0)));
     assert!(close(&got[1].1, &dense(|_| 1.0 / 60.0)));
 
+    // maxSeries: the answer is cut, and says so as Tempo does.
+    let answer = range_with(&server, "{ } | count_over_time() by(resource.service.name)", &[("maxSeries", "1")]).await;
+    assert_eq!(answer["series"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["status"], "PARTIAL");
+    assert!(answer["message"].as_str().unwrap().contains("maximum series limit of 1"));
+
     // by() a value some spans lack: those form the "nil" series.
     let got = series(&range(&server, "{ kind = server } | count_over_time() by(span.http.route)").await);
     let labels: Vec<String> = got.iter().map(|s| s.0[0].clone()).collect();
