@@ -253,3 +253,36 @@ async fn sdk_batch_processor_defaults_lose_no_spans_at_thousands_per_second() {
     tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().expect("shutdown");
     server.spanlake.shutdown().await;
 }
+
+/// TraceQL over events and links, as the exporter sent them: a span matches
+/// when one of its events (links) does.
+#[tokio::test]
+async fn traceql_filters_on_events_and_links() {
+    let server = TestServer::start().await;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(server.otlp_http_url())
+        .build()
+        .unwrap();
+    exporter.set_resource(&resource());
+    exporter.export(vec![span_data(0x44aa22bb33cc44dd55ee66ff77008866, "POST /checkout")]).await.unwrap();
+    for (q, found) in [
+        ("{ event:name = \"exception\" }", true),
+        ("{ event:name = \"retry\" }", false),
+        ("{ event:name != \"exception\" }", false),
+        ("{ event.exception.type = \"Timeout\" }", true),
+        ("{ event.exception.type != nil }", true),
+        ("{ event.missing != nil }", false),
+        ("{ link:traceID = \"ABCDEF\" }", true),
+        ("{ link:spanID = \"1234\" }", true),
+        ("{ link:spanID = \"4321\" }", false),
+        ("{ link.link.kind = \"follows\" && event:name = \"exception\" }", true),
+    ] {
+        let response = server.http.get(server.query_url("/api/search")).query(&[("q", q)]).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{q}");
+        let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(body["traces"].as_array().unwrap().len(), usize::from(found), "{q}: {body}");
+    }
+    server.spanlake.shutdown().await;
+}

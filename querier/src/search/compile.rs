@@ -98,7 +98,13 @@ fn intrinsic(intrinsic: Intrinsic) -> Result<(Expr, Kind), QueryError> {
         Intrinsic::SpanId | Intrinsic::ParentId | Intrinsic::TraceId => {
             return Err(unsupported("compare ids with = only, e.g. { span:id = \"0102030405060708\" }"));
         }
-        Intrinsic::EventName => return Err(unsupported("event:name is not supported yet")),
+        Intrinsic::EventName | Intrinsic::LinkTraceId | Intrinsic::LinkSpanId => {
+            return Err(unsupported(format!(
+                "{} compares with a literal, e.g. {} = \"…\"",
+                intrinsic.name(),
+                intrinsic.name()
+            )));
+        }
         Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight => {
             return Err(unsupported(format!("{} can be selected, not compared", intrinsic.name())));
         }
@@ -189,7 +195,86 @@ fn comparison_kind(lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Kind, QueryError>
     Ok(known(rhs).or_else(|| known(lhs)).unwrap_or(Kind::Str))
 }
 
+/// An event or link field: the list column and the key of its values.
+fn element_field(expr: &FieldExpr) -> Option<(&'static str, String)> {
+    Some(match expr {
+        FieldExpr::Attribute(Attribute { scope: AttributeScope::Event, name }) => (s::EVENTS, format!("attr:{name}")),
+        FieldExpr::Attribute(Attribute { scope: AttributeScope::Link, name }) => (s::LINKS, format!("attr:{name}")),
+        FieldExpr::Intrinsic(Intrinsic::EventName) => (s::EVENTS, "name".into()),
+        FieldExpr::Intrinsic(Intrinsic::LinkTraceId) => (s::LINKS, "trace_id".into()),
+        FieldExpr::Intrinsic(Intrinsic::LinkSpanId) => (s::LINKS, "span_id".into()),
+        _ => return None,
+    })
+}
+
+/// `field op value` over a span's events or links: true when some event
+/// (link) has a value that satisfies it (`!= nil`: when some has one).
+fn element_comparison(op: CmpOp, (column, key): (&'static str, String), value: &Static) -> Result<Expr, QueryError> {
+    use super::element_values::{ValueKind, element_values};
+    use datafusion::functions_nested::expr_fn::{array_has, array_length, array_max, array_min, array_remove_all};
+    let values = |kind| element_values(kind).call(vec![col(column), lit(key.clone())]);
+    let some = |list: Expr| array_length(list).gt(lit(0u64));
+    let (kind, literal) = match value {
+        Static::Nil => {
+            let present =
+                some(values(ValueKind::Str)).or(some(values(ValueKind::Number))).or(some(values(ValueKind::Bool)));
+            return match op {
+                CmpOp::Eq => Ok(not(present)),
+                CmpOp::Neq => Ok(present),
+                _ => Err(unsupported("nil can only be compared with = or !=")),
+            };
+        }
+        Static::Str(text) => {
+            // Ids compare as lowercase hex, left-padded as they are stored.
+            let text = match key.as_str() {
+                "trace_id" => format!("{:0>32}", text.to_lowercase()),
+                "span_id" => format!("{:0>16}", text.to_lowercase()),
+                _ => text.clone(),
+            };
+            (ValueKind::Str, lit(text))
+        }
+        Static::Int(i) => (ValueKind::Number, lit(*i as f64)),
+        Static::Float(f) => (ValueKind::Number, lit(*f)),
+        Static::Duration(d) => (ValueKind::Number, lit(*d as f64)),
+        Static::Bool(b) => (ValueKind::Bool, lit(*b)),
+        other => {
+            return Err(unsupported(format!(
+                "event and link fields compare with strings, numbers or booleans, not {}",
+                other.describe()
+            )));
+        }
+    };
+    let list = values(kind);
+    Ok(match op {
+        CmpOp::Eq => array_has(list, literal),
+        CmpOp::Neq => some(array_remove_all(list, literal)),
+        CmpOp::Gt if kind == ValueKind::Number => array_max(list).gt(literal),
+        CmpOp::Gte if kind == ValueKind::Number => array_max(list).gt_eq(literal),
+        CmpOp::Lt if kind == ValueKind::Number => array_min(list).lt(literal),
+        CmpOp::Lte if kind == ValueKind::Number => array_min(list).lt_eq(literal),
+        _ => {
+            return Err(unsupported(format!(
+                "event and link fields support =, != and (for numbers) < <= > >=, not {}",
+                op.symbol()
+            )));
+        }
+    })
+}
+
 fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, QueryError> {
+    if let (Some(field), FieldExpr::Static(value)) = (element_field(lhs), rhs) {
+        return element_comparison(op, field, value);
+    }
+    if let (FieldExpr::Static(value), Some(field)) = (lhs, element_field(rhs)) {
+        let flipped = match op {
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Gte => CmpOp::Lte,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Lte => CmpOp::Gte,
+            other => other,
+        };
+        return element_comparison(flipped, field, value);
+    }
     // Existence: `x = nil` / `x != nil`.
     if let (FieldExpr::Attribute(a), FieldExpr::Static(Static::Nil))
     | (FieldExpr::Static(Static::Nil), FieldExpr::Attribute(a)) = (lhs, rhs)

@@ -17,6 +17,7 @@
 //! linear in the spans of the candidate traces.
 
 mod compile;
+mod element_values;
 mod fields;
 mod response;
 mod structure;

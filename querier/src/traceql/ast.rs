@@ -331,6 +331,9 @@ pub enum Intrinsic {
     InstrumentationName,
     InstrumentationVersion,
     EventName,
+    /// `link:traceID`, `link:spanID`
+    LinkTraceId,
+    LinkSpanId,
 }
 
 impl Intrinsic {
@@ -359,6 +362,8 @@ impl Intrinsic {
             Self::InstrumentationName => "instrumentation:name",
             Self::InstrumentationVersion => "instrumentation:version",
             Self::EventName => "event:name",
+            Self::LinkTraceId => "link:traceID",
+            Self::LinkSpanId => "link:spanID",
         }
     }
 }

@@ -688,6 +688,8 @@ fn scoped_intrinsic(scope: &str, field: &str) -> Option<Intrinsic> {
         ("trace", "rootService") => Intrinsic::RootServiceName,
         ("trace", "id") => Intrinsic::TraceId,
         ("event", "name") => Intrinsic::EventName,
+        ("link", "traceID") => Intrinsic::LinkTraceId,
+        ("link", "spanID") => Intrinsic::LinkSpanId,
         ("instrumentation", "name") => Intrinsic::InstrumentationName,
         ("instrumentation", "version") => Intrinsic::InstrumentationVersion,
         _ => return None,
