@@ -455,3 +455,38 @@ async fn metrics_json_shapes() {
     assert!(major_minor >= vec![2, 9], "Grafana needs a Tempo version of at least 2.9, got {version}");
     server.spanlake.shutdown().await;
 }
+
+/// A by() over a value unique per span, at a short step: the series count
+/// against the per-query memory limit (422 naming it), not outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_beyond_the_memory_limit_are_refused() {
+    let server = TestServer::start_with(|a| a.sql_memory_limit = 4 << 20).await;
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(T0 as u64 + 10);
+    let spans: Vec<SpanData> = (0..200u64)
+        .map(|i| {
+            let attributes = vec![KeyValue::new("uid", i as i64)];
+            span(
+                trace_id(0, 0),
+                i + 1,
+                None,
+                "op",
+                SpanKind::Server,
+                start,
+                Duration::from_millis(1),
+                false,
+                attributes,
+            )
+        })
+        .collect();
+    export(&server, "unique", spans).await;
+    let q = "{ } | count_over_time() by(span.uid)";
+    // 200 series of 11 samples fit.
+    assert_eq!(series(&range(&server, q).await).len(), 200);
+    // 200 series of 9,600 samples (a day in 9 s steps) do not.
+    let (start, end) = ((T0 - 86_000).to_string(), (T0 + 400).to_string());
+    let params = [("q", q), ("start", start.as_str()), ("end", end.as_str()), ("step", "9s")];
+    let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("per-query memory limit"), "{body}");
+    server.spanlake.shutdown().await;
+}

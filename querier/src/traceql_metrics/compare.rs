@@ -118,8 +118,28 @@ pub(super) async fn compare(
         "narrow the time range or the filter",
     )
     .await?;
+    // Every attribute value seen is a series until the top N are picked.
+    let _series = super::hold_series(ctx, distinct_values(&batches), window.buckets())?;
     let series = build(&batches, window.buckets(), top);
     Ok(MetricsAnswer::new(finish(series, &[]), request))
+}
+
+/// How many (side, attribute, value) the counted rows hold: the rows
+/// without their time bucket.
+fn distinct_values(batches: &[RecordBatch]) -> usize {
+    use datafusion::common::hash_utils::{RandomState, create_hashes};
+    let state = RandomState::with_seed(0);
+    let mut seen = std::collections::HashSet::new();
+    for batch in batches {
+        let columns: Vec<&arrow::array::ArrayRef> = (0..2 + VALUES.len()).map(|i| batch.column(i)).collect();
+        let mut hashes = vec![0u64; batch.num_rows()];
+        if create_hashes(columns, &state, &mut hashes).is_err() {
+            // Unhashable (never for these types): every row, an upper bound.
+            return batches.iter().map(RecordBatch::num_rows).sum();
+        }
+        seen.extend(hashes);
+    }
+    seen.len()
 }
 
 /// Counts per bucket of one attribute value on one side.

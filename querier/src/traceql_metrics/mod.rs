@@ -224,6 +224,7 @@ impl Querier {
         } else {
             let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
             let collected = aggregate(&ctx, request, filter, &by).await?;
+            let _series = hold_series(&ctx, collected.series_count(&request.query.function), window.buckets())?;
             let built = series::build(request, &by, collected);
             let starts: Vec<i64> = built.candidates().iter().map(|c| c.start).collect();
             let spans = exemplar_spans(&ctx, request, filter, &by, &starts).await?;
@@ -235,6 +236,27 @@ impl Querier {
         answer.partial = crate::sql::skipped_blocks(&ctx);
         Ok(answer)
     }
+}
+
+/// Counts `series` series of `buckets` samples against the query's memory
+/// pool (422 beyond it): a `by()` over a value unique per span, at a short
+/// step, would otherwise build gigabytes outside it.
+pub(super) fn hold_series(
+    ctx: &SessionContext,
+    series: usize,
+    buckets: usize,
+) -> Result<datafusion::execution::memory_pool::MemoryReservation> {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    let held = MemoryConsumer::new("the series of a metrics query").register(&ctx.runtime_env().memory_pool);
+    // A sample and its share of labels and exemplars.
+    let bytes = series.saturating_mul(buckets.max(1)).saturating_mul(16);
+    held.try_grow(bytes).map_err(|_| {
+        QueryError::MemoryLimit(format!(
+            "{series} series of {buckets} samples need more than the per-query memory limit; \
+             group by fewer values, raise the step or narrow the time range"
+        ))
+    })?;
+    Ok(held)
 }
 
 /// One aggregate over the window: per time bucket, `by()` values and (for

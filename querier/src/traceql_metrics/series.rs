@@ -34,6 +34,20 @@ impl Collected {
     pub(super) fn add(&mut self, labels: Vec<Option<Value>>, cell: Cell) {
         self.groups.entry(group_key(&labels)).or_insert_with(|| (labels, Vec::new())).1.push(cell);
     }
+
+    /// How many series the answer will hold: one per group, times the
+    /// quantiles, or per power-of-two bucket present for a histogram.
+    pub(super) fn series_count(&self, function: &MetricsFunction) -> usize {
+        match function {
+            MetricsFunction::QuantileOverTime(_, quantiles) => self.groups.len() * quantiles.len(),
+            MetricsFunction::HistogramOverTime(_) => self
+                .groups
+                .values()
+                .map(|(_, cells)| cells.iter().filter_map(|c| c.power).collect::<std::collections::BTreeSet<_>>().len())
+                .sum(),
+            _ => self.groups.len(),
+        }
+    }
 }
 
 /// The key of a group: its `by()` values as JSON text.
