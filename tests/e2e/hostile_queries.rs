@@ -57,6 +57,7 @@ async fn deep_and_long_queries_never_take_the_process_down() {
             http.get(url("/api/search")).query(&[("q", q.as_str())]),
             http.get(url("/api/fanout")).query(&[("q", q.as_str())]),
             http.get(url("/api/v2/search/tag/span.a/values")).query(&[("q", q.as_str())]),
+            http.get(url("/api/metrics/query_range")).query(&[("q", format!("{q} | rate()").as_str())]),
         ] {
             let response = request.send().await.expect("the querier answers");
             answers.push((response.status().as_u16(), response.text().await.unwrap(), q.len()));

@@ -230,6 +230,18 @@ mod fuzz {
         "event:name",
         "&>",
         "!>",
+        "&>>",
+        "!~",
+        "quantile_over_time(duration, 0.5",
+        "histogram_over_time(",
+        "compare({",
+        "count_over_time()",
+        "topk(2)",
+        "by(resource.service.name)",
+        "sample=true)",
+        "nestedSetLeft",
+        "link:traceID",
+        "event.x",
         " ",
     ];
 
@@ -241,12 +253,14 @@ mod fuzz {
         fn random_queries_never_panic(pieces in prop::collection::vec(prop::sample::select(PIECES), 0..200)) {
             let query = pieces.concat();
             let _ = parse(&query);
+            let _ = crate::traceql::parse_metrics(&query);
         }
 
         /// Arbitrary text, including non-ASCII and control characters.
         #[test]
         fn arbitrary_text_never_panics(query in "\\PC{0,300}") {
             let _ = parse(&query);
+            let _ = crate::traceql::parse_metrics(&query);
         }
 
     }
@@ -260,6 +274,7 @@ mod fuzz {
         fn repeated_pieces_never_overflow(piece in prop::sample::select(PIECES), n in 1000usize..20_000) {
             let _ = parse(&piece.repeat(n));
             let _ = parse(&format!("{{ {} }}", piece.repeat(n)));
+            let _ = crate::traceql::parse_metrics(&format!("{{ }} | rate() by({})", piece.repeat(n)));
         }
     }
 }
