@@ -306,6 +306,13 @@ async fn drilldown_queries_answer_the_known_counts() {
     assert_eq!(answer["status"], "PARTIAL");
     assert!(answer["message"].as_str().unwrap().contains("maximum series limit of 1"));
 
+    // Trace-level fields: the root's service and name, the trace's duration.
+    let q = "{ rootServiceName = \"frontend\" && traceDuration >= 100ms } | count_over_time() by(rootName)";
+    let got = series(&range(&server, q).await);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, ["rootName=GET /checkout"]);
+    assert!(close(&got[0].1, &dense(|m| 3.0 * (m + 1) as f64)), "{:?}", got[0].1);
+
     // by() a value some spans lack: those form the "nil" series.
     let got = series(&range(&server, "{ kind = server } | count_over_time() by(span.http.route)").await);
     let labels: Vec<String> = got.iter().map(|s| s.0[0].clone()).collect();

@@ -158,6 +158,29 @@ fn in_traces(ids: &[TraceId]) -> Expr {
     col(s::TRACE_ID).in_list(ids.iter().map(trace_id_literal).collect(), false)
 }
 
+/// `spans` with the trace-level fields of their traces as columns
+/// (duration, root span's name and service), computed over `summarized`.
+pub(crate) fn join_trace_fields(spans: DataFrame, summarized: DataFrame) -> Result<DataFrame> {
+    let root = |column: &str| when(col(s::PARENT_SPAN_ID).is_null(), col(column)).end();
+    let summary = summarized
+        .aggregate(
+            vec![col(s::TRACE_ID).alias("__tid")],
+            vec![
+                min(cast(col(s::START_TIME), DataType::Int64)).alias("__tstart"),
+                max(cast(col(s::END_TIME), DataType::Int64)).alias("__tend"),
+                max(root(s::NAME)?).alias(ROOT_NAME),
+                max(root(s::SERVICE_NAME)?).alias(ROOT_SERVICE),
+            ],
+        )?
+        .select(vec![
+            col("__tid"),
+            (col("__tend") - col("__tstart")).alias(TRACE_DURATION),
+            col(ROOT_NAME),
+            col(ROOT_SERVICE),
+        ])?;
+    Ok(spans.join(summary, JoinType::Inner, &[s::TRACE_ID], &["__tid"], None)?)
+}
+
 impl<'a> Engine<'a> {
     fn new(ctx: SessionContext, params: &'a SearchParams) -> Result<Self> {
         let mut leaves = Vec::new();
@@ -218,27 +241,7 @@ impl<'a> Engine<'a> {
         if !self.needs_trace {
             return Ok(spans);
         }
-        let root = |column: &str| when(col(s::PARENT_SPAN_ID).is_null(), col(column)).end();
-        let summary = self
-            .spans_of(traces)
-            .await?
-            .filter(self.time_filter())?
-            .aggregate(
-                vec![col(s::TRACE_ID).alias("__tid")],
-                vec![
-                    min(cast(col(s::START_TIME), DataType::Int64)).alias("__tstart"),
-                    max(cast(col(s::END_TIME), DataType::Int64)).alias("__tend"),
-                    max(root(s::NAME)?).alias(ROOT_NAME),
-                    max(root(s::SERVICE_NAME)?).alias(ROOT_SERVICE),
-                ],
-            )?
-            .select(vec![
-                col("__tid"),
-                (col("__tend") - col("__tstart")).alias(TRACE_DURATION),
-                col(ROOT_NAME),
-                col(ROOT_SERVICE),
-            ])?;
-        Ok(spans.join(summary, JoinType::Inner, &[s::TRACE_ID], &["__tid"], None)?)
+        join_trace_fields(spans, self.spans_of(traces).await?.filter(self.time_filter())?)
     }
 
     /// Traces with a span in the window matching one of the filters and the

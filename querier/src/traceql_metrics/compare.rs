@@ -79,7 +79,7 @@ pub(super) async fn compare(
     let mut columns = vec![bucket_expr(window).alias("__t"), is_selected.is_true().alias("__sel")];
     columns.extend(MAPS.iter().map(|(map, _)| col(*map)));
     columns.extend(INTRINSICS.iter().map(|(column, _)| col(*column)));
-    let base = window_spans(ctx, window, filter).await?.select(columns)?;
+    let base = window_spans(ctx, request, filter).await?.select(columns)?;
     let mut counted: Option<DataFrame> = None;
     let mut add = |frame: DataFrame| -> Result<()> {
         counted = Some(match counted.take() {

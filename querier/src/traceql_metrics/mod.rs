@@ -102,9 +102,6 @@ impl ByField {
         {
             return Ok(Self { key: "resource.service.name".into(), expr: col(s::SERVICE_NAME), render: Render::Str });
         }
-        if OutputField::needs_trace_fields(field) {
-            return Err(unsupported(format!("by({}) is not supported in metrics queries yet", describe(field))));
-        }
         let field = OutputField::for_expr(field, false)?;
         if let Render::NestedSet(_) = field.render {
             return Err(unsupported(format!("by({}) is not supported in metrics queries", field.key)));
@@ -117,25 +114,10 @@ fn unsupported(reason: impl Into<String>) -> QueryError {
     QueryError::invalid("q", reason)
 }
 
-fn describe(field: &FieldExpr) -> String {
-    match field {
-        FieldExpr::Attribute(a) => a.to_string(),
-        FieldExpr::Intrinsic(i) => i.name().to_owned(),
-        other => format!("{other:?}"),
-    }
-}
-
 /// The spans a metrics query measures: its one spanset filter.
 fn measured_filter(query: &MetricsQuery) -> Result<Option<&FieldExpr>> {
     match &query.spansets {
-        SpansetExpr::Filter(filter) => {
-            if filter.as_ref().is_some_and(crate::search::filter_needs_trace_fields) {
-                return Err(unsupported(
-                    "trace-level fields (traceDuration, rootName, rootServiceName) are not supported in metrics queries yet",
-                ));
-            }
-            Ok(filter.as_ref())
-        }
+        SpansetExpr::Filter(filter) => Ok(filter.as_ref()),
         SpansetExpr::Binary { .. } => Err(unsupported(
             "metrics over structural or combined spansets ({a} > {b}, {a} && {b}) are not supported yet: use one { } filter",
         )),
@@ -176,26 +158,44 @@ mod cols {
 /// The spans of the window (and the filter), one copy of each.
 pub(crate) async fn window_spans(
     ctx: &SessionContext,
-    window: &Window,
+    request: &MetricsRequest,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
-    window_spans_in(ctx, "spans", window, filter).await
+    window_spans_in(ctx, "spans", request, filter).await
+}
+
+/// Whether the query reads trace-level fields (in its filter or `by()`).
+fn needs_trace_fields(query: &MetricsQuery) -> bool {
+    let in_filter = match &query.spansets {
+        SpansetExpr::Filter(Some(filter)) => crate::search::filter_needs_trace_fields(filter),
+        _ => false,
+    };
+    let in_selection = matches!(&query.function, MetricsFunction::Compare { selection: Some(selection), .. }
+        if crate::search::filter_needs_trace_fields(selection));
+    in_filter || in_selection || query.by.iter().any(OutputField::needs_trace_fields)
 }
 
 /// [`window_spans`] from `table` (`spans`, or every stored copy).
 async fn window_spans_in(
     ctx: &SessionContext,
     table: &str,
-    window: &Window,
+    request: &MetricsRequest,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
+    let window = &request.window;
+    let needs_trace_fields = needs_trace_fields(&request.query);
     let start = col(s::START_TIME);
     let from = if window.instant {
         start.clone().gt_eq(timestamp(window.start))
     } else {
         start.clone().gt(timestamp(window.start))
     };
-    let mut frame = ctx.table(table).await?.filter(from.and(start.lt_eq(timestamp(window.end))))?;
+    let in_window = from.and(start.lt_eq(timestamp(window.end)));
+    let mut frame = ctx.table(table).await?.filter(in_window.clone())?;
+    if needs_trace_fields {
+        // traceDuration, rootName, rootServiceName: over the trace's spans in the window.
+        frame = crate::search::join_trace_fields(frame, ctx.table(table).await?.filter(in_window)?)?;
+    }
     if let Some(filter) = filter {
         frame = frame.filter(crate::search::compile_filter(filter)?)?;
     }
@@ -269,7 +269,7 @@ async fn aggregate(
     by: &[ByField],
 ) -> Result<Collected> {
     let function = &request.query.function;
-    let mut frame = window_spans(ctx, &request.window, filter).await?;
+    let mut frame = window_spans(ctx, request, filter).await?;
     let measured = measured_field(function);
     let value = match measured {
         Some((field, _)) => {
@@ -368,7 +368,7 @@ async fn exemplar_spans(
     listed.sort_unstable();
     listed.dedup();
     // Any stored copy of a span names the same trace: no de-duplication.
-    let frame = window_spans_in(ctx, crate::sql::SPANS_AS_STORED, &request.window, filter)
+    let frame = window_spans_in(ctx, crate::sql::SPANS_AS_STORED, request, filter)
         .await?
         .filter(col(s::START_TIME).in_list(listed.iter().map(|t| timestamp(*t)).collect(), false))?;
     let mut columns = vec![cast(col(s::START_TIME), DataType::Int64), col(s::TRACE_ID)];
