@@ -59,6 +59,17 @@ impl TestServer {
         format!("http://{}/v1/traces", self.spanlake.otlp_http_addr().unwrap())
     }
 
+    /// The official OTLP exporter over HTTP/protobuf, pointed at this server.
+    pub(crate) fn http_exporter(&self) -> opentelemetry_otlp::SpanExporter {
+        use opentelemetry_otlp::{Protocol, WithExportConfig};
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(self.otlp_http_url())
+            .build()
+            .unwrap()
+    }
+
     pub(crate) fn query_url(&self, path: &str) -> String {
         query_url(self.spanlake.http_addr(), path)
     }

@@ -259,12 +259,7 @@ async fn sdk_batch_processor_defaults_lose_no_spans_at_thousands_per_second() {
 #[tokio::test]
 async fn traceql_filters_on_events_and_links() {
     let server = TestServer::start().await;
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(server.otlp_http_url())
-        .build()
-        .unwrap();
+    let mut exporter = server.http_exporter();
     exporter.set_resource(&resource());
     exporter.export(vec![span_data(0x44aa22bb33cc44dd55ee66ff77008866, "POST /checkout")]).await.unwrap();
     for (q, found) in [

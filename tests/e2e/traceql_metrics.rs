@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use serde_json::Value;
@@ -109,12 +108,7 @@ fn fixture() -> (Vec<SpanData>, Vec<SpanData>) {
 }
 
 async fn export(server: &TestServer, service: &'static str, spans: Vec<SpanData>) {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(server.otlp_http_url())
-        .build()
-        .unwrap();
+    let mut exporter = server.http_exporter();
     exporter.set_resource(&Resource::builder_empty().with_service_name(service).build());
     exporter.export(spans).await.expect("export acknowledged");
 }
