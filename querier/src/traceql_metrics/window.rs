@@ -206,6 +206,18 @@ mod tests {
     }
 
     #[test]
+    fn extreme_steps_and_times_do_not_overflow() {
+        let now = 1_800_000_000 * S;
+        for step in [1, S, 86_400 * S, i64::MAX / 2, i64::MAX] {
+            if let Ok(w) = Window::range(now - 3600 * S, now, Some(step), now) {
+                assert!(w.start <= w.end && w.buckets() <= MAX_INTERVALS as usize, "step {step}: {w:?}");
+            }
+        }
+        assert!(Window::range(0, i64::MAX, None, now).is_err());
+        assert!(Window::instant(0, i64::MAX, now).is_err());
+    }
+
+    #[test]
     fn instant_is_one_inclusive_bucket_ending_before_the_cutoff() {
         let now = 10_000 * S + 500_000_000;
         let w = Window::instant(1000 * S, 20_000 * S, now).unwrap();
