@@ -119,7 +119,7 @@ fn main() {
         // 1a. local disk, fsynced
         let dir = tempfile::TempDir::new().unwrap();
         let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-        args.compaction = false;
+        args.all_in_one.compaction = false;
         let server = Spanlake::start(&args, Role::All).await.unwrap();
         let local = sequential(&server, &requests, seconds).await;
         print_sequential("local disk (fsync), --min-flush-interval 20ms", &local);
@@ -141,7 +141,7 @@ fn main() {
         };
         let distant: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(s3_store, throttle));
         let mut args = ServerArgs::for_tests(storage_args);
-        args.compaction = false;
+        args.all_in_one.compaction = false;
         let server = Spanlake::start_with_storage(&args, Role::All, Storage::new(distant)).await.unwrap();
         let remote = sequential(&server, &requests, seconds).await;
         print_sequential("S3 on loopback + 50 ms per request, --min-flush-interval 100ms", &remote);
@@ -163,7 +163,7 @@ fn main() {
         for offered in [1_000.0, 10_000.0, 100_000.0] {
             let dir = tempfile::TempDir::new().unwrap();
             let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-            args.compaction = false;
+            args.all_in_one.compaction = false;
             let server = Spanlake::start(&args, Role::All).await.unwrap();
             let load = LoadgenArgs {
                 endpoint: Some(format!("http://{}", server.otlp_grpc_addr().unwrap())),

@@ -116,7 +116,7 @@ fn main() {
 
         // Queries before and after catching up, on the same data.
         let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-        args.query_timeout = Duration::from_secs(600);
+        args.querier.query_timeout = Duration::from_secs(600);
         let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
         let http = reqwest::Client::new();
         let base = format!("http://{}", querier.http_addr());

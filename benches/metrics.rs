@@ -118,7 +118,7 @@ fn main() {
         println!("{phase}: {} blocks", files.len());
         runtime.block_on(async {
             let mut args = ServerArgs::for_tests(StorageArgs::local(&root));
-            args.query_timeout = Duration::from_secs(600);
+            args.querier.query_timeout = Duration::from_secs(600);
             let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
             let http = reqwest::Client::new();
             let base = format!("http://{}", querier.http_addr());

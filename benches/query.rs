@@ -48,8 +48,8 @@ fn main() {
     runtime.block_on(async {
         let start_querier = |pruning: bool| {
             let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
-            args.query_pruning = pruning;
-            args.query_timeout = Duration::from_secs(
+            args.querier.query_pruning = pruning;
+            args.querier.query_timeout = Duration::from_secs(
                 std::env::var("SPANLAKE_BENCH_QUERY_TIMEOUT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(600),
             );
             async move { Spanlake::start(&args, Role::Querier).await.unwrap() }

@@ -23,7 +23,7 @@ pub mod server;
 pub mod storage;
 pub mod units;
 
-pub use config::{Cli, Command, Role, ServerArgs};
+pub use config::{Cli, Command, Role, RunCommand, ServerArgs};
 pub use server::Spanlake;
 
 /// One compaction pass over the store `args` names (`spanlake compact --once`).

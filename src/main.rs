@@ -1,21 +1,20 @@
-use clap::Parser;
-use spanlake::config::{Cli, Command, LogFormat, Role, ServerArgs};
+use spanlake::config::{Cli, Command, LogFlags, LogFormat, Role, ServerArgs};
 use tracing_subscriber::EnvFilter;
 
-fn init_logs(server: &ServerArgs) {
-    let filter = EnvFilter::try_new(&server.log).unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logs(log: &LogFlags) {
+    let filter = EnvFilter::try_new(&log.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match server.log_format {
+    match log.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
 async fn serve(server: ServerArgs, role: Role) -> anyhow::Result<()> {
-    init_logs(&server);
+    init_logs(&server.log);
     let spanlake = spanlake::Spanlake::start(&server, role).await?;
     wait_for_signal().await;
-    tracing::info!("shutting down: flushing buffered spans");
+    tracing::info!(drain_timeout = ?server.server.drain_timeout, "shutting down: not ready, finishing queries, flushing buffered spans");
     spanlake.shutdown().await;
     Ok(())
 }
@@ -34,7 +33,7 @@ async fn wait_for_signal() {
 const STACK_BYTES: usize = 16 << 20;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::load().unwrap_or_else(|error| error.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(STACK_BYTES)
@@ -52,10 +51,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.server, Role::All).await,
-        Some(Command::Run { role, server }) => serve(server, role).await,
-        Some(Command::Compact { once: false, server }) => serve(server, Role::Compactor).await,
-        Some(Command::Compact { once: true, server }) => {
-            init_logs(&server);
+        Some(Command::Run { role }) => {
+            let (role, server) = role.into_server();
+            serve(server, role).await
+        }
+        Some(Command::Compact { once: false, args }) => serve(args.into_server(), Role::Compactor).await,
+        Some(Command::Compact { once: true, args }) => {
+            let server = args.into_server();
+            init_logs(&server.log);
             let report = spanlake::compact_once(&server).await?;
             println!("{report:#?}");
             anyhow::ensure!(report.failures == 0, "{} compaction step(s) failed; see the log", report.failures);

@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::header;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -29,6 +32,11 @@ pub struct Spanlake {
     /// The compactor's thread (it stops when `stop` turns true).
     compactor: Option<std::thread::JoinHandle<()>>,
     http_addr: SocketAddr,
+    /// The HTTP server (query API, `/metrics`, `/ready`).
+    http: JoinHandle<()>,
+    health: Arc<Health>,
+    /// Longest wait for queries in flight when stopping.
+    drain_timeout: std::time::Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -62,7 +70,7 @@ impl Spanlake {
         };
 
         let (stop, mut stopped) = watch::channel(false);
-        let compactor = if role == Role::Compactor || (role == Role::All && args.compaction) {
+        let compactor = if role == Role::Compactor || (role == Role::All && args.all_in_one.compaction) {
             let hook = querier.as_ref().map(|q| {
                 let catalog = Arc::clone(q.catalog());
                 Arc::new(move |tenant: &_, record: &_| catalog.apply(tenant, record)) as CommitHook
@@ -76,26 +84,32 @@ impl Spanlake {
         };
 
         let registry = Arc::new(registry);
-        let mut router = Router::new().route("/metrics", get(move || metrics(Arc::clone(&registry))));
-        router = match &querier {
-            Some(querier) => router.merge(querier.router()),
-            None => router.route("/ready", get(|| async { "ready" })),
-        };
-        let listener = tokio::net::TcpListener::bind(args.http_addr)
+        let health = Arc::new(Health::new(storage.clone()));
+        let config = Arc::<str>::from(args.server.effective_config.as_str());
+        let mut router = Router::new()
+            .route("/metrics", get(move || metrics(Arc::clone(&registry))))
+            .route("/ready", get(ready).with_state(Arc::clone(&health)))
+            .route("/live", get(|| async { "live" }))
+            .route("/status/config", get(move || async move { config.to_string() }));
+        if let Some(querier) = &querier {
+            router = router.merge(querier.router());
+        }
+        let listener = tokio::net::TcpListener::bind(args.server.http_addr)
             .await
-            .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+            .with_context(|| format!("cannot listen on {}", args.server.http_addr))?;
         let http_addr = listener.local_addr()?;
-        tasks.push(tokio::spawn(async move {
+        let http = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
             if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
                 tracing::error!(%error, "http server failed");
             }
-        }));
+        });
         info!(%http_addr, ?role, "spanlake started");
-        let spanlake = Self { ingester, querier, compactor, http_addr, stop, tasks };
-        if let Some(path) = &args.listen_addr_file {
+        let drain_timeout = args.server.drain_timeout;
+        let spanlake = Self { ingester, querier, compactor, http_addr, http, health, drain_timeout, stop, tasks };
+        if let Some(path) = &args.server.listen_addr_file {
             spanlake.write_listen_addrs(path).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(spanlake)
@@ -135,13 +149,21 @@ impl Spanlake {
         self.querier.as_ref()
     }
 
-    /// Graceful stop: the ingester stops accepting, flushes and acknowledges
-    /// what it holds; then the HTTP API stops.
+    /// Graceful stop (SIGTERM): `/ready` answers 503 at once; the ingester
+    /// stops accepting, flushes and acknowledges what it holds; the HTTP API
+    /// stops taking connections and finishes the queries in flight (at most
+    /// `--drain-timeout`); the compactor ends its current step.
     pub async fn shutdown(self) {
+        self.health.draining.store(true, Ordering::Relaxed);
         if let Some(ingester) = self.ingester {
             ingester.shutdown().await;
         }
         let _ = self.stop.send(true);
+        let mut http = self.http;
+        if tokio::time::timeout(self.drain_timeout, &mut http).await.is_err() {
+            tracing::warn!(timeout = ?self.drain_timeout, "queries still running at the drain timeout: stopped");
+            http.abort();
+        }
         if let Some(compactor) = self.compactor {
             let _ = tokio::task::spawn_blocking(move || compactor.join()).await;
         }
@@ -149,6 +171,59 @@ impl Spanlake {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+/// What `/ready` checks: the process is not stopping and its object store
+/// answers. (A querier listens only once its catalog is loaded, so a
+/// listening querier has one.) Probes are cached for a second, so frequent
+/// probes cost at most one store request per second.
+#[derive(Debug)]
+struct Health {
+    storage: Storage,
+    draining: AtomicBool,
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// How long one readiness probe may wait for the store.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a probe's answer is reused.
+const PROBE_CACHE: Duration = Duration::from_secs(1);
+
+impl Health {
+    fn new(storage: Storage) -> Self {
+        Self { storage, draining: AtomicBool::new(false), last: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn store_reachable(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = &*last
+            && at.elapsed() < PROBE_CACHE
+        {
+            return answer.clone();
+        }
+        // A read of a key that never exists: one cheap request, answered
+        // "not found" by a healthy store.
+        let key = object_store::path::Path::from("spanlake-readiness-probe");
+        let probe = self.storage.get_if_exists(&key);
+        let answer = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("object store unreachable: {error}")),
+            Err(_) => Err(format!("object store did not answer within {PROBE_TIMEOUT:?}")),
+        };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+/// `GET /ready`: 200 when this process should get traffic, else 503 with why.
+async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    if health.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match health.store_reachable().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

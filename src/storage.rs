@@ -21,6 +21,7 @@ use spanlake_schemas::Storage;
 
 /// Where blocks are stored, and how to reach S3-compatible stores.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Storage")]
 pub struct StorageArgs {
     /// Object store URL: a local path or file:///path, memory://, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix
     #[arg(long = "storage", env = "SPANLAKE_STORAGE", default_value = "./data")]

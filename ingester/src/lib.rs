@@ -78,6 +78,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Take the tenant from `X-Scope-OrgID` (else everything is `single-tenant`).
     pub multi_tenant: bool,
+    /// OTLP/gRPC connections are closed gracefully after this long, so that
+    /// long-lived clients reconnect and spread over new ingesters.
+    pub max_connection_age: std::time::Duration,
     pub limits: Limits,
     pub buffer: BufferConfig,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             grpc_addr: ([0, 0, 0, 0], 4317).into(),
             http_addr: ([0, 0, 0, 0], 4318).into(),
             multi_tenant: false,
+            max_connection_age: std::time::Duration::from_secs(300),
             limits: Limits::default(),
             buffer: BufferConfig::default(),
         }
@@ -146,6 +150,7 @@ impl Ingester {
         };
 
         let grpc = tonic::transport::Server::builder()
+            .max_connection_age(config.max_connection_age)
             .add_service(grpc::server(service.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

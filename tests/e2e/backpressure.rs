@@ -64,7 +64,7 @@ async fn committed_spans(storage: &Storage) -> Vec<(Vec<u8>, Vec<u8>)> {
 async fn failing_store_gives_retryable_errors_and_retries_lose_nothing() {
     let (faulty, storage, dir) = faulty_local();
     const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = FLUSH_TIMEOUT).await;
+    let server = TestServer::start_on(storage.clone(), dir, |a| a.ingester.flush_timeout = FLUSH_TIMEOUT).await;
     let workload = Workload::default();
     let mut rng = StdRng::seed_from_u64(3);
     let requests: Vec<_> = (0..6).map(|_| workload.request(&mut rng, 4, 1_764_000_000_000_000_000)).collect();
@@ -136,9 +136,9 @@ async fn full_buffers_answer_429_with_bounded_memory() {
     let (faulty, storage, dir) = faulty_local();
     const LIMIT: usize = 256 << 10;
     let server = TestServer::start_on(storage.clone(), dir, |a| {
-        a.max_tenant_buffer = LIMIT;
-        a.max_buffer = 4 * LIMIT;
-        a.flush_timeout = Duration::from_secs(60);
+        a.ingester.max_tenant_buffer = LIMIT;
+        a.ingester.max_buffer = 4 * LIMIT;
+        a.ingester.flush_timeout = Duration::from_secs(60);
     })
     .await;
     faulty.set(Fault::StallWrites);
@@ -186,7 +186,7 @@ async fn full_buffers_answer_429_with_bounded_memory() {
 async fn a_hung_store_answers_503_within_the_flush_timeout_and_recovers() {
     let (faulty, storage, dir) = faulty_local();
     const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = FLUSH_TIMEOUT).await;
+    let server = TestServer::start_on(storage.clone(), dir, |a| a.ingester.flush_timeout = FLUSH_TIMEOUT).await;
     let workload = Workload::default();
     let body = || workload.request(&mut StdRng::seed_from_u64(5), 3, 1_764_000_000_000_000_000).encode_to_vec();
     faulty.set(Fault::StallWrites);
@@ -223,7 +223,8 @@ async fn a_hung_store_answers_503_within_the_flush_timeout_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_that_fails_while_its_commit_lands_is_retired_and_retried() {
     let (faulty, storage, dir) = faulty_local();
-    let server = TestServer::start_on(storage.clone(), dir, |a| a.flush_timeout = Duration::from_secs(10)).await;
+    let server =
+        TestServer::start_on(storage.clone(), dir, |a| a.ingester.flush_timeout = Duration::from_secs(10)).await;
     let mut rng = StdRng::seed_from_u64(9);
     let request = Workload::default().request(&mut rng, 3, 1_764_000_000_000_000_000);
     let sent: HashSet<(Vec<u8>, Vec<u8>)> = request

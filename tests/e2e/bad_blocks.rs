@@ -47,7 +47,7 @@ pub(crate) async fn commit_foreign_block_at(storage: &Storage, tenant: &TenantId
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_foreign_blocks_give_partial_answers() {
-    let server = TestServer::start_with(|a| a.refresh_interval = std::time::Duration::from_millis(100)).await;
+    let server = TestServer::start_with(|a| a.querier.refresh_interval = std::time::Duration::from_millis(100)).await;
     server.ingest(None, vec![trace(1, "shop", 2, BASE_NS)]).await;
     server.ingest(None, vec![trace(2, "cart", 1, BASE_NS)]).await;
     let tenant = TenantId::single();
@@ -137,7 +137,7 @@ async fn commit_missing_block(storage: &Storage, tenant: &TenantId, id: BlockId)
 /// that is still missing after the lookback is skipped and reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_still_on_its_way_is_left_out_silently_and_a_lost_one_is_reported() {
-    let server = TestServer::start_with(|a| a.refresh_interval = std::time::Duration::from_millis(100)).await;
+    let server = TestServer::start_with(|a| a.querier.refresh_interval = std::time::Duration::from_millis(100)).await;
     server.ingest(None, vec![trace(1, "shop", 2, BASE_NS)]).await;
     let tenant = TenantId::single();
     let storage = spanlake::storage::open(&test_args(&server.dir).storage).unwrap();

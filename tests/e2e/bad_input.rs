@@ -29,7 +29,7 @@ async fn assert_healthy(server: &TestServer, trace: u8) {
 
 #[tokio::test]
 async fn malformed_bodies_and_wrong_types_are_refused() {
-    let server = TestServer::start_with(|a| a.max_request_size = 64 << 10).await;
+    let server = TestServer::start_with(|a| a.ingester.max_request_size = 64 << 10).await;
     let (status, body) =
         server.export_raw("application/x-protobuf", None, b"\xff\xff\xff\xff not protobuf".to_vec()).await;
     assert_eq!(status, 400);
@@ -61,7 +61,7 @@ async fn malformed_bodies_and_wrong_types_are_refused() {
 
 #[tokio::test]
 async fn gzip_bomb_is_refused_without_expanding_it() {
-    let server = TestServer::start_with(|a| a.max_request_size = 1 << 20).await;
+    let server = TestServer::start_with(|a| a.ingester.max_request_size = 1 << 20).await;
     // 128 MiB of zeros compress to about 128 KB; the limit is 1 MiB after decompression.
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let zeros = vec![0u8; 1 << 20];
@@ -229,7 +229,7 @@ async fn deep_and_huge_attribute_values_are_refused_or_capped() {
 
 #[tokio::test]
 async fn hostile_tenant_ids_are_refused() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let body = request(vec![span(3, 1)]).encode_to_vec();
     let long = "a".repeat(200);
     for (tenant, expected) in [
@@ -302,7 +302,7 @@ async fn hostile_tenant_ids_are_refused() {
 
 #[tokio::test]
 async fn too_many_spans_in_one_request_is_refused() {
-    let server = TestServer::start_with(|a| a.max_spans_per_request = 3).await;
+    let server = TestServer::start_with(|a| a.ingester.max_spans_per_request = 3).await;
     let body = request((1..=4).map(|i| span(4, i)).collect());
     let (status, text) = server.export_raw("application/x-protobuf", None, body.encode_to_vec()).await;
     assert_eq!(status, 413);

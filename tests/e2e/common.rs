@@ -22,7 +22,7 @@ pub(crate) struct TestServer {
 pub(crate) fn test_args(dir: &TempDir) -> ServerArgs {
     let mut args = ServerArgs::for_tests(StorageArgs::local(dir.path().to_str().unwrap()));
     // Tests that count blocks expect the blocks they wrote; compaction tests turn it on.
-    args.compaction = false;
+    args.all_in_one.compaction = false;
     args
 }
 

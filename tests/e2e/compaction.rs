@@ -302,7 +302,7 @@ async fn write_block_received_at(storage: &Storage, tenant: &str, ingested: Syst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_expires_old_blocks_per_tenant_and_keeps_the_rest() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let storage = spanlake::storage::open(&crate::common::test_args(&server.dir).storage).unwrap();
     let now = SystemTime::now();
     let ago = |secs: u64| now - Duration::from_secs(secs);
@@ -466,9 +466,9 @@ async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_all_in_one_process_compacts_in_the_background_and_reports_metrics() {
     let server = TestServer::start_with(|a| {
-        a.compaction = true;
-        a.compaction_interval = Duration::from_millis(200);
-        a.compaction_fan_in = 4;
+        a.all_in_one.compaction = true;
+        a.compactor.compaction_interval = Duration::from_millis(200);
+        a.compactor.compaction_fan_in = 4;
     })
     .await;
     let sent = ingest_with_retries(&server, 6).await;

@@ -79,7 +79,7 @@ fn value(v: &Value) -> f64 {
 /// naming the limit; under it, the same data answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fanout_over_its_memory_limit_is_refused() {
-    let server = TestServer::start_with(|a| a.sql_memory_limit = 1 << 20).await;
+    let server = TestServer::start_with(|a| a.querier.sql_memory_limit = 1 << 20).await;
     send(&server, "single-tenant", &workload(10, false, FanoutMode::Parallel), 10_000, 3).await;
     let (status, body) = fanout(&server, "single-tenant", "service=frontend").await;
     assert_eq!(status, 422, "{body}");
@@ -90,7 +90,7 @@ async fn a_fanout_over_its_memory_limit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let parents = 5000;
     send(&server, "a", &workload(10, false, FanoutMode::Parallel), parents, 1).await;
     let op = search_report(&server, "a", "").await;
@@ -188,7 +188,7 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_calls_add_up_and_random_degrees_follow_their_mixture() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let parents = 4000;
     let n = parents as f64;
     send(&server, "seq", &workload(10, false, FanoutMode::Sequential), parents, 2).await;
@@ -263,7 +263,7 @@ fn normal_cdf(z: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lognormal_calls_at_fanout_100_amplify_the_tail() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let parents = 1000;
     let mut lognormal = workload(100, false, FanoutMode::Parallel);
     lognormal.leaf_latency = Latency::LogNormal { median: Duration::from_millis(10), sigma: 1.0 };

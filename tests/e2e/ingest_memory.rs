@@ -178,7 +178,7 @@ async fn no_request_costs_more_than_eight_times_its_body_beyond_first_use() {
 /// with a retryable 429, and the first completes when its body arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_beyond_the_decoding_bound_are_refused_before_they_are_read() {
-    let server = TestServer::start_with(|a| a.max_decoding_bytes = 256 << 10).await;
+    let server = TestServer::start_with(|a| a.ingester.max_decoding_bytes = 256 << 10).await;
     let base_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut rng = StdRng::seed_from_u64(3);
     let body = Workload::default().request(&mut rng, 200, base_ns).encode_to_vec();

@@ -305,7 +305,7 @@ async fn structural_queries_look_past_the_newest_candidates() {
 /// Few traces (a small candidate aggregate) of many spans each (large pages).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_over_its_memory_limit_is_refused() {
-    let server = TestServer::start_with(|a| a.sql_memory_limit = 256 << 10).await;
+    let server = TestServer::start_with(|a| a.querier.sql_memory_limit = 256 << 10).await;
     let spans: Vec<Span> = (0..20_000u32)
         .map(|i| Span {
             trace_id: [&(i % 20).to_be_bytes()[..], &[7u8; 12]].concat(),

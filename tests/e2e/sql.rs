@@ -91,7 +91,7 @@ async fn sql_that_writes_or_reads_files_is_refused() {
 
 #[tokio::test]
 async fn tenants_cannot_read_each_other() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let base = 1_764_000_000_000_000_000;
     server.ingest(Some("team-a"), vec![trace(1, "a-service", 1, base)]).await;
     server.ingest(Some("team-b"), vec![trace(2, "b-service", 1, base)]).await;
@@ -165,8 +165,8 @@ async fn readme_sql_examples_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_are_bounded_in_time_and_memory() {
     let server = TestServer::start_with(|a| {
-        a.query_timeout = std::time::Duration::from_millis(200);
-        a.sql_memory_limit = 4 << 20;
+        a.querier.query_timeout = std::time::Duration::from_millis(200);
+        a.querier.sql_memory_limit = 4 << 20;
     })
     .await;
     // Far more work than 200 ms allows.
@@ -211,8 +211,8 @@ async fn queries_are_bounded_in_time_and_memory() {
 async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
     use std::time::{Duration, Instant};
     let server = TestServer::start_with(|a| {
-        a.max_concurrent_queries = 2;
-        a.query_timeout = Duration::from_secs(600);
+        a.querier.max_concurrent_queries = 2;
+        a.querier.query_timeout = Duration::from_secs(600);
     })
     .await;
     let metric = |name: &'static str| {
@@ -254,7 +254,7 @@ async fn a_query_stops_when_its_client_leaves_and_admission_holds() {
 /// Every endpoint has the deadline, not just SQL: a search past it answers 408.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_endpoint_has_a_deadline() {
-    let server = TestServer::start_with(|a| a.query_timeout = std::time::Duration::from_nanos(1)).await;
+    let server = TestServer::start_with(|a| a.querier.query_timeout = std::time::Duration::from_nanos(1)).await;
     let base = 1_764_000_000_000_000_000;
     server.ingest(None, vec![trace(1, "shop", 3, base)]).await;
     for path in [

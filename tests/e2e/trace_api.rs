@@ -101,7 +101,7 @@ async fn v1_and_v2_in_json_and_protobuf() {
 
 #[tokio::test]
 async fn traces_over_the_size_limit_are_partial_in_v2_and_422_in_v1() {
-    let server = TestServer::start_with(|a| a.max_trace_size = 600).await;
+    let server = TestServer::start_with(|a| a.querier.max_trace_size = 600).await;
     server.ingest(None, vec![trace(5, "shop", 10, 1_764_000_000_000_000_000)]).await;
     let id = hex::encode([5u8; 16]);
     let (status, _, body) = get(&server, &format!("/api/traces/{id}"), None, None).await;
@@ -124,7 +124,7 @@ async fn traces_over_the_size_limit_are_partial_in_v2_and_422_in_v1() {
 
 #[tokio::test]
 async fn tenants_see_only_their_traces_by_id_and_search() {
-    let server = TestServer::start_with(|a| a.multi_tenant = true).await;
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     server.ingest(Some("team-a"), vec![trace(9, "a-shop", 1, 1_764_000_000_000_000_000)]).await;
     let id = hex::encode([9u8; 16]);
     assert_eq!(get(&server, &format!("/api/traces/{id}"), None, Some("team-a")).await.0, 200);

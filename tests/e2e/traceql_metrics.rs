@@ -461,7 +461,7 @@ async fn metrics_json_shapes() {
 /// against the per-query memory limit (422 naming it), not outside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_beyond_the_memory_limit_are_refused() {
-    let server = TestServer::start_with(|a| a.sql_memory_limit = 4 << 20).await;
+    let server = TestServer::start_with(|a| a.querier.sql_memory_limit = 4 << 20).await;
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(T0 as u64 + 10);
     let spans: Vec<SpanData> = (0..200u64)
         .map(|i| {

@@ -33,7 +33,6 @@ use crate::Querier;
 pub(crate) fn router(querier: Arc<Querier>) -> Router {
     Router::new()
         .route("/api/echo", get(|| async { "echo" }))
-        .route("/ready", get(|| async { "ready" }))
         .route("/api/status/buildinfo", get(traces::buildinfo))
         .route("/api/traces/{id}", get(traces::trace_v1))
         .route("/api/v2/traces/{id}", get(traces::trace_v2))

@@ -22,9 +22,10 @@ pub struct Spawned {
 
 impl Spawned {
     /// Runs `binary` (the test's `env!("CARGO_BIN_EXE_spanlake")`) with
-    /// `args`, every listener on 127.0.0.1 port 0, JSON logs to stderr (or
-    /// nowhere unless `SPANLAKE_TEST_LOGS` is set), and none of the
-    /// `SPANLAKE_*` variables of this environment; returns once it listens.
+    /// `args` (a server command: the flags below go after it), every
+    /// listener on 127.0.0.1 port 0, JSON logs to stderr (or nowhere unless
+    /// `SPANLAKE_TEST_LOGS` is set), and none of the `SPANLAKE_*` variables of
+    /// this environment; returns once it listens.
     pub fn start(binary: &str, args: &[&str]) -> Self {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let file = dir.path().join("listen.json");
@@ -39,7 +40,10 @@ impl Spawned {
             .args(args)
             .args(["--log-format", "json", "--listen-addr-file"])
             .arg(&file)
-            .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            // Variables, not flags: a role without an ingester has no such flags.
+            .env("SPANLAKE_OTLP_GRPC_ADDR", "127.0.0.1:0")
+            .env("SPANLAKE_OTLP_HTTP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(logs)
             .spawn()
