@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (only the mold linker, optional: it just makes links faster), then the
-# gates (formatting, clippy and rustdoc with warnings denied) and every test of
-# the workspace (unit, property, end to end, including the in-process S3 server).
+# (the mold linker, optional: it just makes links faster; the manifest
+# validators from PyPI, in a virtualenv under ~/.cache), validates deploy/,
+# then the gates (formatting, clippy and rustdoc with warnings denied) and
+# every test of the workspace (unit, property, end to end, including the
+# in-process S3 server and the chaos test on a cluster of processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,9 @@ fi
 if command -v mold >/dev/null 2>&1 && [[ "${RUSTFLAGS:-}" != *fuse-ld* ]]; then
   export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-fuse-ld=mold"
 fi
+
+# The deployment manifests, validated offline (installs its validators).
+./deploy/validate.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

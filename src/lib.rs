@@ -9,6 +9,7 @@
 //!  spanlake run <role>           one role per process (scale-out)
 //!  spanlake compact --once       one compaction pass, then exit
 //!  spanlake loadgen …            an OTLP load generator with known latency distributions
+//!  spanlake vulture …            a consistency checker: writes, reads back, reports losses
 //! ```
 
 /// mimalloc: the ingest path allocates and frees many small buffers; glibc
@@ -22,6 +23,7 @@ pub mod loadgen;
 pub mod server;
 pub mod storage;
 pub mod units;
+pub mod vulture;
 
 pub use config::{Cli, Command, Role, RunCommand, ServerArgs};
 pub use server::Spanlake;

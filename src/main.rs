@@ -65,6 +65,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Loadgen(args)) => spanlake::loadgen::run(args).await,
+        Some(Command::Vulture(args)) => {
+            init_logs(&LogFlags { log_format: LogFormat::Text, log: "info".into() });
+            spanlake::vulture::run(args).await
+        }
         Some(Command::Sql { query, client }) => {
             println!("{}", spanlake::client::sql(&client, &query).await?);
             Ok(())

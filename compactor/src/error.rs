@@ -36,6 +36,10 @@ pub enum Error {
     Panicked { tenant: TenantId, window: i64, message: String },
     #[error("another compactor took over the lease on {key} of tenant {tenant}; the job is abandoned uncommitted")]
     LeaseLost { tenant: TenantId, key: String },
+    #[error(
+        "merged block {block_id} of tenant {tenant} was uploaded {elapsed:?} ago, past the commit deadline of half the deletion grace; the job is abandoned uncommitted"
+    )]
+    CommitTooLate { tenant: TenantId, block_id: BlockId, elapsed: std::time::Duration },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

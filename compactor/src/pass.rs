@@ -268,7 +268,19 @@ impl Compactor {
                     self.config.batch_rows,
                 )
                 .await?;
+                let uploaded = std::time::Instant::now();
                 self.fence(tenant, key, lease).await?;
+                // A sweep deletes an upload that no commit names once it is a
+                // grace period old: commit well inside that, or not at all
+                // (the upload then is an orphan that a sweep deletes).
+                let deadline = self.config.grace / 2;
+                if uploaded.elapsed() >= deadline {
+                    return Err(Error::CommitTooLate {
+                        tenant: tenant.clone(),
+                        block_id: id,
+                        elapsed: uploaded.elapsed(),
+                    });
+                }
                 report.merges += 1;
                 report.blocks_merged += inputs.len() as u64;
                 report.spans_read += merged.stats.rows_in;

@@ -23,6 +23,16 @@ impl Compactor {
     pub(crate) async fn sweep(&self, tenant: &TenantId, report: &mut PassReport) -> Result<()> {
         // Judge against a fresh, full listing: a block committed since the
         // pass began is live, and so is one whose commit landed late.
+        // An orphan is judged by when that listing began, not by when its
+        // file is reached: a commit lands within the grace period of its
+        // block's upload (the ingester's flush timeout, the compactor's
+        // commit deadline), so a block uploaded a grace period before the
+        // listing began has its commit in the listing, if it has one. A
+        // commit that lands while a slow listing and sweep run is not
+        // missed. (Judged by the time of deletion instead, a sweep longer
+        // than the grace period deleted blocks committed meanwhile: found
+        // by the chaos test.)
+        let listing_began = self.config.clock.now_unix_nanos();
         self.catalog.refresh_tenant(tenant, Listing::Full).await?;
         let now = self.config.clock.now_unix_nanos();
         let grace = self.config.grace.as_nanos() as i64;
@@ -32,11 +42,11 @@ impl Compactor {
             if self.catalog.is_live(tenant, &id) {
                 continue;
             }
-            let since = match retired.get(&id) {
-                Some(by) => by.created_unix_nanos() as i64,
-                None => object.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            let (since, judged_at) = match retired.get(&id) {
+                Some(by) => (by.created_unix_nanos() as i64, now),
+                None => (object.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX), listing_began),
             };
-            if since.saturating_add(grace) <= now {
+            if since.saturating_add(grace) <= judged_at {
                 debug!(%tenant, block_id = %id, retired = retired.contains_key(&id), "deleting block file");
                 self.storage.delete(&object.location).await?;
                 report.blocks_deleted += 1;

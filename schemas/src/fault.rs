@@ -55,7 +55,21 @@ struct State {
     trip: Mutex<Option<(Trip, u64)>>,
     /// Writes to paths containing this fail, whatever the fault.
     fail_matching: Mutex<Option<String>>,
+    /// Run once, right after the first listing of a prefix containing the
+    /// pattern has been read to its end.
+    after_listing: Mutex<Option<ListingHook>>,
 }
+
+struct ListingHook(String, AfterListing);
+
+impl fmt::Debug for ListingHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ListingHook({:?})", self.0)
+    }
+}
+
+/// What [`FaultyStore::after_listing`] runs.
+pub type AfterListing = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl State {
     fn fault(&self) -> Fault {
@@ -143,6 +157,13 @@ impl FaultyStore {
     /// Makes writes to paths containing `pattern` fail (`None`: none).
     pub fn fail_writes_matching(&self, pattern: Option<&str>) {
         *self.state.fail_matching.lock().expect("pattern lock") = pattern.map(str::to_owned);
+    }
+
+    /// Runs `action` once, when the first listing of a prefix containing
+    /// `pattern` has been read to its end (before its reader sees the end):
+    /// something that happens while a reader is between two requests.
+    pub fn after_listing(&self, pattern: &str, action: AfterListing) {
+        *self.state.after_listing.lock().expect("hook lock") = Some(ListingHook(pattern.to_owned(), action));
     }
 
     /// Arms a simulated crash (see [`Trip`]).
@@ -234,8 +255,26 @@ impl ObjectStore for FaultyStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.state.before_read(prefix.map(|p| p.as_ref()).unwrap_or("")) {
-            Ok(()) => self.inner.list(prefix),
+        let path = prefix.map(|p| p.as_ref()).unwrap_or("");
+        match self.state.before_read(path) {
+            Ok(()) => {
+                let listing = self.inner.list(prefix);
+                let hook = {
+                    let mut armed = self.state.after_listing.lock().expect("hook lock");
+                    match &*armed {
+                        Some(ListingHook(pattern, _)) if path.contains(pattern.as_str()) => {
+                            armed.take().map(|ListingHook(_, action)| action)
+                        }
+                        _ => None,
+                    }
+                };
+                match hook {
+                    None => listing,
+                    Some(action) => listing
+                        .chain(futures::stream::once(async move { action().await }).filter_map(|()| async { None }))
+                        .boxed(),
+                }
+            }
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     }

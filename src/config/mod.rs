@@ -36,6 +36,10 @@ pub enum Command {
     },
     /// Send generated traces to an OTLP endpoint
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Check a running cluster end to end: write traces continuously over
+    /// OTLP, read them back by id and by search, and report missing,
+    /// duplicated and late spans (as Prometheus metrics and log lines)
+    Vulture(crate::vulture::VultureArgs),
     /// Run one read-only SQL query over your spans and print a table
     Sql {
         /// The query, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1"
@@ -720,5 +724,31 @@ logging:
         assert!(e.contains("not valid YAML"), "{e}");
         let e = Cli::parse_without_env(["spanlake", "--config", "/nonexistent/spanlake.yaml"]).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/spanlake.yaml"), "{e}");
+    }
+
+    /// The configuration files shipped in deploy/ load for every role they
+    /// configure, with the values they set.
+    #[test]
+    fn the_shipped_config_files_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in [
+            "deploy/spanlake.yaml",
+            "deploy/compose/spanlake.yaml",
+            "deploy/kubernetes/base/spanlake.yaml",
+            "deploy/kubernetes/overlays/all-in-one/config.yaml",
+        ] {
+            let path = root.join(file);
+            let path = path.to_str().unwrap();
+            for role in ["all", "ingester", "querier", "compactor"] {
+                let (_, s) = run(&["spanlake", "run", role, "--config", path]);
+                assert!(s.server.effective_config.contains("# file"), "{file} sets nothing for {role}");
+            }
+        }
+        let example = root.join("deploy/spanlake.yaml");
+        let (_, s) = run(&["spanlake", "run", "all", "--config", example.to_str().unwrap()]);
+        assert_eq!(s.storage.url, "s3://traces/spanlake");
+        assert!(s.server.multi_tenant);
+        assert_eq!(s.querier.max_concurrent_queries, 4);
+        assert!(s.compactor.tenant_retention.is_empty());
     }
 }

@@ -133,3 +133,22 @@ pub(crate) async fn run_spanlake(args: Vec<String>, timeout: std::time::Duration
 pub(crate) fn spawn_spanlake(args: &[&str]) -> Spawned {
     Spawned::start(env!("CARGO_BIN_EXE_spanlake"), args)
 }
+
+/// The flags that point a `spanlake` process at the S3 store `storage` names.
+pub(crate) fn s3_flags(storage: &spanlake::storage::StorageArgs) -> Vec<String> {
+    [
+        "--storage",
+        storage.url.as_str(),
+        "--s3-endpoint",
+        storage.s3_endpoint.as_deref().unwrap(),
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key-id",
+        storage.s3_access_key_id.as_deref().unwrap(),
+        "--s3-secret-access-key",
+        storage.s3_secret_access_key.as_deref().unwrap(),
+        "--s3-allow-http",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

@@ -22,7 +22,7 @@ use spanlake_schemas::{AppendReport, BlockId, BlockMeta, Catalog, SpanBatchBuild
 use crate::backpressure::faulty_local;
 use spanlake_test_support::wait_until;
 
-use crate::common::{TestServer, run_spanlake};
+use crate::common::{TestServer, run_spanlake, s3_flags};
 use spanlake_test_support::otlp::trace;
 
 /// (trace id, span id, kind) of a stored span.
@@ -356,25 +356,6 @@ async fn retention_expires_old_blocks_per_tenant_and_keeps_the_rest() {
     assert_eq!(files.len(), 2);
 }
 
-/// The S3 flags every process of the concurrency test shares.
-fn s3_flags(storage: &spanlake::storage::StorageArgs) -> Vec<String> {
-    [
-        "--storage",
-        storage.url.as_str(),
-        "--s3-endpoint",
-        storage.s3_endpoint.as_deref().unwrap(),
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        storage.s3_access_key_id.as_deref().unwrap(),
-        "--s3-secret-access-key",
-        storage.s3_secret_access_key.as_deref().unwrap(),
-        "--s3-allow-http",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_compactor_processes_share_one_s3_store_while_loadgen_writes() {
     use crate::common::spawn_spanlake;
@@ -619,4 +600,45 @@ async fn a_committed_block_that_never_landed_is_retired_and_the_window_merges() 
     let live = live_blocks(&storage, &tenant).await;
     assert!(live.iter().all(|b| b.id != lost.id), "the lost block is retired: {live:?}");
     assert_eq!(distinct(&spans_in(&storage, &tenant, &live).await).len(), 4 * 2);
+}
+
+/// A commit that lands while a sweep is listing does not make its block look
+/// orphaned. The sweep judges an upload by when its listing of the commit log
+/// began: judged by when it reached the file, a sweep that ran longer than the
+/// grace period deleted blocks committed meanwhile (the chaos test found
+/// acknowledged spans lost that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lands_during_a_sweep_keeps_its_block() {
+    let (faulty, storage, _dir) = crate::backpressure::faulty_local();
+    let tenant = TenantId::single();
+    // A commit log that is not empty, so that only full listings list it all.
+    write_block_received_at(&storage, tenant.as_str(), SystemTime::now(), trace(1, "shop", 1, now_nanos())).await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let config = config(&clock);
+    let grace = config.grace;
+    let compactor = compactor(&storage, config).await;
+    compactor.run_once().await.unwrap();
+
+    // An ingester's upload has landed; its commit is on its way, and lands
+    // while the sweep reads the commit log, which takes longer than the grace.
+    let mut builder = SpanBatchBuilder::default();
+    builder.append_resource_spans(&[trace(2, "shop", 1, now_nanos())], &mut AppendReport::default());
+    let block = encode_block(&[builder.finish()], BlockId::new()).unwrap();
+    storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+    let record = CommitRecord { id: BlockId::new(), added: vec![block.meta.clone()], removed: vec![] };
+    let (late_storage, late_tenant, late_clock) = (storage.clone(), tenant.clone(), Arc::clone(&clock));
+    faulty.after_listing(
+        "commits",
+        Box::new(move || {
+            Box::pin(async move {
+                late_storage.commit(&late_tenant, &record).await.unwrap();
+                late_clock.advance(grace + Duration::from_secs(1));
+            })
+        }),
+    );
+    compactor.run_once().await.unwrap();
+
+    let path = Storage::block_path(&tenant, &block.meta.id);
+    assert!(storage.get_if_exists(&path).await.unwrap().is_some(), "the sweep deleted a block committed while it ran");
+    assert!(live_blocks(&storage, &tenant).await.iter().any(|b| b.id == block.meta.id));
 }

@@ -3,6 +3,7 @@
 mod backpressure;
 mod bad_blocks;
 mod bad_input;
+mod chaos;
 mod common;
 mod compaction;
 mod durability;
