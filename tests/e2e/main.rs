@@ -4,6 +4,7 @@ mod backpressure;
 mod bad_blocks;
 mod bad_input;
 mod chaos;
+mod cluster;
 mod common;
 mod compaction;
 mod durability;

@@ -27,6 +27,11 @@ impl Spawned {
     /// `SPANLAKE_TEST_LOGS` is set), and none of the `SPANLAKE_*` variables of
     /// this environment; returns once it listens.
     pub fn start(binary: &str, args: &[&str]) -> Self {
+        Self::start_with_env(binary, args, &[])
+    }
+
+    /// Like [`Spawned::start`], with `env` set in the child's environment.
+    pub fn start_with_env(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let file = dir.path().join("listen.json");
         let mut command = Command::new(binary);
@@ -44,6 +49,7 @@ impl Spawned {
             // Variables, not flags: a role without an ingester has no such flags.
             .env("SPANLAKE_OTLP_GRPC_ADDR", "127.0.0.1:0")
             .env("SPANLAKE_OTLP_HTTP_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logs)
             .spawn()
