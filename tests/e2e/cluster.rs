@@ -127,3 +127,24 @@ async fn the_vulture_passes_on_a_healthy_cluster_and_fails_on_lost_spans() {
     assert!(!output.status.success());
     assert!(stderr.contains("acknowledged spans missing") && stderr.contains("missing, 0 duplicated"), "{stderr}");
 }
+
+/// SIGTERM lets a query in flight finish (within `--drain-timeout`) before
+/// the process exits, cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_queries_in_flight_finish() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut process = spawn_spanlake(&["--storage", dir.path().to_str().unwrap(), "--compaction", "false"]);
+    let url = format!("http://{}/api/sql", process.http);
+    // Seconds of work in a debug build.
+    let query = reqwest::Client::new().post(url).body("SELECT sum(value) AS s FROM range(1, 40000001)").send();
+    let query = tokio::spawn(query);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = process.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let response = query.await.unwrap().expect("the query is answered, not cut off");
+    assert_eq!(response.status(), 200);
+    let rows: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(rows[0]["s"], serde_json::json!(800_000_020_000_000u64));
+    let status = tokio::task::block_in_place(|| process.child.wait()).unwrap();
+    assert!(status.success(), "a clean exit after draining: {status:?}");
+}
