@@ -473,30 +473,17 @@ async fn settle_due(
             let spans = item.written.span_ids.len() as u64;
             metrics.spans_checked.get_or_create(&labels).inc_by(spans);
             summary.spans_checked += spans;
-            if check.missing > 0 {
-                metrics.spans_missing.get_or_create(&labels).inc_by(check.missing as u64);
-                summary.missing += check.missing as u64;
-                tracing::error!(trace_id, query_url = base, missing = check.missing, after = ?age, "acknowledged spans missing");
-            }
-            if check.duplicated > 0 {
-                metrics.spans_duplicated.get_or_create(&labels).inc_by(check.duplicated as u64);
-                summary.duplicated += check.duplicated as u64;
-                tracing::error!(
-                    trace_id,
-                    query_url = base,
-                    duplicated = check.duplicated,
-                    "spans answered more than once"
-                );
-            }
-            if check.unexpected > 0 {
-                metrics.spans_unexpected.get_or_create(&labels).inc_by(check.unexpected as u64);
-                summary.unexpected += check.unexpected as u64;
-                tracing::error!(
-                    trace_id,
-                    query_url = base,
-                    unexpected = check.unexpected,
-                    "spans never written answered"
-                );
+            let failures = [
+                (check.missing, &metrics.spans_missing, &mut summary.missing, "acknowledged spans missing"),
+                (check.duplicated, &metrics.spans_duplicated, &mut summary.duplicated, "spans answered more than once"),
+                (check.unexpected, &metrics.spans_unexpected, &mut summary.unexpected, "spans never written answered"),
+            ];
+            for (count, counter, total, what) in failures {
+                if count > 0 {
+                    counter.get_or_create(&labels).inc_by(count as u64);
+                    *total += count as u64;
+                    tracing::error!(trace_id, query_url = base, spans = count, after = ?age, "{what}");
+                }
             }
             if check.missing == 0 && item.misses > 0 {
                 metrics.spans_late.get_or_create(&labels).inc_by(spans);
