@@ -292,16 +292,43 @@ pub fn render_fanout(report: &serde_json::Value) -> String {
                 pct(&edge["critical_path_share"]),
             );
         }
-        let _ = writeln!(out, "  {:<10} {:>12} {:>12} {:>14}", "parent", "observed", "predicted", "slowest call");
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>12} {:>12} {:>14}  {}",
+            "parent", "observed", "predicted", "slowest call", "a trace there"
+        );
         for label in ["p50", "p99", "p99.9"] {
+            let exemplar = op["parent_exemplars"][label][0]["trace_id"].as_str().unwrap_or("-");
             let _ = writeln!(
                 out,
-                "  {:<10} {:>12} {:>12} {:>14}",
+                "  {:<10} {:>12} {:>12} {:>14}  {exemplar}",
                 label,
                 ms(&op["parent_latency_ms"][label]),
                 ms(&op["predicted_latency_ms"][label]),
                 ms(&op["max_child_latency_ms"][label]),
             );
+        }
+        let buckets = op["degree_buckets"].as_array().cloned().unwrap_or_default();
+        if buckets.len() > 1 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>8} {:>12} {:>12} {:>12} {:>12}",
+                "calls", "parents", "p50", "p50 pred.", "p99", "p99 pred."
+            );
+            for bucket in buckets {
+                let (min, max) = (bucket["min_calls"].as_u64().unwrap_or(0), bucket["max_calls"].as_u64().unwrap_or(0));
+                let calls = if min == max { min.to_string() } else { format!("{min}-{max}") };
+                let _ = writeln!(
+                    out,
+                    "  {:<10} {:>8} {:>12} {:>12} {:>12} {:>12}",
+                    calls,
+                    bucket["parents"],
+                    ms(&bucket["observed_ms"]["p50"]),
+                    ms(&bucket["predicted_ms"]["p50"]),
+                    ms(&bucket["observed_ms"]["p99"]),
+                    ms(&bucket["predicted_ms"]["p99"]),
+                );
+            }
         }
         let _ = writeln!(
             out,

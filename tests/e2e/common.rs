@@ -117,6 +117,11 @@ impl TestServer {
     pub(crate) async fn trace(&self, trace_id: &[u8]) -> Option<TracesData> {
         fetch_trace(&self.http, self.spanlake.http_addr(), trace_id, None).await
     }
+
+    /// The trace as `tenant` sees it, or None on 404.
+    pub(crate) async fn trace_as(&self, tenant: &str, trace_id: &[u8]) -> Option<TracesData> {
+        fetch_trace(&self.http, self.spanlake.http_addr(), trace_id, Some(tenant)).await
+    }
 }
 
 /// Runs the `spanlake` binary of this build with `args` to completion (a

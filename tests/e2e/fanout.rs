@@ -108,6 +108,31 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
         assert_rank("predicted", parent_cdf, value(&op["predicted_latency_ms"][label]), q, n);
     }
     assert_eq!(op["parent_latency_ms"]["exact"], true);
+    // Exemplars: traces at each percentile's rank, whose parent span has that duration.
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        let picked = op["parent_exemplars"][label].as_array().unwrap();
+        assert_eq!(picked.len(), 3, "{label}: {picked:?}");
+        for exemplar in picked {
+            let at = value(&exemplar["value_ms"]);
+            let rank = parent_cdf(at);
+            assert!((rank - q).abs() <= 4.0 * (q * (1.0 - q) / n).sqrt() + 3.0 / n, "{label}: {exemplar}");
+            let id = hex::decode(exemplar["trace_id"].as_str().unwrap()).unwrap();
+            let trace = server.trace_as("a", &id).await.expect("the exemplar's trace is there");
+            let root = spanlake_test_support::http::spans(&trace)
+                .into_iter()
+                .find(|s| s.name == "GET /search")
+                .expect("its parent span")
+                .clone();
+            let duration_ms = (root.end_time_unix_nano - root.start_time_unix_nano) as f64 / 1e6;
+            assert!((duration_ms - at).abs() < 1e-6, "{label}: {duration_ms} vs {at}");
+        }
+    }
+    // One degree, one bucket: the whole population.
+    let buckets = op["degree_buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!((buckets[0]["min_calls"].as_u64(), buckets[0]["max_calls"].as_u64()), (Some(10), Some(10)));
+    assert_eq!(buckets[0]["observed_ms"], op["parent_latency_ms"]);
+    assert_eq!(buckets[0]["predicted_ms"], op["predicted_latency_ms"]);
     for point in op["exceedance"].as_array().unwrap() {
         let (observed, predicted) = (value(&point["observed"]), value(&point["predicted"]));
         let band = 4.0 * (predicted * (1.0 - predicted) / n).sqrt() + 2.0 / n;
@@ -122,6 +147,10 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
         assert_rank("call", exp_cdf, value(&edge["child_latency_ms"][label]), q, n * 10.0);
         assert_rank("slowest call", parent_cdf, value(&edge["edge_max_latency_ms"][label]), q, n);
+        for exemplar in edge["edge_max_exemplars"][label].as_array().unwrap() {
+            let rank = parent_cdf(value(&exemplar["value_ms"]));
+            assert!((rank - q).abs() <= 4.0 * (q * (1.0 - q) / n).sqrt() + 3.0 / n, "{exemplar}");
+        }
     }
     // Parent p99 sits at the call's p99.9 (0.99^(1/10) = 0.998995).
     let p99 = edge["amplification"].as_array().unwrap().iter().find(|a| a["q"] == 0.99).unwrap();
@@ -182,7 +211,11 @@ async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("frontend / GET /search: 5000 parents, 10.0 calls per parent"), "{text}");
     let p99 = format!("{:.2} ms", value(&op["parent_latency_ms"]["p99"]));
-    assert!(text.lines().any(|l| l.trim_start().starts_with("p99 ") && l.contains(&p99)), "{p99} in {text}");
+    let exemplar = op["parent_exemplars"]["p99"][0]["trace_id"].as_str().unwrap();
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("p99 ") && l.contains(&p99) && l.contains(exemplar)),
+        "{p99} and {exemplar} in {text}"
+    );
     assert!(text.contains("frontend / leaf.Search"), "{text}");
 }
 
@@ -227,6 +260,30 @@ async fn sequential_calls_add_up_and_random_degrees_follow_their_mixture() {
     let histogram = op["degree"]["histogram"].as_object().unwrap();
     assert_eq!(histogram.len(), 20, "every degree from 1 to 20 seen");
     assert_eq!(histogram.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), parents as u64);
+
+    // Degree buckets: 20 distinct degrees, so power-of-two ranges; in each,
+    // the parent follows the mixture of F_call^k over the k in the range.
+    let buckets = op["degree_buckets"].as_array().unwrap();
+    let ranges: Vec<(u64, u64)> =
+        buckets.iter().map(|b| (b["min_calls"].as_u64().unwrap(), b["max_calls"].as_u64().unwrap())).collect();
+    assert_eq!(ranges, [(1, 1), (2, 3), (4, 7), (8, 15), (16, 31)]);
+    for bucket in buckets {
+        let (low, high) = (bucket["min_calls"].as_u64().unwrap() as i32, bucket["max_calls"].as_u64().unwrap() as i32);
+        let ks: Vec<i32> = (low..=high.min(20)).collect();
+        let expected: u64 = ks.iter().map(|k| histogram[&k.to_string()].as_u64().unwrap()).sum();
+        assert_eq!(bucket["parents"], expected, "{bucket}");
+        let weights: Vec<f64> = ks.iter().map(|k| histogram[&k.to_string()].as_f64().unwrap()).collect();
+        let total: f64 = weights.iter().sum();
+        let cdf = |x: f64| ks.iter().zip(&weights).map(|(k, w)| w * exp_cdf(x).powi(*k)).sum::<f64>() / total;
+        let m = bucket["parents"].as_f64().unwrap();
+        for (q, label) in [(0.5, "p50"), (0.9, "p90")] {
+            assert_rank(&format!("bucket {low}-{high}"), cdf, value(&bucket["observed_ms"][label]), q, m);
+            assert_rank(&format!("bucket {low}-{high} predicted"), cdf, value(&bucket["predicted_ms"][label]), q, m);
+        }
+    }
+    // The tail grows with the fan-out (Dean and Barroso's curve).
+    let p50s: Vec<f64> = buckets.iter().map(|b| value(&b["observed_ms"]["p50"])).collect();
+    assert!(p50s.windows(2).all(|w| w[0] < w[1]), "{p50s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ use spanlake_schemas::schema::{
 };
 use spanlake_schemas::{TenantId, span_schema};
 
-pub use stats::{OperationReport, Percentiles, label};
+pub use stats::{DegreeBucket, Exemplar, Exemplars, OperationReport, Percentiles, label};
 pub(crate) use trace::{ChildKinds, EdgeBy};
 
 use crate::Querier;
@@ -134,8 +134,9 @@ struct Analyzer {
     ops: HashMap<(u32, u32), stats::OpStats>,
     /// What the analysis holds, against the query's pool (`--sql-memory-limit`).
     memory: MemoryReservation,
-    /// Bytes the per-operation statistics hold (an estimate: 8 bytes per
-    /// parent duration, degree, parallelism and slowest call, 20 per call).
+    /// Bytes the per-operation statistics hold (an estimate: per parent its
+    /// duration, degree, parallelism, slowest call, trace id and call mix;
+    /// per call its duration and edge entries).
     held: usize,
     over_limit: bool,
 }
@@ -157,8 +158,8 @@ impl Analyzer {
                 }
         };
         for parent in trace::analyze(&self.rows, self.params.child_kinds, self.params.edge_by, is_parent) {
-            self.held += 28 + 20 * parent.calls.len();
-            self.ops.entry(parent.op).or_default().add(&parent);
+            self.held += stats::OpStats::BYTES_PER_PARENT + stats::OpStats::BYTES_PER_CALL * parent.calls.len();
+            self.ops.entry(parent.op).or_default().add(&parent, trace_id);
         }
         self.rows.clear();
     }

@@ -8,14 +8,24 @@ use serde::Serialize;
 
 use super::trace::{Edge, Parent};
 
-/// Everything kept about one parent operation.
+/// A per-parent call mix: (edge, calls on it), by edge.
+type Mix = Vec<(Edge, u32)>;
+
+/// Everything kept about one parent operation. The per-parent vectors
+/// (`durations`, `degrees`, `trace_ids`, `mix_of`) are in arrival order, one
+/// entry per parent.
 #[derive(Debug, Default)]
 pub(crate) struct OpStats {
     durations: Vec<i64>,
     max_calls: Vec<i64>,
     degrees: Vec<u32>,
-    /// Distinct per-parent call mixes (edge, calls) → parents, for the prediction.
-    mixes: HashMap<Vec<(Edge, u32)>, u64>,
+    /// Each parent's trace, for exemplars.
+    trace_ids: Vec<u128>,
+    /// Each parent's call mix, an index into `mixes`.
+    mix_of: Vec<u32>,
+    /// Distinct per-parent call mixes, for the prediction.
+    mixes: Vec<Mix>,
+    mix_ids: HashMap<Mix, u32>,
     before: i128,
     in_flight: i128,
     after: i128,
@@ -28,6 +38,8 @@ pub(crate) struct OpStats {
 struct EdgeStats {
     durations: Vec<i64>,
     per_parent_max: Vec<i64>,
+    /// The parent (index in the operation's per-parent vectors) of each `per_parent_max`.
+    per_parent_index: Vec<u32>,
     per_parent_calls: Vec<u32>,
     errors: u64,
     critical: i128,
@@ -35,8 +47,15 @@ struct EdgeStats {
 }
 
 impl OpStats {
-    pub(crate) fn add(&mut self, parent: &Parent) {
+    /// Bytes one parent adds to the statistics, besides its calls.
+    pub(crate) const BYTES_PER_PARENT: usize = 48;
+    /// Bytes one call adds.
+    pub(crate) const BYTES_PER_CALL: usize = 24;
+
+    pub(crate) fn add(&mut self, parent: &Parent, trace_id: u128) {
+        let index = self.durations.len() as u32;
         self.durations.push(parent.duration);
+        self.trace_ids.push(trace_id);
         self.degrees.push(parent.calls.len() as u32);
         self.before += i128::from(parent.before);
         self.in_flight += i128::from(parent.in_flight);
@@ -62,11 +81,18 @@ impl OpStats {
             let stats = self.edges.get_mut(edge).expect("added above");
             stats.per_parent_calls.push(*calls);
             stats.per_parent_max.push(*max);
+            stats.per_parent_index.push(index);
         }
         if let Some(edge) = parent.last_finisher {
             self.edges.get_mut(&edge).expect("a call's edge").last_finisher += 1;
         }
-        *self.mixes.entry(mix.into_iter().map(|(e, (n, _))| (e, n)).collect()).or_default() += 1;
+        let mix: Mix = mix.into_iter().map(|(e, (n, _))| (e, n)).collect();
+        let next = self.mixes.len() as u32;
+        let id = *self.mix_ids.entry(mix).or_insert_with_key(|mix| {
+            self.mixes.push(mix.clone());
+            next
+        });
+        self.mix_of.push(id);
     }
 
     pub(crate) fn parents(&self) -> usize {
@@ -182,6 +208,8 @@ pub struct EdgeReport {
     pub child_latency_ms: Percentiles,
     /// Per parent, its slowest call on this edge.
     pub edge_max_latency_ms: Percentiles,
+    /// Traces at each of those percentiles.
+    pub edge_max_exemplars: Exemplars,
     pub error_rate: f64,
     /// Share of all parent time spent in this edge's calls on the critical path.
     pub critical_path_share: f64,
@@ -197,6 +225,29 @@ pub struct CallsPerParent {
     pub histogram: BTreeMap<u32, u64>,
 }
 
+/// A trace whose value lies at a reported percentile: open it to see why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Exemplar {
+    /// Hex, 32 digits.
+    pub trace_id: String,
+    pub value_ms: f64,
+}
+
+/// Per percentile label (`p99`), the traces at that rank (up to three).
+pub type Exemplars = BTreeMap<String, Vec<Exemplar>>;
+
+/// Parents grouped by their number of calls: how the tail grows with the
+/// fan-out, observed and as the calls predict.
+#[derive(Debug, Serialize)]
+pub struct DegreeBucket {
+    /// Calls per parent in this bucket, `min..=max` (one value when exact).
+    pub min_calls: u32,
+    pub max_calls: u32,
+    pub parents: u64,
+    pub observed_ms: Percentiles,
+    pub predicted_ms: Percentiles,
+}
+
 /// The fan-out of one parent operation.
 #[derive(Debug, Serialize)]
 pub struct OperationReport {
@@ -206,6 +257,11 @@ pub struct OperationReport {
     pub overflow_children: u64,
     pub degree: Degree,
     pub parent_latency_ms: Percentiles,
+    /// Traces at each parent-latency percentile.
+    pub parent_exemplars: Exemplars,
+    /// Parents by number of calls: exact counts, or power-of-two ranges when
+    /// more than 16 distinct counts occur.
+    pub degree_buckets: Vec<DegreeBucket>,
     /// Per parent, its slowest call (parents with calls).
     pub max_child_latency_ms: Percentiles,
     /// The same quantiles predicted from the calls' own distributions, as if
@@ -221,14 +277,134 @@ pub struct OperationReport {
     pub edges: Vec<EdgeReport>,
 }
 
+/// The most exemplars given per percentile.
+const EXEMPLARS_PER_PERCENTILE: usize = 3;
+
+/// Traces at each percentile of `pairs` (value, trace), sorted by value:
+/// the parent at the percentile's rank and its neighbours.
+fn exemplars(pairs: &[(i64, u128)], qs: &[f64]) -> Exemplars {
+    let n = pairs.len();
+    qs.iter()
+        .filter(|&&q| n > 0 && (n as f64) * (1.0 - q) >= 1.0)
+        .map(|&q| {
+            let rank = (q * (n - 1) as f64).round() as usize;
+            let from = rank.saturating_sub(EXEMPLARS_PER_PERCENTILE / 2);
+            let to = (from + EXEMPLARS_PER_PERCENTILE).min(n);
+            let picked = pairs[from..to]
+                .iter()
+                .map(|&(value, trace)| Exemplar { trace_id: format!("{trace:032x}"), value_ms: ms(value) })
+                .collect();
+            (label(q), picked)
+        })
+        .collect()
+}
+
+/// The prediction for a group of parents: each parent's slowest call, with
+/// every call independent and drawn from its edge's distribution.
+struct Prediction<'a> {
+    edges: &'a HashMap<Edge, EdgeStats>,
+    /// Call mixes and how many parents of the group have each.
+    mixes: Vec<(&'a Mix, u64)>,
+    parents: u64,
+}
+
+impl Prediction<'_> {
+    /// F_pred(x) = mean over parents of Π_e F_e(x)^{n_e}.
+    fn cdf(&self, x_ns: f64) -> f64 {
+        let mut total = 0.0;
+        for (mix, count) in &self.mixes {
+            let product: f64 =
+                mix.iter().map(|(edge, n)| cdf(&self.edges[edge].durations, x_ns).powi(*n as i32)).product();
+            total += product * *count as f64;
+        }
+        total / self.parents.max(1) as f64
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let upper = self.edges.values().filter_map(|e| e.durations.last()).copied().max().unwrap_or(0) as f64;
+        let (mut low, mut high) = (0.0, upper.max(1.0));
+        for _ in 0..60 {
+            let mid = (low + high) / 2.0;
+            if self.cdf(mid) >= q { high = mid } else { low = mid }
+        }
+        high
+    }
+
+    fn percentiles(&self, qs: &[f64]) -> Percentiles {
+        let calls = self.mixes.iter().any(|(mix, _)| !mix.is_empty());
+        let values = qs
+            .iter()
+            .map(|&q| {
+                let enough = self.parents > 0 && calls && (self.parents as f64) * (1.0 - q) >= 1.0;
+                (label(q), enough.then(|| ms(self.quantile(q) as i64)))
+            })
+            .collect();
+        Percentiles { count: self.parents, exact: true, values }
+    }
+}
+
+/// Buckets of calls per parent: every distinct count when there are at most
+/// 16, else power-of-two ranges (0, 1, 2–3, 4–7, …).
+pub(super) fn degree_ranges(degrees: &[u32]) -> Vec<(u32, u32)> {
+    let distinct: std::collections::BTreeSet<u32> = degrees.iter().copied().collect();
+    if distinct.len() <= 16 {
+        return distinct.into_iter().map(|d| (d, d)).collect();
+    }
+    let ranges: std::collections::BTreeSet<(u32, u32)> = distinct
+        .into_iter()
+        .map(|d| match d {
+            0 => (0, 0),
+            d => {
+                let low = 1u32 << (31 - d.leading_zeros());
+                (low, low.saturating_mul(2).saturating_sub(1))
+            }
+        })
+        .collect();
+    ranges.into_iter().collect()
+}
+
 impl OpStats {
+    /// Parents (indices) grouped by degree, each group's observed and
+    /// predicted percentiles.
+    fn degree_buckets(&self, qs: &[f64]) -> Vec<DegreeBucket> {
+        degree_ranges(&self.degrees)
+            .into_iter()
+            .map(|(min, max)| {
+                let members: Vec<usize> =
+                    (0..self.degrees.len()).filter(|&i| (min..=max).contains(&self.degrees[i])).collect();
+                let mut counts: HashMap<u32, u64> = HashMap::new();
+                for &i in &members {
+                    *counts.entry(self.mix_of[i]).or_default() += 1;
+                }
+                let prediction = Prediction {
+                    edges: &self.edges,
+                    mixes: counts.into_iter().map(|(mix, n)| (&self.mixes[mix as usize], n)).collect(),
+                    parents: members.len() as u64,
+                };
+                DegreeBucket {
+                    min_calls: min,
+                    max_calls: max,
+                    parents: members.len() as u64,
+                    observed_ms: percentiles(members.iter().map(|&i| ms(self.durations[i])), qs),
+                    predicted_ms: prediction.percentiles(qs),
+                }
+            })
+            .collect()
+    }
+
     /// The report; `name` turns interned ids back into strings.
     pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
-        self.durations.sort_unstable();
-        self.max_calls.sort_unstable();
         for edge in self.edges.values_mut() {
             edge.durations.sort_unstable();
         }
+        let degree_buckets = self.degree_buckets(qs);
+        let mut by_duration: Vec<(i64, u128)> =
+            self.durations.iter().copied().zip(self.trace_ids.iter().copied()).collect();
+        by_duration.sort_unstable();
+        let parent_exemplars = exemplars(&by_duration, qs);
+        drop(by_duration);
+        self.durations.sort_unstable();
+        self.max_calls.sort_unstable();
         let parents = self.durations.len() as u64;
         let total_time: i128 = self.durations.iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
         let mut histogram = BTreeMap::new();
@@ -237,34 +413,12 @@ impl OpStats {
         }
         let parent_latency = percentiles(self.durations.iter().map(|&d| ms(d)), qs);
 
-        // The prediction: F_pred(x) = mean over parents of Π_e F_e(x)^{n_e}.
-        let edges = &self.edges;
-        let predicted_cdf = |x_ns: f64| -> f64 {
-            let mut total = 0.0;
-            for (mix, count) in &self.mixes {
-                let product: f64 =
-                    mix.iter().map(|(edge, n)| cdf(&edges[edge].durations, x_ns).powi(*n as i32)).product();
-                total += product * *count as f64;
-            }
-            total / parents.max(1) as f64
-        };
-        let upper = self.edges.values().filter_map(|e| e.durations.last()).copied().max().unwrap_or(0) as f64;
-        let predicted_quantile = |q: f64| -> f64 {
-            let (mut low, mut high) = (0.0, upper.max(1.0));
-            for _ in 0..60 {
-                let mid = (low + high) / 2.0;
-                if predicted_cdf(mid) >= q { high = mid } else { low = mid }
-            }
-            high
-        };
-        let predicted_values = qs
-            .iter()
-            .map(|&q| {
-                let enough = parents > 0 && self.has_calls() && (parents as f64) * (1.0 - q) >= 1.0;
-                (label(q), enough.then(|| ms(predicted_quantile(q) as i64)))
-            })
-            .collect();
-        let predicted = Percentiles { count: parents, exact: true, values: predicted_values };
+        let mut mix_counts = vec![0u64; self.mixes.len()];
+        for &mix in &self.mix_of {
+            mix_counts[mix as usize] += 1;
+        }
+        let everyone = Prediction { edges: &self.edges, mixes: self.mixes.iter().zip(mix_counts).collect(), parents };
+        let predicted = everyone.percentiles(qs);
 
         let exceedance = parent_latency
             .values
@@ -272,7 +426,7 @@ impl OpStats {
             .flatten()
             .map(|&t_ms| {
                 let t = t_ms * 1e6;
-                Exceedance { t_ms, observed: 1.0 - cdf(&self.durations, t), predicted: 1.0 - predicted_cdf(t) }
+                Exceedance { t_ms, observed: 1.0 - cdf(&self.durations, t), predicted: 1.0 - everyone.cdf(t) }
             })
             .collect();
 
@@ -313,6 +467,16 @@ impl OpStats {
                     },
                     child_latency_ms: percentiles(stats.durations.iter().map(|&d| ms(d)), qs),
                     edge_max_latency_ms: percentiles(stats.per_parent_max.iter().map(|&d| ms(d)), qs),
+                    edge_max_exemplars: {
+                        let mut pairs: Vec<(i64, u128)> = stats
+                            .per_parent_max
+                            .iter()
+                            .zip(&stats.per_parent_index)
+                            .map(|(&max, &i)| (max, self.trace_ids[i as usize]))
+                            .collect();
+                        pairs.sort_unstable();
+                        exemplars(&pairs, qs)
+                    },
                     error_rate: stats.errors as f64 / calls.max(1) as f64,
                     critical_path_share: (stats.critical as f64) / total_time as f64,
                     last_finisher_share: stats.last_finisher as f64 / parents.max(1) as f64,
@@ -335,6 +499,8 @@ impl OpStats {
             },
             max_child_latency_ms: percentiles(self.max_calls.iter().map(|&d| ms(d)), qs),
             parent_latency_ms: parent_latency,
+            parent_exemplars,
+            degree_buckets,
             predicted_latency_ms: predicted,
             exceedance,
             time_split: TimeSplit {

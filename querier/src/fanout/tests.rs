@@ -29,12 +29,14 @@ fn the_prediction_is_the_max_of_n_independent_calls() {
     // Calls uniform on 1..=1000 ms, two per parent, every pair once: the
     // predicted parent median is the call's sqrt(0.5) quantile, ~707 ms.
     let mut stats = OpStats::default();
+    let mut trace = 0;
     for a in (1..=1000).step_by(7) {
         for b in (1..=1000).step_by(11) {
-            stats.add(&parent(&[a * 1_000_000, b * 1_000_000]));
+            trace += 1;
+            stats.add(&parent(&[a * 1_000_000, b * 1_000_000]), trace);
         }
     }
-    stats.add(&parent(&[]));
+    stats.add(&parent(&[]), 0);
     let name = |id: u32| format!("n{id}");
     let report = stats.report((0, 1), &[0.5, 0.9], &name);
     let predicted = report.predicted_latency_ms.values["p50"].unwrap();
@@ -49,10 +51,37 @@ fn the_prediction_is_the_max_of_n_independent_calls() {
     let small = {
         let mut s = OpStats::default();
         for d in 1..=10 {
-            s.add(&parent(&[d]));
+            s.add(&parent(&[d]), d as u128);
         }
         s.report((0, 1), &[0.5, 0.99], &name)
     };
     assert!(small.parent_latency_ms.values["p50"].is_some());
     assert!(small.parent_latency_ms.values["p99"].is_none(), "p99 of 10 values says nothing");
+}
+
+#[test]
+fn exemplars_are_the_parents_at_the_percentile_rank() {
+    // Parent durations 1..=100 ms (one call each, as long), trace id = duration.
+    let mut stats = OpStats::default();
+    for d in (1..=100).rev() {
+        stats.add(&parent(&[d * 1_000_000]), d as u128);
+    }
+    let report = stats.report((0, 1), &[0.5, 0.9, 0.999], &|id| format!("n{id}"));
+    let picked = |label: &str| -> Vec<(String, f64)> {
+        report.parent_exemplars[label].iter().map(|e| (e.trace_id.clone(), e.value_ms)).collect()
+    };
+    // p50: rank 0.5·99 rounds to 50 (0-based), the 51st value, and its neighbours.
+    let id = |d: u128| format!("{d:032x}");
+    assert_eq!(picked("p50"), [(id(50), 50.0), (id(51), 51.0), (id(52), 52.0)]);
+    assert_eq!(picked("p90"), [(id(89), 89.0), (id(90), 90.0), (id(91), 91.0)]);
+    assert!(!report.parent_exemplars.contains_key("p99.9"), "no exemplar where no percentile is given");
+    assert_eq!(report.edges[0].edge_max_exemplars["p50"][1].trace_id, id(51));
+}
+
+#[test]
+fn degree_buckets_are_exact_or_powers_of_two() {
+    use super::stats::degree_ranges;
+    assert_eq!(degree_ranges(&[3, 1, 3, 16]), [(1, 1), (3, 3), (16, 16)]);
+    let wide: Vec<u32> = (0..=40).collect();
+    assert_eq!(degree_ranges(&wide), [(0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63)]);
 }
