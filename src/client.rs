@@ -294,8 +294,8 @@ pub fn render_fanout(report: &serde_json::Value) -> String {
         }
         let _ = writeln!(
             out,
-            "  {:<10} {:>12} {:>12} {:>14}  {}",
-            "parent", "observed", "predicted", "slowest call", "a trace there"
+            "  {:<10} {:>12} {:>12} {:>14}  a trace there",
+            "parent", "observed", "predicted", "slowest call"
         );
         for label in ["p50", "p99", "p99.9"] {
             let exemplar = op["parent_exemplars"][label][0]["trace_id"].as_str().unwrap_or("-");
