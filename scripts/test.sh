@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (the mold linker, optional: it just makes links faster; the manifest
+# (the mold linker, optional: it just makes links faster; Chromium for the
+# fan-out page's browser test; the manifest
 # validators from PyPI, in a virtualenv under ~/.cache), validates deploy/,
 # then the gates (formatting, clippy and rustdoc with warnings denied) and
 # every test of the workspace (unit, property, end to end, including the
@@ -10,6 +11,10 @@ cd "$(dirname "$0")/.."
 
 if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq mold) >/dev/null 2>&1 || echo "note: mold not installed, using the default linker"
+fi
+# Chromium renders the fan-out page in its browser test.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: could not install chromium; the page test will fail"
 fi
 if command -v mold >/dev/null 2>&1 && [[ "${RUSTFLAGS:-}" != *fuse-ld* ]]; then
   export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-fuse-ld=mold"

@@ -346,3 +346,56 @@ async fn lognormal_calls_at_fanout_100_amplify_the_tail() {
     assert!((value(&p50["model_child_percentile"]) - 0.99309).abs() < 1e-4, "{p50}");
     assert!((value(&p50["equivalent_child_percentile"]) - 0.99309).abs() < 0.002, "{p50}");
 }
+
+/// Chromium (Debian's `chromium`, which the test command installs).
+fn chromium() -> String {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if std::process::Command::new("which").arg(name).output().is_ok_and(|o| o.status.success()) {
+            return name.to_owned();
+        }
+    }
+    panic!("no Chromium to test the page with: install Debian's `chromium` (./scripts/test.sh does)");
+}
+
+/// The page's DOM once its scripts ran, as a headless Chromium sees it.
+async fn rendered(url: String) -> String {
+    let browser = chromium();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--dump-dom", &url])
+            .output()
+            .expect("chromium runs")
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `GET /fanout` in a real browser: the page loads, draws its charts from
+/// the report's numbers, lists degree buckets and exemplars, and an exemplar
+/// link opens the trace's waterfall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_page_renders_in_a_browser_and_its_links_open_traces() {
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
+    send(&server, "web", &workload(4, false, FanoutMode::Parallel), 500, 7).await;
+    let op = search_report(&server, "web", "").await;
+    let page = server.query_url("/fanout?service=frontend&operation=GET%20/search&tenant=web");
+    let dom = rendered(page).await;
+    assert!(dom.contains(r#"data-loaded="true""#), "the report loaded: {dom}");
+    assert!(dom.contains("frontend / GET /search"), "{dom}");
+    assert!(dom.contains("500 parents, 4.0 calls per parent"), "{dom}");
+    // The chart's observed line goes through the report's percentiles.
+    let p99 = value(&op["parent_latency_ms"]["p99"]);
+    assert!(dom.contains(&format!(r#"data-series="observed" data-value="{p99}""#)), "p99 {p99} drawn: {dom}");
+    assert!(dom.contains(r#"class="critical-path""#) && dom.contains("frontend / leaf.Search"), "{dom}");
+    // Exemplar links, to the traces the report names.
+    let exemplar = op["parent_exemplars"]["p99"][0]["trace_id"].as_str().unwrap();
+    let link = format!(r#"href="trace/{exemplar}?tenant=web""#);
+    assert!(dom.contains(&link), "{link} in {dom}");
+
+    // Following it: the waterfall of that trace, every span a row.
+    let trace = rendered(server.query_url(&format!("/trace/{exemplar}?tenant=web"))).await;
+    assert!(trace.contains(r#"data-loaded="true""#), "{trace}");
+    assert_eq!(trace.matches(r#"class="row span""#).count(), 1 + 2 * 4, "{trace}");
+    assert!(trace.contains("GET /search") && trace.contains("leaf.Search"), "{trace}");
+}

@@ -16,6 +16,7 @@
 
 mod extract;
 mod fanout;
+mod pages;
 mod params;
 mod query_range;
 mod search;
@@ -38,6 +39,8 @@ pub(crate) fn router(querier: Arc<Querier>) -> Router {
         .route("/api/v2/traces/{id}", get(traces::trace_v2))
         .route("/api/sql", post(sql::sql))
         .route("/api/fanout", get(fanout::fanout))
+        .route("/fanout", get(|| async { pages::html(pages::FANOUT) }))
+        .route("/trace/{id}", get(|| async { pages::html(pages::TRACE) }))
         .route("/api/search", get(search::search))
         .route("/api/metrics/query_range", get(query_range::query_range))
         .route("/api/metrics/query", get(query_range::query_instant))
