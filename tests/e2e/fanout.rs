@@ -399,3 +399,65 @@ async fn the_fanout_page_renders_in_a_browser_and_its_links_open_traces() {
     assert_eq!(trace.matches(r#"class="row span""#).count(), 1 + 2 * 4, "{trace}");
     assert!(trace.contains("GET /search") && trace.contains("leaf.Search"), "{trace}");
 }
+
+/// Probability-sampled traces stand for their adjusted counts. The fast half
+/// of the parents is kept with probability 1/4 (tracestate `ot=th:c`: each
+/// kept one stands for 4), the slow half in full: weighted, the percentiles
+/// are the population's (max of 10 exponential calls); unweighted they would
+/// sit near the population's p80.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probability_sampled_parents_are_weighted_by_their_adjusted_counts() {
+    use std::collections::{HashMap, HashSet};
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
+    let workload = workload(10, false, FanoutMode::Parallel);
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 - 60_000_000_000;
+    let median_ms = -MEAN_MS * (1.0 - 0.5f64.powf(0.1)).ln();
+    let (mut fast_kept, mut slow) = (0u64, 0u64);
+    for _ in 0..16 {
+        let mut request = workload.request(&mut rng, 500, now);
+        let spans = || request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans);
+        let durations: HashMap<Vec<u8>, f64> = spans()
+            .filter(|s| s.name == "GET /search")
+            .map(|s| (s.trace_id.clone(), (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / 1e6))
+            .collect();
+        let mut sampled = HashSet::new();
+        let mut dropped = HashSet::new();
+        for (trace, &ms) in &durations {
+            if ms >= median_ms {
+                slow += 1;
+            } else if rand::Rng::random_bool(&mut rng, 0.25) {
+                fast_kept += 1;
+                sampled.insert(trace.clone());
+            } else {
+                dropped.insert(trace.clone());
+            }
+        }
+        for scope in request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans) {
+            scope.spans.retain(|s| !dropped.contains(&s.trace_id));
+            for span in &mut scope.spans {
+                if sampled.contains(&span.trace_id) {
+                    span.trace_state = "ot=th:c".into();
+                }
+            }
+        }
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert("x-scope-orgid", "sampled".parse().unwrap());
+        client.export(request).await.unwrap();
+    }
+    let op = search_report(&server, "sampled", "").await;
+    assert_eq!(op["sampled"], true);
+    assert_eq!(op["parents"], fast_kept + slow);
+    assert_eq!(value(&op["estimated_parents"]), (4 * fast_kept + slow) as f64);
+    // Effective sample size of the weighted estimate: (Σw)² / Σw².
+    let n_eff = ((4 * fast_kept + slow) as f64).powi(2) / (16 * fast_kept + slow) as f64;
+    let parent_cdf = |x: f64| exp_cdf(x).powi(10);
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        assert_rank("weighted parent", parent_cdf, value(&op["parent_latency_ms"][label]), q, n_eff);
+        assert_rank("weighted prediction", parent_cdf, value(&op["predicted_latency_ms"][label]), q, n_eff);
+    }
+    // Unweighted, the median would have been far off: the sample is mostly slow.
+    let unweighted_rank = 1.0 - fast_kept as f64 / (fast_kept + slow) as f64 / 2.0;
+    assert!(unweighted_rank > 0.55, "the test's sample is biased enough to tell: {unweighted_rank}");
+}

@@ -30,6 +30,7 @@ use spanlake_schemas::merge::{BatchSink, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
     END_TIME, KIND, NAME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_ATTRIBUTES, SPAN_ID, START_TIME, STATUS_CODE, TRACE_ID,
+    TRACE_STATE,
 };
 use spanlake_schemas::{TenantId, span_schema};
 
@@ -204,6 +205,7 @@ impl BatchSink for Analyzer {
         let statuses = column(STATUS_CODE).as_string::<i32>();
         let services = column(SERVICE_NAME).as_string::<i32>();
         let attributes = batch.column_by_name(SPAN_ATTRIBUTES).map(|a| a.as_map());
+        let trace_states = column(TRACE_STATE).as_string::<i32>();
         // Neighbouring rows mostly repeat a service (a trace's spans come
         // grouped by resource): remember the last one before hashing.
         let mut last_service: Option<(&str, u32)> = None;
@@ -233,6 +235,10 @@ impl BatchSink for Analyzer {
                 end: ends.value(row),
                 error: statuses.value(row) == "error",
                 peer_service,
+                weight: match trace_states.is_valid(row) && !trace_states.value(row).is_empty() {
+                    true => trace::adjusted_count(trace_states.value(row)),
+                    false => 1.0,
+                },
             });
         }
         if !self.account() {
@@ -283,8 +289,18 @@ impl Querier {
         // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
         let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
         let schema = span_schema();
-        let mut columns =
-            vec![TRACE_ID, SPAN_ID, PARENT_SPAN_ID, NAME, KIND, START_TIME, END_TIME, STATUS_CODE, SERVICE_NAME];
+        let mut columns = vec![
+            TRACE_ID,
+            SPAN_ID,
+            PARENT_SPAN_ID,
+            NAME,
+            KIND,
+            START_TIME,
+            END_TIME,
+            STATUS_CODE,
+            SERVICE_NAME,
+            TRACE_STATE,
+        ];
         if params.edge_by == EdgeBy::Server {
             columns.push(SPAN_ATTRIBUTES);
         }

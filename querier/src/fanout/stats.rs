@@ -17,7 +17,13 @@ type Mix = Vec<(Edge, u32)>;
 #[derive(Debug, Default)]
 pub(crate) struct OpStats {
     durations: Vec<i64>,
-    max_calls: Vec<i64>,
+    /// Each parent's adjusted count (1 unless its trace was sampled with a
+    /// known probability: `ot=th:` in its tracestate).
+    weights: Vec<f32>,
+    /// Whether any parent has a weight other than 1.
+    sampled: bool,
+    /// Per parent with calls, its slowest call and its weight.
+    max_calls: Vec<(i64, f32)>,
     degrees: Vec<u32>,
     /// Each parent's trace, for exemplars.
     trace_ids: Vec<u128>,
@@ -36,7 +42,8 @@ pub(crate) struct OpStats {
 
 #[derive(Debug, Default)]
 struct EdgeStats {
-    durations: Vec<i64>,
+    /// Every call's duration, with its parent's weight.
+    durations: Vec<(i64, f32)>,
     per_parent_max: Vec<i64>,
     /// The parent (index in the operation's per-parent vectors) of each `per_parent_max`.
     per_parent_index: Vec<u32>,
@@ -55,6 +62,9 @@ impl OpStats {
     pub(crate) fn add(&mut self, parent: &Parent, trace_id: u128) {
         let index = self.durations.len() as u32;
         self.durations.push(parent.duration);
+        let weight = parent.weight as f32;
+        self.weights.push(weight);
+        self.sampled |= weight != 1.0;
         self.trace_ids.push(trace_id);
         self.degrees.push(parent.calls.len() as u32);
         self.before += i128::from(parent.before);
@@ -62,7 +72,7 @@ impl OpStats {
         self.after += i128::from(parent.after);
         self.overflow += u64::from(parent.overflow);
         if let Some(max) = parent.max_call() {
-            self.max_calls.push(max);
+            self.max_calls.push((max, weight));
         }
         if parent.in_flight > 0 {
             self.parallelism.push(parent.busy as f64 / parent.in_flight as f64);
@@ -70,7 +80,7 @@ impl OpStats {
         let mut mix: BTreeMap<Edge, (u32, i64)> = BTreeMap::new();
         for call in &parent.calls {
             let edge = self.edges.entry(call.edge).or_default();
-            edge.durations.push(call.duration);
+            edge.durations.push((call.duration, weight));
             edge.errors += u64::from(call.error);
             edge.critical += i128::from(call.critical);
             let entry = mix.entry(call.edge).or_insert((0, i64::MIN));
@@ -129,6 +139,70 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     sorted[low] + (sorted[high] - sorted[low]) * (pos - low as f64)
 }
 
+/// Percentiles of weighted values (adjusted counts): the smallest value
+/// whose cumulative weight reaches q of the total. With every weight 1 it is
+/// [`percentiles`] (which interpolates, as `percentile_cont`) that is used.
+fn weighted_percentiles(pairs: impl Iterator<Item = (f64, f32)>, qs: &[f64]) -> Percentiles {
+    let mut sorted: Vec<(f64, f32)> = pairs.collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = sorted.len();
+    let mut cumulative = Vec::with_capacity(n);
+    let mut total = 0.0f64;
+    for &(_, w) in &sorted {
+        total += f64::from(w);
+        cumulative.push(total);
+    }
+    let values = qs
+        .iter()
+        .map(|&q| {
+            let enough = n > 0 && (n as f64) * (1.0 - q) >= 1.0;
+            let at = || sorted[cumulative.partition_point(|&c| c < q * total).min(n - 1)].0;
+            (label(q), enough.then(at))
+        })
+        .collect();
+    Percentiles { count: n as u64, exact: true, values }
+}
+
+/// Percentiles of `pairs` (value, weight): weighted when `sampled`.
+fn summarize(pairs: impl Iterator<Item = (f64, f32)>, qs: &[f64], sampled: bool) -> Percentiles {
+    if sampled { weighted_percentiles(pairs, qs) } else { percentiles(pairs.map(|(v, _)| v), qs) }
+}
+
+/// An empirical CDF over weighted values.
+#[derive(Debug, Default)]
+struct Cdf {
+    values: Vec<i64>,
+    cumulative: Vec<f64>,
+}
+
+impl Cdf {
+    fn new(mut pairs: Vec<(i64, f32)>) -> Self {
+        pairs.sort_unstable_by_key(|p| p.0);
+        let mut total = 0.0;
+        let cumulative = pairs
+            .iter()
+            .map(|&(_, w)| {
+                total += f64::from(w);
+                total
+            })
+            .collect();
+        Self { values: pairs.into_iter().map(|p| p.0).collect(), cumulative }
+    }
+
+    /// Weighted fraction of values at or below `x`.
+    fn at(&self, x: f64) -> f64 {
+        let Some(&total) = self.cumulative.last() else { return 1.0 };
+        match self.values.partition_point(|&v| (v as f64) <= x) {
+            0 => 0.0,
+            i => self.cumulative[i - 1] / total,
+        }
+    }
+
+    fn max(&self) -> Option<i64> {
+        self.values.last().copied()
+    }
+}
+
 fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
     let mut sorted: Vec<f64> = values.collect();
     sorted.sort_by(f64::total_cmp);
@@ -145,14 +219,6 @@ fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
 
 fn ms(ns: i64) -> f64 {
     ns as f64 / 1e6
-}
-
-/// Fraction of `sorted` at or below `x` (the empirical CDF).
-fn cdf(sorted: &[i64], x: f64) -> f64 {
-    if sorted.is_empty() {
-        return 1.0;
-    }
-    sorted.partition_point(|&v| (v as f64) <= x) as f64 / sorted.len() as f64
 }
 
 #[derive(Debug, Serialize)]
@@ -252,7 +318,14 @@ pub struct DegreeBucket {
 #[derive(Debug, Serialize)]
 pub struct OperationReport {
     pub parent: Operation,
+    /// Parent spans analyzed.
     pub parents: u64,
+    /// Parents they stand for: the sum of their adjusted counts (equal to
+    /// `parents` unless traces were probability-sampled).
+    pub estimated_parents: f64,
+    /// Whether any parent carried a sampling threshold (`ot=th:` in its
+    /// tracestate); then every percentile here is weighted by adjusted count.
+    pub sampled: bool,
     pub parents_without_calls: u64,
     pub overflow_children: u64,
     pub degree: Degree,
@@ -302,26 +375,28 @@ fn exemplars(pairs: &[(i64, u128)], qs: &[f64]) -> Exemplars {
 /// The prediction for a group of parents: each parent's slowest call, with
 /// every call independent and drawn from its edge's distribution.
 struct Prediction<'a> {
-    edges: &'a HashMap<Edge, EdgeStats>,
-    /// Call mixes and how many parents of the group have each.
-    mixes: Vec<(&'a Mix, u64)>,
+    /// Each edge's call distribution (weighted by the parents' adjusted counts).
+    edges: &'a HashMap<Edge, Cdf>,
+    /// Call mixes and the weight of the group's parents that have each.
+    mixes: Vec<(&'a Mix, f64)>,
+    /// Parents in the group (sampled, unweighted).
     parents: u64,
 }
 
 impl Prediction<'_> {
     /// F_pred(x) = mean over parents of Π_e F_e(x)^{n_e}.
     fn cdf(&self, x_ns: f64) -> f64 {
-        let mut total = 0.0;
+        let (mut total, mut weight) = (0.0, 0.0);
         for (mix, count) in &self.mixes {
-            let product: f64 =
-                mix.iter().map(|(edge, n)| cdf(&self.edges[edge].durations, x_ns).powi(*n as i32)).product();
-            total += product * *count as f64;
+            let product: f64 = mix.iter().map(|(edge, n)| self.edges[edge].at(x_ns).powi(*n as i32)).product();
+            total += product * count;
+            weight += count;
         }
-        total / self.parents.max(1) as f64
+        if weight > 0.0 { total / weight } else { 1.0 }
     }
 
     fn quantile(&self, q: f64) -> f64 {
-        let upper = self.edges.values().filter_map(|e| e.durations.last()).copied().max().unwrap_or(0) as f64;
+        let upper = self.edges.values().filter_map(Cdf::max).max().unwrap_or(0) as f64;
         let (mut low, mut high) = (0.0, upper.max(1.0));
         for _ in 0..60 {
             let mid = (low + high) / 2.0;
@@ -366,18 +441,18 @@ pub(super) fn degree_ranges(degrees: &[u32]) -> Vec<(u32, u32)> {
 impl OpStats {
     /// Parents (indices) grouped by degree, each group's observed and
     /// predicted percentiles.
-    fn degree_buckets(&self, qs: &[f64]) -> Vec<DegreeBucket> {
+    fn degree_buckets(&self, qs: &[f64], cdfs: &HashMap<Edge, Cdf>) -> Vec<DegreeBucket> {
         degree_ranges(&self.degrees)
             .into_iter()
             .map(|(min, max)| {
                 let members: Vec<usize> =
                     (0..self.degrees.len()).filter(|&i| (min..=max).contains(&self.degrees[i])).collect();
-                let mut counts: HashMap<u32, u64> = HashMap::new();
+                let mut counts: HashMap<u32, f64> = HashMap::new();
                 for &i in &members {
-                    *counts.entry(self.mix_of[i]).or_default() += 1;
+                    *counts.entry(self.mix_of[i]).or_default() += f64::from(self.weights[i]);
                 }
                 let prediction = Prediction {
-                    edges: &self.edges,
+                    edges: cdfs,
                     mixes: counts.into_iter().map(|(mix, n)| (&self.mixes[mix as usize], n)).collect(),
                     parents: members.len() as u64,
                 };
@@ -385,7 +460,11 @@ impl OpStats {
                     min_calls: min,
                     max_calls: max,
                     parents: members.len() as u64,
-                    observed_ms: percentiles(members.iter().map(|&i| ms(self.durations[i])), qs),
+                    observed_ms: summarize(
+                        members.iter().map(|&i| (ms(self.durations[i]), self.weights[i])),
+                        qs,
+                        self.sampled,
+                    ),
                     predicted_ms: prediction.percentiles(qs),
                 }
             })
@@ -394,30 +473,32 @@ impl OpStats {
 
     /// The report; `name` turns interned ids back into strings.
     pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
-        for edge in self.edges.values_mut() {
-            edge.durations.sort_unstable();
-        }
-        let degree_buckets = self.degree_buckets(qs);
+        let sampled = self.sampled;
+        let cdfs: HashMap<Edge, Cdf> =
+            self.edges.iter().map(|(edge, s)| (*edge, Cdf::new(s.durations.clone()))).collect();
+        let degree_buckets = self.degree_buckets(qs, &cdfs);
         let mut by_duration: Vec<(i64, u128)> =
             self.durations.iter().copied().zip(self.trace_ids.iter().copied()).collect();
         by_duration.sort_unstable();
         let parent_exemplars = exemplars(&by_duration, qs);
         drop(by_duration);
+        let parent_cdf = Cdf::new(self.durations.iter().copied().zip(self.weights.iter().copied()).collect());
+        let parent_latency =
+            summarize(self.durations.iter().zip(&self.weights).map(|(&d, &w)| (ms(d), w)), qs, sampled);
+        let estimated_parents: f64 = self.weights.iter().map(|&w| f64::from(w)).sum();
         self.durations.sort_unstable();
-        self.max_calls.sort_unstable();
         let parents = self.durations.len() as u64;
         let total_time: i128 = self.durations.iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
         let mut histogram = BTreeMap::new();
         for &d in &self.degrees {
             *histogram.entry(d).or_insert(0u64) += 1;
         }
-        let parent_latency = percentiles(self.durations.iter().map(|&d| ms(d)), qs);
 
-        let mut mix_counts = vec![0u64; self.mixes.len()];
-        for &mix in &self.mix_of {
-            mix_counts[mix as usize] += 1;
+        let mut mix_weights = vec![0f64; self.mixes.len()];
+        for (&mix, &w) in self.mix_of.iter().zip(&self.weights) {
+            mix_weights[mix as usize] += f64::from(w);
         }
-        let everyone = Prediction { edges: &self.edges, mixes: self.mixes.iter().zip(mix_counts).collect(), parents };
+        let everyone = Prediction { edges: &cdfs, mixes: self.mixes.iter().zip(mix_weights).collect(), parents };
         let predicted = everyone.percentiles(qs);
 
         let exceedance = parent_latency
@@ -426,7 +507,7 @@ impl OpStats {
             .flatten()
             .map(|&t_ms| {
                 let t = t_ms * 1e6;
-                Exceedance { t_ms, observed: 1.0 - cdf(&self.durations, t), predicted: 1.0 - everyone.cdf(t) }
+                Exceedance { t_ms, observed: 1.0 - parent_cdf.at(t), predicted: 1.0 - everyone.cdf(t) }
             })
             .collect();
 
@@ -441,7 +522,8 @@ impl OpStats {
                 for &n in &stats.per_parent_calls {
                     *per_parent.entry(n).or_insert(0u64) += 1;
                 }
-                let calls_ns: Vec<f64> = stats.durations.iter().map(|&d| d as f64).collect();
+                let edge_cdf = &cdfs[edge];
+                let calls_ns: Vec<f64> = edge_cdf.values.iter().map(|&d| d as f64).collect();
                 let amplification = qs
                     .iter()
                     .map(|&q| {
@@ -450,7 +532,7 @@ impl OpStats {
                         Amplification {
                             q,
                             ratio: parent_q.zip(child_q).filter(|(_, c)| *c > 0.0).map(|(p, c)| p / c),
-                            equivalent_child_percentile: parent_q.map(|p| cdf(&stats.durations, p)),
+                            equivalent_child_percentile: parent_q.map(|p| edge_cdf.at(p)),
                             model_child_percentile: q.powf(1.0 / mean_calls.max(1.0)),
                         }
                     })
@@ -465,8 +547,16 @@ impl OpStats {
                         max: stats.per_parent_calls.iter().copied().max().unwrap_or(0),
                         histogram: per_parent,
                     },
-                    child_latency_ms: percentiles(stats.durations.iter().map(|&d| ms(d)), qs),
-                    edge_max_latency_ms: percentiles(stats.per_parent_max.iter().map(|&d| ms(d)), qs),
+                    child_latency_ms: summarize(stats.durations.iter().map(|&(d, w)| (ms(d), w)), qs, sampled),
+                    edge_max_latency_ms: summarize(
+                        stats
+                            .per_parent_max
+                            .iter()
+                            .zip(&stats.per_parent_index)
+                            .map(|(&d, &i)| (ms(d), self.weights[i as usize])),
+                        qs,
+                        sampled,
+                    ),
                     edge_max_exemplars: {
                         let mut pairs: Vec<(i64, u128)> = stats
                             .per_parent_max
@@ -490,6 +580,8 @@ impl OpStats {
         OperationReport {
             parent: Operation { service: name(op.0), operation: name(op.1) },
             parents,
+            estimated_parents,
+            sampled,
             parents_without_calls: histogram.get(&0).copied().unwrap_or(0),
             overflow_children: self.overflow,
             degree: Degree {
@@ -497,7 +589,7 @@ impl OpStats {
                 percentiles: percentiles(self.degrees.iter().map(|&d| f64::from(d)), qs),
                 histogram,
             },
-            max_child_latency_ms: percentiles(self.max_calls.iter().map(|&d| ms(d)), qs),
+            max_child_latency_ms: summarize(self.max_calls.iter().map(|&(d, w)| (ms(d), w)), qs, sampled),
             parent_latency_ms: parent_latency,
             parent_exemplars,
             degree_buckets,

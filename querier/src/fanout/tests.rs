@@ -21,6 +21,7 @@ fn parent(calls: &[i64]) -> Parent {
         overflow: 0,
         last_finisher: (!calls.is_empty()).then_some((2, 3)),
         busy: calls.iter().sum(),
+        weight: 1.0,
     }
 }
 
@@ -84,4 +85,40 @@ fn degree_buckets_are_exact_or_powers_of_two() {
     assert_eq!(degree_ranges(&[3, 1, 3, 16]), [(1, 1), (3, 3), (16, 16)]);
     let wide: Vec<u32> = (0..=40).collect();
     assert_eq!(degree_ranges(&wide), [(0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63)]);
+}
+
+#[test]
+fn adjusted_counts_come_from_the_sampling_threshold() {
+    use super::trace::adjusted_count;
+    assert_eq!(adjusted_count(""), 1.0);
+    assert_eq!(adjusted_count("vendor=x"), 1.0);
+    assert_eq!(adjusted_count("ot=th:0"), 1.0);
+    assert_eq!(adjusted_count("ot=th:8"), 2.0);
+    assert_eq!(adjusted_count("vendor=x,ot=rv:abcdef;th:c"), 4.0);
+    assert_eq!(adjusted_count("ot=th:fd70a4"), 1.0 / (1.0 - f64::from(0xfd70a4u32) / f64::from(1u32 << 24)));
+    assert_eq!(adjusted_count("ot=th:zz"), 1.0, "not hex");
+    assert_eq!(adjusted_count("ot=th:123456789abcdef0"), 1.0, "too long");
+}
+
+#[test]
+fn weighted_parents_stand_for_their_adjusted_counts() {
+    // 100 fast parents (10 ms) each standing for 9, 100 slow ones (100 ms):
+    // 900 + 100 parents, so the weighted p50 and p89 are fast, p91 slow.
+    let mut stats = OpStats::default();
+    for i in 0..200u128 {
+        let (d, weight) = if i < 100 { (10, 9.0) } else { (100, 1.0) };
+        let mut p = parent(&[d * 1_000_000]);
+        p.weight = weight;
+        stats.add(&p, i);
+    }
+    let report = stats.report((0, 1), &[0.5, 0.89, 0.91], &|id| format!("n{id}"));
+    assert!(report.sampled);
+    assert_eq!(report.parents, 200);
+    assert_eq!(report.estimated_parents, 1000.0);
+    let v = |l: &str| report.parent_latency_ms.values[l].unwrap();
+    assert_eq!((v("p50"), v("p89"), v("p91")), (10.0, 10.0, 100.0));
+    // The calls and the prediction are weighted alike.
+    assert_eq!(report.edges[0].child_latency_ms.values["p50"], Some(10.0));
+    assert_eq!(report.predicted_latency_ms.values["p50"].map(f64::round), Some(10.0));
+    assert!(report.predicted_latency_ms.values["p91"].unwrap() > 99.0);
 }

@@ -25,6 +25,26 @@ pub(crate) struct SpanRow {
     pub(crate) error: bool,
     /// `peer.service` span attribute, when read.
     pub(crate) peer_service: Option<u32>,
+    /// The span's adjusted count under probability sampling (1 without a
+    /// threshold in its tracestate): see [`adjusted_count`].
+    pub(crate) weight: f64,
+}
+
+/// The adjusted count of a span from its W3C tracestate: OpenTelemetry's
+/// probability sampling writes the rejection threshold `th` in the `ot`
+/// entry (`ot=th:c` keeps a quarter of traces: each stands for 4). With no
+/// threshold, or one that does not parse, 1. `th` is up to 14 hex digits,
+/// trailing zeros left out: T = th·16^(14−len), kept with probability
+/// (2^56 − T)/2^56.
+pub(crate) fn adjusted_count(tracestate: &str) -> f64 {
+    let Some(ot) = tracestate.split(',').find_map(|member| member.trim().strip_prefix("ot=")) else { return 1.0 };
+    let Some(th) = ot.split(';').find_map(|field| field.strip_prefix("th:")) else { return 1.0 };
+    if th.is_empty() || th.len() > 14 || !th.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return 1.0;
+    }
+    let threshold = u64::from_str_radix(th, 16).expect("hex digits") << (4 * (14 - th.len()));
+    let kept = (1u64 << 56) - threshold;
+    (1u64 << 56) as f64 / kept as f64
 }
 
 /// Which children count as calls.
@@ -77,6 +97,8 @@ pub(crate) struct Parent {
     pub(crate) overflow: u32,
     /// The call that finished last (of those on the critical path).
     pub(crate) last_finisher: Option<Edge>,
+    /// The parent span's adjusted count (see [`adjusted_count`]).
+    pub(crate) weight: f64,
     /// Sum of clamped call durations.
     pub(crate) busy: i64,
 }
@@ -167,6 +189,7 @@ fn parent_of(span: &SpanRow, calls: &[&SpanRow], edge_of: impl Fn(&SpanRow) -> E
         overflow,
         last_finisher,
         busy,
+        weight: span.weight,
     }
 }
 

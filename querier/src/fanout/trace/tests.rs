@@ -6,7 +6,7 @@ const DB: u32 = 3;
 const PEER: u32 = 4;
 
 fn span(id: u64, parent: Option<u64>, service: u32, kind: Kind, start: i64, end: i64) -> SpanRow {
-    SpanRow { id, parent, service, name: 10 + service, kind, start, end, error: false, peer_service: None }
+    SpanRow { id, parent, service, name: 10 + service, kind, start, end, error: false, peer_service: None, weight: 1.0 }
 }
 
 fn root(start: i64, end: i64) -> SpanRow {
