@@ -176,6 +176,24 @@ impl Analyzer {
     }
 }
 
+/// Whether a block may hold a non-empty `trace_state`: false only when every
+/// row group's statistics show the column empty or null.
+fn may_hold_trace_state(footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata) -> bool {
+    let metadata = footer.metadata();
+    let Some(index) =
+        metadata.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == TRACE_STATE)
+    else {
+        return true;
+    };
+    metadata.row_groups().iter().any(|group| match group.column(index).statistics() {
+        None => true,
+        Some(stats) => match stats.max_bytes_opt() {
+            Some(max) => !max.is_empty(),
+            None => stats.null_count_opt() != Some(group.num_rows() as u64),
+        },
+    })
+}
+
 fn u64_of(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().expect("8-byte span id"))
 }
@@ -205,7 +223,7 @@ impl BatchSink for Analyzer {
         let statuses = column(STATUS_CODE).as_string::<i32>();
         let services = column(SERVICE_NAME).as_string::<i32>();
         let attributes = batch.column_by_name(SPAN_ATTRIBUTES).map(|a| a.as_map());
-        let trace_states = column(TRACE_STATE).as_string::<i32>();
+        let trace_states = batch.column_by_name(TRACE_STATE).map(|c| c.as_string::<i32>());
         // Neighbouring rows mostly repeat a service (a trace's spans come
         // grouped by resource): remember the last one before hashing.
         let mut last_service: Option<(&str, u32)> = None;
@@ -235,9 +253,11 @@ impl BatchSink for Analyzer {
                 end: ends.value(row),
                 error: statuses.value(row) == "error",
                 peer_service,
-                weight: match trace_states.is_valid(row) && !trace_states.value(row).is_empty() {
-                    true => trace::adjusted_count(trace_states.value(row)),
-                    false => 1.0,
+                weight: match trace_states {
+                    Some(states) if states.is_valid(row) && !states.value(row).is_empty() => {
+                        trace::adjusted_count(states.value(row))
+                    }
+                    _ => 1.0,
                 },
             });
         }
@@ -289,31 +309,29 @@ impl Querier {
         // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
         let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
         let schema = span_schema();
-        let mut columns = vec![
-            TRACE_ID,
-            SPAN_ID,
-            PARENT_SPAN_ID,
-            NAME,
-            KIND,
-            START_TIME,
-            END_TIME,
-            STATUS_CODE,
-            SERVICE_NAME,
-            TRACE_STATE,
-        ];
-        if params.edge_by == EdgeBy::Server {
-            columns.push(SPAN_ATTRIBUTES);
-        }
-        let indices: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("span schema column")).collect();
-        let mut inputs: Vec<SortedInput> = Vec::with_capacity(blocks.len());
+        let mut opened = Vec::with_capacity(blocks.len());
         for block in &blocks {
-            let reader = ObjectReader::block(&self.storage, tenant, block);
-            let footer = match self.blocks.open(tenant, block).await {
-                Ok(footer) => footer,
+            match self.blocks.open(tenant, block).await {
+                Ok(footer) => opened.push((block, footer)),
                 // Usable a moment ago: opened from the cache, or just written.
                 Err(NotOpened::InFlight) => continue,
                 Err(NotOpened::Skipped(skipped)) => return Err(QueryError::Execution(skipped.reason)),
-            };
+            }
+        }
+        let mut columns =
+            vec![TRACE_ID, SPAN_ID, PARENT_SPAN_ID, NAME, KIND, START_TIME, END_TIME, STATUS_CODE, SERVICE_NAME];
+        if params.edge_by == EdgeBy::Server {
+            columns.push(SPAN_ATTRIBUTES);
+        }
+        // Sampling thresholds live in tracestate; most data has none, and the
+        // footers' statistics say so without reading the column.
+        if opened.iter().any(|(_, footer)| may_hold_trace_state(footer)) {
+            columns.push(TRACE_STATE);
+        }
+        let indices: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("span schema column")).collect();
+        let mut inputs: Vec<SortedInput> = Vec::with_capacity(opened.len());
+        for (block, footer) in opened {
+            let reader = ObjectReader::block(&self.storage, tenant, block);
             let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
             let stream = builder
