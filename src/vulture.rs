@@ -324,6 +324,7 @@ struct Metrics {
     spans_unexpected: Family<Vec<(String, String)>, Counter>,
     spans_late: Family<Vec<(String, String)>, Counter>,
     traces_search_missing: Family<Vec<(String, String)>, Counter>,
+    traces_unchecked: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -338,6 +339,7 @@ impl Metrics {
         r.register("spans_unexpected", "Spans answered but never written", self.spans_unexpected.clone());
         r.register("spans_late", "Spans answered only after the read delay", self.spans_late.clone());
         r.register("traces_search_missing", "Complete traces search did not find", self.traces_search_missing.clone());
+        r.register("traces_unchecked", "Traces no read succeeded on before giving up", self.traces_unchecked.clone());
     }
 }
 
@@ -352,6 +354,8 @@ pub struct Summary {
     pub unexpected: u64,
     pub late: u64,
     pub search_missing: u64,
+    /// Traces no read succeeded on before giving up (the querier failed).
+    pub unchecked: u64,
 }
 
 /// One trace waiting to be settled at one query URL.
@@ -419,12 +423,13 @@ pub async fn run(args: VultureArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("{summary:#?}");
-    if summary.missing + summary.duplicated + summary.unexpected > 0 {
+    if summary.missing + summary.duplicated + summary.unexpected + summary.unchecked > 0 {
         bail!(
-            "{} missing, {} duplicated, {} unexpected span(s); see the log",
+            "{} missing, {} duplicated, {} unexpected span(s), {} trace(s) unchecked; see the log",
             summary.missing,
             summary.duplicated,
-            summary.unexpected
+            summary.unexpected,
+            summary.unchecked
         );
     }
     Ok(())
@@ -459,9 +464,17 @@ async fn settle_due(
                 Ok(check) => check,
                 Err(error) => {
                     metrics.read_errors.get_or_create(&labels).inc();
-                    tracing::warn!(%error, trace_id, "read failed; retrying");
-                    item.misses += 1;
-                    keep.push_back(item);
+                    if giving_up {
+                        // Settled as unchecked: a querier that never answers
+                        // must not keep the trace (and a busy retry) forever.
+                        metrics.traces_unchecked.get_or_create(&labels).inc();
+                        summary.unchecked += 1;
+                        tracing::error!(%error, trace_id, query_url = base, "trace could not be read until giving up");
+                    } else {
+                        tracing::warn!(%error, trace_id, "read failed; retrying");
+                        item.misses += 1;
+                        keep.push_back(item);
+                    }
                     continue;
                 }
             };

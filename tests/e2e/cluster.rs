@@ -126,6 +126,22 @@ async fn the_vulture_passes_on_a_healthy_cluster_and_fails_on_lost_spans() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("acknowledged spans missing") && stderr.contains("missing, 0 duplicated"), "{stderr}");
+
+    // A querier that never answers: the traces are settled as unchecked at
+    // the give-up time (not retried forever), and the run fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut args = vulture_args(&a, &a);
+    let at = args.iter().position(|a| a == "--query-url").unwrap() + 1;
+    args[at] = dead;
+    let output = run_spanlake(args, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("could not be read until giving up") && !stderr.contains(" 0 trace(s) unchecked"),
+        "{stderr}"
+    );
 }
 
 /// SIGTERM lets a query in flight finish (within `--drain-timeout`) before

@@ -203,6 +203,12 @@ impl Cdf {
     fn max(&self) -> Option<i64> {
         self.values.last().copied()
     }
+
+    /// The values with their weights, in order.
+    fn pairs(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
+        let before = std::iter::once(0.0).chain(self.cumulative.iter().copied());
+        self.values.iter().zip(self.cumulative.iter().zip(before)).map(|(&v, (&c, b))| (v, (c - b) as f32))
+    }
 }
 
 fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
@@ -476,13 +482,10 @@ impl OpStats {
     /// The report; `name` turns interned ids back into strings.
     pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
         let sampled = self.sampled;
-        // Sorted in place once: the CDFs and the percentiles below then read
-        // sorted data (sorting it again costs a linear pass).
-        for edge in self.edges.values_mut() {
-            edge.durations.sort_unstable_by_key(|p| p.0);
-        }
+        // Each edge's calls move into its CDF, sorted once; the percentiles
+        // below read them from there.
         let cdfs: HashMap<Edge, Cdf> =
-            self.edges.iter().map(|(edge, s)| (*edge, Cdf::new(s.durations.clone()))).collect();
+            self.edges.iter_mut().map(|(edge, s)| (*edge, Cdf::new(std::mem::take(&mut s.durations)))).collect();
         let degree_buckets = self.degree_buckets(qs, &cdfs);
         let mut by_duration: Vec<(i64, u128)> =
             self.durations.iter().copied().zip(self.trace_ids.iter().copied()).collect();
@@ -522,7 +525,7 @@ impl OpStats {
             .edges
             .iter()
             .map(|(edge, stats)| {
-                let calls = stats.durations.len() as u64;
+                let calls = cdfs[edge].values.len() as u64;
                 let parents_calling = stats.per_parent_calls.len() as u64;
                 let mean_calls = calls as f64 / parents_calling.max(1) as f64;
                 let mut per_parent = BTreeMap::new();
@@ -554,7 +557,7 @@ impl OpStats {
                         max: stats.per_parent_calls.iter().copied().max().unwrap_or(0),
                         histogram: per_parent,
                     },
-                    child_latency_ms: summarize(stats.durations.iter().map(|&(d, w)| (ms(d), w)), qs, sampled),
+                    child_latency_ms: summarize(cdfs[edge].pairs().map(|(d, w)| (ms(d), w)), qs, sampled),
                     edge_max_latency_ms: summarize(
                         stats
                             .per_parent_max
