@@ -10,7 +10,8 @@
 //! against the plain filter of its more selective side, with the peak RSS
 //! each query adds.
 //! Knobs: SPANLAKE_BENCH_QUERY_SPANS (default 10,000,000),
-//! SPANLAKE_BENCH_QUERY_TIMEOUT_S (per query, default 600).
+//! SPANLAKE_BENCH_QUERY_TIMEOUT_S (per query, default 600),
+//! SPANLAKE_BENCH_QUERY_ONLY=structural (skip the first table).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +72,9 @@ fn main() {
         let ids: Vec<String> = sample_ids.iter().step_by((sample_ids.len() / 200).max(1)).map(hex::encode).collect();
 
         let mut rows = Vec::new();
-        for (label, server, runs) in [("pruning (default)", &pruned, 1usize), ("no pruning (baseline)", &unpruned, 0)] {
+        let only_structural = std::env::var("SPANLAKE_BENCH_QUERY_ONLY").is_ok_and(|v| v == "structural");
+        let phases = [("pruning (default)", &pruned, 1usize), ("no pruning (baseline)", &unpruned, 0)];
+        for (label, server, runs) in phases.into_iter().filter(|_| !only_structural) {
             let base = format!("http://{}", server.http_addr());
             let (trace_runs, other_runs) = if runs == 1 { (100, 10) } else { (10, 3) };
             let t = time(trace_runs, |i| get_ok(&http, format!("{base}/api/traces/{}", ids[(i * 7919) % ids.len()]))).await;
@@ -80,6 +83,19 @@ fn main() {
             rows.push(("TraceQL search, last hour", label, t));
             let t = time(other_runs, |_| get_ok(&http, format!("{base}{tag_values}"))).await;
             rows.push(("tag values, last hour", label, t));
+            // What Grafana's editor asks first (issue #16): tag names, the values of a
+            // key, the newest traces, and a common filter, all over the last hour.
+            let hour = format!("start={}&end={now_s}", now_s - 3600);
+            for (query, path) in [
+                ("tag names v1, last hour", format!("/api/search/tags?{hour}")),
+                ("tag names v2, last hour", format!("/api/v2/search/tags?{hour}")),
+                ("values of span.http.route, last hour", format!("/api/v2/search/tag/span.http.route/values?{hour}")),
+                ("empty search (newest traces), last hour", format!("/api/search?limit=20&{hour}")),
+                ("`{ status = error }`, last hour", format!("/api/search?q=%7B%20status%20%3D%20error%20%7D&limit=20&{hour}")),
+            ] {
+                let t = time(other_runs, |_| get_ok(&http, format!("{base}{path}"))).await;
+                rows.push((query, label, t));
+            }
             let t = time(other_runs, |_| post_ok(&http, format!("{base}/api/sql"), &sql)).await;
             rows.push(("SQL aggregate, last 10 min", label, t));
             // What counting each span once costs: the same aggregate over all data, both tables.
@@ -93,7 +109,7 @@ fn main() {
         println!();
         println!("| query | querier | median ms | p99 ms | runs |");
         println!("|---|---|---|---|---|");
-        for (query, label, t) in rows {
+        for (query, label, t) in &rows {
             println!("| {query} | {label} | {:.1} | {:.1} | {} |", t.median_ms, t.p99_ms, t.runs);
         }
         unpruned.shutdown().await;
@@ -136,20 +152,27 @@ async fn search_timed(http: &reqwest::Client, base: &str, q: &str, now_s: u64, r
     }
 }
 
-/// Structural TraceQL against plain filters (issue #9).
+/// Structural TraceQL against plain filters (issue #9). A form that matches
+/// nothing must read every candidate, so it is also set against a plain
+/// filter that matches nothing (and so reads the whole window too).
 async fn structural(http: &reqwest::Client, base: &str, now_s: u64) {
     const FRONTEND: &str = r#"{ resource.service.name = "frontend" }"#;
     const POSTGRES: &str = r#"{ span.db.system.name = "postgresql" }"#;
+    // No frontend span is a database call.
+    const NOTHING: &str = r#"{ resource.service.name = "frontend" && span.db.system.name = "postgresql" }"#;
     let mut plain = Vec::new();
-    for q in [FRONTEND, POSTGRES] {
+    for q in [FRONTEND, POSTGRES, NOTHING] {
         plain.push(search_timed(http, base, q, now_s, 5).await.map(|t| t.0.median_ms));
     }
     println!();
-    println!("| query | median ms | p99 ms | runs | × plain filter of its more selective side | peak RSS added MiB |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| query | median ms | p99 ms | runs | × plain filter of its more selective side | × plain filter matching nothing | peak RSS added MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let forms = [
         (FRONTEND.to_owned(), None),
         (POSTGRES.to_owned(), None),
+        (NOTHING.to_owned(), None),
         (format!("{FRONTEND} >> {POSTGRES}"), plain[1]),
         (format!("{FRONTEND} > {{ }}"), plain[0]),
         (format!("{FRONTEND} > {POSTGRES}"), plain[1]),
@@ -162,7 +185,14 @@ async fn structural(http: &reqwest::Client, base: &str, now_s: u64) {
     ];
     for (q, baseline) in forms {
         let Some((t, added)) = search_timed(http, base, &q, now_s, 3).await else { continue };
-        let ratio = baseline.map(|b| format!("{:.1}×", t.median_ms / b)).unwrap_or_else(|| "1.0× (baseline)".into());
-        println!("| `{q}` | {:.1} | {:.1} | {} | {ratio} | {added:.0} |", t.median_ms, t.p99_ms, t.runs);
+        let ratio = |b: Option<f64>| b.map(|b| format!("{:.1}×", t.median_ms / b));
+        let (selective, nothing) = match baseline {
+            Some(_) => (ratio(baseline).unwrap_or_default(), ratio(plain[2]).unwrap_or_default()),
+            None => ("1.0× (baseline)".into(), "".into()),
+        };
+        println!(
+            "| `{q}` | {:.1} | {:.1} | {} | {selective} | {nothing} | {added:.0} |",
+            t.median_ms, t.p99_ms, t.runs
+        );
     }
 }

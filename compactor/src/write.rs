@@ -16,6 +16,7 @@ use parquet::file::metadata::KeyValue;
 use spanlake_schemas::block::writer_properties;
 use spanlake_schemas::reader::{ObjectReader, is_not_found};
 use spanlake_schemas::schema::{END_TIME, START_TIME, TRACE_ID, check_block_schema};
+use spanlake_schemas::tag_summary::TagSummaryBuilder;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId, span_schema};
 
 use crate::error::{Error, Result};
@@ -117,6 +118,8 @@ struct BlockSink {
     last_trace: Option<[u8; 16]>,
     rows: u64,
     traces: u64,
+    /// The block's tag summary, from the spans it is written with.
+    tags: TagSummaryBuilder,
 }
 
 impl BlockSink {
@@ -138,12 +141,14 @@ impl BlockSink {
             last_trace: None,
             rows: 0,
             traces: 0,
+            tags: TagSummaryBuilder::default(),
         })
     }
 
     /// Completes the upload; returns the metadata (size separately).
     async fn finish(mut self, id: BlockId) -> parquet::errors::Result<(BlockMeta, u64)> {
         let mut writer = self.writer.take().expect("finished once");
+        writer.append_key_value_metadata(std::mem::take(&mut self.tags).finish().to_footer());
         writer.finish().await?;
         let size = writer.bytes_written() as u64;
         let hex16 = |t: Option<[u8; 16]>| t.map(hex::encode).unwrap_or_default();
@@ -187,6 +192,7 @@ impl BatchSink for BlockSink {
         self.min_time = self.min_time.min(arrow::compute::min(starts).unwrap_or(i64::MAX));
         self.max_time = self.max_time.max(arrow::compute::max(ends).unwrap_or(i64::MIN));
         self.rows += batch.num_rows() as u64;
+        self.tags.add(&batch);
         let writer = self.writer.as_mut().expect("not finished");
         writer.write(&batch).await.map_err(|e| ArrowError::ExternalError(Box::new(e)))
     }

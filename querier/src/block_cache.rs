@@ -1,6 +1,6 @@
-//! Parsed Parquet footers of blocks, kept in memory: blocks are immutable, so
-//! a footer read once serves every later lookup. Bounded by entry count;
-//! the oldest entries go first.
+//! Per-block values kept in memory: parsed Parquet footers, and the tag
+//! summaries in them. Blocks are immutable, so a value read once serves
+//! every later lookup. Bounded by entry count; the oldest entries go first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -9,15 +9,43 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 
+/// Values by block, at most `capacity`, the oldest inserted out first.
 #[derive(Debug)]
-pub(crate) struct FooterCache {
+pub(crate) struct BlockValues<V> {
     capacity: usize,
-    entries: Mutex<(HashMap<BlockId, ArrowReaderMetadata>, VecDeque<BlockId>)>,
+    entries: Mutex<(HashMap<BlockId, V>, VecDeque<BlockId>)>,
 }
+
+impl<V: Clone> BlockValues<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { capacity, entries: Mutex::new((HashMap::new(), VecDeque::new())) }
+    }
+
+    pub(crate) fn get(&self, block: &BlockId) -> Option<V> {
+        self.entries.lock().expect("cache lock").0.get(block).cloned()
+    }
+
+    pub(crate) fn insert(&self, block: &BlockId, value: V) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        let (map, order) = &mut *entries;
+        if map.insert(block.clone(), value).is_none() {
+            order.push_back(block.clone());
+        }
+        while order.len() > self.capacity {
+            if let Some(oldest) = order.pop_front() {
+                map.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Parsed Parquet footers of blocks.
+#[derive(Debug)]
+pub(crate) struct FooterCache(BlockValues<ArrowReaderMetadata>);
 
 impl FooterCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Mutex::new((HashMap::new(), VecDeque::new())) }
+        Self(BlockValues::new(capacity))
     }
 
     /// The block's footer, read on first use.
@@ -27,21 +55,12 @@ impl FooterCache {
         tenant: &TenantId,
         meta: &BlockMeta,
     ) -> parquet::errors::Result<ArrowReaderMetadata> {
-        if let Some(found) = self.entries.lock().expect("cache lock").0.get(&meta.id) {
-            return Ok(found.clone());
+        if let Some(found) = self.0.get(&meta.id) {
+            return Ok(found);
         }
         let mut reader = ObjectReader::block(storage, tenant, meta);
         let loaded = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
-        let mut entries = self.entries.lock().expect("cache lock");
-        let (map, order) = &mut *entries;
-        if map.insert(meta.id.clone(), loaded.clone()).is_none() {
-            order.push_back(meta.id.clone());
-        }
-        while order.len() > self.capacity {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&oldest);
-            }
-        }
+        self.0.insert(&meta.id, loaded.clone());
         Ok(loaded)
     }
 }

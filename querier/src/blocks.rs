@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use spanlake_schemas::reader::is_not_found;
 use spanlake_schemas::schema::check_block_schema;
+use spanlake_schemas::tag_summary::TagSummary;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 use tracing::warn;
 
-use crate::block_cache::FooterCache;
+use crate::block_cache::{BlockValues, FooterCache};
 use crate::metrics::Metrics;
 
 /// A block a query could not use, and why.
@@ -48,24 +49,43 @@ impl From<Skipped> for NotOpened {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Partial {
     pub(crate) skipped: Vec<Skipped>,
+    /// Other reasons the answer is incomplete (a limit on what it read).
+    pub(crate) notes: Vec<String>,
 }
 
 impl Partial {
     pub(crate) fn is_partial(&self) -> bool {
-        !self.skipped.is_empty()
+        !self.skipped.is_empty() || !self.notes.is_empty()
     }
 
     /// A message for the answer (Tempo's partial status message).
     pub(crate) fn message(&self) -> Option<String> {
-        let first = self.skipped.first()?;
-        Some(format!(
-            "{} block(s) could not be read and were skipped; the answer may be incomplete (first: {}: {})",
-            self.skipped.len(),
-            first.block,
-            first.reason
-        ))
+        let skipped = self.skipped.first().map(|first| {
+            format!(
+                "{} block(s) could not be read and were skipped; the answer may be incomplete (first: {}: {})",
+                self.skipped.len(),
+                first.block,
+                first.reason
+            )
+        });
+        let parts: Vec<String> = skipped.into_iter().chain(self.notes.iter().cloned()).collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    pub(crate) fn extend(&mut self, other: Partial) {
+        for skipped in other.skipped {
+            if !self.skipped.iter().any(|s| s.block == skipped.block) {
+                self.skipped.push(skipped);
+            }
+        }
+        self.notes.extend(other.notes);
     }
 }
+
+/// A session config extension: the spans tables of the session read only
+/// these blocks (of those their filters admit).
+#[derive(Debug, Default)]
+pub(crate) struct OnlyBlocks(pub(crate) std::collections::HashSet<BlockId>);
 
 /// Where the scans of one query's DataFusion session report skipped blocks
 /// (a session config extension: [`crate::table::SpansTable`] adds to it).
@@ -74,12 +94,7 @@ pub(crate) struct SkippedBlocks(Mutex<Partial>);
 
 impl SkippedBlocks {
     pub(crate) fn add(&self, partial: Partial) {
-        let mut all = self.0.lock().expect("skipped-blocks lock");
-        for skipped in partial.skipped {
-            if !all.skipped.iter().any(|s| s.block == skipped.block) {
-                all.skipped.push(skipped);
-            }
-        }
+        self.0.lock().expect("skipped-blocks lock").extend(partial);
     }
 
     /// What the session's scans skipped so far.
@@ -92,6 +107,10 @@ impl SkippedBlocks {
 /// search): Tempo's search format has no partial status of its own.
 pub(crate) const PARTIAL_HEADER: &str = "x-spanlake-partial";
 
+/// Parsed tag summaries kept (each at most `MAX_SUMMARY_BYTES` of text,
+/// usually a few KiB).
+const SUMMARIES_KEPT: usize = 16_384;
+
 /// The block opener of one querier.
 #[derive(Debug)]
 pub(crate) struct Blocks {
@@ -101,6 +120,9 @@ pub(crate) struct Blocks {
     /// Blocks found unusable, with why: blocks are immutable, so they are
     /// not read (or logged) again.
     bad: Mutex<HashMap<BlockId, String>>,
+    /// Parsed tag summaries of blocks (None: the block has none), oldest
+    /// first out, bounded like the footers they come from.
+    summaries: BlockValues<Option<Arc<TagSummary>>>,
     /// How young a missing block must be to count as still being written
     /// (the commit lookback: no put outlives it).
     in_flight: std::time::Duration,
@@ -113,7 +135,29 @@ impl Blocks {
         metrics: Arc<Metrics>,
         in_flight: std::time::Duration,
     ) -> Self {
-        Self { storage, footers, metrics, bad: Mutex::new(HashMap::new()), in_flight }
+        Self {
+            storage,
+            footers,
+            metrics,
+            bad: Mutex::new(HashMap::new()),
+            summaries: BlockValues::new(SUMMARIES_KEPT),
+            in_flight,
+        }
+    }
+
+    /// The block's tag summary (`None`: written without one), parsed once.
+    pub(crate) async fn summary(
+        &self,
+        tenant: &TenantId,
+        meta: &BlockMeta,
+    ) -> Result<Option<Arc<TagSummary>>, NotOpened> {
+        let footer = self.open(tenant, meta).await?;
+        if let Some(found) = self.summaries.get(&meta.id) {
+            return Ok(found);
+        }
+        let parsed = TagSummary::from_footer(footer.metadata().file_metadata()).map(Arc::new);
+        self.summaries.insert(&meta.id, parsed.clone());
+        Ok(parsed)
     }
 
     /// The block's footer, checked: it reads and it holds the span schema.

@@ -63,6 +63,8 @@ pub struct Config {
     pub sql_memory_limit: usize,
     /// Most queries running at once; more get 429.
     pub max_concurrent_queries: usize,
+    /// Most block bytes a tag request reads when summaries cannot answer it.
+    pub max_tag_scan_bytes: usize,
     /// Prune blocks, row groups and pages (off only to measure what it buys).
     pub pruning: bool,
 }
@@ -77,6 +79,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(30),
             sql_memory_limit: 1 << 30,
             max_concurrent_queries: 16,
+            max_tag_scan_bytes: 256 << 20,
             pruning: true,
         }
     }

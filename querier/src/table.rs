@@ -33,7 +33,7 @@ use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
 use spanlake_schemas::Catalog;
 
-use crate::blocks::{SharedBlocks, SkippedBlocks};
+use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
 
 /// Blocks are split into byte ranges no smaller than this for parallel reads.
@@ -356,7 +356,10 @@ impl TableProvider for SpansTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let bounds = if self.pruning { BlockBounds::from_filters(filters) } else { BlockBounds::default() };
-        let blocks = self.catalog.blocks(&self.tenant, |b| bounds.admits(b));
+        let only = state.config().get_extension::<OnlyBlocks>();
+        let blocks = self
+            .catalog
+            .blocks(&self.tenant, |b| bounds.admits(b) && only.as_ref().is_none_or(|o| o.0.contains(&b.id)));
         // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
         let (blocks, skipped) = self.blocks.usable(&self.tenant, blocks).await;
         if let Some(sink) = state.config().get_extension::<SkippedBlocks>() {

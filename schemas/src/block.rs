@@ -226,7 +226,10 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
     let mut out = Vec::with_capacity(size / 16);
     let schema = span_schema();
-    let writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(traces)))?;
+    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(traces)))?;
+    let mut tags = crate::tag_summary::TagSummaryBuilder::default();
+    batches.iter().for_each(|batch| tags.add(batch));
+    writer.append_key_value_metadata(tags.finish().to_footer());
     let (mut file, row_groups) = writer.into_serialized_writer()?;
     let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
     for (group, rows) in indices.chunks(ROW_GROUP_ROWS).enumerate() {

@@ -17,6 +17,7 @@
 //! - [`storage`]: the object-store layout, durable puts and the commit log.
 //! - [`catalog`]: the in-memory, incrementally refreshed set of live blocks.
 //! - [`merge`]: the streaming k-way merge of trace-sorted batches, with de-duplication.
+//! - [`tag_summary`]: the attribute keys and values of a block, in its footer.
 //! - [`tenant`]: validated tenant ids, so a tenant can never escape its prefix.
 //!
 //! Invariants: a block becomes visible only through a commit record written
@@ -33,6 +34,7 @@ pub mod merge;
 pub mod reader;
 pub mod schema;
 pub mod storage;
+pub mod tag_summary;
 pub mod tenant;
 
 pub use block::{BlockId, BlockMeta};

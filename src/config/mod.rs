@@ -289,6 +289,9 @@ pub struct QuerierFlags {
     /// Most queries running at once in a querier; more get 429
     #[arg(long, env = "SPANLAKE_MAX_CONCURRENT_QUERIES", default_value = "16")]
     pub max_concurrent_queries: usize,
+    /// Most block bytes a tag or tag-values request reads when block summaries cannot answer it (a `q` filter, a key with too many values); past it the newest blocks answer and the response says it is partial
+    #[arg(long, env = "SPANLAKE_MAX_TAG_SCAN_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_tag_scan_bytes: usize,
     /// Prune blocks, row groups and pages by query filters (turn off only to measure what pruning buys)
     #[arg(long, env = "SPANLAKE_QUERY_PRUNING", default_value = "true", action = clap::ArgAction::Set)]
     pub query_pruning: bool,
@@ -491,6 +494,7 @@ impl ServerArgs {
             query_timeout: flags.query_timeout,
             sql_memory_limit: flags.sql_memory_limit,
             max_concurrent_queries: flags.max_concurrent_queries,
+            max_tag_scan_bytes: flags.max_tag_scan_bytes,
             pruning: flags.query_pruning,
             commit_lookback: self.server.commit_lookback,
         }

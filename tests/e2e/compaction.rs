@@ -35,19 +35,19 @@ fn now_nanos() -> u64 {
 }
 
 /// A compactor config for tests: small fan-in, the injected clock.
-fn config(clock: &Arc<ManualClock>) -> Config {
+pub(crate) fn config(clock: &Arc<ManualClock>) -> Config {
     let mut config = Config::default();
     config.plan.fan_in = 4;
     config.clock = Arc::clone(clock) as Arc<dyn Clock>;
     config
 }
 
-async fn compactor(storage: &Storage, config: Config) -> Compactor {
+pub(crate) async fn compactor(storage: &Storage, config: Config) -> Compactor {
     Compactor::new(config, storage.clone(), None, &mut Registry::default()).await.unwrap()
 }
 
 /// The live blocks as a reader starting now sees them (a fresh catalog).
-async fn live_blocks(storage: &Storage, tenant: &TenantId) -> Vec<BlockMeta> {
+pub(crate) async fn live_blocks(storage: &Storage, tenant: &TenantId) -> Vec<BlockMeta> {
     let catalog = Catalog::new(storage.clone(), Duration::from_secs(120));
     catalog.refresh().await.unwrap();
     catalog.blocks(tenant, |_| true)
@@ -290,7 +290,12 @@ async fn a_crash_at_any_step_loses_and_doubles_nothing() {
 }
 
 /// Writes `spans` as one block received at `ingested` (as an ingester then would have).
-async fn write_block_received_at(storage: &Storage, tenant: &str, ingested: SystemTime, spans: ResourceSpans) {
+pub(crate) async fn write_block_received_at(
+    storage: &Storage,
+    tenant: &str,
+    ingested: SystemTime,
+    spans: ResourceSpans,
+) {
     let mut builder = SpanBatchBuilder::default();
     builder.append_resource_spans(&[spans], &mut AppendReport::default());
     let block = encode_block(&[builder.finish()], BlockId::at(ingested)).unwrap();

@@ -19,5 +19,6 @@ mod search;
 mod snapshots;
 mod sql;
 mod storage;
+mod tag_summaries;
 mod trace_api;
 mod traceql_metrics;

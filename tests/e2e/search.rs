@@ -464,6 +464,69 @@ async fn plain_searches_answer_the_newest_traces_of_the_whole_window() {
     server.spanlake.shutdown().await;
 }
 
+/// A structural search reads the newest part of the window first too, and
+/// widens it until `limit` traces match: it answers the newest matches of the
+/// whole window without reading every candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structural_searches_read_the_newest_part_of_the_window_first() {
+    let server = TestServer::start().await;
+    const MINUTE: u64 = 60_000 * MS;
+    // 240 traces root → child, one every 30 s over two hours; the children
+    // of the 10 oldest are errors.
+    let mut spans = Vec::new();
+    for t in 0..240u32 {
+        let at = BASE + u64::from(t) * MINUTE / 2;
+        let make = |id: u8, parent: Option<u8>, name: &str| Span {
+            trace_id: [&t.to_be_bytes()[..], &[7u8; 12]].concat(),
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            start_time_unix_nano: at,
+            end_time_unix_nano: at + MS,
+            ..Span::default()
+        };
+        spans.push(make(1, None, "root"));
+        spans.push(make(2, Some(1), if t < 10 { "failed" } else { "fine" }));
+    }
+    server.ingest(None, vec![otlp::resource_spans(Some("svc"), vec![], spans)]).await;
+    let start = (BASE / 1_000_000_000).to_string();
+    let end = ((BASE + 240 * MINUTE / 2) / 1_000_000_000).to_string();
+    let ask = |q: &'static str| {
+        let (start, end) = (start.clone(), end.clone());
+        let server = &server;
+        async move { search(server, &[("q", q), ("start", &start), ("end", &end), ("limit", "20")]).await }
+    };
+    let starts = |response: &Json| -> Vec<u64> {
+        response["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["startTimeUnixNano"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let newest: Vec<u64> = (220..240u64).rev().map(|t| BASE + t * MINUTE / 2).collect();
+    for q in ["{ name = \"root\" } > { }", "{ } >> { name = \"fine\" }", "{ name = \"fine\" } && { name = \"root\" }"] {
+        let response = ask(q).await;
+        assert_eq!(starts(&response), newest, "{q}: {response}");
+        // The newest minute, 8 minutes, then a page of 80 of the newest 64
+        // minutes: not the 240 traces of the whole window.
+        let inspected = response["metrics"]["inspectedTraces"].as_u64().unwrap();
+        assert!(inspected < 240, "{q} read {inspected} traces: {response}");
+    }
+    // Matches only at the far end of the window: found by widening to all of it.
+    let response = ask("{ name = \"root\" } > { name = \"failed\" }").await;
+    let oldest: Vec<u64> = (0..10u64).rev().map(|t| BASE + t * MINUTE / 2).collect();
+    assert_eq!(starts(&response), oldest, "{response}");
+    // Every trace is a candidate, none matches: the newest minute's page
+    // (1 trace: the window ends a second after the newest starts) matches
+    // nothing, so the next read is the whole window's newest page (80), and
+    // the join finds no other trace worth reading.
+    let response = ask("{ name = \"root\" } > { name = \"root\" }").await;
+    assert_eq!(starts(&response), Vec::<u64>::new(), "{response}");
+    assert_eq!(response["metrics"]["inspectedTraces"], 1 + 80, "{response}");
+    server.spanlake.shutdown().await;
+}
+
 /// Drilldown's structure tab: union structural operators, negated ones,
 /// hints, and the nested-set numbers it draws the tree from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

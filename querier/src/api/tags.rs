@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spanlake_schemas::schema as s;
@@ -14,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::extract::{Admitted, Tenant};
 use super::params::unix_seconds_range;
 use crate::Querier;
+use crate::blocks::Partial;
 use crate::error::{QueryError, Result};
 use crate::tags::{INTRINSICS, identifier};
 use crate::traceql::ast::{FieldExpr, SpansetExpr};
@@ -53,7 +55,15 @@ impl TagsQuery {
     }
 }
 
-type Answer = Result<Json<Value>>;
+type Answer = Result<Response>;
+
+/// The JSON answer, marked partial (a header) when blocks were skipped or a
+/// read was cut at its limit.
+fn answer(querier: &Querier, endpoint: &'static str, body: Value, partial: &Partial) -> Response {
+    let mut response = Json(body).into_response();
+    querier.mark_partial(endpoint, partial, &mut response);
+    response
+}
 
 pub(super) async fn tags_v1(
     State(querier): State<Arc<Querier>>,
@@ -63,19 +73,21 @@ pub(super) async fn tags_v1(
 ) -> Answer {
     let (range, limit) = (p.range()?, p.limit()?);
     let scope = p.scope.unwrap_or_default();
-    let names = querier
+    let (names, partial) = querier
         .execute("tags", permit, move |q| async move {
             let mut names = BTreeSet::new();
-            if matches!(scope.as_str(), "" | "span") {
-                names.extend(q.attribute_keys(&tenant, s::SPAN_ATTRIBUTES, range, limit).await?);
+            let mut partial = Partial::default();
+            for (name, column) in [("span", s::SPAN_ATTRIBUTES), ("resource", s::RESOURCE_ATTRIBUTES)] {
+                if scope.is_empty() || scope == name {
+                    let (keys, cut) = q.attribute_keys(&tenant, column, range, limit).await?;
+                    names.extend(keys);
+                    partial.extend(cut);
+                }
             }
-            if matches!(scope.as_str(), "" | "resource") {
-                names.extend(q.attribute_keys(&tenant, s::RESOURCE_ATTRIBUTES, range, limit).await?);
-            }
-            Ok(names.into_iter().take(limit).collect::<Vec<String>>())
+            Ok((names.into_iter().take(limit).collect::<Vec<String>>(), partial))
         })
         .await?;
-    Ok(Json(json!({ "tagNames": names, "metrics": {} })))
+    Ok(answer(&querier, "tags", json!({ "tagNames": names, "metrics": {} }), &partial))
 }
 
 pub(super) async fn tags_v2(
@@ -92,26 +104,28 @@ pub(super) async fn tags_v2(
             format!("{scope:?}: use resource, span, intrinsic, event, link or instrumentation"),
         ));
     }
-    let scopes = querier
+    let (scopes, partial) = querier
         .execute("tags", permit, move |q| async move {
             let mut scopes = Vec::new();
+            let mut partial = Partial::default();
             for (name, column) in [
                 ("resource", s::RESOURCE_ATTRIBUTES),
                 ("span", s::SPAN_ATTRIBUTES),
                 ("instrumentation", s::SCOPE_ATTRIBUTES),
             ] {
                 if scope.is_empty() || scope == name {
-                    let tags = q.attribute_keys(&tenant, column, range, limit).await?;
+                    let (tags, cut) = q.attribute_keys(&tenant, column, range, limit).await?;
                     scopes.push(json!({ "name": name, "tags": tags }));
+                    partial.extend(cut);
                 }
             }
             if scope.is_empty() || scope == "intrinsic" {
                 scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));
             }
-            Ok(scopes)
+            Ok((scopes, partial))
         })
         .await?;
-    Ok(Json(json!({ "scopes": scopes, "metrics": {} })))
+    Ok(answer(&querier, "tags", json!({ "scopes": scopes, "metrics": {} }), &partial))
 }
 
 pub(super) async fn values_v1(
@@ -147,11 +161,13 @@ async fn tag_values(
     let field = identifier(&name, !v2)?;
     let filter = if v2 { p.filter() } else { None };
     let (range, limit) = (p.range()?, p.limit()?);
-    let values = querier
-        .execute(if v2 { "tag_values_v2" } else { "tag_values" }, permit, move |q| async move {
-            q.values(&tenant, &field, filter.as_ref(), range, limit).await
-        })
-        .await?;
+    let endpoint = if v2 { "tag_values_v2" } else { "tag_values" };
+    let (values, partial) =
+        querier
+            .execute(endpoint, permit, move |q| async move {
+                q.values(&tenant, &field, filter.as_ref(), range, limit).await
+            })
+            .await?;
     let values: Vec<Value> = if v2 { values } else { values.into_iter().map(|v| v["value"].clone()).collect() };
-    Ok(Json(json!({ "tagValues": values, "metrics": {} })))
+    Ok(answer(&querier, endpoint, json!({ "tagValues": values, "metrics": {} }), &partial))
 }

@@ -9,8 +9,10 @@
 //!     → per trace, spans de-duplicated by span id (a retried export is counted once)
 //!     → A > B, A >> B, A < B, A << B, A ~ B, A && B, A || B: linear passes (structure.rs)
 //!     → | count() > n | avg(f) … | by(f) | select(f) | coalesce() | { nested }
-//!  first page: the newest (4 × limit) candidates; if too few matched, the rest in
-//!  trace-id ranges of about 500k spans, keeping the newest matches
+//!  newest first: the candidates of the newest minute, then ≥ 8× wider, … of the window,
+//!  each width's newest unread page (4 × limit) evaluated, until `limit` traces match;
+//!  no candidate, or a page matching nothing, jumps to the whole window, where, if its
+//!  newest page falls short too, the rest is read in trace-id ranges of about 500k spans
 //! ```
 //!
 //! Memory is one page of spans and one row per candidate trace; time is
@@ -244,42 +246,9 @@ impl<'a> Engine<'a> {
         join_trace_fields(spans, self.spans_of(traces).await?.filter(self.time_filter())?)
     }
 
-    /// Traces with a span in the window matching one of the filters and the
-    /// filters the spanset expression needs, newest first. One aggregate.
-    async fn candidates(&self) -> Result<Vec<Candidate>> {
-        // One filter and nothing after it (the empty query included): every
-        // candidate matches, so once the newest part of the window holds a
-        // first page of them, no older span can change that page. The
-        // aggregate then reads the newest minute, then 8×, 64×, … of the
-        // window, which block and row-group pruning keep cheap.
-        let params = self.params;
-        let plain = matches!(self.main, Node::Leaf(_))
-            && params.query.stages.is_empty()
-            && !self.needs_trace
-            && params.min_duration.is_none()
-            && params.max_duration.is_none();
-        if plain {
-            let page = first_page(params.limit);
-            let window = params.end.saturating_sub(params.start);
-            let mut width: i64 = 60_000_000_000;
-            while width < window {
-                let from = params.end - width;
-                // Blocks that reach into the narrower window; too few spans
-                // there for a page, and it is not worth a query.
-                let spans: u64 = self.block_ranges.iter().filter(|b| b.1 >= from).map(|b| b.2).sum();
-                if spans >= page as u64 {
-                    let found = self.candidates_from(from).await?;
-                    if found.len() >= page {
-                        return Ok(found);
-                    }
-                }
-                width = width.saturating_mul(8);
-            }
-        }
-        self.candidates_from(params.start).await
-    }
-
-    /// [`Self::candidates`] among the spans starting from `start`.
+    /// Traces with a span starting from `start` (in the window) matching one
+    /// of the filters and the filters the spanset expression needs, newest
+    /// first. One aggregate.
     async fn candidates_from(&self, start: i64) -> Result<Vec<Candidate>> {
         let main = &self.leaves[..self.main_leaves];
         let mut frame = self.with_trace_fields(None).await?.filter(self.time_filter_from(start))?;
@@ -812,14 +781,56 @@ impl Querier {
 }
 
 impl Engine<'_> {
-    /// The newest candidates first (one page, enough when matches are
-    /// common); then, if too few matched, every other candidate in pages of
-    /// trace-id ranges, keeping the newest matches.
+    /// Newest first, widening: the candidates of the newest minute, then of
+    /// a wider part of the window, each width's newest unread page
+    /// evaluated, until `limit` traces match. A trace is read whole, with
+    /// its matches over the whole window, so its answer is final when first
+    /// read; a wider window's candidates include the narrower's, and only
+    /// those not read yet are. Each step widens 8×, or more when the
+    /// candidates so far are sparse (to about two pages). A width with no
+    /// candidate, or whose page matches nothing, says matches are rare: the
+    /// whole window is next. There, the newest unread page, then (if too
+    /// few matched) every other candidate in pages of trace-id ranges,
+    /// keeping the newest matches. A query that reads trace-level fields
+    /// (computed over the whole window) starts with the whole window.
     async fn run(&self) -> Result<Found> {
-        let limit = self.params.limit.max(1);
-        let mut newest = self.candidates().await?;
-        let mut rest = newest.split_off(first_page(limit).min(newest.len()));
+        let params = self.params;
+        let limit = params.limit.max(1);
+        let page = first_page(limit);
         let mut found = Found { traces: Vec::new(), inspected_traces: 0 };
+        let mut read: HashSet<TraceId> = HashSet::new();
+        let window = params.end.saturating_sub(params.start);
+        let mut width: i64 = if self.needs_trace { window } else { 60_000_000_000 };
+        while width < window {
+            let from = params.end - width;
+            // Blocks that reach into the narrower window; too few spans
+            // there for a page, and it is not worth a query.
+            let spans: u64 = self.block_ranges.iter().filter(|b| b.1 >= from).map(|b| b.2).sum();
+            if spans < page as u64 {
+                width = width.saturating_mul(8);
+                continue;
+            }
+            let candidates = self.candidates_from(from).await?;
+            let before = found.traces.len();
+            let fresh: Vec<TraceId> =
+                candidates.iter().map(|c| c.trace).filter(|t| !read.contains(t)).take(page).collect();
+            read.extend(&fresh);
+            let matching = self.matching(&fresh, &mut found).await?;
+            self.evaluate(&matching, &mut found).await?;
+            if found.traces.len() >= limit {
+                keep_newest(&mut found.traces, limit);
+                return Ok(found);
+            }
+            if fresh.is_empty() || found.traces.len() == before {
+                break;
+            }
+            let factor = (2 * page).div_ceil(candidates.len()).max(8);
+            width = width.saturating_mul(i64::try_from(factor).unwrap_or(i64::MAX));
+        }
+        let mut newest = self.candidates_from(params.start).await?;
+        newest.retain(|c| !read.contains(&c.trace));
+        drop(read);
+        let mut rest = newest.split_off(page.min(newest.len()));
         let matching = self.matching(&newest.iter().map(|c| c.trace).collect::<Vec<_>>(), &mut found).await?;
         self.evaluate(&matching, &mut found).await?;
         drop(newest);

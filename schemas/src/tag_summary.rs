@@ -1,0 +1,404 @@
+//! Tag summaries: which attribute keys a block holds per scope, and each
+//! key's distinct values up to a bound, written into the block's Parquet
+//! footer (key [`FOOTER_KEY`]) when the block is written, at ingest and at
+//! compaction. Grafana's tag and tag-value requests then merge the summaries
+//! of the blocks in range instead of reading spans.
+//!
+//! ```text
+//!  span batches ──add──▶ TagSummaryBuilder ──finish──▶ TagSummary ──json──▶ footer key/value
+//!   scope (map column or "intrinsic") → key → { strings, ints, floats, bools, overflowed }
+//! ```
+//!
+//! Bounds: a key keeps at most [`MAX_VALUES_PER_KEY`] distinct values, none
+//! longer than [`MAX_VALUE_BYTES`]; a scope at most [`MAX_KEYS_PER_SCOPE`]
+//! keys; the whole summary at most [`MAX_SUMMARY_BYTES`] of value text. Past a
+//! bound the key (or the scope's key list) is marked `overflowed`: its list
+//! is then incomplete, and a reader who needs it complete reads the spans.
+//! A summary lists exactly the values of the spans written, so merging the
+//! summaries of blocks gives the values of their union.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use serde::{Deserialize, Serialize};
+
+use crate::schema as s;
+
+/// The footer key/value key that holds a block's summary (JSON).
+pub const FOOTER_KEY: &str = "spanlake.tag_summary";
+/// Distinct values kept per key.
+pub const MAX_VALUES_PER_KEY: usize = 256;
+/// Longest value kept, in bytes; a longer one overflows its key.
+pub const MAX_VALUE_BYTES: usize = 256;
+/// Keys kept per scope; a longer key list overflows the scope.
+pub const MAX_KEYS_PER_SCOPE: usize = 1024;
+/// Value and key text kept per summary, in bytes.
+pub const MAX_SUMMARY_BYTES: usize = 512 << 10;
+
+/// The scope of the span columns with one value each (name, kind, …).
+pub const INTRINSIC: &str = "intrinsic";
+/// The attribute map columns summarized, by scope name.
+pub const ATTRIBUTE_SCOPES: [&str; 3] = [s::RESOURCE_ATTRIBUTES, s::SPAN_ATTRIBUTES, s::SCOPE_ATTRIBUTES];
+/// The intrinsic columns summarized (string columns).
+pub const INTRINSIC_COLUMNS: [&str; 7] =
+    [s::NAME, s::KIND, s::STATUS_CODE, s::STATUS_MESSAGE, s::SERVICE_NAME, s::SCOPE_NAME, s::SCOPE_VERSION];
+
+/// One block's (or a union of blocks') summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TagSummary {
+    /// By scope: an attribute map column's name, or [`INTRINSIC`].
+    pub scopes: BTreeMap<String, ScopeSummary>,
+}
+
+/// The keys of one scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScopeSummary {
+    pub keys: BTreeMap<String, Values>,
+    /// More keys than were kept.
+    #[serde(default, skip_serializing_if = "is_false", rename = "o")]
+    pub overflowed: bool,
+}
+
+/// The distinct values of one key, by type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Values {
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", rename = "s")]
+    pub strings: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", rename = "i")]
+    pub ints: BTreeSet<i64>,
+    /// `f64::to_bits` of each value.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", rename = "f")]
+    pub floats: BTreeSet<u64>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty", rename = "b")]
+    pub bools: BTreeSet<bool>,
+    /// More values than were kept (too many, or one too long).
+    #[serde(default, skip_serializing_if = "is_false", rename = "o")]
+    pub overflowed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        self.strings.len() + self.ints.len() + self.floats.len() + self.bools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `other`'s values (a union: no bound applies).
+    fn union(&mut self, other: &Values) {
+        self.overflowed |= other.overflowed;
+        self.strings.extend(other.strings.iter().cloned());
+        self.ints.extend(&other.ints);
+        self.floats.extend(&other.floats);
+        self.bools.extend(&other.bools);
+    }
+}
+
+impl TagSummary {
+    /// The summary in a block's footer, if it has one that parses.
+    pub fn from_footer(metadata: &parquet::file::metadata::FileMetaData) -> Option<Self> {
+        let text = metadata.key_value_metadata()?.iter().find(|kv| kv.key == FOOTER_KEY)?.value.as_deref()?;
+        serde_json::from_str(text).ok()
+    }
+
+    /// The footer key/value holding this summary.
+    pub fn to_footer(&self) -> parquet::file::metadata::KeyValue {
+        let json = serde_json::to_string(self).expect("a summary serializes");
+        parquet::file::metadata::KeyValue::new(FOOTER_KEY.to_owned(), json)
+    }
+
+    /// Adds every key and value of `other` (a union: no bound applies, the
+    /// result is exactly as complete as its parts).
+    pub fn merge(&mut self, other: &TagSummary) {
+        for (name, scope) in &other.scopes {
+            let into = self.scopes.entry(name.clone()).or_default();
+            into.overflowed |= scope.overflowed;
+            for (key, values) in &scope.keys {
+                into.keys.entry(key.clone()).or_default().union(values);
+            }
+        }
+    }
+}
+
+/// Gathers a summary from span batches (any order, any split).
+#[derive(Debug, Default)]
+pub struct TagSummaryBuilder {
+    scopes: BTreeMap<&'static str, ScopeBuilder>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct ScopeBuilder {
+    keys: BTreeMap<String, ValuesBuilder>,
+    overflowed: bool,
+}
+
+#[derive(Debug, Default)]
+struct ValuesBuilder {
+    strings: HashSet<String>,
+    ints: HashSet<i64>,
+    floats: HashSet<u64>,
+    bools: [bool; 2],
+    overflowed: bool,
+}
+
+impl ValuesBuilder {
+    fn len(&self) -> usize {
+        self.strings.len() + self.ints.len() + self.floats.len() + self.bools.iter().filter(|b| **b).count()
+    }
+
+    fn full(&mut self, bytes: &mut usize, adding: usize) -> bool {
+        if self.len() >= MAX_VALUES_PER_KEY || *bytes + adding > MAX_SUMMARY_BYTES {
+            self.overflowed = true;
+        }
+        self.overflowed
+    }
+
+    fn add_str(&mut self, value: &str, bytes: &mut usize) {
+        if self.overflowed || self.strings.contains(value) {
+            return;
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            self.overflowed = true;
+        }
+        if !self.full(bytes, value.len()) {
+            *bytes += value.len();
+            self.strings.insert(value.to_owned());
+        }
+    }
+
+    fn add_int(&mut self, value: i64, bytes: &mut usize) {
+        if !self.overflowed && !self.ints.contains(&value) && !self.full(bytes, 8) {
+            *bytes += 8;
+            self.ints.insert(value);
+        }
+    }
+
+    fn add_float(&mut self, value: f64, bytes: &mut usize) {
+        let bits = value.to_bits();
+        if !self.overflowed && !self.floats.contains(&bits) && !self.full(bytes, 8) {
+            *bytes += 8;
+            self.floats.insert(bits);
+        }
+    }
+
+    fn add_bool(&mut self, value: bool) {
+        self.bools[usize::from(value)] = true;
+    }
+
+    fn finish(self) -> Values {
+        Values {
+            strings: self.strings.into_iter().collect(),
+            ints: self.ints.into_iter().collect(),
+            floats: self.floats.into_iter().collect(),
+            bools: [false, true].into_iter().filter(|b| self.bools[usize::from(*b)]).collect(),
+            overflowed: self.overflowed,
+        }
+    }
+}
+
+impl ScopeBuilder {
+    /// The values of `key`, or `None` when the scope has no room for it.
+    fn key(&mut self, key: &str, bytes: &mut usize) -> Option<&mut ValuesBuilder> {
+        if !self.keys.contains_key(key) {
+            if self.overflowed
+                || self.keys.len() >= MAX_KEYS_PER_SCOPE
+                || key.len() > MAX_VALUE_BYTES
+                || *bytes + key.len() > MAX_SUMMARY_BYTES
+            {
+                self.overflowed = true;
+                return None;
+            }
+            *bytes += key.len();
+            self.keys.insert(key.to_owned(), ValuesBuilder::default());
+        }
+        self.keys.get_mut(key)
+    }
+}
+
+impl TagSummaryBuilder {
+    /// Adds the keys and values of a batch of the span schema; columns it
+    /// lacks are left out.
+    pub fn add(&mut self, batch: &RecordBatch) {
+        for scope in ATTRIBUTE_SCOPES {
+            if let Some(map) = batch.column_by_name(scope).and_then(|c| c.as_map_opt()) {
+                self.add_map(scope, map);
+            }
+        }
+        for column in INTRINSIC_COLUMNS {
+            if let Some(values) = batch.column_by_name(column).and_then(|c| c.as_string_opt::<i32>()) {
+                self.add_intrinsic(column, values);
+            }
+        }
+    }
+
+    fn add_intrinsic(&mut self, column: &str, values: &StringArray) {
+        let scope = self.scopes.entry(INTRINSIC).or_default();
+        let Some(key) = scope.key(column, &mut self.bytes) else { return };
+        // Runs of equal values (spans sorted by trace share names) are looked up once.
+        let mut last: Option<&str> = None;
+        for value in values.iter().flatten() {
+            if last != Some(value) {
+                key.add_str(value, &mut self.bytes);
+                last = Some(value);
+            }
+        }
+    }
+
+    fn add_map(&mut self, scope_name: &'static str, map: &MapArray) {
+        let scope = self.scopes.entry(scope_name).or_default();
+        let entries = map.entries();
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_struct();
+        let field = |name: &str| values.column_by_name(name);
+        let strings = field(s::VALUE_STR).and_then(|c| c.as_string_opt::<i32>());
+        let ints = field(s::VALUE_INT).and_then(|c| c.as_primitive_opt::<Int64Type>());
+        let floats = field(s::VALUE_DOUBLE).and_then(|c| c.as_primitive_opt::<Float64Type>());
+        let bools = field(s::VALUE_BOOL).and_then(|c| c.as_boolean_opt());
+        // Only the entries of valid rows count (a sliced batch shares its
+        // entries with rows outside it).
+        let offsets = map.value_offsets();
+        let (first, last) = (offsets[0] as usize, offsets[map.len()] as usize);
+        for i in first..last {
+            if keys.is_null(i) {
+                continue;
+            }
+            let Some(key) = scope.key(keys.value(i), &mut self.bytes) else { continue };
+            if key.overflowed || values.is_null(i) {
+                continue;
+            }
+            if let Some(c) = strings.filter(|c| c.is_valid(i)) {
+                key.add_str(c.value(i), &mut self.bytes);
+            } else if let Some(c) = ints.filter(|c| c.is_valid(i)) {
+                key.add_int(c.value(i), &mut self.bytes);
+            } else if let Some(c) = floats.filter(|c| c.is_valid(i)) {
+                key.add_float(c.value(i), &mut self.bytes);
+            } else if let Some(c) = bools.filter(|c| c.is_valid(i)) {
+                key.add_bool(c.value(i));
+            }
+        }
+    }
+
+    pub fn finish(self) -> TagSummary {
+        TagSummary {
+            scopes: self
+                .scopes
+                .into_iter()
+                .map(|(name, scope)| {
+                    let keys = scope.keys.into_iter().map(|(k, v)| (k, v.finish())).collect();
+                    (name.to_owned(), ScopeSummary { keys, overflowed: scope.overflowed })
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SpanBatchBuilder;
+    use crate::encode::AppendReport;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..KeyValue::default() }
+    }
+
+    fn batch(spans: Vec<Span>, service: &str) -> RecordBatch {
+        let mut builder = SpanBatchBuilder::new(1024);
+        let resource = Resource {
+            attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+            ..Resource::default()
+        };
+        let request = ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        };
+        builder.append_resource_spans(&[request], &mut AppendReport::default());
+        builder.finish()
+    }
+
+    fn span(i: u8, attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("op{}", i % 2),
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            attributes,
+            ..Span::default()
+        }
+    }
+
+    #[test]
+    fn keys_and_typed_values_per_scope() {
+        let spans = vec![
+            span(1, vec![kv("http.route", Value::StringValue("/a".into())), kv("n", Value::IntValue(7))]),
+            span(2, vec![kv("ratio", Value::DoubleValue(0.5)), kv("ok", Value::BoolValue(true))]),
+        ];
+        let mut builder = TagSummaryBuilder::default();
+        builder.add(&batch(spans, "shop"));
+        let summary = builder.finish();
+        let span_scope = &summary.scopes[s::SPAN_ATTRIBUTES];
+        assert_eq!(span_scope.keys["http.route"].strings, BTreeSet::from(["/a".to_owned()]));
+        assert_eq!(span_scope.keys["n"].ints, BTreeSet::from([7]));
+        assert_eq!(span_scope.keys["ratio"].floats, BTreeSet::from([0.5f64.to_bits()]));
+        assert_eq!(span_scope.keys["ok"].bools, BTreeSet::from([true]));
+        assert_eq!(summary.scopes[s::RESOURCE_ATTRIBUTES].keys["service.name"].strings.len(), 1);
+        let names = &summary.scopes[INTRINSIC].keys[s::NAME].strings;
+        assert_eq!(names, &BTreeSet::from(["op0".to_owned(), "op1".to_owned()]));
+        assert!(!span_scope.overflowed && !span_scope.keys.values().any(|v| v.overflowed));
+        // The footer form round-trips.
+        let footer = summary.to_footer();
+        let parsed: TagSummary = serde_json::from_str(footer.value.as_deref().unwrap()).unwrap();
+        assert_eq!(parsed, summary);
+    }
+
+    #[test]
+    fn merging_summaries_equals_summarizing_the_union() {
+        let a = batch(vec![span(1, vec![kv("k", Value::StringValue("x".into()))])], "a");
+        let b = batch(vec![span(2, vec![kv("k", Value::StringValue("y".into())), kv("j", Value::IntValue(1))])], "b");
+        let one = |batches: &[&RecordBatch]| {
+            let mut builder = TagSummaryBuilder::default();
+            batches.iter().for_each(|batch| builder.add(batch));
+            builder.finish()
+        };
+        let mut merged = one(&[&a]);
+        merged.merge(&one(&[&b]));
+        assert_eq!(merged, one(&[&a, &b]));
+    }
+
+    #[test]
+    fn past_a_bound_a_key_overflows() {
+        let spans: Vec<Span> = (0..=MAX_VALUES_PER_KEY as u32)
+            .map(|i| span(1, vec![kv("user", Value::IntValue(i64::from(i))), kv("fixed", Value::IntValue(1))]))
+            .collect();
+        let long = span(2, vec![kv("text", Value::StringValue("x".repeat(MAX_VALUE_BYTES + 1)))]);
+        let mut builder = TagSummaryBuilder::default();
+        builder.add(&batch(spans, "shop"));
+        builder.add(&batch(vec![long], "shop"));
+        let summary = builder.finish();
+        let keys = &summary.scopes[s::SPAN_ATTRIBUTES].keys;
+        assert!(keys["user"].overflowed);
+        assert_eq!(keys["user"].len(), MAX_VALUES_PER_KEY);
+        assert!(!keys["fixed"].overflowed);
+        assert!(keys["text"].overflowed && keys["text"].is_empty());
+        // Too many keys overflow the scope.
+        let many: Vec<KeyValue> =
+            (0..=MAX_KEYS_PER_SCOPE).map(|i| kv(&format!("k{i}"), Value::BoolValue(true))).collect();
+        let mut builder = TagSummaryBuilder::default();
+        builder.add(&batch(vec![span(3, many)], "shop"));
+        let summary = builder.finish();
+        assert!(summary.scopes[s::SPAN_ATTRIBUTES].overflowed);
+        assert_eq!(summary.scopes[s::SPAN_ATTRIBUTES].keys.len(), MAX_KEYS_PER_SCOPE);
+    }
+}
