@@ -119,8 +119,16 @@ fn main() {
         }
         blocks
     };
-    let (mut encode_cpu, mut whole_encode_cpu) = (f64::MAX, f64::MAX);
+    let (mut encode_cpu, mut whole_encode_cpu, mut summary_cpu) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..2 {
+        // The tag summary alone (part of the encoding below).
+        let cpu = cpu_seconds();
+        for block in blocks_of(&batches) {
+            let mut summary = spanlake_schemas::tag_summary::TagSummaryBuilder::default();
+            block.iter().for_each(|batch| summary.add(batch));
+            std::hint::black_box(summary.finish().to_footer());
+        }
+        summary_cpu = summary_cpu.min(cpu_seconds() - cpu);
         let cpu = cpu_seconds();
         let encoded: u64 =
             blocks_of(&batches).iter().map(|b| encode_block(b, BlockId::new()).unwrap().meta.span_count).sum();
@@ -201,6 +209,7 @@ fn main() {
         ("OTLP → Arrow, whole request decoded first (the previous path)", whole_cpu),
         ("sort + Parquet encode of blocks, one column at a time (the ingester's)", encode_cpu),
         ("sort + Parquet encode of blocks, whole batch sorted first (the previous)", whole_encode_cpu),
+        ("tag summary of blocks (keys and values, part of the encoding)", summary_cpu),
     ] {
         println!("| {stage} | {:.3} | {:.2}× |", per_million(cpu), cpu / decode_cpu);
     }

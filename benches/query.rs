@@ -93,7 +93,12 @@ fn main() {
                 ("empty search (newest traces), last hour", format!("/api/search?limit=20&{hour}")),
                 ("`{ status = error }`, last hour", format!("/api/search?q=%7B%20status%20%3D%20error%20%7D&limit=20&{hour}")),
             ] {
+                let before = rss_mib();
+                reset_peak_rss();
                 let t = time(other_runs, |_| get_ok(&http, format!("{base}{path}"))).await;
+                if runs == 1 {
+                    println!("peak RSS added by {query}: {:.0} MiB", peak_rss_mib() - before);
+                }
                 rows.push((query, label, t));
             }
             let t = time(other_runs, |_| post_ok(&http, format!("{base}/api/sql"), &sql)).await;

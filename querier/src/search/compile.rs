@@ -69,6 +69,11 @@ fn static_kind(value: &Static) -> Option<Kind> {
 
 /// An attribute's value as a `kind`: numbers come from `int` or `double`.
 fn attribute_value(attribute: &Attribute, kind: Kind) -> Result<Expr, QueryError> {
+    if kind == Kind::Str && attribute.scope == AttributeScope::Resource && attribute.name == "service.name" {
+        // The same string, stored once more as a plain column: no map lookup
+        // per span, and statistics and dictionaries to prune by.
+        return Ok(col(s::SERVICE_NAME));
+    }
     let value = attribute_struct(attribute)?;
     Ok(match kind {
         Kind::Str => get_field(value, s::VALUE_STR),
