@@ -133,6 +133,8 @@ struct Candidate {
 const IN_LIST_MAX: usize = 1000;
 /// Spans (as the candidates counted them) read at once after the first page.
 const PAGE_SPANS: u64 = 500_000;
+/// Traces the related-trace join found, read at once.
+const RELATED_PAGE: usize = 20_000;
 
 /// Columns of a page read: the span's place in its trace, the filters'
 /// matches from `LEAVES` on, then (a detailed read) from the end of the
@@ -789,9 +791,11 @@ impl Engine<'_> {
     /// those not read yet are. Each step widens 8×, or more when the
     /// candidates so far are sparse (to about two pages). A width with no
     /// candidate, or whose page matches nothing, says matches are rare: the
-    /// whole window is next. There, the newest unread page, then (if too
-    /// few matched) every other candidate in pages of trace-id ranges,
-    /// keeping the newest matches. A query that reads trace-level fields
+    /// whole window is next. There, where a join can tell which traces may
+    /// hold a match (`{A} > {B}`, `<`, `~`), only those are read; otherwise
+    /// the newest unread candidates, then (if too few matched) every other
+    /// candidate in pages of trace-id ranges, keeping the newest matches
+    /// (the join may still narrow those). A query that reads trace-level fields
     /// (computed over the whole window) starts with the whole window.
     async fn run(&self) -> Result<Found> {
         let params = self.params;
@@ -799,6 +803,8 @@ impl Engine<'_> {
         let page = first_page(limit);
         let mut found = Found { traces: Vec::new(), inspected_traces: 0 };
         let mut read: HashSet<TraceId> = HashSet::new();
+        // Whether a narrower window said matches are rare.
+        let mut rare = false;
         let window = params.end.saturating_sub(params.start);
         let mut width: i64 = if self.needs_trace { window } else { 60_000_000_000 };
         while width < window {
@@ -822,10 +828,23 @@ impl Engine<'_> {
                 return Ok(found);
             }
             if fresh.is_empty() || found.traces.len() == before {
+                rare = true;
                 break;
             }
             let factor = (2 * page).div_ceil(candidates.len()).max(8);
             width = width.saturating_mul(i64::try_from(factor).unwrap_or(i64::MAX));
+        }
+        if rare && let Some(related) = self.related_traces().await? {
+            // Matches are rare, and a join can tell which traces may hold
+            // one: only those are read, without listing every candidate.
+            let mut related: Vec<TraceId> = related.into_iter().filter(|t| !read.contains(t)).collect();
+            related.sort_unstable();
+            for traces in related.chunks(RELATED_PAGE) {
+                let matching = self.matching(traces, &mut found).await?;
+                self.evaluate(&matching, &mut found).await?;
+                keep_newest(&mut found.traces, limit);
+            }
+            return Ok(found);
         }
         let mut newest = self.candidates_from(params.start).await?;
         newest.retain(|c| !read.contains(&c.trace));
