@@ -11,7 +11,9 @@
 //! each query adds.
 //! Knobs: SPANLAKE_BENCH_QUERY_SPANS (default 10,000,000),
 //! SPANLAKE_BENCH_QUERY_TIMEOUT_S (per query, default 600),
-//! SPANLAKE_BENCH_QUERY_ONLY=structural (skip the first table).
+//! SPANLAKE_BENCH_QUERY_ONLY=structural (skip the first table) or `pruned`
+//! (only the default querier's table),
+//! SPANLAKE_BENCH_QUERY_COMPACT=1 (compact the blocks before querying).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +46,23 @@ fn main() {
         bytes as f64 / spans as f64,
         started.elapsed().as_secs_f64()
     );
+    if std::env::var("SPANLAKE_BENCH_QUERY_COMPACT").is_ok_and(|v| v == "1") {
+        // As the compactor leaves it: the same spans in few large blocks.
+        use spanlake_compactor::clock::{Clock, ManualClock};
+        let clock = std::sync::Arc::new(ManualClock::new(SystemTime::now() + Duration::from_secs(3 * 3600)));
+        let config = spanlake_compactor::Config { clock: clock as std::sync::Arc<dyn Clock>, ..Default::default() };
+        let started = Instant::now();
+        let blocks = runtime.block_on(async {
+            let mut registry = prometheus_client::registry::Registry::default();
+            let compactor =
+                spanlake_compactor::Compactor::new(config, storage.clone(), None, &mut registry).await.unwrap();
+            while compactor.run_once().await.unwrap().merges > 0 {}
+            let catalog = spanlake_schemas::Catalog::new(storage.clone(), Duration::from_secs(120));
+            catalog.refresh().await.unwrap();
+            catalog.blocks(&tenant, |_| true).len()
+        });
+        println!("compacted into {blocks} blocks in {:.0}s", started.elapsed().as_secs_f64());
+    }
     let rss_after_write = peak_rss_mib();
 
     runtime.block_on(async {
@@ -72,9 +91,14 @@ fn main() {
         let ids: Vec<String> = sample_ids.iter().step_by((sample_ids.len() / 200).max(1)).map(hex::encode).collect();
 
         let mut rows = Vec::new();
-        let only_structural = std::env::var("SPANLAKE_BENCH_QUERY_ONLY").is_ok_and(|v| v == "structural");
+        let only = std::env::var("SPANLAKE_BENCH_QUERY_ONLY").unwrap_or_default();
         let phases = [("pruning (default)", &pruned, 1usize), ("no pruning (baseline)", &unpruned, 0)];
-        for (label, server, runs) in phases.into_iter().filter(|_| !only_structural) {
+        let phases = phases.into_iter().filter(|(_, _, runs)| match only.as_str() {
+            "structural" => false,
+            "pruned" => *runs == 1,
+            _ => true,
+        });
+        for (label, server, runs) in phases {
             let base = format!("http://{}", server.http_addr());
             let (trace_runs, other_runs) = if runs == 1 { (100, 10) } else { (10, 3) };
             let t = time(trace_runs, |i| get_ok(&http, format!("{base}/api/traces/{}", ids[(i * 7919) % ids.len()]))).await;
@@ -118,7 +142,9 @@ fn main() {
             println!("| {query} | {label} | {:.1} | {:.1} | {} |", t.median_ms, t.p99_ms, t.runs);
         }
         unpruned.shutdown().await;
-        structural(&http, &format!("http://{}", pruned.http_addr()), now_s).await;
+        if only != "pruned" {
+            structural(&http, &format!("http://{}", pruned.http_addr()), now_s).await;
+        }
         pruned.shutdown().await;
     });
 }

@@ -261,26 +261,47 @@ impl TagSummaryBuilder {
         let ints = field(s::VALUE_INT).and_then(|c| c.as_primitive_opt::<Int64Type>());
         let floats = field(s::VALUE_DOUBLE).and_then(|c| c.as_primitive_opt::<Float64Type>());
         let bools = field(s::VALUE_BOOL).and_then(|c| c.as_boolean_opt());
-        // Only the entries of valid rows count (a sliced batch shares its
-        // entries with rows outside it).
+        // Rows of one resource or scope repeat its attributes: a row whose
+        // entries equal the previous row's adds nothing, and comparing is
+        // cheaper than looking each entry up.
+        let same = |a: usize, b: usize| {
+            fn equal<T: PartialEq>(valid: (bool, bool), value: impl Fn(usize) -> T, a: usize, b: usize) -> bool {
+                valid.0 == valid.1 && (!valid.0 || value(a) == value(b))
+            }
+            keys.value(a) == keys.value(b)
+                && values.is_valid(a) == values.is_valid(b)
+                && strings.is_none_or(|c| equal((c.is_valid(a), c.is_valid(b)), |i| c.value(i), a, b))
+                && ints.is_none_or(|c| equal((c.is_valid(a), c.is_valid(b)), |i| c.value(i), a, b))
+                && floats.is_none_or(|c| equal((c.is_valid(a), c.is_valid(b)), |i| c.value(i).to_bits(), a, b))
+                && bools.is_none_or(|c| equal((c.is_valid(a), c.is_valid(b)), |i| c.value(i), a, b))
+        };
+        // Only the entries of the batch's rows count (a sliced batch shares
+        // its entries with rows outside it).
         let offsets = map.value_offsets();
-        let (first, last) = (offsets[0] as usize, offsets[map.len()] as usize);
-        for i in first..last {
-            if keys.is_null(i) {
+        let mut previous: Option<(usize, usize)> = None;
+        for row in 0..map.len() {
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            if let Some((before, before_end)) = previous
+                && before_end - before == end - start
+                && (0..end - start).all(|j| same(before + j, start + j))
+            {
                 continue;
             }
-            let Some(key) = scope.key(keys.value(i), &mut self.bytes) else { continue };
-            if key.overflowed || values.is_null(i) {
-                continue;
-            }
-            if let Some(c) = strings.filter(|c| c.is_valid(i)) {
-                key.add_str(c.value(i), &mut self.bytes);
-            } else if let Some(c) = ints.filter(|c| c.is_valid(i)) {
-                key.add_int(c.value(i), &mut self.bytes);
-            } else if let Some(c) = floats.filter(|c| c.is_valid(i)) {
-                key.add_float(c.value(i), &mut self.bytes);
-            } else if let Some(c) = bools.filter(|c| c.is_valid(i)) {
-                key.add_bool(c.value(i));
+            previous = Some((start, end));
+            for i in start..end {
+                let Some(key) = scope.key(keys.value(i), &mut self.bytes) else { continue };
+                if key.overflowed || values.is_null(i) {
+                    continue;
+                }
+                if let Some(c) = strings.filter(|c| c.is_valid(i)) {
+                    key.add_str(c.value(i), &mut self.bytes);
+                } else if let Some(c) = ints.filter(|c| c.is_valid(i)) {
+                    key.add_int(c.value(i), &mut self.bytes);
+                } else if let Some(c) = floats.filter(|c| c.is_valid(i)) {
+                    key.add_float(c.value(i), &mut self.bytes);
+                } else if let Some(c) = bools.filter(|c| c.is_valid(i)) {
+                    key.add_bool(c.value(i));
+                }
             }
         }
     }
@@ -361,6 +382,33 @@ mod tests {
         let footer = summary.to_footer();
         let parsed: TagSummary = serde_json::from_str(footer.value.as_deref().unwrap()).unwrap();
         assert_eq!(parsed, summary);
+    }
+
+    #[test]
+    fn rows_that_repeat_the_previous_attributes_add_nothing_new() {
+        let mut builder = SpanBatchBuilder::new(1024);
+        let resources: Vec<ResourceSpans> = ["a", "a", "b", "a"]
+            .iter()
+            .enumerate()
+            .map(|(i, service)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", Value::StringValue((*service).into()))],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(i as u8 + 1, vec![]), span(i as u8 + 10, vec![kv("n", Value::IntValue(i as i64))])],
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            })
+            .collect();
+        builder.append_resource_spans(&resources, &mut AppendReport::default());
+        let mut summary = TagSummaryBuilder::default();
+        summary.add(&builder.finish());
+        let summary = summary.finish();
+        let services = &summary.scopes[s::RESOURCE_ATTRIBUTES].keys["service.name"].strings;
+        assert_eq!(services, &BTreeSet::from(["a".to_owned(), "b".to_owned()]));
+        assert_eq!(summary.scopes[s::SPAN_ATTRIBUTES].keys["n"].ints, BTreeSet::from([0, 1, 2, 3]));
     }
 
     #[test]
