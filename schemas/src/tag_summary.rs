@@ -17,7 +17,9 @@
 //! A summary lists exactly the values of the spans written, so merging the
 //! summaries of blocks gives the values of their union.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int64Type};
@@ -133,9 +135,11 @@ pub struct TagSummaryBuilder {
     bytes: usize,
 }
 
+// While building: sets and maps with a fast, randomly seeded hasher; the
+// bounds cap every set, so no input can make them large.
 #[derive(Debug, Default)]
 struct ScopeBuilder {
-    keys: BTreeMap<String, ValuesBuilder>,
+    keys: HashMap<String, ValuesBuilder>,
     overflowed: bool,
 }
 
@@ -396,7 +400,10 @@ mod tests {
                     ..Resource::default()
                 }),
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![span(i as u8 + 1, vec![]), span(i as u8 + 10, vec![kv("n", Value::IntValue(i as i64))])],
+                    spans: vec![
+                        span(i as u8 + 1, vec![]),
+                        span(i as u8 + 10, vec![kv("n", Value::IntValue(i as i64))]),
+                    ],
                     ..ScopeSpans::default()
                 }],
                 ..ResourceSpans::default()
