@@ -39,7 +39,9 @@ pub(crate) async fn write_workload(
     let mut pending = Vec::new();
     let mut pending_spans = 0;
     while spans < target {
-        let at = end - window + (traces as u64 * window / approx_traces.max(1) as u64).min(window);
+        // In u128: at 100M spans the product passes u64.
+        let offset = u128::from(traces as u64) * u128::from(window) / approx_traces.max(1) as u128;
+        let at = end - window + (offset as u64).min(window);
         let request = workload.request(&mut rng, TRACES_PER_REQUEST, at);
         traces += TRACES_PER_REQUEST;
         if let Some(span) =

@@ -9,31 +9,47 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 
-/// Values by block, at most `capacity`, the oldest inserted out first.
+/// Values by block, weighing at most `capacity` in all (each counts 1
+/// unless inserted with a weight), the oldest inserted out first.
 #[derive(Debug)]
 pub(crate) struct BlockValues<V> {
     capacity: usize,
-    entries: Mutex<(HashMap<BlockId, V>, VecDeque<BlockId>)>,
+    entries: Mutex<Entries<V>>,
+}
+
+#[derive(Debug)]
+struct Entries<V> {
+    map: HashMap<BlockId, (V, usize)>,
+    order: VecDeque<BlockId>,
+    weight: usize,
 }
 
 impl<V: Clone> BlockValues<V> {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Mutex::new((HashMap::new(), VecDeque::new())) }
+        Self { capacity, entries: Mutex::new(Entries { map: HashMap::new(), order: VecDeque::new(), weight: 0 }) }
     }
 
     pub(crate) fn get(&self, block: &BlockId) -> Option<V> {
-        self.entries.lock().expect("cache lock").0.get(block).cloned()
+        self.entries.lock().expect("cache lock").map.get(block).map(|(value, _)| value.clone())
     }
 
     pub(crate) fn insert(&self, block: &BlockId, value: V) {
+        self.insert_weighing(block, value, 1);
+    }
+
+    /// Inserts a value that weighs `weight` (e.g. its bytes).
+    pub(crate) fn insert_weighing(&self, block: &BlockId, value: V, weight: usize) {
         let mut entries = self.entries.lock().expect("cache lock");
-        let (map, order) = &mut *entries;
-        if map.insert(block.clone(), value).is_none() {
-            order.push_back(block.clone());
+        let entries = &mut *entries;
+        match entries.map.insert(block.clone(), (value, weight)) {
+            Some((_, old)) => entries.weight -= old,
+            None => entries.order.push_back(block.clone()),
         }
-        while order.len() > self.capacity {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&oldest);
+        entries.weight += weight;
+        while entries.weight > self.capacity {
+            let Some(oldest) = entries.order.pop_front() else { break };
+            if let Some((_, weight)) = entries.map.remove(&oldest) {
+                entries.weight -= weight;
             }
         }
     }
@@ -62,5 +78,28 @@ impl FooterCache {
         let loaded = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
         self.0.insert(&meta.id, loaded.clone());
         Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_values_go_first_once_the_weight_passes_the_capacity() {
+        let cache = BlockValues::new(10);
+        let ids: Vec<BlockId> = (0..4).map(|i| BlockId::from_lower_bound(&format!("{i:020}"))).collect();
+        cache.insert_weighing(&ids[0], "a", 4);
+        cache.insert_weighing(&ids[1], "b", 4);
+        assert_eq!((cache.get(&ids[0]), cache.get(&ids[1])), (Some("a"), Some("b")));
+        cache.insert_weighing(&ids[2], "c", 4);
+        assert_eq!(cache.get(&ids[0]), None, "12 > 10: the oldest left");
+        assert_eq!((cache.get(&ids[1]), cache.get(&ids[2])), (Some("b"), Some("c")));
+        // Replacing a value counts its new weight only.
+        cache.insert_weighing(&ids[2], "c", 6);
+        assert_eq!((cache.get(&ids[1]), cache.get(&ids[2])), (Some("b"), Some("c")));
+        cache.insert(&ids[3], "d");
+        assert_eq!(cache.get(&ids[1]), None);
+        assert_eq!((cache.get(&ids[2]), cache.get(&ids[3])), (Some("c"), Some("d")));
     }
 }

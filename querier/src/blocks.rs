@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use spanlake_schemas::reader::is_not_found;
+use parquet::bloom_filter::Sbbf;
+use spanlake_schemas::reader::{ObjectReader, is_not_found};
 use spanlake_schemas::schema::check_block_schema;
 use spanlake_schemas::tag_summary::TagSummary;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
@@ -107,9 +109,12 @@ impl SkippedBlocks {
 /// search): Tempo's search format has no partial status of its own.
 pub(crate) const PARTIAL_HEADER: &str = "x-spanlake-partial";
 
-/// Parsed tag summaries kept (each at most `MAX_SUMMARY_BYTES` of text,
-/// usually a few KiB).
+/// Parsed tag summaries kept, by block (each at most `MAX_SUMMARY_BYTES`
+/// of text, usually a few KiB).
 const SUMMARIES_KEPT: usize = 16_384;
+/// Bytes of bloom filters kept (a few KiB to 1 MiB per row group, by its
+/// distinct trace ids): about 10k blocks as ingested.
+const BLOOM_BYTES_KEPT: usize = 128 << 20;
 
 /// The block opener of one querier.
 #[derive(Debug)]
@@ -123,6 +128,10 @@ pub(crate) struct Blocks {
     /// Parsed tag summaries of blocks (None: the block has none), oldest
     /// first out, bounded like the footers they come from.
     summaries: BlockValues<Option<Arc<TagSummary>>>,
+    /// Bloom filters of blocks' trace ids per row group, read once: a trace
+    /// lookup checks every block in range, so reading them each time costs
+    /// a request per block.
+    blooms: BlockValues<Arc<Vec<Option<Sbbf>>>>,
     /// How young a missing block must be to count as still being written
     /// (the commit lookback: no put outlives it).
     in_flight: std::time::Duration,
@@ -141,8 +150,30 @@ impl Blocks {
             metrics,
             bad: Mutex::new(HashMap::new()),
             summaries: BlockValues::new(SUMMARIES_KEPT),
+            blooms: BlockValues::new(BLOOM_BYTES_KEPT),
             in_flight,
         }
+    }
+
+    /// The bloom filters of the block's `column`, one per row group (`None`:
+    /// a row group without one), read once.
+    pub(crate) async fn bloom_filters(
+        &self,
+        meta: &BlockMeta,
+        builder: &mut ParquetRecordBatchStreamBuilder<ObjectReader>,
+        column: usize,
+    ) -> parquet::errors::Result<Arc<Vec<Option<Sbbf>>>> {
+        if let Some(found) = self.blooms.get(&meta.id) {
+            return Ok(found);
+        }
+        let mut filters = Vec::with_capacity(builder.metadata().num_row_groups());
+        for row_group in 0..builder.metadata().num_row_groups() {
+            filters.push(builder.get_row_group_column_bloom_filter(row_group, column).await?);
+        }
+        let bytes = filters.iter().flatten().map(|f| f.num_blocks() * 32).sum::<usize>();
+        let filters = Arc::new(filters);
+        self.blooms.insert_weighing(&meta.id, Arc::clone(&filters), bytes.max(1));
+        Ok(filters)
     }
 
     /// The block's tag summary (`None`: written without one), parsed once.
