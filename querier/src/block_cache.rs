@@ -9,36 +9,37 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 
-/// Values by block, weighing at most `capacity` in all (each counts 1
-/// unless inserted with a weight), the oldest inserted out first.
+/// Values by block (or by a key naming a part of a block), weighing at
+/// most `capacity` in all (each counts 1 unless inserted with a weight), the
+/// oldest inserted out first.
 #[derive(Debug)]
-pub(crate) struct BlockValues<V> {
+pub(crate) struct BlockValues<V, K = BlockId> {
     capacity: usize,
-    entries: Mutex<Entries<V>>,
+    entries: Mutex<Entries<K, V>>,
 }
 
 #[derive(Debug)]
-struct Entries<V> {
-    map: HashMap<BlockId, (V, usize)>,
-    order: VecDeque<BlockId>,
+struct Entries<K, V> {
+    map: HashMap<K, (V, usize)>,
+    order: VecDeque<K>,
     weight: usize,
 }
 
-impl<V: Clone> BlockValues<V> {
+impl<V: Clone, K: Clone + Eq + std::hash::Hash> BlockValues<V, K> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self { capacity, entries: Mutex::new(Entries { map: HashMap::new(), order: VecDeque::new(), weight: 0 }) }
     }
 
-    pub(crate) fn get(&self, block: &BlockId) -> Option<V> {
+    pub(crate) fn get(&self, block: &K) -> Option<V> {
         self.entries.lock().expect("cache lock").map.get(block).map(|(value, _)| value.clone())
     }
 
-    pub(crate) fn insert(&self, block: &BlockId, value: V) {
+    pub(crate) fn insert(&self, block: &K, value: V) {
         self.insert_weighing(block, value, 1);
     }
 
     /// Inserts a value that weighs `weight` (e.g. its bytes).
-    pub(crate) fn insert_weighing(&self, block: &BlockId, value: V, weight: usize) {
+    pub(crate) fn insert_weighing(&self, block: &K, value: V, weight: usize) {
         let mut entries = self.entries.lock().expect("cache lock");
         let entries = &mut *entries;
         match entries.map.insert(block.clone(), (value, weight)) {
@@ -87,7 +88,7 @@ mod tests {
 
     #[test]
     fn the_oldest_values_go_first_once_the_weight_passes_the_capacity() {
-        let cache = BlockValues::new(10);
+        let cache: BlockValues<&str> = BlockValues::new(10);
         let ids: Vec<BlockId> = (0..4).map(|i| BlockId::from_lower_bound(&format!("{i:020}"))).collect();
         cache.insert_weighing(&ids[0], "a", 4);
         cache.insert_weighing(&ids[1], "b", 4);

@@ -128,10 +128,10 @@ pub(crate) struct Blocks {
     /// Parsed tag summaries of blocks (None: the block has none), oldest
     /// first out, bounded like the footers they come from.
     summaries: BlockValues<Option<Arc<TagSummary>>>,
-    /// Bloom filters of blocks' trace ids per row group, read once: a trace
+    /// Bloom filters of blocks' trace ids, by row group, read once: a trace
     /// lookup checks every block in range, so reading them each time costs
     /// a request per block.
-    blooms: BlockValues<Arc<Vec<Option<Sbbf>>>>,
+    blooms: BlockValues<Option<Arc<Sbbf>>, (BlockId, usize)>,
     /// How young a missing block must be to count as still being written
     /// (the commit lookback: no put outlives it).
     in_flight: std::time::Duration,
@@ -155,25 +155,23 @@ impl Blocks {
         }
     }
 
-    /// The bloom filters of the block's `column`, one per row group (`None`:
-    /// a row group without one), read once.
-    pub(crate) async fn bloom_filters(
+    /// The bloom filter of `column` in one row group of the block (`None`:
+    /// it has none), read once.
+    pub(crate) async fn bloom_filter(
         &self,
         meta: &BlockMeta,
         builder: &mut ParquetRecordBatchStreamBuilder<ObjectReader>,
+        row_group: usize,
         column: usize,
-    ) -> parquet::errors::Result<Arc<Vec<Option<Sbbf>>>> {
-        if let Some(found) = self.blooms.get(&meta.id) {
+    ) -> parquet::errors::Result<Option<Arc<Sbbf>>> {
+        let key = (meta.id.clone(), row_group);
+        if let Some(found) = self.blooms.get(&key) {
             return Ok(found);
         }
-        let mut filters = Vec::with_capacity(builder.metadata().num_row_groups());
-        for row_group in 0..builder.metadata().num_row_groups() {
-            filters.push(builder.get_row_group_column_bloom_filter(row_group, column).await?);
-        }
-        let bytes = filters.iter().flatten().map(|f| f.num_blocks() * 32).sum::<usize>();
-        let filters = Arc::new(filters);
-        self.blooms.insert_weighing(&meta.id, Arc::clone(&filters), bytes.max(1));
-        Ok(filters)
+        let filter = builder.get_row_group_column_bloom_filter(row_group, column).await?.map(Arc::new);
+        let bytes = filter.as_ref().map_or(1, |f| f.num_blocks() * 32);
+        self.blooms.insert_weighing(&key, filter.clone(), bytes);
+        Ok(filter)
     }
 
     /// The block's tag summary (`None`: written without one), parsed once.

@@ -78,10 +78,8 @@ fn summary_keys(field: &FieldExpr) -> Result<Vec<(&'static str, String)>> {
                 AttributeScope::Resource => &[s::RESOURCE_ATTRIBUTES],
                 AttributeScope::Instrumentation => &[s::SCOPE_ATTRIBUTES],
                 AttributeScope::Unscoped => &[s::SPAN_ATTRIBUTES, s::RESOURCE_ATTRIBUTES],
-                AttributeScope::Event | AttributeScope::Link => {
-                    attribute_struct(a)?;
-                    &[]
-                }
+                // Not summarized; `values` refuses them before (attribute_struct).
+                AttributeScope::Event | AttributeScope::Link => &[],
             };
             scopes.iter().map(|scope| (*scope, a.name.clone())).collect()
         }
@@ -156,6 +154,7 @@ impl Querier {
             match summary.as_deref().map(|summary| summary.scopes.get(column)) {
                 Some(Some(scope)) => {
                     keys.extend(scope.keys.keys().cloned());
+                    keep_first(&mut keys, limit);
                     if scope.overflowed {
                         to_read.push(meta.clone());
                     }
@@ -223,6 +222,7 @@ impl Querier {
                         Some(values) => {
                             complete &= !values.overflowed;
                             add_summarized(&mut out, values, typed);
+                            keep_first(&mut out, limit);
                         }
                         None => complete &= !scope.overflowed,
                     }
@@ -256,6 +256,14 @@ impl Querier {
         }
         let values = out.into_iter().take(limit).map(|v| serde_json::from_str(&v).expect("round trip")).collect();
         Ok((values, partial))
+    }
+}
+
+/// Keeps the first `limit` of `set`: what the answer shows, so the summaries
+/// of many blocks never pile up more than that.
+fn keep_first(set: &mut BTreeSet<String>, limit: usize) {
+    while set.len() > limit {
+        set.pop_last();
     }
 }
 

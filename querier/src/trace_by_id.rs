@@ -151,10 +151,6 @@ async fn read_trace_rows(
     let mut row_groups = Vec::new();
     let mut bytes = 0;
     let metadata = Arc::clone(builder.metadata());
-    let blooms = match pruning {
-        true => querier.blocks.bloom_filters(meta, &mut builder, trace_column).await.map_err(skip)?,
-        false => Arc::default(),
-    };
     for (index, rg) in metadata.row_groups().iter().enumerate() {
         let stats = rg.column(trace_column).statistics();
         let in_range = match stats.and_then(|s| Some((s.min_bytes_opt()?, s.max_bytes_opt()?))) {
@@ -169,7 +165,8 @@ async fn read_trace_rows(
             row_groups.push(index);
             continue;
         }
-        if blooms.get(index).and_then(Option::as_ref).is_some_and(|b| !b.check(&trace_id[..])) {
+        let bloom = querier.blocks.bloom_filter(meta, &mut builder, index, trace_column).await.map_err(skip)?;
+        if bloom.is_some_and(|b| !b.check(&trace_id[..])) {
             continue;
         }
         bytes += rg.compressed_size() as u64;

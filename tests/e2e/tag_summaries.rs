@@ -110,6 +110,13 @@ async fn summaries_stay_exact_through_ingest_compaction_and_retention() {
             assert_eq!(services, strings(&expected));
             assert_eq!(partial, None);
             assert_eq!(values(server, "span.color").await.0, strings(&["blue", "green", "red"]));
+            let (limited, _) = get(server, "/api/v2/search/tag/span.color/values", &[("limit", "2")]).await;
+            assert_eq!(
+                limited["tagValues"],
+                json!([{"type": "string", "value": "blue"}, {"type": "string", "value": "green"}])
+            );
+            let (limited, _) = get(server, "/api/search/tags", &[("limit", "1")]).await;
+            assert_eq!(limited["tagNames"].as_array().unwrap().len(), 1);
             assert_eq!(values(server, ".db.system.name").await.0, strings(&["postgresql"]));
             assert_eq!(values(server, "span.http.response.status_code").await.0, strings(&["200", "500"]));
             assert_eq!(values(server, "status").await.0, strings(&["error", "unset"]));
