@@ -120,13 +120,16 @@ fn main() {
         blocks
     };
     let (mut encode_cpu, mut whole_encode_cpu, mut summary_cpu) = (f64::MAX, f64::MAX, f64::MAX);
+    let mut summary_bytes = Vec::new();
     for _ in 0..2 {
         // The tag summary alone (part of the encoding below).
         let cpu = cpu_seconds();
+        summary_bytes.clear();
         for block in blocks_of(&batches) {
             let mut summary = spanlake_schemas::tag_summary::TagSummaryBuilder::default();
             block.iter().for_each(|batch| summary.add(batch));
-            std::hint::black_box(summary.finish().to_footer());
+            let footer = std::hint::black_box(summary.finish().to_footer());
+            summary_bytes.push(footer.value.map_or(0, |v| v.len()));
         }
         summary_cpu = summary_cpu.min(cpu_seconds() - cpu);
         let cpu = cpu_seconds();
@@ -219,6 +222,12 @@ fn main() {
     println!("| OTLP protobuf (uncompressed request bodies) | {:.1} |", otlp_bytes as f64 / spans as f64);
     println!("| Parquet blocks on disk | {:.1} |", parquet_bytes as f64 / spans as f64);
     println!("| ratio Parquet / OTLP | {:.3} |", parquet_bytes as f64 / otlp_bytes as f64);
+    println!(
+        "| tag summary in each block's footer (JSON, {} blocks of about {BLOCK_SPANS} spans) | {}–{} bytes per block |",
+        summary_bytes.len(),
+        summary_bytes.iter().min().unwrap_or(&0),
+        summary_bytes.iter().max().unwrap_or(&0)
+    );
 
     // 4. end to end against the binary
     let data = tempfile::TempDir::new().unwrap();
