@@ -32,6 +32,8 @@ pub struct Spanlake {
     /// The compactor's thread (it stops when `stop` turns true).
     compactor: Option<std::thread::JoinHandle<()>>,
     http_addr: SocketAddr,
+    /// The PostgreSQL listener's address (a querier with `--pg-addr`).
+    pg_addr: Option<SocketAddr>,
     /// The HTTP server (query API, `/metrics`, `/ready`).
     http: JoinHandle<()>,
     health: Arc<Health>,
@@ -106,9 +108,23 @@ impl Spanlake {
                 tracing::error!(%error, "http server failed");
             }
         });
-        info!(%http_addr, ?role, "spanlake started");
+        let pg_addr = match (&querier, args.querier.pg_addr.0) {
+            (Some(querier), Some(addr)) => {
+                let server = spanlake_querier::pg::PgServer::new(Arc::clone(querier), args.pg_config()?)
+                    .map_err(anyhow::Error::msg)?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--pg-addr; \"off\" turns it off)"))?;
+                let pg_addr = listener.local_addr()?;
+                tasks.push(tokio::spawn(server.serve(listener, stop.subscribe())));
+                Some(pg_addr)
+            }
+            _ => None,
+        };
+        info!(%http_addr, ?pg_addr, ?role, "spanlake started");
         let drain_timeout = args.server.drain_timeout;
-        let spanlake = Self { ingester, querier, compactor, http_addr, http, health, drain_timeout, stop, tasks };
+        let spanlake =
+            Self { ingester, querier, compactor, http_addr, pg_addr, http, health, drain_timeout, stop, tasks };
         if let Some(path) = &args.server.listen_addr_file {
             spanlake.write_listen_addrs(path).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -122,6 +138,7 @@ impl Spanlake {
             "http": self.http_addr.to_string(),
             "otlp_grpc": self.otlp_grpc_addr().map(|a| a.to_string()),
             "otlp_http": self.otlp_http_addr().map(|a| a.to_string()),
+            "pg": self.pg_addr.map(|a| a.to_string()),
         });
         let staged = path.with_extension("partial");
         std::fs::write(&staged, addrs.to_string())?;
@@ -130,6 +147,11 @@ impl Spanlake {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The PostgreSQL listener's address, when this process serves it.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_addr
     }
 
     pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {

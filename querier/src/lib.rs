@@ -24,6 +24,7 @@ mod executor;
 pub mod fanout;
 mod memory;
 mod metrics;
+pub mod pg;
 mod search;
 mod sql;
 mod table;

@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -83,7 +84,7 @@ pub(crate) const MAX_SQL_OPERATORS: usize = 1000;
 
 /// Refuses statements beyond the nesting and operator limits, before any
 /// tree is built from them.
-fn check_size(sql: &str) -> Result<()> {
+pub(crate) fn check_size(sql: &str) -> Result<()> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -164,7 +165,7 @@ pub(crate) fn check_read_only(sql: &str) -> Result<()> {
     }
 }
 
-fn check_statement(statement: &DfStatement) -> Result<()> {
+pub(crate) fn check_statement(statement: &DfStatement) -> Result<()> {
     match statement {
         DfStatement::Statement(s) => match s.as_ref() {
             SqlStatement::Query(_) => Ok(()),
@@ -278,11 +279,7 @@ impl Encoder {
     }
 
     fn over_limit(&self) -> QueryError {
-        QueryError::MemoryLimit(format!(
-            "the result is larger than the per-query memory limit of {} bytes (--sql-memory-limit); \
-             select fewer rows or columns, or aggregate",
-            self.limit
-        ))
+        result_over_limit(self.limit)
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -310,9 +307,18 @@ impl Encoder {
     }
 }
 
+/// The error for an answer larger than the query's memory pool.
+fn result_over_limit(limit: usize) -> QueryError {
+    QueryError::MemoryLimit(format!(
+        "the result is larger than the per-query memory limit of {limit} bytes (--sql-memory-limit); \
+         select fewer rows or columns, or aggregate"
+    ))
+}
+
 impl Querier {
-    /// A DataFusion session over `tenant`'s tables only.
-    pub(crate) async fn session(&self, tenant: &TenantId) -> Result<SessionContext> {
+    /// A DataFusion context with no tables: one query's own memory pool,
+    /// spill cap and object store, and the shared footer cache.
+    fn context(&self, config: SessionConfig) -> Result<SessionContext> {
         // Per query: its own memory limit; shared: the cache of parsed Parquet footers.
         let caches = CacheManagerConfig::default().with_file_metadata_cache(Some(Arc::clone(&self.file_metadata)));
         // Spilling (sorts, aggregates) is capped at SPILL_FACTOR × the memory limit per query.
@@ -324,13 +330,20 @@ impl Querier {
             .build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
         runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
-        let config = SessionConfig::new()
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
             // Off only for the no-pruning baseline: DataFusion's own row-group pruning too.
             .set_bool("datafusion.execution.parquet.pruning", self.config.pruning)
-            .with_extension(Arc::new(SkippedBlocks::default()));
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+            .with_extension(Arc::new(SkippedBlocks::default()))
+    }
+
+    /// Registers `tenant`'s tables and views, and only those, in `ctx`.
+    async fn register_tables(&self, ctx: &SessionContext, tenant: &TenantId) -> Result<()> {
         for (name, copies) in [("spans", Copies::Once), (SPANS_AS_STORED, Copies::AsStored)] {
             let table = SpansTable::new(
                 Arc::clone(&self.catalog),
@@ -347,7 +360,70 @@ impl Querier {
             let view = ctx.sql(view).await?.into_view();
             ctx.register_table(name, view)?;
         }
+        Ok(())
+    }
+
+    /// A DataFusion session over `tenant`'s tables only.
+    pub(crate) async fn session(&self, tenant: &TenantId) -> Result<SessionContext> {
+        let ctx = self.context(self.session_config())?;
+        self.register_tables(&ctx, tenant).await?;
         Ok(ctx)
+    }
+
+    /// A PostgreSQL connection's planning session: `tenant`'s tables, and
+    /// the `pg_catalog` and `information_schema` over them that clients read.
+    pub(crate) async fn pg_session(&self, tenant: &TenantId) -> Result<SessionContext> {
+        const CATALOG: &str = "spanlake";
+        let config =
+            self.session_config().with_information_schema(true).with_default_catalog_and_schema(CATALOG, "public");
+        let ctx = self.context(config)?;
+        self.register_tables(&ctx, tenant).await?;
+        let roles = datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, roles).map_err(|e| *e)?;
+        // Drivers parse `version()` for "PostgreSQL <major>.<minor>" (SQLAlchemy fails without it).
+        let version = format!(
+            "PostgreSQL 16.6 (Spanlake {}, Apache DataFusion {})",
+            env!("CARGO_PKG_VERSION"),
+            datafusion::DATAFUSION_VERSION
+        );
+        ctx.register_udf(datafusion::logical_expr::create_udf(
+            "version",
+            Vec::new(),
+            arrow::datatypes::DataType::Utf8,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(move |_| Ok(datafusion::logical_expr::ColumnarValue::Scalar(version.as_str().into()))),
+        ));
+        Ok(ctx)
+    }
+
+    /// Runs a plan made in another session (a PostgreSQL connection's) in a
+    /// fresh context: this query's own memory pool, which also holds its
+    /// rows until they are sent. `timeout` is the client's own, when shorter.
+    pub(crate) async fn run_plan(
+        &self,
+        plan: LogicalPlan,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(Vec<RecordBatch>, Partial)> {
+        let ctx = self.context(self.session_config())?;
+        let limit = self.config.sql_memory_limit;
+        let run = async {
+            let held = MemoryConsumer::new("PostgreSQL result").register(&ctx.runtime_env().memory_pool);
+            let mut rows = ctx.execute_logical_plan(plan).await?.execute_stream().await?;
+            let mut batches = Vec::new();
+            while let Some(batch) = rows.next().await {
+                let batch = batch?;
+                held.try_grow(crate::memory::batch_bytes(&batch)).map_err(|_| result_over_limit(limit))?;
+                batches.push(batch);
+            }
+            // The rows leave the pool here; they were counted while it bounded them.
+            drop(held);
+            Ok::<_, QueryError>(batches)
+        };
+        let batches = match timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| QueryError::Timeout { limit })??,
+            None => run.await?,
+        };
+        Ok((batches, skipped_blocks(&ctx)))
     }
 
     /// Runs one read-only statement over `tenant`'s spans.

@@ -9,6 +9,7 @@
 mod file;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -213,7 +214,7 @@ pub struct ServerFlags {
     #[arg(long, env = "SPANLAKE_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// Once listening, write the bound addresses as JSON to this file
-    /// ({"http": …, "otlp_grpc": …, "otlp_http": …}), for tools that bind port 0
+    /// ({"http": …, "otlp_grpc": …, "otlp_http": …, "pg": …}), for tools that bind port 0
     #[arg(long, env = "SPANLAKE_LISTEN_ADDR_FILE")]
     pub listen_addr_file: Option<std::path::PathBuf>,
     /// The configuration in effect and where each value came from, as YAML
@@ -295,6 +296,33 @@ pub struct QuerierFlags {
     /// Prune blocks, row groups and pages by query filters (turn off only to measure what pruning buys)
     #[arg(long, env = "SPANLAKE_QUERY_PRUNING", default_value = "true", action = clap::ArgAction::Set)]
     pub query_pruning: bool,
+    /// PostgreSQL wire protocol listen address (psql, Grafana's PostgreSQL data source, drivers), or "off"
+    #[arg(long, env = "SPANLAKE_PG_ADDR", default_value = "0.0.0.0:5433", value_parser = parse_listen_addr)]
+    pub pg_addr: Listen,
+    /// A file of `user:password` lines allowed to connect over PostgreSQL (SCRAM-SHA-256); with
+    /// multi-tenancy on it is required, and the user name is the tenant. Without it, connections are trusted
+    #[arg(long, env = "SPANLAKE_PG_CREDENTIALS_FILE")]
+    pub pg_credentials_file: Option<std::path::PathBuf>,
+    /// Most PostgreSQL connections open at once; more are refused
+    #[arg(long, env = "SPANLAKE_PG_MAX_CONNECTIONS", default_value = "64")]
+    pub pg_max_connections: usize,
+    /// PEM certificate chain for TLS on the PostgreSQL listener (with --pg-tls-key)
+    #[arg(long, env = "SPANLAKE_PG_TLS_CERT", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for TLS on the PostgreSQL listener (with --pg-tls-cert)
+    #[arg(long, env = "SPANLAKE_PG_TLS_KEY", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<std::path::PathBuf>,
+}
+
+/// A listen address, or none ("off").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen_addr(text: &str) -> Result<Listen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    text.parse().map(|addr| Listen(Some(addr))).map_err(|e| format!("{text:?} is not host:port or \"off\": {e}"))
 }
 
 /// The compactor's flags: merging, retention, deletion, leases.
@@ -435,6 +463,7 @@ impl ServerArgs {
         args.ingester.otlp_grpc_addr = loopback;
         args.ingester.otlp_http_addr = loopback;
         args.server.http_addr = loopback;
+        args.querier.pg_addr = Listen(Some(loopback));
         args
     }
 
@@ -498,6 +527,19 @@ impl ServerArgs {
             pruning: flags.query_pruning,
             commit_lookback: self.server.commit_lookback,
         }
+    }
+
+    /// The PostgreSQL listener's settings (reads the credentials file).
+    pub fn pg_config(&self) -> anyhow::Result<spanlake_querier::pg::PgConfig> {
+        let flags = &self.querier;
+        let credentials = match &flags.pg_credentials_file {
+            Some(path) => {
+                Some(Arc::new(spanlake_querier::pg::Credentials::from_file(path).map_err(anyhow::Error::msg)?))
+            }
+            None => None,
+        };
+        let tls = flags.pg_tls_cert.clone().zip(flags.pg_tls_key.clone());
+        Ok(spanlake_querier::pg::PgConfig { credentials, max_connections: flags.pg_max_connections, tls })
     }
 }
 

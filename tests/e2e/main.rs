@@ -14,6 +14,7 @@ mod ingest_memory;
 mod multiprocess;
 mod open_data;
 mod otlp_clients;
+mod pg;
 mod pruning;
 mod search;
 mod snapshots;

@@ -16,6 +16,8 @@ pub struct Spawned {
     pub grpc: Option<SocketAddr>,
     /// OTLP/HTTP, when the process runs an ingester.
     pub otlp_http: Option<SocketAddr>,
+    /// The PostgreSQL listener, when the process runs a querier.
+    pub pg: Option<SocketAddr>,
     /// Holds the address file.
     _dir: tempfile::TempDir,
 }
@@ -49,6 +51,7 @@ impl Spawned {
             // Variables, not flags: a role without an ingester has no such flags.
             .env("SPANLAKE_OTLP_GRPC_ADDR", "127.0.0.1:0")
             .env("SPANLAKE_OTLP_HTTP_ADDR", "127.0.0.1:0")
+            .env("SPANLAKE_PG_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logs)
@@ -60,6 +63,7 @@ impl Spawned {
             http: addr("http").expect("the http address"),
             grpc: addr("otlp_grpc"),
             otlp_http: addr("otlp_http"),
+            pg: addr("pg"),
             child,
             _dir: dir,
         }
