@@ -1,0 +1,118 @@
+//! SQL over the PostgreSQL protocol against the same SQL over `/api/sql`
+//! (issue #17). Run: `cargo bench --bench pgwire` (release build).
+//!
+//! Writes loadgen's default workload (seeded) over the hour before now in
+//! blocks of 100k spans, starts a querier, and times each query over
+//! `POST /api/sql` (JSON rows, reqwest) and over the PostgreSQL protocol
+//! (tokio-postgres: the extended protocol with binary rows, as drivers
+//! use it, and the simple protocol with text rows, as psql uses it), in the
+//! same run, alternating. Medians of 7 runs after one warm-up each.
+//! Knobs: SPANLAKE_BENCH_PG_SPANS (default 1,000,000).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use spanlake::storage::StorageArgs;
+use spanlake::{Role, ServerArgs, Spanlake};
+use spanlake_schemas::TenantId;
+use spanlake_test_support::http::post_ok;
+use spanlake_test_support::measure::{peak_rss_mib, time};
+
+mod common;
+
+const RUNS: usize = 7;
+
+fn main() {
+    let target: usize = std::env::var("SPANLAKE_BENCH_PG_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let hour = 3_600_000_000_000u64;
+    let started = Instant::now();
+    let written =
+        runtime.block_on(common::write_workload(&storage, &TenantId::single(), target, now - 60_000_000_000, hour));
+    println!(
+        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
+        written.spans,
+        written.sample_ids.len() * 100,
+        written.blocks,
+        written.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let from = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(now - hour));
+    let to = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(now));
+    let queries = [
+        (
+            "aggregate: spans and p99 by service",
+            "SELECT service_name, count(*) AS spans, \
+             approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99_ns FROM spans GROUP BY 1"
+                .to_owned(),
+        ),
+        (
+            "Grafana RED panel (the README's, macros expanded)",
+            format!(
+                "SELECT floor(extract(epoch from start_time)/60)*60 AS \"time\", service_name AS metric, count(*) AS requests \
+                 FROM spans WHERE start_time BETWEEN '{from}' AND '{to}' AND kind = 'server' GROUP BY 1, 2 ORDER BY 1"
+            ),
+        ),
+        (
+            "100k rows, scalar columns (ids as hex)",
+            "SELECT trace_id, span_id, name, kind, start_time, duration_ns FROM spans LIMIT 100000".to_owned(),
+        ),
+        ("10k rows, every column (maps as JSON)", "SELECT * FROM spans LIMIT 10000".to_owned()),
+    ];
+
+    let rows = runtime.block_on(async {
+        let mut args = ServerArgs::for_tests(StorageArgs::local(&root));
+        args.querier.query_timeout = Duration::from_secs(600);
+        let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
+        let url = format!("http://{}/api/sql", querier.http_addr());
+        let http = reqwest::Client::new();
+        let pg = querier.pg_addr().unwrap();
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(pg.port())
+            .user("bench")
+            .dbname("spanlake")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut rows = Vec::new();
+        for (name, sql) in &queries {
+            let answered = client.query(sql.as_str(), &[]).await.unwrap().len();
+            let bytes = post_ok(&http, url.clone(), sql).await;
+            client.simple_query(sql).await.unwrap();
+            let (mut over_http, mut extended, mut simple) = (Vec::new(), Vec::new(), Vec::new());
+            // Alternate the three, so that machine noise falls on all alike.
+            for _ in 0..RUNS {
+                over_http.push(time(1, |_| post_ok(&http, url.clone(), sql)).await.median_ms);
+                extended
+                    .push(time(1, |_| async { client.query(sql.as_str(), &[]).await.unwrap().len() }).await.median_ms);
+                simple.push(time(1, |_| async { client.simple_query(sql).await.unwrap().len() }).await.median_ms);
+            }
+            let (h, e, s) = (median(over_http), median(extended), median(simple));
+            println!(
+                "{name}: {answered} rows ({bytes} JSON bytes): /api/sql {h:.1} ms, extended {e:.1} ms, simple {s:.1} ms"
+            );
+            rows.push((*name, answered, h, e, s));
+        }
+        println!("peak RSS (writer and querier): {:.0} MiB", peak_rss_mib());
+        querier.shutdown().await;
+        rows
+    });
+    println!();
+    println!(
+        "| query | rows | `/api/sql` (JSON) ms | PostgreSQL extended (binary) ms | PostgreSQL simple (text) ms | extended / HTTP | simple / HTTP |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, answered, h, e, s) in rows {
+        println!("| {name} | {answered} | {h:.1} | {e:.1} | {s:.1} | {:.2}× | {:.2}× |", e / h, s / h);
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
