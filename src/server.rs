@@ -108,10 +108,19 @@ impl Spanlake {
                 tracing::error!(%error, "http server failed");
             }
         });
+        let pg_config = args.pg_config()?;
         let pg_addr = match (&querier, args.querier.pg_addr.0) {
+            (Some(_), Some(_)) if args.server.multi_tenant && pg_config.credentials.is_none() => {
+                // Trusting every connection would let anyone read any tenant.
+                tracing::warn!(
+                    "the PostgreSQL listener is off: with multi-tenancy on it needs --pg-credentials-file \
+                     (each tenant connects as its own user, with a password)"
+                );
+                None
+            }
             (Some(querier), Some(addr)) => {
-                let server = spanlake_querier::pg::PgServer::new(Arc::clone(querier), args.pg_config()?)
-                    .map_err(anyhow::Error::msg)?;
+                let server =
+                    spanlake_querier::pg::PgServer::new(Arc::clone(querier), pg_config).map_err(anyhow::Error::msg)?;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (--pg-addr; \"off\" turns it off)"))?;

@@ -299,8 +299,9 @@ pub struct QuerierFlags {
     /// PostgreSQL wire protocol listen address (psql, Grafana's PostgreSQL data source, drivers), or "off"
     #[arg(long, env = "SPANLAKE_PG_ADDR", default_value = "0.0.0.0:5433", value_parser = parse_listen_addr)]
     pub pg_addr: Listen,
-    /// A file of `user:password` lines allowed to connect over PostgreSQL (SCRAM-SHA-256); with
-    /// multi-tenancy on it is required, and the user name is the tenant. Without it, connections are trusted
+    /// A file of `user:password` lines allowed to connect over PostgreSQL (SCRAM-SHA-256). With
+    /// multi-tenancy on, the user name is the tenant, and without the file the listener stays off;
+    /// single-tenant without it, connections are trusted
     #[arg(long, env = "SPANLAKE_PG_CREDENTIALS_FILE")]
     pub pg_credentials_file: Option<std::path::PathBuf>,
     /// Most PostgreSQL connections open at once; more are refused

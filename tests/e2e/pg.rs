@@ -196,6 +196,29 @@ async fn psql_and_tokio_postgres_run_the_readme_queries_and_answer_as_api_sql_do
         assert!(columns.iter().any(|c| c == column), "{column} in {columns:?}");
     }
 
+    // DBeaver's navigator: schemas, then the relations of `public` and their columns.
+    for query in DBEAVER {
+        client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e:?}"));
+    }
+    let relations = client
+        .simple_query(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let relations: Vec<String> = simple_rows(&relations).into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(relations, ["fanout_parents", "span_edges", "spans", "spans_as_stored", "traces"]);
+    let attributes = client
+        .simple_query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON a.attrelid = c.oid WHERE c.relname = 'traces' AND a.attnum > 0 ORDER BY a.attnum",
+        )
+        .await
+        .unwrap();
+    let attributes: Vec<String> = simple_rows(&attributes).into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(attributes[..3], ["trace_id", "start_time", "end_time"]);
+
     // The README's queries: its SQL examples, and its Grafana dashboard
     // queries with the macros expanded for the last hour, through both clients.
     let now = SystemTime::now();
@@ -232,6 +255,20 @@ async fn psql_and_tokio_postgres_run_the_readme_queries_and_answer_as_api_sql_do
     let count = stdout_of(&psql(pg, "user=grafana", None, &["-c", "SELECT count(*) FROM spans"]).await);
     assert_eq!(count.trim(), "7");
 }
+
+/// What DBeaver sends on connect and to fill its navigator (a selection).
+const DBEAVER: [&str; 8] = [
+    "SET extra_float_digits = 3",
+    "SET application_name = 'DBeaver 25.1.5 - Main <postgres>'",
+    "SELECT current_schema(),session_user",
+    "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n LEFT OUTER JOIN pg_catalog.pg_description d \
+     ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+    "SHOW search_path",
+    "SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname='spanlake'",
+    "SELECT * FROM pg_catalog.pg_settings where name='standard_conforming_strings'",
+    "SELECT c.oid,c.*,d.description FROM pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d \
+     ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass WHERE c.relkind not in ('i','I','c')",
+];
 
 /// Grafana's PostgreSQL data source: the table picker.
 const GRAFANA_TABLES: &str = r#"SELECT
@@ -424,12 +461,9 @@ async fn tenants_log_in_with_scram_and_see_only_their_own_spans() {
         "{refused:?}"
     );
 
-    // Multi-tenancy without credentials is a start-up error, not an open door.
-    let dir = tempfile::TempDir::new().unwrap();
-    let mut args = crate::common::test_args(&dir);
-    args.server.multi_tenant = true;
-    let error = spanlake::Spanlake::start(&args, spanlake::Role::All).await.expect_err("refused");
-    assert!(format!("{error:#}").contains("--pg-credentials-file"), "{error:#}");
+    // Multi-tenancy without credentials keeps the listener closed, not open to all.
+    let closed = TestServer::start_with(|args| args.server.multi_tenant = true).await;
+    assert_eq!(closed.spanlake.pg_addr(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
