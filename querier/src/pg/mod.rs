@@ -44,7 +44,7 @@ use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireServerHandlers, Type};
@@ -81,6 +81,12 @@ pub struct PgServer {
     connections: Arc<Semaphore>,
     max_connections: usize,
     parser: PostgresCompatibilityParser,
+    /// Each tenant's planning session, made on its first connection. One per
+    /// tenant, not per connection: a session's `pg_catalog` is never freed
+    /// (it refers to its own catalog list), so per-connection sessions would
+    /// leak several MiB per connection. Tenants are bounded by the
+    /// credentials file (one without it).
+    planners: tokio::sync::Mutex<std::collections::HashMap<TenantId, Arc<SessionContext>>>,
 }
 
 impl Debug for PgServer {
@@ -111,7 +117,18 @@ impl PgServer {
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             parser: PostgresCompatibilityParser::new(),
+            planners: Default::default(),
         }))
+    }
+
+    async fn planning_session(&self, tenant: &TenantId) -> PgWireResult<Arc<SessionContext>> {
+        let mut planners = self.planners.lock().await;
+        if let Some(ctx) = planners.get(tenant) {
+            return Ok(Arc::clone(ctx));
+        }
+        let ctx = Arc::new(self.querier.pg_session(tenant).await.map_err(pg_error)?);
+        planners.insert(tenant.clone(), Arc::clone(&ctx));
+        Ok(ctx)
     }
 
     /// Accepts connections on `listener` until `stop` turns true.
@@ -220,9 +237,10 @@ impl ErrorHandler for LogErrors {
 }
 
 /// The session a connection's statements are planned in, over its
-/// tenant's tables, made once its user is known.
+/// tenant's tables: one per tenant, shared by its connections (planning
+/// only reads it; no statement that reaches it changes its settings).
 struct Planner {
-    ctx: SessionContext,
+    ctx: Arc<SessionContext>,
 }
 
 /// One connection's state, shared by its simple and extended handlers.
@@ -251,12 +269,16 @@ enum PgStatement {
     /// `SET`, `SHOW` or a transaction statement, answered by a hook; the plan
     /// describes its answer when it has one.
     Hook(Box<Statement>, Option<Box<LogicalPlan>>),
+    /// A `SET` answered and ignored.
+    IgnoredSet,
 }
 
 /// How a statement is answered.
 enum Kind {
     Query,
     Hook,
+    /// A client setting this server has no use for: `SET`, changing nothing.
+    IgnoredSet,
 }
 
 fn kind(statement: &Statement) -> PgWireResult<Kind> {
@@ -267,10 +289,7 @@ fn kind(statement: &Statement) -> PgWireResult<Kind> {
         | Statement::ShowVariable { .. }
         | Statement::ShowStatus { .. }
         | Statement::ShowCatalogs { .. } => Kind::Hook,
-        Statement::Set(set) => {
-            check_set(set)?;
-            Kind::Hook
-        }
+        Statement::Set(set) => check_set(set)?,
         _ => Kind::Query,
     })
 }
@@ -289,10 +308,22 @@ fn show_alias(statement: Statement) -> Statement {
     }
 }
 
-/// Client settings pass (the hook keeps them per connection or ignores
-/// them); the query engine's own settings (`datafusion.*`, any namespaced
-/// key) are fixed.
-fn check_set(set: &Set) -> PgWireResult<()> {
+/// The client settings the `SET` hook keeps per connection.
+const CLIENT_SETTINGS: [&str; 7] = [
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// Client settings go to the hook, which keeps them per connection; other
+/// PostgreSQL settings are answered and ignored; the query engine's own
+/// settings (`datafusion.*`, any namespaced key) are refused. Nothing
+/// reaches the shared planning session's configuration.
+fn check_set(set: &Set) -> PgWireResult<Kind> {
     let (name, namespaced) = match set {
         Set::SingleAssignment { variable, .. } => {
             let name = variable.to_string().to_ascii_lowercase();
@@ -311,7 +342,13 @@ fn check_set(set: &Set) -> PgWireResult<()> {
             format!("the query engine's settings are fixed (limits apply to every query); refused: SET {name}"),
         ));
     }
-    Ok(())
+    Ok(match set {
+        Set::SetTimeZone { local: false, .. } => Kind::Hook,
+        Set::SingleAssignment { scope: None, hivevar: false, .. } if CLIENT_SETTINGS.contains(&name.as_str()) => {
+            Kind::Hook
+        }
+        _ => Kind::IgnoredSet,
+    })
 }
 
 fn user_error(code: &str, message: String) -> PgWireError {
@@ -356,8 +393,7 @@ impl Inner {
                 } else {
                     TenantId::single()
                 };
-                let ctx = querier.pg_session(&tenant).await.map_err(pg_error)?;
-                Ok(Planner { ctx })
+                Ok(Planner { ctx: self.server.planning_session(&tenant).await? })
             })
             .await
     }
@@ -444,6 +480,7 @@ impl SimpleQueryHandler for Session {
                     let plan = self.inner.plan(client, statement).await?;
                     self.inner.run(client, plan, &Format::UnifiedText).await?
                 }
+                Kind::IgnoredSet => Response::Execution(Tag::new("SET")),
             };
             answers.push(answer);
         }
@@ -490,6 +527,7 @@ impl QueryParser for Parser {
         let Some(statement) = statements.pop().map(show_alias) else { return Ok(None) };
         Ok(Some(match kind(&statement)? {
             Kind::Query => PgStatement::Query(Box::new(self.0.plan(client, statement).await?)),
+            Kind::IgnoredSet => PgStatement::IgnoredSet,
             Kind::Hook => {
                 let ctx = &self.0.planner(client).await?.ctx;
                 let mut plan = None;
@@ -507,14 +545,14 @@ impl QueryParser for Parser {
     fn get_parameter_types(&self, statement: &PgStatement) -> PgWireResult<Vec<Type>> {
         match statement {
             PgStatement::Query(plan) => Ok(parameter_types(plan)?.into_iter().map(|(_, wire)| wire).collect()),
-            PgStatement::Hook(..) => Ok(Vec::new()),
+            PgStatement::Hook(..) | PgStatement::IgnoredSet => Ok(Vec::new()),
         }
     }
 
     fn get_result_schema(&self, statement: &PgStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         let plan = match statement {
             PgStatement::Query(plan) | PgStatement::Hook(_, Some(plan)) => plan,
-            PgStatement::Hook(_, None) => return Ok(Vec::new()),
+            PgStatement::Hook(_, None) | PgStatement::IgnoredSet => return Ok(Vec::new()),
         };
         if matches!(**plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)) {
             return Ok(Vec::new());
@@ -567,6 +605,7 @@ impl ExtendedQueryHandler for Session {
                 }
                 Ok(Response::EmptyQuery)
             }
+            PgStatement::IgnoredSet => Ok(Response::Execution(Tag::new("SET"))),
         }
     }
 }
@@ -574,6 +613,32 @@ impl ExtendedQueryHandler for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_of_one_tenant_share_one_planning_session() {
+        let storage = spanlake_schemas::Storage::new(Arc::new(object_store::memory::InMemory::new()));
+        let config = crate::Config { multi_tenant: true, ..crate::Config::default() };
+        let querier = Querier::new(config, storage, &mut prometheus_client::registry::Registry::default());
+        let credentials = Arc::new(Credentials::parse("team-a:a\nteam-b:b").unwrap());
+        let server =
+            PgServer::new(querier, PgConfig { credentials: Some(credentials), ..PgConfig::default() }).unwrap();
+        let tenant = |id: &str| TenantId::new(id).unwrap();
+        let first = server.planning_session(&tenant("team-a")).await.unwrap();
+        let again = server.planning_session(&tenant("team-a")).await.unwrap();
+        let other = server.planning_session(&tenant("team-b")).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a second connection reuses the tenant's session");
+        assert!(!Arc::ptr_eq(&first, &other), "tenants never share one");
+        assert_eq!(server.planners.lock().await.len(), 2);
+    }
+
+    #[test]
+    fn multi_tenancy_without_credentials_is_refused() {
+        let storage = spanlake_schemas::Storage::new(Arc::new(object_store::memory::InMemory::new()));
+        let config = crate::Config { multi_tenant: true, ..crate::Config::default() };
+        let querier = Querier::new(config, storage, &mut prometheus_client::registry::Registry::default());
+        let error = PgServer::new(querier, PgConfig::default()).unwrap_err();
+        assert!(error.contains("--pg-credentials-file"), "{error}");
+    }
 
     #[test]
     fn the_refusal_before_start_up_is_a_protocol_error_response() {
@@ -594,9 +659,14 @@ mod tests {
             ("SET TIME ZONE 'UTC'", false),
             ("SET datafusion.execution.target_partitions = 1000", true),
             ("SET datafusion.runtime.memory_limit = '100G'", true),
+            ("SET client_min_messages = warning", false),
+            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", false),
         ] {
             let statement = parser.parse(sql).unwrap().remove(0);
             assert_eq!(kind(&statement).is_err(), refused, "{sql}");
         }
+        let hooked = |sql: &str| matches!(kind(&parser.parse(sql).unwrap()[0]), Ok(Kind::Hook));
+        assert!(hooked("SET application_name = 'x'") && hooked("SET TIME ZONE 'UTC'"));
+        assert!(!hooked("SET client_min_messages = warning"), "answered, never run on the shared session");
     }
 }
