@@ -388,6 +388,19 @@ async fn the_deadline_memory_limit_admission_and_connection_limit_hold_over_the_
     assert!(message.contains("300ms"), "{message}");
     client.simple_query("SET statement_timeout = 0").await.unwrap();
 
+    // psql's Ctrl-C: a cancel request stops the running query, well before its deadline.
+    let victim = connect(pg, "anyone", None).await.unwrap();
+    let token = victim.cancel_token();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(async move { victim.query(slow, &[]).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (code, message) = db_error(running.await.unwrap().unwrap_err());
+    assert_eq!(code, "57014", "{message}");
+    assert!(!message.contains("time limit"), "cancelled, not timed out: {message}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    client.query("SELECT 1", &[]).await.expect("the cancelled query freed its slot");
+
     // One admission slot: a second query while the first runs is refused.
     let busy = connect(pg, "anyone", None).await.unwrap();
     let running = tokio::spawn(async move { busy.query(slow, &[]).await.map(|_| ()) });

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion_postgres::pgwire;
 use futures::Sink;
-use pgwire::api::ClientInfo;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password, random_nonce};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::{ClientInfo, ConnectionManager};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use spanlake_schemas::TenantId;
@@ -112,9 +112,13 @@ impl AuthSource for Credentials {
 }
 
 /// Trust: any user, no password (only with multi-tenancy off).
-pub(super) struct Trust;
+pub(super) struct Trust(Arc<ConnectionManager>);
 
-impl NoopStartupHandler for Trust {}
+impl NoopStartupHandler for Trust {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.0))
+    }
+}
 
 /// One connection's start-up: SCRAM against the credentials, or trust.
 pub(super) enum Startup {
@@ -123,14 +127,19 @@ pub(super) enum Startup {
 }
 
 impl Startup {
-    /// A fresh start-up (SCRAM keeps per-connection state).
-    pub(super) fn new(credentials: Option<&Arc<Credentials>>) -> Self {
+    /// A fresh start-up (SCRAM keeps per-connection state). The connection
+    /// is registered with `connections`, so that a cancel request (psql's
+    /// Ctrl-C) stops its running query.
+    pub(super) fn new(credentials: Option<&Arc<Credentials>>, connections: &Arc<ConnectionManager>) -> Self {
         match credentials {
-            None => Self::Trust(Trust),
+            None => Self::Trust(Trust(Arc::clone(connections))),
             Some(credentials) => {
                 let scram = ScramAuth::new(Arc::clone(credentials) as Arc<dyn AuthSource>);
                 let params = Arc::new(DefaultServerParameterProvider::default());
-                Self::Scram(Box::new(SASLAuthStartupHandler::new(params).with_scram(scram)))
+                let startup = SASLAuthStartupHandler::new(params)
+                    .with_scram(scram)
+                    .with_connection_manager(Arc::clone(connections));
+                Self::Scram(Box::new(startup))
             }
         }
     }

@@ -42,12 +42,15 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt};
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, METADATA_USER, PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::NoticeResponse;
@@ -87,6 +90,9 @@ pub struct PgServer {
     /// leak several MiB per connection. Tenants are bounded by the
     /// credentials file (one without it).
     planners: tokio::sync::Mutex<std::collections::HashMap<TenantId, Arc<SessionContext>>>,
+    /// Open connections by their cancel key: a cancel request stops the
+    /// query running on one (dropping it frees its slot and memory).
+    cancels: Arc<ConnectionManager>,
 }
 
 impl Debug for PgServer {
@@ -118,6 +124,7 @@ impl PgServer {
             max_connections,
             parser: PostgresCompatibilityParser::new(),
             planners: Default::default(),
+            cancels: Arc::new(ConnectionManager::new()),
         }))
     }
 
@@ -166,7 +173,9 @@ impl PgServer {
             return;
         };
         let session = Arc::new(Session::new(&self));
-        let handlers = Connection { startup: Arc::new(auth::Startup::new(self.credentials.as_ref())), session };
+        let startup = Arc::new(auth::Startup::new(self.credentials.as_ref(), &self.cancels));
+        let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&self.cancels)));
+        let handlers = Connection { startup, cancel, session };
         if let Err(error) = pgwire::tokio::process_socket(socket, self.tls.clone(), handlers).await {
             tracing::debug!(%error, %peer, "PostgreSQL connection ended with an error");
         }
@@ -207,6 +216,7 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<pgwire::tokio::TlsAccep
 /// One connection's handlers.
 struct Connection {
     startup: Arc<auth::Startup>,
+    cancel: Arc<DefaultCancelHandler>,
     session: Arc<Session>,
 }
 
@@ -225,6 +235,10 @@ impl PgWireServerHandlers for Connection {
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(LogErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::clone(&self.cancel)
     }
 }
 
