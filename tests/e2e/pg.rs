@@ -349,6 +349,17 @@ async fn writes_files_and_engine_settings_are_refused_over_the_wire() {
         let (got, message) = db_error(client.prepare(sql).await.expect_err(sql));
         assert_eq!(got, code, "{sql} (prepared): {message}");
     }
+    // A message over the size limit ends its connection with an error naming
+    // the limit, before the server holds it; other connections go on.
+    let huge = format!("SELECT '{}'", "x".repeat(5 << 20));
+    let victim = connect(pg, "anyone", None).await.unwrap();
+    let (code, message) = db_error(victim.simple_query(&huge).await.unwrap_err());
+    assert_eq!(code, "54000", "{message}");
+    assert!(message.contains("larger than the limit of 4194304 bytes"), "{message}");
+    let just_under = format!("SELECT length('{}')", "x".repeat(4 << 20).split_at((4 << 20) - 64).0);
+    let length: i32 = client.query_one(just_under.as_str(), &[]).await.unwrap().get(0);
+    assert_eq!(length, (4 << 20) - 64);
+
     // Nothing was written, and the connection still answers.
     let count: i64 = client.query_one("SELECT count(*) FROM spans", &[]).await.unwrap().get(0);
     assert_eq!(count, 2);

@@ -21,6 +21,7 @@
 
 mod auth;
 mod display;
+mod relay;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -176,7 +177,20 @@ impl PgServer {
         let startup = Arc::new(auth::Startup::new(self.credentials.as_ref(), &self.cancels));
         let cancel = Arc::new(DefaultCancelHandler::new(Arc::clone(&self.cancels)));
         let handlers = Connection { startup, cancel, session };
-        if let Err(error) = pgwire::tokio::process_socket(socket, self.tls.clone(), handlers).await {
+        // The engine speaks to the relay, which owns the client's connection
+        // and caps the size of what it sends.
+        let (engine, relayed) = match tokio::net::UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, %peer, "no socket pair for a PostgreSQL connection");
+                return;
+            }
+        };
+        let (served, relayed) = tokio::join!(
+            pgwire::tokio::process_socket_unix(engine, handlers),
+            relay::serve(socket, self.tls.clone(), relayed)
+        );
+        if let Err(error) = served.and(relayed) {
             tracing::debug!(%error, %peer, "PostgreSQL connection ended with an error");
         }
     }
