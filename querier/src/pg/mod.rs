@@ -5,7 +5,7 @@
 //! The same rules as `POST /api/sql`: read-only statements only (the same
 //! refusals), the same per-query deadline, memory limit and admission slot,
 //! each span counted once, and only the caller's tables. A connection's
-//! tenant is its user name with multi-tenancy on (see [`auth`]).
+//! tenant is its user name with multi-tenancy on (see [`Credentials`]).
 //!
 //! Each connection plans in its own session: the tenant's tables, plus the
 //! `pg_catalog` and `information_schema` that clients read on connect and
