@@ -6,7 +6,9 @@
 //! `POST /api/sql` (JSON rows, reqwest) and over the PostgreSQL protocol
 //! (tokio-postgres: the extended protocol with binary rows, as drivers
 //! use it, and the simple protocol with text rows, as psql uses it), in the
-//! same run, alternating. Medians of 7 runs after one warm-up each.
+//! same run, alternating. Medians of 7 runs after one warm-up each. Over
+//! HTTP, twice: until the body is read, and until it is parsed as JSON (a
+//! client holds the rows, as tokio-postgres' rows are decoded messages).
 //! Knobs: SPANLAKE_BENCH_PG_SPANS (default 1,000,000).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -84,19 +86,20 @@ fn main() {
             let answered = client.query(sql.as_str(), &[]).await.unwrap().len();
             let bytes = post_ok(&http, url.clone(), sql).await;
             client.simple_query(sql).await.unwrap();
-            let (mut over_http, mut extended, mut simple) = (Vec::new(), Vec::new(), Vec::new());
-            // Alternate the three, so that machine noise falls on all alike.
+            let (mut over_http, mut parsed, mut extended, mut simple) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            // Alternate the four, so that machine noise falls on all alike.
             for _ in 0..RUNS {
                 over_http.push(time(1, |_| post_ok(&http, url.clone(), sql)).await.median_ms);
+                parsed.push(time(1, |_| json_rows(&http, &url, sql)).await.median_ms);
                 extended
                     .push(time(1, |_| async { client.query(sql.as_str(), &[]).await.unwrap().len() }).await.median_ms);
                 simple.push(time(1, |_| async { client.simple_query(sql).await.unwrap().len() }).await.median_ms);
             }
-            let (h, e, s) = (median(over_http), median(extended), median(simple));
+            let (h, p, e, s) = (median(over_http), median(parsed), median(extended), median(simple));
             println!(
-                "{name}: {answered} rows ({bytes} JSON bytes): /api/sql {h:.1} ms, extended {e:.1} ms, simple {s:.1} ms"
+                "{name}: {answered} rows ({bytes} JSON bytes): /api/sql {h:.1} ms (parsed {p:.1}), extended {e:.1} ms, simple {s:.1} ms"
             );
-            rows.push((*name, answered, h, e, s));
+            rows.push((*name, answered, h, p, e, s));
         }
         println!("peak RSS (writer and querier): {:.0} MiB", peak_rss_mib());
         querier.shutdown().await;
@@ -104,12 +107,21 @@ fn main() {
     });
     println!();
     println!(
-        "| query | rows | `/api/sql` (JSON) ms | PostgreSQL extended (binary) ms | PostgreSQL simple (text) ms | extended / HTTP | simple / HTTP |"
+        "| query | rows | `/api/sql` JSON bytes ms | `/api/sql` JSON parsed ms | PostgreSQL extended (binary rows) ms \
+         | PostgreSQL simple (text rows) ms | extended / parsed | simple / parsed |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (name, answered, h, e, s) in rows {
-        println!("| {name} | {answered} | {h:.1} | {e:.1} | {s:.1} | {:.2}× | {:.2}× |", e / h, s / h);
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, answered, h, p, e, s) in rows {
+        println!("| {name} | {answered} | {h:.1} | {p:.1} | {e:.1} | {s:.1} | {:.2}× | {:.2}× |", e / p, s / p);
     }
+}
+
+/// `/api/sql` until the client holds the rows: the body parsed as JSON
+/// (what a client of the HTTP API does; tokio-postgres decodes each row too).
+async fn json_rows(http: &reqwest::Client, url: &str, sql: &str) -> usize {
+    let body = http.post(url).body(sql.to_owned()).send().await.unwrap().bytes().await.unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    rows.as_array().map_or(0, Vec::len)
 }
 
 fn median(mut samples: Vec<f64>) -> f64 {
