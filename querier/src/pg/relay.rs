@@ -19,6 +19,10 @@ use tokio::net::{TcpStream, UnixStream};
 /// the HTTP API's body limit, with room to spare.
 pub(super) const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// How long the rest of a refused message is read and dropped before the
+/// connection closes.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `SSLRequest` and `GSSENCRequest`: the codes of the untyped requests a
 /// client may send before its start-up message.
 const SSL_REQUEST: u32 = 80_877_103;
@@ -28,8 +32,11 @@ const GSSENC_REQUEST: u32 = 80_877_104;
 enum Stop {
     /// The client closed its side.
     Closed,
-    /// A message longer than the limit: its length.
-    TooLarge(usize),
+    /// A message longer than the limit: its length, and its body not read.
+    TooLarge {
+        length: usize,
+        rest: usize,
+    },
     Io(io::Error),
 }
 
@@ -87,11 +94,16 @@ where
         }
     };
     match stopped {
-        Stop::TooLarge(length) => {
+        Stop::TooLarge { length, rest } => {
             let message = format!(
                 "a message of {length} bytes is larger than the limit of {MAX_MESSAGE_BYTES} bytes; send a shorter statement"
             );
             client_out.write_all(&super::fatal_error("54000", &message)).await?;
+            // Read and drop what the client is still sending (for a while, a
+            // buffer at a time): closing on unread bytes resets the
+            // connection, and the client would never read the error.
+            let (mut unread, mut dropped) = ((&mut client_in).take(rest as u64), tokio::io::sink());
+            let _ = tokio::time::timeout(DRAIN_TIME, tokio::io::copy(&mut unread, &mut dropped)).await;
             client_out.shutdown().await
         }
         Stop::Io(error) => Err(error),
@@ -141,7 +153,7 @@ where
     W: AsyncWrite + Unpin,
 {
     if length > MAX_MESSAGE_BYTES {
-        return Err(Stop::TooLarge(length));
+        return Err(Stop::TooLarge { length, rest });
     }
     engine.write_all(header).await?;
     let copied = tokio::io::copy(&mut (&mut *client).take(rest as u64), engine).await?;
