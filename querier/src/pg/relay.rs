@@ -12,6 +12,7 @@
 use std::io;
 
 use datafusion_postgres::pgwire;
+use pgwire::tokio::tokio_rustls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -46,13 +47,35 @@ impl From<io::Error> for Stop {
     }
 }
 
+/// How long a client has to ask for TLS (or not) and finish the handshake,
+/// as long as the engine gives it to start up.
+const NEGOTIATION_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves one client: answers its TLS request (with `tls`, or "no"), then
-/// relays to `engine` until either side closes.
+/// relays to `engine` until either side closes. A client that says nothing
+/// is dropped after [`NEGOTIATION_TIME`], freeing its connection slot.
 pub(super) async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     tls: Option<pgwire::tokio::TlsAcceptor>,
     engine: UnixStream,
 ) -> io::Result<()> {
+    let negotiated = tokio::time::timeout(NEGOTIATION_TIME, negotiate(client, tls)).await;
+    match negotiated {
+        Ok(Ok(Negotiated::Plain(client, head))) => relay(client, engine, Some(head)).await,
+        Ok(Ok(Negotiated::Tls(client))) => relay(*client, engine, None).await,
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client did not start up in time")),
+    }
+}
+
+/// A client past its TLS request: in the clear with the start of its first
+/// message read, or over TLS.
+enum Negotiated {
+    Plain(TcpStream, [u8; 8]),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+async fn negotiate(mut client: TcpStream, tls: Option<pgwire::tokio::TlsAcceptor>) -> io::Result<Negotiated> {
     loop {
         let mut head = [0u8; 8];
         client.read_exact(&mut head).await?;
@@ -61,11 +84,10 @@ pub(super) async fn serve(
         match (length, code, &tls) {
             (8, SSL_REQUEST, Some(acceptor)) => {
                 client.write_all(b"S").await?;
-                let secured = acceptor.accept(client).await?;
-                return relay(secured, engine, None).await;
+                return Ok(Negotiated::Tls(Box::new(acceptor.accept(client).await?)));
             }
             (8, SSL_REQUEST | GSSENC_REQUEST, _) => client.write_all(b"N").await?,
-            _ => return relay(client, engine, Some(head)).await,
+            _ => return Ok(Negotiated::Plain(client, head)),
         }
     }
 }

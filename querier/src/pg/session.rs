@@ -124,22 +124,23 @@ const CLIENT_SETTINGS: [&str; 7] = [
 /// settings (`datafusion.*`, any namespaced key) are refused. Nothing
 /// reaches the shared planning session's configuration.
 fn check_set(set: &Set) -> PgWireResult<Kind> {
-    let (name, namespaced) = match set {
+    // What is refused, as the error names it: `SET <name>`, or the whole statement.
+    let (name, refused) = match set {
         Set::SingleAssignment { variable, .. } => {
             let name = variable.to_string().to_ascii_lowercase();
-            let namespaced = name.contains('.');
-            (name, namespaced)
+            let refused = name.contains('.').then(|| format!("SET {name}"));
+            (name, refused)
         }
         other => {
             let text = other.to_string();
-            let namespaced = text.to_ascii_lowercase().contains("datafusion.");
-            (text, namespaced)
+            let refused = text.to_ascii_lowercase().contains("datafusion.").then(|| text.clone());
+            (text, refused)
         }
     };
-    if namespaced {
+    if let Some(refused) = refused {
         return Err(user_error(
             "42501",
-            format!("the query engine's settings are fixed (limits apply to every query); refused: SET {name}"),
+            format!("the query engine's settings are fixed (limits apply to every query); refused: {refused}"),
         ));
     }
     Ok(match set {
