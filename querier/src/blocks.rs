@@ -11,17 +11,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::bloom_filter::Sbbf;
 use spanlake_schemas::reader::{ObjectReader, is_not_found};
-use spanlake_schemas::schema::check_block_schema;
+use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID, check_block_schema, span_schema};
 use spanlake_schemas::tag_summary::TagSummary;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 use tracing::warn;
 
 use crate::block_cache::{BlockValues, FooterCache};
 use crate::metrics::Metrics;
+use crate::trace_index::{TraceIndex, TraceIndexBuilder};
 
 /// A block a query could not use, and why.
 #[derive(Debug, Clone)]
@@ -115,6 +117,11 @@ const SUMMARIES_KEPT: usize = 16_384;
 /// Bytes of bloom filters kept (a few KiB to 1 MiB per row group, by its
 /// distinct trace ids): about 10k blocks as ingested.
 const BLOOM_BYTES_KEPT: usize = 128 << 20;
+/// Bytes of trace indexes kept (20 bytes per trace: 10M spans of traces of
+/// about 13 spans take 15 MiB).
+const TRACE_INDEX_BYTES_KEPT: usize = 128 << 20;
+/// Rows per batch when a block's key columns are read for its trace index.
+const INDEX_BATCH_ROWS: usize = 65_536;
 
 /// The block opener of one querier.
 #[derive(Debug)]
@@ -132,6 +139,8 @@ pub(crate) struct Blocks {
     /// lookup checks every block in range, so reading them each time costs
     /// a request per block.
     blooms: BlockValues<Option<Arc<Sbbf>>, (BlockId, usize)>,
+    /// Where each trace lies in blocks, read once (see [`crate::trace_index`]).
+    trace_indexes: BlockValues<Arc<TraceIndex>>,
     /// How young a missing block must be to count as still being written
     /// (the commit lookback: no put outlives it).
     in_flight: std::time::Duration,
@@ -151,6 +160,7 @@ impl Blocks {
             bad: Mutex::new(HashMap::new()),
             summaries: BlockValues::new(SUMMARIES_KEPT),
             blooms: BlockValues::new(BLOOM_BYTES_KEPT),
+            trace_indexes: BlockValues::new(TRACE_INDEX_BYTES_KEPT),
             in_flight,
         }
     }
@@ -172,6 +182,38 @@ impl Blocks {
         let bytes = filter.as_ref().map_or(1, |f| f.num_blocks() * 32);
         self.blooms.insert_weighing(&key, filter.clone(), bytes);
         Ok(filter)
+    }
+
+    /// The block's trace index, read once from its key columns.
+    pub(crate) async fn trace_index(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<Arc<TraceIndex>, NotOpened> {
+        if let Some(found) = self.trace_indexes.get(&meta.id) {
+            return Ok(found);
+        }
+        let footer = self.open(tenant, meta).await?;
+        let read = async {
+            let schema = span_schema();
+            let columns = [TRACE_ID, SPAN_ID, KIND].map(|name| schema.index_of(name).expect("span schema column"));
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                ObjectReader::block(&self.storage, tenant, meta),
+                footer,
+            );
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns);
+            let mut stream = builder.with_projection(mask).with_batch_size(INDEX_BATCH_ROWS).build()?;
+            let mut index = TraceIndexBuilder::default();
+            while let Some(batch) = stream.try_next().await? {
+                index.push(&batch)?;
+            }
+            Ok::<_, parquet::errors::ParquetError>(index.finish())
+        };
+        match read.await {
+            Ok(index) => {
+                let index = Arc::new(index);
+                self.trace_indexes.insert_weighing(&meta.id, Arc::clone(&index), index.bytes());
+                Ok(index)
+            }
+            Err(error) if is_not_found(&error) && meta.id.may_be_in_flight(self.in_flight) => Err(NotOpened::InFlight),
+            Err(error) => Err(self.skip(tenant, meta, format!("unreadable: {error}")).into()),
+        }
     }
 
     /// The block's tag summary (`None`: written without one), parsed once.

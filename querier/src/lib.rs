@@ -31,6 +31,7 @@ mod table;
 mod tags;
 pub mod tempo_json;
 mod trace_by_id;
+mod trace_index;
 pub mod traceql;
 mod traceql_metrics;
 

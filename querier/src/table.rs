@@ -16,6 +16,7 @@ use datafusion::common::DataFusionError;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -28,6 +29,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
+use parquet::arrow::arrow_reader::RowSelection;
 use spanlake_schemas::schema::{END_TIME, KIND, SPAN_ID, START_TIME, TRACE_ID, span_schema};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
@@ -35,6 +37,7 @@ use spanlake_schemas::Catalog;
 
 use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
+use crate::trace_index::{TraceIndex, rows_to_merge, selection};
 
 /// Blocks are split into byte ranges no smaller than this for parallel reads.
 const MIN_RANGE_BYTES: u64 = 8 << 20;
@@ -209,15 +212,74 @@ impl SpansTable {
         Self { catalog, blocks, tenant, pruning, copies }
     }
 
-    fn file(&self, block: &BlockMeta) -> PartitionedFile {
-        PartitionedFile::new(Storage::block_path(&self.tenant, &block.id).to_string(), block.size_bytes)
+    fn file(&self, piece: &Piece) -> PartitionedFile {
+        let file = PartitionedFile::new(
+            Storage::block_path(&self.tenant, &piece.block.id).to_string(),
+            piece.block.size_bytes,
+        );
+        match &piece.rows {
+            Some(rows) => file.with_extension(ParquetRowSelection::new(rows.clone())),
+            None => file,
+        }
     }
 
-    /// `blocks` read in parallel, spread over `partitions`.
+    /// Splits each group of blocks that can share spans into the rows of
+    /// traces that lie in one block alone, with no span twice (read in
+    /// parallel, appended to `parallel`), and the rest (merged, returned).
+    /// A group whose trace indexes cannot be read is merged whole.
+    async fn split_by_trace(&self, group: Vec<BlockMeta>, parallelism: usize, parallel: &mut Vec<Piece>) -> Vec<Piece> {
+        let whole = |group: Vec<BlockMeta>| group.into_iter().map(Piece::whole).collect();
+        let Some(indexes) = self.trace_indexes(&group, parallelism).await else { return whole(group) };
+        let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
+        let mut merged = Vec::new();
+        for ((block, index), ranges) in group.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
+            let rows = index.rows();
+            let to_merge: u64 = ranges.iter().map(|r| u64::from(r.end - r.start)).sum();
+            let bytes = |selected: u64| block.size_bytes * selected / u64::from(rows.max(1));
+            if to_merge == 0 {
+                parallel.push(Piece::whole(block));
+            } else if to_merge == u64::from(rows) {
+                merged.push(Piece::whole(block));
+            } else {
+                parallel.push(Piece {
+                    rows: Some(selection(&ranges, rows, true)),
+                    bytes: bytes(u64::from(rows) - to_merge),
+                    block: block.clone(),
+                });
+                merged.push(Piece { rows: Some(selection(&ranges, rows, false)), bytes: bytes(to_merge), block });
+            }
+        }
+        merged
+    }
+
+    /// The trace indexes of `group`'s blocks, read `parallelism` at a time
+    /// on the query's runtime (None: one could not be read).
+    async fn trace_indexes(&self, group: &[BlockMeta], parallelism: usize) -> Option<Vec<Arc<TraceIndex>>> {
+        let mut found: Vec<Option<Arc<TraceIndex>>> = vec![None; group.len()];
+        // Aborted with the query: dropping the set aborts its tasks.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while tasks.len() < parallelism.max(1) && next < group.len() {
+                let (blocks, tenant, meta) = (Arc::clone(&self.blocks), self.tenant.clone(), group[next].clone());
+                let at = next;
+                tasks.spawn(async move { (at, blocks.trace_index(&tenant, &meta).await) });
+                next += 1;
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(Ok((at, Ok(index)))) => found[at] = Some(index),
+                Some(Ok((_, Err(_))) | Err(_)) => return None,
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// `pieces` read in parallel, spread over `partitions`.
     fn parallel_scan(
         &self,
         source: &Arc<ParquetSource>,
-        blocks: &[BlockMeta],
+        pieces: &[Piece],
         partitions: usize,
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
@@ -225,29 +287,30 @@ impl SpansTable {
         // Every partition gets about the same bytes: a large block (a
         // compacted one) is read in byte ranges, each holding the row groups
         // that start in it, by several partitions.
-        let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
+        let total: u64 = pieces.iter().map(|p| p.bytes).sum();
         // Pieces of at most a quarter of a partition's share: few large
         // blocks still spread evenly.
         let share = (total / (partitions.max(1) as u64 * 4)).max(MIN_RANGE_BYTES);
-        let mut pieces: Vec<(PartitionedFile, u64)> = Vec::new();
-        for block in blocks {
-            let ranges = block.size_bytes.div_ceil(share).max(1);
+        let mut files: Vec<(PartitionedFile, u64)> = Vec::new();
+        for piece in pieces {
+            let size = piece.block.size_bytes;
+            let ranges = piece.bytes.div_ceil(share).max(1);
             if ranges == 1 {
-                pieces.push((self.file(block), block.size_bytes));
+                files.push((self.file(piece), piece.bytes));
                 continue;
             }
-            let step = block.size_bytes.div_ceil(ranges);
-            for start in (0..block.size_bytes).step_by(step as usize) {
-                let end = (start + step).min(block.size_bytes);
-                pieces.push((self.file(block).with_range(start as i64, end as i64), end - start));
+            let step = size.div_ceil(ranges);
+            for start in (0..size).step_by(step as usize) {
+                let end = (start + step).min(size);
+                files.push((self.file(piece).with_range(start as i64, end as i64), piece.bytes / ranges));
             }
         }
-        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.min(pieces.len()).max(1)];
-        pieces.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-        for (piece, bytes) in pieces {
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.min(files.len()).max(1)];
+        files.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        for (file, bytes) in files {
             let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one group");
             lightest.0 += bytes;
-            lightest.1.push(piece);
+            lightest.1.push(file);
         }
         let groups: Vec<Vec<PartitionedFile>> = groups.into_iter().map(|(_, files)| files).collect();
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
@@ -258,11 +321,11 @@ impl SpansTable {
         Ok(DataSourceExec::from_data_source(config))
     }
 
-    /// `blocks` merged in trace-id order, each span once, then `projection`.
+    /// `pieces` merged in trace-id order, each span once, then `projection`.
     fn deduplicated_scan(
         &self,
         source: &Arc<ParquetSource>,
-        blocks: &[BlockMeta],
+        pieces: &[Piece],
         projection: Option<&Vec<usize>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = span_schema();
@@ -285,7 +348,7 @@ impl SpansTable {
         };
         // Every block its own partition, each sorted by trace id; merged into one.
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
-            .with_file_groups(blocks.iter().map(|b| FileGroup::new(vec![self.file(b)])).collect())
+            .with_file_groups(pieces.iter().map(|p| FileGroup::new(vec![self.file(p)])).collect())
             .with_output_ordering(vec![by_trace(schema.index_of(TRACE_ID)?, TRACE_ID)?])
             .with_projection_indices(Some(read.clone()))?
             .build();
@@ -304,6 +367,22 @@ impl SpansTable {
             })
             .collect();
         Ok(Arc::new(ProjectionExec::try_new(columns, once)?))
+    }
+}
+
+/// Rows of one block a scan reads.
+#[derive(Debug, Clone)]
+struct Piece {
+    block: BlockMeta,
+    /// Which rows (None: all).
+    rows: Option<RowSelection>,
+    /// About how many bytes of the block those rows take.
+    bytes: u64,
+}
+
+impl Piece {
+    fn whole(block: BlockMeta) -> Self {
+        Self { bytes: block.size_bytes, rows: None, block }
     }
 }
 
@@ -386,15 +465,33 @@ impl TableProvider for SpansTable {
         let source = Arc::new(source);
         let partitions = state.config().target_partitions().max(1);
         if self.copies == Copies::AsStored {
-            return self.parallel_scan(&source, &blocks, partitions, projection, limit);
+            let pieces: Vec<Piece> = blocks.into_iter().map(Piece::whole).collect();
+            return self.parallel_scan(&source, &pieces, partitions, projection, limit);
         }
         let (alone, shared) = copy_groups(blocks);
-        let mut plans = Vec::with_capacity(shared.len() + 1);
-        if !alone.is_empty() {
-            plans.push(self.parallel_scan(&source, &alone, partitions, projection, limit)?);
+        let mut parallel: Vec<Piece> = alone.into_iter().map(Piece::whole).collect();
+        let mut merges: Vec<Vec<Piece>> = Vec::with_capacity(shared.len());
+        for group in shared {
+            // A lookup by trace id, or a limit, reads few rows: merging them
+            // as they come costs less than indexing every block in range.
+            if bounds.trace_ids.is_some() || limit.is_some() {
+                merges.push(group.into_iter().map(Piece::whole).collect());
+                continue;
+            }
+            let merged = self.split_by_trace(group, partitions, &mut parallel).await;
+            if !merged.is_empty() {
+                merges.push(merged);
+            }
         }
-        for group in &shared {
-            plans.push(self.deduplicated_scan(&source, group, projection)?);
+        let mut plans = Vec::with_capacity(merges.len() + 1);
+        if !parallel.is_empty() {
+            plans.push(self.parallel_scan(&source, &parallel, partitions, projection, limit)?);
+        }
+        for pieces in &merges {
+            plans.push(self.deduplicated_scan(&source, pieces, projection)?);
+        }
+        if plans.len() == 1 {
+            return Ok(plans.remove(0));
         }
         UnionExec::try_new(plans)
     }

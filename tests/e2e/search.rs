@@ -212,6 +212,9 @@ async fn a_span_stored_twice_is_counted_once() {
     for _ in 0..2 {
         server.ingest(None, vec![otlp::trace(0xf1, "late", 2, BASE + 5_000 * MS)]).await;
     }
+    // A trace sent twice within one request: one block holds both copies.
+    let twice = otlp::trace(0xf3, "twice", 2, BASE + 6_000 * MS);
+    server.ingest(None, vec![twice.clone(), twice]).await;
     let response = search(&server, &[("q", "{ status = error }")]).await;
     let trace = &response["traces"][0];
     assert_eq!(trace["spanSet"]["matched"], 2, "{response}");
@@ -222,9 +225,13 @@ async fn a_span_stored_twice_is_counted_once() {
     assert_eq!(trace_ids(&response), vec![id(0x0a)]);
     // SQL: the `spans` table and its views count it once; every stored copy stays visible.
     let count = |rows: serde_json::Value| rows[0]["n"].as_i64().unwrap();
-    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans").await), 10);
-    assert_eq!(count(server.sql_json(None, "SELECT count(DISTINCT span_id) AS n FROM spans").await), 10);
-    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans_as_stored").await), 14);
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans").await), 13);
+    assert_eq!(count(server.sql_json(None, "SELECT count(DISTINCT span_id) AS n FROM spans").await), 13);
+    assert_eq!(count(server.sql_json(None, "SELECT count(*) AS n FROM spans_as_stored").await), 20);
+    let twice = "SELECT count(*) AS n FROM spans WHERE service_name = 'twice'";
+    assert_eq!(count(server.sql_json(None, twice).await), 3);
+    let response = search(&server, &[("q", "{ resource.service.name = \"twice\" }")]).await;
+    assert_eq!(response["traces"][0]["spanSet"]["matched"], 3, "{response}");
     let late = "SELECT count(*) AS n FROM spans WHERE service_name = 'late'";
     assert_eq!(count(server.sql_json(None, late).await), 3);
     let response = search(&server, &[("q", "{ resource.service.name = \"late\" }")]).await;
@@ -234,7 +241,7 @@ async fn a_span_stored_twice_is_counted_once() {
     let rows = server.sql_json(None, "SELECT span_count AS n FROM traces ORDER BY start_time LIMIT 1").await;
     assert_eq!(count(rows), 4);
     let rows = server.sql_json(None, "SELECT count(*) AS n FROM span_edges").await;
-    assert_eq!(count(rows), 6);
+    assert_eq!(count(rows), 8);
     server.spanlake.shutdown().await;
 }
 

@@ -1,0 +1,287 @@
+//! Where each trace lies in a block, and which traces need merging to be
+//! read once.
+//!
+//! Every block is sorted by trace id, so a trace's spans in a block are one
+//! run of rows. A span can be stored twice only within one trace (a retried
+//! export), so a trace that lies in one block, with no span twice there, is
+//! read whole and once from that block alone. Only the rows of the other
+//! traces (in two or more overlapping blocks, or with a span twice in one)
+//! need the trace-ordered merge that drops second copies; every other row is
+//! read in parallel. The index of a block is its trace ids and where their
+//! runs start, read once from its key columns and kept (blocks are
+//! immutable).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Range;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::error::ArrowError;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use spanlake_schemas::merge::{TraceDedup, span_identity};
+use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
+
+/// One block's traces: distinct trace ids, where their rows start, and
+/// which hold a span twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TraceIndex {
+    /// Distinct trace ids, ascending.
+    ids: Vec<u128>,
+    /// Trace `i` is rows `starts[i]..starts[i + 1]`; the last entry is the
+    /// block's row count. Empty when the block is not sorted by trace id.
+    starts: Vec<u32>,
+    /// Traces (indices into `ids`) with a span stored twice in this block, ascending.
+    repeated: Vec<u32>,
+    rows: u32,
+}
+
+impl TraceIndex {
+    /// The block's rows.
+    pub(crate) fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// What the index holds in memory, for the cache's bound.
+    pub(crate) fn bytes(&self) -> usize {
+        self.ids.capacity() * 16 + self.starts.capacity() * 4 + self.repeated.capacity() * 4 + 64
+    }
+
+    /// Whether the block's rows are sorted by trace id (every block is
+    /// written so; one that is not is read through the merge whole).
+    fn sorted(&self) -> bool {
+        self.starts.len() == self.ids.len() + 1
+    }
+
+    /// Rows of trace `i` (of a sorted block).
+    fn run(&self, i: usize) -> Range<u32> {
+        self.starts[i]..self.starts[i + 1]
+    }
+}
+
+/// Builds a block's [`TraceIndex`] from its (`trace_id`, `span_id`, `kind`)
+/// columns, batch by batch in row order.
+#[derive(Debug, Default)]
+pub(crate) struct TraceIndexBuilder {
+    index: TraceIndex,
+    sorted: bool,
+    started: bool,
+    dedup: TraceDedup,
+}
+
+impl TraceIndexBuilder {
+    pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        let column =
+            |name: &str| batch.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")));
+        let traces = column(TRACE_ID)?.as_fixed_size_binary_opt().ok_or_else(|| wrong_type(TRACE_ID))?;
+        let spans = column(SPAN_ID)?.as_fixed_size_binary_opt().ok_or_else(|| wrong_type(SPAN_ID))?;
+        let kinds = column(KIND)?.as_string_opt::<i32>().ok_or_else(|| wrong_type(KIND))?;
+        if !self.started {
+            self.started = true;
+            self.sorted = true;
+        }
+        for row in 0..batch.num_rows() {
+            let trace = traces.value(row).try_into().map(u128::from_be_bytes).unwrap_or_default();
+            let at = self.index.rows;
+            self.index.rows = self.index.rows.checked_add(1).ok_or_else(|| {
+                ArrowError::ComputeError("a block of more than 4 billion rows cannot be indexed".into())
+            })?;
+            match self.index.ids.last() {
+                Some(&last) if last == trace => {}
+                Some(&last) => {
+                    if trace < last {
+                        self.sorted = false;
+                    }
+                    self.index.ids.push(trace);
+                    self.index.starts.push(at);
+                }
+                None => {
+                    self.index.ids.push(trace);
+                    self.index.starts.push(at);
+                }
+            }
+            let kind = if kinds.is_valid(row) { kinds.value(row) } else { "" };
+            if !self.dedup.first(trace, span_identity(spans.value(row), kind)) {
+                let trace_at = (self.index.ids.len() - 1) as u32;
+                if self.index.repeated.last() != Some(&trace_at) {
+                    self.index.repeated.push(trace_at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> TraceIndex {
+        let mut index = std::mem::take(&mut self.index);
+        if self.sorted {
+            index.starts.push(index.rows);
+        } else {
+            // Positions mean nothing in an unsorted block; its ids still
+            // tell which traces other blocks share with it.
+            index.ids.sort_unstable();
+            index.ids.dedup();
+            index.starts = Vec::new();
+            index.repeated = Vec::new();
+        }
+        index.ids.shrink_to_fit();
+        index.starts.shrink_to_fit();
+        index
+    }
+}
+
+fn wrong_type(column: &str) -> ArrowError {
+    ArrowError::SchemaError(format!("column {column} is not of the span schema's type"))
+}
+
+/// For each block of a group that can share spans, the rows that must go
+/// through the trace-ordered merge: the runs of traces that lie in more
+/// than one of the blocks, or hold a span twice in one, and every row of a
+/// block that is not sorted. Ranges ascend and do not touch.
+pub(crate) fn rows_to_merge(indexes: &[&TraceIndex]) -> Vec<Vec<Range<u32>>> {
+    let mut merge: Vec<Vec<Range<u32>>> = vec![Vec::new(); indexes.len()];
+    // A k-way merge of the blocks' sorted trace ids.
+    let mut heap: BinaryHeap<Reverse<(u128, usize, usize)>> = indexes
+        .iter()
+        .enumerate()
+        .filter_map(|(block, index)| index.ids.first().map(|&id| Reverse((id, block, 0))))
+        .collect();
+    let mut holders: Vec<(usize, usize)> = Vec::new();
+    let mut repeated_at: Vec<usize> = vec![0; indexes.len()];
+    while let Some(Reverse((id, block, at))) = heap.pop() {
+        holders.clear();
+        holders.push((block, at));
+        while let Some(Reverse((next, _, _))) = heap.peek()
+            && *next == id
+        {
+            let Some(Reverse((_, block, at))) = heap.pop() else { break };
+            holders.push((block, at));
+        }
+        let repeated = holders.iter().any(|&(block, at)| {
+            let list = &indexes[block].repeated;
+            let cursor = &mut repeated_at[block];
+            while list.get(*cursor).is_some_and(|&r| (r as usize) < at) {
+                *cursor += 1;
+            }
+            list.get(*cursor) == Some(&(at as u32))
+        });
+        for &(block, at) in &holders {
+            let index = indexes[block];
+            if (holders.len() > 1 || repeated) && index.sorted() {
+                push_range(&mut merge[block], index.run(at));
+            }
+            if let Some(&next) = index.ids.get(at + 1) {
+                heap.push(Reverse((next, block, at + 1)));
+            }
+        }
+    }
+    for (block, index) in indexes.iter().enumerate() {
+        if !index.sorted() && index.rows > 0 {
+            merge[block] = vec![0..index.rows];
+        }
+    }
+    merge
+}
+
+fn push_range(ranges: &mut Vec<Range<u32>>, range: Range<u32>) {
+    match ranges.last_mut() {
+        Some(last) if last.end == range.start => last.end = range.end,
+        _ => ranges.push(range),
+    }
+}
+
+/// The selection of `rows` rows that reads `ranges` (ascending, apart), or
+/// with `invert`, every other row.
+pub(crate) fn selection(ranges: &[Range<u32>], rows: u32, invert: bool) -> RowSelection {
+    let (inside, outside): (fn(usize) -> RowSelector, fn(usize) -> RowSelector) =
+        if invert { (RowSelector::skip, RowSelector::select) } else { (RowSelector::select, RowSelector::skip) };
+    let mut selectors = Vec::with_capacity(ranges.len() * 2 + 1);
+    let mut at = 0u32;
+    for range in ranges {
+        if range.start > at {
+            selectors.push(outside((range.start - at) as usize));
+        }
+        selectors.push(inside(range.len()));
+        at = range.end;
+    }
+    if rows > at {
+        selectors.push(outside((rows - at) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{FixedSizeBinaryArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A batch of (trace, span, kind) rows.
+    fn batch(rows: &[(u8, u8, &str)]) -> RecordBatch {
+        let traces = FixedSizeBinaryArray::try_from_iter(rows.iter().map(|r| [r.0; 16])).unwrap();
+        let spans = FixedSizeBinaryArray::try_from_iter(rows.iter().map(|r| [r.1; 8])).unwrap();
+        let kinds = StringArray::from_iter_values(rows.iter().map(|r| r.2));
+        let schema = Schema::new(vec![
+            Field::new(TRACE_ID, DataType::FixedSizeBinary(16), false),
+            Field::new(SPAN_ID, DataType::FixedSizeBinary(8), false),
+            Field::new(KIND, DataType::Utf8, false),
+        ]);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(traces), Arc::new(spans), Arc::new(kinds)]).unwrap()
+    }
+
+    fn index(batches: &[&[(u8, u8, &str)]]) -> TraceIndex {
+        let mut builder = TraceIndexBuilder::default();
+        for rows in batches {
+            builder.push(&batch(rows)).unwrap();
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn traces_in_one_block_each_need_no_merge() {
+        let a = index(&[&[(1, 1, "server"), (1, 2, "client")], &[(1, 3, "client"), (4, 1, "server")]]);
+        let b = index(&[&[(2, 1, "server"), (3, 1, "server"), (3, 2, "server")]]);
+        assert_eq!(a.rows(), 4);
+        assert_eq!(a.starts, vec![0, 3, 4], "a trace cut by a batch boundary is one run");
+        assert_eq!(rows_to_merge(&[&a, &b]), vec![Vec::<Range<u32>>::new(), Vec::new()]);
+    }
+
+    #[test]
+    fn a_trace_in_two_blocks_is_merged_from_both() {
+        let a = index(&[&[(1, 1, "server"), (2, 1, "server"), (2, 2, "client"), (5, 1, "server")]]);
+        let b = index(&[&[(2, 3, "server"), (3, 1, "server")]]);
+        let c = index(&[&[(4, 1, "server"), (5, 1, "server")]]);
+        // Traces 2 and 5 lie in two blocks each; a's two runs are neighbours and join.
+        assert_eq!(rows_to_merge(&[&a, &b, &c]), vec![vec![1..4], vec![0..1], vec![1..2]]);
+    }
+
+    #[test]
+    fn a_span_twice_in_one_block_merges_its_trace() {
+        let a = index(&[&[(1, 1, "server"), (2, 1, "server"), (2, 1, "server"), (3, 1, "server")]]);
+        assert_eq!(a.repeated, vec![1]);
+        // The same span id with another kind is another span.
+        let b = index(&[&[(7, 1, "server"), (7, 1, "client")]]);
+        assert!(b.repeated.is_empty());
+        assert_eq!(rows_to_merge(&[&a, &b]), vec![vec![1..3], vec![]]);
+    }
+
+    #[test]
+    fn an_unsorted_block_is_merged_whole_with_the_traces_it_shares() {
+        let unsorted = index(&[&[(3, 1, "server"), (1, 1, "server"), (3, 2, "server")]]);
+        assert!(!unsorted.sorted());
+        assert_eq!(unsorted.ids, vec![u128::from_be_bytes([1; 16]), u128::from_be_bytes([3; 16])]);
+        let sorted = index(&[&[(2, 1, "server"), (3, 9, "client")]]);
+        assert_eq!(rows_to_merge(&[&unsorted, &sorted]), vec![vec![0..3], vec![1..2]]);
+    }
+
+    #[test]
+    fn selections_read_the_ranges_or_everything_else() {
+        let ranges = [2..4, 6..7];
+        let read = |s: RowSelection| s.iter().filter(|s| !s.skip).map(|s| s.row_count).sum::<usize>();
+        assert_eq!(read(selection(&ranges, 10, false)), 3);
+        assert_eq!(read(selection(&ranges, 10, true)), 7);
+        assert_eq!(selection(&ranges, 10, true).row_count(), 7);
+        assert_eq!(read(selection(&[0..10], 10, true)), 0);
+    }
+}
