@@ -216,6 +216,34 @@ impl Blocks {
         }
     }
 
+    /// The trace indexes of `metas`, read `parallelism` at a time on the
+    /// current runtime (None: one could not be read).
+    pub(crate) async fn trace_indexes(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        metas: &[BlockMeta],
+        parallelism: usize,
+    ) -> Option<Vec<Arc<TraceIndex>>> {
+        let mut found: Vec<Option<Arc<TraceIndex>>> = vec![None; metas.len()];
+        // Aborted with the query: dropping the set aborts its tasks.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while tasks.len() < parallelism.max(1) && next < metas.len() {
+                let (blocks, tenant, meta) = (Arc::clone(self), tenant.clone(), metas[next].clone());
+                let at = next;
+                tasks.spawn(async move { (at, blocks.trace_index(&tenant, &meta).await) });
+                next += 1;
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(Ok((at, Ok(index)))) => found[at] = Some(index),
+                Some(Ok((_, Err(_))) | Err(_)) => return None,
+            }
+        }
+        found.into_iter().collect()
+    }
+
     /// The block's tag summary (`None`: written without one), parsed once.
     pub(crate) async fn summary(
         &self,

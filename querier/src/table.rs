@@ -229,7 +229,9 @@ impl SpansTable {
     /// A group whose trace indexes cannot be read is merged whole.
     async fn split_by_trace(&self, group: Vec<BlockMeta>, parallelism: usize, parallel: &mut Vec<Piece>) -> Vec<Piece> {
         let whole = |group: Vec<BlockMeta>| group.into_iter().map(Piece::whole).collect();
-        let Some(indexes) = self.trace_indexes(&group, parallelism).await else { return whole(group) };
+        let Some(indexes) = self.blocks.trace_indexes(&self.tenant, &group, parallelism).await else {
+            return whole(group);
+        };
         let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
         let mut merged = Vec::new();
         for ((block, index), ranges) in group.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
@@ -250,29 +252,6 @@ impl SpansTable {
             }
         }
         merged
-    }
-
-    /// The trace indexes of `group`'s blocks, read `parallelism` at a time
-    /// on the query's runtime (None: one could not be read).
-    async fn trace_indexes(&self, group: &[BlockMeta], parallelism: usize) -> Option<Vec<Arc<TraceIndex>>> {
-        let mut found: Vec<Option<Arc<TraceIndex>>> = vec![None; group.len()];
-        // Aborted with the query: dropping the set aborts its tasks.
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut next = 0;
-        loop {
-            while tasks.len() < parallelism.max(1) && next < group.len() {
-                let (blocks, tenant, meta) = (Arc::clone(&self.blocks), self.tenant.clone(), group[next].clone());
-                let at = next;
-                tasks.spawn(async move { (at, blocks.trace_index(&tenant, &meta).await) });
-                next += 1;
-            }
-            match tasks.join_next().await {
-                None => break,
-                Some(Ok((at, Ok(index)))) => found[at] = Some(index),
-                Some(Ok((_, Err(_))) | Err(_)) => return None,
-            }
-        }
-        found.into_iter().collect()
     }
 
     /// `pieces` read in parallel, spread over `partitions`.

@@ -88,6 +88,56 @@ async fn a_fanout_over_its_memory_limit_is_refused() {
     assert_eq!(status, 200, "a narrower range fits: {body}");
 }
 
+/// The same traces sent whole (one block each) and sent cut in two, each half
+/// in its own block, with one half sent twice: the reports agree, as
+/// traces split over blocks are merged whole and a second copy is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_split_over_blocks_and_sent_twice_give_the_same_report() {
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
+    let workload = workload(4, true, FanoutMode::Parallel);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 - 60_000_000_000;
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut export = async |tenant: &str, request| {
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert("x-scope-orgid", tenant.parse().unwrap());
+        client.export(request).await.unwrap();
+    };
+    let mut rng = StdRng::seed_from_u64(5);
+    for round in 0..4 {
+        let whole = workload.request(&mut rng, 100, now);
+        export("whole", whole.clone()).await;
+        // Every other round: each trace's first spans in one block, the rest in another.
+        if round % 2 == 0 {
+            export("split", whole).await;
+            continue;
+        }
+        let (mut first, mut rest) = (whole.clone(), whole);
+        for (a, b) in first.resource_spans.iter_mut().zip(rest.resource_spans.iter_mut()) {
+            for (a, b) in a.scope_spans.iter_mut().zip(b.scope_spans.iter_mut()) {
+                let half = a.spans.len() / 2;
+                a.spans.truncate(half);
+                b.spans.drain(..half);
+            }
+        }
+        export("split", first.clone()).await;
+        export("split", rest).await;
+        export("split", first).await;
+    }
+    let query = "service=frontend&operation=GET%20/search&percentiles=0.5,0.9,0.99";
+    let (status, whole) = fanout(&server, "whole", query).await;
+    assert_eq!(status, 200, "{whole}");
+    let (status, split) = fanout(&server, "split", query).await;
+    assert_eq!(status, 200, "{split}");
+    assert_eq!(whole["operations"][0]["parents"], 400, "{whole}");
+    assert_eq!(whole["operations"], split["operations"]);
+    assert_eq!(whole["duplicates_dropped"], 0);
+    assert!(split["duplicates_dropped"].as_u64().unwrap() > 0, "{split}");
+    assert_eq!(
+        split["spans_read"].as_u64().unwrap() - split["duplicates_dropped"].as_u64().unwrap(),
+        whole["spans_read"].as_u64().unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;

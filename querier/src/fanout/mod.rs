@@ -25,14 +25,15 @@ use arrow::error::ArrowError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use spanlake_schemas::merge::{BatchSink, SortedInput, merge_sorted};
+use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
     END_TIME, KIND, NAME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_ATTRIBUTES, SPAN_ID, START_TIME, STATUS_CODE, TRACE_ID,
     TRACE_STATE,
 };
-use spanlake_schemas::{TenantId, span_schema};
+use spanlake_schemas::{BlockMeta, TenantId, span_schema};
 
 pub use stats::{DegreeBucket, Exemplar, Exemplars, OperationReport, Percentiles, label};
 pub(crate) use trace::{ChildKinds, EdgeBy};
@@ -41,6 +42,7 @@ use crate::Querier;
 use crate::blocks::NotOpened;
 use crate::error::{QueryError, Result};
 use crate::memory::CountedPool;
+use crate::trace_index::{TraceIndex, rows_to_merge, selection};
 use crate::traceql::{self, ast::SpansetExpr};
 use trace::{Kind, SpanRow};
 
@@ -268,6 +270,9 @@ impl BatchSink for Analyzer {
     }
 }
 
+/// A block, its footer, and which of its rows to read (None: all).
+type Piece = (BlockMeta, ArrowReaderMetadata, Option<RowSelection>);
+
 /// Hands merged batches to the analysis task.
 struct ChannelSink(tokio::sync::mpsc::Sender<RecordBatch>);
 
@@ -329,18 +334,43 @@ impl Querier {
             columns.push(TRACE_STATE);
         }
         let indices: Vec<usize> = columns.iter().map(|c| schema.index_of(c).expect("span schema column")).collect();
-        let mut inputs: Vec<SortedInput> = Vec::with_capacity(opened.len());
-        for (block, footer) in opened {
-            let reader = ObjectReader::block(&self.storage, tenant, block);
+        // A trace that lies whole in one block, with no span twice, is read
+        // from that block alone; only the others pass through the merge.
+        let metas: Vec<BlockMeta> = opened.iter().map(|(block, _)| (*block).clone()).collect();
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut direct: Vec<Piece> = Vec::new();
+        let mut to_merge: Vec<Piece> = Vec::new();
+        match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
+            Some(indexes) => {
+                let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
+                for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
+                    let rows = index.rows();
+                    let merged: u32 = ranges.iter().map(|r| r.end - r.start).sum();
+                    let block = block.clone();
+                    if merged == 0 {
+                        direct.push((block, footer, None));
+                    } else if merged == rows {
+                        to_merge.push((block, footer, None));
+                    } else {
+                        direct.push((block.clone(), footer.clone(), Some(selection(&ranges, rows, true))));
+                        to_merge.push((block, footer, Some(selection(&ranges, rows, false))));
+                    }
+                }
+            }
+            None => to_merge.extend(opened.into_iter().map(|(block, footer)| (block.clone(), footer, None))),
+        }
+        let open = |(block, footer, rows): Piece| {
+            let reader = ObjectReader::block(&self.storage, tenant, &block);
             let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-            let stream = builder
-                .with_projection(mask)
-                .with_batch_size(BATCH_ROWS)
-                .build()
-                .map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
-            inputs.push(prefetched(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed()));
-        }
+            let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+            if let Some(rows) = rows {
+                builder = builder.with_row_selection(rows);
+            }
+            let stream =
+                builder.build().map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+            Ok::<SortedInput, QueryError>(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed())
+        };
         let limit = self.config.sql_memory_limit;
         let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.metrics.memory.clone()));
         let over_limit = || {
@@ -377,10 +407,54 @@ impl Querier {
             analyzer.account();
             analyzer
         });
-        let merged = merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx)).await;
+        // Blocks read whole first, a few decoding ahead, each block's batches
+        // in order (its traces stay together); then the merge of the rest.
+        let mut direct_rows = 0u64;
+        let mut blocks_ahead = futures::stream::iter(direct)
+            .map(|piece| std::future::ready(open(piece).map(prefetched)))
+            .buffered(parallelism);
+        let mut direct_failed = None;
+        'blocks: while let Some(input) = blocks_ahead.next().await {
+            let mut input = match input {
+                Ok(input) => input,
+                Err(error) => {
+                    direct_failed = Some(error);
+                    break;
+                }
+            };
+            while let Some(batch) = input.next().await {
+                match batch {
+                    Ok(batch) => {
+                        direct_rows += batch.num_rows() as u64;
+                        if tx.send(batch).await.is_err() {
+                            break 'blocks;
+                        }
+                    }
+                    Err(error) => {
+                        direct_failed =
+                            Some(QueryError::Execution(format!("reading spans for fan-out analysis: {error}")));
+                        break 'blocks;
+                    }
+                }
+            }
+        }
+        drop(blocks_ahead);
+        let merged = match direct_failed {
+            Some(_) => Ok(MergeStats::default()),
+            None => match to_merge.into_iter().map(|piece| open(piece).map(prefetched)).collect::<Result<Vec<_>>>() {
+                Ok(inputs) => merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx)).await,
+                Err(error) => {
+                    direct_failed = Some(error);
+                    Ok(MergeStats::default())
+                }
+            },
+        };
         let analyzer = analysis.await.map_err(|_| QueryError::Internal("fan-out analysis task failed"))?;
         if analyzer.over_limit {
             return Err(over_limit());
+        }
+        if let Some(error) = direct_failed {
+            return Err(error);
         }
         let merged = merged.map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
 
@@ -395,7 +469,7 @@ impl Querier {
         let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
         Ok(FanoutResponse {
             operations,
-            spans_read: merged.rows_in,
+            spans_read: merged.rows_in + direct_rows,
             duplicates_dropped: merged.duplicates,
             blocks_read: blocks.len(),
         })
