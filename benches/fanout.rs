@@ -9,6 +9,10 @@
 //! after compacting them — each three times in a fresh
 //! `spanlake run querier` process. Reports the median latency and that
 //! process's peak RSS.
+//! In the same run, DuckDB (from PyPI: `pip install duckdb`) computes the core
+//! of the report over the same block files, in one query: exact parent and
+//! slowest-call percentiles, mean degree and per-edge percentiles
+//! ([`DUCKDB_SQL`]; median of 3 after a warm-up, its start-up not timed).
 //! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +26,7 @@ use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
 use spanlake::storage::StorageArgs;
 use spanlake_compactor::clock::{Clock, ManualClock};
 use spanlake_compactor::{Compactor, Config};
-use spanlake_schemas::TenantId;
+use spanlake_schemas::{Storage, TenantId};
 use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
@@ -40,6 +44,29 @@ FROM (SELECT p.trace_id, p.span_id, p.duration_ns AS p_dur, count(*) AS degree, 
       FROM spans p JOIN spans c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
       WHERE p.service_name = 'frontend' AND p.name = 'GET /search' AND c.kind IN ('client', 'producer')
       GROUP BY p.trace_id, p.span_id, p.duration_ns)";
+
+/// The core of the fan-out report in DuckDB's SQL, over a view `spans` of
+/// the block files: parents and their calls joined, per parent its degree
+/// and slowest call; exact percentiles of parent, slowest call and each edge.
+const DUCKDB_SQL: &str = "\
+WITH p AS (SELECT trace_id, span_id, duration_ns FROM spans
+           WHERE service_name = 'frontend' AND name = 'GET /search'
+             AND epoch_ns(start_time) BETWEEN {S} AND {E}),
+     c AS (SELECT trace_id, parent_span_id, service_name, name, duration_ns FROM spans
+           WHERE kind IN ('client', 'producer')),
+     j AS (SELECT p.trace_id, p.span_id, p.duration_ns AS p_dur, c.service_name AS svc, c.name AS op,
+                  c.duration_ns AS c_dur
+           FROM p JOIN c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id),
+     per_parent AS (SELECT trace_id, span_id, any_value(p_dur) AS p_dur, count(*) AS degree,
+                           max(c_dur) AS max_child FROM j GROUP BY trace_id, span_id),
+     edges AS (SELECT svc, op, count(*) AS calls,
+                      quantile_cont(c_dur, [0.5, 0.9, 0.99, 0.999]) AS q FROM j GROUP BY svc, op)
+SELECT count(*) AS parents,
+       quantile_cont(p_dur, [0.5, 0.9, 0.99, 0.999]) AS parent_q,
+       quantile_cont(max_child, [0.5, 0.9, 0.99, 0.999]) AS max_child_q,
+       avg(degree) AS mean_degree,
+       (SELECT list((svc, op, calls, q)) FROM edges) AS edges
+FROM per_parent";
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("SPANLAKE_BENCH_FANOUT_SPANS")
@@ -172,23 +199,68 @@ fn main() {
                 drop(querier);
                 sql_ms.sort_by(f64::total_cmp);
                 println!("naive SQL self-join ({status}): {}", body.chars().take(300).collect::<String>());
-                rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status));
+
+                let catalog = spanlake_schemas::Catalog::new(storage.clone(), Duration::from_secs(120));
+                catalog.refresh().await.unwrap();
+                let files: Vec<String> = catalog
+                    .blocks(&tenant, |_| true)
+                    .iter()
+                    .map(|b| format!("{storage_arg}/{}", Storage::block_path(&tenant, &b.id)))
+                    .collect();
+                let sql = DUCKDB_SQL
+                    .replace("{S}", &(start_s * 1_000_000_000).to_string())
+                    .replace("{E}", &(end_s * 1_000_000_000).to_string());
+                let (duck_ms, duck_answer) = duckdb_median_ms(&files, &sql);
+                println!("duckdb: {} ms: {}", duck_ms, duck_answer.chars().take(300).collect::<String>());
+                rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status, duck_ms));
             }
         }
     });
     println!();
     println!(
-        "| spans | blocks | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time |"
+        "| spans | blocks | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time | DuckDB median ms | fanout / DuckDB |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (spans, compacted, fanout_ms, fanout_rss, sql_ms, sql_rss, status) in rows {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (spans, compacted, fanout_ms, fanout_rss, sql_ms, sql_rss, status, duck_ms) in rows {
         let note = if status == 200 { String::new() } else { format!(" (HTTP {status})") };
         let blocks = if compacted { "compacted" } else { "as ingested (100k spans each)" };
         println!(
-            "| {spans} | {blocks} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.2}× |",
-            sql_ms / fanout_ms
+            "| {spans} | {blocks} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.2}× | {duck_ms:.0} | {:.2}× |",
+            sql_ms / fanout_ms,
+            fanout_ms / duck_ms
         );
     }
+}
+
+/// DuckDB's median time (3 runs after a warm-up) for `sql` over the block
+/// `files` (a view `spans`), in a Python process whose start-up is not
+/// timed; and its answer's first row.
+fn duckdb_median_ms(files: &[String], sql: &str) -> (f64, String) {
+    let files = files.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
+    let script = format!(
+        r#"
+import duckdb, statistics, time
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+con.execute("""CREATE VIEW spans AS SELECT * FROM read_parquet([{files}])""")
+sql = """{sql}"""
+answer = con.execute(sql).fetchall()
+times = []
+for _ in range(3):
+    t = time.perf_counter()
+    con.execute(sql).fetchall()
+    times.append((time.perf_counter() - t) * 1000)
+print(answer[0])
+print(statistics.median(times))
+"#
+    );
+    let output = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.trim().lines();
+    let ms = lines.next_back().unwrap_or_default().parse().unwrap_or_else(|_| {
+        panic!("duckdb failed (pip install duckdb): {}\n{}", text, String::from_utf8_lossy(&output.stderr))
+    });
+    (ms, lines.collect::<Vec<_>>().join(" "))
 }
 
 /// `spanlake run querier` on `storage` in a process of its own (so its peak
