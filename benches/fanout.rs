@@ -26,10 +26,10 @@ use spanlake::loadgen::{FanoutMode, Latency, Scenario, Workload};
 use spanlake::storage::StorageArgs;
 use spanlake_compactor::clock::{Clock, ManualClock};
 use spanlake_compactor::{Compactor, Config};
-use spanlake_schemas::{Storage, TenantId};
 use spanlake_schemas::block::{BlockId, encode_block};
 use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
 use spanlake_schemas::storage::CommitRecord;
+use spanlake_schemas::{Storage, TenantId};
 use spanlake_test_support::process::Spawned;
 
 const BLOCK_SPANS: usize = 100_000;

@@ -131,6 +131,8 @@ async fn traces_split_over_blocks_and_sent_twice_give_the_same_report() {
     assert_eq!(whole["operations"][0]["parents"], 400, "{whole}");
     assert_eq!(whole["operations"], split["operations"]);
     assert_eq!(whole["duplicates_dropped"], 0);
+    assert_eq!(whole["spans_merged"], 0, "each trace lies in one block: {whole}");
+    assert!(split["spans_merged"].as_u64().unwrap() > 0, "{split}");
     assert!(split["duplicates_dropped"].as_u64().unwrap() > 0, "{split}");
     assert_eq!(
         split["spans_read"].as_u64().unwrap() - split["duplicates_dropped"].as_u64().unwrap(),

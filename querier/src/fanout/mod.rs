@@ -74,6 +74,9 @@ pub struct FanoutResponse {
     /// Spans read, and duplicates (client retries) dropped on the way.
     pub spans_read: u64,
     pub duplicates_dropped: u64,
+    /// Of `spans_read`, those of traces split over blocks (or with a span
+    /// twice), which were read through the trace-ordered merge.
+    pub spans_merged: u64,
     pub blocks_read: usize,
 }
 
@@ -470,6 +473,7 @@ impl Querier {
         Ok(FanoutResponse {
             operations,
             spans_read: merged.rows_in + direct_rows,
+            spans_merged: merged.rows_in,
             duplicates_dropped: merged.duplicates,
             blocks_read: blocks.len(),
         })
