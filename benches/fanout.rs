@@ -32,6 +32,9 @@ use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
 use spanlake_test_support::process::Spawned;
 
+#[path = "common/duckdb.rs"]
+mod duckdb;
+
 const BLOCK_SPANS: usize = 100_000;
 
 const NAIVE_SQL: &str = "\
@@ -210,7 +213,7 @@ fn main() {
                 let sql = DUCKDB_SQL
                     .replace("{S}", &(start_s * 1_000_000_000).to_string())
                     .replace("{E}", &(end_s * 1_000_000_000).to_string());
-                let (duck_ms, duck_answer) = duckdb_median_ms(&files, &sql);
+                let (duck_ms, duck_answer) = duckdb::median_ms(&files, &sql, 3);
                 println!("duckdb: {} ms: {}", duck_ms, duck_answer.chars().take(300).collect::<String>());
                 rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status, duck_ms));
             }
@@ -230,37 +233,6 @@ fn main() {
             fanout_ms / duck_ms
         );
     }
-}
-
-/// DuckDB's median time (3 runs after a warm-up) for `sql` over the block
-/// `files` (a view `spans`), in a Python process whose start-up is not
-/// timed; and its answer's first row.
-fn duckdb_median_ms(files: &[String], sql: &str) -> (f64, String) {
-    let files = files.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
-    let script = format!(
-        r#"
-import duckdb, statistics, time
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("""CREATE VIEW spans AS SELECT * FROM read_parquet([{files}])""")
-sql = """{sql}"""
-answer = con.execute(sql).fetchall()
-times = []
-for _ in range(3):
-    t = time.perf_counter()
-    con.execute(sql).fetchall()
-    times.append((time.perf_counter() - t) * 1000)
-print(answer[0])
-print(statistics.median(times))
-"#
-    );
-    let output = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut lines = text.trim().lines();
-    let ms = lines.next_back().unwrap_or_default().parse().unwrap_or_else(|_| {
-        panic!("duckdb failed (pip install duckdb): {}\n{}", text, String::from_utf8_lossy(&output.stderr))
-    });
-    (ms, lines.collect::<Vec<_>>().join(" "))
 }
 
 /// `spanlake run querier` on `storage` in a process of its own (so its peak

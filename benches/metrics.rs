@@ -25,6 +25,8 @@ use spanlake_test_support::http::{get_ok, post_ok};
 use spanlake_test_support::measure::{peak_rss_mib, time};
 
 mod common;
+#[path = "common/duckdb.rs"]
+mod duckdb;
 
 const STEP_S: u64 = 15;
 
@@ -133,7 +135,7 @@ fn main() {
                 let answer: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
                 let series = answer["series"].as_array().map_or(0, Vec::len);
                 let timing = time(RUNS, |_| get_ok(&http, url.to_string())).await;
-                let duck = duckdb_median_ms(&files, &fill(sql));
+                let (duck, _) = duckdb::median_ms(&files, &fill(sql), RUNS);
                 println!("{phase}, {name}: {series} series, spanlake {:.1} ms, duckdb {duck:.1} ms", timing.median_ms);
                 rows.push((phase, name, timing.median_ms, duck));
             }
@@ -158,31 +160,4 @@ fn main() {
     for (phase, name, ours, duck) in rows {
         println!("| {phase} | {name} | {ours:.1} | {duck:.1} | {:.2}× |", ours / duck);
     }
-}
-
-/// DuckDB's median time for `sql` over the block `files` (a view `spans`),
-/// in a Python process; its start-up is not timed.
-fn duckdb_median_ms(files: &[String], sql: &str) -> f64 {
-    let files = files.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
-    let script = format!(
-        r#"
-import duckdb, statistics, time
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("""CREATE VIEW spans AS SELECT * FROM read_parquet([{files}])""")
-sql = """{sql}"""
-con.execute(sql).fetchall()
-times = []
-for _ in range({RUNS}):
-    t = time.perf_counter()
-    con.execute(sql).fetchall()
-    times.append((time.perf_counter() - t) * 1000)
-print(statistics.median(times))
-"#
-    );
-    let output = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.trim().lines().last().unwrap_or_default().parse().unwrap_or_else(|_| {
-        panic!("duckdb failed (pip install duckdb): {}\n{}", text, String::from_utf8_lossy(&output.stderr))
-    })
 }

@@ -15,6 +15,8 @@ use crate::error::{QueryError, Result};
 
 /// Stack size of query worker threads (virtual memory: only touched pages cost).
 const QUERY_STACK_BYTES: usize = 32 << 20;
+/// How long the runtime's thread waits for its blocking threads at shutdown.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
 pub(crate) struct QueryExecutor {
@@ -43,7 +45,11 @@ impl QueryExecutor {
                 runtime.block_on(async {
                     let _ = stop_rx.await;
                 });
-                runtime.shutdown_background();
+                // Wait (here, off any async code) for the blocking pool's
+                // threads (object_store reads files on them) rather than
+                // detaching them: in the background shutdown this thread
+                // once crashed in pthread_detach (kernel log, during a test).
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
             })
             .expect("query thread starts");
         let handle = handle_rx.recv().expect("query runtime handle");
