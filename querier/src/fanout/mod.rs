@@ -27,7 +27,7 @@ use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
+use spanlake_schemas::merge::{BatchSink, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
     END_TIME, KIND, NAME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_ATTRIBUTES, SPAN_ID, START_TIME, STATUS_CODE, TRACE_ID,
@@ -81,7 +81,7 @@ pub struct FanoutResponse {
 }
 
 /// Interned strings (services and operation names).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Names {
     ids: HashMap<String, u32>,
     names: Vec<String>,
@@ -124,10 +124,11 @@ impl Names {
 }
 
 /// Which spans are parents.
+#[derive(Clone)]
 enum ParentFilter {
     Any,
     Op { service: Option<u32>, operation: Option<u32> },
-    Matched(HashSet<(u128, u64)>),
+    Matched(Arc<HashSet<(u128, u64)>>),
 }
 
 /// Receives the merged, trace-ordered batches and analyzes trace by trace.
@@ -145,6 +146,8 @@ struct Analyzer {
     /// per call its duration and edge entries).
     held: usize,
     over_limit: bool,
+    /// Spans this analyzer read from blocks directly.
+    spans: u64,
 }
 
 impl Analyzer {
@@ -276,13 +279,49 @@ impl BatchSink for Analyzer {
 /// A block, its footer, and which of its rows to read (None: all).
 type Piece = (BlockMeta, ArrowReaderMetadata, Option<RowSelection>);
 
-/// Hands merged batches to the analysis task.
-struct ChannelSink(tokio::sync::mpsc::Sender<RecordBatch>);
+/// Opens blocks of one tenant with the analysis' columns.
+struct BlockReader {
+    storage: spanlake_schemas::Storage,
+    tenant: TenantId,
+    indices: Vec<usize>,
+}
 
-impl BatchSink for ChannelSink {
-    async fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
-        self.0.send(batch).await.map_err(|_| ArrowError::ExternalError("fan-out analysis stopped".into()))
+impl BlockReader {
+    /// The rows of `piece`, in block order.
+    fn open(&self, (block, footer, rows): Piece) -> Result<SortedInput> {
+        let reader = ObjectReader::block(&self.storage, &self.tenant, &block);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), self.indices.iter().copied());
+        let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+        if let Some(rows) = rows {
+            builder = builder.with_row_selection(rows);
+        }
+        let stream =
+            builder.build().map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+        Ok(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed())
     }
+}
+
+fn reading(error: ArrowError) -> QueryError {
+    QueryError::Execution(format!("reading spans for fan-out analysis: {error}"))
+}
+
+/// One analyzer holding what `analyzers` found, with the first one's
+/// numbering of names; and the others' memory reservations, which still
+/// account for what they handed over.
+fn combine(mut analyzers: Vec<Analyzer>) -> (Analyzer, Vec<MemoryReservation>) {
+    let mut into = analyzers.remove(0);
+    let mut held = Vec::with_capacity(analyzers.len());
+    for other in analyzers {
+        let renamed: Vec<u32> = other.names.names.iter().map(|name| into.names.id(name)).collect();
+        let rename = |id: u32| renamed[id as usize];
+        for ((service, name), stats) in other.ops {
+            into.ops.entry((rename(service), rename(name))).or_default().absorb(stats, &rename);
+        }
+        into.spans += other.spans;
+        held.push(other.memory);
+    }
+    (into, held)
 }
 
 /// Decodes `input` on a task of its own, a couple of batches ahead, so that
@@ -305,7 +344,7 @@ impl Querier {
     pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
         let mut names = Names::default();
         let filter = match (&params.traceql, &params.service, &params.operation) {
-            (Some(query), _, _) => ParentFilter::Matched(self.matching_spans(tenant, query, &params).await?),
+            (Some(query), _, _) => ParentFilter::Matched(Arc::new(self.matching_spans(tenant, query, &params).await?)),
             (None, None, None) => ParentFilter::Any,
             (None, service, operation) => ParentFilter::Op {
                 service: service.as_deref().map(|s| names.id(s)),
@@ -362,18 +401,7 @@ impl Querier {
             }
             None => to_merge.extend(opened.into_iter().map(|(block, footer)| (block.clone(), footer, None))),
         }
-        let open = |(block, footer, rows): Piece| {
-            let reader = ObjectReader::block(&self.storage, tenant, &block);
-            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
-            let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-            let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-            if let Some(rows) = rows {
-                builder = builder.with_row_selection(rows);
-            }
-            let stream =
-                builder.build().map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
-            Ok::<SortedInput, QueryError>(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed())
-        };
+        let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
         let limit = self.config.sql_memory_limit;
         let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.metrics.memory.clone()));
         let over_limit = || {
@@ -382,84 +410,70 @@ impl Querier {
                  (--sql-memory-limit); narrow the time range or the parents"
             ))
         };
-        let memory = MemoryConsumer::new("fan-out analysis").register(&pool);
+        let filter_memory = MemoryConsumer::new("fan-out parent filter").register(&pool);
         if let ParentFilter::Matched(set) = &filter {
-            memory.try_grow(set.capacity() * 32).map_err(|_| over_limit())?;
+            filter_memory.try_grow(set.capacity() * 32).map_err(|_| over_limit())?;
         }
-        let mut analyzer = Analyzer {
+        let analyzer = || Analyzer {
             params: params.clone(),
-            filter,
-            names,
+            filter: filter.clone(),
+            names: names.clone(),
             trace: None,
             rows: Vec::new(),
             ops: HashMap::new(),
-            held: memory.size(),
-            memory,
+            held: 0,
+            memory: MemoryConsumer::new("fan-out analysis").register(&pool),
             over_limit: false,
+            spans: 0,
         };
-        // Merge and analysis run as a pipeline on two tasks; the analysis
-        // stops (and with it the merge) once past the memory limit.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(4);
-        let analysis = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                if analyzer.write(batch).await.is_err() {
-                    return analyzer;
-                }
-            }
-            analyzer.flush_trace();
-            analyzer.account();
-            analyzer
-        });
-        // Blocks read whole first, a few decoding ahead, each block's batches
-        // in order (its traces stay together); then the merge of the rest.
-        let mut direct_rows = 0u64;
-        let mut blocks_ahead = futures::stream::iter(direct)
-            .map(|piece| std::future::ready(open(piece).map(prefetched)))
-            .buffered(parallelism);
-        let mut direct_failed = None;
-        'blocks: while let Some(input) = blocks_ahead.next().await {
-            let mut input = match input {
-                Ok(input) => input,
-                Err(error) => {
-                    direct_failed = Some(error);
-                    break;
-                }
-            };
-            while let Some(batch) = input.next().await {
-                match batch {
-                    Ok(batch) => {
-                        direct_rows += batch.num_rows() as u64;
-                        if tx.send(batch).await.is_err() {
-                            break 'blocks;
+        // One analyzer per core, each taking the next block read whole (its
+        // traces are complete in it), decoding and analyzing it on its task.
+        let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(direct)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..parallelism.max(1) {
+            let (queue, reader, mut analyzer) = (Arc::clone(&queue), Arc::clone(&reader), analyzer());
+            tasks.spawn(async move {
+                loop {
+                    let Some(piece) = queue.lock().expect("fan-out queue").pop_front() else { break };
+                    let mut input = reader.open(piece)?;
+                    while let Some(batch) = input.next().await {
+                        let batch = batch.map_err(reading)?;
+                        analyzer.spans += batch.num_rows() as u64;
+                        if analyzer.write(batch).await.is_err() {
+                            return Ok(analyzer);
                         }
                     }
-                    Err(error) => {
-                        direct_failed =
-                            Some(QueryError::Execution(format!("reading spans for fan-out analysis: {error}")));
-                        break 'blocks;
-                    }
                 }
-            }
+                analyzer.flush_trace();
+                analyzer.account();
+                Ok::<Analyzer, QueryError>(analyzer)
+            });
         }
-        drop(blocks_ahead);
-        let merged = match direct_failed {
-            Some(_) => Ok(MergeStats::default()),
-            None => match to_merge.into_iter().map(|piece| open(piece).map(prefetched)).collect::<Result<Vec<_>>>() {
-                Ok(inputs) => merge_sorted(inputs, BATCH_ROWS, &mut ChannelSink(tx)).await,
-                Err(error) => {
-                    direct_failed = Some(error);
-                    Ok(MergeStats::default())
-                }
-            },
-        };
-        let analyzer = analysis.await.map_err(|_| QueryError::Internal("fan-out analysis task failed"))?;
-        if analyzer.over_limit {
+        let mut analyzers = Vec::with_capacity(parallelism.max(1) + 1);
+        while let Some(done) = tasks.join_next().await {
+            let analyzer = done.map_err(|_| QueryError::Internal("fan-out analysis task failed"))??;
+            if analyzer.over_limit {
+                return Err(over_limit());
+            }
+            analyzers.push(analyzer);
+        }
+        // Then the traces split over blocks: merged in trace order and
+        // analyzed on this task.
+        let mut merging = analyzer();
+        let inputs =
+            to_merge.into_iter().map(|piece| reader.open(piece).map(prefetched)).collect::<Result<Vec<_>>>()?;
+        let merged = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
+        if merging.over_limit {
             return Err(over_limit());
         }
-        if let Some(error) = direct_failed {
-            return Err(error);
+        let merged = merged.map_err(reading)?;
+        merging.flush_trace();
+        if !merging.account() {
+            return Err(over_limit());
         }
-        let merged = merged.map_err(|e| QueryError::Execution(format!("reading spans for fan-out analysis: {e}")))?;
+        let direct_rows: u64 = analyzers.iter().map(|a| a.spans).sum();
+        analyzers.push(merging);
+        let (analyzer, _held) = combine(analyzers);
 
         let Analyzer { ops, names, filter, .. } = analyzer;
         let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();

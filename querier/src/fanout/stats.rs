@@ -109,6 +109,48 @@ impl OpStats {
         self.durations.len()
     }
 
+    /// Folds in the parents another task analyzed, whose service and
+    /// operation names it numbered its own way: `rename` maps its numbers
+    /// to this one's.
+    pub(crate) fn absorb(&mut self, other: OpStats, rename: &dyn Fn(u32) -> u32) {
+        let edge = |(service, name): Edge| (rename(service), rename(name));
+        let offset = self.durations.len() as u32;
+        self.durations.extend(other.durations);
+        self.weights.extend(other.weights);
+        self.sampled |= other.sampled;
+        self.max_calls.extend(other.max_calls);
+        self.degrees.extend(other.degrees);
+        self.trace_ids.extend(other.trace_ids);
+        let mut mix_ids = Vec::with_capacity(other.mixes.len());
+        for mix in other.mixes {
+            // A mix is sorted by edge; renamed edges may sort differently.
+            let mut mix: Mix = mix.into_iter().map(|(e, calls)| (edge(e), calls)).collect();
+            mix.sort_unstable();
+            let next = self.mixes.len() as u32;
+            let id = *self.mix_ids.entry(mix).or_insert_with_key(|mix| {
+                self.mixes.push(mix.clone());
+                next
+            });
+            mix_ids.push(id);
+        }
+        self.mix_of.extend(other.mix_of.into_iter().map(|m| mix_ids[m as usize]));
+        self.before += other.before;
+        self.in_flight += other.in_flight;
+        self.after += other.after;
+        self.parallelism.extend(other.parallelism);
+        self.overflow += other.overflow;
+        for (e, theirs) in other.edges {
+            let mine = self.edges.entry(edge(e)).or_default();
+            mine.durations.extend(theirs.durations);
+            mine.per_parent_max.extend(theirs.per_parent_max);
+            mine.per_parent_index.extend(theirs.per_parent_index.into_iter().map(|i| i + offset));
+            mine.per_parent_calls.extend(theirs.per_parent_calls);
+            mine.errors += theirs.errors;
+            mine.critical += theirs.critical;
+            mine.last_finisher += theirs.last_finisher;
+        }
+    }
+
     /// Whether any parent of this operation made a call.
     pub(crate) fn has_calls(&self) -> bool {
         !self.max_calls.is_empty()

@@ -1,5 +1,5 @@
 use super::stats::{OpStats, label};
-use super::trace::{Call, Parent};
+use super::trace::{Call, Edge, Parent};
 
 #[test]
 fn percentile_labels() {
@@ -121,4 +121,52 @@ fn weighted_parents_stand_for_their_adjusted_counts() {
     assert_eq!(report.edges[0].child_latency_ms.values["p50"], Some(10.0));
     assert_eq!(report.predicted_latency_ms.values["p50"].map(f64::round), Some(10.0));
     assert!(report.predicted_latency_ms.values["p91"].unwrap() > 99.0);
+}
+
+#[test]
+fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
+    // Parents calling edge a = (2, 3) and b = (4, 5), in varying mixes.
+    let make = |i: i64, a: Edge, b: Edge| {
+        let mut p = parent(&[]);
+        for (k, edge) in [a, b].into_iter().enumerate().take(1 + (i % 2) as usize) {
+            let duration = (i * 7 + k as i64 * 13) % 50 * 1_000_000 + 1_000_000;
+            p.calls.push(Call { edge, duration, error: i % 5 == 0, critical: duration / 2 });
+        }
+        p.calls.extend((0..(i % 3)).map(|j| Call {
+            edge: a,
+            duration: (j + 1) * 3_000_000,
+            error: false,
+            critical: 0,
+        }));
+        p.duration = p.max_call().unwrap_or(0) + i * 1_000;
+        p.in_flight = p.duration;
+        p.busy = p.calls.iter().map(|c| c.duration).sum();
+        p.last_finisher = Some(a);
+        p
+    };
+    let (a, b) = ((2, 3), (4, 5));
+    let mut all = OpStats::default();
+    for i in 0..200 {
+        all.add(&make(i, a, b), i as u128);
+    }
+    let mut first = OpStats::default();
+    for i in 0..100 {
+        first.add(&make(i, a, b), i as u128);
+    }
+    // The other task numbered the same names 9, 8 (for 2, 3) and 7, 6 (for 4, 5).
+    let mut second = OpStats::default();
+    for i in 100..200 {
+        second.add(&make(i, (9, 8), (7, 6)), i as u128);
+    }
+    first.absorb(second, &|id| match id {
+        9 => 2,
+        8 => 3,
+        7 => 4,
+        6 => 5,
+        other => other,
+    });
+    let name = |id: u32| format!("n{id}");
+    let qs = [0.5, 0.9, 0.99];
+    let report = |stats: OpStats| serde_json::to_value(stats.report((0, 1), &qs, &name)).unwrap();
+    assert_eq!(report(first), report(all));
 }
