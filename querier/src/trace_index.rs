@@ -52,6 +52,27 @@ impl TraceIndex {
         self.starts.len() == self.ids.len() + 1
     }
 
+    /// Where to cut the block into pieces of whole traces, one piece per
+    /// row group: the first trace start at or after each of `row_group_starts`
+    /// (ascending), as row offsets from 0 to the block's rows. An unsorted
+    /// block is one piece.
+    pub(crate) fn cuts(&self, row_group_starts: &[u32]) -> Vec<u32> {
+        let mut cuts = vec![0];
+        if self.sorted() {
+            for &start in row_group_starts {
+                let at = self.starts.partition_point(|&s| s < start);
+                if let Some(&cut) = self.starts.get(at)
+                    && cut > *cuts.last().expect("starts with 0")
+                    && cut < self.rows
+                {
+                    cuts.push(cut);
+                }
+            }
+        }
+        cuts.push(self.rows);
+        cuts
+    }
+
     /// Rows of trace `i` (of a sorted block).
     fn run(&self, i: usize) -> Range<u32> {
         self.starts[i]..self.starts[i + 1]
@@ -274,6 +295,16 @@ mod tests {
         assert_eq!(unsorted.ids, vec![u128::from_be_bytes([1; 16]), u128::from_be_bytes([3; 16])]);
         let sorted = index(&[&[(2, 1, "server"), (3, 9, "client")]]);
         assert_eq!(rows_to_merge(&[&unsorted, &sorted]), vec![vec![0..3], vec![1..2]]);
+    }
+
+    #[test]
+    fn cuts_fall_on_the_first_trace_start_of_each_row_group() {
+        // Traces 1 (rows 0..3), 2 (3..4), 3 (4..7); row groups start at 0, 2, 4, 6.
+        let a = index(&[&[(1, 1, "s"), (1, 2, "s"), (1, 3, "s"), (2, 1, "s"), (3, 1, "s"), (3, 2, "s"), (3, 3, "s")]]);
+        assert_eq!(a.cuts(&[0, 2, 4, 6]), vec![0, 3, 4, 7], "trace 1 is not cut; 6 is inside trace 3");
+        assert_eq!(a.cuts(&[]), vec![0, 7]);
+        let unsorted = index(&[&[(3, 1, "s"), (1, 1, "s")]]);
+        assert_eq!(unsorted.cuts(&[0, 1]), vec![0, 2]);
     }
 
     #[test]

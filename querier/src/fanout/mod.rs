@@ -389,13 +389,34 @@ impl Querier {
                     let rows = index.rows();
                     let merged: u32 = ranges.iter().map(|r| r.end - r.start).sum();
                     let block = block.clone();
-                    if merged == 0 {
-                        direct.push((block, footer, None));
-                    } else if merged == rows {
-                        to_merge.push((block, footer, None));
-                    } else {
-                        direct.push((block.clone(), footer.clone(), Some(selection(&ranges, rows, true))));
-                        to_merge.push((block, footer, Some(selection(&ranges, rows, false))));
+                    if merged > 0 {
+                        let rows = (merged < rows).then(|| selection(&ranges, rows, false));
+                        to_merge.push((block.clone(), footer.clone(), rows));
+                    }
+                    if merged == rows {
+                        continue;
+                    }
+                    // A large block (compacted) is shared out between the
+                    // analyzers a row group at a time, cut where traces start.
+                    let unshared = (merged > 0).then(|| selection(&ranges, rows, true));
+                    let mut starts = Vec::new();
+                    let mut at = 0u32;
+                    for group in footer.metadata().row_groups() {
+                        starts.push(at);
+                        at = at.saturating_add(u32::try_from(group.num_rows()).unwrap_or(u32::MAX));
+                    }
+                    let cuts = index.cuts(&starts);
+                    if cuts.len() <= 2 {
+                        direct.push((block, footer, unshared));
+                        continue;
+                    }
+                    for piece in cuts.windows(2) {
+                        let chunk = selection(std::slice::from_ref(&(piece[0]..piece[1])), rows, false);
+                        let chunk = match &unshared {
+                            Some(unshared) => unshared.intersection(&chunk),
+                            None => chunk,
+                        };
+                        direct.push((block.clone(), footer.clone(), Some(chunk)));
                     }
                 }
             }
