@@ -140,7 +140,8 @@ pub(crate) struct Blocks {
     /// a request per block.
     blooms: BlockValues<Option<Arc<Sbbf>>, (BlockId, usize)>,
     /// Where each trace lies in blocks, read once (see [`crate::trace_index`]).
-    trace_indexes: BlockValues<Arc<TraceIndex>>,
+    /// (None: too many traces to index.)
+    trace_indexes: BlockValues<Option<Arc<TraceIndex>>>,
     /// How young a missing block must be to count as still being written
     /// (the commit lookback: no put outlives it).
     in_flight: std::time::Duration,
@@ -184,8 +185,13 @@ impl Blocks {
         Ok(filter)
     }
 
-    /// The block's trace index, read once from its key columns.
-    pub(crate) async fn trace_index(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<Arc<TraceIndex>, NotOpened> {
+    /// The block's trace index, read once from its key columns (None: the
+    /// block holds too many traces to index).
+    pub(crate) async fn trace_index(
+        &self,
+        tenant: &TenantId,
+        meta: &BlockMeta,
+    ) -> Result<Option<Arc<TraceIndex>>, NotOpened> {
         if let Some(found) = self.trace_indexes.get(&meta.id) {
             return Ok(found);
         }
@@ -202,13 +208,17 @@ impl Blocks {
             let mut index = TraceIndexBuilder::default();
             while let Some(batch) = stream.try_next().await? {
                 index.push(&batch)?;
+                if index.too_large() {
+                    return Ok(None);
+                }
             }
-            Ok::<_, parquet::errors::ParquetError>(index.finish())
+            Ok::<_, parquet::errors::ParquetError>(Some(index.finish()))
         };
         match read.await {
             Ok(index) => {
-                let index = Arc::new(index);
-                self.trace_indexes.insert_weighing(&meta.id, Arc::clone(&index), index.bytes());
+                let index = index.map(Arc::new);
+                let bytes = index.as_ref().map_or(1, |i| i.bytes());
+                self.trace_indexes.insert_weighing(&meta.id, index.clone(), bytes);
                 Ok(index)
             }
             Err(error) if is_not_found(&error) && meta.id.may_be_in_flight(self.in_flight) => Err(NotOpened::InFlight),
@@ -217,7 +227,7 @@ impl Blocks {
     }
 
     /// The trace indexes of `metas`, read `parallelism` at a time on the
-    /// current runtime (None: one could not be read).
+    /// current runtime (None: one could not be read or indexed).
     pub(crate) async fn trace_indexes(
         self: &Arc<Self>,
         tenant: &TenantId,
@@ -237,8 +247,8 @@ impl Blocks {
             }
             match tasks.join_next().await {
                 None => break,
-                Some(Ok((at, Ok(index)))) => found[at] = Some(index),
-                Some(Ok((_, Err(_))) | Err(_)) => return None,
+                Some(Ok((at, Ok(Some(index))))) => found[at] = Some(index),
+                Some(Ok((_, Ok(None) | Err(_))) | Err(_)) => return None,
             }
         }
         found.into_iter().collect()

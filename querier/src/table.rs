@@ -37,7 +37,7 @@ use spanlake_schemas::Catalog;
 
 use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
-use crate::trace_index::{TraceIndex, rows_to_merge, selection};
+use crate::trace_index::{TraceIndex, rows_to_merge, split};
 
 /// Blocks are split into byte ranges no smaller than this for parallel reads.
 const MIN_RANGE_BYTES: u64 = 8 << 20;
@@ -235,20 +235,15 @@ impl SpansTable {
         let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
         let mut merged = Vec::new();
         for ((block, index), ranges) in group.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
-            let rows = index.rows();
-            let to_merge: u64 = ranges.iter().map(|r| u64::from(r.end - r.start)).sum();
-            let bytes = |selected: u64| block.size_bytes * selected / u64::from(rows.max(1));
-            if to_merge == 0 {
-                parallel.push(Piece::whole(block));
-            } else if to_merge == u64::from(rows) {
-                merged.push(Piece::whole(block));
-            } else {
-                parallel.push(Piece {
-                    rows: Some(selection(&ranges, rows, true)),
-                    bytes: bytes(u64::from(rows) - to_merge),
-                    block: block.clone(),
-                });
-                merged.push(Piece { rows: Some(selection(&ranges, rows, false)), bytes: bytes(to_merge), block });
+            let parts = split(index, &ranges);
+            let bytes = |rows: u32| block.size_bytes * u64::from(rows) / u64::from(index.rows().max(1));
+            if let Some(rows) = parts.alone {
+                let bytes = bytes(parts.alone_rows);
+                parallel.push(Piece { rows: rows.selection(), bytes, block: block.clone() });
+            }
+            if let Some(rows) = parts.merged {
+                let bytes = bytes(index.rows() - parts.alone_rows);
+                merged.push(Piece { rows: rows.selection(), bytes, block });
             }
         }
         merged

@@ -21,6 +21,11 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use spanlake_schemas::merge::{TraceDedup, span_identity};
 use spanlake_schemas::schema::{KIND, SPAN_ID, TRACE_ID};
 
+/// Traces past which a block is not indexed (it is read through the merge
+/// instead): its index would hold 40 MiB, outside the query's pool while it
+/// is built.
+pub(crate) const MAX_INDEXED_TRACES: usize = 2 << 20;
+
 /// One block's traces: distinct trace ids, where their rows start, and
 /// which hold a span twice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,16 +86,39 @@ impl TraceIndex {
 
 /// Builds a block's [`TraceIndex`] from its (`trace_id`, `span_id`, `kind`)
 /// columns, batch by batch in row order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TraceIndexBuilder {
+    /// Traces past which the block is not indexed.
+    limit: usize,
     index: TraceIndex,
     sorted: bool,
     started: bool,
     dedup: TraceDedup,
 }
 
+impl Default for TraceIndexBuilder {
+    fn default() -> Self {
+        Self {
+            limit: MAX_INDEXED_TRACES,
+            index: TraceIndex::default(),
+            sorted: false,
+            started: false,
+            dedup: TraceDedup::default(),
+        }
+    }
+}
+
 impl TraceIndexBuilder {
+    /// Whether the block holds more than [`MAX_INDEXED_TRACES`] traces (it
+    /// is not indexed; later batches are ignored).
+    pub(crate) fn too_large(&self) -> bool {
+        self.index.ids.len() > self.limit
+    }
+
     pub(crate) fn push(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        if self.too_large() {
+            return Ok(());
+        }
         let column =
             |name: &str| batch.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")));
         let traces = column(TRACE_ID)?.as_fixed_size_binary_opt().ok_or_else(|| wrong_type(TRACE_ID))?;
@@ -209,6 +237,45 @@ fn push_range(ranges: &mut Vec<Range<u32>>, range: Range<u32>) {
     }
 }
 
+/// Rows of a block: all of them, or a selection.
+#[derive(Debug, Clone)]
+pub(crate) enum Rows {
+    All,
+    Only(RowSelection),
+}
+
+impl Rows {
+    /// As a file's row selection (None: every row).
+    pub(crate) fn selection(self) -> Option<RowSelection> {
+        match self {
+            Rows::All => None,
+            Rows::Only(selection) => Some(selection),
+        }
+    }
+}
+
+/// How one block of a group is read, from its ranges in [`rows_to_merge`].
+#[derive(Debug, Clone)]
+pub(crate) struct Split {
+    /// The rows of traces this block alone holds whole (None: no such row).
+    pub(crate) alone: Option<Rows>,
+    /// How many rows that is.
+    pub(crate) alone_rows: u32,
+    /// The rows that go through the merge (None: no such row).
+    pub(crate) merged: Option<Rows>,
+}
+
+pub(crate) fn split(index: &TraceIndex, to_merge: &[Range<u32>]) -> Split {
+    let rows = index.rows();
+    let merged: u32 = to_merge.iter().map(|r| r.end - r.start).sum();
+    let part = |count: u32, invert: bool| match count {
+        0 => None,
+        n if n == rows => Some(Rows::All),
+        _ => Some(Rows::Only(selection(to_merge, rows, invert))),
+    };
+    Split { alone: part(rows - merged, true), alone_rows: rows - merged, merged: part(merged, false) }
+}
+
 /// The selection of `rows` rows that reads `ranges` (ascending, apart), or
 /// with `invert`, every other row.
 pub(crate) fn selection(ranges: &[Range<u32>], rows: u32, invert: bool) -> RowSelection {
@@ -305,6 +372,34 @@ mod tests {
         assert_eq!(a.cuts(&[]), vec![0, 7]);
         let unsorted = index(&[&[(3, 1, "s"), (1, 1, "s")]]);
         assert_eq!(unsorted.cuts(&[0, 1]), vec![0, 2]);
+    }
+
+    #[test]
+    fn a_block_splits_into_the_rows_it_alone_holds_and_the_rest() {
+        let a = index(&[&[(1, 1, "s"), (2, 1, "s"), (2, 2, "s"), (3, 1, "s")]]);
+        let read = |rows: Option<Rows>| match rows {
+            None => 0,
+            Some(Rows::All) => 4,
+            Some(Rows::Only(s)) => s.row_count(),
+        };
+        let parts = split(&a, std::slice::from_ref(&(1..3)));
+        assert_eq!((read(parts.alone), parts.alone_rows, read(parts.merged)), (2, 2, 2));
+        let parts = split(&a, &[]);
+        assert!(matches!((parts.alone, parts.merged), (Some(Rows::All), None)));
+        let parts = split(&a, std::slice::from_ref(&(0..4)));
+        assert!(matches!((parts.alone, parts.merged), (None, Some(Rows::All))));
+    }
+
+    #[test]
+    fn a_block_of_too_many_traces_is_not_indexed() {
+        let mut builder = TraceIndexBuilder { limit: 2, ..TraceIndexBuilder::default() };
+        builder.push(&batch(&[(1, 1, "s"), (2, 1, "s")])).unwrap();
+        assert!(!builder.too_large());
+        builder.push(&batch(&[(3, 1, "s"), (4, 1, "s")])).unwrap();
+        assert!(builder.too_large());
+        let held = builder.index.ids.len();
+        builder.push(&batch(&[(5, 1, "s")])).unwrap();
+        assert_eq!(builder.index.ids.len(), held, "nothing more is kept");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::Querier;
 use crate::blocks::NotOpened;
 use crate::error::{QueryError, Result};
 use crate::memory::CountedPool;
-use crate::trace_index::{TraceIndex, rows_to_merge, selection};
+use crate::trace_index::{Rows, TraceIndex, rows_to_merge, selection, split};
 use crate::traceql::{self, ast::SpansetExpr};
 use trace::{Kind, SpanRow};
 
@@ -386,19 +386,14 @@ impl Querier {
             Some(indexes) => {
                 let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
                 for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
-                    let rows = index.rows();
-                    let merged: u32 = ranges.iter().map(|r| r.end - r.start).sum();
                     let block = block.clone();
-                    if merged > 0 {
-                        let rows = (merged < rows).then(|| selection(&ranges, rows, false));
-                        to_merge.push((block.clone(), footer.clone(), rows));
+                    let parts = split(index, &ranges);
+                    if let Some(rows) = parts.merged {
+                        to_merge.push((block.clone(), footer.clone(), rows.selection()));
                     }
-                    if merged == rows {
-                        continue;
-                    }
+                    let Some(alone) = parts.alone else { continue };
                     // A large block (compacted) is shared out between the
                     // analyzers a row group at a time, cut where traces start.
-                    let unshared = (merged > 0).then(|| selection(&ranges, rows, true));
                     let mut starts = Vec::new();
                     let mut at = 0u32;
                     for group in footer.metadata().row_groups() {
@@ -407,14 +402,14 @@ impl Querier {
                     }
                     let cuts = index.cuts(&starts);
                     if cuts.len() <= 2 {
-                        direct.push((block, footer, unshared));
+                        direct.push((block, footer, alone.selection()));
                         continue;
                     }
                     for piece in cuts.windows(2) {
-                        let chunk = selection(std::slice::from_ref(&(piece[0]..piece[1])), rows, false);
-                        let chunk = match &unshared {
-                            Some(unshared) => unshared.intersection(&chunk),
-                            None => chunk,
+                        let chunk = selection(std::slice::from_ref(&(piece[0]..piece[1])), index.rows(), false);
+                        let chunk = match &alone {
+                            Rows::Only(alone) => alone.intersection(&chunk),
+                            Rows::All => chunk,
                         };
                         direct.push((block.clone(), footer.clone(), Some(chunk)));
                     }
