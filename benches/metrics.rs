@@ -9,7 +9,10 @@
 //! quantiles and histograms the same power-of-two buckets. Medians of 5
 //! runs; DuckDB's time excludes its start-up. Then the same after compacting
 //! the hour (what a running compactor leaves).
-//! Knobs: SPANLAKE_BENCH_METRICS_SPANS (default 10,000,000).
+//! Knobs: SPANLAKE_BENCH_METRICS_SPANS (default 10,000,000);
+//! SPANLAKE_BENCH_METRICS_ONLY (run only the queries whose name contains it);
+//! SPANLAKE_BENCH_METRICS_REPEAT (seconds: repeat each query that long before
+//! timing it, for a profiler to attach to the process).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,7 +127,10 @@ fn main() {
             let querier = Spanlake::start(&args, Role::Querier).await.unwrap();
             let http = reqwest::Client::new();
             let base = format!("http://{}", querier.http_addr());
-            for (name, traceql, sql) in QUERIES {
+            let only = std::env::var("SPANLAKE_BENCH_METRICS_ONLY").unwrap_or_default();
+            let repeat: u64 =
+                std::env::var("SPANLAKE_BENCH_METRICS_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            for (name, traceql, sql) in QUERIES.into_iter().filter(|(name, ..)| name.contains(only.as_str())) {
                 let url = reqwest::Url::parse_with_params(
                     &format!("{base}/api/metrics/query_range"),
                     &[("q", traceql), ("start", &start_s.to_string()), ("end", &end_s.to_string()), ("step", "15s")],
@@ -134,6 +140,13 @@ fn main() {
                 assert!(answer.status().is_success(), "{traceql}: {}", answer.status());
                 let answer: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
                 let series = answer["series"].as_array().map_or(0, Vec::len);
+                if repeat > 0 {
+                    println!("{phase}, {name}: repeating for {repeat} s in process {}", std::process::id());
+                    let until = Instant::now() + Duration::from_secs(repeat);
+                    while Instant::now() < until {
+                        get_ok(&http, url.to_string()).await;
+                    }
+                }
                 let timing = time(RUNS, |_| get_ok(&http, url.to_string())).await;
                 let (duck, _) = duckdb::median_ms(&files, &fill(sql), RUNS);
                 println!("{phase}, {name}: {series} series, spanlake {:.1} ms, duckdb {duck:.1} ms", timing.median_ms);

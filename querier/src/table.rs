@@ -387,6 +387,23 @@ fn copy_groups(mut blocks: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<Vec<BlockMeta
     (alone, shared)
 }
 
+/// Whether to evaluate the filters while decoding (Parquet's row filter),
+/// decoding the other columns only for the rows that pass.
+///
+/// That pays off when it skips decoding what is costly: attribute maps,
+/// events, links (nested columns), or every column but the few rows of a
+/// lookup by trace id or by start time (exemplars). Over flat columns alone it costs more than it saves:
+/// each filter's result becomes a row selection that every other column is
+/// then decoded through, a fine-grained one when the filter matches every
+/// few rows (`kind = server`). Measured with the metrics bench: 1.19 s
+/// against 0.91 s for quantiles of server spans by service over 10M spans,
+/// and 6.1 s against 1.2 s the other way for errors by route (an attribute
+/// map read only for root spans).
+fn late_materialization_pays(schema: &SchemaRef, projection: Option<&Vec<usize>>, bounds: &BlockBounds) -> bool {
+    let nested = |i: &usize| schema.field(*i).data_type().is_nested();
+    bounds.trace_ids.is_some() || bounds.starts.is_some() || projection.is_none_or(|columns| columns.iter().any(nested))
+}
+
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
@@ -428,7 +445,10 @@ impl TableProvider for SpansTable {
         }
         let mut source = ParquetSource::new(schema.clone());
         if self.pruning {
-            source = source.with_enable_page_index(true).with_bloom_filter_on_read(true).with_pushdown_filters(true);
+            source = source
+                .with_enable_page_index(true)
+                .with_bloom_filter_on_read(true)
+                .with_pushdown_filters(late_materialization_pays(&schema, projection, &bounds));
             if let Some(predicate) = conjunction(filters.to_vec()) {
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

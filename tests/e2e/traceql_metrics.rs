@@ -215,6 +215,10 @@ async fn drilldown_queries_answer_the_known_counts() {
         let ms: i64 = e["timestampMs"].as_str().unwrap().parse().unwrap();
         assert!((T0 * 1000..(T0 + 300) * 1000).contains(&ms));
         assert!(e["value"].as_f64().unwrap() > 0.0);
+        // The newest root of its minute: the trace that starts it names.
+        let minute = (ms / 1000 - T0) as usize / 60;
+        assert_eq!(ms, (T0 + 60 * minute as i64 + 10) * 1000 + minute as i64, "{e}");
+        assert_eq!(id, format!("{:032x}", trace_id(minute, minute)), "{e}");
     }
 
     // RED errors.

@@ -6,10 +6,11 @@
 //!  { filter } | fn(…) by(…)  ──compile──▶  one DataFusion aggregate over `spans`
 //!     (span counted once; blocks and row groups pruned by the window and filter)
 //!     GROUP BY time bucket, by() values[, power-of-two bucket of the value]
-//!     → count, min, max, sum, and the newest span's start (an exemplar candidate)
+//!     → count, min, max, sum, and the newest span: its start, trace id and
+//!       value (an exemplar candidate, carried by the aggregate: no second read)
 //!  rows ──▶ series (series.rs): rate, count, min/max/sum/avg, quantiles
 //!     interpolated over power-of-two buckets as Tempo does, histograms
-//!     ──▶ exemplars: the chosen candidates read back by start time (one small read)
+//!     ──▶ exemplars: candidates chosen, spread over the window
 //!     ──▶ topk/bottomk/comparison stages ──▶ Tempo's JSON
 //!  compare({sel}) ──▶ compare.rs: attribute values counted per bucket for
 //!     the selection and the baseline, the top N of each attribute
@@ -22,23 +23,22 @@
 mod compare;
 mod response;
 mod series;
+mod trace_bits;
 mod window;
 
-use std::collections::HashMap;
-
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::math::expr_fn::{ceil, log2};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, last_value, max, min, sum};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::SessionContext;
 use spanlake_schemas::TenantId;
 use spanlake_schemas::schema as s;
 
 pub(crate) use response::MetricsAnswer;
-use series::{Cell, Collected};
+use series::{Cell, Collected, Newest};
 pub(crate) use window::Window;
 
 use crate::Querier;
@@ -152,17 +152,10 @@ mod cols {
     pub(super) const MAX: &str = "__max";
     pub(super) const SUM: &str = "__sum";
     pub(super) const NEWEST: &str = "__ts";
-    pub(super) const VALUE: &str = "__xv";
+    pub(super) const NEWEST_TRACE: &str = "__xt";
+    pub(super) const NEWEST_VALUE: &str = "__xv";
 }
 
-/// The spans of the window (and the filter), one copy of each.
-pub(crate) async fn window_spans(
-    ctx: &SessionContext,
-    request: &MetricsRequest,
-    filter: Option<&FieldExpr>,
-) -> Result<DataFrame> {
-    window_spans_in(ctx, "spans", request, filter).await
-}
 
 /// Whether the query reads trace-level fields (in its filter or `by()`).
 fn needs_trace_fields(query: &MetricsQuery) -> bool {
@@ -175,13 +168,13 @@ fn needs_trace_fields(query: &MetricsQuery) -> bool {
     in_filter || in_selection || query.by.iter().any(OutputField::needs_trace_fields)
 }
 
-/// [`window_spans`] from `table` (`spans`, or every stored copy).
-async fn window_spans_in(
+/// The spans of the window (and the filter), one copy of each.
+pub(crate) async fn window_spans(
     ctx: &SessionContext,
-    table: &str,
     request: &MetricsRequest,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
+    let table = "spans";
     let window = &request.window;
     let needs_trace_fields = needs_trace_fields(&request.query);
     let start = col(s::START_TIME);
@@ -225,10 +218,7 @@ impl Querier {
             let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
             let collected = aggregate(&ctx, request, filter, &by).await?;
             let _series = hold_series(&ctx, collected.series_count(&request.query.function), window.buckets())?;
-            let built = series::build(request, &by, collected);
-            let starts: Vec<i64> = built.candidates().iter().map(|c| c.start).collect();
-            let spans = exemplar_spans(&ctx, request, filter, &by, &starts).await?;
-            built.finish(request, &spans)
+            series::build(request, &by, collected).finish(request)
         };
         answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
         answer.total_blocks = blocks.len() as u64;
@@ -299,10 +289,15 @@ async fn aggregate(
         ]);
     }
     if request.exemplars > 0 {
-        // Each cell's newest span is an exemplar candidate; the few chosen
-        // are read afterwards (exemplar_spans), not carried through the
-        // aggregate.
+        // Each cell's newest span is an exemplar candidate: its start, trace
+        // and value. Spans that start together are told apart the same way
+        // by each `last_value`, which see the same rows in the same order.
+        let newest = || vec![col(s::START_TIME).sort(true, false)];
         aggregates.push(max(start).alias(cols::NEWEST));
+        aggregates.push(last_value(trace_bits::trace_bits(col(s::TRACE_ID)), newest()).alias(cols::NEWEST_TRACE));
+        if let Some(value) = &value {
+            aggregates.push(last_value(value.clone(), newest()).alias(cols::NEWEST_VALUE));
+        }
     }
     let (batches, _held) = crate::memory::collect_counted(
         ctx,
@@ -326,6 +321,8 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
     let float = |name: &str| column(name).map(|c| c.as_primitive::<Float64Type>().clone());
     let (mins, maxes, sums) = (float(cols::MIN), float(cols::MAX), float(cols::SUM));
     let newest = column(cols::NEWEST).map(|c| c.as_primitive::<Int64Type>().clone());
+    let newest_traces = column(cols::NEWEST_TRACE).map(|c| c.as_primitive::<Decimal128Type>().clone());
+    let newest_values = float(cols::NEWEST_VALUE);
     let power = column(cols::POWER).filter(|_| powers).map(|c| c.as_primitive::<Int64Type>().clone());
     let (Some(buckets), Some(counts)) = (buckets, counts) else { return };
     let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
@@ -344,57 +341,15 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
                 min: read(&mins, row),
                 max: read(&maxes, row),
                 sum: read(&sums, row),
-                newest: newest.as_ref().filter(|n| n.is_valid(row)).map(|n| n.value(row)),
+                newest: match (&newest, &newest_traces) {
+                    (Some(starts), Some(traces)) if starts.is_valid(row) && traces.is_valid(row) => Some(Newest {
+                        start: starts.value(row),
+                        trace_id: trace_bits::trace_id(traces.value(row)),
+                        value: read(&newest_values, row),
+                    }),
+                    _ => None,
+                },
             },
         );
     }
-}
-
-/// The spans of the window (and filter) starting at one of `starts`: by
-/// (start, group key), their trace id and measured value. One read with a
-/// short list of start times, for the chosen exemplars.
-async fn exemplar_spans(
-    ctx: &SessionContext,
-    request: &MetricsRequest,
-    filter: Option<&FieldExpr>,
-    by: &[ByField],
-    starts: &[i64],
-) -> Result<HashMap<(i64, String), (String, Option<f64>)>> {
-    let mut found = HashMap::new();
-    if starts.is_empty() {
-        return Ok(found);
-    }
-    let mut listed: Vec<i64> = starts.to_vec();
-    listed.sort_unstable();
-    listed.dedup();
-    // Any stored copy of a span names the same trace: no de-duplication.
-    let frame = window_spans_in(ctx, crate::sql::SPANS_AS_STORED, request, filter)
-        .await?
-        .filter(col(s::START_TIME).in_list(listed.iter().map(|t| timestamp(*t)).collect(), false))?;
-    let mut columns = vec![cast(col(s::START_TIME), DataType::Int64), col(s::TRACE_ID)];
-    columns.push(match measured_field(&request.query.function) {
-        Some((field, _)) => crate::search::numeric_value(field)?.alias(cols::VALUE),
-        None => lit(ScalarValue::Float64(None)).alias(cols::VALUE),
-    });
-    columns.extend(by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}"))));
-    let (batches, _held) =
-        crate::memory::collect_counted(ctx, frame.select(columns)?, "the exemplar spans", "ask for fewer exemplars")
-            .await?;
-    for batch in &batches {
-        let starts = batch.column(0).as_primitive::<Int64Type>();
-        let traces = batch.column(1).as_fixed_size_binary();
-        let values = batch.column(2).as_primitive::<Float64Type>();
-        for row in 0..batch.num_rows() {
-            let labels: Vec<Option<serde_json::Value>> = by
-                .iter()
-                .enumerate()
-                .map(|(i, b)| crate::search::render_value(batch.column(3 + i), b.render, row))
-                .collect();
-            let value = values.is_valid(row).then(|| values.value(row));
-            found
-                .entry((starts.value(row), series::group_key(&labels)))
-                .or_insert_with(|| (crate::search::trace_id_hex(traces.value(row)), value));
-        }
-    }
-    Ok(found)
 }

@@ -20,8 +20,18 @@ pub(super) struct Cell {
     pub(super) min: Option<f64>,
     pub(super) max: Option<f64>,
     pub(super) sum: Option<f64>,
-    /// Start of the cell's newest span, ns: an exemplar candidate.
-    pub(super) newest: Option<i64>,
+    /// The cell's newest span: an exemplar candidate.
+    pub(super) newest: Option<Newest>,
+}
+
+/// A cell's newest span, as the aggregate found it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Newest {
+    /// Its start, ns.
+    pub(super) start: i64,
+    pub(super) trace_id: [u8; 16],
+    /// Its measured value (functions of a value).
+    pub(super) value: Option<f64>,
 }
 
 /// Cells by group (`by()` values, typed JSON; `None` when the span has none).
@@ -98,9 +108,7 @@ pub(super) struct Candidate {
     /// closest quantile is chosen once its value is known).
     series: usize,
     bucket: usize,
-    /// Its start, ns, and its group's key: what finds the span again.
-    pub(super) start: i64,
-    pub(super) group: String,
+    span: Newest,
     group_labels: Vec<Label>,
     /// Labelled with the bucket's sample (rate, count, histogram), else with
     /// the span's own value.
@@ -128,15 +136,13 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
     let mut per_series_budget = false;
     for (values, cells) in collected.groups.into_values() {
         let group = group_labels(by, &values);
-        let key = group_key(&values);
         let cells: Vec<Cell> = cells.into_iter().filter(|c| c.bucket < n).collect();
         let mut candidate = |series: usize, cell: &Cell, sample_valued: bool, quantiles: usize| {
-            if let Some(start) = cell.newest {
+            if let Some(span) = cell.newest {
                 candidates.push(Candidate {
                     series,
                     bucket: cell.bucket,
-                    start,
-                    group: key.clone(),
+                    span,
                     group_labels: group.clone(),
                     sample_valued,
                     quantiles,
@@ -226,25 +232,14 @@ pub(super) fn build(request: &MetricsRequest, by: &[ByField], collected: Collect
 }
 
 impl Built {
-    /// The chosen candidates: the spans to look up for exemplars.
-    pub(super) fn candidates(&self) -> &[Candidate] {
-        &self.candidates
-    }
-
-    /// Attaches the exemplars whose spans were found (`spans`: by start and
-    /// group key, the trace id and the span's value), applies the second
-    /// stages and finishes the answer.
-    pub(super) fn finish(
-        mut self,
-        request: &MetricsRequest,
-        spans: &HashMap<(i64, String), (String, Option<f64>)>,
-    ) -> MetricsAnswer {
+    /// Attaches the chosen exemplars, applies the second stages and
+    /// finishes the answer.
+    pub(super) fn finish(mut self, request: &MetricsRequest) -> MetricsAnswer {
         for candidate in std::mem::take(&mut self.candidates) {
-            let Some((trace, value)) = spans.get(&(candidate.start, candidate.group.clone())) else { continue };
             let value = if candidate.sample_valued {
                 self.series[candidate.series].samples[candidate.bucket]
             } else {
-                match value {
+                match candidate.span.value {
                     Some(v) => v * self.scale,
                     None => continue,
                 }
@@ -256,13 +251,14 @@ impl Built {
                     distance(*a).total_cmp(&distance(*b))
                 })
                 .unwrap_or(candidate.series);
-            let mut labels = vec![("trace:id".to_owned(), string(trace))];
+            let trace = crate::search::trace_id_hex(&candidate.span.trace_id);
+            let mut labels = vec![("trace:id".to_owned(), string(&trace))];
             labels.extend(candidate.group_labels);
             if value.is_finite() {
                 self.series[series].exemplars.push(Exemplar {
                     labels,
                     value,
-                    timestamp_ms: candidate.start / 1_000_000,
+                    timestamp_ms: candidate.span.start / 1_000_000,
                 });
             }
         }
@@ -281,7 +277,7 @@ fn choose(mut candidates: Vec<Candidate>, budget: usize, buckets: usize, per_ser
         return Vec::new();
     }
     let stretches = (budget / 2).max(1);
-    candidates.sort_by_key(|c| (c.bucket, c.series, c.start));
+    candidates.sort_by_key(|c| (c.bucket, c.series, c.span.start));
     let mut in_stretch: HashMap<(usize, usize), usize> = HashMap::new();
     let mut placed: HashMap<usize, usize> = HashMap::new();
     candidates.retain(|candidate| {
@@ -425,15 +421,14 @@ mod tests {
                 (0..3).map(move |i| Candidate {
                     series: 0,
                     bucket: b,
-                    start: (b * 10 + i) as i64,
-                    group: String::new(),
+                    span: Newest { start: (b * 10 + i) as i64, trace_id: [0; 16], value: None },
                     group_labels: Vec::new(),
                     sample_valued: true,
                     quantiles: 0,
                 })
             })
             .collect();
-        let stamps: Vec<i64> = choose(candidates, 10, 100, false).iter().map(|c| c.start).collect();
+        let stamps: Vec<i64> = choose(candidates, 10, 100, false).iter().map(|c| c.span.start).collect();
         // Five stretches of 20 buckets, two exemplars each.
         assert_eq!(stamps, [0, 1, 200, 201, 400, 401, 600, 601, 800, 801]);
     }
