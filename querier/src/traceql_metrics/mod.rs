@@ -21,17 +21,17 @@
 //! admission and deadline as every query.
 
 mod compare;
+mod newest;
 mod response;
 mod series;
-mod trace_bits;
 mod window;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::math::expr_fn::{ceil, log2};
-use datafusion::functions_aggregate::expr_fn::{count, last_value, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::SessionContext;
 use spanlake_schemas::TenantId;
@@ -151,9 +151,7 @@ mod cols {
     pub(super) const MIN: &str = "__min";
     pub(super) const MAX: &str = "__max";
     pub(super) const SUM: &str = "__sum";
-    pub(super) const NEWEST: &str = "__ts";
-    pub(super) const NEWEST_TRACE: &str = "__xt";
-    pub(super) const NEWEST_VALUE: &str = "__xv";
+    pub(super) const NEWEST: &str = "__x";
 }
 
 
@@ -289,15 +287,9 @@ async fn aggregate(
         ]);
     }
     if request.exemplars > 0 {
-        // Each cell's newest span is an exemplar candidate: its start, trace
-        // and value. Spans that start together are told apart the same way
-        // by each `last_value`, which see the same rows in the same order.
-        let newest = || vec![col(s::START_TIME).sort(true, false)];
-        aggregates.push(max(start).alias(cols::NEWEST));
-        aggregates.push(last_value(trace_bits::trace_bits(col(s::TRACE_ID)), newest()).alias(cols::NEWEST_TRACE));
-        if let Some(value) = &value {
-            aggregates.push(last_value(value.clone(), newest()).alias(cols::NEWEST_VALUE));
-        }
+        // Each cell's newest span is an exemplar candidate: its start, trace and value.
+        let measured = value.clone().unwrap_or(lit(ScalarValue::Float64(None)));
+        aggregates.push(newest::newest_span(start, col(s::TRACE_ID), measured).alias(cols::NEWEST));
     }
     let (batches, _held) = crate::memory::collect_counted(
         ctx,
@@ -320,9 +312,11 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
     let counts = column(cols::COUNT).map(|c| c.as_primitive::<Int64Type>().clone());
     let float = |name: &str| column(name).map(|c| c.as_primitive::<Float64Type>().clone());
     let (mins, maxes, sums) = (float(cols::MIN), float(cols::MAX), float(cols::SUM));
-    let newest = column(cols::NEWEST).map(|c| c.as_primitive::<Int64Type>().clone());
-    let newest_traces = column(cols::NEWEST_TRACE).map(|c| c.as_primitive::<Decimal128Type>().clone());
-    let newest_values = float(cols::NEWEST_VALUE);
+    let newest = column(cols::NEWEST).map(|c| c.as_struct().clone());
+    let newest_field = |name: &str| newest.as_ref().and_then(|n| n.column_by_name(name)).cloned();
+    let newest_starts = newest_field(newest::START).map(|c| c.as_primitive::<Int64Type>().clone());
+    let newest_traces = newest_field(newest::TRACE).map(|c| c.as_fixed_size_binary().clone());
+    let newest_values = newest_field(newest::VALUE).map(|c| c.as_primitive::<Float64Type>().clone());
     let power = column(cols::POWER).filter(|_| powers).map(|c| c.as_primitive::<Int64Type>().clone());
     let (Some(buckets), Some(counts)) = (buckets, counts) else { return };
     let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
@@ -341,10 +335,10 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
                 min: read(&mins, row),
                 max: read(&maxes, row),
                 sum: read(&sums, row),
-                newest: match (&newest, &newest_traces) {
-                    (Some(starts), Some(traces)) if starts.is_valid(row) && traces.is_valid(row) => Some(Newest {
+                newest: match (&newest, &newest_starts, &newest_traces) {
+                    (Some(newest), Some(starts), Some(traces)) if newest.is_valid(row) => Some(Newest {
                         start: starts.value(row),
-                        trace_id: trace_bits::trace_id(traces.value(row)),
+                        trace_id: traces.value(row).try_into().expect("16-byte trace id"),
                         value: read(&newest_values, row),
                     }),
                     _ => None,
