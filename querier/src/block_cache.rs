@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::file::metadata::PageIndexPolicy;
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 
@@ -76,7 +77,11 @@ impl FooterCache {
             return Ok(found);
         }
         let mut reader = ObjectReader::block(storage, tenant, meta);
-        let loaded = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
+        // The offset index (where each page starts) lets a read of a few
+        // rows fetch only their pages: the fan-out's merge of split traces
+        // opens every block for a few rows each.
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        let loaded = ArrowReaderMetadata::load_async(&mut reader, options).await?;
         self.0.insert(&meta.id, loaded.clone());
         Ok(loaded)
     }

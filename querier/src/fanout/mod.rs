@@ -49,6 +49,9 @@ use trace::{Kind, SpanRow};
 /// Children are looked for this far beyond the requested range.
 const WIDEN_NS: i64 = 10 * 60 * 1_000_000_000;
 const BATCH_ROWS: usize = 8192;
+/// Rows the merge of split traces holds decoded, over all its inputs: each
+/// block it merges has a batch in the merge and up to two read ahead.
+const MERGE_BUFFERED_ROWS: usize = 256 * 1024;
 
 /// What to analyze.
 #[derive(Debug, Clone)]
@@ -287,12 +290,12 @@ struct BlockReader {
 }
 
 impl BlockReader {
-    /// The rows of `piece`, in block order.
-    fn open(&self, (block, footer, rows): Piece) -> Result<SortedInput> {
+    /// The rows of `piece`, in block order, `batch_rows` at a time.
+    fn open(&self, (block, footer, rows): Piece, batch_rows: usize) -> Result<SortedInput> {
         let reader = ObjectReader::block(&self.storage, &self.tenant, &block);
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let mask = ProjectionMask::roots(builder.parquet_schema(), self.indices.iter().copied());
-        let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+        let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
         if let Some(rows) = rows {
             builder = builder.with_row_selection(rows);
         }
@@ -451,7 +454,7 @@ impl Querier {
             tasks.spawn(async move {
                 loop {
                     let Some(piece) = queue.lock().expect("fan-out queue").pop_front() else { break };
-                    let mut input = reader.open(piece)?;
+                    let mut input = reader.open(piece, BATCH_ROWS)?;
                     while let Some(batch) = input.next().await {
                         let batch = batch.map_err(reading)?;
                         analyzer.spans += batch.num_rows() as u64;
@@ -476,8 +479,13 @@ impl Querier {
         // Then the traces split over blocks: merged in trace order and
         // analyzed on this task.
         let mut merging = analyzer();
-        let inputs =
-            to_merge.into_iter().map(|piece| reader.open(piece).map(prefetched)).collect::<Result<Vec<_>>>()?;
+        // Every block with such a trace is open at once: smaller batches keep
+        // what they hold decoded bounded, however many blocks there are.
+        let batch_rows = (MERGE_BUFFERED_ROWS / (3 * to_merge.len().max(1))).clamp(256, BATCH_ROWS);
+        let inputs = to_merge
+            .into_iter()
+            .map(|piece| reader.open(piece, batch_rows).map(prefetched))
+            .collect::<Result<Vec<_>>>()?;
         let merged = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
         if merging.over_limit {
             return Err(over_limit());

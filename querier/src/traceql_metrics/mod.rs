@@ -154,7 +154,6 @@ mod cols {
     pub(super) const NEWEST: &str = "__x";
 }
 
-
 /// Whether the query reads trace-level fields (in its filter or `by()`).
 fn needs_trace_fields(query: &MetricsQuery) -> bool {
     let in_filter = match &query.spansets {

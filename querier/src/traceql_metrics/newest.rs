@@ -18,8 +18,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature, TypeSignature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature, TypeSignature, Volatility,
 };
 
 /// Fields of the result.
@@ -89,7 +88,13 @@ struct Groups {
 }
 
 impl Groups {
-    fn add(&mut self, values: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>, total: usize) -> Result<()> {
+    fn add(
+        &mut self,
+        values: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+        total: usize,
+    ) -> Result<()> {
         let [starts, traces, measured] = values else {
             return Err(DataFusionError::Internal("newest_span takes (start, trace_id, value)".into()));
         };
@@ -120,9 +125,8 @@ impl Groups {
         let traces = emit_to.take_needed(&mut self.traces);
         let values = emit_to.take_needed(&mut self.values);
         let seen = NullBuffer::from(starts.iter().map(|&s| s != i64::MIN).collect::<Vec<_>>());
-        let traces =
-            FixedSizeBinaryArray::try_new(16, traces.into_iter().flatten().collect::<Vec<u8>>().into(), None)
-                .expect("16 bytes per group");
+        let traces = FixedSizeBinaryArray::try_new(16, traces.into_iter().flatten().collect::<Vec<u8>>().into(), None)
+            .expect("16 bytes per group");
         (Int64Array::new(starts.into(), Some(seen)), traces, values.into_iter().collect())
     }
 }
@@ -149,7 +153,8 @@ impl GroupsAccumulator for Groups {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let (starts, traces, values) = self.take(emit_to);
         let seen = starts.nulls().cloned();
-        let columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::new(starts.values().clone(), None)), Arc::new(traces), Arc::new(values)];
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::new(starts.values().clone(), None)), Arc::new(traces), Arc::new(values)];
         Ok(Arc::new(StructArray::try_new(fields(), columns, seen)?))
     }
 
