@@ -78,6 +78,12 @@ impl TraceIndex {
         cuts
     }
 
+    /// The first row of the traces at or above `trace` (the block's rows
+    /// when there is none), or None when the block is not sorted.
+    pub(crate) fn first_row_from(&self, trace: u128) -> Option<u32> {
+        self.sorted().then(|| self.starts[self.ids.partition_point(|&id| id < trace)])
+    }
+
     /// Rows of trace `i` (of a sorted block).
     fn run(&self, i: usize) -> Range<u32> {
         self.starts[i]..self.starts[i + 1]
@@ -237,6 +243,17 @@ fn push_range(ranges: &mut Vec<Range<u32>>, range: Range<u32>) {
     }
 }
 
+/// `ranges` (ascending, apart) cut to the rows of `index`'s traces in
+/// `[from, to)` (`to` None: no upper bound); None when the block is not sorted.
+pub(crate) fn band(index: &TraceIndex, ranges: &[Range<u32>], from: u128, to: Option<u128>) -> Option<Vec<Range<u32>>> {
+    let low = index.first_row_from(from)?;
+    let high = match to {
+        Some(to) => index.first_row_from(to)?,
+        None => index.rows,
+    };
+    Some(ranges.iter().map(|r| r.start.max(low)..r.end.min(high)).filter(|r| !r.is_empty()).collect())
+}
+
 /// Rows of a block: all of them, or a selection.
 #[derive(Debug, Clone)]
 pub(crate) enum Rows {
@@ -298,7 +315,7 @@ pub(crate) fn selection(ranges: &[Range<u32>], rows: u32, invert: bool) -> RowSe
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use arrow::array::{FixedSizeBinaryArray, StringArray};
@@ -319,7 +336,9 @@ mod tests {
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(traces), Arc::new(spans), Arc::new(kinds)]).unwrap()
     }
 
-    fn index(batches: &[&[(u8, u8, &str)]]) -> TraceIndex {
+    /// The index of a block of `batches` of (trace, span, kind) rows,
+    /// trace `n` having the id `[n; 16]`.
+    pub(crate) fn index(batches: &[&[(u8, u8, &str)]]) -> TraceIndex {
         let mut builder = TraceIndexBuilder::default();
         for rows in batches {
             builder.push(&batch(rows)).unwrap();
@@ -411,5 +430,18 @@ mod tests {
         assert_eq!(selection(&ranges, 10, true).row_count(), 7);
         let everything = std::iter::once(0..10).collect::<Vec<_>>();
         assert_eq!(read(selection(&everything, 10, true)), 0);
+    }
+
+    #[test]
+    fn a_band_of_trace_ids_cuts_the_rows_to_merge() {
+        let a = index(&[&[(1, 1, "server"), (1, 2, "client"), (2, 1, "server"), (3, 1, "server"), (4, 1, "server")]]);
+        let id = |n: u8| u128::from_be_bytes([n; 16]);
+        let to_merge = [0..3, 4..5];
+        assert_eq!(band(&a, &to_merge, 0, Some(id(2))), Some(vec![0..2]));
+        assert_eq!(band(&a, &to_merge, id(2), Some(id(4))), Some(vec![2..3]));
+        assert_eq!(band(&a, &to_merge, id(4), None), Some(vec![4..5]));
+        assert_eq!(band(&a, &to_merge, id(5), None), Some(vec![]));
+        let unsorted = index(&[&[(3, 1, "server"), (1, 1, "server")]]);
+        assert_eq!(band(&unsorted, &[0..2], 0, None), None);
     }
 }

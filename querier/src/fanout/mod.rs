@@ -27,7 +27,7 @@ use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use spanlake_schemas::merge::{BatchSink, SortedInput, merge_sorted};
+use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
     END_TIME, KIND, NAME, PARENT_SPAN_ID, SERVICE_NAME, SPAN_ATTRIBUTES, SPAN_ID, START_TIME, STATUS_CODE, TRACE_ID,
@@ -42,7 +42,7 @@ use crate::Querier;
 use crate::blocks::NotOpened;
 use crate::error::{QueryError, Result};
 use crate::memory::CountedPool;
-use crate::trace_index::{Rows, TraceIndex, rows_to_merge, selection, split};
+use crate::trace_index::{Rows, TraceIndex, band, rows_to_merge, selection, split};
 use crate::traceql::{self, ast::SpansetExpr};
 use trace::{Kind, SpanRow};
 
@@ -52,6 +52,9 @@ const BATCH_ROWS: usize = 8192;
 /// Rows the merge of split traces holds decoded, over all its inputs: each
 /// block it merges has a batch in the merge and up to two read ahead.
 const MERGE_BUFFERED_ROWS: usize = 256 * 1024;
+/// Rows of the blocks it merges that one band of the merge spans: each
+/// open block holds the pages of its band's rows.
+const MERGE_BAND_ROWS: u64 = 1 << 20;
 
 /// What to analyze.
 #[derive(Debug, Clone)]
@@ -282,6 +285,49 @@ impl BatchSink for Analyzer {
 /// A block, its footer, and which of its rows to read (None: all).
 type Piece = (BlockMeta, ArrowReaderMetadata, Option<RowSelection>);
 
+/// A block's rows that go through the merge: the row ranges of its traces
+/// split over blocks (None: every row), and its trace index.
+struct ToMerge {
+    block: BlockMeta,
+    footer: ArrowReaderMetadata,
+    ranges: Option<(Vec<std::ops::Range<u32>>, Arc<TraceIndex>)>,
+}
+
+/// The merge of split traces, in bands of trace ids merged one after the
+/// other. Every block the merge reads is open at once, and an open block
+/// holds the pages of the rows it is to read (the footers' offset index
+/// says where they are): a band of about `band_rows` ([`MERGE_BAND_ROWS`])
+/// of the blocks' rows bounds that. Trace ids are cut evenly; ids are
+/// random. One band when a block is not indexed or not sorted.
+fn merge_bands(to_merge: Vec<ToMerge>, band_rows: u64) -> Vec<Vec<Piece>> {
+    let rows: u64 = to_merge.iter().map(|m| m.block.span_count).sum();
+    let sorted = |m: &ToMerge| m.ranges.as_ref().is_some_and(|(_, index)| index.first_row_from(0).is_some());
+    let count = if to_merge.iter().all(sorted) { rows.div_ceil(band_rows.max(1)).clamp(1, 256) as u128 } else { 1 };
+    let width = u128::MAX / count;
+    (0..count)
+        .map(|b| {
+            let (from, to) = (width * b, (b + 1 < count).then(|| width * (b + 1)));
+            to_merge
+                .iter()
+                .filter_map(|m| {
+                    let rows = match &m.ranges {
+                        None => None,
+                        Some((ranges, index)) => {
+                            let ranges = if count == 1 { ranges.clone() } else { band(index, ranges, from, to)? };
+                            if ranges.is_empty() {
+                                return None;
+                            }
+                            Some(selection(&ranges, index.rows(), false))
+                        }
+                    };
+                    Some((m.block.clone(), m.footer.clone(), rows))
+                })
+                .collect::<Vec<Piece>>()
+        })
+        .filter(|pieces| !pieces.is_empty())
+        .collect()
+}
+
 /// Opens blocks of one tenant with the analysis' columns.
 struct BlockReader {
     storage: spanlake_schemas::Storage,
@@ -384,15 +430,16 @@ impl Querier {
         let metas: Vec<BlockMeta> = opened.iter().map(|(block, _)| (*block).clone()).collect();
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut direct: Vec<Piece> = Vec::new();
-        let mut to_merge: Vec<Piece> = Vec::new();
+        let mut to_merge: Vec<ToMerge> = Vec::new();
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
             Some(indexes) => {
                 let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
                 for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
                     let block = block.clone();
                     let parts = split(index, &ranges);
-                    if let Some(rows) = parts.merged {
-                        to_merge.push((block.clone(), footer.clone(), rows.selection()));
+                    if parts.merged.is_some() {
+                        let ranges = Some((ranges, Arc::clone(index)));
+                        to_merge.push(ToMerge { block: block.clone(), footer: footer.clone(), ranges });
                     }
                     let Some(alone) = parts.alone else { continue };
                     // A large block (compacted) is shared out between the
@@ -418,7 +465,11 @@ impl Querier {
                     }
                 }
             }
-            None => to_merge.extend(opened.into_iter().map(|(block, footer)| (block.clone(), footer, None))),
+            None => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
+                block: block.clone(),
+                footer,
+                ranges: None,
+            })),
         }
         let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
         let limit = self.config.sql_memory_limit;
@@ -479,18 +530,23 @@ impl Querier {
         // Then the traces split over blocks: merged in trace order and
         // analyzed on this task.
         let mut merging = analyzer();
-        // Every block with such a trace is open at once: smaller batches keep
-        // what they hold decoded bounded, however many blocks there are.
-        let batch_rows = (MERGE_BUFFERED_ROWS / (3 * to_merge.len().max(1))).clamp(256, BATCH_ROWS);
-        let inputs = to_merge
-            .into_iter()
-            .map(|piece| reader.open(piece, batch_rows).map(prefetched))
-            .collect::<Result<Vec<_>>>()?;
-        let merged = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
-        if merging.over_limit {
-            return Err(over_limit());
+        let mut merged = MergeStats::default();
+        for band in merge_bands(to_merge, MERGE_BAND_ROWS) {
+            // Every block with such a trace is open at once: smaller batches
+            // keep what they hold decoded bounded, however many blocks there are.
+            let batch_rows = (MERGE_BUFFERED_ROWS / (3 * band.len())).clamp(256, BATCH_ROWS);
+            let inputs = band
+                .into_iter()
+                .map(|piece| reader.open(piece, batch_rows).map(prefetched))
+                .collect::<Result<Vec<_>>>()?;
+            let stats = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
+            if merging.over_limit {
+                return Err(over_limit());
+            }
+            let stats = stats.map_err(reading)?;
+            merged.rows_in += stats.rows_in;
+            merged.duplicates += stats.duplicates;
         }
-        let merged = merged.map_err(reading)?;
         merging.flush_trace();
         if !merging.account() {
             return Err(over_limit());

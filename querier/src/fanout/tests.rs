@@ -170,3 +170,50 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     let report = |stats: OpStats| serde_json::to_value(stats.report((0, 1), &qs, &name)).unwrap();
     assert_eq!(report(first), report(all));
 }
+
+/// A block of `rows` rows as the merge sees it: its metadata and a footer
+/// (any Parquet footer: the bands read only the row selections).
+fn merged_block(rows: u64, ranges: Vec<std::ops::Range<u32>>, index: crate::trace_index::TraceIndex) -> super::ToMerge {
+    use std::sync::Arc;
+    let column = arrow::array::Int64Array::from(vec![1i64]);
+    let batch = arrow::array::RecordBatch::try_from_iter([("x", Arc::new(column) as arrow::array::ArrayRef)]).unwrap();
+    let mut file = tempfile::tempfile().unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file.try_clone().unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    std::io::Seek::rewind(&mut file).unwrap();
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
+    let footer = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, options).unwrap();
+    let block = spanlake_schemas::BlockMeta {
+        id: spanlake_schemas::block::BlockId::new(),
+        min_time_unix_nano: 0,
+        max_time_unix_nano: 1,
+        min_trace_id: "00".repeat(16),
+        max_trace_id: "ff".repeat(16),
+        span_count: rows,
+        size_bytes: 1,
+        compaction_level: 0,
+        sources: Vec::new(),
+        trace_count: 1,
+        ingested_unix_nano: 0,
+    };
+    super::ToMerge { block, footer, ranges: Some((ranges, Arc::new(index))) }
+}
+
+#[test]
+fn split_traces_are_merged_in_bands_of_trace_ids_each_trace_in_one() {
+    use crate::trace_index::tests::index;
+    // Traces 0x01…, 0x80… and 0xfe… (ids [n; 16]) lie in both blocks.
+    let a = index(&[&[(1, 1, "server"), (1, 2, "client"), (0x80, 1, "server"), (0xfe, 1, "server")]]);
+    let b = index(&[&[(1, 3, "client"), (0x80, 2, "client"), (0xfe, 2, "client"), (0xfe, 3, "client")]]);
+    let to_merge = || vec![merged_block(4, vec![0..4], a.clone()), merged_block(4, vec![0..4], b.clone())];
+    let selected = |bands: &[Vec<super::Piece>]| -> Vec<Vec<usize>> {
+        bands.iter().map(|band| band.iter().map(|p| p.2.as_ref().map_or(4, |s| s.row_count())).collect()).collect()
+    };
+    // Within the budget: one band, every row to merge.
+    assert_eq!(selected(&super::merge_bands(to_merge(), 8)), vec![vec![4, 4]]);
+    // Two bands: ids below 0x80 (trace 1), then the rest (traces 0x80 and 0xfe).
+    assert_eq!(selected(&super::merge_bands(to_merge(), 4)), vec![vec![2, 1], vec![2, 3]]);
+    // Four bands, the empty ones (ids 0x40… to 0x7f…) left out.
+    assert_eq!(selected(&super::merge_bands(to_merge(), 2)), vec![vec![2, 1], vec![1, 1], vec![1, 2]]);
+}
