@@ -433,6 +433,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of row ranges that hold one
     fn a_band_of_trace_ids_cuts_the_rows_to_merge() {
         let a = index(&[&[(1, 1, "server"), (1, 2, "client"), (2, 1, "server"), (3, 1, "server"), (4, 1, "server")]]);
         let id = |n: u8| u128::from_be_bytes([n; 16]);

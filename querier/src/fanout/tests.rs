@@ -201,6 +201,7 @@ fn merged_block(rows: u64, ranges: Vec<std::ops::Range<u32>>, index: crate::trac
 }
 
 #[test]
+#[allow(clippy::single_range_in_vec_init)] // lists of row ranges that hold one
 fn split_traces_are_merged_in_bands_of_trace_ids_each_trace_in_one() {
     use crate::trace_index::tests::index;
     // Traces 0x01…, 0x80… and 0xfe… (ids [n; 16]) lie in both blocks.
