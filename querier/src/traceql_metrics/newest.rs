@@ -88,7 +88,24 @@ struct Groups {
 }
 
 impl Groups {
-    fn add(
+    /// The groups `emit_to` names, taken out: starts (null where unseen), traces, values.
+    fn take(&mut self, emit_to: EmitTo) -> (Int64Array, FixedSizeBinaryArray, Float64Array) {
+        let starts = emit_to.take_needed(&mut self.starts);
+        let traces = emit_to.take_needed(&mut self.traces);
+        let values = emit_to.take_needed(&mut self.values);
+        let seen = NullBuffer::from(starts.iter().map(|&s| s != i64::MIN).collect::<Vec<_>>());
+        let traces = FixedSizeBinaryArray::try_new(16, traces.into_iter().flatten().collect::<Vec<u8>>().into(), None)
+            .expect("16 bytes per group");
+        (Int64Array::new(starts.into(), Some(seen)), traces, values.into_iter().collect())
+    }
+}
+
+fn wrong(argument: &str, array: &ArrayRef) -> DataFusionError {
+    DataFusionError::Internal(format!("newest_span: {argument} of type {}", array.data_type()))
+}
+
+impl GroupsAccumulator for Groups {
+    fn update_batch(
         &mut self,
         values: &[ArrayRef],
         groups: &[usize],
@@ -119,35 +136,8 @@ impl Groups {
         Ok(())
     }
 
-    /// The groups `emit_to` names, taken out: starts (null where unseen), traces, values.
-    fn take(&mut self, emit_to: EmitTo) -> (Int64Array, FixedSizeBinaryArray, Float64Array) {
-        let starts = emit_to.take_needed(&mut self.starts);
-        let traces = emit_to.take_needed(&mut self.traces);
-        let values = emit_to.take_needed(&mut self.values);
-        let seen = NullBuffer::from(starts.iter().map(|&s| s != i64::MIN).collect::<Vec<_>>());
-        let traces = FixedSizeBinaryArray::try_new(16, traces.into_iter().flatten().collect::<Vec<u8>>().into(), None)
-            .expect("16 bytes per group");
-        (Int64Array::new(starts.into(), Some(seen)), traces, values.into_iter().collect())
-    }
-}
-
-fn wrong(argument: &str, array: &ArrayRef) -> DataFusionError {
-    DataFusionError::Internal(format!("newest_span: {argument} of type {}", array.data_type()))
-}
-
-impl GroupsAccumulator for Groups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        groups: &[usize],
-        filter: Option<&BooleanArray>,
-        total: usize,
-    ) -> Result<()> {
-        self.add(values, groups, filter, total)
-    }
-
     fn merge_batch(&mut self, values: &[ArrayRef], groups: &[usize], total: usize) -> Result<()> {
-        self.add(values, groups, None, total)
+        self.update_batch(values, groups, None, total)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -187,7 +177,7 @@ struct OneGroup(Groups);
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let rows = values.first().map_or(0, |v| v.len());
-        self.0.add(values, &vec![0; rows], None, 1)
+        GroupsAccumulator::update_batch(&mut self.0, values, &vec![0; rows], None, 1)
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
