@@ -62,6 +62,7 @@ impl<V: Clone, K: Clone + Eq + std::hash::Hash> BlockValues<V, K> {
 pub(crate) struct FooterCache(BlockValues<ArrowReaderMetadata>);
 
 impl FooterCache {
+    /// A cache of at most `capacity` bytes of footers.
     pub(crate) fn new(capacity: usize) -> Self {
         Self(BlockValues::new(capacity))
     }
@@ -82,7 +83,7 @@ impl FooterCache {
         // opens every block for a few rows each.
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
         let loaded = ArrowReaderMetadata::load_async(&mut reader, options).await?;
-        self.0.insert(&meta.id, loaded.clone());
+        self.0.insert_weighing(&meta.id, loaded.clone(), loaded.metadata().memory_size());
         Ok(loaded)
     }
 }

@@ -130,7 +130,9 @@ impl Querier {
         let executor = executor::QueryExecutor::new(threads);
         let metrics = Arc::new(metrics::Metrics::new(registry));
         registry.register_collector(Box::new(metrics::CatalogCollector(Arc::clone(&catalog))));
-        let footers = block_cache::FooterCache::new(16_384);
+        // Footers weigh their bytes (row-group metadata and offset index grow
+        // with a block's size): 256 MiB of them, as DataFusion's own metadata cache.
+        let footers = block_cache::FooterCache::new(256 << 20);
         let blocks =
             Arc::new(blocks::Blocks::new(storage.clone(), footers, Arc::clone(&metrics), config.commit_lookback));
         let file_metadata = Arc::new(datafusion::execution::cache::default_cache::DefaultCache::<

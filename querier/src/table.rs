@@ -392,7 +392,8 @@ fn copy_groups(mut blocks: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<Vec<BlockMeta
 ///
 /// That pays off when it skips decoding what is costly: attribute maps,
 /// events, links (nested columns), or every column but the few rows of a
-/// lookup by trace id or by start time (exemplars). Over flat columns alone it costs more than it saves:
+/// lookup by trace id or by a list of start times. Over flat columns alone
+/// it costs more than it saves:
 /// each filter's result becomes a row selection that every other column is
 /// then decoded through, a fine-grained one when the filter matches every
 /// few rows (`kind = server`). Measured with the metrics bench: 1.19 s

@@ -171,7 +171,6 @@ pub(crate) async fn window_spans(
     request: &MetricsRequest,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
-    let table = "spans";
     let window = &request.window;
     let needs_trace_fields = needs_trace_fields(&request.query);
     let start = col(s::START_TIME);
@@ -181,10 +180,10 @@ pub(crate) async fn window_spans(
         start.clone().gt(timestamp(window.start))
     };
     let in_window = from.and(start.lt_eq(timestamp(window.end)));
-    let mut frame = ctx.table(table).await?.filter(in_window.clone())?;
+    let mut frame = ctx.table("spans").await?.filter(in_window.clone())?;
     if needs_trace_fields {
         // traceDuration, rootName, rootServiceName: over the trace's spans in the window.
-        frame = crate::search::join_trace_fields(frame, ctx.table(table).await?.filter(in_window)?)?;
+        frame = crate::search::join_trace_fields(frame, ctx.table("spans").await?.filter(in_window)?)?;
     }
     if let Some(filter) = filter {
         frame = frame.filter(crate::search::compile_filter(filter)?)?;
