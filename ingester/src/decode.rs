@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
-use spanlake_schemas::encode::{AppendReport, ResourceContext, ScopeContext, SpanBatchBuilder};
+use spanlake_schemas::encode::{AppendReport, Capacity, ResourceContext, ScopeContext, SpanBatchBuilder};
 
 use crate::error::IngestError;
 
@@ -90,11 +90,12 @@ pub fn convert(
         Format::Protobuf => append_protobuf(body, &mut builder, &mut report, max_spans)?,
         Format::Json => {
             let request = decode_json(body)?;
-            let spans: usize =
-                request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+            let all_spans = || request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans);
+            let spans = all_spans().count();
             if spans > max_spans {
                 return Err(IngestError::TooManySpans { spans, limit: max_spans });
             }
+            builder.reserve(Capacity { rows: spans, span_attributes: all_spans().map(|s| s.attributes.len()).sum() });
             builder.append_resource_spans(&request.resource_spans, &mut report);
         }
     }
@@ -118,6 +119,7 @@ const SCOPE_SPANS_SCOPE: u32 = 1;
 const SCOPE_SPANS_SPANS: u32 = 2;
 const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
 const SPAN_SPAN_ID: u32 = 2;
+const SPAN_ATTRIBUTES: u32 = 9;
 
 fn append_protobuf(
     body: &[u8],
@@ -126,7 +128,8 @@ fn append_protobuf(
     max_spans: usize,
 ) -> Result<(), IngestError> {
     let wire = |e: WireError| undecodable(Format::Protobuf, e);
-    // First pass: the span count (and the outer levels' wire format).
+    // First pass: the span count (and the outer levels' wire format), then
+    // their attributes, to size the builder.
     let mut spans = 0;
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
         for ss in embedded(rs.map_err(wire)?, RESOURCE_SPANS_SCOPE_SPANS) {
@@ -136,6 +139,15 @@ fn append_protobuf(
     if spans > max_spans {
         return Err(IngestError::TooManySpans { spans, limit: max_spans });
     }
+    let mut span_attributes = 0;
+    for rs in embedded(body, REQUEST_RESOURCE_SPANS).flatten() {
+        for ss in embedded(rs, RESOURCE_SPANS_SCOPE_SPANS).flatten() {
+            for span in embedded(ss, SCOPE_SPANS_SPANS).flatten() {
+                span_attributes += embedded(span, SPAN_ATTRIBUTES).count();
+            }
+        }
+    }
+    builder.reserve(Capacity { rows: spans, span_attributes });
 
     let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {

@@ -37,17 +37,26 @@ pub struct AttributeMapBuilder {
 }
 
 impl AttributeMapBuilder {
+    /// A builder whose buffers start empty and grow.
     pub fn new(max_value_len: usize) -> Self {
+        Self::with_capacity(max_value_len, 0, 0)
+    }
+
+    /// A builder sized for `rows` maps holding `entries` attributes in all.
+    /// Each entry takes a slot in every typed value column, so only strings
+    /// are sized for their bytes; bytes and JSON values are rare and grow.
+    pub fn with_capacity(max_value_len: usize, rows: usize, entries: usize) -> Self {
+        let strings = || StringBuilder::with_capacity(entries, entries * crate::encode::Capacity::STRING_BYTES);
         Self {
-            offsets: vec![0],
+            offsets: offsets_for(rows),
             entries: 0,
-            keys: StringBuilder::new(),
-            str_values: StringBuilder::new(),
-            int_values: Int64Builder::new(),
-            double_values: Float64Builder::new(),
-            bool_values: BooleanBuilder::new(),
-            bytes_values: BinaryBuilder::new(),
-            json_values: StringBuilder::new(),
+            keys: strings(),
+            str_values: strings(),
+            int_values: Int64Builder::with_capacity(entries),
+            double_values: Float64Builder::with_capacity(entries),
+            bool_values: BooleanBuilder::with_capacity(entries),
+            bytes_values: BinaryBuilder::with_capacity(entries, 0),
+            json_values: StringBuilder::with_capacity(entries, 0),
             max_value_len,
             truncated: 0,
         }
@@ -123,11 +132,23 @@ impl AttributeMapBuilder {
     }
 }
 
+/// A string builder that allocates nothing until a value arrives.
+pub(crate) fn empty_strings() -> StringBuilder {
+    StringBuilder::with_capacity(0, 0)
+}
+
+/// List offsets with room for `rows` rows, holding the first offset.
+pub(crate) fn offsets_for(rows: usize) -> Vec<i32> {
+    let mut offsets = Vec::with_capacity(rows + 1);
+    offsets.push(0);
+    offsets
+}
+
 /// An attribute-map column whose rows repeat a few maps: the resource or
 /// scope attributes of each span. Each distinct map (one per resource or
 /// scope group of a request) is converted once; the rows refer to it, and
-/// [`GroupedAttributeMapBuilder::finish`] copies it into place in one
-/// vectorized `take`.
+/// [`GroupedAttributeMapBuilder::finish`] copies its entries into place with
+/// one vectorized `take` per entry column.
 #[derive(Debug)]
 pub struct GroupedAttributeMapBuilder {
     groups: AttributeMapBuilder,
@@ -137,7 +158,12 @@ pub struct GroupedAttributeMapBuilder {
 
 impl GroupedAttributeMapBuilder {
     pub fn new(max_value_len: usize) -> Self {
-        Self { groups: AttributeMapBuilder::new(max_value_len), group_count: 0, rows: Vec::new() }
+        Self::with_rows(max_value_len, 0)
+    }
+
+    /// Sized for `rows` rows (the groups themselves are few and grow).
+    pub fn with_rows(max_value_len: usize, rows: usize) -> Self {
+        Self { groups: AttributeMapBuilder::new(max_value_len), group_count: 0, rows: Vec::with_capacity(rows) }
     }
 
     /// Converts `attributes` once; returns the group to pass to [`Self::append`].
@@ -157,11 +183,26 @@ impl GroupedAttributeMapBuilder {
         self.groups.truncated()
     }
 
+    /// Arrow's `take` of a map copies row by row through `MutableArrayData`;
+    /// taking the entries by their indices copies each entry column in one
+    /// typed loop.
     pub fn finish(&mut self) -> ArrayRef {
         let groups = self.groups.finish();
         self.group_count = 0;
-        let rows = arrow::array::UInt32Array::from(std::mem::take(&mut self.rows));
-        arrow::compute::take(&groups, &rows, None).expect("row indices point at groups")
+        let rows = std::mem::take(&mut self.rows);
+        let group_offsets = groups.value_offsets();
+        let mut offsets = offsets_for(rows.len());
+        let mut entries = Vec::new();
+        for group in rows {
+            let (start, end) = (group_offsets[group as usize], group_offsets[group as usize + 1]);
+            entries.extend(start as u32..end as u32);
+            offsets.push(entries.len() as i32);
+        }
+        let (field, _, group_entries, _, ordered) = groups.into_parts();
+        let entries = arrow::compute::take(&group_entries, &arrow::array::UInt32Array::from(entries), None)
+            .expect("entry indices point at group entries");
+        let entries = arrow::array::AsArray::as_struct(&entries).clone();
+        Arc::new(MapArray::new(field, OffsetBuffer::new(offsets.into()), entries, None, ordered))
     }
 }
 

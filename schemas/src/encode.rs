@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use crate::attributes::{AttributeMapBuilder, GroupedAttributeMapBuilder};
+use crate::attributes::{AttributeMapBuilder, GroupedAttributeMapBuilder, empty_strings, offsets_for};
 use crate::schema::{
     KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field, link_fields,
     link_item_field, span_schema,
@@ -214,6 +214,22 @@ pub struct SpanBatchBuilder {
     rows: usize,
     /// Latest start or end accepted (Unix ns), and the slack it allows past now, in s.
     latest: Option<(i64, u64)>,
+    max_attribute_value_len: usize,
+}
+
+/// How many rows, and span attributes over those rows, a
+/// [`SpanBatchBuilder`] is sized for. Strings are sized at
+/// [`Capacity::STRING_BYTES`] per value; longer ones grow the buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub rows: usize,
+    pub span_attributes: usize,
+}
+
+impl Capacity {
+    /// Bytes reserved per string value (span names, service names, attribute
+    /// keys and values are mostly shorter).
+    pub const STRING_BYTES: usize = 24;
 }
 
 impl Default for SpanBatchBuilder {
@@ -224,39 +240,63 @@ impl Default for SpanBatchBuilder {
 
 impl SpanBatchBuilder {
     /// `max_attribute_value_len`: string and bytes attribute values longer
-    /// than this many bytes are truncated (and counted).
+    /// than this many bytes are truncated (and counted). The buffers start
+    /// empty and grow; see [`Self::with_capacity`].
     pub fn new(max_attribute_value_len: usize) -> Self {
+        Self::with_capacity(max_attribute_value_len, Capacity::default())
+    }
+
+    /// A builder whose buffers hold `capacity` without growing. A finished
+    /// batch keeps its buffers' capacity for as long as it is buffered, so
+    /// sizing them to the request keeps a small request's batch small.
+    pub fn with_capacity(max_attribute_value_len: usize, capacity: Capacity) -> Self {
+        let Capacity { rows, span_attributes } = capacity;
+        let strings = || StringBuilder::with_capacity(rows, rows * Capacity::STRING_BYTES);
+        let ids = |len| FixedSizeBinaryBuilder::with_capacity(rows, len);
+        let timestamps = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
         Self {
-            trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
-            span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
-            parent_span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
-            trace_state: StringBuilder::new(),
-            flags: UInt32Builder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            start_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            end_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            duration: Int64Builder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            resource_attributes: GroupedAttributeMapBuilder::new(max_attribute_value_len),
-            resource_dropped: UInt32Builder::new(),
-            resource_schema_url: StringBuilder::new(),
-            resource_entity_refs: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            scope_attributes: GroupedAttributeMapBuilder::new(max_attribute_value_len),
-            scope_dropped: UInt32Builder::new(),
-            scope_schema_url: StringBuilder::new(),
-            span_attributes: AttributeMapBuilder::new(max_attribute_value_len),
-            dropped_attributes: UInt32Builder::new(),
-            events: EventsBuilder::new(max_attribute_value_len),
-            dropped_events: UInt32Builder::new(),
-            links: LinksBuilder::new(max_attribute_value_len),
-            dropped_links: UInt32Builder::new(),
+            trace_id: ids(TRACE_ID_LEN),
+            span_id: ids(SPAN_ID_LEN),
+            parent_span_id: ids(SPAN_ID_LEN),
+            trace_state: empty_strings(),
+            flags: UInt32Builder::with_capacity(rows),
+            name: strings(),
+            kind: strings(),
+            start_time: timestamps(),
+            end_time: timestamps(),
+            duration: Int64Builder::with_capacity(rows),
+            status_code: strings(),
+            status_message: empty_strings(),
+            service_name: strings(),
+            resource_attributes: GroupedAttributeMapBuilder::with_rows(max_attribute_value_len, rows),
+            resource_dropped: UInt32Builder::with_capacity(rows),
+            resource_schema_url: empty_strings(),
+            resource_entity_refs: empty_strings(),
+            scope_name: strings(),
+            scope_version: strings(),
+            scope_attributes: GroupedAttributeMapBuilder::with_rows(max_attribute_value_len, rows),
+            scope_dropped: UInt32Builder::with_capacity(rows),
+            scope_schema_url: empty_strings(),
+            span_attributes: AttributeMapBuilder::with_capacity(max_attribute_value_len, rows, span_attributes),
+            dropped_attributes: UInt32Builder::with_capacity(rows),
+            events: EventsBuilder::new(max_attribute_value_len, rows),
+            dropped_events: UInt32Builder::with_capacity(rows),
+            links: LinksBuilder::new(max_attribute_value_len, rows),
+            dropped_links: UInt32Builder::with_capacity(rows),
             rows: 0,
             latest: None,
+            max_attribute_value_len,
+        }
+    }
+
+    /// Sizes the buffers of a builder that holds nothing yet for `capacity`
+    /// (Arrow's byte builders cannot reserve in place). Once a row is
+    /// appended this does nothing.
+    pub fn reserve(&mut self, capacity: Capacity) {
+        if self.rows == 0 && self.truncated_values() == 0 {
+            let latest = self.latest;
+            *self = Self::with_capacity(self.max_attribute_value_len, capacity);
+            self.latest = latest;
         }
     }
 
@@ -367,9 +407,9 @@ impl SpanBatchBuilder {
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration.append_value(end.saturating_sub(start));
-        let status = span.status.clone().unwrap_or_default();
-        self.status_code.append_value(enum_name(&STATUS_NAMES, status.code));
-        self.status_message.append_option(non_empty(&status.message));
+        let (code, message) = span.status.as_ref().map_or((0, ""), |s| (s.code, s.message.as_str()));
+        self.status_code.append_value(enum_name(&STATUS_NAMES, code));
+        self.status_message.append_option(non_empty(message));
         self.span_attributes.append(&span.attributes);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
         self.events.append(span);
@@ -447,13 +487,14 @@ struct EventsBuilder {
 }
 
 impl EventsBuilder {
-    fn new(max_value_len: usize) -> Self {
+    /// Sized for `rows` spans; events themselves are rare, so their buffers grow.
+    fn new(max_value_len: usize, rows: usize) -> Self {
         Self {
-            offsets: vec![0],
-            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            name: StringBuilder::new(),
+            offsets: offsets_for(rows),
+            time: TimestampNanosecondBuilder::with_capacity(0).with_timezone("UTC"),
+            name: empty_strings(),
             attributes: AttributeMapBuilder::new(max_value_len),
-            dropped: UInt32Builder::new(),
+            dropped: UInt32Builder::with_capacity(0),
         }
     }
 
@@ -495,15 +536,16 @@ struct LinksBuilder {
 }
 
 impl LinksBuilder {
-    fn new(max_value_len: usize) -> Self {
+    /// Sized for `rows` spans; links themselves are rare, so their buffers grow.
+    fn new(max_value_len: usize, rows: usize) -> Self {
         Self {
-            offsets: vec![0],
-            trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
-            span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
-            trace_state: StringBuilder::new(),
+            offsets: offsets_for(rows),
+            trace_id: FixedSizeBinaryBuilder::with_capacity(0, TRACE_ID_LEN),
+            span_id: FixedSizeBinaryBuilder::with_capacity(0, SPAN_ID_LEN),
+            trace_state: empty_strings(),
             attributes: AttributeMapBuilder::new(max_value_len),
-            dropped: UInt32Builder::new(),
-            flags: UInt32Builder::new(),
+            dropped: UInt32Builder::with_capacity(0),
+            flags: UInt32Builder::with_capacity(0),
         }
     }
 
