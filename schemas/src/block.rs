@@ -13,7 +13,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{END_TIME, START_TIME, TRACE_ID, span_schema};
+use crate::schema::{
+    DURATION_NS, END_TIME, EVENTS, LINKS, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, SPAN_ID,
+    START_TIME, TRACE_ID, span_schema,
+};
 
 /// A block or commit id: `<unix nanos, 20 digits>-<16 random hex>`, so that
 /// ids sort by creation time and never collide across processes.
@@ -180,11 +183,42 @@ fn sort_keys(batches: &[RecordBatch]) -> Vec<(u128, i64, usize, usize)> {
     keys
 }
 
+/// Columns whose values are (nearly) all distinct: span ids and nanosecond
+/// times. A dictionary would only be built to be thrown away when it
+/// outgrows its page, so they are written plain (zstd still compresses them).
+const DISTINCT_COLUMNS: [&str; 5] = [SPAN_ID, PARENT_SPAN_ID, START_TIME, END_TIME, DURATION_NS];
+
+/// The leaf columns inside attribute maps, events and links. Query engines
+/// prune on top-level columns only (DataFusion cannot map a predicate on
+/// `span_attributes['k']` to a leaf's statistics), and tag lookups use the
+/// block's tag summary, so these leaves carry no statistics: computing
+/// min and max of every attribute value cost CPU at ingest and bytes in
+/// every footer, for nothing.
+fn nested_leaves() -> &'static [ColumnPath] {
+    static LEAVES: std::sync::OnceLock<Vec<ColumnPath>> = std::sync::OnceLock::new();
+    LEAVES.get_or_init(|| {
+        let schema = parquet::arrow::ArrowSchemaConverter::new().convert(&span_schema()).expect("span schema converts");
+        schema
+            .columns()
+            .iter()
+            .map(|column| column.path().clone())
+            .filter(|path| {
+                [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENTS, LINKS].contains(&path.parts()[0].as_str())
+            })
+            .collect()
+    })
+}
+
 /// How block Parquet files are written: zstd, page statistics and index,
 /// a bloom filter on `trace_id` sized for `distinct_traces`, sorting columns declared.
 pub fn writer_properties(distinct_traces: usize) -> WriterProperties {
     let trace_id = ColumnPath::from(TRACE_ID);
-    WriterProperties::builder()
+    let builder = DISTINCT_COLUMNS.into_iter().fold(WriterProperties::builder(), |builder, column| {
+        builder.set_column_dictionary_enabled(ColumnPath::from(column), false)
+    });
+    nested_leaves()
+        .iter()
+        .fold(builder, |builder, leaf| builder.set_column_statistics_enabled(leaf.clone(), EnabledStatistics::None))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(128 * 1024))
