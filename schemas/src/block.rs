@@ -14,8 +14,8 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{
-    DURATION_NS, END_TIME, EVENTS, LINKS, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, SPAN_ID,
-    START_TIME, TRACE_ID, span_schema,
+    DURATION_NS, END_TIME, EVENTS, LINKS, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES,
+    SPAN_ID, START_TIME, TRACE_ID, span_schema,
 };
 
 /// A block or commit id: `<unix nanos, 20 digits>-<16 random hex>`, so that
@@ -203,7 +203,8 @@ fn nested_leaves() -> &'static [ColumnPath] {
             .iter()
             .map(|column| column.path().clone())
             .filter(|path| {
-                [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENTS, LINKS].contains(&path.parts()[0].as_str())
+                [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENTS, LINKS]
+                    .contains(&path.parts()[0].as_str())
             })
             .collect()
     })
