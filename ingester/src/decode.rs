@@ -38,6 +38,11 @@ use crate::error::IngestError;
 /// a request's memory within a small multiple of its size.
 pub const MAX_EXPANSION: usize = 6;
 
+/// Most bytes a request's builder reserves up front per byte of its body.
+/// The Arrow form of typical spans is 2–3 times their protobuf size; beyond
+/// this, buffers grow only with rows that were validated and priced.
+const RESERVE_PER_BODY_BYTE: usize = 4;
+
 /// What any one message may cost decoded whatever its size: small spans
 /// with a few attributes, or an array of a few thousand numbers, cost more
 /// than six times their bytes, harmlessly, since one span at a time is
@@ -95,7 +100,8 @@ pub fn convert(
             if spans > max_spans {
                 return Err(IngestError::TooManySpans { spans, limit: max_spans });
             }
-            builder.reserve(Capacity { rows: spans, span_attributes: all_spans().map(|s| s.attributes.len()).sum() });
+            let span_attributes = all_spans().map(|s| s.attributes.len()).sum();
+            builder.reserve(Capacity { rows: spans, span_attributes }.at_most(RESERVE_PER_BODY_BYTE * body.len()));
             builder.append_resource_spans(&request.resource_spans, &mut report);
         }
     }
@@ -147,7 +153,7 @@ fn append_protobuf(
             }
         }
     }
-    builder.reserve(Capacity { rows: spans, span_attributes });
+    builder.reserve(Capacity { rows: spans, span_attributes }.at_most(RESERVE_PER_BODY_BYTE * body.len()));
 
     let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
@@ -662,6 +668,26 @@ mod tests {
         let json = format!("{{\"resourceSpans\":[{}{{}}]}}", "{},".repeat(100_000));
         let error = convert(json.as_bytes(), Format::Json, SpanBatchBuilder::default(), 10).unwrap_err();
         assert!(matches!(error, IngestError::Expands { .. }), "{error}");
+    }
+
+    #[test]
+    fn counts_in_a_request_reserve_no_more_than_its_size_allows() {
+        let empty_attributes = Span { attributes: vec![KeyValue::default(); 200_000], ..Default::default() };
+        for spans in [vec![Span::default(); 100_000], vec![empty_attributes]] {
+            let body = request(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }])
+            .encode_to_vec();
+            let converted = convert(&body, Format::Protobuf, SpanBatchBuilder::default(), 100_000).unwrap();
+            assert_eq!(converted.batch.num_rows(), 0);
+            let held = converted.batch.get_array_memory_size();
+            assert!(
+                held <= RESERVE_PER_BODY_BYTE * body.len() + (64 << 10),
+                "{held} bytes for a {}-byte body",
+                body.len()
+            );
+        }
     }
 
     #[test]

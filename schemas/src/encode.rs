@@ -230,6 +230,32 @@ impl Capacity {
     /// Bytes reserved per string value (span names, service names, attribute
     /// keys and values are mostly shorter).
     pub const STRING_BYTES: usize = 24;
+    /// About what one row reserves: six strings with their offsets, three
+    /// ids, three times and seven counts and offsets.
+    const ROW_BYTES: usize = 6 * (Self::STRING_BYTES + 4) + 32 + 3 * 8 + 7 * 4;
+    /// About what one attribute reserves: key and string value with their
+    /// offsets, an int, a double, two more offsets and a bool.
+    const ATTRIBUTE_BYTES: usize = 2 * (Self::STRING_BYTES + 4) + 8 + 8 + 2 * 4 + 1;
+
+    /// About how many bytes a builder of this capacity reserves.
+    pub fn bytes(self) -> usize {
+        self.rows
+            .saturating_mul(Self::ROW_BYTES)
+            .saturating_add(self.span_attributes.saturating_mul(Self::ATTRIBUTE_BYTES))
+    }
+
+    /// This capacity, scaled down to reserve at most about `limit` bytes.
+    /// Counts read from a request are trusted only as far as its size: a
+    /// body of empty spans or empty attributes must not reserve for values
+    /// it does not hold (validated rows still grow the buffers).
+    pub fn at_most(self, limit: usize) -> Self {
+        let bytes = self.bytes();
+        if bytes <= limit {
+            return self;
+        }
+        let scale = |count: usize| (count as u128 * limit as u128 / bytes as u128) as usize;
+        Self { rows: scale(self.rows), span_attributes: scale(self.span_attributes) }
+    }
 }
 
 impl Default for SpanBatchBuilder {
