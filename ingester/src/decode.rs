@@ -43,6 +43,11 @@ pub const MAX_EXPANSION: usize = 6;
 /// this, buffers grow only with rows that were validated and priced.
 const RESERVE_PER_BODY_BYTE: usize = 4;
 
+/// What the resource and scope attributes copied to a request's rows may
+/// take in any request, whatever its size (beyond, [`MAX_EXPANSION`] times
+/// its size): 64 MiB holds a 40-attribute resource on 20,000 spans.
+const COPIED_ATTRIBUTE_BYTES: usize = 64 << 20;
+
 /// What any one message may cost decoded whatever its size: small spans
 /// with a few attributes, or an array of a few thousand numbers, cost more
 /// than six times their bytes, harmlessly, since one span at a time is
@@ -91,6 +96,8 @@ pub fn convert(
     max_spans: usize,
 ) -> Result<Converted, IngestError> {
     let mut report = AppendReport::default();
+    let copies = (MAX_EXPANSION * body.len()).max(COPIED_ATTRIBUTE_BYTES) / Capacity::ATTRIBUTE_BYTES;
+    builder.limit_copied_entries(copies);
     match format {
         Format::Protobuf => append_protobuf(body, &mut builder, &mut report, max_spans)?,
         Format::Json => {
@@ -134,24 +141,19 @@ fn append_protobuf(
     max_spans: usize,
 ) -> Result<(), IngestError> {
     let wire = |e: WireError| undecodable(Format::Protobuf, e);
-    // First pass: the span count (and the outer levels' wire format), then
-    // their attributes, to size the builder.
-    let mut spans = 0;
+    // First pass: the span and span attribute counts (and the outer levels'
+    // wire format), to refuse a request of too many spans and size the builder.
+    let (mut spans, mut span_attributes) = (0, 0);
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
         for ss in embedded(rs.map_err(wire)?, RESOURCE_SPANS_SCOPE_SPANS) {
-            spans += embedded(ss.map_err(wire)?, SCOPE_SPANS_SPANS).count();
+            for span in embedded(ss.map_err(wire)?, SCOPE_SPANS_SPANS) {
+                spans += 1;
+                span_attributes += span.map_or(0, |span| embedded(span, SPAN_ATTRIBUTES).count());
+            }
         }
     }
     if spans > max_spans {
         return Err(IngestError::TooManySpans { spans, limit: max_spans });
-    }
-    let mut span_attributes = 0;
-    for rs in embedded(body, REQUEST_RESOURCE_SPANS).flatten() {
-        for ss in embedded(rs, RESOURCE_SPANS_SCOPE_SPANS).flatten() {
-            for span in embedded(ss, SCOPE_SPANS_SPANS).flatten() {
-                span_attributes += embedded(span, SPAN_ATTRIBUTES).count();
-            }
-        }
     }
     builder.reserve(Capacity { rows: spans, span_attributes }.at_most(RESERVE_PER_BODY_BYTE * body.len()));
 
@@ -688,6 +690,36 @@ mod tests {
                 body.len()
             );
         }
+    }
+
+    #[test]
+    fn a_large_resource_copied_to_many_spans_is_refused_past_a_bound() {
+        let resource = Resource {
+            attributes: (0..10_000).map(|i| KeyValue { key: format!("k{i}"), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let spans = (1..=20_000u64)
+            .map(|i| Span {
+                trace_id: [i.to_be_bytes(), [1; 8]].concat(),
+                span_id: i.to_be_bytes().to_vec(),
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                ..Default::default()
+            })
+            .collect();
+        let body = request(vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }])
+        .encode_to_vec();
+        let converted = convert(&body, Format::Protobuf, SpanBatchBuilder::default(), 100_000).unwrap();
+        let (accepted, rejected) = (converted.report.accepted, converted.report.rejected);
+        assert!(accepted > 0 && rejected > 0 && accepted + rejected == 20_000, "{accepted} + {rejected}");
+        let reason = converted.report.first_error.unwrap();
+        assert!(reason.contains("resource and scope attributes (10000 entries)"), "{reason}");
+        let held = converted.batch.get_array_memory_size();
+        assert!(held <= 2 * COPIED_ATTRIBUTE_BYTES, "{held} bytes held for a {}-byte body", body.len());
     }
 
     #[test]

@@ -154,6 +154,8 @@ pub struct GroupedAttributeMapBuilder {
     groups: AttributeMapBuilder,
     group_count: u32,
     rows: Vec<u32>,
+    /// Entries the rows appended so far will hold once expanded.
+    copied: usize,
 }
 
 impl GroupedAttributeMapBuilder {
@@ -163,7 +165,12 @@ impl GroupedAttributeMapBuilder {
 
     /// Sized for `rows` rows (the groups themselves are few and grow).
     pub fn with_rows(max_value_len: usize, rows: usize) -> Self {
-        Self { groups: AttributeMapBuilder::new(max_value_len), group_count: 0, rows: Vec::with_capacity(rows) }
+        Self {
+            groups: AttributeMapBuilder::new(max_value_len),
+            group_count: 0,
+            rows: Vec::with_capacity(rows),
+            copied: 0,
+        }
     }
 
     /// Converts `attributes` once; returns the group to pass to [`Self::append`].
@@ -175,7 +182,19 @@ impl GroupedAttributeMapBuilder {
 
     /// Appends one row holding the map of `group`.
     pub fn append(&mut self, group: u32) {
+        self.copied += self.entries_of(group);
         self.rows.push(group);
+    }
+
+    /// How many entries `group`'s map holds.
+    pub fn entries_of(&self, group: u32) -> usize {
+        let offsets = &self.groups.offsets;
+        (offsets[group as usize + 1] - offsets[group as usize]) as usize
+    }
+
+    /// Entries the rows appended so far will hold once expanded.
+    pub fn copied(&self) -> usize {
+        self.copied
     }
 
     /// How many values were truncated to the length limit so far (once per group).
@@ -189,6 +208,7 @@ impl GroupedAttributeMapBuilder {
     pub fn finish(&mut self) -> ArrayRef {
         let groups = self.groups.finish();
         self.group_count = 0;
+        self.copied = 0;
         let rows = std::mem::take(&mut self.rows);
         let group_offsets = groups.value_offsets();
         let mut offsets = offsets_for(rows.len());

@@ -44,6 +44,11 @@ pub enum InvalidSpan {
     TooDeep { place: &'static str, key: String },
     #[error("{field} is {ahead_s} s in the future, more than the {slack_s} s allowed (--max-span-future)")]
     InFuture { field: &'static str, ahead_s: u64, slack_s: u64 },
+    #[error(
+        "its resource and scope attributes ({entries} entries) would be copied to more than {limit} entries in this \
+         request; send fewer spans per request, or fewer resource attributes"
+    )]
+    TooManyCopies { entries: usize, limit: usize },
 }
 
 /// Most levels of arrays and maps in one attribute value. Deeper values would
@@ -215,6 +220,9 @@ pub struct SpanBatchBuilder {
     /// Latest start or end accepted (Unix ns), and the slack it allows past now, in s.
     latest: Option<(i64, u64)>,
     max_attribute_value_len: usize,
+    /// Most resource and scope attribute entries the rows may hold once
+    /// copied to every row (see [`Self::limit_copied_entries`]).
+    max_copied_entries: usize,
 }
 
 /// How many rows, and span attributes over those rows, a
@@ -235,7 +243,7 @@ impl Capacity {
     const ROW_BYTES: usize = 6 * (Self::STRING_BYTES + 4) + 32 + 3 * 8 + 7 * 4;
     /// About what one attribute reserves: key and string value with their
     /// offsets, an int, a double, two more offsets and a bool.
-    const ATTRIBUTE_BYTES: usize = 2 * (Self::STRING_BYTES + 4) + 8 + 8 + 2 * 4 + 1;
+    pub const ATTRIBUTE_BYTES: usize = 2 * (Self::STRING_BYTES + 4) + 8 + 8 + 2 * 4 + 1;
 
     /// About how many bytes a builder of this capacity reserves.
     pub fn bytes(self) -> usize {
@@ -312,6 +320,7 @@ impl SpanBatchBuilder {
             rows: 0,
             latest: None,
             max_attribute_value_len,
+            max_copied_entries: usize::MAX,
         }
     }
 
@@ -320,9 +329,9 @@ impl SpanBatchBuilder {
     /// appended this does nothing.
     pub fn reserve(&mut self, capacity: Capacity) {
         if self.rows == 0 && self.truncated_values() == 0 {
-            let latest = self.latest;
+            let (latest, max_copied_entries) = (self.latest, self.max_copied_entries);
             *self = Self::with_capacity(self.max_attribute_value_len, capacity);
-            self.latest = latest;
+            (self.latest, self.max_copied_entries) = (latest, max_copied_entries);
         }
     }
 
@@ -349,6 +358,14 @@ impl SpanBatchBuilder {
     /// with it, past retention.
     pub fn refuse_after(&mut self, latest: i64, slack: std::time::Duration) {
         self.latest = Some((latest, slack.as_secs()));
+    }
+
+    /// Refuses spans once the resource and scope attributes copied to the
+    /// rows would exceed `entries`. Each row holds its resource's and scope's
+    /// whole maps, so a small body (a resource of thousands of attributes,
+    /// then many small spans) could otherwise expand without bound.
+    pub fn limit_copied_entries(&mut self, entries: usize) {
+        self.max_copied_entries = entries;
     }
 
     fn check_not_future(&self, span: &Span) -> Result<(), InvalidSpan> {
@@ -398,19 +415,25 @@ impl SpanBatchBuilder {
             report.reject(&span.span_id, e);
             return;
         }
+        let resource_group =
+            *resource.group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.resource.attributes));
+        let scope_group = *scope.group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.scope.attributes));
+        let entries =
+            self.resource_attributes.entries_of(resource_group) + self.scope_attributes.entries_of(scope_group);
+        if self.resource_attributes.copied() + self.scope_attributes.copied() + entries > self.max_copied_entries {
+            report.reject(&span.span_id, InvalidSpan::TooManyCopies { entries, limit: self.max_copied_entries });
+            return;
+        }
         report.accepted += 1;
         self.append_span(span);
         self.service_name.append_option(resource.service);
-        let group =
-            *resource.group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.resource.attributes));
-        self.resource_attributes.append(group);
+        self.resource_attributes.append(resource_group);
         self.resource_dropped.append_value(resource.resource.dropped_attributes_count);
         self.resource_schema_url.append_option(non_empty(resource.schema_url));
         self.resource_entity_refs.append_option(resource.entity_refs.as_deref());
         self.scope_name.append_option(non_empty(&scope.scope.name));
         self.scope_version.append_option(non_empty(&scope.scope.version));
-        let group = *scope.group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.scope.attributes));
-        self.scope_attributes.append(group);
+        self.scope_attributes.append(scope_group);
         self.scope_dropped.append_value(scope.scope.dropped_attributes_count);
         self.scope_schema_url.append_option(non_empty(scope.schema_url));
     }
