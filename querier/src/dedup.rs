@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -23,6 +23,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use spanlake_schemas::merge::{TraceDedup, span_identity};
+
+use crate::strings::Strings;
 
 /// Keeps the first copy of each span of its single, trace-ordered input.
 #[derive(Debug)]
@@ -111,11 +113,11 @@ impl ExecutionPlan for DedupExec {
 /// Which rows of `batch` are the first copy of their span.
 fn first_copies(batch: &RecordBatch, [trace, span, kind]: [usize; 3], dedup: &mut TraceDedup) -> BooleanArray {
     let (traces, spans) = (batch.column(trace).as_fixed_size_binary(), batch.column(span).as_fixed_size_binary());
-    let kinds = batch.column(kind).as_string::<i32>();
+    let kinds = Strings::expect(batch.column(kind));
     (0..batch.num_rows())
         .map(|row| {
             let trace = traces.value(row).try_into().map(u128::from_be_bytes).unwrap_or_default();
-            let kind = if kinds.is_valid(row) { kinds.value(row) } else { "" };
+            let kind = kinds.get(row).unwrap_or_default();
             Some(dedup.first(trace, span_identity(spans.value(row), kind)))
         })
         .collect()

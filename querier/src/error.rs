@@ -4,6 +4,8 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::sql::SPILL_FACTOR;
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("invalid trace id {id:?}: {reason}")]
@@ -44,9 +46,21 @@ impl From<datafusion::error::DataFusionError> for QueryError {
         match error.find_root() {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => Self::Sql(error.strip_backtrace()),
             E::ResourcesExhausted(_) => Self::MemoryLimit(error.strip_backtrace()),
+            _ if spill_space_exhausted(&error) => Self::MemoryLimit(format!(
+                "the query needs more than its memory limit and its spill space on disk \
+                 ({SPILL_FACTOR}x the memory limit): {}",
+                error.strip_backtrace()
+            )),
             _ => Self::Execution(error.strip_backtrace()),
         }
     }
+}
+
+/// Whether a query stopped because its spill files would pass their cap.
+/// DataFusion reports it as a plain I/O error inside an Arrow error, so the
+/// only mark it carries is the setting its message names.
+fn spill_space_exhausted(error: &datafusion::error::DataFusionError) -> bool {
+    error.to_string().contains("datafusion.runtime.max_temp_directory_size")
 }
 
 impl QueryError {
@@ -80,5 +94,28 @@ impl IntoResponse for QueryError {
             tracing::error!(error = %self, source = ?std::error::Error::source(&self), "query failed");
         }
         (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::error::DataFusionError;
+
+    use super::*;
+
+    #[test]
+    fn spill_space_running_out_is_the_memory_limit() {
+        // As DataFusion 55's disk manager reports it, wrapped by the spill writer.
+        let io = std::io::Error::other(
+            "The used disk space during the spilling process has exceeded the allowable limit of 1024.0 KB. \
+             Please try increasing the config: `datafusion.runtime.max_temp_directory_size`.",
+        );
+        let error = DataFusionError::ArrowError(Box::new(ArrowError::IoError(io.to_string(), io)), None);
+        let error = QueryError::from(error);
+        assert_eq!(error.http_status(), 422, "{error}");
+        assert!(error.to_string().contains("memory limit and its spill space"), "{error}");
+        let other = QueryError::from(DataFusionError::Execution("a division by zero".into()));
+        assert_eq!(other.http_status(), 500);
     }
 }

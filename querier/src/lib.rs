@@ -27,6 +27,7 @@ mod metrics;
 pub mod pg;
 mod search;
 mod sql;
+mod strings;
 mod table;
 mod tags;
 pub mod tempo_json;

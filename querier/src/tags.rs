@@ -30,6 +30,7 @@ use crate::blocks::{NotOpened, OnlyBlocks, Partial};
 use crate::error::{QueryError, Result};
 use crate::memory::collect_counted;
 use crate::search::{attribute_struct, compile_filter};
+use crate::strings::Strings;
 use crate::traceql::ast::{Attribute, AttributeScope, FieldExpr, Intrinsic, SpansetExpr};
 use crate::traceql::{self};
 
@@ -312,7 +313,7 @@ fn typed_value(column: &Arc<dyn Array>, row: usize, typed: Option<&str>) -> Opti
         return None;
     }
     if let Some(kind) = typed {
-        return Some(json!({ "type": kind, "value": column.as_string::<i32>().value(row) }));
+        return Some(json!({ "type": kind, "value": Strings::expect(column).value(row) }));
     }
     let value = column.as_struct();
     let field = |name: &str| value.column_by_name(name).filter(|c| c.is_valid(row));

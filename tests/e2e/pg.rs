@@ -410,7 +410,21 @@ async fn the_deadline_memory_limit_admission_and_connection_limit_hold_over_the_
     assert_eq!(code, "57014", "{message}");
     assert!(!message.contains("time limit"), "cancelled, not timed out: {message}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    client.query("SELECT 1", &[]).await.expect("the cancelled query freed its slot");
+    // The slot is freed once the query's task has really stopped: the abort
+    // reaches it at its next poll, which may come just after the error was
+    // answered. It must come well before the deadline would have.
+    let cancelled = std::time::Instant::now();
+    loop {
+        match client.query("SELECT 1", &[]).await {
+            Ok(_) => break,
+            Err(error) => {
+                let (code, message) = db_error(error);
+                assert_eq!(code, "53300", "{message}");
+                assert!(cancelled.elapsed() < Duration::from_secs(1), "the cancelled query still holds its slot");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 
     // One admission slot: a second query while the first runs is refused.
     let busy = connect(pg, "anyone", None).await.unwrap();

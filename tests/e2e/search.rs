@@ -337,8 +337,9 @@ async fn a_search_over_its_memory_limit_is_refused() {
     let params = [("start", start.as_str()), ("end", end.as_str()), ("limit", "100000")];
     let response =
         server.http.get(server.query_url("/api/v2/search/tag/name/values")).query(&params).send().await.unwrap();
-    assert_eq!(response.status(), 422);
+    let status = response.status();
     let body = response.text().await.unwrap();
+    assert_eq!(status, 422, "{body}");
     assert!(body.contains("memory limit"), "{body}");
     server.spanlake.shutdown().await;
 }

@@ -14,6 +14,7 @@ use spanlake_schemas::schema as s;
 
 use super::compile::{self, ROOT_NAME, ROOT_SERVICE, TRACE_DURATION};
 use crate::error::QueryError;
+use crate::strings::Strings;
 use crate::traceql::ast::{AttributeScope, FieldExpr, Intrinsic};
 
 /// How a field's column is read back.
@@ -128,7 +129,7 @@ pub(crate) fn render(array: &ArrayRef, render: Render, row: usize) -> Option<Val
     }
     match render {
         Render::Attribute => attribute_json(array.as_struct(), row),
-        Render::Str => Some(json!({ "stringValue": array.as_string::<i32>().value(row) })),
+        Render::Str => Some(json!({ "stringValue": Strings::expect(array).value(row) })),
         Render::Duration => numeric(array, row).map(|ns| json!({ "stringValue": go_duration(ns as i64) })),
         Render::NestedSet(_) => None,
     }

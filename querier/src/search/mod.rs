@@ -52,6 +52,7 @@ pub(crate) use tags::tags_query;
 
 use crate::Querier;
 use crate::error::{QueryError, Result};
+use crate::strings::Strings;
 use crate::traceql::ast::*;
 
 pub(crate) type TraceId = [u8; 16];
@@ -492,7 +493,7 @@ impl<'a> Engine<'a> {
             span_id: batch.column(page::SPAN).as_fixed_size_binary().value(row).try_into().unwrap_or_default(),
             start: batch.column(details + page::START).as_primitive::<Int64Type>().value(row),
             duration: batch.column(details + page::DURATION).as_primitive::<Int64Type>().value(row),
-            name: batch.column(details + page::NAME).as_string::<i32>().value(row).to_owned(),
+            name: Strings::expect(batch.column(details + page::NAME)).value(row).to_owned(),
             values,
         }
     }
@@ -506,10 +507,10 @@ fn spans_by_trace(batches: &[RecordBatch]) -> Vec<(TraceId, (u64, u64), u32, u32
     for (b, batch) in batches.iter().enumerate() {
         let (ids, spans) =
             (batch.column(page::TRACE).as_fixed_size_binary(), batch.column(page::SPAN).as_fixed_size_binary());
-        let kinds = batch.column(page::KIND).as_string::<i32>();
+        let kinds = Strings::expect(batch.column(page::KIND));
         for row in 0..batch.num_rows() {
             if let Ok(trace) = TraceId::try_from(ids.value(row)) {
-                let kind = if kinds.is_valid(row) { kinds.value(row) } else { "" };
+                let kind = kinds.get(row).unwrap_or_default();
                 rows.push((trace, span_identity(spans.value(row), kind), b as u32, row as u32));
             }
         }
@@ -547,12 +548,12 @@ fn summarize(at: &[(&RecordBatch, usize)], details: usize) -> TraceSummary {
     for (batch, row) in at {
         let row = *row;
         let parents = batch.column(page::PARENT);
-        let service = batch.column(details + page::SERVICE).as_string::<i32>();
+        let service = Strings::expect(batch.column(details + page::SERVICE));
         summary.start = summary.start.min(batch.column(details + page::START).as_primitive::<Int64Type>().value(row));
         summary.end = summary.end.max(batch.column(details + page::END).as_primitive::<Int64Type>().value(row));
-        let service_name = service.is_valid(row).then(|| service.value(row).to_owned());
+        let service_name = service.get(row).map(str::to_owned);
         if parents.is_null(row) && summary.root_name.is_none() {
-            summary.root_name = Some(batch.column(details + page::NAME).as_string::<i32>().value(row).to_owned());
+            summary.root_name = Some(Strings::expect(batch.column(details + page::NAME)).value(row).to_owned());
             summary.root_service = service_name.clone();
         }
         let stats = summary.services.entry(service_name.unwrap_or_default()).or_default();

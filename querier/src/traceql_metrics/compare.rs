@@ -27,6 +27,7 @@ use super::series::{Series, double, finish, string};
 use super::{MetricsRequest, bucket_expr, timestamp, window_spans};
 use crate::error::Result;
 use crate::search::Render;
+use crate::strings::Strings;
 use crate::traceql::ast::FieldExpr;
 
 /// The value columns a counted attribute value is grouped by, typed.
@@ -150,7 +151,7 @@ fn build(batches: &[RecordBatch], buckets: usize, top: usize) -> Vec<Series> {
     let mut sides: HashMap<(bool, String), Counts> = HashMap::new();
     for batch in batches {
         let selected = batch.column(0).as_boolean();
-        let keys = batch.column(1).as_string::<i32>();
+        let keys = Strings::expect(batch.column(1));
         let values: Vec<_> = (0..VALUES.len()).map(|i| batch.column(2 + i)).collect();
         let bucket = batch.column(2 + VALUES.len()).as_primitive::<Int64Type>();
         let counts = batch.column(3 + VALUES.len()).as_primitive::<Int64Type>();
