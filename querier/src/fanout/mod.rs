@@ -15,6 +15,7 @@
 
 mod stats;
 mod trace;
+mod weighted;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::trace::{Edge, Parent};
+use super::weighted::{Cdf, Weighted};
 
 /// A per-parent call mix: (edge, calls on it), by edge.
 type Mix = Vec<(Edge, u32)>;
@@ -16,14 +17,11 @@ type Mix = Vec<(Edge, u32)>;
 /// entry per parent.
 #[derive(Debug, Default)]
 pub(crate) struct OpStats {
-    durations: Vec<i64>,
-    /// Each parent's adjusted count (1 unless its trace was sampled with a
-    /// known probability: `ot=th:` in its tracestate).
-    weights: Vec<f32>,
-    /// Whether any parent has a weight other than 1.
-    sampled: bool,
+    /// Each parent's duration, with its adjusted count (1 unless its trace
+    /// was sampled with a known probability: `ot=th:` in its tracestate).
+    durations: Weighted,
     /// Per parent with calls, its slowest call and its weight.
-    max_calls: Vec<(i64, f32)>,
+    max_calls: Weighted,
     degrees: Vec<u32>,
     /// Each parent's trace, for exemplars.
     trace_ids: Vec<u128>,
@@ -43,7 +41,7 @@ pub(crate) struct OpStats {
 #[derive(Debug, Default)]
 struct EdgeStats {
     /// Every call's duration, with its parent's weight.
-    durations: Vec<(i64, f32)>,
+    durations: Weighted,
     per_parent_max: Vec<i64>,
     /// The parent (index in the operation's per-parent vectors) of each `per_parent_max`.
     per_parent_index: Vec<u32>,
@@ -54,17 +52,19 @@ struct EdgeStats {
 }
 
 impl OpStats {
-    /// Bytes one parent adds to the statistics, besides its calls.
+    /// Bytes one parent adds to the statistics, besides its calls: its
+    /// duration, slowest call, degree, trace id, call mix and parallelism
+    /// (sampled data adds 8 for two weights).
     pub(crate) const BYTES_PER_PARENT: usize = 48;
-    /// Bytes one call adds.
+    /// Bytes one call adds, at most: its duration (sampled data adds 4 for
+    /// its weight), and its parent's entry on its edge when it is the only
+    /// call on that edge (slowest call, parent index, count).
     pub(crate) const BYTES_PER_CALL: usize = 24;
 
     pub(crate) fn add(&mut self, parent: &Parent, trace_id: u128) {
         let index = self.durations.len() as u32;
-        self.durations.push(parent.duration);
         let weight = parent.weight as f32;
-        self.weights.push(weight);
-        self.sampled |= weight != 1.0;
+        self.durations.push(parent.duration, weight);
         self.trace_ids.push(trace_id);
         self.degrees.push(parent.calls.len() as u32);
         self.before += i128::from(parent.before);
@@ -72,7 +72,7 @@ impl OpStats {
         self.after += i128::from(parent.after);
         self.overflow += u64::from(parent.overflow);
         if let Some(max) = parent.max_call() {
-            self.max_calls.push((max, weight));
+            self.max_calls.push(max, weight);
         }
         if parent.in_flight > 0 {
             self.parallelism.push(parent.busy as f64 / parent.in_flight as f64);
@@ -80,7 +80,7 @@ impl OpStats {
         let mut mix: BTreeMap<Edge, (u32, i64)> = BTreeMap::new();
         for call in &parent.calls {
             let edge = self.edges.entry(call.edge).or_default();
-            edge.durations.push((call.duration, weight));
+            edge.durations.push(call.duration, weight);
             edge.errors += u64::from(call.error);
             edge.critical += i128::from(call.critical);
             let entry = mix.entry(call.edge).or_insert((0, i64::MIN));
@@ -116,8 +116,6 @@ impl OpStats {
         let edge = |(service, name): Edge| (rename(service), rename(name));
         let offset = self.durations.len() as u32;
         self.durations.extend(other.durations);
-        self.weights.extend(other.weights);
-        self.sampled |= other.sampled;
         self.max_calls.extend(other.max_calls);
         self.degrees.extend(other.degrees);
         self.trace_ids.extend(other.trace_ids);
@@ -210,47 +208,19 @@ fn summarize(pairs: impl Iterator<Item = (f64, f32)>, qs: &[f64], sampled: bool)
     if sampled { weighted_percentiles(pairs, qs) } else { percentiles(pairs.map(|(v, _)| v), qs) }
 }
 
-/// An empirical CDF over weighted values.
-#[derive(Debug, Default)]
-struct Cdf {
-    values: Vec<i64>,
-    cumulative: Vec<f64>,
-}
-
-impl Cdf {
-    fn new(mut pairs: Vec<(i64, f32)>) -> Self {
-        if !pairs.is_sorted_by_key(|p| p.0) {
-            pairs.sort_unstable_by_key(|p| p.0);
-        }
-        let mut total = 0.0;
-        let cumulative = pairs
-            .iter()
-            .map(|&(_, w)| {
-                total += f64::from(w);
-                total
-            })
-            .collect();
-        Self { values: pairs.into_iter().map(|p| p.0).collect(), cumulative }
-    }
-
-    /// Weighted fraction of values at or below `x`.
-    fn at(&self, x: f64) -> f64 {
-        let Some(&total) = self.cumulative.last() else { return 1.0 };
-        match self.values.partition_point(|&v| (v as f64) <= x) {
-            0 => 0.0,
-            i => self.cumulative[i - 1] / total,
-        }
-    }
-
-    fn max(&self) -> Option<i64> {
-        self.values.last().copied()
-    }
-
-    /// The values with their weights, in order.
-    fn pairs(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
-        let before = std::iter::once(0.0).chain(self.cumulative.iter().copied());
-        self.values.iter().zip(self.cumulative.iter().zip(before)).map(|(&v, (&c, b))| (v, (c - b) as f32))
-    }
+/// [`summarize`] over the values of a CDF, in milliseconds, read where they
+/// lie sorted (the same answers, without a copy to sort).
+fn summarize_cdf(cdf: &Cdf, qs: &[f64], sampled: bool) -> Percentiles {
+    let n = cdf.values().len();
+    let values = qs
+        .iter()
+        .map(|&q| {
+            let enough = n > 0 && (n as f64) * (1.0 - q) >= 1.0;
+            let at = || if sampled { ms(cdf.weighted_quantile(q)) } else { cdf.interpolate(q, ms) };
+            (label(q), enough.then(at))
+        })
+        .collect();
+    Percentiles { count: n as u64, exact: true, values }
 }
 
 fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
@@ -499,7 +469,7 @@ impl OpStats {
                     (0..self.degrees.len()).filter(|&i| (min..=max).contains(&self.degrees[i])).collect();
                 let mut counts: HashMap<u32, f64> = HashMap::new();
                 for &i in &members {
-                    *counts.entry(self.mix_of[i]).or_default() += f64::from(self.weights[i]);
+                    *counts.entry(self.mix_of[i]).or_default() += f64::from(self.durations.weight(i));
                 }
                 let prediction = Prediction {
                     edges: cdfs,
@@ -511,9 +481,9 @@ impl OpStats {
                     max_calls: max,
                     parents: members.len() as u64,
                     observed_ms: summarize(
-                        members.iter().map(|&i| (ms(self.durations[i]), self.weights[i])),
+                        members.iter().map(|&i| (ms(self.durations.values()[i]), self.durations.weight(i))),
                         qs,
-                        self.sampled,
+                        self.durations.is_weighted(),
                     ),
                     predicted_ms: prediction.percentiles(qs),
                 }
@@ -523,32 +493,30 @@ impl OpStats {
 
     /// The report; `name` turns interned ids back into strings.
     pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
-        let sampled = self.sampled;
+        let sampled = self.durations.is_weighted();
         // Each edge's calls move into its CDF, sorted once; the percentiles
         // below read them from there.
         let cdfs: HashMap<Edge, Cdf> =
             self.edges.iter_mut().map(|(edge, s)| (*edge, Cdf::new(std::mem::take(&mut s.durations)))).collect();
         let degree_buckets = self.degree_buckets(qs, &cdfs);
         let mut by_duration: Vec<(i64, u128)> =
-            self.durations.iter().copied().zip(self.trace_ids.iter().copied()).collect();
+            self.durations.values().iter().copied().zip(self.trace_ids.iter().copied()).collect();
         by_duration.sort_unstable();
         let parent_exemplars = exemplars(&by_duration, qs);
         drop(by_duration);
-        let parent_cdf = Cdf::new(self.durations.iter().copied().zip(self.weights.iter().copied()).collect());
-        let parent_latency =
-            summarize(self.durations.iter().zip(&self.weights).map(|(&d, &w)| (ms(d), w)), qs, sampled);
-        let estimated_parents: f64 = self.weights.iter().map(|&w| f64::from(w)).sum();
-        self.durations.sort_unstable();
+        let parent_cdf = Cdf::new(self.durations.clone());
+        let parent_latency = summarize_cdf(&parent_cdf, qs, sampled);
+        let estimated_parents = self.durations.total_weight();
         let parents = self.durations.len() as u64;
-        let total_time: i128 = self.durations.iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
+        let total_time: i128 = self.durations.values().iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
         let mut histogram = BTreeMap::new();
         for &d in &self.degrees {
             *histogram.entry(d).or_insert(0u64) += 1;
         }
 
         let mut mix_weights = vec![0f64; self.mixes.len()];
-        for (&mix, &w) in self.mix_of.iter().zip(&self.weights) {
-            mix_weights[mix as usize] += f64::from(w);
+        for (i, &mix) in self.mix_of.iter().enumerate() {
+            mix_weights[mix as usize] += f64::from(self.durations.weight(i));
         }
         let everyone = Prediction { edges: &cdfs, mixes: self.mixes.iter().zip(mix_weights).collect(), parents };
         let predicted = everyone.percentiles(qs);
@@ -567,7 +535,7 @@ impl OpStats {
             .edges
             .iter()
             .map(|(edge, stats)| {
-                let calls = cdfs[edge].values.len() as u64;
+                let calls = cdfs[edge].values().len() as u64;
                 let parents_calling = stats.per_parent_calls.len() as u64;
                 let mean_calls = calls as f64 / parents_calling.max(1) as f64;
                 let mut per_parent = BTreeMap::new();
@@ -575,12 +543,11 @@ impl OpStats {
                     *per_parent.entry(n).or_insert(0u64) += 1;
                 }
                 let edge_cdf = &cdfs[edge];
-                let calls_ns: Vec<f64> = edge_cdf.values.iter().map(|&d| d as f64).collect();
                 let amplification = qs
                     .iter()
                     .map(|&q| {
                         let parent_q = parent_latency.values[&label(q)].map(|v| v * 1e6);
-                        let child_q = (!calls_ns.is_empty()).then(|| quantile_sorted(&calls_ns, q));
+                        let child_q = (calls > 0).then(|| edge_cdf.interpolate(q, |d| d as f64));
                         Amplification {
                             q,
                             ratio: parent_q.zip(child_q).filter(|(_, c)| *c > 0.0).map(|(p, c)| p / c),
@@ -599,13 +566,13 @@ impl OpStats {
                         max: stats.per_parent_calls.iter().copied().max().unwrap_or(0),
                         histogram: per_parent,
                     },
-                    child_latency_ms: summarize(cdfs[edge].pairs().map(|(d, w)| (ms(d), w)), qs, sampled),
+                    child_latency_ms: summarize_cdf(edge_cdf, qs, sampled),
                     edge_max_latency_ms: summarize(
                         stats
                             .per_parent_max
                             .iter()
                             .zip(&stats.per_parent_index)
-                            .map(|(&d, &i)| (ms(d), self.weights[i as usize])),
+                            .map(|(&d, &i)| (ms(d), self.durations.weight(i as usize))),
                         qs,
                         sampled,
                     ),
@@ -641,7 +608,7 @@ impl OpStats {
                 percentiles: percentiles(self.degrees.iter().map(|&d| f64::from(d)), qs),
                 histogram,
             },
-            max_child_latency_ms: summarize(self.max_calls.iter().map(|&(d, w)| (ms(d), w)), qs, sampled),
+            max_child_latency_ms: summarize(self.max_calls.pairs().map(|(d, w)| (ms(d), w)), qs, sampled),
             parent_latency_ms: parent_latency,
             parent_exemplars,
             degree_buckets,
