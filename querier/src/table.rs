@@ -52,11 +52,10 @@ pub(crate) const STORE_URL: &str = "spanlake://blocks/";
 /// or fewer) holds the value itself, and a longer one points into the
 /// Parquet dictionary page it came from, so decoding copies no string bytes,
 /// and filters and groups compare 16-byte views. DataFusion's own default
-/// for Parquet, for the same reason. Measured with DataFusion 55 over 14
-/// blocks of our spans (1.9M), medians of 7: counts by service and 15 s
-/// bucket 39.8 ms against 46.6 ms as plain strings; quantile buckets of
-/// server spans by service 64.6 against 78.8 ms. Nested values (attribute
-/// maps, events, links) stay plain strings.
+/// for Parquet, for the same reason. `cargo bench --bench metrics` (10M
+/// spans, BENCHMARKS.md): rate by service over compacted blocks 281.5 ms as
+/// plain strings, 204.8 ms as views. Nested values (attribute maps, events,
+/// links) stay plain strings.
 pub(crate) fn table_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         let fields: Vec<Field> = span_schema()

@@ -179,37 +179,18 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     sorted[low] + (sorted[high] - sorted[low]) * (pos - low as f64)
 }
 
-/// Percentiles of weighted values (adjusted counts): the smallest value
-/// whose cumulative weight reaches q of the total. With every weight 1 it is
-/// [`percentiles`] (which interpolates, as `percentile_cont`) that is used.
-fn weighted_percentiles(pairs: impl Iterator<Item = (f64, f32)>, qs: &[f64]) -> Percentiles {
-    let mut sorted: Vec<(f64, f32)> = pairs.collect();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let n = sorted.len();
-    let mut cumulative = Vec::with_capacity(n);
-    let mut total = 0.0f64;
-    for &(_, w) in &sorted {
-        total += f64::from(w);
-        cumulative.push(total);
-    }
-    let values = qs
-        .iter()
-        .map(|&q| {
-            let enough = n > 0 && (n as f64) * (1.0 - q) >= 1.0;
-            let at = || sorted[cumulative.partition_point(|&c| c < q * total).min(n - 1)].0;
-            (label(q), enough.then(at))
-        })
-        .collect();
-    Percentiles { count: n as u64, exact: true, values }
+/// Percentiles, in milliseconds, of (ns, weight) pairs: weighted when
+/// `sampled` (see [`summarize_cdf`]).
+fn summarize(pairs: impl Iterator<Item = (i64, f32)>, qs: &[f64], sampled: bool) -> Percentiles {
+    let mut values = Weighted::default();
+    pairs.for_each(|(value, weight)| values.push(value, weight));
+    summarize_cdf(&Cdf::new(values), qs, sampled)
 }
 
-/// Percentiles of `pairs` (value, weight): weighted when `sampled`.
-fn summarize(pairs: impl Iterator<Item = (f64, f32)>, qs: &[f64], sampled: bool) -> Percentiles {
-    if sampled { weighted_percentiles(pairs, qs) } else { percentiles(pairs.map(|(v, _)| v), qs) }
-}
-
-/// [`summarize`] over the values of a CDF, in milliseconds, read where they
-/// lie sorted (the same answers, without a copy to sort).
+/// Percentiles, in milliseconds, of the values of a CDF, read where they lie
+/// sorted. Exact: interpolated between the closest ranks (as
+/// `percentile_cont`) unless `sampled`, then the smallest value whose
+/// cumulative adjusted count reaches q of the total.
 fn summarize_cdf(cdf: &Cdf, qs: &[f64], sampled: bool) -> Percentiles {
     let n = cdf.values().len();
     let values = qs
@@ -481,7 +462,7 @@ impl OpStats {
                     max_calls: max,
                     parents: members.len() as u64,
                     observed_ms: summarize(
-                        members.iter().map(|&i| (ms(self.durations.values()[i]), self.durations.weight(i))),
+                        members.iter().map(|&i| (self.durations.values()[i], self.durations.weight(i))),
                         qs,
                         self.durations.is_weighted(),
                     ),
@@ -572,7 +553,7 @@ impl OpStats {
                             .per_parent_max
                             .iter()
                             .zip(&stats.per_parent_index)
-                            .map(|(&d, &i)| (ms(d), self.durations.weight(i as usize))),
+                            .map(|(&d, &i)| (d, self.durations.weight(i as usize))),
                         qs,
                         sampled,
                     ),
@@ -608,7 +589,7 @@ impl OpStats {
                 percentiles: percentiles(self.degrees.iter().map(|&d| f64::from(d)), qs),
                 histogram,
             },
-            max_child_latency_ms: summarize(self.max_calls.pairs().map(|(d, w)| (ms(d), w)), qs, sampled),
+            max_child_latency_ms: summarize(self.max_calls.pairs(), qs, sampled),
             parent_latency_ms: parent_latency,
             parent_exemplars,
             degree_buckets,

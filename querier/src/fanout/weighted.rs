@@ -1,11 +1,10 @@
 //! Values with adjusted counts, stored for what most data is: unsampled.
 //!
 //! A parent's adjusted count is 1 unless its trace was sampled with a known
-//! probability. Keeping a weight beside every value would take a third of
-//! the analysis' memory (12 bytes a call, 16 with alignment, for a weight
-//! that is nearly always 1), so [`Weighted`] holds the weights only from the
-//! first value whose weight is not 1, and [`Cdf`] its running total only
-//! then.
+//! probability. A weight beside every duration doubles what a call takes
+//! (16 bytes with alignment against 8), for a weight that is nearly always
+//! 1, so [`Weighted`] holds the weights only from the first value whose
+//! weight is not 1, and [`Cdf`] its running total only then.
 
 /// Values in arrival order, with their weights when any is not 1.
 #[derive(Debug, Default, Clone)]
