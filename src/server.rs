@@ -34,6 +34,8 @@ pub struct Spanlake {
     http_addr: SocketAddr,
     /// The PostgreSQL listener's address (a querier with `--pg-addr`).
     pg_addr: Option<SocketAddr>,
+    /// Where other queriers send their tasks (a querier with `--worker-addr`).
+    worker_addr: Option<SocketAddr>,
     /// The HTTP server (query API, `/metrics`, `/ready`).
     http: JoinHandle<()>,
     health: Arc<Health>,
@@ -57,6 +59,7 @@ impl Spanlake {
         let querier = if matches!(role, Role::All | Role::Querier) {
             let querier = Querier::new(args.querier_config(), storage.clone(), &mut registry);
             tasks.push(querier.start_refresh().await.context("loading the block catalog")?);
+            tasks.extend(querier.start_peer_refresh().await);
             Some(querier)
         } else {
             None
@@ -130,10 +133,41 @@ impl Spanlake {
             }
             _ => None,
         };
-        info!(%http_addr, ?pg_addr, ?role, "spanlake started");
+        let worker_addr = match (&querier, args.querier.worker_addr.0) {
+            (Some(querier), Some(addr)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--worker-addr; \"off\" turns it off)"))?;
+                let worker_addr = listener.local_addr()?;
+                let querier = Arc::clone(querier);
+                let mut stopped = stop.subscribe();
+                tasks.push(tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    if let Err(error) = querier.serve_workers(listener, stop).await {
+                        tracing::error!(%error, "the worker server failed");
+                    }
+                }));
+                Some(worker_addr)
+            }
+            _ => None,
+        };
+        info!(%http_addr, ?pg_addr, ?worker_addr, ?role, "spanlake started");
         let drain_timeout = args.server.drain_timeout;
-        let spanlake =
-            Self { ingester, querier, compactor, http_addr, pg_addr, http, health, drain_timeout, stop, tasks };
+        let spanlake = Self {
+            ingester,
+            querier,
+            compactor,
+            http_addr,
+            pg_addr,
+            worker_addr,
+            http,
+            health,
+            drain_timeout,
+            stop,
+            tasks,
+        };
         if let Some(path) = &args.server.listen_addr_file {
             spanlake.write_listen_addrs(path).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -148,6 +182,7 @@ impl Spanlake {
             "otlp_grpc": self.otlp_grpc_addr().map(|a| a.to_string()),
             "otlp_http": self.otlp_http_addr().map(|a| a.to_string()),
             "pg": self.pg_addr.map(|a| a.to_string()),
+            "worker": self.worker_addr.map(|a| a.to_string()),
         });
         let staged = path.with_extension("partial");
         std::fs::write(&staged, addrs.to_string())?;
@@ -161,6 +196,11 @@ impl Spanlake {
     /// The PostgreSQL listener's address, when this process serves it.
     pub fn pg_addr(&self) -> Option<SocketAddr> {
         self.pg_addr
+    }
+
+    /// The worker listener's address, when this process serves one.
+    pub fn worker_addr(&self) -> Option<SocketAddr> {
+        self.worker_addr
     }
 
     pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {

@@ -19,6 +19,7 @@ mod api;
 mod block_cache;
 mod blocks;
 mod dedup;
+mod distributed;
 mod error;
 mod executor;
 pub mod fanout;
@@ -44,6 +45,7 @@ use prometheus_client::registry::Registry;
 use spanlake_schemas::Storage;
 use tokio::sync::OwnedSemaphorePermit;
 
+pub use distributed::{ClusterConfig, check_peer};
 pub use error::QueryError;
 pub use spanlake_schemas::Catalog;
 pub use sql::{SqlAnswer, SqlFormat};
@@ -70,6 +72,8 @@ pub struct Config {
     pub max_tag_scan_bytes: usize,
     /// Prune blocks, row groups and pages (off only to measure what it buys).
     pub pruning: bool,
+    /// Other queriers that large queries spread over.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             max_concurrent_queries: 16,
             max_tag_scan_bytes: 256 << 20,
             pruning: true,
+            cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20 },
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct Querier {
     /// Parsed footers of blocks, for DataFusion scans (shared by all queries).
     file_metadata: Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>,
     metrics: Arc<metrics::Metrics>,
+    /// Queriers that large queries spread over (None: all run here).
+    peers: Option<distributed::Peers>,
 }
 
 impl Querier {
@@ -140,7 +147,8 @@ impl Querier {
             object_store::path::Path,
             datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,
         >::new(256 << 20));
-        Arc::new(Self { config, storage, catalog, running, executor, blocks, file_metadata, metrics })
+        let peers = (!config.cluster.peers.is_empty()).then(|| distributed::Peers::new(config.cluster.peers.clone()));
+        Arc::new(Self { config, storage, catalog, running, executor, blocks, file_metadata, metrics, peers })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -151,6 +159,14 @@ impl Querier {
     pub async fn start_refresh(&self) -> Result<tokio::task::JoinHandle<()>, spanlake_schemas::storage::StorageError> {
         self.catalog.refresh().await?;
         Ok(self.catalog.spawn_refresh(self.config.refresh_interval))
+    }
+
+    /// Probes the peers once, then keeps probing them in the background,
+    /// as often as the catalog refreshes (None without peers).
+    pub async fn start_peer_refresh(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let peers = self.peers.as_ref()?;
+        peers.refresh().await;
+        Some(peers.spawn_refresh(self.config.refresh_interval))
     }
 
     /// Admits one more query, or refuses with 429 when the querier is saturated.

@@ -25,6 +25,11 @@ pub(crate) struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SpreadLabel {
+    pub(crate) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BlockLabel {
     pub(crate) tenant: String,
     pub(crate) block: String,
@@ -36,6 +41,7 @@ pub(crate) struct Metrics {
     duration: Family<EndpointLabel, Histogram>,
     outcomes: Family<OutcomeLabel, Counter>,
     partial: Family<EndpointLabel, Counter>,
+    spread: Family<SpreadLabel, Counter>,
     pub(crate) refused: Counter,
     pub(crate) running: Gauge,
     /// Bytes reserved in the memory pools of the queries running.
@@ -48,6 +54,7 @@ impl Metrics {
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17))),
             outcomes: Family::default(),
             partial: Family::default(),
+            spread: Family::default(),
             refused: Counter::default(),
             running: Gauge::default(),
             memory: Gauge::default(),
@@ -65,6 +72,11 @@ impl Metrics {
             "Queries answered without some blocks (skipped as unreadable, missing or foreign), by endpoint",
             m.partial.clone(),
         );
+        r.register(
+            "queries_spread",
+            "Queries spread over several queriers, by outcome: ok, or ran_locally after the spread run failed",
+            m.spread.clone(),
+        );
         r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());
         r.register("queries_running", "Queries admitted and running", m.running.clone());
         r.register(
@@ -78,6 +90,10 @@ impl Metrics {
             m.blocks_skipped.clone(),
         );
         m
+    }
+
+    pub(crate) fn spread(&self, outcome: &'static str) {
+        self.spread.get_or_create(&SpreadLabel { outcome }).inc();
     }
 
     pub(crate) fn answered_partial(&self, endpoint: &'static str) {

@@ -209,6 +209,8 @@ pub struct SqlAnswer {
     pub body: Vec<u8>,
     /// Blocks skipped (unreadable, missing, foreign): the answer lacks their rows.
     pub(crate) partial: Partial,
+    /// Whether the query ran spread over several queriers.
+    pub(crate) spread: bool,
 }
 
 /// The encoded answer, charged to the query's memory pool as it grows: a
@@ -319,6 +321,17 @@ impl Querier {
     /// A DataFusion context with no tables: one query's own memory pool,
     /// spill cap and object store, and the shared footer cache.
     fn context(&self, config: SessionConfig) -> Result<SessionContext> {
+        Ok(SessionContext::new_with_config_rt(config, self.runtime()?))
+    }
+
+    /// Partitions of a query's scans: one per core.
+    pub(crate) fn partitions(&self) -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    }
+
+    /// One query's runtime: its own memory pool, spill cap and object
+    /// store, and the shared footer cache.
+    pub(crate) fn runtime(&self) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
         // Per query: its own memory limit; shared: the cache of parsed Parquet footers.
         let caches = CacheManagerConfig::default().with_file_metadata_cache(Some(Arc::clone(&self.file_metadata)));
         // Spilling (sorts, aggregates) is capped at SPILL_FACTOR × the memory limit per query.
@@ -330,20 +343,20 @@ impl Querier {
             .build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
         runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        Ok(runtime)
     }
 
-    fn session_config(&self) -> SessionConfig {
+    pub(crate) fn session_config(&self) -> SessionConfig {
         SessionConfig::new()
             .with_information_schema(false)
-            .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .with_target_partitions(self.partitions())
             // Off only for the no-pruning baseline: DataFusion's own row-group pruning too.
             .set_bool("datafusion.execution.parquet.pruning", self.config.pruning)
             .with_extension(Arc::new(SkippedBlocks::default()))
     }
 
     /// Registers `tenant`'s tables and views, and only those, in `ctx`.
-    async fn register_tables(&self, ctx: &SessionContext, tenant: &TenantId) -> Result<()> {
+    pub(crate) async fn register_tables(&self, ctx: &SessionContext, tenant: &TenantId) -> Result<()> {
         for (name, copies) in [("spans", Copies::Once), (SPANS_AS_STORED, Copies::AsStored)] {
             let table = SpansTable::new(
                 Arc::clone(&self.catalog),
@@ -433,7 +446,29 @@ impl Querier {
     /// `--sql-memory-limit`.
     pub async fn sql(&self, tenant: &TenantId, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         check_read_only(query)?;
-        let ctx = self.session(tenant).await?;
+        if let Some(ctx) = self.spread_session(tenant).await? {
+            match self.sql_in(ctx, query, format).await {
+                Ok(answer) => {
+                    if answer.spread {
+                        self.metrics.spread("ok");
+                    }
+                    return Ok(answer);
+                }
+                // The same limits and the same query would fail here too.
+                Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => return Err(error),
+                Err(error) => {
+                    // A querier died or could not be reached, or the query
+                    // itself is wrong: here, the answer (or the error) is certain.
+                    tracing::warn!(%error, "a query spread over queriers failed; running it here");
+                    self.metrics.spread("ran_locally");
+                }
+            }
+        }
+        self.sql_in(self.session(tenant).await?, query, format).await
+    }
+
+    /// Runs one read-only statement in `ctx`, encoding its rows.
+    async fn sql_in(&self, ctx: SessionContext, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let frame = ctx.sql_with_options(query, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
@@ -441,7 +476,10 @@ impl Querier {
         let answer = MemoryConsumer::new("SQL answer").register(pool);
         let mut encoder = Encoder::new(format, &schema, answer, self.config.sql_memory_limit)?;
         let held = MemoryConsumer::new("SQL result batch").register(pool);
-        let mut rows = frame.execute_stream().await?;
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
+        let spread = crate::distributed::is_spread(&plan);
+        let mut rows = datafusion::physical_plan::execute_stream(plan, task)?;
         while let Some(batch) = rows.next().await {
             let batch = batch?;
             held.try_resize(crate::memory::batch_bytes(&batch)).map_err(|_| encoder.over_limit())?;
@@ -451,7 +489,7 @@ impl Querier {
         if format == SqlFormat::Json && body.is_empty() {
             body.extend_from_slice(b"[]");
         }
-        Ok(SqlAnswer { body, partial: skipped_blocks(&ctx) })
+        Ok(SqlAnswer { body, partial: skipped_blocks(&ctx), spread })
     }
 }
 

@@ -37,7 +37,7 @@ use spanlake_schemas::Catalog;
 
 use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
-use crate::trace_index::{TraceIndex, rows_to_merge, split};
+use crate::trace_index::{TraceIndex, band, rows_to_merge, selection, split};
 
 /// Blocks are split into byte ranges no smaller than this for parallel reads.
 const MIN_RANGE_BYTES: u64 = 8 << 20;
@@ -238,151 +238,264 @@ impl SpansTable {
         Self { catalog, blocks, tenant, pruning, copies }
     }
 
-    fn file(&self, piece: &Piece) -> PartitionedFile {
-        let file = PartitionedFile::new(
-            Storage::block_path(&self.tenant, &piece.block.id).to_string(),
-            piece.block.size_bytes,
-        );
-        match &piece.rows {
-            Some(rows) => file.with_extension(ParquetRowSelection::new(rows.clone())),
-            None => file,
-        }
-    }
-
     /// Splits each group of blocks that can share spans into the rows of
     /// traces that lie in one block alone, with no span twice (read in
-    /// parallel, appended to `parallel`), and the rest (merged, returned).
-    /// A group whose trace indexes cannot be read is merged whole.
-    async fn split_by_trace(&self, group: Vec<BlockMeta>, parallelism: usize, parallel: &mut Vec<Piece>) -> Vec<Piece> {
-        let whole = |group: Vec<BlockMeta>| group.into_iter().map(Piece::whole).collect();
+    /// parallel, appended to `parallel`), and the rest: merged in trace
+    /// order, in `bands` groups of disjoint trace-id ranges (fewer when the
+    /// group holds fewer traces), each read once by its own merge. A group
+    /// whose trace indexes cannot be read, or with a block not sorted by
+    /// trace id, is merged whole, as one group.
+    async fn split_by_trace(
+        &self,
+        group: Vec<BlockMeta>,
+        parallelism: usize,
+        bands: usize,
+        parallel: &mut Vec<Piece>,
+    ) -> Vec<Vec<Piece>> {
+        let whole = |group: Vec<BlockMeta>| vec![group.into_iter().map(Piece::whole).collect()];
         let Some(indexes) = self.blocks.trace_indexes(&self.tenant, &group, parallelism).await else {
             return whole(group);
         };
         let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-        let mut merged = Vec::new();
-        for ((block, index), ranges) in group.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
-            let parts = split(index, &ranges);
-            let bytes = |rows: u32| block.size_bytes * u64::from(rows) / u64::from(index.rows().max(1));
-            if let Some(rows) = parts.alone {
-                let bytes = bytes(parts.alone_rows);
-                parallel.push(Piece { rows: rows.selection(), bytes, block: block.clone() });
+        let to_merge = rows_to_merge(&refs);
+        // Band edges: trace ids evenly spaced among the largest block's traces.
+        let edges = refs.iter().max_by_key(|i| i.rows()).map(|i| i.band_edges(bands)).unwrap_or_default();
+        let mut merged: Vec<Vec<Piece>> = vec![Vec::new(); edges.len() + 1];
+        for ((block, index), ranges) in group.iter().zip(&refs).zip(&to_merge) {
+            let rows = index.rows();
+            let bytes = |count: u32| block.size_bytes * u64::from(count) / u64::from(rows.max(1));
+            let parts = split(index, ranges);
+            if let Some(alone) = parts.alone {
+                parallel.push(Piece {
+                    rows: alone.selection(),
+                    bytes: bytes(parts.alone_rows),
+                    ..Piece::whole(block.clone())
+                });
             }
-            if let Some(rows) = parts.merged {
-                let bytes = bytes(index.rows() - parts.alone_rows);
-                merged.push(Piece { rows: rows.selection(), bytes, block });
+            if parts.merged.is_none() {
+                continue;
+            }
+            for (at, band_rows) in merged.iter_mut().enumerate() {
+                let from = if at == 0 { 0 } else { edges[at - 1] };
+                let Some(cut) = band(index, ranges, from, edges.get(at).copied()) else {
+                    // Not sorted by trace id: its rows cannot be banded.
+                    return whole(group);
+                };
+                let count: u32 = cut.iter().map(|r| r.end - r.start).sum();
+                if count == 0 {
+                    continue;
+                }
+                let rows = (count < rows).then(|| selection(&cut, rows, false));
+                band_rows.push(Piece { rows, bytes: bytes(count), ..Piece::whole(block.clone()) });
             }
         }
+        merged.retain(|pieces| !pieces.is_empty());
         merged
     }
+}
 
-    /// `pieces` read in parallel, spread over `partitions`.
-    fn parallel_scan(
+/// The file of `piece`, with its rows and byte range.
+fn file(tenant: &TenantId, piece: &Piece) -> PartitionedFile {
+    let file = PartitionedFile::new(Storage::block_path(tenant, &piece.block.id).to_string(), piece.block.size_bytes);
+    let file = match &piece.range {
+        Some(range) => file.with_range(range.start as i64, range.end as i64),
+        None => file,
+    };
+    match &piece.rows {
+        Some(rows) => file.with_extension(ParquetRowSelection::new(rows.clone())),
+        None => file,
+    }
+}
+
+/// What one scan reads: pieces read in parallel, and groups of pieces each
+/// merged in trace order so that a span stored twice is read once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Work {
+    pub(crate) parallel: Vec<Piece>,
+    pub(crate) merges: Vec<Vec<Piece>>,
+}
+
+impl Work {
+    /// About how many bytes of blocks it reads.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.parallel.iter().chain(self.merges.iter().flatten()).map(|p| p.bytes).sum()
+    }
+
+    /// The plan that reads it, over `partitions` for the parallel pieces.
+    pub(crate) fn plan(
         &self,
+        tenant: &TenantId,
         source: &Arc<ParquetSource>,
-        pieces: &[Piece],
         partitions: usize,
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Every partition gets about the same bytes: a large block (a
-        // compacted one) is read in byte ranges, each holding the row groups
-        // that start in it, by several partitions.
-        let total: u64 = pieces.iter().map(|p| p.bytes).sum();
-        // Pieces of at most a quarter of a partition's share: few large
-        // blocks still spread evenly.
-        let share = (total / (partitions.max(1) as u64 * 4)).max(MIN_RANGE_BYTES);
-        let mut files: Vec<(PartitionedFile, u64)> = Vec::new();
-        for piece in pieces {
-            let size = piece.block.size_bytes;
-            let ranges = piece.bytes.div_ceil(share).max(1);
-            if ranges == 1 {
-                files.push((self.file(piece), piece.bytes));
-                continue;
-            }
-            let step = size.div_ceil(ranges);
-            for start in (0..size).step_by(step as usize) {
-                let end = (start + step).min(size);
-                files.push((self.file(piece).with_range(start as i64, end as i64), piece.bytes / ranges));
-            }
+        let mut plans = Vec::with_capacity(self.merges.len() + 1);
+        if !self.parallel.is_empty() {
+            plans.push(parallel_scan(tenant, source, &self.parallel, partitions, projection, limit)?);
         }
-        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.min(files.len()).max(1)];
-        files.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-        for (file, bytes) in files {
-            let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one group");
-            lightest.0 += bytes;
-            lightest.1.push(file);
+        for pieces in &self.merges {
+            plans.push(deduplicated_scan(tenant, source, pieces, projection)?);
         }
-        let groups: Vec<Vec<PartitionedFile>> = groups.into_iter().map(|(_, files)| files).collect();
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        match plans.len() {
+            0 => Ok(Arc::new(EmptyExec::new(projected_schema(projection)?))),
+            1 => Ok(plans.remove(0)),
+            _ => UnionExec::try_new(plans),
+        }
     }
+}
 
-    /// `pieces` merged in trace-id order, each span once, then `projection`.
-    fn deduplicated_scan(
-        &self,
-        source: &Arc<ParquetSource>,
-        pieces: &[Piece],
-        projection: Option<&Vec<usize>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = table_schema();
-        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
-        let mut read = wanted.clone();
-        let mut key = [0usize; 3];
-        for (slot, name) in key.iter_mut().zip([TRACE_ID, SPAN_ID, KIND]) {
-            let index = schema.index_of(name)?;
-            *slot = match read.iter().position(|i| *i == index) {
-                Some(at) => at,
-                None => {
-                    read.push(index);
-                    read.len() - 1
-                }
-            };
+/// The table's schema, projected.
+pub(crate) fn projected_schema(projection: Option<&Vec<usize>>) -> Result<SchemaRef> {
+    let schema = table_schema();
+    Ok(match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => schema,
+    })
+}
+
+/// The Parquet source of a scan: pruning by `predicate` (statistics, page
+/// index, bloom filters), and the row filter where it pays.
+pub(crate) fn parquet_source(
+    pruning: bool,
+    row_filter: bool,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+) -> Arc<ParquetSource> {
+    let mut source = ParquetSource::new(table_schema());
+    if pruning {
+        source = source.with_enable_page_index(true).with_bloom_filter_on_read(true).with_pushdown_filters(row_filter);
+        if let Some(predicate) = predicate {
+            source = source.with_predicate(predicate);
         }
-        let by_trace = |column: usize, name: &str| {
-            LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(name, column)))])
-                .ok_or_else(|| DataFusionError::Internal("empty ordering".into()))
-        };
-        // Every block its own partition, each sorted by trace id; merged into one.
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
-            .with_file_groups(pieces.iter().map(|p| FileGroup::new(vec![self.file(p)])).collect())
-            .with_output_ordering(vec![by_trace(schema.index_of(TRACE_ID)?, TRACE_ID)?])
-            .with_projection_indices(Some(read.clone()))?
-            .build();
-        let ordering = by_trace(key[0], TRACE_ID)?;
-        let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), DataSourceExec::from_data_source(config)));
-        let once: Arc<dyn ExecutionPlan> = Arc::new(DedupExec::new(merged, ordering, key));
-        if read.len() == wanted.len() {
-            return Ok(once);
-        }
-        let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = wanted
-            .iter()
-            .enumerate()
-            .map(|(at, index)| {
-                let name = schema.field(*index).name().clone();
-                (Arc::new(Column::new(&name, at)) as Arc<dyn PhysicalExpr>, name)
-            })
-            .collect();
-        Ok(Arc::new(ProjectionExec::try_new(columns, once)?))
+    } else {
+        source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
     }
+    Arc::new(source)
+}
+
+/// `pieces` read in parallel, spread over `partitions`.
+fn parallel_scan(
+    tenant: &TenantId,
+    source: &Arc<ParquetSource>,
+    pieces: &[Piece],
+    partitions: usize,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // Every partition gets about the same bytes: a large block (a
+    // compacted one) is read in byte ranges, each holding the row groups
+    // that start in it, by several partitions.
+    let total: u64 = pieces.iter().map(|p| p.bytes).sum();
+    // Pieces of at most a quarter of a partition's share: few large
+    // blocks still spread evenly.
+    let share = (total / (partitions.max(1) as u64 * 4)).max(MIN_RANGE_BYTES);
+    let mut files: Vec<(PartitionedFile, u64)> = Vec::new();
+    for piece in pieces {
+        let ranges = piece.bytes.div_ceil(share).max(1);
+        if ranges == 1 {
+            files.push((file(tenant, piece), piece.bytes));
+            continue;
+        }
+        for part in piece.cut(ranges) {
+            files.push((file(tenant, &part), part.bytes));
+        }
+    }
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.min(files.len()).max(1)];
+    files.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    for (file, bytes) in files {
+        let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one group");
+        lightest.0 += bytes;
+        lightest.1.push(file);
+    }
+    let groups: Vec<Vec<PartitionedFile>> = groups.into_iter().map(|(_, files)| files).collect();
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// `pieces` merged in trace-id order, each span once, then `projection`.
+fn deduplicated_scan(
+    tenant: &TenantId,
+    source: &Arc<ParquetSource>,
+    pieces: &[Piece],
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = table_schema();
+    let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+    let mut read = wanted.clone();
+    let mut key = [0usize; 3];
+    for (slot, name) in key.iter_mut().zip([TRACE_ID, SPAN_ID, KIND]) {
+        let index = schema.index_of(name)?;
+        *slot = match read.iter().position(|i| *i == index) {
+            Some(at) => at,
+            None => {
+                read.push(index);
+                read.len() - 1
+            }
+        };
+    }
+    let by_trace = |column: usize, name: &str| {
+        LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(name, column)))])
+            .ok_or_else(|| DataFusionError::Internal("empty ordering".into()))
+    };
+    // Every block its own partition, each sorted by trace id; merged into one.
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::clone(source) as _)
+        .with_file_groups(pieces.iter().map(|p| FileGroup::new(vec![file(tenant, p)])).collect())
+        .with_output_ordering(vec![by_trace(schema.index_of(TRACE_ID)?, TRACE_ID)?])
+        .with_projection_indices(Some(read.clone()))?
+        .build();
+    let ordering = by_trace(key[0], TRACE_ID)?;
+    let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), DataSourceExec::from_data_source(config)));
+    let once: Arc<dyn ExecutionPlan> = Arc::new(DedupExec::new(merged, ordering, key));
+    if read.len() == wanted.len() {
+        return Ok(once);
+    }
+    let columns: Vec<(Arc<dyn PhysicalExpr>, String)> = wanted
+        .iter()
+        .enumerate()
+        .map(|(at, index)| {
+            let name = schema.field(*index).name().clone();
+            (Arc::new(Column::new(&name, at)) as Arc<dyn PhysicalExpr>, name)
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(columns, once)?))
 }
 
 /// Rows of one block a scan reads.
 #[derive(Debug, Clone)]
-struct Piece {
-    block: BlockMeta,
+pub(crate) struct Piece {
+    pub(crate) block: BlockMeta,
     /// Which rows (None: all).
-    rows: Option<RowSelection>,
+    pub(crate) rows: Option<RowSelection>,
+    /// Only the row groups that start in this byte range (None: all).
+    pub(crate) range: Option<std::ops::Range<u64>>,
     /// About how many bytes of the block those rows take.
-    bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Piece {
     fn whole(block: BlockMeta) -> Self {
-        Self { bytes: block.size_bytes, rows: None, block }
+        Self { bytes: block.size_bytes, rows: None, range: None, block }
+    }
+
+    /// This piece cut into `count` byte ranges of about equal size (fewer
+    /// when its range is too short), each holding the row groups that start
+    /// in it.
+    pub(crate) fn cut(&self, count: u64) -> Vec<Piece> {
+        let range = self.range.clone().unwrap_or(0..self.block.size_bytes);
+        let step = (range.end - range.start).div_ceil(count.max(1)).max(1);
+        let parts = (range.end - range.start).div_ceil(step).max(1);
+        (range.start..range.end)
+            .step_by(step as usize)
+            .map(|start| Piece {
+                range: Some(start..(start + step).min(range.end)),
+                bytes: self.bytes / parts,
+                ..self.clone()
+            })
+            .collect()
     }
 }
 
@@ -462,59 +575,113 @@ impl TableProvider for SpansTable {
         if let Some(sink) = state.config().get_extension::<SkippedBlocks>() {
             sink.add(skipped);
         }
-        let schema = table_schema();
         if blocks.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => schema,
-            };
-            return Ok(Arc::new(EmptyExec::new(projected)));
+            return Ok(Arc::new(EmptyExec::new(projected_schema(projection)?)));
         }
-        let mut source = ParquetSource::new(schema.clone());
-        if self.pruning {
-            source = source
-                .with_enable_page_index(true)
-                .with_bloom_filter_on_read(true)
-                .with_pushdown_filters(late_materialization_pays(&schema, projection, &bounds));
-            if let Some(predicate) = conjunction(filters.to_vec()) {
+        let schema = table_schema();
+        let row_filter = late_materialization_pays(&schema, projection, &bounds);
+        let predicate = match conjunction(filters.to_vec()) {
+            Some(predicate) if self.pruning => {
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+                Some(state.create_physical_expr(predicate, &df_schema)?)
             }
-        } else {
-            source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
-        }
-        let source = Arc::new(source);
+            _ => None,
+        };
         let partitions = state.config().target_partitions().max(1);
+        // Spread over several queriers only when the blocks are large enough.
+        let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
+        let spread = state.config().get_extension::<Spread>().filter(|s| total >= s.min_bytes);
+        let work = self.work(blocks, &bounds, limit, partitions, spread.as_ref().map_or(1, |s| s.bands)).await;
+        if spread.is_some() {
+            let scan = ScanSpec {
+                tenant: self.tenant.clone(),
+                projection: projection.cloned(),
+                filters: if self.pruning { filters.to_vec() } else { Vec::new() },
+                row_filter,
+                limit,
+                pruning: self.pruning,
+                partitions,
+            };
+            return Ok(Arc::new(crate::distributed::SpansScanExec::try_new(Arc::new(scan), work)?));
+        }
+        let source = parquet_source(self.pruning, row_filter, predicate);
+        work.plan(&self.tenant, &source, partitions, projection, limit)
+    }
+}
+
+impl SpansTable {
+    /// Which pieces of `blocks` the scan reads, and how: see [`Copies`].
+    async fn work(
+        &self,
+        blocks: Vec<BlockMeta>,
+        bounds: &BlockBounds,
+        limit: Option<usize>,
+        partitions: usize,
+        bands: usize,
+    ) -> Work {
         if self.copies == Copies::AsStored {
-            let pieces: Vec<Piece> = blocks.into_iter().map(Piece::whole).collect();
-            return self.parallel_scan(&source, &pieces, partitions, projection, limit);
+            return Work { parallel: blocks.into_iter().map(Piece::whole).collect(), merges: Vec::new() };
         }
         let (alone, shared) = copy_groups(blocks);
-        let mut parallel: Vec<Piece> = alone.into_iter().map(Piece::whole).collect();
-        let mut merges: Vec<Vec<Piece>> = Vec::with_capacity(shared.len());
+        let mut work = Work { parallel: alone.into_iter().map(Piece::whole).collect(), merges: Vec::new() };
         for group in shared {
             // A lookup by trace id, or a limit, reads few rows: merging them
             // as they come costs less than indexing every block in range.
             if bounds.trace_ids.is_some() || limit.is_some() {
-                merges.push(group.into_iter().map(Piece::whole).collect());
+                work.merges.push(group.into_iter().map(Piece::whole).collect());
                 continue;
             }
-            let merged = self.split_by_trace(group, partitions, &mut parallel).await;
-            if !merged.is_empty() {
-                merges.push(merged);
-            }
+            let merged = self.split_by_trace(group, partitions, bands, &mut work.parallel).await;
+            work.merges.extend(merged);
         }
-        let mut plans = Vec::with_capacity(merges.len() + 1);
-        if !parallel.is_empty() {
-            plans.push(self.parallel_scan(&source, &parallel, partitions, projection, limit)?);
-        }
-        for pieces in &merges {
-            plans.push(self.deduplicated_scan(&source, pieces, projection)?);
-        }
-        if plans.len() == 1 {
-            return Ok(plans.remove(0));
-        }
-        UnionExec::try_new(plans)
+        work
+    }
+}
+
+/// A session that spreads its scans over several queriers: scans of at
+/// least `min_bytes` become [`crate::distributed::SpansScanExec`], their
+/// merged rows cut into `bands` trace-id ranges.
+#[derive(Debug, Clone)]
+pub(crate) struct Spread {
+    pub(crate) min_bytes: u64,
+    pub(crate) bands: usize,
+}
+
+/// Everything a querier needs to build a scan's plan from its [`Work`]:
+/// what the coordinating querier decided, sent with the work to the others.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanSpec {
+    pub(crate) tenant: TenantId,
+    pub(crate) projection: Option<Vec<usize>>,
+    /// The pushed-down filters (empty without pruning).
+    pub(crate) filters: Vec<Expr>,
+    /// Whether the filters run inside the Parquet decoder ([`late_materialization_pays`]).
+    pub(crate) row_filter: bool,
+    pub(crate) limit: Option<usize>,
+    pub(crate) pruning: bool,
+    /// Partitions of the parallel pieces on each querier.
+    pub(crate) partitions: usize,
+}
+
+impl ScanSpec {
+    /// The plan that reads `work` under this spec.
+    pub(crate) fn plan(&self, work: &Work) -> Result<Arc<dyn ExecutionPlan>> {
+        // Filters here only prune (the plan above applies them all again),
+        // so one that cannot be planned outside its query is left out.
+        let df_schema = DFSchema::try_from(table_schema().as_ref().clone())?;
+        let props = datafusion::execution::context::ExecutionProps::new();
+        let context = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
+        let predicates: Vec<Arc<dyn PhysicalExpr>> = self
+            .filters
+            .iter()
+            .filter_map(|f| datafusion::physical_expr::create_physical_expr(f, &df_schema, &props, &context).ok())
+            .collect();
+        let predicate = predicates.into_iter().reduce(|a, b| {
+            Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(a, Operator::And, b))
+                as Arc<dyn PhysicalExpr>
+        });
+        let source = parquet_source(self.pruning, self.row_filter, predicate);
+        work.plan(&self.tenant, &source, self.partitions, self.projection.as_ref(), self.limit)
     }
 }
 

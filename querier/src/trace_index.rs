@@ -84,6 +84,19 @@ impl TraceIndex {
         self.sorted().then(|| self.starts[self.ids.partition_point(|&id| id < trace)])
     }
 
+    /// Trace ids that cut this block's traces into up to `bands` runs of
+    /// about equal count: ascending and distinct, each the first trace of a
+    /// run but the first (empty for one band, or a block of one trace).
+    pub(crate) fn band_edges(&self, bands: usize) -> Vec<u128> {
+        if self.ids.is_empty() {
+            return Vec::new();
+        }
+        let mut edges: Vec<u128> = (1..bands.max(1)).map(|i| self.ids[i * self.ids.len() / bands]).collect();
+        edges.dedup();
+        edges.retain(|&id| Some(&id) != self.ids.first());
+        edges
+    }
+
     /// Rows of trace `i` (of a sorted block).
     fn run(&self, i: usize) -> Range<u32> {
         self.starts[i]..self.starts[i + 1]

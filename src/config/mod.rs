@@ -313,6 +313,24 @@ pub struct QuerierFlags {
     /// PEM private key for TLS on the PostgreSQL listener (with --pg-tls-cert)
     #[arg(long, env = "SPANLAKE_PG_TLS_KEY", requires = "pg_tls_cert")]
     pub pg_tls_key: Option<std::path::PathBuf>,
+    /// Where other queriers send this one their shares of large queries (Arrow Flight), or "off".
+    /// Cluster-internal: it reads any tenant's blocks it is told to, so never expose it
+    #[arg(long, env = "SPANLAKE_WORKER_ADDR", default_value = "off", value_parser = parse_listen_addr)]
+    pub worker_addr: Listen,
+    /// Every querier's worker address, this one's included, to spread large queries over:
+    /// http://host:port, or dns://name:port for every address of a name (a headless Service);
+    /// comma-separated. Empty: every query runs on the querier that received it
+    #[arg(long, env = "SPANLAKE_QUERY_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    pub query_peers: Vec<String>,
+    /// Queries reading fewer block bytes run on the querier that received them; a spread query
+    /// gives each querier about this many bytes or more
+    #[arg(long, env = "SPANLAKE_SPREAD_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub spread_min_bytes: usize,
+}
+
+fn parse_peer(text: &str) -> Result<String, String> {
+    spanlake_querier::check_peer(text.trim())?;
+    Ok(text.trim().to_owned())
 }
 
 /// A listen address, or none ("off").
@@ -527,6 +545,10 @@ impl ServerArgs {
             max_tag_scan_bytes: flags.max_tag_scan_bytes,
             pruning: flags.query_pruning,
             commit_lookback: self.server.commit_lookback,
+            cluster: spanlake_querier::ClusterConfig {
+                peers: flags.query_peers.clone(),
+                min_bytes: flags.spread_min_bytes as u64,
+            },
         }
     }
 

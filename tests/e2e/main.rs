@@ -18,6 +18,7 @@ mod pg;
 mod pruning;
 mod search;
 mod snapshots;
+mod spread;
 mod sql;
 mod storage;
 mod tag_summaries;

@@ -36,8 +36,14 @@ pub(super) async fn sql(
     let answer = querier.execute("sql", permit, |q| async move { q.sql(&tenant, &query, format).await }).await?;
     let mut response = ([(header::CONTENT_TYPE, content_type)], answer.body).into_response();
     querier.mark_partial("sql", &answer.partial, &mut response);
+    if answer.spread {
+        response.headers_mut().insert(SPREAD_HEADER, axum::http::HeaderValue::from_static("true"));
+    }
     Ok(response)
 }
+
+/// Set on an answer computed by several queriers.
+pub(crate) const SPREAD_HEADER: &str = "x-spanlake-spread";
 
 fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, QueryError> {
     let invalid = |reason: &str| QueryError::InvalidParameter { name: "body", reason: reason.into() };

@@ -18,6 +18,8 @@ pub struct Spawned {
     pub otlp_http: Option<SocketAddr>,
     /// The PostgreSQL listener, when the process runs a querier.
     pub pg: Option<SocketAddr>,
+    /// The worker listener, when the process runs a querier with `--worker-addr`.
+    pub worker: Option<SocketAddr>,
     /// Holds the address file.
     _dir: tempfile::TempDir,
 }
@@ -64,6 +66,7 @@ impl Spawned {
             grpc: addr("otlp_grpc"),
             otlp_http: addr("otlp_http"),
             pg: addr("pg"),
+            worker: addr("worker"),
             child,
             _dir: dir,
         }

@@ -1,0 +1,518 @@
+//! Queries spread over several queriers, on `datafusion-distributed` (pinned
+//! exactly in the workspace; this module is the only one that uses it).
+//!
+//! ```text
+//!  coordinating querier                          every querier (worker port)
+//!  SQL ─▶ plan ─▶ SpansScanExec (all the work)   Arrow Flight: a stage's plan in,
+//!         distributed planner: stages, tasks ──▶ its record batches out
+//!         each task: SpansScanExec with a share of the work (pieces of blocks,
+//!         trace-id bands of the blocks that can share spans)
+//! ```
+//!
+//! The scan is the unit that divides. The coordinating querier prunes the
+//! blocks and decides the pieces; each task gets whole pieces: byte ranges of
+//! blocks read in parallel, and trace-id bands of blocks that can share a
+//! span, each band merged in trace order so that a span stored twice is read
+//! once (copies of a span share its trace, so they fall in one band).
+//! Partial aggregates run where the scan runs; the coordinator merges them.
+//!
+//! Never a wrong answer: a query that fails while spread (a querier died or
+//! cannot be reached) runs again locally, within the same deadline. Each
+//! task runs under its own memory pool of `--sql-memory-limit`; a task stops
+//! when its coordinator goes away (its streams are dropped), so the deadline
+//! holds there too. Tenants: a task reads only the blocks the coordinator's
+//! catalog gave it, named by tenant and block id.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use base64::Engine as _;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_distributed::{
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec, ScaleUpLeafNodeEvent,
+    ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
+};
+use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use spanlake_schemas::{BlockMeta, TenantId};
+use url::Url;
+
+use crate::Querier;
+use crate::error::Result as QueryResult;
+use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema};
+
+/// Queriers a query may spread over.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    /// Every querier's worker address, this one's included: `http://host:port`,
+    /// `dns://name:port` for every address a name resolves to (a Kubernetes
+    /// headless Service), or `file:///path` for the entries in a file, one
+    /// per line, read again at every refresh. Empty: every query runs locally.
+    pub peers: Vec<String>,
+    /// Scans of fewer block bytes run locally; each task of a spread scan
+    /// gets about this many bytes or more.
+    pub min_bytes: u64,
+}
+
+/// How long a peer may take to accept a connection before it is left out.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Trace-id bands per task: a task's share of merged rows is read by this
+/// many merges at once.
+const BANDS_PER_TASK: usize = 2;
+
+/// The live peers: those of the configured list that accept connections,
+/// refreshed in the background (the resolver is asked synchronously).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Peers {
+    configured: Arc<Vec<String>>,
+    live: Arc<RwLock<Vec<Url>>>,
+}
+
+impl Peers {
+    pub(crate) fn new(configured: Vec<String>) -> Self {
+        Self { configured: Arc::new(configured), live: Arc::default() }
+    }
+
+    pub(crate) fn live(&self) -> Vec<Url> {
+        self.live.read().expect("peers lock").clone()
+    }
+
+    /// Resolves and probes every configured peer once.
+    pub(crate) async fn refresh(&self) {
+        let mut live = Vec::new();
+        for entry in self.configured.iter() {
+            for url in resolve(entry).await {
+                let Some(addr) = url.socket_addrs(|| None).ok().and_then(|a| a.into_iter().next()) else { continue };
+                let connect = tokio::net::TcpStream::connect(addr);
+                if let Ok(Ok(_)) = tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
+                    live.push(url);
+                }
+            }
+        }
+        live.sort();
+        live.dedup();
+        *self.live.write().expect("peers lock") = live;
+    }
+
+    /// Refreshes the live list every `interval`, for as long as the task runs.
+    pub(crate) fn spawn_refresh(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let peers = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                peers.refresh().await;
+            }
+        })
+    }
+}
+
+/// The worker URLs of one configured peer: itself, one per address its
+/// name resolves to (`dns://name:port`), or those of the entries listed in
+/// a file, one per line (`file:///path`, read again at every refresh).
+async fn resolve(entry: &str) -> Vec<Url> {
+    if let Some(path) = entry.strip_prefix("file://") {
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::warn!(%error, peers = path, "cannot read the querier peers file");
+                return Vec::new();
+            }
+        };
+        let mut urls = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            match check_peer(line) {
+                Ok(()) if !line.starts_with("file://") => urls.extend(resolve_one(line).await),
+                _ => tracing::warn!(peers = path, line, "not a peer (http://host:port or dns://name:port)"),
+            }
+        }
+        return urls;
+    }
+    resolve_one(entry).await
+}
+
+async fn resolve_one(entry: &str) -> Vec<Url> {
+    match entry.strip_prefix("dns://") {
+        Some(name) => match tokio::net::lookup_host(name).await {
+            Ok(addrs) => addrs.filter_map(|a| Url::parse(&format!("http://{a}")).ok()).collect(),
+            Err(error) => {
+                tracing::warn!(%error, peer = entry, "cannot resolve a querier peer");
+                Vec::new()
+            }
+        },
+        None => Url::parse(entry).ok().into_iter().collect(),
+    }
+}
+
+/// Checks a peer entry as given in the configuration: `http://host:port`,
+/// `dns://name:port` or `file:///path`.
+pub fn check_peer(entry: &str) -> std::result::Result<(), String> {
+    if let Some(path) = entry.strip_prefix("file://") {
+        return match path.starts_with('/') {
+            true => Ok(()),
+            false => Err(format!("{entry:?}: a peers file is file:///absolute/path")),
+        };
+    }
+    if let Some(name) = entry.strip_prefix("dns://") {
+        return match name.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(format!("{entry:?}: a DNS peer is dns://name:port")),
+        };
+    }
+    let url = Url::parse(entry).map_err(|e| format!("{entry:?} is not a URL: {e}"))?;
+    match (url.scheme(), url.host_str(), url.port()) {
+        ("http", Some(_), Some(_)) => Ok(()),
+        _ => Err(format!("{entry:?}: a peer is http://host:port, dns://name:port or file:///path")),
+    }
+}
+
+impl WorkerResolver for Peers {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        Ok(self.live())
+    }
+}
+
+/// A scan of the `spans` table as one leaf, so that the distributed
+/// planner can hand each task a share of its [`Work`]. It runs the plan of
+/// its work and shows it as a fixed number of partitions (every task's
+/// variant must have the same count): partition `i` reads the work's
+/// partitions `i`, `i + n`, ….
+#[derive(Debug)]
+pub(crate) struct SpansScanExec {
+    spec: Arc<ScanSpec>,
+    work: Work,
+    inner: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl SpansScanExec {
+    pub(crate) fn try_new(spec: Arc<ScanSpec>, work: Work) -> Result<Self> {
+        let inner = spec.plan(&work)?;
+        let schema: SchemaRef = projected_schema(spec.projection.as_ref())?;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(spec.partitions.max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self { spec, work, inner, properties })
+    }
+
+    /// This scan's work cut into `tasks` shares of about equal bytes.
+    fn shares(&self, tasks: usize) -> Vec<Work> {
+        let tasks = tasks.max(1);
+        let total = self.work.bytes();
+        // Pieces read in parallel are cut into byte ranges of at most a
+        // quarter of a task's share, so a few large blocks still spread.
+        let most = (total / (tasks as u64 * 4)).max(1);
+        enum Unit {
+            Parallel(Piece),
+            Merge(Vec<Piece>),
+        }
+        let mut units: Vec<(u64, Unit)> = Vec::new();
+        for piece in &self.work.parallel {
+            for part in piece.cut(piece.bytes.div_ceil(most)) {
+                units.push((part.bytes, Unit::Parallel(part)));
+            }
+        }
+        for merge in &self.work.merges {
+            units.push((merge.iter().map(|p| p.bytes).sum(), Unit::Merge(merge.clone())));
+        }
+        units.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        let mut shares: Vec<(u64, Work)> = vec![(0, Work::default()); tasks];
+        for (bytes, unit) in units {
+            let lightest = shares.iter_mut().min_by_key(|(load, _)| *load).expect("at least one task");
+            lightest.0 += bytes;
+            match unit {
+                Unit::Parallel(piece) => lightest.1.parallel.push(piece),
+                Unit::Merge(pieces) => lightest.1.merges.push(pieces),
+            }
+        }
+        shares.into_iter().map(|(_, work)| work).collect()
+    }
+}
+
+impl DisplayAs for SpansScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SpansScanExec: tenant={}, parallel pieces={}, merges={}, bytes={}",
+            self.spec.tenant,
+            self.work.parallel.len(),
+            self.work.merges.len(),
+            self.work.bytes()
+        )
+    }
+}
+
+impl ExecutionPlan for SpansScanExec {
+    fn name(&self) -> &'static str {
+        "SpansScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let step = self.spec.partitions.max(1);
+        let count = self.inner.output_partitioning().partition_count();
+        let inner = Arc::clone(&self.inner);
+        let parts: Vec<usize> = (partition..count).step_by(step).collect();
+        // Each inner partition starts only when the one before it has ended.
+        let stream = futures::stream::iter(parts)
+            .map(move |part| match inner.execute(part, Arc::clone(&context)) {
+                Ok(stream) => stream.boxed(),
+                Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+            })
+            .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), stream)))
+    }
+}
+
+/// How many tasks a spread scan asks for: one per `min_bytes` of blocks
+/// (the planner caps it at the live queriers).
+fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
+    let scan = event.plan.downcast_ref::<SpansScanExec>()?;
+    let min_bytes = event.session_config.get_extension::<Spread>().map_or(1, |s| s.min_bytes.max(1));
+    let tasks = scan.work.bytes().div_ceil(min_bytes).max(1) as usize;
+    Some(Ok(if tasks == 1 {
+        DesiredTaskCountEventResponse::maximum(1)
+    } else {
+        DesiredTaskCountEventResponse::desired(tasks)
+    }))
+}
+
+/// One variant of the scan per task, each with its share of the work.
+fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let scan = event.plan.downcast_ref::<SpansScanExec>()?;
+    let variants: Result<Vec<Arc<dyn ExecutionPlan>>> = scan
+        .shares(event.task_count)
+        .into_iter()
+        .map(|work| Ok(Arc::new(SpansScanExec::try_new(Arc::clone(&scan.spec), work)?) as Arc<dyn ExecutionPlan>))
+        .collect();
+    Some(
+        variants
+            .and_then(|variants| DistributedLeafExec::try_new(Arc::clone(event.plan), variants))
+            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
+    )
+}
+
+/// A scan as it travels to another querier.
+#[derive(Serialize, Deserialize)]
+struct WireScan {
+    tenant: String,
+    projection: Option<Vec<usize>>,
+    /// The filters, as DataFusion's protobuf `LogicalExprList`, base64.
+    filters: String,
+    row_filter: bool,
+    limit: Option<usize>,
+    pruning: bool,
+    partitions: usize,
+    parallel: Vec<WirePiece>,
+    merges: Vec<Vec<WirePiece>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePiece {
+    block: BlockMeta,
+    /// Row selection as (skip, count) runs.
+    rows: Option<Vec<(bool, usize)>>,
+    range: Option<(u64, u64)>,
+    bytes: u64,
+}
+
+impl From<&Piece> for WirePiece {
+    fn from(piece: &Piece) -> Self {
+        Self {
+            block: piece.block.clone(),
+            rows: piece.rows.as_ref().map(|rows| rows.iter().map(|s| (s.skip, s.row_count)).collect()),
+            range: piece.range.as_ref().map(|r| (r.start, r.end)),
+            bytes: piece.bytes,
+        }
+    }
+}
+
+impl From<WirePiece> for Piece {
+    fn from(wire: WirePiece) -> Self {
+        let selector =
+            |(skip, count): (bool, usize)| if skip { RowSelector::skip(count) } else { RowSelector::select(count) };
+        Piece {
+            block: wire.block,
+            rows: wire.rows.map(|runs| RowSelection::from(runs.into_iter().map(selector).collect::<Vec<_>>())),
+            range: wire.range.map(|(start, end)| start..end),
+            bytes: wire.bytes,
+        }
+    }
+}
+
+/// Encodes and decodes [`SpansScanExec`] for the trip between queriers.
+#[derive(Debug)]
+pub(crate) struct SpansScanCodec;
+
+impl PhysicalExtensionCodec for SpansScanCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !inputs.is_empty() {
+            return internal_err!("SpansScanExec has no inputs, got {}", inputs.len());
+        }
+        let wire: WireScan =
+            serde_json::from_slice(buf).map_err(|e| DataFusionError::Internal(format!("decoding a scan: {e}")))?;
+        let tenant = TenantId::new(&wire.tenant).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        let filters = base64::engine::general_purpose::STANDARD
+            .decode(&wire.filters)
+            .map_err(|e| DataFusionError::Internal(format!("decoding a scan's filters: {e}")))?;
+        let filters = datafusion_proto::protobuf::LogicalExprList::decode(filters.as_slice())
+            .map_err(|e| DataFusionError::Internal(format!("decoding a scan's filters: {e}")))?;
+        let filters = datafusion_proto::logical_plan::from_proto::parse_exprs(
+            &filters.expr,
+            ctx,
+            &DefaultLogicalExtensionCodec {},
+        )?;
+        let spec = ScanSpec {
+            tenant,
+            projection: wire.projection,
+            filters,
+            row_filter: wire.row_filter,
+            limit: wire.limit,
+            pruning: wire.pruning,
+            partitions: wire.partitions,
+        };
+        let work = Work {
+            parallel: wire.parallel.into_iter().map(Piece::from).collect(),
+            merges: wire.merges.into_iter().map(|m| m.into_iter().map(Piece::from).collect()).collect(),
+        };
+        Ok(Arc::new(SpansScanExec::try_new(Arc::new(spec), work)?))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(scan) = node.downcast_ref::<SpansScanExec>() else {
+            return internal_err!("expected SpansScanExec, got {}", node.name());
+        };
+        // A filter that cannot travel is left out: filters here only
+        // prune, and the plan above the scan applies them all again.
+        let filters = scan
+            .spec
+            .filters
+            .iter()
+            .filter_map(|f| {
+                datafusion_proto::logical_plan::to_proto::serialize_expr(f, &DefaultLogicalExtensionCodec {}).ok()
+            })
+            .collect();
+        let filters = datafusion_proto::protobuf::LogicalExprList { expr: filters }.encode_to_vec();
+        let wire = WireScan {
+            tenant: scan.spec.tenant.to_string(),
+            projection: scan.spec.projection.clone(),
+            filters: base64::engine::general_purpose::STANDARD.encode(filters),
+            row_filter: scan.spec.row_filter,
+            limit: scan.spec.limit,
+            pruning: scan.spec.pruning,
+            partitions: scan.spec.partitions,
+            parallel: scan.work.parallel.iter().map(WirePiece::from).collect(),
+            merges: scan.work.merges.iter().map(|m| m.iter().map(WirePiece::from).collect()).collect(),
+        };
+        serde_json::to_writer(buf, &wire).map_err(|e| DataFusionError::Internal(format!("encoding a scan: {e}")))
+    }
+}
+
+impl Querier {
+    /// Serves the tasks other queriers send (Arrow Flight over gRPC) on
+    /// `listener` until `stop` resolves, on the query runtime. Each task
+    /// runs in a session of its own, with this querier's store, footer
+    /// cache and a memory pool of `--sql-memory-limit`.
+    pub async fn serve_workers(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> QueryResult<()> {
+        let querier = Arc::downgrade(self);
+        let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+            let querier = querier.upgrade();
+            async move {
+                let Some(querier) = querier else {
+                    return Err(DataFusionError::Execution("the querier is stopping".into()));
+                };
+                let runtime = querier.runtime().map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(ctx.builder.with_runtime_env(runtime).with_distributed_user_codec(SpansScanCodec).build())
+            }
+        });
+        let server = tonic::transport::Server::builder()
+            .add_service(worker.into_worker_server())
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop);
+        self.executor
+            .run(async move {
+                server.await.map_err(|e| crate::QueryError::Execution(format!("the worker server failed: {e}")))
+            })
+            .await
+    }
+
+    /// A session over `tenant`'s tables whose large scans spread over the
+    /// live peers; None when there are not two of them.
+    pub(crate) async fn spread_session(&self, tenant: &TenantId) -> QueryResult<Option<SessionContext>> {
+        let Some(peers) = &self.peers else { return Ok(None) };
+        let live = peers.live().len();
+        if live < 2 {
+            return Ok(None);
+        }
+        let spread = Spread {
+            min_bytes: self.config.cluster.min_bytes.max(1),
+            bands: live * BANDS_PER_TASK * self.partitions(),
+        };
+        let config: SessionConfig = self.session_config().with_extension(Arc::new(spread));
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(self.runtime()?)
+            .with_distributed_worker_resolver(peers.clone())
+            .with_distributed_planner()
+            .with_distributed_user_codec(SpansScanCodec)
+            .with_distributed_desired_task_count_handler(desired_tasks)
+            .with_distributed_scale_up_leaf_node_handler(scale_up)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        self.register_tables(&ctx, tenant).await?;
+        Ok(Some(ctx))
+    }
+}
+
+/// For tests: whether a plan was spread over queriers.
+pub(crate) fn is_spread(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<datafusion_distributed::DistributedExec>()
+}

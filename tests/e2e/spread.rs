@@ -1,0 +1,141 @@
+//! Queries spread over several querier processes on one store: the same
+//! answers as one querier alone, also when a querier dies.
+
+use std::time::Duration;
+
+use spanlake_test_support::otlp::{resource_spans, trace};
+use spanlake_test_support::process::Spawned;
+use spanlake_test_support::wait_until;
+
+use crate::common::TestServer;
+
+/// Statements whose answers must not depend on where they ran: counts that
+/// need each span once (as-ingested blocks hold retried copies and traces
+/// split over blocks), groups, joins, an exact median, a limit.
+const QUERIES: &[&str] = &[
+    "SELECT count(*) AS n FROM spans",
+    "SELECT count(*) AS n FROM spans_as_stored",
+    "SELECT service_name, count(*) AS n, sum(duration_ns) AS d FROM spans GROUP BY service_name ORDER BY service_name",
+    "SELECT encode(trace_id, 'hex') AS t, span_count, duration_ns, error_count FROM traces ORDER BY t",
+    "SELECT count(*) AS n, sum(child_duration_ns) AS d FROM span_edges",
+    "SELECT name, count(DISTINCT span_id) AS n FROM spans WHERE status_code = 'error' GROUP BY name ORDER BY name",
+    "SELECT median(duration_ns) AS m, max(duration_ns) AS x FROM spans WHERE kind = 'client'",
+    "SELECT encode(span_id, 'hex') AS s FROM spans ORDER BY start_time, s LIMIT 7",
+];
+
+/// An answer and whether it was spread.
+async fn sql(http: &reqwest::Client, querier: &Spawned, query: &str) -> (String, bool) {
+    let response = http.post(format!("http://{}/api/sql", querier.http)).body(query.to_owned()).send().await.unwrap();
+    let status = response.status();
+    let spread = response.headers().get("x-spanlake-spread").is_some();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{query}: {body}");
+    (body, spread)
+}
+
+/// The `spanlake_querier_queries_spread` counter of `outcome`.
+async fn spread_count(http: &reqwest::Client, querier: &Spawned, outcome: &str) -> u64 {
+    let text = http.get(format!("http://{}/metrics", querier.http)).send().await.unwrap().text().await.unwrap();
+    let line = format!("spanlake_querier_queries_spread_total{{outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_queriers_answer_as_one_also_when_one_dies() {
+    // Blocks as ingested: 24 requests of 10 traces, each trace's root and
+    // calls in two requests (so in two blocks), and four requests sent twice
+    // (a retried export: spans stored twice until compaction).
+    let writer = TestServer::start().await;
+    let base = 1_764_000_000_000_000_000u64;
+    for batch in 0..24u8 {
+        let services = ["checkout", "cart", "payment"];
+        let mut roots = Vec::new();
+        let mut calls = Vec::new();
+        // Trace ids 1 to 240 (an all-zero id is invalid).
+        for t in batch * 10 + 1..=batch * 10 + 10 {
+            let mut whole = trace(t, services[t as usize % 3], 1 + t % 5, base + u64::from(t) * 1_000_000);
+            let mut spans = std::mem::take(&mut whole.scope_spans[0].spans);
+            calls.push(resource_spans(Some(services[t as usize % 3]), Vec::new(), spans.split_off(1)));
+            roots.push(resource_spans(Some(services[t as usize % 3]), Vec::new(), spans));
+        }
+        writer.ingest(None, roots.clone()).await;
+        writer.ingest(None, calls).await;
+        if batch % 6 == 0 {
+            writer.ingest(None, roots).await;
+        }
+    }
+    let dir = writer.dir.path().to_owned();
+    let _keep = writer;
+
+    let peers_file = tempfile::NamedTempFile::new().unwrap();
+    let peers_path = format!("file://{}", peers_file.path().display());
+    let start = |peers: Option<&str>| {
+        let mut args = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
+        if let Some(peers) = peers {
+            args.extend(["--worker-addr", "127.0.0.1:0", "--query-peers", peers, "--spread-min-bytes", "1"]);
+        }
+        Spawned::start(env!("CARGO_BIN_EXE_spanlake"), &args)
+    };
+    let alone = start(None);
+    let queriers: Vec<Spawned> = (0..3).map(|_| start(Some(&peers_path))).collect();
+    let workers: Vec<String> = queriers.iter().map(|q| format!("http://{}\n", q.worker.unwrap())).collect();
+    std::fs::write(peers_file.path(), workers.concat()).unwrap();
+
+    let http = reqwest::Client::new();
+    let mut expected = Vec::new();
+    for query in QUERIES {
+        let (answer, spread) = sql(&http, &alone, query).await;
+        assert!(!spread, "a querier without peers runs every query itself");
+        expected.push(answer);
+    }
+    let n: serde_json::Value = serde_json::from_str(&expected[0]).unwrap();
+    assert_eq!(n[0]["n"], 960, "each span once: 240 roots and 720 calls");
+
+    // The peers file is read at the next refresh.
+    for querier in &queriers {
+        wait_until("the queriers find each other", Duration::from_secs(15), || async {
+            sql(&http, querier, QUERIES[0]).await.1
+        })
+        .await;
+    }
+    let first = &queriers[0];
+    for querier in &queriers {
+        for (query, expected) in QUERIES.iter().zip(&expected) {
+            let (answer, spread) = sql(&http, querier, query).await;
+            assert_eq!(&answer, expected, "spread over three queriers: {query}");
+            assert!(spread || query.contains("LIMIT"), "ran on one querier: {query}");
+        }
+    }
+    assert_eq!(spread_count(&http, first, "ran_locally").await, 0);
+
+    // One querier dies. Until the next refresh (at most 4 s later) it is
+    // still listed, so a spread run fails and the query runs again on the
+    // querier that got it.
+    let mut queriers = queriers;
+    let mut dead = queriers.pop().unwrap();
+    let asked = tokio::spawn({
+        let http = http.clone();
+        let url = format!("http://{}/api/sql", queriers[0].http);
+        let query = QUERIES[4];
+        async move { http.post(url).body(query).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    assert_eq!(asked.await.unwrap(), expected[4], "killed while (or before) it answered");
+    for (query, expected) in QUERIES.iter().zip(&expected) {
+        assert_eq!(&sql(&http, &queriers[0], query).await.0, expected, "with a querier dead: {query}");
+    }
+    assert!(spread_count(&http, &queriers[0], "ran_locally").await >= 1, "a run fell back to the querier itself");
+
+    // Once the refresh drops the dead querier, queries spread over the two left.
+    wait_until("the dead querier is dropped", Duration::from_secs(15), || async {
+        sql(&http, &queriers[1], QUERIES[2]).await.1
+    })
+    .await;
+    let before = spread_count(&http, &queriers[1], "ran_locally").await;
+    for (query, expected) in QUERIES.iter().zip(&expected) {
+        assert_eq!(&sql(&http, &queriers[1], query).await.0, expected, "spread over two queriers: {query}");
+    }
+    assert_eq!(spread_count(&http, &queriers[1], "ran_locally").await, before);
+}
