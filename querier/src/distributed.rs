@@ -31,7 +31,9 @@ use arrow::datatypes::SchemaRef;
 use base64::Engine as _;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -51,7 +53,7 @@ use spanlake_schemas::{BlockMeta, TenantId};
 use url::Url;
 
 use crate::Querier;
-use crate::error::Result as QueryResult;
+use crate::error::{QueryError, Result as QueryResult};
 use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema};
 
 /// Queriers a query may spread over.
@@ -313,6 +315,11 @@ fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskC
 /// One variant of the scan per task, each with its share of the work.
 fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
     let scan = event.plan.downcast_ref::<SpansScanExec>()?;
+    if event.task_count > 1
+        && let Some(spread) = event.session_config.get_extension::<Spread>()
+    {
+        spread.used.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let variants: Result<Vec<Arc<dyn ExecutionPlan>>> = scan
         .shares(event.task_count)
         .into_iter()
@@ -470,7 +477,16 @@ impl Querier {
                     return Err(DataFusionError::Execution("the querier is stopping".into()));
                 };
                 let runtime = querier.runtime().map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Ok(ctx.builder.with_runtime_env(runtime).with_distributed_user_codec(SpansScanCodec).build())
+                let mut state =
+                    ctx.builder.with_runtime_env(runtime).with_distributed_user_codec(SpansScanCodec).build();
+                let (scalars, aggregates) = functions();
+                for function in scalars {
+                    state.register_udf(function)?;
+                }
+                for function in aggregates {
+                    state.register_udaf(function)?;
+                }
+                Ok(state)
             }
         });
         let server = tonic::transport::Server::builder()
@@ -483,9 +499,42 @@ impl Querier {
             .await
     }
 
+    /// Runs `work` in a session over `tenant`'s tables whose large scans
+    /// spread over the live peers, and again in a session of this querier
+    /// alone when that fails (a querier died or could not be reached), or
+    /// when there are not two live peers. Returns whether a plan was spread.
+    pub(crate) async fn spread_or_here<T, F, Fut>(&self, tenant: &TenantId, work: F) -> QueryResult<(T, bool)>
+    where
+        F: Fn(SessionContext) -> Fut,
+        Fut: std::future::Future<Output = QueryResult<T>>,
+    {
+        if let Some(ctx) = self.spread_session(tenant).await? {
+            let spread = ctx.state().config().get_extension::<Spread>().map(|s| Arc::clone(&s.used));
+            let used = || spread.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
+            match work(ctx).await {
+                Ok(answer) => {
+                    if used() {
+                        self.metrics.spread("ok");
+                    }
+                    return Ok((answer, used()));
+                }
+                // The same limits would stop it here too.
+                Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => return Err(error),
+                Err(error) => {
+                    // Here, the answer (or the error) is certain.
+                    if used() {
+                        tracing::warn!(%error, "a query spread over queriers failed; running it here");
+                        self.metrics.spread("ran_locally");
+                    }
+                }
+            }
+        }
+        Ok((work(self.session(tenant).await?).await?, false))
+    }
+
     /// A session over `tenant`'s tables whose large scans spread over the
     /// live peers; None when there are not two of them.
-    pub(crate) async fn spread_session(&self, tenant: &TenantId) -> QueryResult<Option<SessionContext>> {
+    async fn spread_session(&self, tenant: &TenantId) -> QueryResult<Option<SessionContext>> {
         let Some(peers) = &self.peers else { return Ok(None) };
         let live = peers.live().len();
         if live < 2 {
@@ -494,6 +543,7 @@ impl Querier {
         let spread = Spread {
             min_bytes: self.config.cluster.min_bytes.max(1),
             bands: live * BANDS_PER_TASK * self.partitions(),
+            used: Arc::default(),
         };
         let config: SessionConfig = self.session_config().with_extension(Arc::new(spread));
         let state = SessionStateBuilder::new()
@@ -512,7 +562,110 @@ impl Querier {
     }
 }
 
-/// For tests: whether a plan was spread over queriers.
-pub(crate) fn is_spread(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.is::<datafusion_distributed::DistributedExec>()
+/// Spanlake's own functions that plans may hold, for a querier that runs
+/// another's plan (they travel by name).
+fn functions() -> (Vec<Arc<ScalarUDF>>, Vec<Arc<AggregateUDF>>) {
+    use crate::search::{ValueKind, element_values};
+    let scalars = [ValueKind::Str, ValueKind::Number, ValueKind::Bool].map(|k| Arc::new(element_values(k))).to_vec();
+    (scalars, vec![Arc::new(crate::traceql_metrics::newest_span_udaf())])
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+    use spanlake_schemas::block::BlockId;
+
+    use super::*;
+
+    fn block(size_bytes: u64) -> BlockMeta {
+        BlockMeta {
+            id: BlockId::new(),
+            min_time_unix_nano: 1,
+            max_time_unix_nano: 2,
+            min_trace_id: "00".repeat(16),
+            max_trace_id: "ff".repeat(16),
+            span_count: 10,
+            size_bytes,
+            compaction_level: 0,
+            sources: Vec::new(),
+            trace_count: 1,
+            ingested_unix_nano: 0,
+        }
+    }
+
+    fn scan(work: Work) -> SpansScanExec {
+        let spec = ScanSpec {
+            tenant: TenantId::new("team-a").unwrap(),
+            projection: Some(vec![0, 2]),
+            filters: vec![col("name").eq(lit("GET /"))],
+            row_filter: true,
+            limit: None,
+            pruning: true,
+            partitions: 2,
+        };
+        SpansScanExec::try_new(Arc::new(spec), work).unwrap()
+    }
+
+    #[test]
+    fn a_scan_travels_whole() {
+        let rows = RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(4), RowSelector::skip(3)]);
+        let selected = Piece { rows: Some(rows), range: Some(10..400), bytes: 300, ..Piece::whole(block(1000)) };
+        let work = Work {
+            parallel: vec![Piece::whole(block(500)), selected.clone()],
+            merges: vec![vec![selected, Piece::whole(block(70))]],
+        };
+        let sent = scan(work);
+        let mut buf = Vec::new();
+        let node: Arc<dyn ExecutionPlan> = Arc::new(scan(sent.work.clone()));
+        SpansScanCodec.try_encode(node, &mut buf, &DefaultPhysicalProtoConverter {}).unwrap();
+        let task = TaskContext::default();
+        let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
+        let got = got.downcast_ref::<SpansScanExec>().unwrap();
+        assert_eq!(got.work, sent.work);
+        assert_eq!(got.spec.filters, sent.spec.filters);
+        assert_eq!(got.spec.tenant.as_str(), "team-a");
+        assert_eq!(got.schema(), sent.schema());
+        assert_eq!(got.properties().output_partitioning().partition_count(), 2);
+    }
+
+    #[test]
+    fn shares_hold_all_the_work_once_and_keep_each_merge_whole() {
+        let merges: Vec<Vec<Piece>> =
+            (0..5).map(|i| vec![Piece::whole(block(10 + i)), Piece::whole(block(20))]).collect();
+        let work = Work { parallel: vec![Piece::whole(block(900)), Piece::whole(block(50))], merges };
+        let scan = scan(work.clone());
+        let shares = scan.shares(3);
+        assert_eq!(shares.len(), 3);
+        let total: u64 = shares.iter().map(Work::bytes).sum();
+        assert!(total.abs_diff(work.bytes()) < 10, "{total} against {}", work.bytes());
+        let mut merges: Vec<Vec<Piece>> = shares.iter().flat_map(|s| s.merges.clone()).collect();
+        merges.sort_by_key(|m| m[0].bytes);
+        assert_eq!(merges, work.merges, "each merge goes whole to one task");
+        // The large block is cut into byte ranges that cover it once.
+        let mut ranges: Vec<std::ops::Range<u64>> = shares
+            .iter()
+            .flat_map(|s| &s.parallel)
+            .filter(|p| p.block.size_bytes == 900)
+            .map(|p| p.range.clone().unwrap())
+            .collect();
+        ranges.sort_by_key(|r| r.start);
+        assert!(ranges.len() > 1);
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, 900);
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+        let loads: Vec<u64> = shares.iter().map(Work::bytes).collect();
+        let (least, most) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(most - least <= 300, "balanced: {loads:?}");
+    }
+
+    #[test]
+    fn peers_are_urls_names_or_a_file() {
+        for ok in ["http://10.0.0.1:3201", "dns://spanlake-querier-workers:3201", "file:///etc/spanlake/peers"] {
+            check_peer(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["10.0.0.1:3201", "http://host", "dns://name", "file://relative", "https://x:1/"] {
+            assert!(check_peer(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub mod fanout;
 mod memory;
 mod metrics;
 pub mod pg;
+mod read_counter;
 mod search;
 mod sql;
 mod strings;

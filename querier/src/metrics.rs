@@ -46,6 +46,8 @@ pub(crate) struct Metrics {
     pub(crate) running: Gauge,
     /// Bytes reserved in the memory pools of the queries running.
     pub(crate) memory: Gauge,
+    /// Bytes query plans read from the object store.
+    pub(crate) bytes_read: Counter,
 }
 
 impl Metrics {
@@ -58,6 +60,7 @@ impl Metrics {
             refused: Counter::default(),
             running: Gauge::default(),
             memory: Gauge::default(),
+            bytes_read: Counter::default(),
             blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
@@ -83,6 +86,11 @@ impl Metrics {
             "query_memory_bytes",
             "Bytes held in the memory pools of running queries (each at most --sql-memory-limit)",
             m.memory.clone(),
+        );
+        r.register(
+            "block_bytes_read",
+            "Bytes query plans read from the object store, here (as the querier asked or for another querier)",
+            m.bytes_read.clone(),
         );
         r.register(
             "blocks_skipped",

@@ -342,7 +342,11 @@ impl Querier {
             .with_cache_manager(caches)
             .build_arc()?;
         let url = Url::parse(STORE_URL).expect("valid store url");
-        runtime.register_object_store(&url, Arc::clone(self.storage.object_store()));
+        let counted = crate::read_counter::ReadCounter::new(
+            Arc::clone(self.storage.object_store()),
+            self.metrics.bytes_read.clone(),
+        );
+        runtime.register_object_store(&url, Arc::new(counted));
         Ok(runtime)
     }
 
@@ -446,25 +450,9 @@ impl Querier {
     /// `--sql-memory-limit`.
     pub async fn sql(&self, tenant: &TenantId, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         check_read_only(query)?;
-        if let Some(ctx) = self.spread_session(tenant).await? {
-            match self.sql_in(ctx, query, format).await {
-                Ok(answer) => {
-                    if answer.spread {
-                        self.metrics.spread("ok");
-                    }
-                    return Ok(answer);
-                }
-                // The same limits and the same query would fail here too.
-                Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => return Err(error),
-                Err(error) => {
-                    // A querier died or could not be reached, or the query
-                    // itself is wrong: here, the answer (or the error) is certain.
-                    tracing::warn!(%error, "a query spread over queriers failed; running it here");
-                    self.metrics.spread("ran_locally");
-                }
-            }
-        }
-        self.sql_in(self.session(tenant).await?, query, format).await
+        let (mut answer, spread) = self.spread_or_here(tenant, |ctx| self.sql_in(ctx, query, format)).await?;
+        answer.spread = spread;
+        Ok(answer)
     }
 
     /// Runs one read-only statement in `ctx`, encoding its rows.
@@ -476,10 +464,7 @@ impl Querier {
         let answer = MemoryConsumer::new("SQL answer").register(pool);
         let mut encoder = Encoder::new(format, &schema, answer, self.config.sql_memory_limit)?;
         let held = MemoryConsumer::new("SQL result batch").register(pool);
-        let task = Arc::new(frame.task_ctx());
-        let plan = frame.create_physical_plan().await?;
-        let spread = crate::distributed::is_spread(&plan);
-        let mut rows = datafusion::physical_plan::execute_stream(plan, task)?;
+        let mut rows = frame.execute_stream().await?;
         while let Some(batch) = rows.next().await {
             let batch = batch?;
             held.try_resize(crate::memory::batch_bytes(&batch)).map_err(|_| encoder.over_limit())?;
@@ -489,7 +474,7 @@ impl Querier {
         if format == SqlFormat::Json && body.is_empty() {
             body.extend_from_slice(b"[]");
         }
-        Ok(SqlAnswer { body, partial: skipped_blocks(&ctx), spread })
+        Ok(SqlAnswer { body, partial: skipped_blocks(&ctx), spread: false })
     }
 }
 

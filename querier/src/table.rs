@@ -309,7 +309,7 @@ fn file(tenant: &TenantId, piece: &Piece) -> PartitionedFile {
 
 /// What one scan reads: pieces read in parallel, and groups of pieces each
 /// merged in trace order so that a span stored twice is read once.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Work {
     pub(crate) parallel: Vec<Piece>,
     pub(crate) merges: Vec<Vec<Piece>>,
@@ -465,7 +465,7 @@ fn deduplicated_scan(
 }
 
 /// Rows of one block a scan reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Piece {
     pub(crate) block: BlockMeta,
     /// Which rows (None: all).
@@ -477,7 +477,7 @@ pub(crate) struct Piece {
 }
 
 impl Piece {
-    fn whole(block: BlockMeta) -> Self {
+    pub(crate) fn whole(block: BlockMeta) -> Self {
         Self { bytes: block.size_bytes, rows: None, range: None, block }
     }
 
@@ -645,6 +645,8 @@ impl SpansTable {
 pub(crate) struct Spread {
     pub(crate) min_bytes: u64,
     pub(crate) bands: usize,
+    /// Set when a plan of the session was spread over two queriers or more.
+    pub(crate) used: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Everything a querier needs to build a scan's plan from its [`Work`]:

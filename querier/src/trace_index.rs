@@ -458,4 +458,17 @@ pub(crate) mod tests {
         let unsorted = index(&[&[(3, 1, "server"), (1, 1, "server")]]);
         assert_eq!(band(&unsorted, &[0..2], 0, None), None);
     }
+
+    #[test]
+    fn band_edges_cut_the_traces_into_runs_of_about_equal_count() {
+        let id = |n: u8| u128::from_be_bytes([n; 16]);
+        let rows: Vec<(u8, u8, &str)> = (1..=8u8).map(|t| (t, 1, "server")).collect();
+        let index = index(&[&rows]);
+        assert_eq!(index.band_edges(1), Vec::<u128>::new());
+        assert_eq!(index.band_edges(2), vec![id(5)]);
+        assert_eq!(index.band_edges(4), vec![id(3), id(5), id(7)]);
+        // More bands than traces: one trace per band, the first has no edge.
+        assert_eq!(index.band_edges(20).len(), 7);
+        assert_eq!(TraceIndex::default().band_edges(4), Vec::<u128>::new());
+    }
 }

@@ -20,6 +20,7 @@
 
 mod compile;
 mod element_values;
+pub(crate) use element_values::{ValueKind, element_values};
 mod fields;
 mod response;
 mod structure;

@@ -22,6 +22,7 @@
 
 mod compare;
 mod newest;
+pub(crate) use newest::newest_span_udaf;
 mod response;
 mod series;
 mod window;
@@ -205,23 +206,27 @@ impl Querier {
     pub(crate) async fn metrics_query(&self, tenant: &TenantId, request: &MetricsRequest) -> Result<MetricsAnswer> {
         let window = &request.window;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(window.start, window.end));
-        let ctx = self.session(tenant).await?;
-        let filter = measured_filter(&request.query)?;
-        let mut answer = if let MetricsFunction::Compare { selection, top, window: selected } = &request.query.function
-        {
-            compare::compare(&ctx, request, filter, selection.as_ref(), *top, *selected).await?
-        } else {
-            let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
-            let collected = aggregate(&ctx, request, filter, &by).await?;
-            let _series = hold_series(&ctx, collected.series_count(&request.query.function), window.buckets())?;
-            series::build(request, &by, collected).finish(request)
-        };
+        let (mut answer, _) = self.spread_or_here(tenant, |ctx| metrics_in(ctx, request)).await?;
         answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
         answer.total_blocks = blocks.len() as u64;
         answer.total_block_bytes = blocks.iter().map(|b| b.size_bytes).sum();
-        answer.partial = crate::sql::skipped_blocks(&ctx);
         Ok(answer)
     }
+}
+
+/// Answers a metrics query in `ctx`.
+async fn metrics_in(ctx: SessionContext, request: &MetricsRequest) -> Result<MetricsAnswer> {
+    let filter = measured_filter(&request.query)?;
+    let mut answer = if let MetricsFunction::Compare { selection, top, window: selected } = &request.query.function {
+        compare::compare(&ctx, request, filter, selection.as_ref(), *top, *selected).await?
+    } else {
+        let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
+        let collected = aggregate(&ctx, request, filter, &by).await?;
+        let _series = hold_series(&ctx, collected.series_count(&request.query.function), request.window.buckets())?;
+        series::build(request, &by, collected).finish(request)
+    };
+    answer.partial = crate::sql::skipped_blocks(&ctx);
+    Ok(answer)
 }
 
 /// Counts `series` series of `buckets` samples against the query's memory

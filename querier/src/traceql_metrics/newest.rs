@@ -41,11 +41,16 @@ struct NewestSpan {
 
 /// `newest_span(start ns, trace_id, value)`.
 pub(super) fn newest_span(start: Expr, trace_id: Expr, value: Expr) -> Expr {
+    newest_span_udaf().call(vec![start, trace_id, value])
+}
+
+/// The aggregate function itself (for a querier that runs another's plan).
+pub(crate) fn newest_span_udaf() -> AggregateUDF {
     let signature = Signature::new(
         TypeSignature::Exact(vec![DataType::Int64, DataType::FixedSizeBinary(16), DataType::Float64]),
         Volatility::Immutable,
     );
-    AggregateUDF::new_from_impl(NewestSpan { signature }).call(vec![start, trace_id, value])
+    AggregateUDF::new_from_impl(NewestSpan { signature })
 }
 
 impl AggregateUDFImpl for NewestSpan {
