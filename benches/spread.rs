@@ -1,0 +1,223 @@
+//! Queries spread over several queriers (issue #18). Run: `cargo bench --bench spread`.
+//!
+//! Writes loadgen's default workload over the hour before now in blocks of
+//! 100k spans, as ingested, and starts four querier processes on it: one
+//! alone (no peers) and three that spread their large queries over each
+//! other. Each query runs on the lone querier, then on the first of the
+//! three; for each it reports the median time, the CPU seconds of the
+//! processes involved (the lone one; the sum of the three) and the bytes
+//! each querier's plans read from the store
+//! (`spanlake_querier_block_bytes_read`). Then the same after compacting the
+//! hour. On one machine, the three share its cores: the point is that the
+//! work divides (bytes per querier) without costing more in total (CPU),
+//! not the time.
+//! Knobs: SPANLAKE_BENCH_SPREAD_SPANS (default 5,000,000);
+//! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 64MiB).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::registry::Registry;
+use spanlake::storage::StorageArgs;
+use spanlake_compactor::clock::{Clock, ManualClock};
+use spanlake_compactor::{Compactor, Config};
+use spanlake_schemas::TenantId;
+use spanlake_test_support::measure::process_cpu_seconds;
+use spanlake_test_support::process::Spawned;
+
+mod common;
+
+const RUNS: usize = 3;
+
+/// (name, endpoint, query): SQL goes to `/api/sql`, TraceQL metrics to
+/// `/api/metrics/query_range` over the hour at a 15 s step.
+const QUERIES: [(&str, &str, &str); 5] = [
+    (
+        "SQL: spans by service",
+        "sql",
+        "SELECT service_name, count(*), avg(duration_ns) FROM spans GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "SQL: error spans by service and name",
+        "sql",
+        "SELECT service_name, name, count(*) FROM spans WHERE status_code = 'error' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 20",
+    ),
+    ("SQL: traces (one row per trace)", "sql", "SELECT count(*), max(span_count), avg(duration_ns) FROM traces"),
+    ("TraceQL: rate by service", "metrics", "{ } | rate() by(resource.service.name)"),
+    (
+        "TraceQL: quantiles of server spans by service",
+        "metrics",
+        "{ kind = server } | quantile_over_time(duration, 0.5, 0.9, 0.99) by(resource.service.name)",
+    ),
+];
+
+/// A metric's value in `/metrics` text (0 when absent).
+async fn metric(http: &reqwest::Client, querier: &Spawned, line_start: &str) -> f64 {
+    let text = http.get(format!("http://{}/metrics", querier.http)).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(line_start)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+async fn bytes_read(http: &reqwest::Client, querier: &Spawned) -> f64 {
+    metric(http, querier, "spanlake_querier_block_bytes_read_total ").await
+}
+
+/// One run of `query` on `querier`; panics unless it answers 200.
+async fn ask(http: &reqwest::Client, querier: &Spawned, endpoint: &str, query: &str, window: (u64, u64)) -> bool {
+    let request = match endpoint {
+        "sql" => http.post(format!("http://{}/api/sql", querier.http)).body(query.to_owned()),
+        _ => http.get(format!("http://{}/api/metrics/query_range", querier.http)).query(&[
+            ("q", query),
+            ("start", &window.0.to_string()),
+            ("end", &window.1.to_string()),
+            ("step", "15s"),
+        ]),
+    };
+    let response = request.send().await.unwrap();
+    let spread = response.headers().contains_key("x-spanlake-spread");
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{query}: {body}");
+    spread
+}
+
+/// Median ms, CPU seconds per run of each process, bytes per run read by each.
+struct Measured {
+    median_ms: f64,
+    cpu: Vec<f64>,
+    bytes: Vec<f64>,
+}
+
+async fn measure(
+    http: &reqwest::Client,
+    asked: &Spawned,
+    involved: &[&Spawned],
+    (endpoint, query): (&str, &str),
+    window: (u64, u64),
+) -> Measured {
+    // A first run warms footers and the page cache.
+    ask(http, asked, endpoint, query, window).await;
+    let cpu = |p: &Spawned| process_cpu_seconds(&p.pid().to_string());
+    let cpu_before: Vec<f64> = involved.iter().map(|p| cpu(p)).collect();
+    let mut bytes_before = Vec::new();
+    for p in involved {
+        bytes_before.push(bytes_read(http, p).await);
+    }
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        ask(http, asked, endpoint, query, window).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let cpu: Vec<f64> = involved.iter().zip(&cpu_before).map(|(p, b)| (cpu(p) - b) / RUNS as f64).collect();
+    let mut bytes = Vec::new();
+    for (p, before) in involved.iter().zip(&bytes_before) {
+        bytes.push((bytes_read(http, p).await - before) / RUNS as f64);
+    }
+    Measured { median_ms: times[RUNS / 2], cpu, bytes }
+}
+
+fn main() {
+    let target: usize =
+        std::env::var("SPANLAKE_BENCH_SPREAD_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
+    let tenant = TenantId::single();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let hour = 3_600_000_000_000u64;
+    let data_end = now - 60_000_000_000;
+    let window = ((data_end - hour) / 1_000_000_000, data_end / 1_000_000_000);
+    let started = Instant::now();
+    let written = runtime.block_on(common::write_workload(&storage, &tenant, target, data_end, hour));
+    println!(
+        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
+        written.spans,
+        written.sample_ids.len() * 100,
+        written.blocks,
+        written.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let min_bytes = std::env::var("SPANLAKE_BENCH_SPREAD_MIN_BYTES").unwrap_or_else(|_| "64MiB".into());
+    let peers = tempfile::NamedTempFile::new().unwrap();
+    let peers_arg = format!("file://{}", peers.path().display());
+    let mut rows = Vec::new();
+    for compacted in [false, true] {
+        let phase = if compacted { "compacted" } else { "as ingested" };
+        runtime.block_on(async {
+            if compacted {
+                let clock = Arc::new(ManualClock::new(SystemTime::now() + Duration::from_secs(3 * 3600)));
+                let config = Config { clock: clock as Arc<dyn Clock>, ..Config::default() };
+                let compactor = Compactor::new(config, storage.clone(), None, &mut Registry::default()).await.unwrap();
+                while compactor.run_once().await.unwrap().merges > 0 {}
+            }
+        });
+        let start = |spread: bool| {
+            let mut args = vec!["run", "querier", "--storage", root.as_str(), "--query-timeout", "10m"];
+            args.extend(["--sql-memory-limit", "4GiB"]);
+            if spread {
+                args.extend(["--worker-addr", "127.0.0.1:0", "--query-peers", peers_arg.as_str()]);
+                args.extend(["--refresh-interval", "1s", "--spread-min-bytes", min_bytes.as_str()]);
+            }
+            Spawned::start(env!("CARGO_BIN_EXE_spanlake"), &args)
+        };
+        let alone = start(false);
+        let three: Vec<Spawned> = (0..3).map(|_| start(true)).collect();
+        let listed: Vec<String> = three.iter().map(|q| format!("http://{}\n", q.worker.unwrap())).collect();
+        std::fs::write(peers.path(), listed.concat()).unwrap();
+        runtime.block_on(async {
+            let http = reqwest::Client::new();
+            // The three read the peers file at their next refresh.
+            let (_, endpoint, query) = QUERIES[0];
+            let found = Instant::now();
+            while !ask(&http, &three[0], endpoint, query, window).await {
+                assert!(found.elapsed() < Duration::from_secs(30), "the queriers did not find each other");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            for (name, endpoint, query) in QUERIES {
+                let local = measure(&http, &alone, &[&alone], (endpoint, query), window).await;
+                let spread =
+                    measure(&http, &three[0], &three.iter().collect::<Vec<_>>(), (endpoint, query), window).await;
+                let total: f64 = spread.bytes.iter().sum();
+                let shares: Vec<f64> = spread.bytes.iter().map(|b| 100.0 * b / total.max(1.0)).collect();
+                let (local_cpu, spread_cpu): (f64, f64) = (local.cpu.iter().sum(), spread.cpu.iter().sum());
+                println!(
+                    "{phase}, {name}: alone {:.0} ms, {local_cpu:.2} CPU-s, {:.0} MB read; three {:.0} ms, \
+                     {spread_cpu:.2} CPU-s ({:?}), {:.0} MB read, shares {:?} %",
+                    local.median_ms,
+                    local.bytes[0] / 1e6,
+                    spread.median_ms,
+                    spread.cpu.iter().map(|c| (c * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                    total / 1e6,
+                    shares.iter().map(|s| s.round()).collect::<Vec<_>>(),
+                );
+                let largest = shares.iter().copied().fold(0.0, f64::max);
+                rows.push((
+                    phase,
+                    name,
+                    local.median_ms,
+                    spread.median_ms,
+                    local_cpu,
+                    spread_cpu,
+                    local.bytes[0],
+                    total,
+                    largest,
+                ));
+            }
+        });
+    }
+    println!();
+    println!(
+        "| data | query | alone ms | three ms | alone CPU-s | three CPU-s (sum) | CPU ratio | alone MB read | three MB read | largest share |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (phase, name, local_ms, spread_ms, local_cpu, spread_cpu, local_bytes, spread_bytes, largest) in rows {
+        println!(
+            "| {phase} | {name} | {local_ms:.0} | {spread_ms:.0} | {local_cpu:.2} | {spread_cpu:.2} | {:.2}× | {:.0} | {:.0} | {largest:.0} % |",
+            spread_cpu / local_cpu,
+            local_bytes / 1e6,
+            spread_bytes / 1e6
+        );
+    }
+}
