@@ -14,7 +14,7 @@
 //! SPANLAKE_BENCH_METRICS_REPEAT (seconds: repeat each query that long before
 //! timing it, for a profiler to attach to the process).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Arc;
 
@@ -78,20 +78,8 @@ fn main() {
     let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
     let tenant = TenantId::single();
 
-    // Data: the hour that ends a minute ago (past the 30 s end cutoff).
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let hour = 3_600_000_000_000u64;
-    let data_end = now - 60_000_000_000;
-    let started = Instant::now();
-    let written = runtime.block_on(common::write_workload(&storage, &tenant, target, data_end, hour));
-    println!(
-        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
-        written.spans,
-        written.sample_ids.len() * 100,
-        written.blocks,
-        written.bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    let hour = common::HOUR_NS;
+    let (data_end, _) = runtime.block_on(common::write_last_hour(&storage, &tenant, target));
 
     // The window Spanlake answers for start = end - 1h, end = the data's end.
     let (start_s, end_s) = ((data_end - hour) / 1_000_000_000, data_end / 1_000_000_000);

@@ -11,7 +11,7 @@
 //! client holds the rows, as tokio-postgres' rows are decoded messages).
 //! Knobs: SPANLAKE_BENCH_PG_SPANS (default 1,000,000).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use spanlake::storage::StorageArgs;
 use spanlake::{Role, ServerArgs, Spanlake};
@@ -29,19 +29,8 @@ fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path().to_str().unwrap().to_owned();
     let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let hour = 3_600_000_000_000u64;
-    let started = Instant::now();
-    let written =
-        runtime.block_on(common::write_workload(&storage, &TenantId::single(), target, now - 60_000_000_000, hour));
-    println!(
-        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
-        written.spans,
-        written.sample_ids.len() * 100,
-        written.blocks,
-        written.bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    let (data_end, _) = runtime.block_on(common::write_last_hour(&storage, &TenantId::single(), target));
+    let (now, hour) = (data_end + 60_000_000_000, common::HOUR_NS);
     let from = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(now - hour));
     let to = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(now));
     let queries = [

@@ -15,7 +15,7 @@
 //! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 64MiB).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
 use spanlake::storage::StorageArgs;
@@ -124,21 +124,8 @@ fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let root = dir.path().to_str().unwrap().to_owned();
     let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
-    let tenant = TenantId::single();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let hour = 3_600_000_000_000u64;
-    let data_end = now - 60_000_000_000;
-    let window = ((data_end - hour) / 1_000_000_000, data_end / 1_000_000_000);
-    let started = Instant::now();
-    let written = runtime.block_on(common::write_workload(&storage, &tenant, target, data_end, hour));
-    println!(
-        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
-        written.spans,
-        written.sample_ids.len() * 100,
-        written.blocks,
-        written.bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    let (data_end, _) = runtime.block_on(common::write_last_hour(&storage, &TenantId::single(), target));
+    let window = ((data_end - common::HOUR_NS) / 1_000_000_000, data_end / 1_000_000_000);
     let min_bytes = std::env::var("SPANLAKE_BENCH_SPREAD_MIN_BYTES").unwrap_or_else(|_| "64MiB".into());
     let peers = tempfile::NamedTempFile::new().unwrap();
     let peers_arg = format!("file://{}", peers.path().display());

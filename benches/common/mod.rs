@@ -21,6 +21,30 @@ pub(crate) struct Written {
     pub(crate) sample_ids: Vec<Vec<u8>>,
 }
 
+/// One hour in nanoseconds.
+#[allow(dead_code, reason = "each bench links this module; not all of them write the last hour")]
+pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
+
+/// Writes about `target` spans of the workload over the hour that ended a
+/// minute ago (past the query APIs' end cutoff), and says so; returns that
+/// end (Unix ns) and what was written.
+#[allow(dead_code, reason = "each bench links this module; not all of them write the last hour")]
+pub(crate) async fn write_last_hour(storage: &Storage, tenant: &TenantId, target: usize) -> (u64, Written) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let end = now - 60_000_000_000;
+    let started = std::time::Instant::now();
+    let written = write_workload(storage, tenant, target, end, HOUR_NS).await;
+    println!(
+        "data: {} spans ({} traces) in {} blocks ({:.0} MB), written in {:.0}s",
+        written.spans,
+        written.sample_ids.len() * TRACES_PER_REQUEST,
+        written.blocks,
+        written.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    (end, written)
+}
+
 /// Writes about `target` spans of loadgen's default workload (seed 7),
 /// traces spread evenly over the `window` ns before `end`, committed in
 /// blocks of [`BLOCK_SPANS`].

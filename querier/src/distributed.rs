@@ -43,8 +43,11 @@ use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec, ScaleUpLeafNodeEvent,
     ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
 };
-use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+use datafusion_proto::physical_plan::{
+    DefaultPhysicalExtensionCodec, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use prost::Message;
@@ -54,7 +57,7 @@ use url::Url;
 
 use crate::Querier;
 use crate::error::{QueryError, Result as QueryResult};
-use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema};
+use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema, table_schema};
 
 /// Queriers a query may spread over.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +70,29 @@ pub struct ClusterConfig {
     /// Scans of fewer block bytes run locally; each task of a spread scan
     /// gets about this many bytes or more.
     pub min_bytes: u64,
+    /// A secret every querier of the cluster shares: sent with each share,
+    /// and a share without it is refused (None: none is asked).
+    pub secret: Option<String>,
+}
+
+/// The header that carries [`ClusterConfig::secret`] between queriers.
+const SECRET_HEADER: &str = "x-spanlake-worker-secret";
+
+/// Whether `given` is `secret`, comparing every byte (no early exit).
+fn secret_matches(secret: &str, given: &[u8]) -> bool {
+    let secret = secret.as_bytes();
+    secret.len() == given.len() && secret.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The headers a querier sends with each share: the cluster's secret.
+fn passthrough(secret: Option<&str>) -> Result<axum::http::HeaderMap> {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(secret) = secret {
+        let value = axum::http::HeaderValue::from_str(secret)
+            .map_err(|_| DataFusionError::Configuration("the worker secret is not a valid header value".into()))?;
+        headers.insert(SECRET_HEADER, value);
+    }
+    Ok(headers)
 }
 
 /// How long a peer may take to accept a connection before it is left out.
@@ -337,8 +363,8 @@ fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEve
 struct WireScan {
     tenant: String,
     projection: Option<Vec<usize>>,
-    /// The filters, as DataFusion's protobuf `LogicalExprList`, base64.
-    filters: String,
+    /// The pruning predicate, as DataFusion's protobuf `PhysicalExprNode`, base64.
+    predicate: Option<String>,
     row_filter: bool,
     limit: Option<usize>,
     pruning: bool,
@@ -398,20 +424,22 @@ impl PhysicalExtensionCodec for SpansScanCodec {
         let wire: WireScan =
             serde_json::from_slice(buf).map_err(|e| DataFusionError::Internal(format!("decoding a scan: {e}")))?;
         let tenant = TenantId::new(&wire.tenant).map_err(|e| DataFusionError::Internal(e.to_string()))?;
-        let filters = base64::engine::general_purpose::STANDARD
-            .decode(&wire.filters)
-            .map_err(|e| DataFusionError::Internal(format!("decoding a scan's filters: {e}")))?;
-        let filters = datafusion_proto::protobuf::LogicalExprList::decode(filters.as_slice())
-            .map_err(|e| DataFusionError::Internal(format!("decoding a scan's filters: {e}")))?;
-        let filters = datafusion_proto::logical_plan::from_proto::parse_exprs(
-            &filters.expr,
-            ctx,
-            &DefaultLogicalExtensionCodec {},
-        )?;
+        let predicate = match wire.predicate {
+            Some(text) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| DataFusionError::Internal(format!("decoding a scan's predicate: {e}")))?;
+                let node = datafusion_proto::protobuf::PhysicalExprNode::decode(bytes.as_slice())
+                    .map_err(|e| DataFusionError::Internal(format!("decoding a scan's predicate: {e}")))?;
+                let codec = DefaultPhysicalExtensionCodec {};
+                Some(parse_physical_expr(&node, ctx, table_schema().as_ref(), &codec)?)
+            }
+            None => None,
+        };
         let spec = ScanSpec {
             tenant,
             projection: wire.projection,
-            filters,
+            predicate,
             row_filter: wire.row_filter,
             limit: wire.limit,
             pruning: wire.pruning,
@@ -433,21 +461,16 @@ impl PhysicalExtensionCodec for SpansScanCodec {
         let Some(scan) = node.downcast_ref::<SpansScanExec>() else {
             return internal_err!("expected SpansScanExec, got {}", node.name());
         };
-        // A filter that cannot travel is left out: filters here only
-        // prune, and the plan above the scan applies them all again.
-        let filters = scan
-            .spec
-            .filters
-            .iter()
-            .filter_map(|f| {
-                datafusion_proto::logical_plan::to_proto::serialize_expr(f, &DefaultLogicalExtensionCodec {}).ok()
-            })
-            .collect();
-        let filters = datafusion_proto::protobuf::LogicalExprList { expr: filters }.encode_to_vec();
+        // A predicate that cannot travel is left out: it only prunes, and
+        // the plan above the scan applies the filters again.
+        let predicate = scan.spec.predicate.as_ref().and_then(|p| {
+            let node = serialize_physical_expr(p, &DefaultPhysicalExtensionCodec {}).ok()?;
+            Some(base64::engine::general_purpose::STANDARD.encode(node.encode_to_vec()))
+        });
         let wire = WireScan {
             tenant: scan.spec.tenant.to_string(),
             projection: scan.spec.projection.clone(),
-            filters: base64::engine::general_purpose::STANDARD.encode(filters),
+            predicate,
             row_filter: scan.spec.row_filter,
             limit: scan.spec.limit,
             pruning: scan.spec.pruning,
@@ -476,9 +499,24 @@ impl Querier {
                 let Some(querier) = querier else {
                     return Err(DataFusionError::Execution("the querier is stopping".into()));
                 };
+                let secret = querier.config.cluster.secret.as_deref();
+                if let Some(secret) = secret {
+                    let given = ctx.headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+                    if !secret_matches(secret, given) {
+                        tracing::warn!("refused a share of a query: its worker secret does not match this querier's");
+                        return Err(DataFusionError::Execution(
+                            "refused: the worker secret does not match (--worker-secret)".into(),
+                        ));
+                    }
+                }
                 let runtime = querier.runtime().map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let mut state =
-                    ctx.builder.with_runtime_env(runtime).with_distributed_user_codec(SpansScanCodec).build();
+                // Shares of later stages read from other queriers: with the secret too.
+                let mut state = ctx
+                    .builder
+                    .with_runtime_env(runtime)
+                    .with_distributed_user_codec(SpansScanCodec)
+                    .with_distributed_passthrough_headers(passthrough(secret)?)?
+                    .build();
                 let (scalars, aggregates) = functions();
                 for function in scalars {
                     state.register_udf(function)?;
@@ -551,6 +589,7 @@ impl Querier {
             .with_config(config)
             .with_runtime_env(self.runtime()?)
             .with_distributed_worker_resolver(peers.clone())
+            .with_distributed_passthrough_headers(passthrough(self.config.cluster.secret.as_deref())?)?
             .with_distributed_planner()
             .with_distributed_user_codec(SpansScanCodec)
             .with_distributed_desired_task_count_handler(desired_tasks)
@@ -572,7 +611,7 @@ fn functions() -> (Vec<Arc<ScalarUDF>>, Vec<Arc<AggregateUDF>>) {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::logical_expr::{col, lit};
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
     use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
     use spanlake_schemas::block::BlockId;
 
@@ -598,7 +637,11 @@ mod tests {
         let spec = ScanSpec {
             tenant: TenantId::new("team-a").unwrap(),
             projection: Some(vec![0, 2]),
-            filters: vec![col("name").eq(lit("GET /"))],
+            predicate: Some(Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("name", 5)),
+                datafusion::logical_expr::Operator::Eq,
+                Arc::new(Literal::new("GET /".into())),
+            ))),
             row_filter: true,
             limit: None,
             pruning: true,
@@ -623,7 +666,7 @@ mod tests {
         let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
         let got = got.downcast_ref::<SpansScanExec>().unwrap();
         assert_eq!(got.work, sent.work);
-        assert_eq!(got.spec.filters, sent.spec.filters);
+        assert_eq!(format!("{:?}", got.spec.predicate), format!("{:?}", sent.spec.predicate));
         assert_eq!(got.spec.tenant.as_str(), "team-a");
         assert_eq!(got.schema(), sent.schema());
         assert_eq!(got.properties().output_partitioning().partition_count(), 2);
@@ -657,6 +700,14 @@ mod tests {
         let loads: Vec<u64> = shares.iter().map(Work::bytes).collect();
         let (least, most) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
         assert!(most - least <= 300, "balanced: {loads:?}");
+    }
+
+    #[test]
+    fn the_secret_must_match_whole() {
+        assert!(secret_matches("s3cr3t", b"s3cr3t"));
+        for wrong in [&b""[..], b"s3cr3", b"s3cr3tt", b"S3cr3t"] {
+            assert!(!secret_matches("s3cr3t", wrong));
+        }
     }
 
     #[test]

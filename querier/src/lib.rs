@@ -89,7 +89,7 @@ impl Default for Config {
             max_concurrent_queries: 16,
             max_tag_scan_bytes: 256 << 20,
             pruning: true,
-            cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20 },
+            cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20, secret: None },
         }
     }
 }

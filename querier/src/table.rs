@@ -596,7 +596,7 @@ impl TableProvider for SpansTable {
             let scan = ScanSpec {
                 tenant: self.tenant.clone(),
                 projection: projection.cloned(),
-                filters: if self.pruning { filters.to_vec() } else { Vec::new() },
+                predicate: predicate.clone(),
                 row_filter,
                 limit,
                 pruning: self.pruning,
@@ -655,8 +655,9 @@ pub(crate) struct Spread {
 pub(crate) struct ScanSpec {
     pub(crate) tenant: TenantId,
     pub(crate) projection: Option<Vec<usize>>,
-    /// The pushed-down filters (empty without pruning).
-    pub(crate) filters: Vec<Expr>,
+    /// The pushed-down filters, as the coordinating querier planned them
+    /// (None: none, or no pruning).
+    pub(crate) predicate: Option<Arc<dyn PhysicalExpr>>,
     /// Whether the filters run inside the Parquet decoder ([`late_materialization_pays`]).
     pub(crate) row_filter: bool,
     pub(crate) limit: Option<usize>,
@@ -668,20 +669,7 @@ pub(crate) struct ScanSpec {
 impl ScanSpec {
     /// The plan that reads `work` under this spec.
     pub(crate) fn plan(&self, work: &Work) -> Result<Arc<dyn ExecutionPlan>> {
-        // Filters here only prune (the plan above applies them all again),
-        // so one that cannot be planned outside its query is left out.
-        let df_schema = DFSchema::try_from(table_schema().as_ref().clone())?;
-        let props = datafusion::execution::context::ExecutionProps::new();
-        let context = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
-        let predicates: Vec<Arc<dyn PhysicalExpr>> = self
-            .filters
-            .iter()
-            .filter_map(|f| datafusion::physical_expr::create_physical_expr(f, &df_schema, &props, &context).ok())
-            .collect();
-        let predicate = predicates.into_iter().reduce(|a, b| {
-            Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(a, Operator::And, b))
-                as Arc<dyn PhysicalExpr>
-        });
+        let predicate = self.predicate.clone();
         let source = parquet_source(self.pruning, self.row_filter, predicate);
         work.plan(&self.tenant, &source, self.partitions, self.projection.as_ref(), self.limit)
     }

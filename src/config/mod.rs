@@ -326,6 +326,10 @@ pub struct QuerierFlags {
     /// gives each querier about this many bytes or more
     #[arg(long, env = "SPANLAKE_SPREAD_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub spread_min_bytes: usize,
+    /// A secret all queriers share (from a Kubernetes Secret): sent with every share of a spread
+    /// query, and a share without it is refused. Unset: shares are not checked
+    #[arg(long, env = "SPANLAKE_WORKER_SECRET", hide_env_values = true)]
+    pub worker_secret: Option<String>,
 }
 
 fn parse_peer(text: &str) -> Result<String, String> {
@@ -548,6 +552,7 @@ impl ServerArgs {
             cluster: spanlake_querier::ClusterConfig {
                 peers: flags.query_peers.clone(),
                 min_bytes: flags.spread_min_bytes as u64,
+                secret: flags.worker_secret.clone(),
             },
         }
     }

@@ -91,15 +91,15 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
 
     let peers_file = tempfile::NamedTempFile::new().unwrap();
     let peers_path = format!("file://{}", peers_file.path().display());
-    let start = |peers: Option<&str>| {
+    let start = |peers: Option<&str>, secret: &str| {
         let mut args = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
         if let Some(peers) = peers {
             args.extend(["--worker-addr", "127.0.0.1:0", "--query-peers", peers, "--spread-min-bytes", "1"]);
         }
-        Spawned::start(env!("CARGO_BIN_EXE_spanlake"), &args)
+        Spawned::start_with_env(env!("CARGO_BIN_EXE_spanlake"), &args, &[("SPANLAKE_WORKER_SECRET", secret)])
     };
-    let alone = start(None);
-    let queriers: Vec<Spawned> = (0..3).map(|_| start(Some(&peers_path))).collect();
+    let alone = start(None, "");
+    let queriers: Vec<Spawned> = (0..3).map(|_| start(Some(&peers_path), "s3cr3t")).collect();
     let workers: Vec<String> = queriers.iter().map(|q| format!("http://{}\n", q.worker.unwrap())).collect();
     std::fs::write(peers_file.path(), workers.concat()).unwrap();
 
@@ -154,6 +154,19 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         assert!(id.len() == 32 && id[..2] == id[2..4], "a trace id of the data: {exemplar}");
     }
     assert_eq!(spread_count(&http, first, "ran_locally").await, 0);
+
+    // A querier without the cluster's secret: the others refuse its shares,
+    // so it answers alone.
+    let intruder_peers = tempfile::NamedTempFile::new().unwrap();
+    let intruder = start(Some(&format!("file://{}", intruder_peers.path().display())), "guess");
+    let listed = format!("{}http://{}\n", workers.concat(), intruder.worker.unwrap());
+    std::fs::write(intruder_peers.path(), listed).unwrap();
+    wait_until("the intruder's spread run is refused", Duration::from_secs(15), || async {
+        assert_eq!(sql(&http, &intruder, QUERIES[2]).await.0, expected[2]);
+        spread_count(&http, &intruder, "ran_locally").await > 0
+    })
+    .await;
+    drop(intruder);
 
     // One querier dies. Until the next refresh (at most 4 s later) it is
     // still listed, so a spread run fails and the query runs again on the
