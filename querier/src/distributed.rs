@@ -221,13 +221,14 @@ impl WorkerResolver for Peers {
 pub(crate) struct SpansScanExec {
     spec: Arc<ScanSpec>,
     work: Work,
-    inner: Arc<dyn ExecutionPlan>,
+    /// The plan of the work, made at the first execution, in the runtime of
+    /// the querier that runs it.
+    inner: std::sync::OnceLock<Arc<dyn ExecutionPlan>>,
     properties: Arc<PlanProperties>,
 }
 
 impl SpansScanExec {
     pub(crate) fn try_new(spec: Arc<ScanSpec>, work: Work) -> Result<Self> {
-        let inner = spec.plan(&work)?;
         let schema: SchemaRef = projected_schema(spec.projection.as_ref())?;
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -235,7 +236,7 @@ impl SpansScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self { spec, work, inner, properties })
+        Ok(Self { spec, work, inner: std::sync::OnceLock::new(), properties })
     }
 
     /// This scan's work cut into `tasks` shares of about equal bytes.
@@ -310,9 +311,15 @@ impl ExecutionPlan for SpansScanExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let inner = match self.inner.get() {
+            Some(inner) => Arc::clone(inner),
+            None => {
+                let planned = self.spec.plan(&self.work, context.runtime_env().as_ref())?;
+                Arc::clone(self.inner.get_or_init(|| planned))
+            }
+        };
         let step = self.spec.partitions.max(1);
-        let count = self.inner.output_partitioning().partition_count();
-        let inner = Arc::clone(&self.inner);
+        let count = inner.output_partitioning().partition_count();
         let parts: Vec<usize> = (partition..count).step_by(step).collect();
         // Each inner partition starts only when the one before it has ended.
         let stream = futures::stream::iter(parts)

@@ -25,6 +25,7 @@ mod executor;
 pub mod fanout;
 mod memory;
 mod metrics;
+mod page_index;
 pub mod pg;
 mod read_counter;
 mod search;

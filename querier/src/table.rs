@@ -357,11 +357,13 @@ pub(crate) fn projected_schema(projection: Option<&Vec<usize>>) -> Result<Schema
 /// The Parquet source of a scan: pruning by `predicate` (statistics, page
 /// index, bloom filters), and the row filter where it pays.
 pub(crate) fn parquet_source(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
     pruning: bool,
     row_filter: bool,
     predicate: Option<Arc<dyn PhysicalExpr>>,
-) -> Arc<ParquetSource> {
-    let mut source = ParquetSource::new(table_schema());
+) -> Result<Arc<ParquetSource>> {
+    let mut source = ParquetSource::new(table_schema())
+        .with_parquet_file_reader_factory(crate::page_index::WithPageIndex::new(runtime)?);
     if pruning {
         source = source.with_enable_page_index(true).with_bloom_filter_on_read(true).with_pushdown_filters(row_filter);
         if let Some(predicate) = predicate {
@@ -370,7 +372,7 @@ pub(crate) fn parquet_source(
     } else {
         source = source.with_enable_page_index(false).with_bloom_filter_on_read(false);
     }
-    Arc::new(source)
+    Ok(Arc::new(source))
 }
 
 /// `pieces` read in parallel, spread over `partitions`.
@@ -604,7 +606,7 @@ impl TableProvider for SpansTable {
             };
             return Ok(Arc::new(crate::distributed::SpansScanExec::try_new(Arc::new(scan), work)?));
         }
-        let source = parquet_source(self.pruning, row_filter, predicate);
+        let source = parquet_source(state.runtime_env(), self.pruning, row_filter, predicate)?;
         work.plan(&self.tenant, &source, partitions, projection, limit)
     }
 }
@@ -667,10 +669,14 @@ pub(crate) struct ScanSpec {
 }
 
 impl ScanSpec {
-    /// The plan that reads `work` under this spec.
-    pub(crate) fn plan(&self, work: &Work) -> Result<Arc<dyn ExecutionPlan>> {
+    /// The plan that reads `work` under this spec, from the blocks of `runtime`.
+    pub(crate) fn plan(
+        &self,
+        work: &Work,
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let predicate = self.predicate.clone();
-        let source = parquet_source(self.pruning, self.row_filter, predicate);
+        let source = parquet_source(runtime, self.pruning, self.row_filter, predicate)?;
         work.plan(&self.tenant, &source, self.partitions, self.projection.as_ref(), self.limit)
     }
 }
