@@ -548,7 +548,9 @@ impl Querier {
     /// spread over the live peers, and again in a session of this querier
     /// alone when that fails (a querier died or could not be reached), or
     /// when there are not two live peers. Returns whether a plan was spread.
-    pub(crate) async fn spread_or_here<T, F, Fut>(&self, tenant: &TenantId, work: F) -> QueryResult<(T, bool)>
+    /// Without `tenant`, the sessions hold no tables: for a plan that holds
+    /// its own.
+    pub(crate) async fn spread_or_here<T, F, Fut>(&self, tenant: Option<&TenantId>, work: F) -> QueryResult<(T, bool)>
     where
         F: Fn(SessionContext) -> Fut,
         Fut: std::future::Future<Output = QueryResult<T>>,
@@ -574,12 +576,16 @@ impl Querier {
                 }
             }
         }
-        Ok((work(self.session(tenant).await?).await?, false))
+        let ctx = match tenant {
+            Some(tenant) => self.session(tenant).await?,
+            None => SessionContext::new_with_config_rt(self.session_config(), self.runtime()?),
+        };
+        Ok((work(ctx).await?, false))
     }
 
     /// A session over `tenant`'s tables whose large scans spread over the
     /// live peers; None when there are not two of them.
-    async fn spread_session(&self, tenant: &TenantId) -> QueryResult<Option<SessionContext>> {
+    async fn spread_session(&self, tenant: Option<&TenantId>) -> QueryResult<Option<SessionContext>> {
         let Some(peers) = &self.peers else { return Ok(None) };
         let live = peers.live().len();
         if live < 2 {
@@ -603,7 +609,9 @@ impl Querier {
             .with_distributed_scale_up_leaf_node_handler(scale_up)
             .build();
         let ctx = SessionContext::new_with_state(state);
-        self.register_tables(&ctx, tenant).await?;
+        if let Some(tenant) = tenant {
+            self.register_tables(&ctx, tenant).await?;
+        }
         Ok(Some(ctx))
     }
 }

@@ -421,26 +421,30 @@ impl Querier {
         plan: LogicalPlan,
         timeout: Option<std::time::Duration>,
     ) -> Result<(Vec<RecordBatch>, Partial)> {
-        let ctx = self.context(self.session_config())?;
         let limit = self.config.sql_memory_limit;
-        let run = async {
-            let held = MemoryConsumer::new("PostgreSQL result").register(&ctx.runtime_env().memory_pool);
-            let mut rows = ctx.execute_logical_plan(plan).await?.execute_stream().await?;
-            let mut batches = Vec::new();
-            while let Some(batch) = rows.next().await {
-                let batch = batch?;
-                held.try_grow(crate::memory::batch_bytes(&batch)).map_err(|_| result_over_limit(limit))?;
-                batches.push(batch);
+        let run = |ctx: SessionContext| {
+            let plan = plan.clone();
+            async move {
+                let held = MemoryConsumer::new("PostgreSQL result").register(&ctx.runtime_env().memory_pool);
+                let mut rows = ctx.execute_logical_plan(plan).await?.execute_stream().await?;
+                let mut batches = Vec::new();
+                while let Some(batch) = rows.next().await {
+                    let batch = batch?;
+                    held.try_grow(crate::memory::batch_bytes(&batch)).map_err(|_| result_over_limit(limit))?;
+                    batches.push(batch);
+                }
+                // The rows leave the pool here; they were counted while it bounded them.
+                drop(held);
+                Ok::<_, QueryError>((batches, skipped_blocks(&ctx)))
             }
-            // The rows leave the pool here; they were counted while it bounded them.
-            drop(held);
-            Ok::<_, QueryError>(batches)
         };
-        let batches = match timeout {
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| QueryError::Timeout { limit })??,
-            None => run.await?,
+        // The plan holds its tables (the connection's session made them).
+        let spread = self.spread_or_here(None, run);
+        let (answer, _) = match timeout {
+            Some(limit) => tokio::time::timeout(limit, spread).await.map_err(|_| QueryError::Timeout { limit })??,
+            None => spread.await?,
         };
-        Ok((batches, skipped_blocks(&ctx)))
+        Ok(answer)
     }
 
     /// Runs one read-only statement over `tenant`'s spans.
@@ -450,7 +454,7 @@ impl Querier {
     /// `--sql-memory-limit`.
     pub async fn sql(&self, tenant: &TenantId, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         check_read_only(query)?;
-        let (mut answer, spread) = self.spread_or_here(tenant, |ctx| self.sql_in(ctx, query, format)).await?;
+        let (mut answer, spread) = self.spread_or_here(Some(tenant), |ctx| self.sql_in(ctx, query, format)).await?;
         answer.spread = spread;
         Ok(answer)
     }

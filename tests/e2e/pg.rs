@@ -60,7 +60,7 @@ fn expand_grafana_macros(sql: &str, from: SystemTime, to: SystemTime) -> String 
     out
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     user: &str,
     password: Option<&str>,

@@ -155,6 +155,20 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     }
     assert_eq!(spread_count(&http, first, "ran_locally").await, 0);
 
+    // Over the PostgreSQL protocol (tokio-postgres): the same rows, spread.
+    let pg_rows = |querier: &Spawned| {
+        let addr = querier.pg.expect("the querier serves PostgreSQL");
+        async move {
+            let client = crate::pg::connect(addr, "spanlake", None).await.unwrap();
+            let query = "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name";
+            let rows = client.query(query, &[]).await.unwrap();
+            rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
+        }
+    };
+    let before = spread_count(&http, first, "ok").await;
+    assert_eq!(pg_rows(first).await, pg_rows(&alone).await);
+    assert_eq!(spread_count(&http, first, "ok").await, before + 1, "a PostgreSQL query is spread");
+
     // A querier without the cluster's secret: the others refuse its shares,
     // so it answers alone.
     let intruder_peers = tempfile::NamedTempFile::new().unwrap();

@@ -206,7 +206,7 @@ impl Querier {
     pub(crate) async fn metrics_query(&self, tenant: &TenantId, request: &MetricsRequest) -> Result<MetricsAnswer> {
         let window = &request.window;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(window.start, window.end));
-        let (mut answer, _) = self.spread_or_here(tenant, |ctx| metrics_in(ctx, request)).await?;
+        let (mut answer, _) = self.spread_or_here(Some(tenant), |ctx| metrics_in(ctx, request)).await?;
         answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
         answer.total_blocks = blocks.len() as u64;
         answer.total_block_bytes = blocks.iter().map(|b| b.size_bytes).sum();
