@@ -100,6 +100,12 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Trace-id bands per task: a task's share of merged rows is read by this
 /// many merges at once.
 const BANDS_PER_TASK: usize = 2;
+/// Most trace-id bands a group of blocks is cut into, however many peers:
+/// each band holds a piece of every block of the group, and the plan sent
+/// to the peers grows with bands × blocks.
+const MAX_BANDS: usize = 64;
+/// Largest request a worker accepts: a plan of one share.
+const MAX_PLAN_BYTES: usize = 64 << 20;
 
 /// The live peers: those of the configured list that accept connections,
 /// refreshed in the background (the resolver is asked synchronously).
@@ -118,18 +124,19 @@ impl Peers {
         self.live.read().expect("peers lock").clone()
     }
 
-    /// Resolves and probes every configured peer once.
+    /// Resolves and probes every configured peer once, all at once: at
+    /// worst (every peer silent) it takes one resolve and one connect timeout.
     pub(crate) async fn refresh(&self) {
-        let mut live = Vec::new();
+        let mut urls = Vec::new();
         for entry in self.configured.iter() {
-            for url in resolve(entry).await {
-                let Some(addr) = url.socket_addrs(|| None).ok().and_then(|a| a.into_iter().next()) else { continue };
-                let connect = tokio::net::TcpStream::connect(addr);
-                if let Ok(Ok(_)) = tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
-                    live.push(url);
-                }
-            }
+            urls.extend(resolve(entry).await);
         }
+        let probes = urls.into_iter().map(|url| async move {
+            let (host, port) = (url.host_str()?.to_owned(), url.port()?);
+            let connect = async { tokio::net::TcpStream::connect((host.as_str(), port)).await };
+            matches!(tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await, Ok(Ok(_))).then_some(url)
+        });
+        let mut live: Vec<Url> = futures::future::join_all(probes).await.into_iter().flatten().collect();
         live.sort();
         live.dedup();
         *self.live.write().expect("peers lock") = live;
@@ -152,7 +159,7 @@ impl Peers {
 /// a file, one per line (`file:///path`, read again at every refresh).
 async fn resolve(entry: &str) -> Vec<Url> {
     if let Some(path) = entry.strip_prefix("file://") {
-        let text = match tokio::fs::read_to_string(path).await {
+        let text = match read_peers_file(path).await {
             Ok(text) => text,
             Err(error) => {
                 tracing::warn!(%error, peers = path, "cannot read the querier peers file");
@@ -171,12 +178,28 @@ async fn resolve(entry: &str) -> Vec<Url> {
     resolve_one(entry).await
 }
 
+/// The largest peers file read (a guard against naming something else).
+const MAX_PEERS_FILE_BYTES: u64 = 1 << 20;
+/// How long resolving one name may take.
+const PEER_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn read_peers_file(path: &str) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut text = String::new();
+    tokio::fs::File::open(path).await?.take(MAX_PEERS_FILE_BYTES).read_to_string(&mut text).await?;
+    Ok(text)
+}
+
 async fn resolve_one(entry: &str) -> Vec<Url> {
     match entry.strip_prefix("dns://") {
-        Some(name) => match tokio::net::lookup_host(name).await {
-            Ok(addrs) => addrs.filter_map(|a| Url::parse(&format!("http://{a}")).ok()).collect(),
-            Err(error) => {
+        Some(name) => match tokio::time::timeout(PEER_RESOLVE_TIMEOUT, tokio::net::lookup_host(name)).await {
+            Ok(Ok(addrs)) => addrs.filter_map(|a| Url::parse(&format!("http://{a}")).ok()).collect(),
+            Ok(Err(error)) => {
                 tracing::warn!(%error, peer = entry, "cannot resolve a querier peer");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(peer = entry, timeout = ?PEER_RESOLVE_TIMEOUT, "resolving a querier peer timed out");
                 Vec::new()
             }
         },
@@ -534,8 +557,10 @@ impl Querier {
                 Ok(state)
             }
         });
+        // Requests carry plans (kilobytes); record batches flow the other way.
+        let service = worker.into_worker_server().max_decoding_message_size(MAX_PLAN_BYTES);
         let server = tonic::transport::Server::builder()
-            .add_service(worker.into_worker_server())
+            .add_service(service)
             .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop);
         self.executor
             .run(async move {
@@ -593,7 +618,7 @@ impl Querier {
         }
         let spread = Spread {
             min_bytes: self.config.cluster.min_bytes.max(1),
-            bands: live * BANDS_PER_TASK * self.partitions(),
+            bands: (live * BANDS_PER_TASK * self.partitions()).min(MAX_BANDS),
             used: Arc::default(),
         };
         let config: SessionConfig = self.session_config().with_extension(Arc::new(spread));

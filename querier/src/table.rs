@@ -258,8 +258,14 @@ impl SpansTable {
         };
         let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
         let to_merge = rows_to_merge(&refs);
-        // Band edges: trace ids evenly spaced among the largest block's traces.
-        let edges = refs.iter().max_by_key(|i| i.rows()).map(|i| i.band_edges(bands)).unwrap_or_default();
+        // Band edges: trace ids evenly spaced among the largest block's
+        // traces; one band when a block is not sorted by trace id (its rows
+        // cannot be cut by trace, and all of them are merged).
+        let sorted = refs.iter().all(|i| i.first_row_from(0).is_some());
+        let edges = match refs.iter().max_by_key(|i| i.rows()) {
+            Some(largest) if sorted => largest.band_edges(bands),
+            _ => Vec::new(),
+        };
         let mut merged: Vec<Vec<Piece>> = vec![Vec::new(); edges.len() + 1];
         for ((block, index), ranges) in group.iter().zip(&refs).zip(&to_merge) {
             let rows = index.rows();
@@ -277,9 +283,10 @@ impl SpansTable {
             }
             for (at, band_rows) in merged.iter_mut().enumerate() {
                 let from = if at == 0 { 0 } else { edges[at - 1] };
-                let Some(cut) = band(index, ranges, from, edges.get(at).copied()) else {
-                    // Not sorted by trace id: its rows cannot be banded.
-                    return whole(group);
+                let cut = match edges.is_empty() {
+                    true => ranges.clone(),
+                    // Every block is sorted here, so the band is known.
+                    false => band(index, ranges, from, edges.get(at).copied()).unwrap_or_default(),
                 };
                 let count: u32 = cut.iter().map(|r| r.end - r.start).sum();
                 if count == 0 {
