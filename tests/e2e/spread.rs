@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use spanlake_test_support::otlp::{resource_spans, trace};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use spanlake_test_support::otlp::{resource_spans, span, trace};
 use spanlake_test_support::process::Spawned;
 use spanlake_test_support::wait_until;
 
@@ -33,6 +34,29 @@ const METRICS: &[&str] = &[
     "{ status = error } | histogram_over_time(duration) with(exemplars=false)",
     "{ } | compare({ status = error }) with(exemplars=false)",
 ];
+
+/// TraceQL searches over the data's five minutes, with their limits: one
+/// filter, combined filters, structure (read through the join of related
+/// traces when matches are rare), a pipeline, and a page of more than 1,000
+/// traces (read by a join with the page's ids, not a list).
+const SEARCHES: &[(&str, &str)] = &[
+    ("{ }", "20"),
+    ("{ resource.service.name = \"cart\" && status = error }", "20"),
+    ("{ kind = server } >> { name = \"SELECT\" && duration > 30ms }", "20"),
+    ("{ kind = server } > { kind = client } | count() > 3", "20"),
+    ("{ resource.service.name = \"bulk\" }", "1500"),
+];
+
+/// A search answer from `/api/search`.
+async fn search(http: &reqwest::Client, querier: &Spawned, (query, limit): (&str, &str)) -> serde_json::Value {
+    let params = [("q", query), ("start", "1763999990"), ("end", "1764000290"), ("limit", limit), ("spss", "5")];
+    let url = format!("http://{}/api/search", querier.http);
+    let response = http.get(url).query(&params).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{query}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
 
 /// A metrics answer from `/api/metrics/query_range` (step 15 s).
 async fn metrics(http: &reqwest::Client, querier: &Spawned, query: &str) -> String {
@@ -86,6 +110,21 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
             writer.ingest(None, roots).await;
         }
     }
+    // 1,100 one-span traces of service "bulk", ids from 0x0101… up.
+    let bulk: Vec<_> = (0..1100u16)
+        .map(|i| {
+            let mut id = vec![0xb0; 16];
+            id[..2].copy_from_slice(&(i + 0x0101).to_be_bytes());
+            Span {
+                trace_id: id.clone(),
+                span_id: id[..8].to_vec(),
+                start_time_unix_nano: base + 200_000_000_000 + u64::from(i) * 1_000_000,
+                end_time_unix_nano: base + 200_000_000_000 + u64::from(i) * 1_000_000 + 5_000_000,
+                ..span(0, 1)
+            }
+        })
+        .collect();
+    writer.ingest(None, vec![resource_spans(Some("bulk"), Vec::new(), bulk)]).await;
     let dir = writer.dir.path().to_owned();
     let _keep = writer;
 
@@ -114,8 +153,15 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     for query in METRICS {
         expected_metrics.push(metrics(&http, &alone, query).await);
     }
+    let mut expected_searches = Vec::new();
+    for query in SEARCHES {
+        expected_searches.push(search(&http, &alone, *query).await);
+    }
     let n: serde_json::Value = serde_json::from_str(&expected[0]).unwrap();
-    assert_eq!(n[0]["n"], 960, "each span once: 240 roots and 720 calls");
+    assert_eq!(n[0]["n"], 2060, "each span once: 240 roots, 720 calls and 1,100 bulk spans");
+    let found = |answer: &serde_json::Value| answer["traces"].as_array().map_or(0, Vec::len);
+    let found_alone: Vec<usize> = expected_searches.iter().map(found).collect();
+    assert_eq!(found_alone, [20, 20, 20, 20, 1100], "the searches find what the data holds");
 
     // The peers file is read at the next refresh.
     for querier in &queriers {
@@ -141,17 +187,25 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
             assert_eq!(spread_count(&http, first, "ok").await, before + 1, "ran on one querier: {query}");
         }
     }
+    for (query, expected) in SEARCHES.iter().zip(&expected_searches) {
+        let before = spread_count(&http, first, "ok").await;
+        assert_eq!(&search(&http, first, *query).await, expected, "spread over three queriers: {query:?}");
+        assert_eq!(spread_count(&http, first, "ok").await, before + 1, "ran on one querier: {query:?}");
+    }
     // With exemplars: trace ids of the data.
     let answer = metrics(&http, first, "{ } | rate() by(resource.service.name)").await;
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    // The data lies in one step, whose budget of exemplars goes to some series.
+    // The data lies in two steps, whose budget of exemplars goes to some series.
     let series = answer["series"].as_array().unwrap();
     let exemplars: Vec<&serde_json::Value> =
         series.iter().filter_map(|s| s["exemplars"].as_array()).flatten().collect();
     assert!(!exemplars.is_empty(), "{answer}");
     for exemplar in exemplars {
+        // Hex with leading zeros trimmed: `[t; 16]`, or a bulk trace's id.
         let id = exemplar["labels"][0]["value"]["stringValue"].as_str().unwrap_or_default();
-        assert!(id.len() == 32 && id[..2] == id[2..4], "a trace id of the data: {exemplar}");
+        let id = format!("{id:0>32}");
+        let of_data = id[..2] == id[2..4] || (id.ends_with(&"b0".repeat(14)) && id < format!("{:0<32}", "0551"));
+        assert!(of_data, "a trace id of the data: {exemplar}");
     }
     assert_eq!(spread_count(&http, first, "ran_locally").await, 0);
 
@@ -213,6 +267,9 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     }
     for (query, expected) in METRICS.iter().zip(&expected_metrics) {
         assert_eq!(&metrics(&http, &queriers[1], query).await, expected, "spread over two queriers: {query}");
+    }
+    for (query, expected) in SEARCHES.iter().zip(&expected_searches) {
+        assert_eq!(&search(&http, &queriers[1], *query).await, expected, "spread over two queriers: {query:?}");
     }
     assert_eq!(spread_count(&http, &queriers[1], "ran_locally").await, before);
 }

@@ -769,18 +769,24 @@ pub(crate) struct Found {
 impl Querier {
     pub(crate) async fn search(&self, tenant: &TenantId, params: &SearchParams) -> Result<SearchResponse> {
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(params.start, params.end));
-        let mut engine = Engine::new(self.session(tenant).await?, params)?;
-        engine.block_ranges =
+        let block_ranges: Vec<(i64, i64, u64)> =
             blocks.iter().map(|b| (b.min_time_unix_nano, b.max_time_unix_nano, b.span_count)).collect();
-        let found = engine.run().await?;
-        let mut response = SearchResponse::new(
-            found,
-            &engine.fields,
-            params,
-            blocks.len() as u64,
-            blocks.iter().map(|b| b.size_bytes).sum(),
-        );
-        response.1 = crate::sql::skipped_blocks(&engine.ctx);
+        // Each of the search's reads is one plan: a large one spreads over
+        // the queriers; the newest-first widening stops it as early as here.
+        let ((found, fields, skipped), _) = self
+            .spread_or_here(Some(tenant), |ctx| {
+                let block_ranges = block_ranges.clone();
+                async move {
+                    let mut engine = Engine::new(ctx, params)?;
+                    engine.block_ranges = block_ranges;
+                    let found = engine.run().await?;
+                    Ok((found, engine.fields, crate::sql::skipped_blocks(&engine.ctx)))
+                }
+            })
+            .await?;
+        let mut response =
+            SearchResponse::new(found, &fields, params, blocks.len() as u64, blocks.iter().map(|b| b.size_bytes).sum());
+        response.1 = skipped;
         Ok(response)
     }
 }
