@@ -57,6 +57,7 @@ use url::Url;
 
 use crate::Querier;
 use crate::error::{QueryError, Result as QueryResult};
+use crate::fanout::{Analysis, FanoutParams, FanoutSource, Parents, TraceRange};
 use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema, table_schema};
 
 /// Queriers a query may spread over.
@@ -355,12 +356,334 @@ impl ExecutionPlan for SpansScanExec {
     }
 }
 
+/// What every share of a spread fan-out analysis gets: the tenant, the
+/// request, which spans are parents, and the blocks to read (decided by the
+/// coordinating querier, as for a scan).
+#[derive(Debug)]
+pub(crate) struct FanoutShare {
+    tenant: TenantId,
+    params: FanoutParams,
+    parents: Parents,
+    blocks: Vec<BlockMeta>,
+}
+
+/// A fan-out analysis as one leaf: each task analyzes the traces of its
+/// trace-id range in every block (a trace's spans share its id, so each
+/// trace is analyzed whole, once) and sends what it found, serialized, in
+/// chunks; the coordinating querier merges the analyses into one report.
+#[derive(Debug)]
+pub(crate) struct FanoutExec {
+    share: Arc<FanoutShare>,
+    range: TraceRange,
+    properties: Arc<PlanProperties>,
+}
+
+/// Columns of a [`FanoutExec`]'s output: the range (its first trace id),
+/// the chunk's number, and the chunk of the serialized analysis.
+const FANOUT_RANGE: &str = "range";
+const FANOUT_SEQ: &str = "seq";
+const FANOUT_CHUNK: &str = "chunk";
+/// Bytes of an analysis per record batch, well below gRPC's message limits.
+const FANOUT_CHUNK_BYTES: usize = 1 << 20;
+
+fn fanout_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new(FANOUT_RANGE, DataType::FixedSizeBinary(16), false),
+        Field::new(FANOUT_SEQ, DataType::UInt32, false),
+        Field::new(FANOUT_CHUNK, DataType::Binary, false),
+    ]))
+}
+
+impl FanoutExec {
+    pub(crate) fn new(share: Arc<FanoutShare>, range: TraceRange) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(fanout_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { share, range, properties }
+    }
+}
+
+impl DisplayAs for FanoutExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FanoutExec: tenant={}, blocks={}, range={:?}",
+            self.share.tenant,
+            self.share.blocks.len(),
+            self.range
+        )
+    }
+}
+
+impl ExecutionPlan for FanoutExec {
+    fn name(&self) -> &'static str {
+        "FanoutExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("FanoutExec has one partition, asked for {partition}");
+        }
+        let Some(source) = context.session_config().get_extension::<FanoutSource>() else {
+            return internal_err!("this session cannot read blocks for a fan-out analysis");
+        };
+        let (share, range) = (Arc::clone(&self.share), self.range);
+        let analysis = async move {
+            let found = source
+                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let bytes = bincode::serialize(&found)
+                .map_err(|e| DataFusionError::Internal(format!("encoding a fan-out analysis: {e}")))?;
+            drop(found);
+            let schema = fanout_schema();
+            let first = arrow::array::FixedSizeBinaryArray::try_from_iter(std::iter::once(range.from.to_be_bytes()))?;
+            let batches: Vec<Result<arrow::array::RecordBatch>> = bytes
+                .chunks(FANOUT_CHUNK_BYTES)
+                .enumerate()
+                .map(|(seq, chunk)| {
+                    let columns: Vec<arrow::array::ArrayRef> = vec![
+                        Arc::new(first.clone()),
+                        Arc::new(arrow::array::UInt32Array::from(vec![seq as u32])),
+                        Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
+                    ];
+                    Ok(arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?)
+                })
+                .collect();
+            Ok::<_, DataFusionError>(futures::stream::iter(batches))
+        };
+        let stream = futures::stream::once(analysis).map(|result| match result {
+            Ok(batches) => batches.boxed(),
+            Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(fanout_schema(), stream.flatten())))
+    }
+}
+
+/// A fan-out share as it travels: JSON, the matched parents as base64 of
+/// their bincode (a TraceQL parent filter can select many spans).
+#[derive(Serialize, Deserialize)]
+struct WireFanout {
+    tenant: String,
+    params: FanoutParams,
+    any: bool,
+    service: Option<String>,
+    operation: Option<String>,
+    matched: Option<String>,
+    blocks: Vec<BlockMeta>,
+    range: TraceRange,
+}
+
+fn encode_fanout(fanout: &FanoutExec, buf: &mut Vec<u8>) -> Result<()> {
+    let share = &fanout.share;
+    let (mut any, mut service, mut operation, mut matched) = (false, None, None, None);
+    match &share.parents {
+        Parents::Any => any = true,
+        Parents::Op { service: s, operation: o } => (service, operation) = (s.clone(), o.clone()),
+        Parents::Matched(set) => {
+            let bytes = bincode::serialize(set.as_ref())
+                .map_err(|e| DataFusionError::Internal(format!("encoding fan-out parents: {e}")))?;
+            matched = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    let wire = WireFanout {
+        tenant: share.tenant.to_string(),
+        params: share.params.clone(),
+        any,
+        service,
+        operation,
+        matched,
+        blocks: share.blocks.clone(),
+        range: fanout.range,
+    };
+    serde_json::to_writer(buf, &wire).map_err(|e| DataFusionError::Internal(format!("encoding a fan-out share: {e}")))
+}
+
+fn decode_fanout(buf: &[u8]) -> Result<FanoutExec> {
+    let wire: WireFanout =
+        serde_json::from_slice(buf).map_err(|e| DataFusionError::Internal(format!("decoding a fan-out share: {e}")))?;
+    let tenant = TenantId::new(&wire.tenant).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let parents = match (wire.any, wire.matched) {
+        (true, _) => Parents::Any,
+        (false, Some(text)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| DataFusionError::Internal(format!("decoding fan-out parents: {e}")))?;
+            let set = bincode::deserialize(&bytes)
+                .map_err(|e| DataFusionError::Internal(format!("decoding fan-out parents: {e}")))?;
+            Parents::Matched(Arc::new(set))
+        }
+        (false, None) => Parents::Op { service: wire.service, operation: wire.operation },
+    };
+    let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks };
+    Ok(FanoutExec::new(Arc::new(share), wire.range))
+}
+
+/// A table that is one physical plan, so that a plan built here goes
+/// through the session's planner (and the distributed planner in it).
+#[derive(Debug)]
+struct PlanTable(Arc<dyn ExecutionPlan>);
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for PlanTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Above the leaf, a coalesce: where the planner puts the network boundary.
+        Ok(Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(Arc::clone(&self.0))))
+    }
+}
+
+/// Most bytes of matched parents a spread fan-out sends with each share:
+/// beyond it, the analysis runs here.
+const MAX_FANOUT_PARENTS_BYTES: usize = 16 << 20;
+
+impl Querier {
+    /// A fan-out analysis spread over the live peers by trace-id range: the
+    /// analyses of the ranges, or None when it runs here instead: no two live
+    /// peers, too few bytes, a block not indexed or not sorted by trace id
+    /// (its traces cannot be cut by range), too many matched parents to
+    /// send, or a failure while spread (then it runs here again).
+    pub(crate) async fn spread_fanout(
+        &self,
+        tenant: &TenantId,
+        params: &FanoutParams,
+        parents: &Parents,
+        blocks: &[BlockMeta],
+    ) -> QueryResult<Option<Vec<Analysis>>> {
+        let bytes: u64 = blocks.iter().map(|b| b.size_bytes).sum();
+        if bytes < self.config.cluster.min_bytes.max(1) {
+            return Ok(None);
+        }
+        if let Parents::Matched(set) = parents
+            && set.len() * 24 > MAX_FANOUT_PARENTS_BYTES
+        {
+            return Ok(None);
+        }
+        let Some(ctx) = self.spread_session(None).await? else { return Ok(None) };
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cut_by_trace = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
+            Some(indexes) => indexes.iter().all(|i| i.first_row_from(0).is_some()),
+            None => false,
+        };
+        if !cut_by_trace {
+            return Ok(None);
+        }
+        let share = FanoutShare {
+            tenant: tenant.clone(),
+            params: params.clone(),
+            parents: parents.clone(),
+            blocks: blocks.to_vec(),
+        };
+        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL));
+        let used = ctx.state().config().get_extension::<Spread>().map(|s| Arc::clone(&s.used));
+        let used = || used.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
+        let collected = async {
+            let frame = ctx.read_table(Arc::new(PlanTable(leaf)))?;
+            let (batches, held) = crate::memory::collect_counted(
+                &ctx,
+                frame,
+                "the fan-out analyses of the queriers",
+                "narrow the time range or the parents",
+            )
+            .await?;
+            let mut analyses = join_analyses(&batches)?;
+            if let Some(first) = analyses.first_mut() {
+                first.held.push(held);
+            }
+            Ok::<_, QueryError>(analyses)
+        };
+        match collected.await {
+            Ok(analyses) => {
+                if used() {
+                    self.metrics.spread("ok");
+                }
+                Ok(Some(analyses))
+            }
+            Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "a fan-out analysis spread over queriers failed; running it here");
+                self.metrics.spread("ran_locally");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The analyses in `batches`: each range's chunks joined in order and decoded.
+fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analysis>> {
+    use arrow::array::AsArray;
+    let mut chunks: std::collections::BTreeMap<(Vec<u8>, u32), &[u8]> = std::collections::BTreeMap::new();
+    for batch in batches {
+        let column =
+            |name: &str| batch.column_by_name(name).ok_or(QueryError::Internal("a fan-out analysis lacks a column"));
+        let ranges = column(FANOUT_RANGE)?.as_fixed_size_binary();
+        let seqs = column(FANOUT_SEQ)?.as_primitive::<arrow::datatypes::UInt32Type>();
+        let data = column(FANOUT_CHUNK)?.as_binary::<i32>();
+        for row in 0..batch.num_rows() {
+            chunks.insert((ranges.value(row).to_vec(), seqs.value(row)), data.value(row));
+        }
+    }
+    let mut analyses = Vec::new();
+    let mut bytes = Vec::new();
+    let mut chunks = chunks.into_iter().peekable();
+    while let Some(((range, _), chunk)) = chunks.next() {
+        bytes.extend_from_slice(chunk);
+        if chunks.peek().is_none_or(|((next, _), _)| *next != range) {
+            let analysis = bincode::deserialize(&bytes)
+                .map_err(|e| QueryError::Execution(format!("decoding a fan-out analysis: {e}")))?;
+            analyses.push(analysis);
+            bytes.clear();
+        }
+    }
+    Ok(analyses)
+}
+
 /// How many tasks a spread scan asks for: one per `min_bytes` of blocks
 /// (the planner caps it at the live queriers).
 fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
-    let scan = event.plan.downcast_ref::<SpansScanExec>()?;
+    let bytes = match (event.plan.downcast_ref::<SpansScanExec>(), event.plan.downcast_ref::<FanoutExec>()) {
+        (Some(scan), _) => scan.work.bytes(),
+        (None, Some(fanout)) => fanout.share.blocks.iter().map(|b| b.size_bytes).sum(),
+        (None, None) => return None,
+    };
     let min_bytes = event.session_config.get_extension::<Spread>().map_or(1, |s| s.min_bytes.max(1));
-    let tasks = scan.work.bytes().div_ceil(min_bytes).max(1) as usize;
+    let tasks = bytes.div_ceil(min_bytes).max(1) as usize;
     Some(Ok(if tasks == 1 {
         DesiredTaskCountEventResponse::maximum(1)
     } else {
@@ -370,17 +693,28 @@ fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskC
 
 /// One variant of the scan per task, each with its share of the work.
 fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
-    let scan = event.plan.downcast_ref::<SpansScanExec>()?;
+    let variants: Result<Vec<Arc<dyn ExecutionPlan>>> =
+        match (event.plan.downcast_ref::<SpansScanExec>(), event.plan.downcast_ref::<FanoutExec>()) {
+            (Some(scan), _) => scan
+                .shares(event.task_count)
+                .into_iter()
+                .map(|work| {
+                    Ok(Arc::new(SpansScanExec::try_new(Arc::clone(&scan.spec), work)?) as Arc<dyn ExecutionPlan>)
+                })
+                .collect(),
+            (None, Some(fanout)) => Ok(fanout
+                .range
+                .split(event.task_count)
+                .into_iter()
+                .map(|range| Arc::new(FanoutExec::new(Arc::clone(&fanout.share), range)) as Arc<dyn ExecutionPlan>)
+                .collect()),
+            (None, None) => return None,
+        };
     if event.task_count > 1
         && let Some(spread) = event.session_config.get_extension::<Spread>()
     {
         spread.used.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let variants: Result<Vec<Arc<dyn ExecutionPlan>>> = scan
-        .shares(event.task_count)
-        .into_iter()
-        .map(|work| Ok(Arc::new(SpansScanExec::try_new(Arc::clone(&scan.spec), work)?) as Arc<dyn ExecutionPlan>))
-        .collect();
     Some(
         variants
             .and_then(|variants| DistributedLeafExec::try_new(Arc::clone(event.plan), variants))
@@ -436,7 +770,11 @@ impl From<WirePiece> for Piece {
     }
 }
 
-/// Encodes and decodes [`SpansScanExec`] for the trip between queriers.
+/// The first byte of an encoded leaf: which one it is.
+const SCAN: u8 = 0;
+const FANOUT: u8 = 1;
+
+/// Encodes and decodes [`SpansScanExec`] and [`FanoutExec`] for the trip between queriers.
 #[derive(Debug)]
 pub(crate) struct SpansScanCodec;
 
@@ -449,7 +787,11 @@ impl PhysicalExtensionCodec for SpansScanCodec {
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if !inputs.is_empty() {
-            return internal_err!("SpansScanExec has no inputs, got {}", inputs.len());
+            return internal_err!("a Spanlake leaf has no inputs, got {}", inputs.len());
+        }
+        let (kind, buf) = buf.split_first().ok_or_else(|| DataFusionError::Internal("an empty plan node".into()))?;
+        if *kind == FANOUT {
+            return Ok(Arc::new(decode_fanout(buf)?));
         }
         let wire: WireScan =
             serde_json::from_slice(buf).map_err(|e| DataFusionError::Internal(format!("decoding a scan: {e}")))?;
@@ -488,9 +830,14 @@ impl PhysicalExtensionCodec for SpansScanCodec {
         buf: &mut Vec<u8>,
         _converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(fanout) = node.downcast_ref::<FanoutExec>() {
+            buf.push(FANOUT);
+            return encode_fanout(fanout, buf);
+        }
         let Some(scan) = node.downcast_ref::<SpansScanExec>() else {
-            return internal_err!("expected SpansScanExec, got {}", node.name());
+            return internal_err!("expected SpansScanExec or FanoutExec, got {}", node.name());
         };
+        buf.push(SCAN);
         // A predicate that cannot travel is left out: it only prunes, and
         // the plan above the scan applies the filters again.
         let predicate = scan.spec.predicate.as_ref().and_then(|p| {
@@ -547,6 +894,8 @@ impl Querier {
                     .with_distributed_user_codec(SpansScanCodec)
                     .with_distributed_passthrough_headers(passthrough(secret)?)?
                     .build();
+                // Fan-out shares read blocks as this querier does.
+                state.config_mut().set_extension(Arc::new(querier.fanout_source()));
                 let (scalars, aggregates) = functions();
                 for function in scalars {
                     state.register_udf(function)?;
@@ -621,7 +970,8 @@ impl Querier {
             bands: (live * BANDS_PER_TASK * self.partitions()).min(MAX_BANDS),
             used: Arc::default(),
         };
-        let config: SessionConfig = self.session_config().with_extension(Arc::new(spread));
+        let config: SessionConfig =
+            self.session_config().with_extension(Arc::new(spread)).with_extension(Arc::new(self.fanout_source()));
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
@@ -710,6 +1060,75 @@ mod tests {
         assert_eq!(got.spec.tenant.as_str(), "team-a");
         assert_eq!(got.schema(), sent.schema());
         assert_eq!(got.properties().output_partitioning().partition_count(), 2);
+    }
+
+    #[test]
+    fn a_fanout_share_travels_whole_with_its_matched_parents() {
+        let params = FanoutParams {
+            start: 1,
+            end: 2,
+            service: None,
+            operation: None,
+            traceql: Some("{ kind = server }".into()),
+            percentiles: vec![0.5, 0.99],
+            child_kinds: crate::fanout::ChildKinds::All,
+            edge_by: crate::fanout::EdgeBy::Server,
+            limit: 7,
+        };
+        let matched: std::collections::HashSet<(u128, u64)> = [(u128::MAX, 1), (3, u64::MAX)].into();
+        let share = FanoutShare {
+            tenant: TenantId::new("team-a").unwrap(),
+            params,
+            parents: Parents::Matched(Arc::new(matched.clone())),
+            blocks: vec![block(10), block(20)],
+        };
+        let range = TraceRange { from: 5, to: Some(u128::MAX - 1) };
+        let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), range));
+        let mut buf = Vec::new();
+        SpansScanCodec.try_encode(node, &mut buf, &DefaultPhysicalProtoConverter {}).unwrap();
+        let task = TaskContext::default();
+        let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
+        let got = got.downcast_ref::<FanoutExec>().unwrap();
+        assert_eq!(got.range, range);
+        assert_eq!(got.share.blocks.len(), 2);
+        assert_eq!(got.share.params.percentiles, [0.5, 0.99]);
+        assert_eq!(got.share.params.limit, 7);
+        assert!(matches!(&got.share.parents, Parents::Matched(set) if **set == matched));
+    }
+
+    #[test]
+    fn trace_ranges_cover_every_id_once() {
+        for count in [1, 2, 3, 7, 64] {
+            let ranges = TraceRange::ALL.split(count);
+            assert_eq!(ranges.len(), count);
+            assert_eq!(ranges[0].from, 0);
+            assert_eq!(ranges[count - 1].to, None);
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].to, Some(pair[1].from), "adjacent, no gap: {ranges:?}");
+                assert!(pair[0].from < pair[1].from);
+            }
+        }
+    }
+
+    #[test]
+    fn an_analysis_travels_whole_in_chunks() {
+        let analysis = Analysis::default();
+        let bytes = bincode::serialize(&analysis).unwrap();
+        let schema = fanout_schema();
+        // Two ranges, each in two chunks, arriving interleaved.
+        let batch = |from: u128, seq: u32, chunk: &[u8]| {
+            let columns: Vec<arrow::array::ArrayRef> = vec![
+                Arc::new(
+                    arrow::array::FixedSizeBinaryArray::try_from_iter(std::iter::once(from.to_be_bytes())).unwrap(),
+                ),
+                Arc::new(arrow::array::UInt32Array::from(vec![seq])),
+                Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
+            ];
+            arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
+        };
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        let batches = [batch(9, 1, tail), batch(1, 0, head), batch(9, 0, head), batch(1, 1, tail)];
+        assert_eq!(join_analyses(&batches).unwrap().len(), 2);
     }
 
     #[test]

@@ -47,6 +47,26 @@ const SEARCHES: &[(&str, &str)] = &[
     ("{ resource.service.name = \"bulk\" }", "1500"),
 ];
 
+/// Fan-out analyses over the data's five minutes: every parent, one
+/// service's, parents picked by TraceQL (sent to each querier with its
+/// share), and every child counted with edges named by the callee.
+const FANOUTS: &[&[(&str, &str)]] = &[
+    &[],
+    &[("service", "cart")],
+    &[("q", "{ kind = server && status = error }")],
+    &[("child_kinds", "all"), ("edge", "server"), ("percentiles", "0.5,0.75")],
+];
+
+/// A fan-out answer from `/api/fanout`.
+async fn fanout(http: &reqwest::Client, querier: &Spawned, query: &[(&str, &str)]) -> serde_json::Value {
+    let url = format!("http://{}/api/fanout?start=1763999990&end=1764000290", querier.http);
+    let response = http.get(url).query(query).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{query:?}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// A search answer from `/api/search`.
 async fn search(http: &reqwest::Client, querier: &Spawned, (query, limit): (&str, &str)) -> serde_json::Value {
     let params = [("q", query), ("start", "1763999990"), ("end", "1764000290"), ("limit", limit), ("spss", "5")];
@@ -157,6 +177,10 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     for query in SEARCHES {
         expected_searches.push(search(&http, &alone, *query).await);
     }
+    let mut expected_fanouts = Vec::new();
+    for query in FANOUTS {
+        expected_fanouts.push(fanout(&http, &alone, query).await);
+    }
     let n: serde_json::Value = serde_json::from_str(&expected[0]).unwrap();
     assert_eq!(n[0]["n"], 2060, "each span once: 240 roots, 720 calls and 1,100 bulk spans");
     let found = |answer: &serde_json::Value| answer["traces"].as_array().map_or(0, Vec::len);
@@ -192,6 +216,14 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         assert_eq!(&search(&http, first, *query).await, expected, "spread over three queriers: {query:?}");
         assert_eq!(spread_count(&http, first, "ok").await, before + 1, "ran on one querier: {query:?}");
     }
+    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
+        let before = spread_count(&http, first, "ok").await;
+        assert_eq!(&fanout(&http, first, query).await, expected, "spread over three queriers: {query:?}");
+        assert_eq!(spread_count(&http, first, "ok").await, before + 1, "ran on one querier: {query:?}");
+    }
+    let operations = expected_fanouts[0]["operations"].as_array().unwrap();
+    let parents: u64 = operations.iter().map(|op| op["parents"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(parents, 240, "every root once, a parent of each service: {}", expected_fanouts[0]);
     // With exemplars: trace ids of the data.
     let answer = metrics(&http, first, "{ } | rate() by(resource.service.name)").await;
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
@@ -254,6 +286,9 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     for (query, expected) in QUERIES.iter().zip(&expected) {
         assert_eq!(&sql(&http, &queriers[0], query).await.0, expected, "with a querier dead: {query}");
     }
+    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
+        assert_eq!(&fanout(&http, &queriers[0], query).await, expected, "with a querier dead: {query:?}");
+    }
     assert!(spread_count(&http, &queriers[0], "ran_locally").await >= 1, "a run fell back to the querier itself");
 
     // Once the refresh drops the dead querier, queries spread over the two left.
@@ -270,6 +305,9 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     }
     for (query, expected) in SEARCHES.iter().zip(&expected_searches) {
         assert_eq!(&search(&http, &queriers[1], *query).await, expected, "spread over two queriers: {query:?}");
+    }
+    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
+        assert_eq!(&fanout(&http, &queriers[1], query).await, expected, "spread over two queriers: {query:?}");
     }
     assert_eq!(spread_count(&http, &queriers[1], "ran_locally").await, before);
 }

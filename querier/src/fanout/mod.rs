@@ -58,7 +58,7 @@ const MERGE_BUFFERED_ROWS: usize = 256 * 1024;
 const MERGE_BAND_ROWS: u64 = 1 << 20;
 
 /// What to analyze.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FanoutParams {
     /// Parents starting in `[start, end]`, Unix nanoseconds.
     pub(crate) start: i64,
@@ -389,25 +389,112 @@ fn prefetched(mut input: SortedInput) -> SortedInput {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|batch| (batch, rx)) }).boxed()
 }
 
-impl Querier {
-    /// Fan-out analysis of `tenant`'s spans.
-    pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
+/// Which spans are parents, by name: whoever analyzes a share of the
+/// traces numbers the names itself.
+#[derive(Clone, Debug)]
+pub(crate) enum Parents {
+    Any,
+    Op {
+        service: Option<String>,
+        operation: Option<String>,
+    },
+    /// (trace id, span id) of the spans a TraceQL spanset filter selected.
+    Matched(Arc<HashSet<(u128, u64)>>),
+}
+
+/// Trace ids from `from` on, up to `to` (excluded; None: no bound). Every
+/// span of a trace lies in one range, so a trace is analyzed whole by the
+/// one who analyzes its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TraceRange {
+    pub(crate) from: u128,
+    pub(crate) to: Option<u128>,
+}
+
+impl TraceRange {
+    pub(crate) const ALL: Self = Self { from: 0, to: None };
+
+    /// This range cut into `count` of equal width (trace ids are random).
+    pub(crate) fn split(self, count: usize) -> Vec<Self> {
+        let count = count.max(1) as u128;
+        let end = self.to.unwrap_or(u128::MAX);
+        let width = (end - self.from) / count;
+        (0..count)
+            .map(|i| Self {
+                from: self.from + width * i,
+                to: if i + 1 == count { self.to } else { Some(self.from + width * (i + 1)) },
+            })
+            .collect()
+    }
+}
+
+/// What the analysis of the traces of one range found: the statistics per
+/// parent operation (names numbered as in `names`) and what was read.
+/// Analyses of disjoint ranges combine into one report ([`report`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Analysis {
+    names: Vec<String>,
+    ops: Vec<((u32, u32), stats::OpStats)>,
+    /// Spans read from blocks directly, and through the merge of split traces.
+    direct_rows: u64,
+    merged_rows: u64,
+    duplicates: u64,
+    /// What holds the statistics against the query's memory pool (while
+    /// they live on the querier that made them, or received them).
+    #[serde(skip)]
+    pub(crate) held: Vec<MemoryReservation>,
+}
+
+/// What the analysis reads blocks with: the store, the blocks' footers and
+/// trace indexes, and the per-query memory limit (and its gauge).
+#[derive(Clone)]
+pub(crate) struct FanoutSource {
+    pub(crate) storage: spanlake_schemas::Storage,
+    pub(crate) blocks: crate::blocks::SharedBlocks,
+    pub(crate) memory_limit: usize,
+    pub(crate) memory_gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl std::fmt::Debug for FanoutSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSource").field("memory_limit", &self.memory_limit).finish_non_exhaustive()
+    }
+}
+
+fn over_limit(limit: usize) -> QueryError {
+    QueryError::MemoryLimit(format!(
+        "the fan-out analysis holds more than the per-query memory limit of {limit} bytes \
+         (--sql-memory-limit); narrow the time range or the parents"
+    ))
+}
+
+impl FanoutSource {
+    /// Analyzes the traces of `range` over `blocks` (readable blocks of
+    /// `tenant`): the traces a block holds alone are analyzed in parallel,
+    /// one analyzer per core, and the traces split over blocks through the
+    /// merge. A range other than [`TraceRange::ALL`] needs every block
+    /// indexed and sorted by trace id (else an error): its rows are then
+    /// known from the index.
+    pub(crate) async fn analyze(
+        &self,
+        tenant: &TenantId,
+        params: &FanoutParams,
+        parents: &Parents,
+        blocks: &[BlockMeta],
+        range: TraceRange,
+    ) -> Result<Analysis> {
         let mut names = Names::default();
-        let filter = match (&params.traceql, &params.service, &params.operation) {
-            (Some(query), _, _) => ParentFilter::Matched(Arc::new(self.matching_spans(tenant, query, &params).await?)),
-            (None, None, None) => ParentFilter::Any,
-            (None, service, operation) => ParentFilter::Op {
+        let filter = match parents {
+            Parents::Any => ParentFilter::Any,
+            Parents::Op { service, operation } => ParentFilter::Op {
                 service: service.as_deref().map(|s| names.id(s)),
                 operation: operation.as_deref().map(|o| names.id(o)),
             },
+            Parents::Matched(set) => ParentFilter::Matched(Arc::clone(set)),
         };
-        let (from, to) = (params.start.saturating_sub(WIDEN_NS), params.end.saturating_add(WIDEN_NS));
-        let blocks = self.catalog.blocks(tenant, |b| b.overlaps(from, to));
-        // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
-        let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
         let schema = span_schema();
         let mut opened = Vec::with_capacity(blocks.len());
-        for block in &blocks {
+        for block in blocks {
             match self.blocks.open(tenant, block).await {
                 Ok(footer) => opened.push((block, footer)),
                 // Usable a moment ago: opened from the cache, or just written.
@@ -430,6 +517,8 @@ impl Querier {
         // from that block alone; only the others pass through the merge.
         let metas: Vec<BlockMeta> = opened.iter().map(|(block, _)| (*block).clone()).collect();
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let not_cut =
+            || QueryError::Execution("a block is not indexed by trace id: its traces cannot be cut by range".into());
         let mut direct: Vec<Piece> = Vec::new();
         let mut to_merge: Vec<ToMerge> = Vec::new();
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
@@ -437,12 +526,35 @@ impl Querier {
                 let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
                 for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
                     let block = block.clone();
+                    // The rows of the range's traces (None: every row).
+                    let in_range = match range == TraceRange::ALL {
+                        true => None,
+                        false => {
+                            let rows = band(index, std::slice::from_ref(&(0..index.rows())), range.from, range.to)
+                                .ok_or_else(not_cut)?;
+                            Some(selection(&rows, index.rows(), false))
+                        }
+                    };
+                    let ranges = match &in_range {
+                        None => ranges,
+                        Some(_) => band(index, &ranges, range.from, range.to).ok_or_else(not_cut)?,
+                    };
                     let parts = split(index, &ranges);
                     if parts.merged.is_some() {
                         let ranges = Some((ranges, Arc::clone(index)));
                         to_merge.push(ToMerge { block: block.clone(), footer: footer.clone(), ranges });
                     }
-                    let Some(alone) = parts.alone else { continue };
+                    let alone = match (parts.alone, &in_range) {
+                        (None, _) => continue,
+                        (Some(alone), None) => alone,
+                        (Some(Rows::All), Some(in_range)) => Rows::Only(in_range.clone()),
+                        (Some(Rows::Only(alone)), Some(in_range)) => Rows::Only(alone.intersection(in_range)),
+                    };
+                    if let Rows::Only(rows) = &alone
+                        && !rows.selects_any()
+                    {
+                        continue;
+                    }
                     // A large block (compacted) is shared out between the
                     // analyzers a row group at a time, cut where traces start.
                     let mut starts = Vec::new();
@@ -462,28 +574,25 @@ impl Querier {
                             Rows::Only(alone) => alone.intersection(&chunk),
                             Rows::All => chunk,
                         };
-                        direct.push((block.clone(), footer.clone(), Some(chunk)));
+                        if chunk.selects_any() {
+                            direct.push((block.clone(), footer.clone(), Some(chunk)));
+                        }
                     }
                 }
             }
-            None => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
+            None if range == TraceRange::ALL => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
                 block: block.clone(),
                 footer,
                 ranges: None,
             })),
+            None => return Err(not_cut()),
         }
         let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
-        let limit = self.config.sql_memory_limit;
-        let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.metrics.memory.clone()));
-        let over_limit = || {
-            QueryError::MemoryLimit(format!(
-                "the fan-out analysis holds more than the per-query memory limit of {limit} bytes \
-                 (--sql-memory-limit); narrow the time range or the parents"
-            ))
-        };
+        let limit = self.memory_limit;
+        let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.memory_gauge.clone()));
         let filter_memory = MemoryConsumer::new("fan-out parent filter").register(&pool);
         if let ParentFilter::Matched(set) = &filter {
-            filter_memory.try_grow(set.capacity() * 32).map_err(|_| over_limit())?;
+            filter_memory.try_grow(set.capacity() * 32).map_err(|_| over_limit(limit))?;
         }
         let analyzer = || Analyzer {
             params: params.clone(),
@@ -524,7 +633,7 @@ impl Querier {
         while let Some(done) = tasks.join_next().await {
             let analyzer = done.map_err(|_| QueryError::Internal("fan-out analysis task failed"))??;
             if analyzer.over_limit {
-                return Err(over_limit());
+                return Err(over_limit(limit));
             }
             analyzers.push(analyzer);
         }
@@ -542,7 +651,7 @@ impl Querier {
                 .collect::<Result<Vec<_>>>()?;
             let stats = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
             if merging.over_limit {
-                return Err(over_limit());
+                return Err(over_limit(limit));
             }
             let stats = stats.map_err(reading)?;
             merged.rows_in += stats.rows_in;
@@ -550,28 +659,94 @@ impl Querier {
         }
         merging.flush_trace();
         if !merging.account() {
-            return Err(over_limit());
+            return Err(over_limit(limit));
         }
         let direct_rows: u64 = analyzers.iter().map(|a| a.spans).sum();
         analyzers.push(merging);
-        let (analyzer, _held) = combine(analyzers);
-
-        let Analyzer { ops, names, filter, .. } = analyzer;
-        let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();
-        if matches!(filter, ParentFilter::Any) {
-            ops.retain(|(_, s)| s.has_calls());
-        }
-        ops.sort_by(|a, b| b.1.parents().cmp(&a.1.parents()).then(a.0.cmp(&b.0)));
-        ops.truncate(params.limit);
-        let name = |id: u32| names.names[id as usize].clone();
-        let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
-        Ok(FanoutResponse {
-            operations,
-            spans_read: merged.rows_in + direct_rows,
-            spans_merged: merged.rows_in,
-            duplicates_dropped: merged.duplicates,
-            blocks_read: blocks.len(),
+        let (Analyzer { names, ops, memory, .. }, mut held) = combine(analyzers);
+        held.extend([memory, filter_memory]);
+        Ok(Analysis {
+            names: names.names,
+            ops: ops.into_iter().collect(),
+            direct_rows,
+            merged_rows: merged.rows_in,
+            duplicates: merged.duplicates,
+            held,
         })
+    }
+}
+
+/// The report over the analyses of disjoint trace ranges: each parent
+/// operation's statistics merged, then reported. Operations are ranked by
+/// parents, then by name, so the answer does not depend on how the traces
+/// were shared out.
+fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blocks_read: usize) -> FanoutResponse {
+    let mut names = Names::default();
+    let mut ops: HashMap<(u32, u32), stats::OpStats> = HashMap::new();
+    let (mut direct_rows, mut merged_rows, mut duplicates) = (0, 0, 0);
+    let mut _held = Vec::new();
+    for analysis in analyses {
+        _held.extend(analysis.held);
+        let renamed: Vec<u32> = analysis.names.iter().map(|name| names.id(name)).collect();
+        let rename = |id: u32| renamed[id as usize];
+        for ((service, name), stats) in analysis.ops {
+            ops.entry((rename(service), rename(name))).or_default().absorb(stats, &rename);
+        }
+        direct_rows += analysis.direct_rows;
+        merged_rows += analysis.merged_rows;
+        duplicates += analysis.duplicates;
+    }
+    let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();
+    if matches!(parents, Parents::Any) {
+        ops.retain(|(_, s)| s.has_calls());
+    }
+    let name = |id: u32| names.names[id as usize].clone();
+    let key = |op: &(u32, u32)| (names.names[op.0 as usize].as_str(), names.names[op.1 as usize].as_str());
+    ops.sort_by(|a, b| b.1.parents().cmp(&a.1.parents()).then_with(|| key(&a.0).cmp(&key(&b.0))));
+    ops.truncate(params.limit);
+    let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
+    FanoutResponse {
+        operations,
+        spans_read: merged_rows + direct_rows,
+        spans_merged: merged_rows,
+        duplicates_dropped: duplicates,
+        blocks_read,
+    }
+}
+
+impl Querier {
+    /// What the fan-out analysis reads blocks with.
+    pub(crate) fn fanout_source(&self) -> FanoutSource {
+        // Its reads of block data are counted with the query plans'.
+        let counted = crate::read_counter::ReadCounter::new(
+            Arc::clone(self.storage.object_store()),
+            self.metrics.bytes_read.clone(),
+        );
+        FanoutSource {
+            storage: spanlake_schemas::Storage::new(Arc::new(counted)),
+            blocks: Arc::clone(&self.blocks),
+            memory_limit: self.config.sql_memory_limit,
+            memory_gauge: self.metrics.memory.clone(),
+        }
+    }
+
+    /// Fan-out analysis of `tenant`'s spans: spread over the queriers by
+    /// trace-id range when it is large and they are there, else here.
+    pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
+        let parents = match (&params.traceql, &params.service, &params.operation) {
+            (Some(query), _, _) => Parents::Matched(Arc::new(self.matching_spans(tenant, query, &params).await?)),
+            (None, None, None) => Parents::Any,
+            (None, service, operation) => Parents::Op { service: service.clone(), operation: operation.clone() },
+        };
+        let (from, to) = (params.start.saturating_sub(WIDEN_NS), params.end.saturating_add(WIDEN_NS));
+        let blocks = self.catalog.blocks(tenant, |b| b.overlaps(from, to));
+        // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
+        let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
+        let analyses = match self.spread_fanout(tenant, &params, &parents, &blocks).await? {
+            Some(analyses) => analyses,
+            None => vec![self.fanout_source().analyze(tenant, &params, &parents, &blocks, TraceRange::ALL).await?],
+        };
+        Ok(report(analyses, &params, &parents, blocks.len()))
     }
 
     /// (trace id, span id) of the spans a TraceQL spanset filter selects.

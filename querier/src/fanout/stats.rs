@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::trace::{Edge, Parent};
 use super::weighted::{Cdf, Weighted};
@@ -15,7 +15,7 @@ type Mix = Vec<(Edge, u32)>;
 /// Everything kept about one parent operation. The per-parent vectors
 /// (`durations`, `degrees`, `trace_ids`, `mix_of`) are in arrival order, one
 /// entry per parent.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct OpStats {
     /// Each parent's duration, with its adjusted count (1 unless its trace
     /// was sampled with a known probability: `ot=th:` in its tracestate).
@@ -38,7 +38,7 @@ pub(crate) struct OpStats {
     edges: HashMap<Edge, EdgeStats>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct EdgeStats {
     /// Every call's duration, with its parent's weight.
     durations: Weighted,

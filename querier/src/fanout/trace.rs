@@ -48,7 +48,7 @@ pub(crate) fn adjusted_count(tracestate: &str) -> f64 {
 }
 
 /// Which children count as calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ChildKinds {
     /// `client` and `producer` children only.
     Outbound,
@@ -57,7 +57,7 @@ pub(crate) enum ChildKinds {
 }
 
 /// What names an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum EdgeBy {
     /// The child span's (service, operation).
     Child,

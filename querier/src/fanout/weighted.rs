@@ -7,7 +7,7 @@
 //! weight is not 1, and [`Cdf`] its running total only then.
 
 /// Values in arrival order, with their weights when any is not 1.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Weighted {
     values: Vec<i64>,
     /// One per value, once a weight other than 1 arrived.
