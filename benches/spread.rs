@@ -30,8 +30,10 @@ mod common;
 const RUNS: usize = 3;
 
 /// (name, endpoint, query): SQL goes to `/api/sql`, TraceQL metrics to
-/// `/api/metrics/query_range` over the hour at a 15 s step.
-const QUERIES: [(&str, &str, &str); 5] = [
+/// `/api/metrics/query_range` over the hour at a 15 s step, searches to
+/// `/api/search` over the hour (limit 20), fan-out to `/api/fanout` over the
+/// hour (the query is its parameters).
+const QUERIES: [(&str, &str, &str); 8] = [
     (
         "SQL: spans by service",
         "sql",
@@ -49,6 +51,9 @@ const QUERIES: [(&str, &str, &str); 5] = [
         "metrics",
         "{ kind = server } | quantile_over_time(duration, 0.5, 0.9, 0.99) by(resource.service.name)",
     ),
+    ("TraceQL search: slow server spans (rare)", "search", "{ kind = server && duration > 1s }"),
+    ("TraceQL search: a client call under an error", "search", "{ status = error } > { kind = client }"),
+    ("Fan-out: every parent operation", "fanout", ""),
 ];
 
 /// A metric's value in `/metrics` text (0 when absent).
@@ -63,12 +68,22 @@ async fn bytes_read(http: &reqwest::Client, querier: &Spawned) -> f64 {
 
 /// One run of `query` on `querier`; panics unless it answers 200.
 async fn ask(http: &reqwest::Client, querier: &Spawned, endpoint: &str, query: &str, window: (u64, u64)) -> bool {
+    let (start, end) = (window.0.to_string(), window.1.to_string());
     let request = match endpoint {
         "sql" => http.post(format!("http://{}/api/sql", querier.http)).body(query.to_owned()),
+        "search" => http.get(format!("http://{}/api/search", querier.http)).query(&[
+            ("q", query),
+            ("start", &start),
+            ("end", &end),
+            ("limit", "20"),
+        ]),
+        "fanout" => {
+            http.get(format!("http://{}/api/fanout?{query}", querier.http)).query(&[("start", &start), ("end", &end)])
+        }
         _ => http.get(format!("http://{}/api/metrics/query_range", querier.http)).query(&[
             ("q", query),
-            ("start", &window.0.to_string()),
-            ("end", &window.1.to_string()),
+            ("start", &start),
+            ("end", &end),
             ("step", "15s"),
         ]),
     };

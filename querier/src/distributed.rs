@@ -371,10 +371,18 @@ pub(crate) struct FanoutShare {
 /// trace-id range in every block (a trace's spans share its id, so each
 /// trace is analyzed whole, once) and sends what it found, serialized, in
 /// chunks; the coordinating querier merges the analyses into one report.
+/// Within a task, each of its partitions analyzes an equal part of the
+/// range (one analyzer per core), all under one memory pool of the
+/// per-query limit. (The partitions also make the planner put a network
+/// boundary above the leaf: a plan of one partition would run whole on the
+/// coordinating querier.)
 #[derive(Debug)]
 pub(crate) struct FanoutExec {
     share: Arc<FanoutShare>,
     range: TraceRange,
+    partitions: usize,
+    /// The task's pool, made at its first execution, where it runs.
+    pool: std::sync::OnceLock<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -396,14 +404,15 @@ fn fanout_schema() -> SchemaRef {
 }
 
 impl FanoutExec {
-    pub(crate) fn new(share: Arc<FanoutShare>, range: TraceRange) -> Self {
+    pub(crate) fn new(share: Arc<FanoutShare>, range: TraceRange, partitions: usize) -> Self {
+        let partitions = partitions.max(2);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(fanout_schema()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { share, range, properties }
+        Self { share, range, partitions, pool: std::sync::OnceLock::new(), properties }
     }
 }
 
@@ -411,10 +420,11 @@ impl DisplayAs for FanoutExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "FanoutExec: tenant={}, blocks={}, range={:?}",
+            "FanoutExec: tenant={}, blocks={}, range={:?}, partitions={}",
             self.share.tenant,
             self.share.blocks.len(),
-            self.range
+            self.range,
+            self.partitions
         )
     }
 }
@@ -444,16 +454,19 @@ impl ExecutionPlan for FanoutExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("FanoutExec has one partition, asked for {partition}");
-        }
+        let Some(range) = self.range.split(self.partitions).get(partition).copied() else {
+            return internal_err!("FanoutExec has {} partitions, asked for {partition}", self.partitions);
+        };
         let Some(source) = context.session_config().get_extension::<FanoutSource>() else {
             return internal_err!("this session cannot read blocks for a fan-out analysis");
         };
-        let (share, range) = (Arc::clone(&self.share), self.range);
+        let pool = Arc::clone(self.pool.get_or_init(|| source.pool()));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let analyzers = cores.div_ceil(self.partitions);
+        let share = Arc::clone(&self.share);
         let analysis = async move {
             let found = source
-                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range)
+                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range, analyzers, pool)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let bytes = bincode::serialize(&found)
@@ -495,6 +508,7 @@ struct WireFanout {
     matched: Option<String>,
     blocks: Vec<BlockMeta>,
     range: TraceRange,
+    partitions: usize,
 }
 
 fn encode_fanout(fanout: &FanoutExec, buf: &mut Vec<u8>) -> Result<()> {
@@ -518,6 +532,7 @@ fn encode_fanout(fanout: &FanoutExec, buf: &mut Vec<u8>) -> Result<()> {
         matched,
         blocks: share.blocks.clone(),
         range: fanout.range,
+        partitions: fanout.partitions,
     };
     serde_json::to_writer(buf, &wire).map_err(|e| DataFusionError::Internal(format!("encoding a fan-out share: {e}")))
 }
@@ -539,7 +554,7 @@ fn decode_fanout(buf: &[u8]) -> Result<FanoutExec> {
         (false, None) => Parents::Op { service: wire.service, operation: wire.operation },
     };
     let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks };
-    Ok(FanoutExec::new(Arc::new(share), wire.range))
+    Ok(FanoutExec::new(Arc::new(share), wire.range, wire.partitions))
 }
 
 /// A table that is one physical plan, so that a plan built here goes
@@ -564,8 +579,7 @@ impl datafusion::catalog::TableProvider for PlanTable {
         _filters: &[datafusion::logical_expr::Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Above the leaf, a coalesce: where the planner puts the network boundary.
-        Ok(Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(Arc::clone(&self.0))))
+        Ok(Arc::clone(&self.0))
     }
 }
 
@@ -586,8 +600,9 @@ impl Querier {
         parents: &Parents,
         blocks: &[BlockMeta],
     ) -> QueryResult<Option<Vec<Analysis>>> {
+        // One task's worth runs here, without the trip through a plan.
         let bytes: u64 = blocks.iter().map(|b| b.size_bytes).sum();
-        if bytes < self.config.cluster.min_bytes.max(1) {
+        if bytes.div_ceil(self.config.cluster.min_bytes.max(1)) < 2 {
             return Ok(None);
         }
         if let Parents::Matched(set) = parents
@@ -610,9 +625,8 @@ impl Querier {
             parents: parents.clone(),
             blocks: blocks.to_vec(),
         };
-        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL));
-        let used = ctx.state().config().get_extension::<Spread>().map(|s| Arc::clone(&s.used));
-        let used = || used.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
+        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL, self.partitions()));
+        let used = spread_used(&ctx);
         let collected = async {
             let frame = ctx.read_table(Arc::new(PlanTable(leaf)))?;
             let (batches, held) = crate::memory::collect_counted(
@@ -628,21 +642,15 @@ impl Querier {
             }
             Ok::<_, QueryError>(analyses)
         };
-        match collected.await {
-            Ok(analyses) => {
-                if used() {
-                    self.metrics.spread("ok");
-                }
-                Ok(Some(analyses))
-            }
-            Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => Err(error),
-            Err(error) => {
-                tracing::warn!(%error, "a fan-out analysis spread over queriers failed; running it here");
-                self.metrics.spread("ran_locally");
-                Ok(None)
-            }
-        }
+        let result = collected.await;
+        self.settle(result, used())
     }
+}
+
+/// Whether a plan of `ctx` (a spread session) was spread over two queriers or more.
+fn spread_used(ctx: &SessionContext) -> impl Fn() -> bool + use<> {
+    let used = ctx.state().config().get_extension::<Spread>().map(|s| Arc::clone(&s.used));
+    move || used.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The analyses in `batches`: each range's chunks joined in order and decoded.
@@ -706,7 +714,10 @@ fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEve
                 .range
                 .split(event.task_count)
                 .into_iter()
-                .map(|range| Arc::new(FanoutExec::new(Arc::clone(&fanout.share), range)) as Arc<dyn ExecutionPlan>)
+                .map(|range| {
+                    Arc::new(FanoutExec::new(Arc::clone(&fanout.share), range, fanout.partitions))
+                        as Arc<dyn ExecutionPlan>
+                })
                 .collect()),
             (None, None) => return None,
         };
@@ -930,24 +941,10 @@ impl Querier {
         Fut: std::future::Future<Output = QueryResult<T>>,
     {
         if let Some(ctx) = self.spread_session(tenant).await? {
-            let spread = ctx.state().config().get_extension::<Spread>().map(|s| Arc::clone(&s.used));
-            let used = || spread.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed));
-            match work(ctx).await {
-                Ok(answer) => {
-                    if used() {
-                        self.metrics.spread("ok");
-                    }
-                    return Ok((answer, used()));
-                }
-                // The same limits would stop it here too.
-                Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => return Err(error),
-                Err(error) => {
-                    // Here, the answer (or the error) is certain.
-                    if used() {
-                        tracing::warn!(%error, "a query spread over queriers failed; running it here");
-                        self.metrics.spread("ran_locally");
-                    }
-                }
+            let used = spread_used(&ctx);
+            let result = work(ctx).await;
+            if let Some(answer) = self.settle(result, used())? {
+                return Ok((answer, used()));
             }
         }
         let ctx = match tenant {
@@ -955,6 +952,29 @@ impl Querier {
             None => SessionContext::new_with_config_rt(self.session_config(), self.runtime()?),
         };
         Ok((work(ctx).await?, false))
+    }
+
+    /// What a run in a spread session came to: its answer, or None when it
+    /// is to run again here (it failed; here, the answer or the error is
+    /// certain). The query's own limits stop it here too, so their errors
+    /// stand.
+    fn settle<T>(&self, result: QueryResult<T>, used: bool) -> QueryResult<Option<T>> {
+        match result {
+            Ok(answer) => {
+                if used {
+                    self.metrics.spread("ok");
+                }
+                Ok(Some(answer))
+            }
+            Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => Err(error),
+            Err(error) => {
+                if used {
+                    tracing::warn!(%error, "a query spread over queriers failed; running it here");
+                    self.metrics.spread("ran_locally");
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// A session over `tenant`'s tables whose large scans spread over the
@@ -1083,13 +1103,14 @@ mod tests {
             blocks: vec![block(10), block(20)],
         };
         let range = TraceRange { from: 5, to: Some(u128::MAX - 1) };
-        let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), range));
+        let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), range, 3));
         let mut buf = Vec::new();
         SpansScanCodec.try_encode(node, &mut buf, &DefaultPhysicalProtoConverter {}).unwrap();
         let task = TaskContext::default();
         let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
         let got = got.downcast_ref::<FanoutExec>().unwrap();
         assert_eq!(got.range, range);
+        assert_eq!(got.partitions, 3);
         assert_eq!(got.share.blocks.len(), 2);
         assert_eq!(got.share.params.percentiles, [0.5, 0.99]);
         assert_eq!(got.share.params.limit, 7);

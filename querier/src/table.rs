@@ -257,7 +257,7 @@ impl SpansTable {
             return whole(group);
         };
         let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-        let to_merge = rows_to_merge(&refs);
+        let to_merge = rows_to_merge(&refs, 0, None);
         // Band edges: trace ids evenly spaced among the largest block's
         // traces; one band when a block is not sorted by trace id (its rows
         // cannot be cut by trace, and all of them are merged).

@@ -203,14 +203,20 @@ fn wrong_type(column: &str) -> ArrowError {
 /// For each block of a group that can share spans, the rows that must go
 /// through the trace-ordered merge: the runs of traces that lie in more
 /// than one of the blocks, or hold a span twice in one, and every row of a
-/// block that is not sorted. Ranges ascend and do not touch.
-pub(crate) fn rows_to_merge(indexes: &[&TraceIndex]) -> Vec<Vec<Range<u32>>> {
+/// block that is not sorted. Ranges ascend and do not touch. Only traces
+/// with ids from `from` up to `to` (excluded; None: no bound) are looked at
+/// in sorted blocks.
+pub(crate) fn rows_to_merge(indexes: &[&TraceIndex], from: u128, to: Option<u128>) -> Vec<Vec<Range<u32>>> {
     let mut merge: Vec<Vec<Range<u32>>> = vec![Vec::new(); indexes.len()];
+    let below = |id: u128| to.is_none_or(|to| id < to);
     // A k-way merge of the blocks' sorted trace ids.
     let mut heap: BinaryHeap<Reverse<(u128, usize, usize)>> = indexes
         .iter()
         .enumerate()
-        .filter_map(|(block, index)| index.ids.first().map(|&id| Reverse((id, block, 0))))
+        .filter_map(|(block, index)| {
+            let at = index.ids.partition_point(|&id| id < from);
+            index.ids.get(at).filter(|&&id| below(id)).map(|&id| Reverse((id, block, at)))
+        })
         .collect();
     let mut holders: Vec<(usize, usize)> = Vec::new();
     let mut repeated_at: Vec<usize> = vec![0; indexes.len()];
@@ -236,7 +242,9 @@ pub(crate) fn rows_to_merge(indexes: &[&TraceIndex]) -> Vec<Vec<Range<u32>>> {
             if (holders.len() > 1 || repeated) && index.sorted() {
                 push_range(&mut merge[block], index.run(at));
             }
-            if let Some(&next) = index.ids.get(at + 1) {
+            if let Some(&next) = index.ids.get(at + 1)
+                && below(next)
+            {
                 heap.push(Reverse((next, block, at + 1)));
             }
         }
@@ -365,7 +373,7 @@ pub(crate) mod tests {
         let b = index(&[&[(2, 1, "server"), (3, 1, "server"), (3, 2, "server")]]);
         assert_eq!(a.rows(), 4);
         assert_eq!(a.starts, vec![0, 3, 4], "a trace cut by a batch boundary is one run");
-        assert_eq!(rows_to_merge(&[&a, &b]), vec![Vec::<Range<u32>>::new(), Vec::new()]);
+        assert_eq!(rows_to_merge(&[&a, &b], 0, None), vec![Vec::<Range<u32>>::new(), Vec::new()]);
     }
 
     #[test]
@@ -374,7 +382,11 @@ pub(crate) mod tests {
         let b = index(&[&[(2, 3, "server"), (3, 1, "server")]]);
         let c = index(&[&[(4, 1, "server"), (5, 1, "server")]]);
         // Traces 2 and 5 lie in two blocks each; a's two runs are neighbours and join.
-        assert_eq!(rows_to_merge(&[&a, &b, &c]), vec![vec![1..4], vec![0..1], vec![1..2]]);
+        assert_eq!(rows_to_merge(&[&a, &b, &c], 0, None), vec![vec![1..4], vec![0..1], vec![1..2]]);
+        // Only the traces of a range: trace 2 from [2; 16] up to (not with) trace 5.
+        let (two, five) = (u128::from_be_bytes([2; 16]), u128::from_be_bytes([5; 16]));
+        assert_eq!(rows_to_merge(&[&a, &b, &c], two, Some(five)), vec![vec![1..3], vec![0..1], vec![]]);
+        assert_eq!(rows_to_merge(&[&a, &b, &c], two + 1, None), vec![vec![3..4], vec![], vec![1..2]]);
     }
 
     #[test]
@@ -384,7 +396,7 @@ pub(crate) mod tests {
         // The same span id with another kind is another span.
         let b = index(&[&[(7, 1, "server"), (7, 1, "client")]]);
         assert!(b.repeated.is_empty());
-        assert_eq!(rows_to_merge(&[&a, &b]), vec![vec![1..3], vec![]]);
+        assert_eq!(rows_to_merge(&[&a, &b], 0, None), vec![vec![1..3], vec![]]);
     }
 
     #[test]
@@ -393,7 +405,7 @@ pub(crate) mod tests {
         assert!(!unsorted.sorted());
         assert_eq!(unsorted.ids, vec![u128::from_be_bytes([1; 16]), u128::from_be_bytes([3; 16])]);
         let sorted = index(&[&[(2, 1, "server"), (3, 9, "client")]]);
-        assert_eq!(rows_to_merge(&[&unsorted, &sorted]), vec![vec![0..3], vec![1..2]]);
+        assert_eq!(rows_to_merge(&[&unsorted, &sorted], 0, None), vec![vec![0..3], vec![1..2]]);
     }
 
     #[test]

@@ -469,12 +469,19 @@ fn over_limit(limit: usize) -> QueryError {
 }
 
 impl FanoutSource {
+    /// A memory pool of the per-query limit, for one analysis or for the
+    /// analyses of one querier's share.
+    pub(crate) fn pool(&self) -> Arc<dyn MemoryPool> {
+        Arc::new(CountedPool::new(self.memory_limit, self.memory_gauge.clone()))
+    }
+
     /// Analyzes the traces of `range` over `blocks` (readable blocks of
-    /// `tenant`): the traces a block holds alone are analyzed in parallel,
-    /// one analyzer per core, and the traces split over blocks through the
-    /// merge. A range other than [`TraceRange::ALL`] needs every block
-    /// indexed and sorted by trace id (else an error): its rows are then
-    /// known from the index.
+    /// `tenant`), holding what it keeps in `pool`: the traces a block holds
+    /// alone are analyzed in parallel by `analyzers`, and the traces split
+    /// over blocks through the merge. A range other than
+    /// [`TraceRange::ALL`] needs every block indexed and sorted by trace id
+    /// (else an error): its rows are then known from the index.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn analyze(
         &self,
         tenant: &TenantId,
@@ -482,6 +489,8 @@ impl FanoutSource {
         parents: &Parents,
         blocks: &[BlockMeta],
         range: TraceRange,
+        analyzers: usize,
+        pool: Arc<dyn MemoryPool>,
     ) -> Result<Analysis> {
         let mut names = Names::default();
         let filter = match parents {
@@ -516,7 +525,7 @@ impl FanoutSource {
         // A trace that lies whole in one block, with no span twice, is read
         // from that block alone; only the others pass through the merge.
         let metas: Vec<BlockMeta> = opened.iter().map(|(block, _)| (*block).clone()).collect();
-        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parallelism = analyzers.max(1);
         let not_cut =
             || QueryError::Execution("a block is not indexed by trace id: its traces cannot be cut by range".into());
         let mut direct: Vec<Piece> = Vec::new();
@@ -524,7 +533,8 @@ impl FanoutSource {
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
             Some(indexes) => {
                 let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-                for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(rows_to_merge(&refs)) {
+                let to_merge_rows = rows_to_merge(&refs, range.from, range.to);
+                for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(to_merge_rows) {
                     let block = block.clone();
                     // The rows of the range's traces (None: every row).
                     let in_range = match range == TraceRange::ALL {
@@ -589,7 +599,6 @@ impl FanoutSource {
         }
         let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
         let limit = self.memory_limit;
-        let pool: Arc<dyn MemoryPool> = Arc::new(CountedPool::new(limit, self.memory_gauge.clone()));
         let filter_memory = MemoryConsumer::new("fan-out parent filter").register(&pool);
         if let ParentFilter::Matched(set) = &filter {
             filter_memory.try_grow(set.capacity() * 32).map_err(|_| over_limit(limit))?;
@@ -744,7 +753,11 @@ impl Querier {
         let (blocks, _skipped) = self.blocks.usable(tenant, blocks).await;
         let analyses = match self.spread_fanout(tenant, &params, &parents, &blocks).await? {
             Some(analyses) => analyses,
-            None => vec![self.fanout_source().analyze(tenant, &params, &parents, &blocks, TraceRange::ALL).await?],
+            None => {
+                let source = self.fanout_source();
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                vec![source.analyze(tenant, &params, &parents, &blocks, TraceRange::ALL, cores, source.pool()).await?]
+            }
         };
         Ok(report(analyses, &params, &parents, blocks.len()))
     }
