@@ -206,7 +206,7 @@ fn summarize_cdf(cdf: &Cdf, qs: &[f64], sampled: bool) -> Percentiles {
 
 fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
     let mut sorted: Vec<f64> = values.collect();
-    super::radix::sort_by_key(&mut sorted, |v| super::radix::f64_key(*v));
+    sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
     let values = qs
         .iter()
@@ -482,7 +482,7 @@ impl OpStats {
         let degree_buckets = self.degree_buckets(qs, &cdfs);
         let mut by_duration: Vec<(i64, u128)> =
             self.durations.values().iter().copied().zip(self.trace_ids.iter().copied()).collect();
-        super::radix::sort_pairs(&mut by_duration);
+        by_duration.sort_unstable();
         let parent_exemplars = exemplars(&by_duration, qs);
         drop(by_duration);
         let parent_cdf = Cdf::new(self.durations.clone());
@@ -564,7 +564,7 @@ impl OpStats {
                             .zip(&stats.per_parent_index)
                             .map(|(&max, &i)| (max, self.trace_ids[i as usize]))
                             .collect();
-                        super::radix::sort_pairs(&mut pairs);
+                        pairs.sort_unstable();
                         exemplars(&pairs, qs)
                     },
                     error_rate: stats.errors as f64 / calls.max(1) as f64,

@@ -87,11 +87,11 @@ impl Cdf {
     pub(super) fn new(weighted: Weighted) -> Self {
         let Weighted { mut values, weights } = weighted;
         let Some(weights) = weights else {
-            super::radix::sort_i64(&mut values);
+            values.sort_unstable();
             return Self { values, cumulative: None };
         };
         let mut pairs: Vec<(i64, f32)> = values.into_iter().zip(weights).collect();
-        super::radix::sort_by_key(&mut pairs, |p| super::radix::i64_key(p.0));
+        pairs.sort_unstable_by_key(|p| p.0);
         let mut total = 0.0;
         let cumulative = pairs
             .iter()
