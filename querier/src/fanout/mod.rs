@@ -713,31 +713,7 @@ fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blo
     let key = |op: &(u32, u32)| (names.names[op.0 as usize].as_str(), names.names[op.1 as usize].as_str());
     ops.sort_by(|a, b| b.1.parents().cmp(&a.1.parents()).then_with(|| key(&a.0).cmp(&key(&b.0))));
     ops.truncate(params.limit);
-    // Each operation's report is its own (sorts, predictions): one thread
-    // per core takes every n-th.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(ops.len()).max(1);
-    type Ranked = (usize, ((u32, u32), stats::OpStats));
-    let mut shares: Vec<Vec<Ranked>> = (0..threads).map(|_| Vec::new()).collect();
-    for (at, op) in ops.into_iter().enumerate() {
-        shares[at % threads].push((at, op));
-    }
-    let mut reports: Vec<(usize, OperationReport)> = std::thread::scope(|scope| {
-        let running: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let name = &name;
-                scope.spawn(move || {
-                    share
-                        .into_iter()
-                        .map(|(at, (op, s))| (at, s.report(op, &params.percentiles, name)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        running.into_iter().flat_map(|thread| thread.join().expect("a fan-out report thread")).collect()
-    });
-    reports.sort_by_key(|(at, _)| *at);
-    let operations = reports.into_iter().map(|(_, report)| report).collect();
+    let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
     FanoutResponse {
         operations,
         spans_read: merged_rows + direct_rows,
