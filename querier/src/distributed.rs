@@ -402,6 +402,8 @@ pub(crate) struct FanoutExec {
 const FANOUT_RANGE: &str = "range";
 const FANOUT_SEQ: &str = "seq";
 const FANOUT_CHUNK: &str = "chunk";
+/// Most partitions (parts of its range analyzed at once) a fan-out task runs.
+const MAX_FANOUT_PARTITIONS: usize = 256;
 /// Bytes of an analysis per record batch, well below gRPC's message limits.
 const FANOUT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -544,7 +546,9 @@ fn decode_fanout(buf: &[u8]) -> Result<FanoutExec> {
         (false, None) => Parents::Op { service: wire.service, operation: wire.operation },
     };
     let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks };
-    Ok(FanoutExec::new(Arc::new(share), wire.range, wire.partitions))
+    // A share from another querier says how many partitions to run: at
+    // most a few hundred, whatever it says.
+    Ok(FanoutExec::new(Arc::new(share), wire.range, wire.partitions.min(MAX_FANOUT_PARTITIONS)))
 }
 
 /// A table that is one physical plan, so that a plan built here goes
@@ -615,7 +619,8 @@ impl Querier {
             parents: parents.clone(),
             blocks: blocks.to_vec(),
         };
-        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL, self.partitions()));
+        let partitions = self.partitions().min(MAX_FANOUT_PARTITIONS);
+        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL, partitions));
         let used = spread_used(&ctx);
         let collected = async {
             let frame = ctx.read_table(Arc::new(PlanTable(leaf)))?;
@@ -1105,6 +1110,14 @@ mod tests {
         assert_eq!(got.share.params.percentiles, [0.5, 0.99]);
         assert_eq!(got.share.params.limit, 7);
         assert!(matches!(&got.share.parents, Parents::Matched(set) if **set == matched));
+
+        // A share asking for more partitions than any querier runs gets the most.
+        let mut wire: serde_json::Value = serde_json::from_slice(&buf[1..]).unwrap();
+        wire["partitions"] = serde_json::json!(usize::MAX);
+        let mut hostile = vec![FANOUT];
+        hostile.extend(serde_json::to_vec(&wire).unwrap());
+        let got = SpansScanCodec.try_decode(&hostile, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
+        assert_eq!(got.downcast_ref::<FanoutExec>().unwrap().partitions, MAX_FANOUT_PARTITIONS);
     }
 
     #[test]
