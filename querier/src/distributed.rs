@@ -382,11 +382,11 @@ pub(crate) struct FanoutShare {
 /// trace-id range in every block (a trace's spans share its id, so each
 /// trace is analyzed whole, once) and sends what it found, serialized, in
 /// chunks; the coordinating querier merges the analyses into one report.
-/// Within a task, each of its partitions analyzes an equal part of the
-/// range (one analyzer per core), all under one memory pool of the
-/// per-query limit. (The partitions also make the planner put a network
-/// boundary above the leaf: a plan of one partition would run whole on the
-/// coordinating querier.)
+/// Within a task, its partitions share out the work of its range (the
+/// blocks' pieces and the merge's bands, each holding whole traces), all
+/// under one memory pool of the per-query limit. (The partitions also make
+/// the planner put a network boundary above the leaf: a plan of one
+/// partition would run whole on the coordinating querier.)
 #[derive(Debug)]
 pub(crate) struct FanoutExec {
     share: Arc<FanoutShare>,
@@ -397,9 +397,11 @@ pub(crate) struct FanoutExec {
     properties: Arc<PlanProperties>,
 }
 
-/// Columns of a [`FanoutExec`]'s output: the range (its first trace id),
-/// the chunk's number, and the chunk of the serialized analysis.
+/// Columns of a [`FanoutExec`]'s output: the task's range (its first trace
+/// id) and partition, whose analysis this is; the chunk's number, and the
+/// chunk of the serialized analysis.
 const FANOUT_RANGE: &str = "range";
+const FANOUT_PART: &str = "part";
 const FANOUT_SEQ: &str = "seq";
 const FANOUT_CHUNK: &str = "chunk";
 /// Most partitions (parts of its range analyzed at once) a fan-out task runs.
@@ -411,6 +413,7 @@ fn fanout_schema() -> SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};
     Arc::new(Schema::new(vec![
         Field::new(FANOUT_RANGE, DataType::FixedSizeBinary(16), false),
+        Field::new(FANOUT_PART, DataType::UInt32, false),
         Field::new(FANOUT_SEQ, DataType::UInt32, false),
         Field::new(FANOUT_CHUNK, DataType::Binary, false),
     ]))
@@ -446,9 +449,10 @@ impl ExecutionPlan for FanoutExec {
     leaf_plan!("FanoutExec");
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let Some(range) = self.range.split(self.partitions).get(partition).copied() else {
+        if partition >= self.partitions {
             return internal_err!("FanoutExec has {} partitions, asked for {partition}", self.partitions);
-        };
+        }
+        let (range, part) = (self.range, (partition, self.partitions));
         let Some(source) = context.session_config().get_extension::<FanoutSource>() else {
             return internal_err!("this session cannot read blocks for a fan-out analysis");
         };
@@ -458,7 +462,7 @@ impl ExecutionPlan for FanoutExec {
         let share = Arc::clone(&self.share);
         let analysis = async move {
             let found = source
-                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range, analyzers, pool)
+                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range, analyzers, part, pool)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let bytes = bincode::serialize(&found)
@@ -472,6 +476,7 @@ impl ExecutionPlan for FanoutExec {
                 .map(|(seq, chunk)| {
                     let columns: Vec<arrow::array::ArrayRef> = vec![
                         Arc::new(first.clone()),
+                        Arc::new(arrow::array::UInt32Array::from(vec![part.0 as u32])),
                         Arc::new(arrow::array::UInt32Array::from(vec![seq as u32])),
                         Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
                     ];
@@ -648,26 +653,30 @@ fn spread_used(ctx: &SessionContext) -> impl Fn() -> bool + use<> {
     move || used.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The analyses in `batches`: each range's chunks joined in order and decoded.
+/// The analyses in `batches`: the chunks of each (range, partition) joined
+/// in order and decoded.
 fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analysis>> {
     use arrow::array::AsArray;
-    let mut chunks: std::collections::BTreeMap<(Vec<u8>, u32), &[u8]> = std::collections::BTreeMap::new();
+    use arrow::datatypes::UInt32Type;
+    type Key = (Vec<u8>, u32, u32);
+    let mut chunks: std::collections::BTreeMap<Key, &[u8]> = std::collections::BTreeMap::new();
     for batch in batches {
         let column =
             |name: &str| batch.column_by_name(name).ok_or(QueryError::Internal("a fan-out analysis lacks a column"));
         let ranges = column(FANOUT_RANGE)?.as_fixed_size_binary();
-        let seqs = column(FANOUT_SEQ)?.as_primitive::<arrow::datatypes::UInt32Type>();
+        let parts = column(FANOUT_PART)?.as_primitive::<UInt32Type>();
+        let seqs = column(FANOUT_SEQ)?.as_primitive::<UInt32Type>();
         let data = column(FANOUT_CHUNK)?.as_binary::<i32>();
         for row in 0..batch.num_rows() {
-            chunks.insert((ranges.value(row).to_vec(), seqs.value(row)), data.value(row));
+            chunks.insert((ranges.value(row).to_vec(), parts.value(row), seqs.value(row)), data.value(row));
         }
     }
     let mut analyses = Vec::new();
     let mut bytes = Vec::new();
     let mut chunks = chunks.into_iter().peekable();
-    while let Some(((range, _), chunk)) = chunks.next() {
+    while let Some(((range, part, _), chunk)) = chunks.next() {
         bytes.extend_from_slice(chunk);
-        if chunks.peek().is_none_or(|((next, _), _)| *next != range) {
+        if chunks.peek().is_none_or(|((next, next_part, _), _)| (next, *next_part) != (&range, part)) {
             let analysis = bincode::deserialize(&bytes)
                 .map_err(|e| QueryError::Execution(format!("decoding a fan-out analysis: {e}")))?;
             analyses.push(analysis);
@@ -1139,20 +1148,28 @@ mod tests {
         let analysis = Analysis::default();
         let bytes = bincode::serialize(&analysis).unwrap();
         let schema = fanout_schema();
-        // Two ranges, each in two chunks, arriving interleaved.
-        let batch = |from: u128, seq: u32, chunk: &[u8]| {
+        // Three (range, partition) pairs, each in two chunks, arriving interleaved.
+        let batch = |from: u128, part: u32, seq: u32, chunk: &[u8]| {
             let columns: Vec<arrow::array::ArrayRef> = vec![
                 Arc::new(
                     arrow::array::FixedSizeBinaryArray::try_from_iter(std::iter::once(from.to_be_bytes())).unwrap(),
                 ),
+                Arc::new(arrow::array::UInt32Array::from(vec![part])),
                 Arc::new(arrow::array::UInt32Array::from(vec![seq])),
                 Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
             ];
             arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
         };
         let (head, tail) = bytes.split_at(bytes.len() / 2);
-        let batches = [batch(9, 1, tail), batch(1, 0, head), batch(9, 0, head), batch(1, 1, tail)];
-        assert_eq!(join_analyses(&batches).unwrap().len(), 2);
+        let batches = [
+            batch(9, 1, 1, tail),
+            batch(1, 0, 0, head),
+            batch(9, 0, 1, tail),
+            batch(9, 1, 0, head),
+            batch(9, 0, 0, head),
+            batch(1, 0, 1, tail),
+        ];
+        assert_eq!(join_analyses(&batches).unwrap().len(), 3);
     }
 
     #[test]

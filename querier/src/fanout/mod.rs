@@ -480,7 +480,10 @@ impl FanoutSource {
     /// alone are analyzed in parallel by `analyzers`, and the traces split
     /// over blocks through the merge. A range other than
     /// [`TraceRange::ALL`] needs every block indexed and sorted by trace id
-    /// (else an error): its rows are then known from the index.
+    /// (else an error): its rows are then known from the index. Of that
+    /// work (the blocks' pieces read alone, and the bands of the merge, each
+    /// holding whole traces), it does every `parts`-th from `part` on: the
+    /// parts together analyze the range once, each reading its own pages.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn analyze(
         &self,
@@ -490,6 +493,7 @@ impl FanoutSource {
         blocks: &[BlockMeta],
         range: TraceRange,
         analyzers: usize,
+        (part, parts): (usize, usize),
         pool: Arc<dyn MemoryPool>,
     ) -> Result<Analysis> {
         let mut names = Names::default();
@@ -617,7 +621,10 @@ impl FanoutSource {
         };
         // One analyzer per core, each taking the next block read whole (its
         // traces are complete in it), decoding and analyzing it on its task.
-        let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(direct)));
+        let mine = |at: &usize| at % parts.max(1) == part;
+        let direct: std::collections::VecDeque<Piece> =
+            direct.into_iter().enumerate().filter(|(at, _)| mine(at)).map(|(_, piece)| piece).collect();
+        let queue = Arc::new(std::sync::Mutex::new(direct));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..parallelism.max(1) {
             let (queue, reader, mut analyzer) = (Arc::clone(&queue), Arc::clone(&reader), analyzer());
@@ -650,7 +657,8 @@ impl FanoutSource {
         // analyzed on this task.
         let mut merging = analyzer();
         let mut merged = MergeStats::default();
-        for band in merge_bands(to_merge, MERGE_BAND_ROWS) {
+        let bands = merge_bands(to_merge, MERGE_BAND_ROWS).into_iter().enumerate().filter(|(at, _)| mine(at));
+        for (_, band) in bands {
             // Every block with such a trace is open at once: smaller batches
             // keep what they hold decoded bounded, however many blocks there are.
             let batch_rows = (MERGE_BUFFERED_ROWS / (3 * band.len())).clamp(256, BATCH_ROWS);
@@ -756,7 +764,8 @@ impl Querier {
             None => {
                 let source = self.fanout_source();
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                vec![source.analyze(tenant, &params, &parents, &blocks, TraceRange::ALL, cores, source.pool()).await?]
+                let all = TraceRange::ALL;
+                vec![source.analyze(tenant, &params, &parents, &blocks, all, cores, (0, 1), source.pool()).await?]
             }
         };
         Ok(report(analyses, &params, &parents, blocks.len()))
