@@ -1145,10 +1145,7 @@ mod tests {
 
     #[test]
     fn an_analysis_travels_whole_in_chunks() {
-        let analysis = Analysis::default();
-        let bytes = bincode::serialize(&analysis).unwrap();
         let schema = fanout_schema();
-        // Three (range, partition) pairs, each in two chunks, arriving interleaved.
         let batch = |from: u128, part: u32, seq: u32, chunk: &[u8]| {
             let columns: Vec<arrow::array::ArrayRef> = vec![
                 Arc::new(
@@ -1160,16 +1157,32 @@ mod tests {
             ];
             arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
         };
-        let (head, tail) = bytes.split_at(bytes.len() / 2);
-        let batches = [
-            batch(9, 1, 1, tail),
-            batch(1, 0, 0, head),
-            batch(9, 0, 1, tail),
-            batch(9, 1, 0, head),
-            batch(9, 0, 0, head),
-            batch(1, 0, 1, tail),
+        // Three (range, partition) pairs, each analysis different and in
+        // two chunks, the chunks arriving interleaved.
+        let sent = [
+            ((1, 0), Analysis::named(&["checkout", "GET /cart"], 11)),
+            ((9, 0), Analysis::named(&["cart"], 2_000_000)),
+            ((9, 1), Analysis::named(&["payment", "POST /pay", "SELECT"], 7)),
         ];
-        assert_eq!(join_analyses(&batches).unwrap().len(), 3);
+        let halves: Vec<(Vec<u8>, Vec<u8>)> = sent
+            .iter()
+            .map(|(_, analysis)| {
+                let bytes = bincode::serialize(analysis).unwrap();
+                let (head, tail) = bytes.split_at(bytes.len() / 2);
+                (head.to_vec(), tail.to_vec())
+            })
+            .collect();
+        let batches = [
+            batch(9, 1, 1, &halves[2].1),
+            batch(1, 0, 0, &halves[0].0),
+            batch(9, 0, 1, &halves[1].1),
+            batch(9, 1, 0, &halves[2].0),
+            batch(9, 0, 0, &halves[1].0),
+            batch(1, 0, 1, &halves[0].1),
+        ];
+        let got: Vec<String> = join_analyses(&batches).unwrap().iter().map(|a| format!("{a:?}")).collect();
+        let expected: Vec<String> = sent.iter().map(|(_, a)| format!("{a:?}")).collect();
+        assert_eq!(got, expected, "each analysis whole, in (range, partition) order");
     }
 
     #[test]

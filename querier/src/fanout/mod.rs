@@ -445,6 +445,19 @@ pub(crate) struct Analysis {
     pub(crate) held: Vec<MemoryReservation>,
 }
 
+#[cfg(test)]
+impl Analysis {
+    /// An analysis of no operation that names `names` and read `rows` spans.
+    pub(crate) fn named(names: &[&str], rows: u64) -> Self {
+        Self {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            direct_rows: rows,
+            merged_rows: rows / 2,
+            ..Self::default()
+        }
+    }
+}
+
 /// What the analysis reads blocks with: the store, the blocks' footers and
 /// trace indexes, and the per-query memory limit (and its gauge).
 #[derive(Clone)]
