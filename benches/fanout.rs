@@ -13,7 +13,9 @@
 //! of the report over the same block files, in one query: exact parent and
 //! slowest-call percentiles, mean degree and per-edge percentiles
 //! ([`DUCKDB_SQL`]; median of 3 after a warm-up, its start-up not timed).
-//! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000).
+//! Knobs: SPANLAKE_BENCH_FANOUT_SPANS (comma-separated sizes, default 1000000,10000000);
+//! SPANLAKE_BENCH_FANOUT_DIR (write the blocks there and keep them, to profile
+//! a querier over them afterwards; the directory must be empty).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -78,8 +80,12 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
-    let storage = spanlake::storage::open(&StorageArgs::local(dir.path().to_str().unwrap())).unwrap();
+    let temp = tempfile::TempDir::new().unwrap();
+    let dir = match std::env::var("SPANLAKE_BENCH_FANOUT_DIR") {
+        Ok(kept) => std::path::PathBuf::from(kept),
+        Err(_) => temp.path().to_owned(),
+    };
+    let storage = spanlake::storage::open(&StorageArgs::local(dir.to_str().unwrap())).unwrap();
     let tenant = TenantId::single();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     let hour = 3_600_000_000_000u64;
@@ -150,7 +156,7 @@ fn main() {
                     );
                 }
 
-                let storage_arg = dir.path().to_str().unwrap();
+                let storage_arg = dir.to_str().unwrap();
                 let limits = ["--query-timeout", "30m", "--sql-memory-limit", "16GiB"];
                 let http = reqwest::Client::new();
 

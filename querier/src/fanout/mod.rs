@@ -21,13 +21,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StructArray};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::errors::ParquetError;
 use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
@@ -145,7 +146,8 @@ struct Analyzer {
     names: Names,
     trace: Option<u128>,
     rows: Vec<SpanRow>,
-    ops: HashMap<(u32, u32), stats::OpStats>,
+    scratch: trace::Scratch,
+    ops: foldhash::HashMap<(u32, u32), stats::OpStats>,
     /// What the analysis holds, against the query's pool (`--sql-memory-limit`).
     memory: MemoryReservation,
     /// Bytes the per-operation statistics hold (an estimate: per parent its
@@ -173,10 +175,12 @@ impl Analyzer {
                     ParentFilter::Matched(set) => set.contains(&(trace_id, s.id)),
                 }
         };
-        for parent in trace::analyze(&self.rows, self.params.child_kinds, self.params.edge_by, is_parent) {
-            self.held += stats::OpStats::BYTES_PER_PARENT + stats::OpStats::BYTES_PER_CALL * parent.calls.len();
-            self.ops.entry(parent.op).or_default().add(&parent, trace_id);
-        }
+        let (ops, held) = (&mut self.ops, &mut self.held);
+        let (kinds, edge_by) = (self.params.child_kinds, self.params.edge_by);
+        trace::analyze_with(&self.rows, kinds, edge_by, is_parent, &mut self.scratch, |parent| {
+            *held += stats::OpStats::BYTES_PER_PARENT + stats::OpStats::BYTES_PER_CALL * parent.calls.len();
+            ops.entry(parent.op).or_default().add(parent, trace_id);
+        });
         self.rows.clear();
     }
 
@@ -225,48 +229,78 @@ fn map_str(map: &MapArray, row: usize, key: &str) -> Option<String> {
     (0..keys.len()).find(|&i| keys.value(i) == key).filter(|&i| strs.is_valid(i)).map(|i| strs.value(i).to_owned())
 }
 
+/// Column `name` of `batch`, mapped row by row through `f` (a null reads as
+/// ""): a dictionary column's values once per batch, plain strings one by one.
+fn map_strings<T: Copy>(batch: &RecordBatch, name: &str, mut f: impl FnMut(&str) -> T) -> Vec<T> {
+    let column = batch.column_by_name(name).expect("projected column");
+    match column.as_dictionary_opt::<Int32Type>() {
+        Some(dictionary) => {
+            let values = dictionary.values().as_string::<i32>();
+            let mapped: Vec<T> = values.iter().map(|v| f(v.unwrap_or_default())).collect();
+            let null = f("");
+            dictionary.keys().iter().map(|key| key.map_or(null, |key| mapped[key as usize])).collect()
+        }
+        None => column.as_string::<i32>().iter().map(|v| f(v.unwrap_or_default())).collect(),
+    }
+}
+
+/// The string columns the analysis reads as dictionaries when they are
+/// stored so: few distinct values, each mapped once per batch instead of once
+/// per row, and no string copied out of the page.
+const DICTIONARY_COLUMNS: [&str; 4] = [NAME, KIND, STATUS_CODE, SERVICE_NAME];
+
+/// `footer` with [`DICTIONARY_COLUMNS`] read as dictionaries.
+fn with_dictionaries(footer: &ArrowReaderMetadata) -> std::result::Result<ArrowReaderMetadata, ParquetError> {
+    let fields: Vec<Field> = footer
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| {
+            match DICTIONARY_COLUMNS.contains(&field.name().as_str()) && field.data_type() == &DataType::Utf8 {
+                true => Field::new(
+                    field.name(),
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    field.is_nullable(),
+                )
+                .with_metadata(field.metadata().clone()),
+                false => field.as_ref().clone(),
+            }
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, footer.schema().metadata().clone()));
+    ArrowReaderMetadata::try_new(Arc::clone(footer.metadata()), ArrowReaderOptions::new().with_schema(schema))
+}
+
 impl BatchSink for Analyzer {
     async fn write(&mut self, batch: RecordBatch) -> Result<(), ArrowError> {
         let column = |name: &str| batch.column_by_name(name).expect("projected column");
         let traces = column(TRACE_ID).as_fixed_size_binary();
         let ids = column(SPAN_ID).as_fixed_size_binary();
         let parents = column(PARENT_SPAN_ID).as_fixed_size_binary();
-        let names = column(NAME).as_string::<i32>();
-        let kinds = column(KIND).as_string::<i32>();
         let starts = column(START_TIME).as_primitive::<TimestampNanosecondType>();
         let ends = column(END_TIME).as_primitive::<TimestampNanosecondType>();
-        let statuses = column(STATUS_CODE).as_string::<i32>();
-        let services = column(SERVICE_NAME).as_string::<i32>();
+        let names = map_strings(&batch, NAME, |name| self.names.id(name));
+        let services = map_strings(&batch, SERVICE_NAME, |service| self.names.id(service));
+        let kinds = map_strings(&batch, KIND, Kind::from_stored);
+        let errors = map_strings(&batch, STATUS_CODE, |status| status == "error");
         let attributes = batch.column_by_name(SPAN_ATTRIBUTES).map(|a| a.as_map());
         let trace_states = batch.column_by_name(TRACE_STATE).map(|c| c.as_string::<i32>());
-        // Neighbouring rows mostly repeat a service (a trace's spans come
-        // grouped by resource): remember the last one before hashing.
-        let mut last_service: Option<(&str, u32)> = None;
         for row in 0..batch.num_rows() {
             let trace_id = u128::from_be_bytes(traces.value(row).try_into().expect("16-byte trace id"));
             if self.trace != Some(trace_id) {
                 self.flush_trace();
                 self.trace = Some(trace_id);
             }
-            let service = if services.is_valid(row) { services.value(row) } else { "" };
-            let service = match last_service {
-                Some((name, id)) if name == service => id,
-                _ => {
-                    let id = self.names.id(service);
-                    last_service = Some((service, id));
-                    id
-                }
-            };
             let peer_service = attributes.and_then(|a| map_str(a, row, "peer.service")).map(|p| self.names.id(&p));
             self.rows.push(SpanRow {
                 id: u64_of(ids.value(row)),
                 parent: parents.is_valid(row).then(|| u64_of(parents.value(row))),
-                service,
-                name: self.names.id(names.value(row)),
-                kind: Kind::from_stored(kinds.value(row)),
+                service: services[row],
+                name: names[row],
+                kind: kinds[row],
                 start: starts.value(row),
                 end: ends.value(row),
-                error: statuses.value(row) == "error",
+                error: errors[row],
                 peer_service,
                 weight: match trace_states {
                     Some(states) if states.is_valid(row) && !states.value(row).is_empty() => {
@@ -337,8 +371,15 @@ struct BlockReader {
 }
 
 impl BlockReader {
-    /// The rows of `piece`, in block order, `batch_rows` at a time.
-    fn open(&self, (block, footer, rows): Piece, batch_rows: usize) -> Result<SortedInput> {
+    /// The rows of `piece`, in block order, `batch_rows` at a time; with
+    /// `dictionaries`, [`DICTIONARY_COLUMNS`] come as dictionaries (the
+    /// merge compares plain strings, so only what is read alone).
+    fn open(&self, (block, footer, rows): Piece, batch_rows: usize, dictionaries: bool) -> Result<SortedInput> {
+        let read_error = |source| QueryError::ReadBlock { block_id: block.id.to_string(), source };
+        let footer = match dictionaries {
+            true => with_dictionaries(&footer).map_err(read_error)?,
+            false => footer,
+        };
         let reader = ObjectReader::block(&self.storage, &self.tenant, &block);
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let mask = ProjectionMask::roots(builder.parquet_schema(), self.indices.iter().copied());
@@ -346,8 +387,7 @@ impl BlockReader {
         if let Some(rows) = rows {
             builder = builder.with_row_selection(rows);
         }
-        let stream =
-            builder.build().map_err(|source| QueryError::ReadBlock { block_id: block.id.to_string(), source })?;
+        let stream = builder.build().map_err(read_error)?;
         Ok(stream.map_err(|e| ArrowError::ExternalError(Box::new(e))).boxed())
     }
 }
@@ -626,7 +666,8 @@ impl FanoutSource {
             names: names.clone(),
             trace: None,
             rows: Vec::new(),
-            ops: HashMap::new(),
+            scratch: trace::Scratch::default(),
+            ops: foldhash::HashMap::default(),
             held: 0,
             memory: MemoryConsumer::new("fan-out analysis").register(&pool),
             over_limit: false,
@@ -644,7 +685,7 @@ impl FanoutSource {
             tasks.spawn(async move {
                 loop {
                     let Some(piece) = queue.lock().expect("fan-out queue").pop_front() else { break };
-                    let mut input = reader.open(piece, BATCH_ROWS)?;
+                    let mut input = reader.open(piece, BATCH_ROWS, true)?;
                     while let Some(batch) = input.next().await {
                         let batch = batch.map_err(reading)?;
                         analyzer.spans += batch.num_rows() as u64;
@@ -677,7 +718,7 @@ impl FanoutSource {
             let batch_rows = (MERGE_BUFFERED_ROWS / (3 * band.len())).clamp(256, BATCH_ROWS);
             let inputs = band
                 .into_iter()
-                .map(|piece| reader.open(piece, batch_rows).map(prefetched))
+                .map(|piece| reader.open(piece, batch_rows, false).map(prefetched))
                 .collect::<Result<Vec<_>>>()?;
             let stats = merge_sorted(inputs, BATCH_ROWS, &mut merging).await;
             if merging.over_limit {

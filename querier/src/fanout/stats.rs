@@ -2,7 +2,9 @@
 //! percentiles (every value is kept and sorted), the degree histogram, the
 //! per-edge tables and the independence model's prediction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,16 @@ pub(crate) struct OpStats {
     parallelism: Vec<f64>,
     overflow: u64,
     edges: HashMap<Edge, EdgeStats>,
+    /// Buffers [`OpStats::add`] reuses from parent to parent.
+    #[serde(skip)]
+    scratch: AddScratch,
+}
+
+#[derive(Debug, Default)]
+struct AddScratch {
+    /// A parent's calls: (edge, duration, time on the critical path, error).
+    calls: Vec<(Edge, i64, i64, bool)>,
+    mix: Mix,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,32 +89,41 @@ impl OpStats {
         if parent.in_flight > 0 {
             self.parallelism.push(parent.busy as f64 / parent.in_flight as f64);
         }
-        let mut mix: BTreeMap<Edge, (u32, i64)> = BTreeMap::new();
-        for call in &parent.calls {
-            let edge = self.edges.entry(call.edge).or_default();
-            edge.durations.push(call.duration, weight);
-            edge.errors += u64::from(call.error);
-            edge.critical += i128::from(call.critical);
-            let entry = mix.entry(call.edge).or_insert((0, i64::MIN));
-            entry.0 += 1;
-            entry.1 = entry.1.max(call.duration);
-        }
-        for (edge, (calls, max)) in &mix {
-            let stats = self.edges.get_mut(edge).expect("added above");
-            stats.per_parent_calls.push(*calls);
-            stats.per_parent_max.push(*max);
+        // The calls grouped by edge (slowest last in each group): one
+        // lookup per edge, and the parent's call mix in edge order.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (calls, mix) = (&mut scratch.calls, &mut scratch.mix);
+        calls.clear();
+        calls.extend(parent.calls.iter().map(|c| (c.edge, c.duration, c.critical, c.error)));
+        calls.sort_unstable_by_key(|&(edge, duration, ..)| (edge, duration));
+        mix.clear();
+        for group in calls.chunk_by(|a, b| a.0 == b.0) {
+            let (edge, slowest) = (group[0].0, group[group.len() - 1].1);
+            let stats = self.edges.entry(edge).or_default();
+            for &(_, duration, critical, error) in group {
+                stats.durations.push(duration, weight);
+                stats.errors += u64::from(error);
+                stats.critical += i128::from(critical);
+            }
+            stats.per_parent_calls.push(group.len() as u32);
+            stats.per_parent_max.push(slowest);
             stats.per_parent_index.push(index);
+            mix.push((edge, group.len() as u32));
         }
         if let Some(edge) = parent.last_finisher {
             self.edges.get_mut(&edge).expect("a call's edge").last_finisher += 1;
         }
-        let mix: Mix = mix.into_iter().map(|(e, (n, _))| (e, n)).collect();
-        let next = self.mixes.len() as u32;
-        let id = *self.mix_ids.entry(mix).or_insert_with_key(|mix| {
-            self.mixes.push(mix.clone());
-            next
-        });
+        let id = match self.mix_ids.get(mix.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.mixes.len() as u32;
+                self.mixes.push(mix.clone());
+                self.mix_ids.insert(mix.clone(), id);
+                id
+            }
+        };
         self.mix_of.push(id);
+        self.scratch = scratch;
     }
 
     pub(crate) fn parents(&self) -> usize {
@@ -448,7 +469,7 @@ impl OpStats {
             .map(|(min, max)| {
                 let members: Vec<usize> =
                     (0..self.degrees.len()).filter(|&i| (min..=max).contains(&self.degrees[i])).collect();
-                let mut counts: HashMap<u32, f64> = HashMap::new();
+                let mut counts: HashMap<u32, f64> = HashMap::default();
                 for &i in &members {
                     *counts.entry(self.mix_of[i]).or_default() += f64::from(self.durations.weight(i));
                 }

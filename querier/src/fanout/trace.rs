@@ -8,8 +8,6 @@
 //! ends last before that one started, and so on; producer (async) calls are
 //! never on it.
 
-use std::collections::HashMap;
-
 pub(crate) use crate::traceql::ast::KindValue as Kind;
 
 /// One span, as the analysis needs it; names are interned ids.
@@ -81,7 +79,7 @@ pub(crate) struct Call {
 }
 
 /// One parent span and its calls.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Parent {
     /// (service, operation) of the parent.
     pub(crate) op: (u32, u32),
@@ -110,55 +108,96 @@ impl Parent {
     }
 }
 
-/// Analyzes one trace's spans; `is_parent` picks the parent spans.
-pub(crate) fn analyze(
+/// Buffers one analyzer reuses from trace to trace and parent to parent,
+/// so that analyzing a trace allocates nothing once they have grown.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// (parent span id, child's index in the trace), sorted.
+    children: Vec<(u64, u32)>,
+    calls: Vec<u32>,
+    clamped: Vec<(i64, i64)>,
+    order: Vec<u32>,
+    parent: Parent,
+}
+
+/// The children of span `id`, in trace order: indexes into the trace.
+fn children_of(children: &[(u64, u32)], id: u64) -> impl Iterator<Item = usize> + '_ {
+    let from = children.partition_point(|&(parent, _)| parent < id);
+    children[from..].iter().take_while(move |&&(parent, _)| parent == id).map(|&(_, i)| i as usize)
+}
+
+/// Analyzes one trace's spans; `is_parent` picks the parent spans, and
+/// `each` receives each parent in turn (the same buffer, refilled).
+pub(crate) fn analyze_with(
     spans: &[SpanRow],
     kinds: ChildKinds,
     edge_by: EdgeBy,
     mut is_parent: impl FnMut(&SpanRow) -> bool,
-) -> Vec<Parent> {
-    let mut children: HashMap<u64, Vec<usize>> = HashMap::new();
-    for (i, span) in spans.iter().enumerate() {
-        if let Some(parent) = span.parent {
-            children.entry(parent).or_default().push(i);
-        }
-    }
+    scratch: &mut Scratch,
+    mut each: impl FnMut(&Parent),
+) {
+    let Scratch { children, calls, clamped, order, parent } = scratch;
+    children.clear();
+    children.extend(spans.iter().enumerate().filter_map(|(i, s)| s.parent.map(|p| (p, i as u32))));
+    children.sort_unstable();
     let counts = |kind: Kind| match kinds {
         ChildKinds::Outbound => matches!(kind, Kind::Client | Kind::Producer),
         ChildKinds::All => true,
     };
-    let mut parents = Vec::new();
     for span in spans.iter().filter(|s| is_parent(s)) {
-        let calls: Vec<&SpanRow> = children
-            .get(&span.id)
-            .map(|c| c.iter().map(|&i| &spans[i]).filter(|c| counts(c.kind)).collect())
-            .unwrap_or_default();
+        calls.clear();
+        calls.extend(children_of(children, span.id).filter(|&i| counts(spans[i].kind)).map(|i| i as u32));
         let edge_of = |call: &SpanRow| -> Edge {
             let service = match edge_by {
                 EdgeBy::Child => call.service,
-                EdgeBy::Server => children
-                    .get(&call.id)
-                    .and_then(|g| g.iter().map(|&i| &spans[i]).find(|g| g.kind == Kind::Server))
+                EdgeBy::Server => children_of(children, call.id)
+                    .map(|i| &spans[i])
+                    .find(|g| g.kind == Kind::Server)
                     .map(|g| g.service)
                     .or(call.peer_service)
                     .unwrap_or(call.service),
             };
             (service, call.name)
         };
-        parents.push(parent_of(span, &calls, edge_of));
+        fill_parent(parent, span, spans, calls, clamped, order, edge_of);
+        each(parent);
     }
+}
+
+/// Analyzes one trace's spans; `is_parent` picks the parent spans.
+#[cfg(test)]
+pub(crate) fn analyze(
+    spans: &[SpanRow],
+    kinds: ChildKinds,
+    edge_by: EdgeBy,
+    is_parent: impl FnMut(&SpanRow) -> bool,
+) -> Vec<Parent> {
+    let mut parents = Vec::new();
+    analyze_with(spans, kinds, edge_by, is_parent, &mut Scratch::default(), |p| parents.push(p.clone()));
     parents
 }
 
-fn parent_of(span: &SpanRow, calls: &[&SpanRow], edge_of: impl Fn(&SpanRow) -> Edge) -> Parent {
+/// Refills `out` with parent `span` and its `calls` (indexes into `spans`).
+fn fill_parent(
+    out: &mut Parent,
+    span: &SpanRow,
+    spans: &[SpanRow],
+    calls: &[u32],
+    clamped: &mut Vec<(i64, i64)>,
+    order: &mut Vec<u32>,
+    edge_of: impl Fn(&SpanRow) -> Edge,
+) {
     let (a, e) = (span.start, span.end.max(span.start));
+    let call = |i: u32| &spans[i as usize];
     let clamp = |c: &SpanRow| (c.start.clamp(a, e), c.end.clamp(a, e).max(c.start.clamp(a, e)));
-    let mut out: Vec<Call> = calls
-        .iter()
-        .map(|c| Call { edge: edge_of(c), duration: (c.end - c.start).max(0), error: c.error, critical: 0 })
-        .collect();
-    let overflow = calls.iter().filter(|c| c.start < a || c.end > e).count() as u32;
-    let clamped: Vec<(i64, i64)> = calls.iter().map(|c| clamp(c)).collect();
+    out.calls.clear();
+    out.calls.extend(calls.iter().map(|&i| {
+        let c = call(i);
+        Call { edge: edge_of(c), duration: (c.end - c.start).max(0), error: c.error, critical: 0 }
+    }));
+    let overflow = calls.iter().map(|&i| call(i)).filter(|c| c.start < a || c.end > e).count() as u32;
+    clamped.clear();
+    clamped.extend(calls.iter().map(|&i| clamp(call(i))));
     let first = clamped.iter().map(|c| c.0).min();
     let last = clamped.iter().map(|c| c.1).max();
     let (before, in_flight, after) = match (first, last) {
@@ -168,29 +207,27 @@ fn parent_of(span: &SpanRow, calls: &[&SpanRow], edge_of: impl Fn(&SpanRow) -> E
     let busy = clamped.iter().map(|(s, t)| t - s).sum();
 
     // Jaeger's walk, over synchronous calls only.
-    let mut order: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].kind != Kind::Producer).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse((clamped[i].1, clamped[i].0)));
-    let last_finisher = order.first().map(|&i| out[i].edge);
+    order.clear();
+    order.extend((0..calls.len() as u32).filter(|&i| call(calls[i as usize]).kind != Kind::Producer));
+    order.sort_by_key(|&i| std::cmp::Reverse((clamped[i as usize].1, clamped[i as usize].0)));
+    let last_finisher = order.first().map(|&i| out.calls[i as usize].edge);
     let mut cursor = e;
-    for &i in &order {
-        let (start, end) = clamped[i];
+    for &i in order.iter() {
+        let (start, end) = clamped[i as usize];
         if end <= cursor && end > start {
-            out[i].critical = end - start;
+            out.calls[i as usize].critical = end - start;
             cursor = start;
         }
     }
-    Parent {
-        op: (span.service, span.name),
-        duration: e - a,
-        calls: out,
-        before,
-        in_flight,
-        after,
-        overflow,
-        last_finisher,
-        busy,
-        weight: span.weight,
-    }
+    out.op = (span.service, span.name);
+    out.duration = e - a;
+    out.before = before;
+    out.in_flight = in_flight;
+    out.after = after;
+    out.overflow = overflow;
+    out.last_finisher = last_finisher;
+    out.busy = busy;
+    out.weight = span.weight;
 }
 
 #[cfg(test)]
