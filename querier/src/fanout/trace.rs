@@ -112,18 +112,45 @@ impl Parent {
 /// so that analyzing a trace allocates nothing once they have grown.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
+    /// The parents' indexes in the trace.
+    parents: Vec<u32>,
     /// (parent span id, child's index in the trace), sorted.
     children: Vec<(u64, u32)>,
     calls: Vec<u32>,
     clamped: Vec<(i64, i64)>,
-    order: Vec<u32>,
+    /// Synchronous calls latest-ending first: (end, start, index), reversed.
+    order: Vec<std::cmp::Reverse<(i64, i64, std::cmp::Reverse<u32>)>>,
     parent: Parent,
 }
 
-/// The children of span `id`, in trace order: indexes into the trace.
-fn children_of(children: &[(u64, u32)], id: u64) -> impl Iterator<Item = usize> + '_ {
-    let from = children.partition_point(|&(parent, _)| parent < id);
-    children[from..].iter().take_while(move |&&(parent, _)| parent == id).map(|&(_, i)| i as usize)
+/// Parents at most this many children lookups a trace's spans are scanned
+/// for directly; past it they are sorted by parent once.
+const SCANNED_LOOKUPS: usize = 8;
+
+/// Finds a span's children: by scanning the trace for a few lookups, by a
+/// sorted list for many.
+struct Children<'a> {
+    spans: &'a [SpanRow],
+    sorted: Option<&'a [(u64, u32)]>,
+}
+
+impl Children<'_> {
+    /// The children of span `id`, in trace order: indexes into the trace.
+    fn of(&self, id: u64) -> impl Iterator<Item = usize> + '_ {
+        let (scanned, sorted) = match self.sorted {
+            None => {
+                (Some(self.spans.iter().enumerate().filter(move |(_, s)| s.parent == Some(id)).map(|(i, _)| i)), None)
+            }
+            Some(sorted) => {
+                let from = sorted.partition_point(|&(parent, _)| parent < id);
+                (
+                    None,
+                    Some(sorted[from..].iter().take_while(move |&&(parent, _)| parent == id).map(|&(_, i)| i as usize)),
+                )
+            }
+        };
+        scanned.into_iter().flatten().chain(sorted.into_iter().flatten())
+    }
 }
 
 /// Analyzes one trace's spans; `is_parent` picks the parent spans, and
@@ -136,21 +163,35 @@ pub(crate) fn analyze_with(
     scratch: &mut Scratch,
     mut each: impl FnMut(&Parent),
 ) {
-    let Scratch { children, calls, clamped, order, parent } = scratch;
-    children.clear();
-    children.extend(spans.iter().enumerate().filter_map(|(i, s)| s.parent.map(|p| (p, i as u32))));
-    children.sort_unstable();
+    let Scratch { parents, children, calls, clamped, order, parent } = scratch;
+    parents.clear();
+    parents.extend(spans.iter().enumerate().filter(|(_, s)| is_parent(s)).map(|(i, _)| i as u32));
+    if parents.is_empty() {
+        return;
+    }
+    // A parent's lookup, and with edges named by the server its calls' too.
+    let sorted = match edge_by == EdgeBy::Child && parents.len() <= SCANNED_LOOKUPS {
+        true => None,
+        false => {
+            children.clear();
+            children.extend(spans.iter().enumerate().filter_map(|(i, s)| s.parent.map(|p| (p, i as u32))));
+            children.sort_unstable();
+            Some(children.as_slice())
+        }
+    };
+    let children = Children { spans, sorted };
     let counts = |kind: Kind| match kinds {
         ChildKinds::Outbound => matches!(kind, Kind::Client | Kind::Producer),
         ChildKinds::All => true,
     };
-    for span in spans.iter().filter(|s| is_parent(s)) {
+    for span in parents.iter().map(|&i| &spans[i as usize]) {
         calls.clear();
-        calls.extend(children_of(children, span.id).filter(|&i| counts(spans[i].kind)).map(|i| i as u32));
+        calls.extend(children.of(span.id).filter(|&i| counts(spans[i].kind)).map(|i| i as u32));
         let edge_of = |call: &SpanRow| -> Edge {
             let service = match edge_by {
                 EdgeBy::Child => call.service,
-                EdgeBy::Server => children_of(children, call.id)
+                EdgeBy::Server => children
+                    .of(call.id)
                     .map(|i| &spans[i])
                     .find(|g| g.kind == Kind::Server)
                     .map(|g| g.service)
@@ -184,7 +225,7 @@ fn fill_parent(
     spans: &[SpanRow],
     calls: &[u32],
     clamped: &mut Vec<(i64, i64)>,
-    order: &mut Vec<u32>,
+    order: &mut Vec<std::cmp::Reverse<(i64, i64, std::cmp::Reverse<u32>)>>,
     edge_of: impl Fn(&SpanRow) -> Edge,
 ) {
     let (a, e) = (span.start, span.end.max(span.start));
@@ -206,14 +247,19 @@ fn fill_parent(
     };
     let busy = clamped.iter().map(|(s, t)| t - s).sum();
 
-    // Jaeger's walk, over synchronous calls only.
+    // Jaeger's walk, over synchronous calls only: latest end first, then
+    // latest start, then first in the trace.
+    use std::cmp::Reverse;
     order.clear();
-    order.extend((0..calls.len() as u32).filter(|&i| call(calls[i as usize]).kind != Kind::Producer));
-    order.sort_by_key(|&i| std::cmp::Reverse((clamped[i as usize].1, clamped[i as usize].0)));
-    let last_finisher = order.first().map(|&i| out.calls[i as usize].edge);
+    order.extend(
+        (0..calls.len() as u32)
+            .filter(|&i| call(calls[i as usize]).kind != Kind::Producer)
+            .map(|i| Reverse((clamped[i as usize].1, clamped[i as usize].0, Reverse(i)))),
+    );
+    order.sort_unstable();
+    let last_finisher = order.first().map(|&Reverse((.., Reverse(i)))| out.calls[i as usize].edge);
     let mut cursor = e;
-    for &i in order.iter() {
-        let (start, end) = clamped[i as usize];
+    for &Reverse((end, start, Reverse(i))) in order.iter() {
         if end <= cursor && end > start {
             out.calls[i as usize].critical = end - start;
             cursor = start;

@@ -97,3 +97,27 @@ fn edges_resolve_to_the_callee_server_then_peer_service() {
     let parents = analyze(&spans, ChildKinds::Outbound, EdgeBy::Child, |s| s.id == 1);
     assert!(parents[0].calls.iter().all(|c| c.edge.0 == LEAF));
 }
+
+#[test]
+fn many_parents_find_the_same_children_as_one_parent_alone() {
+    // A root calling 12 servers, each calling 2 leaves, spans out of order:
+    // every span a parent (children found through the sorted list) against
+    // one parent at a time (found by scanning the trace).
+    let mut spans = vec![root(0, 1_000)];
+    for s in 0..12u64 {
+        let server = 100 + s;
+        spans.push(span(server, Some(1), LEAF, Kind::Client, 10 * s as i64, 500 + s as i64));
+        for l in 0..2u64 {
+            spans.push(span(1_000 + 10 * s + l, Some(server), DB, Kind::Client, 20 * s as i64, 400 + l as i64));
+        }
+    }
+    spans.reverse();
+    let all = analyze(&spans, ChildKinds::Outbound, EdgeBy::Child, |_| true);
+    assert_eq!(all.len(), spans.len());
+    for (parent, span) in all.iter().zip(&spans) {
+        let alone = analyze(&spans, ChildKinds::Outbound, EdgeBy::Child, |s| s.id == span.id);
+        assert_eq!(alone, vec![parent.clone()], "parent {}", span.id);
+    }
+    let root = all.iter().zip(&spans).find(|(_, s)| s.id == 1).unwrap().0;
+    assert_eq!(root.calls.len(), 12);
+}
