@@ -97,6 +97,38 @@ impl TraceIndex {
         edges
     }
 
+    /// The rows of those of `traces` (ascending) this block holds, as
+    /// ascending ranges; None when the block is not sorted.
+    pub(crate) fn rows_of_traces(&self, traces: &[u128]) -> Option<Vec<Range<u32>>> {
+        let mut ranges = Vec::new();
+        if self.sorted() {
+            let (low, high) = (self.ids.first().copied().unwrap_or(0), self.ids.last().copied().unwrap_or(0));
+            let from = traces.partition_point(|&t| t < low);
+            for &trace in traces[from..].iter().take_while(|&&t| t <= high) {
+                if let Ok(i) = self.ids.binary_search(&trace) {
+                    push_range(&mut ranges, self.run(i));
+                }
+            }
+        }
+        self.sorted().then_some(ranges)
+    }
+
+    /// The rows of the traces that hold any of `rows` (ascending), as
+    /// ascending ranges; None when the block is not sorted.
+    pub(crate) fn traces_of_rows(&self, rows: impl IntoIterator<Item = u32>) -> Option<Vec<Range<u32>>> {
+        let mut ranges: Vec<Range<u32>> = Vec::new();
+        if self.sorted() {
+            for row in rows {
+                if ranges.last().is_some_and(|last| last.contains(&row)) || row >= self.rows {
+                    continue;
+                }
+                let i = self.starts.partition_point(|&start| start <= row) - 1;
+                push_range(&mut ranges, self.run(i));
+            }
+        }
+        self.sorted().then_some(ranges)
+    }
+
     /// Rows of trace `i` (of a sorted block).
     fn run(&self, i: usize) -> Range<u32> {
         self.starts[i]..self.starts[i + 1]
@@ -275,6 +307,37 @@ pub(crate) fn band(index: &TraceIndex, ranges: &[Range<u32>], from: u128, to: Op
     Some(ranges.iter().map(|r| r.start.max(low)..r.end.min(high)).filter(|r| !r.is_empty()).collect())
 }
 
+/// The rows both `a` and `b` hold (each ascending and apart).
+pub(crate) fn intersect(a: &[Range<u32>], b: &[Range<u32>]) -> Vec<Range<u32>> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let (start, end) = (a[i].start.max(b[j].start), a[i].end.min(b[j].end));
+        if start < end {
+            out.push(start..end);
+        }
+        if a[i].end < b[j].end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The rows a selection of a block of `rows` rows reads, as ascending ranges.
+pub(crate) fn selected_ranges(selection: &RowSelection, rows: u32) -> Vec<Range<u32>> {
+    let mut ranges = Vec::new();
+    let mut at = 0u32;
+    for selector in selection.iter() {
+        let end = at.saturating_add(u32::try_from(selector.row_count).unwrap_or(u32::MAX)).min(rows);
+        if !selector.skip && end > at {
+            push_range(&mut ranges, at..end);
+        }
+        at = end;
+    }
+    ranges
+}
+
 /// Rows of a block: all of them, or a selection.
 #[derive(Debug, Clone)]
 pub(crate) enum Rows {
@@ -365,6 +428,33 @@ pub(crate) mod tests {
             builder.push(&batch(rows)).unwrap();
         }
         builder.finish()
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of row ranges that hold one
+    fn the_rows_of_chosen_traces_and_of_the_traces_holding_rows() {
+        // Traces 1 (rows 0..2), 3 (2..5), 5 (5..6), 7 (6..8).
+        let a = index(&[
+            &[(1, 1, "server"), (1, 2, "client"), (3, 1, "server"), (3, 2, "client")],
+            &[(3, 3, "client"), (5, 1, "server"), (7, 1, "server"), (7, 2, "client")],
+        ]);
+        let id = |n: u8| u128::from_be_bytes([n; 16]);
+        assert_eq!(a.rows_of_traces(&[id(0), id(3), id(4), id(5), id(9)]), Some(vec![2..6]));
+        assert_eq!(a.rows_of_traces(&[id(1), id(7)]), Some(vec![0..2, 6..8]));
+        assert_eq!(a.rows_of_traces(&[]), Some(vec![]));
+        assert_eq!(a.traces_of_rows([1, 4, 6, 7]), Some(vec![0..5, 6..8]), "rows 1 and 4 lie in traces 1 and 3");
+        assert_eq!(a.traces_of_rows([5, 9]), Some(vec![5..6]), "a row past the block's end holds no trace");
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of row ranges that hold one
+    fn ranges_intersect_and_selections_read_back_as_ranges() {
+        assert_eq!(intersect(&[0..10, 20..30], &[5..25, 28..40]), vec![5..10, 20..25, 28..30]);
+        assert_eq!(intersect(&[0..5], &[5..9]), Vec::<Range<u32>>::new());
+        assert_eq!(intersect(&[], &[0..9]), Vec::<Range<u32>>::new());
+        let ranges = vec![2..4, 7..10];
+        assert_eq!(selected_ranges(&selection(&ranges, 12, false), 12), ranges);
+        assert_eq!(selected_ranges(&selection(&ranges, 12, true), 12), vec![0..2, 4..7, 10..12]);
     }
 
     #[test]

@@ -141,6 +141,55 @@ async fn traces_split_over_blocks_and_sent_twice_give_the_same_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rare_parent_is_analyzed_from_its_own_traces_alone() {
+    let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 - 60_000_000_000;
+    let mut client = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    // 4 requests of 100 traces; in each, the roots of 3 traces are renamed
+    // `GET /rare`: 12 rare parents among 400.
+    let (mut total, mut rare_spans) = (0u64, 0u64);
+    for _ in 0..4 {
+        let mut whole = workload(4, false, FanoutMode::Parallel).request(&mut rng, 100, now);
+        let mut rare_traces = Vec::new();
+        for span in whole.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+            if span.name == "GET /search" && rare_traces.len() < 3 {
+                span.name = "GET /rare".into();
+                rare_traces.push(span.trace_id.clone());
+            }
+        }
+        for span in whole.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            total += 1;
+            rare_spans += u64::from(rare_traces.contains(&span.trace_id));
+        }
+        let mut request = tonic::Request::new(whole);
+        request.metadata_mut().insert("x-scope-orgid", "a".parse().unwrap());
+        client.export(request).await.unwrap();
+    }
+    let report = async |query: &str| {
+        let (status, body) = fanout(&server, "a", &format!("{query}&percentiles=0.5,0.9")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    // Every parent, read in full: the rare operation's entry.
+    let every = report("").await;
+    assert_eq!(every["spans_read"], total, "{every}");
+    let rare_of = |body: &Value| {
+        let operations = body["operations"].as_array().unwrap();
+        operations.iter().find(|op| op["parent"]["operation"] == "GET /rare").cloned().unwrap_or_default()
+    };
+    let expected = rare_of(&every);
+    assert_eq!(expected["parents"], 12, "{every}");
+    // By name, and picked by TraceQL: the same answer, from the rare traces' spans alone.
+    for query in ["service=frontend&operation=GET%20/rare", "q=%7B%20name%20%3D%20%22GET%20%2Frare%22%20%7D"] {
+        let narrowed = report(query).await;
+        assert_eq!(rare_of(&narrowed), expected, "{query}: {narrowed}");
+        assert_eq!(narrowed["operations"].as_array().unwrap().len(), 1, "{query}: {narrowed}");
+        assert_eq!(narrowed["spans_read"], rare_spans, "{query}: only the rare traces are read: {narrowed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fixed_fanout_matches_the_max_of_n_law() {
     let server = TestServer::start_with(|a| a.server.multi_tenant = true).await;
     let parents = 5000;

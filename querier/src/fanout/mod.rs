@@ -44,7 +44,7 @@ use crate::Querier;
 use crate::blocks::NotOpened;
 use crate::error::{QueryError, Result};
 use crate::memory::CountedPool;
-use crate::trace_index::{Rows, TraceIndex, band, rows_to_merge, selection, split};
+use crate::trace_index::{Rows, TraceIndex, band, intersect, rows_to_merge, selected_ranges, selection, split};
 use crate::traceql::{self, ast::SpansetExpr};
 use trace::{Kind, SpanRow};
 
@@ -374,7 +374,58 @@ impl BlockReader {
     /// The rows of `piece`, in block order, `batch_rows` at a time; with
     /// `dictionaries`, [`DICTIONARY_COLUMNS`] come as dictionaries (the
     /// merge compares plain strings, so only what is read alone).
-    fn open(&self, (block, footer, rows): Piece, batch_rows: usize, dictionaries: bool) -> Result<SortedInput> {
+    fn open(&self, piece: Piece, batch_rows: usize, dictionaries: bool) -> Result<SortedInput> {
+        self.open_columns(piece, batch_rows, dictionaries, &self.indices)
+    }
+
+    /// The piece cut to the traces that hold a span of the parents'
+    /// (service, operation), read from those two columns alone (None: no
+    /// such trace); the piece as it is when most of its rows are such traces.
+    async fn narrow(
+        &self,
+        (block, footer, rows): Piece,
+        index: &TraceIndex,
+        (service, operation): &(Option<String>, Option<String>),
+    ) -> Result<Option<Piece>> {
+        let piece_rows = match &rows {
+            None => std::slice::from_ref(&(0..index.rows())).to_vec(),
+            Some(rows) => selected_ranges(rows, index.rows()),
+        };
+        let schema = span_schema();
+        let names = [SERVICE_NAME, NAME].map(|c| schema.index_of(c).expect("span schema column"));
+        let piece = (block.clone(), footer.clone(), rows.clone());
+        let mut input = self.open_columns(piece, BATCH_ROWS, true, &names)?;
+        let mut at = piece_rows.iter().flat_map(|r| r.clone());
+        let mut matching = Vec::new();
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(reading)?;
+            let services = map_strings(&batch, SERVICE_NAME, |s| service.as_deref().is_none_or(|x| x == s));
+            let operations = map_strings(&batch, NAME, |n| operation.as_deref().is_none_or(|x| x == n));
+            for (service, operation) in services.into_iter().zip(operations) {
+                let row = at.next().ok_or(QueryError::Internal("a block gave more rows than selected"))?;
+                if service && operation {
+                    matching.push(row);
+                }
+            }
+        }
+        let Some(traces) = index.traces_of_rows(matching) else { return Ok(Some((block, footer, rows))) };
+        let traces = intersect(&traces, &piece_rows);
+        let count = |ranges: &[std::ops::Range<u32>]| ranges.iter().map(|r| u64::from(r.end - r.start)).sum::<u64>();
+        Ok(match (count(&traces), count(&piece_rows)) {
+            (0, _) => None,
+            (kept, all) if 2 * kept > all => Some((block, footer, rows)),
+            _ => Some((block, footer, Some(selection(&traces, index.rows(), false)))),
+        })
+    }
+
+    /// The rows of `piece`, columns `indices` of the span schema.
+    fn open_columns(
+        &self,
+        (block, footer, rows): Piece,
+        batch_rows: usize,
+        dictionaries: bool,
+        indices: &[usize],
+    ) -> Result<SortedInput> {
         let read_error = |source| QueryError::ReadBlock { block_id: block.id.to_string(), source };
         let footer = match dictionaries {
             true => with_dictionaries(&footer).map_err(read_error)?,
@@ -382,7 +433,7 @@ impl BlockReader {
         };
         let reader = ObjectReader::block(&self.storage, &self.tenant, &block);
         let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
-        let mask = ProjectionMask::roots(builder.parquet_schema(), self.indices.iter().copied());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
         let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
         if let Some(rows) = rows {
             builder = builder.with_row_selection(rows);
@@ -585,7 +636,26 @@ impl FanoutSource {
         let parallelism = analyzers.max(1);
         let not_cut =
             || QueryError::Execution("a block is not indexed by trace id: its traces cannot be cut by range".into());
-        let mut direct: Vec<Piece> = Vec::new();
+        // Narrow first: only the traces that can hold a parent are read. The
+        // traces of parents TraceQL picked are known by id; parents named by
+        // service and operation are found in a piece's two name columns
+        // before its other columns are read.
+        let matched_traces: Option<Vec<u128>> = match &filter {
+            ParentFilter::Matched(set) => {
+                let mut traces: Vec<u128> = set.iter().map(|&(trace, _)| trace).collect();
+                traces.sort_unstable();
+                traces.dedup();
+                Some(traces)
+            }
+            _ => None,
+        };
+        let narrow_op = match parents {
+            Parents::Op { service, operation } if service.is_some() || operation.is_some() => {
+                Some(Arc::new((service.clone(), operation.clone())))
+            }
+            _ => None,
+        };
+        let mut direct: Vec<(Piece, Option<Arc<TraceIndex>>)> = Vec::new();
         let mut to_merge: Vec<ToMerge> = Vec::new();
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
             Some(indexes) => {
@@ -593,19 +663,26 @@ impl FanoutSource {
                 let to_merge_rows = rows_to_merge(&refs, range.from, range.to);
                 for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(to_merge_rows) {
                     let block = block.clone();
-                    // The rows of the range's traces (None: every row).
-                    let in_range = match range == TraceRange::ALL {
+                    // The rows of the range's traces (None: every row), and of
+                    // those only the traces of the parents TraceQL picked.
+                    let mut wanted = match range == TraceRange::ALL {
                         true => None,
-                        false => {
-                            let rows = band(index, std::slice::from_ref(&(0..index.rows())), range.from, range.to)
-                                .ok_or_else(not_cut)?;
-                            Some(selection(&rows, index.rows(), false))
-                        }
+                        false => Some(
+                            band(index, std::slice::from_ref(&(0..index.rows())), range.from, range.to)
+                                .ok_or_else(not_cut)?,
+                        ),
                     };
-                    let ranges = match &in_range {
+                    if let Some(rows) = matched_traces.as_deref().and_then(|traces| index.rows_of_traces(traces)) {
+                        wanted = Some(match wanted {
+                            None => rows,
+                            Some(wanted) => intersect(&wanted, &rows),
+                        });
+                    }
+                    let ranges = match &wanted {
                         None => ranges,
-                        Some(_) => band(index, &ranges, range.from, range.to).ok_or_else(not_cut)?,
+                        Some(wanted) => intersect(&ranges, wanted),
                     };
+                    let in_range = wanted.map(|wanted| selection(&wanted, index.rows(), false));
                     let parts = split(index, &ranges);
                     if parts.merged.is_some() {
                         let ranges = Some((ranges, Arc::clone(index)));
@@ -632,7 +709,7 @@ impl FanoutSource {
                     }
                     let cuts = index.cuts(&starts);
                     if cuts.len() <= 2 {
-                        direct.push((block, footer, alone.selection()));
+                        direct.push(((block, footer, alone.selection()), Some(Arc::clone(index))));
                         continue;
                     }
                     for piece in cuts.windows(2) {
@@ -642,7 +719,7 @@ impl FanoutSource {
                             Rows::All => chunk,
                         };
                         if chunk.selects_any() {
-                            direct.push((block.clone(), footer.clone(), Some(chunk)));
+                            direct.push(((block.clone(), footer.clone(), Some(chunk)), Some(Arc::clone(index))));
                         }
                     }
                 }
@@ -676,15 +753,23 @@ impl FanoutSource {
         // One analyzer per core, each taking the next block read whole (its
         // traces are complete in it), decoding and analyzing it on its task.
         let mine = |at: &usize| at % parts.max(1) == part;
-        let direct: std::collections::VecDeque<Piece> =
+        let direct: std::collections::VecDeque<(Piece, Option<Arc<TraceIndex>>)> =
             direct.into_iter().enumerate().filter(|(at, _)| mine(at)).map(|(_, piece)| piece).collect();
         let queue = Arc::new(std::sync::Mutex::new(direct));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..parallelism.max(1) {
             let (queue, reader, mut analyzer) = (Arc::clone(&queue), Arc::clone(&reader), analyzer());
+            let narrow_op = narrow_op.clone();
             tasks.spawn(async move {
                 loop {
-                    let Some(piece) = queue.lock().expect("fan-out queue").pop_front() else { break };
+                    let Some((piece, index)) = queue.lock().expect("fan-out queue").pop_front() else { break };
+                    let piece = match (&narrow_op, index) {
+                        (Some(op), Some(index)) => match reader.narrow(piece, &index, op).await? {
+                            Some(piece) => piece,
+                            None => continue,
+                        },
+                        _ => piece,
+                    };
                     let mut input = reader.open(piece, BATCH_ROWS, true)?;
                     while let Some(batch) = input.next().await {
                         let batch = batch.map_err(reading)?;
