@@ -174,6 +174,26 @@ fn main() {
                     fanout_ms.push(started.elapsed().as_secs_f64() * 1e3);
                 }
                 let fanout_rss = spanlake_test_support::measure::process_peak_rss_mib(&querier.pid().to_string());
+                // Narrowed: the slowest parents, picked by TraceQL, whose
+                // traces alone are read.
+                let slow_url =
+                    format!("{url}&q=%7B%20name%20%3D%20%22GET%20%2Fsearch%22%20%26%26%20duration%20%3E%2080ms%20%7D");
+                let mut slow_ms = Vec::new();
+                let mut slow = serde_json::Value::Null;
+                for _ in 0..3 {
+                    let started = Instant::now();
+                    let response = http.get(&slow_url).send().await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+                    slow = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                    slow_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                slow_ms.sort_by(f64::total_cmp);
+                let slow = (
+                    slow_ms[1],
+                    slow["operations"][0]["parents"].as_u64().unwrap_or(0),
+                    slow["spans_read"].as_u64().unwrap_or(0),
+                );
+                println!("slow parents (q=): {} parents, {} spans read, {:.0} ms", slow.1, slow.2, slow.0);
                 drop(querier);
                 fanout_ms.sort_by(f64::total_cmp);
                 let op = &answer["operations"][0];
@@ -221,22 +241,25 @@ fn main() {
                     .replace("{E}", &(end_s * 1_000_000_000).to_string());
                 let (duck_ms, duck_answer) = duckdb::median_ms(&files, &sql, 3);
                 println!("duckdb: {} ms: {}", duck_ms, duck_answer.chars().take(300).collect::<String>());
-                rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status, duck_ms));
+                rows.push((spans, compacted, fanout_ms[1], fanout_rss, sql_ms[1], sql_rss, status, duck_ms, slow));
             }
         }
     });
     println!();
     println!(
-        "| spans | blocks | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time | DuckDB median ms | fanout / DuckDB |"
+        "| spans | blocks | /api/fanout median ms (3 runs) | querier peak RSS MiB | naive SQL self-join median ms (3 runs) | querier peak RSS MiB | SQL / fanout time | DuckDB median ms | fanout / DuckDB | slowest parents (q=) ms: parents, spans read |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (spans, compacted, fanout_ms, fanout_rss, sql_ms, sql_rss, status, duck_ms) in rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (spans, compacted, fanout_ms, fanout_rss, sql_ms, sql_rss, status, duck_ms, slow) in rows {
         let note = if status == 200 { String::new() } else { format!(" (HTTP {status})") };
         let blocks = if compacted { "compacted" } else { "as ingested (100k spans each)" };
         println!(
-            "| {spans} | {blocks} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.2}× | {duck_ms:.0} | {:.2}× |",
+            "| {spans} | {blocks} | {fanout_ms:.0} | {fanout_rss:.0} | {sql_ms:.0}{note} | {sql_rss:.0} | {:.2}× | {duck_ms:.0} | {:.2}× | {:.0}: {}, {} |",
             sql_ms / fanout_ms,
-            fanout_ms / duck_ms
+            fanout_ms / duck_ms,
+            slow.0,
+            slow.1,
+            slow.2
         );
     }
 }
