@@ -113,20 +113,10 @@ impl TraceIndex {
         self.sorted().then_some(ranges)
     }
 
-    /// The rows of the traces that hold any of `rows` (ascending), as
-    /// ascending ranges; None when the block is not sorted.
-    pub(crate) fn traces_of_rows(&self, rows: impl IntoIterator<Item = u32>) -> Option<Vec<Range<u32>>> {
-        let mut ranges: Vec<Range<u32>> = Vec::new();
-        if self.sorted() {
-            for row in rows {
-                if ranges.last().is_some_and(|last| last.contains(&row)) || row >= self.rows {
-                    continue;
-                }
-                let i = self.starts.partition_point(|&start| start <= row) - 1;
-                push_range(&mut ranges, self.run(i));
-            }
-        }
-        self.sorted().then_some(ranges)
+    /// The rows of the trace that holds row `row`; None when the block is
+    /// not sorted or has no such row.
+    pub(crate) fn trace_of_row(&self, row: u32) -> Option<Range<u32>> {
+        (self.sorted() && row < self.rows).then(|| self.run(self.starts.partition_point(|&start| start <= row) - 1))
     }
 
     /// Rows of trace `i` (of a sorted block).
@@ -442,8 +432,8 @@ pub(crate) mod tests {
         assert_eq!(a.rows_of_traces(&[id(0), id(3), id(4), id(5), id(9)]), Some(vec![2..6]));
         assert_eq!(a.rows_of_traces(&[id(1), id(7)]), Some(vec![0..2, 6..8]));
         assert_eq!(a.rows_of_traces(&[]), Some(vec![]));
-        assert_eq!(a.traces_of_rows([1, 4, 6, 7]), Some(vec![0..5, 6..8]), "rows 1 and 4 lie in traces 1 and 3");
-        assert_eq!(a.traces_of_rows([5, 9]), Some(vec![5..6]), "a row past the block's end holds no trace");
+        let traces: Vec<_> = [1, 4, 5, 7, 8].into_iter().map(|row| a.trace_of_row(row)).collect();
+        assert_eq!(traces, [Some(0..2), Some(2..5), Some(5..6), Some(6..8), None], "rows 1, 4, 5, 7 and 8 of 8");
     }
 
     #[test]

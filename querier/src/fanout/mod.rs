@@ -380,7 +380,9 @@ impl BlockReader {
 
     /// The piece cut to the traces that hold a span of the parents'
     /// (service, operation), read from those two columns alone (None: no
-    /// such trace); the piece as it is when most of its rows are such traces.
+    /// such trace); the piece as it is once over a quarter of its rows are
+    /// such traces (then it stops reading the names: reading part of a
+    /// block's rows saves little more than that, its pages being read whole).
     async fn narrow(
         &self,
         (block, footer, rows): Piece,
@@ -391,31 +393,32 @@ impl BlockReader {
             None => std::slice::from_ref(&(0..index.rows())).to_vec(),
             Some(rows) => selected_ranges(rows, index.rows()),
         };
+        let all: u64 = piece_rows.iter().map(|r| u64::from(r.end - r.start)).sum();
         let schema = span_schema();
         let names = [SERVICE_NAME, NAME].map(|c| schema.index_of(c).expect("span schema column"));
         let piece = (block.clone(), footer.clone(), rows.clone());
         let mut input = self.open_columns(piece, BATCH_ROWS, true, &names)?;
         let mut at = piece_rows.iter().flat_map(|r| r.clone());
-        let mut matching = Vec::new();
+        let (mut traces, mut kept): (Vec<std::ops::Range<u32>>, u64) = (Vec::new(), 0);
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(reading)?;
             let services = map_strings(&batch, SERVICE_NAME, |s| service.as_deref().is_none_or(|x| x == s));
             let operations = map_strings(&batch, NAME, |n| operation.as_deref().is_none_or(|x| x == n));
             for (service, operation) in services.into_iter().zip(operations) {
                 let row = at.next().ok_or(QueryError::Internal("a block gave more rows than selected"))?;
-                if service && operation {
-                    matching.push(row);
+                if !(service && operation) || traces.last().is_some_and(|t| t.contains(&row)) {
+                    continue;
                 }
+                let Some(trace) = index.trace_of_row(row) else { return Ok(Some((block, footer, rows))) };
+                kept += u64::from(trace.end - trace.start);
+                if 4 * kept > all {
+                    return Ok(Some((block, footer, rows)));
+                }
+                traces.push(trace);
             }
         }
-        let Some(traces) = index.traces_of_rows(matching) else { return Ok(Some((block, footer, rows))) };
         let traces = intersect(&traces, &piece_rows);
-        let count = |ranges: &[std::ops::Range<u32>]| ranges.iter().map(|r| u64::from(r.end - r.start)).sum::<u64>();
-        Ok(match (count(&traces), count(&piece_rows)) {
-            (0, _) => None,
-            (kept, all) if 2 * kept > all => Some((block, footer, rows)),
-            _ => Some((block, footer, Some(selection(&traces, index.rows(), false)))),
-        })
+        Ok((!traces.is_empty()).then(|| (block, footer, Some(selection(&traces, index.rows(), false)))))
     }
 
     /// The rows of `piece`, columns `indices` of the span schema.
