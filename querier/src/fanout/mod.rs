@@ -19,6 +19,7 @@ mod weighted;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StructArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimestampNanosecondType};
@@ -363,6 +364,16 @@ fn merge_bands(to_merge: Vec<ToMerge>, band_rows: u64) -> Vec<Vec<Piece>> {
         .collect()
 }
 
+/// A piece after looking for the traces of its parents.
+enum Narrowed {
+    /// Over a quarter of its rows are such traces: the piece as it was.
+    Whole(Piece),
+    /// The piece cut to those traces.
+    Cut(Piece),
+    /// No such trace.
+    Empty,
+}
+
 /// Opens blocks of one tenant with the analysis' columns.
 struct BlockReader {
     storage: spanlake_schemas::Storage,
@@ -388,7 +399,7 @@ impl BlockReader {
         (block, footer, rows): Piece,
         index: &TraceIndex,
         (service, operation): &(Option<String>, Option<String>),
-    ) -> Result<Option<Piece>> {
+    ) -> Result<Narrowed> {
         let piece_rows = match &rows {
             None => std::slice::from_ref(&(0..index.rows())).to_vec(),
             Some(rows) => selected_ranges(rows, index.rows()),
@@ -409,16 +420,19 @@ impl BlockReader {
                 if !(service && operation) || traces.last().is_some_and(|t| t.contains(&row)) {
                     continue;
                 }
-                let Some(trace) = index.trace_of_row(row) else { return Ok(Some((block, footer, rows))) };
+                let Some(trace) = index.trace_of_row(row) else { return Ok(Narrowed::Whole((block, footer, rows))) };
                 kept += u64::from(trace.end - trace.start);
                 if 4 * kept > all {
-                    return Ok(Some((block, footer, rows)));
+                    return Ok(Narrowed::Whole((block, footer, rows)));
                 }
                 traces.push(trace);
             }
         }
         let traces = intersect(&traces, &piece_rows);
-        Ok((!traces.is_empty()).then(|| (block, footer, Some(selection(&traces, index.rows(), false)))))
+        Ok(match traces.is_empty() {
+            true => Narrowed::Empty,
+            false => Narrowed::Cut((block, footer, Some(selection(&traces, index.rows(), false)))),
+        })
     }
 
     /// The rows of `piece`, columns `indices` of the span schema.
@@ -759,18 +773,27 @@ impl FanoutSource {
         let direct: std::collections::VecDeque<(Piece, Option<Arc<TraceIndex>>)> =
             direct.into_iter().enumerate().filter(|(at, _)| mine(at)).map(|(_, piece)| piece).collect();
         let queue = Arc::new(std::sync::Mutex::new(direct));
+        // Parents are spread alike over a query's blocks: once a piece shows
+        // they are not rare, the other pieces are read without looking.
+        let narrowing = Arc::new(AtomicBool::new(true));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..parallelism.max(1) {
             let (queue, reader, mut analyzer) = (Arc::clone(&queue), Arc::clone(&reader), analyzer());
-            let narrow_op = narrow_op.clone();
+            let (narrow_op, narrowing) = (narrow_op.clone(), Arc::clone(&narrowing));
             tasks.spawn(async move {
                 loop {
                     let Some((piece, index)) = queue.lock().expect("fan-out queue").pop_front() else { break };
                     let piece = match (&narrow_op, index) {
-                        (Some(op), Some(index)) => match reader.narrow(piece, &index, op).await? {
-                            Some(piece) => piece,
-                            None => continue,
-                        },
+                        (Some(op), Some(index)) if narrowing.load(Ordering::Relaxed) => {
+                            match reader.narrow(piece, &index, op).await? {
+                                Narrowed::Cut(piece) => piece,
+                                Narrowed::Empty => continue,
+                                Narrowed::Whole(piece) => {
+                                    narrowing.store(false, Ordering::Relaxed);
+                                    piece
+                                }
+                            }
+                        }
                         _ => piece,
                     };
                     let mut input = reader.open(piece, BATCH_ROWS, true)?;
