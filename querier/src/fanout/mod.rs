@@ -807,6 +807,7 @@ impl FanoutSource {
                 }
                 analyzer.flush_trace();
                 analyzer.account();
+                analyzer.ops.values_mut().for_each(stats::OpStats::sort_calls);
                 Ok::<Analyzer, QueryError>(analyzer)
             });
         }
@@ -843,6 +844,7 @@ impl FanoutSource {
         if !merging.account() {
             return Err(over_limit(limit));
         }
+        merging.ops.values_mut().for_each(stats::OpStats::sort_calls);
         let direct_rows: u64 = analyzers.iter().map(|a| a.spans).sum();
         analyzers.push(merging);
         let (Analyzer { names, ops, memory, .. }, mut held) = combine(analyzers);

@@ -170,6 +170,12 @@ impl OpStats {
         }
     }
 
+    /// Sorts each edge's call durations, on the task that gathered them,
+    /// so the report merges sorted runs (see [`Cdf::new`]).
+    pub(crate) fn sort_calls(&mut self) {
+        self.edges.values_mut().for_each(|edge| edge.durations.sort());
+    }
+
     /// Whether any parent of this operation made a call.
     pub(crate) fn has_calls(&self) -> bool {
         !self.max_calls.is_empty()

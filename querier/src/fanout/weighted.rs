@@ -25,6 +25,20 @@ impl Weighted {
         self.values.push(value);
     }
 
+    /// Sorts the values (each weight moving with its value), so that values
+    /// of several tasks, each sorted, are sorted again as a merge of runs.
+    pub(super) fn sort(&mut self) {
+        match self.weights.take() {
+            None => self.values.sort_unstable(),
+            Some(weights) => {
+                let mut pairs: Vec<(i64, f32)> = self.values.iter().copied().zip(weights).collect();
+                pairs.sort_unstable_by_key(|p| p.0);
+                self.values = pairs.iter().map(|p| p.0).collect();
+                self.weights = Some(pairs.into_iter().map(|p| p.1).collect());
+            }
+        }
+    }
+
     /// Appends `other`'s values after these.
     pub(super) fn extend(&mut self, other: Weighted) {
         match (&mut self.weights, other.weights) {
@@ -85,13 +99,15 @@ pub(super) struct Cdf {
 
 impl Cdf {
     pub(super) fn new(weighted: Weighted) -> Self {
+        // A stable sort: it merges runs already sorted (each task's values,
+        // see [`Weighted::sort`]) instead of sorting them again.
         let Weighted { mut values, weights } = weighted;
         let Some(weights) = weights else {
-            values.sort_unstable();
+            values.sort();
             return Self { values, cumulative: None };
         };
         let mut pairs: Vec<(i64, f32)> = values.into_iter().zip(weights).collect();
-        pairs.sort_unstable_by_key(|p| p.0);
+        pairs.sort_by_key(|p| p.0);
         let mut total = 0.0;
         let cumulative = pairs
             .iter()
@@ -152,6 +168,31 @@ impl Cdf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_sorted_apart_give_the_cdf_of_the_whole() {
+        // Three tasks' values, each sorted on its task, then appended.
+        let parts =
+            [[(50, 1.0), (10, 2.0), (30, 1.0)], [(20, 4.0), (60, 1.0), (40, 1.0)], [(35, 1.0), (5, 1.0), (50, 3.0)]];
+        let mut runs = Weighted::default();
+        let mut whole = Weighted::default();
+        for part in parts {
+            let mut run = Weighted::default();
+            for (value, weight) in part {
+                run.push(value, weight);
+                whole.push(value, weight);
+            }
+            run.sort();
+            assert!(run.values().is_sorted());
+            runs.extend(run);
+        }
+        let (runs, whole) = (Cdf::new(runs), Cdf::new(whole));
+        assert_eq!(runs.values(), whole.values());
+        for x in [0.0, 10.0, 30.0, 50.0, 60.0] {
+            assert_eq!(runs.at(x), whole.at(x), "weights moved with their values, at {x}");
+        }
+        assert_eq!(runs.at(10.0), 3.0 / 15.0, "5 (weight 1) and 10 (weight 2) of 15");
+    }
 
     #[test]
     fn weights_are_kept_only_from_the_first_that_is_not_one() {
