@@ -1,0 +1,28 @@
+#!/bin/bash
+# One build's /api/fanout on kept blocks, on a lone querier and spread over
+# three (ports 3400-3403 and 47001-47003 on loopback): median times and the
+# CPU-s per query of the lone querier, and of the three together.
+# usage: benches/scripts/fanout_spread_ab.sh <spanlake binary> <blocks dir> [queries, default 3]
+# Blocks: SPANLAKE_BENCH_FANOUT_DIR=<empty dir> cargo bench --bench fanout.
+set -euo pipefail
+BIN=$1; DATA=$2; N=${3:-3}
+PEERS=$(mktemp)
+printf "http://127.0.0.1:47001\nhttp://127.0.0.1:47002\nhttp://127.0.0.1:47003\n" > "$PEERS"
+PIDS=()
+for i in 1 2 3; do
+  SPANLAKE_WORKER_SECRET=s "$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:340$i --pg-addr off \
+    --worker-addr 127.0.0.1:4700$i --query-peers "file://$PEERS" --spread-min-bytes 1 --refresh-interval 1s > /dev/null 2>&1 &
+  PIDS+=($!)
+done
+"$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:3400 --pg-addr off > /dev/null 2>&1 &
+ALONE=$!
+trap 'kill $ALONE ${PIDS[*]} 2>/dev/null; rm -f "$PEERS"' EXIT
+sleep 5
+NOW=$(date +%s)
+url() { echo "http://127.0.0.1:$1/api/fanout?service=frontend&operation=GET%20/search&start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"; }
+cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+for port in 3400 3401; do curl -s -o /dev/null "$(url $port)"; curl -s -o /dev/null "$(url $port)"; done
+C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3400)")"; done; C1=$(cpu $ALONE)
+echo "alone: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
+C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}")
+echo "spread: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
