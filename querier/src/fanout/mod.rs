@@ -239,7 +239,10 @@ fn map_strings<T: Copy>(batch: &RecordBatch, name: &str, mut f: impl FnMut(&str)
             let values = dictionary.values().as_string::<i32>();
             let mapped: Vec<T> = values.iter().map(|v| f(v.unwrap_or_default())).collect();
             let null = f("");
-            dictionary.keys().iter().map(|key| key.map_or(null, |key| mapped[key as usize])).collect()
+            // A key outside the dictionary (a damaged block) reads as null
+            // rather than panicking.
+            let value = |key: i32| usize::try_from(key).ok().and_then(|key| mapped.get(key).copied());
+            dictionary.keys().iter().map(|key| key.and_then(value).unwrap_or(null)).collect()
         }
         None => column.as_string::<i32>().iter().map(|v| f(v.unwrap_or_default())).collect(),
     }
