@@ -92,7 +92,7 @@ fn summary_keys(field: &FieldExpr) -> Result<Vec<(&'static str, String)>> {
 impl Querier {
     async fn in_range(&self, tenant: &TenantId, range: (i64, i64)) -> InRange {
         let metas = self.catalog.blocks(tenant, |b| b.overlaps(range.0, range.1));
-        let opened = futures::future::join_all(metas.iter().map(|meta| self.blocks.summary(tenant, meta))).await;
+        let opened = crate::blocks::each_bounded(metas.iter().map(|meta| self.blocks.summary(tenant, meta))).await;
         let mut in_range = InRange { blocks: Vec::with_capacity(metas.len()), partial: Partial::default() };
         for (meta, opened) in metas.into_iter().zip(opened) {
             match opened {

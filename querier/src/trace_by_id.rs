@@ -78,7 +78,7 @@ pub(crate) async fn find_trace(
         .blocks(tenant, |m| !pruning || (m.may_contain_trace(&trace_id) && m.overlaps(range.0, range.1)));
     let mut stats = LookupStats { blocks_considered: blocks.len() as u64, ..Default::default() };
     let reads = blocks.iter().map(|meta| read_trace_rows(querier, tenant, meta, trace_id, pruning, &budget));
-    let results = futures::future::join_all(reads).await;
+    let results = crate::blocks::each_bounded(reads).await;
     let mut collector = ResourceSpansCollector::default();
     let mut seen = HashSet::new();
     let mut partial = Partial::default();
