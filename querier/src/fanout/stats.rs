@@ -133,13 +133,26 @@ impl OpStats {
     /// Folds in the parents another task analyzed, whose service and
     /// operation names it numbered its own way: `rename` maps its numbers
     /// to this one's.
-    pub(crate) fn absorb(&mut self, other: OpStats, rename: &dyn Fn(u32) -> u32) {
+    pub(crate) fn absorb(&mut self, mut other: OpStats, rename: &dyn Fn(u32) -> u32) {
         let edge = |(service, name): Edge| (rename(service), rename(name));
+        if self.durations.is_empty() && self.edges.is_empty() && self.mixes.is_empty() {
+            // Nothing here yet: the other's values move in, renamed, with
+            // no copy of them (the largest are a value per call).
+            other.edges = other.edges.into_iter().map(|(e, stats)| (edge(e), stats)).collect();
+            for mix in &mut other.mixes {
+                // A mix is sorted by edge; renamed edges may sort differently.
+                mix.iter_mut().for_each(|(e, _)| *e = edge(*e));
+                mix.sort_unstable();
+            }
+            other.mix_ids = other.mixes.iter().enumerate().map(|(id, mix)| (mix.clone(), id as u32)).collect();
+            *self = other;
+            return;
+        }
         let offset = self.durations.len() as u32;
         self.durations.extend(other.durations);
         self.max_calls.extend(other.max_calls);
-        self.degrees.extend(other.degrees);
-        self.trace_ids.extend(other.trace_ids);
+        extend_exact(&mut self.degrees, other.degrees);
+        extend_exact(&mut self.trace_ids, other.trace_ids);
         let mut mix_ids = Vec::with_capacity(other.mixes.len());
         for mix in other.mixes {
             // A mix is sorted by edge; renamed edges may sort differently.
@@ -152,18 +165,20 @@ impl OpStats {
             });
             mix_ids.push(id);
         }
+        self.mix_of.reserve_exact(other.mix_of.len());
         self.mix_of.extend(other.mix_of.into_iter().map(|m| mix_ids[m as usize]));
         self.before += other.before;
         self.in_flight += other.in_flight;
         self.after += other.after;
-        self.parallelism.extend(other.parallelism);
+        extend_exact(&mut self.parallelism, other.parallelism);
         self.overflow += other.overflow;
         for (e, theirs) in other.edges {
             let mine = self.edges.entry(edge(e)).or_default();
             mine.durations.extend(theirs.durations);
-            mine.per_parent_max.extend(theirs.per_parent_max);
+            extend_exact(&mut mine.per_parent_max, theirs.per_parent_max);
+            mine.per_parent_index.reserve_exact(theirs.per_parent_index.len());
             mine.per_parent_index.extend(theirs.per_parent_index.into_iter().map(|i| i + offset));
-            mine.per_parent_calls.extend(theirs.per_parent_calls);
+            extend_exact(&mut mine.per_parent_calls, theirs.per_parent_calls);
             mine.errors += theirs.errors;
             mine.critical += theirs.critical;
             mine.last_finisher += theirs.last_finisher;
@@ -180,6 +195,13 @@ impl OpStats {
     pub(crate) fn has_calls(&self) -> bool {
         !self.max_calls.is_empty()
     }
+}
+
+/// Appends `more` to `to`, growing `to` to the sum and not beyond (a
+/// `Vec`'s own growth would double it: the values of every call twice).
+pub(super) fn extend_exact<T>(to: &mut Vec<T>, more: Vec<T>) {
+    to.reserve_exact(more.len());
+    to.extend(more);
 }
 
 /// Percentiles with the number of values behind them. Exact: computed from
@@ -469,7 +491,7 @@ pub(super) fn degree_ranges(degrees: &[u32]) -> Vec<(u32, u32)> {
 impl OpStats {
     /// Parents (indices) grouped by degree, each group's observed and
     /// predicted percentiles.
-    fn degree_buckets(&self, qs: &[f64], cdfs: &HashMap<Edge, Cdf>) -> Vec<DegreeBucket> {
+    fn degree_buckets(&self, qs: &[f64], cdfs: &HashMap<Edge, Cdf>, rank: &[u32]) -> Vec<DegreeBucket> {
         degree_ranges(&self.degrees)
             .into_iter()
             .map(|(min, max)| {
@@ -479,6 +501,8 @@ impl OpStats {
                 for &i in &members {
                     *counts.entry(self.mix_of[i]).or_default() += f64::from(self.durations.weight(i));
                 }
+                let mut counts: Vec<(u32, f64)> = counts.into_iter().collect();
+                counts.sort_unstable_by_key(|&(mix, _)| rank[mix as usize]);
                 let prediction = Prediction {
                     edges: cdfs,
                     mixes: counts.into_iter().map(|(mix, n)| (&self.mixes[mix as usize], n)).collect(),
@@ -506,7 +530,18 @@ impl OpStats {
         // below read them from there.
         let cdfs: HashMap<Edge, Cdf> =
             self.edges.iter_mut().map(|(edge, s)| (*edge, Cdf::new(std::mem::take(&mut s.durations)))).collect();
-        let degree_buckets = self.degree_buckets(qs, &cdfs);
+        // The prediction sums over call mixes in an order of their names, so
+        // that its last digits do not depend on which task saw a mix first.
+        let mut by_name: Vec<u32> = (0..self.mixes.len() as u32).collect();
+        let named = |mix: u32| -> Vec<(String, String, u32)> {
+            self.mixes[mix as usize].iter().map(|&((service, op), n)| (name(service), name(op), n)).collect()
+        };
+        by_name.sort_by_cached_key(|&mix| named(mix));
+        let mut rank = vec![0u32; self.mixes.len()];
+        for (at, &mix) in by_name.iter().enumerate() {
+            rank[mix as usize] = at as u32;
+        }
+        let degree_buckets = self.degree_buckets(qs, &cdfs, &rank);
         let mut by_duration: Vec<(i64, u128)> =
             self.durations.values().iter().copied().zip(self.trace_ids.iter().copied()).collect();
         by_duration.sort_unstable();
@@ -526,7 +561,8 @@ impl OpStats {
         for (i, &mix) in self.mix_of.iter().enumerate() {
             mix_weights[mix as usize] += f64::from(self.durations.weight(i));
         }
-        let everyone = Prediction { edges: &cdfs, mixes: self.mixes.iter().zip(mix_weights).collect(), parents };
+        let mixes = by_name.iter().map(|&mix| (&self.mixes[mix as usize], mix_weights[mix as usize])).collect();
+        let everyone = Prediction { edges: &cdfs, mixes, parents };
         let predicted = everyone.percentiles(qs);
 
         let exceedance = parent_latency

@@ -149,26 +149,42 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     for i in 0..200 {
         all.add(&make(i, a, b), i as u128);
     }
-    let mut first = OpStats::default();
-    for i in 0..100 {
-        first.add(&make(i, a, b), i as u128);
-    }
-    // The other task numbered the same names 9, 8 (for 2, 3) and 7, 6 (for 4, 5).
-    let mut second = OpStats::default();
-    for i in 100..200 {
-        second.add(&make(i, (9, 8), (7, 6)), i as u128);
-    }
-    first.absorb(second, &|id| match id {
+    let first = || {
+        let mut first = OpStats::default();
+        for i in 0..100 {
+            first.add(&make(i, a, b), i as u128);
+        }
+        first
+    };
+    // The other task numbered the same names 9, 8 (for 2, 3) and 7, 6 (for
+    // 4, 5): its edges sort the other way round.
+    let second = || {
+        let mut second = OpStats::default();
+        for i in 100..200 {
+            second.add(&make(i, (9, 8), (7, 6)), i as u128);
+        }
+        second
+    };
+    let rename = |id| match id {
         9 => 2,
         8 => 3,
         7 => 4,
         6 => 5,
         other => other,
-    });
+    };
     let name = |id: u32| format!("n{id}");
     let qs = [0.5, 0.9, 0.99];
     let report = |stats: OpStats| serde_json::to_value(stats.report((0, 1), &qs, &name)).unwrap();
-    assert_eq!(report(first), report(all));
+    let mut copied = first();
+    copied.absorb(second(), &rename);
+    // Into empty statistics the other's values move, renamed.
+    let mut moved = OpStats::default();
+    moved.absorb(second(), &rename);
+    moved.absorb(first(), &|id| id);
+    let all = report(all);
+    assert_eq!(report(copied), all);
+    // And in another order: the report's last digits do not move either.
+    assert_eq!(report(moved), all);
 }
 
 /// A block of `rows` rows as the merge sees it: its metadata and a footer

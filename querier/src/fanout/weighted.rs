@@ -43,15 +43,19 @@ impl Weighted {
     pub(super) fn extend(&mut self, other: Weighted) {
         match (&mut self.weights, other.weights) {
             (None, None) => {}
-            (Some(mine), None) => mine.resize(mine.len() + other.values.len(), 1.0),
+            (Some(mine), None) => {
+                mine.reserve_exact(other.values.len());
+                mine.resize(mine.len() + other.values.len(), 1.0);
+            }
             (mine @ None, Some(theirs)) => {
-                let mut weights = vec![1.0; self.values.len()];
+                let mut weights = Vec::with_capacity(self.values.len() + theirs.len());
+                weights.resize(self.values.len(), 1.0);
                 weights.extend(theirs);
                 *mine = Some(weights);
             }
-            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (Some(mine), Some(theirs)) => super::stats::extend_exact(mine, theirs),
         }
-        self.values.extend(other.values);
+        super::stats::extend_exact(&mut self.values, other.values);
     }
 
     pub(super) fn len(&self) -> usize {
