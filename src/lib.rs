@@ -14,6 +14,7 @@
 
 /// mimalloc: the ingest path allocates and frees many small buffers; glibc
 /// malloc spent about a quarter of its CPU time there (see BENCHMARKS.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

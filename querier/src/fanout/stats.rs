@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::trace::{Edge, Parent};
-use super::weighted::{Cdf, Weighted};
+use super::weighted::{Cdf, Runs, Weighted};
 
 /// A per-parent call mix: (edge, calls on it), by edge.
 type Mix = Vec<(Edge, u32)>;
@@ -52,8 +52,8 @@ struct AddScratch {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EdgeStats {
-    /// Every call's duration, with its parent's weight.
-    durations: Weighted,
+    /// Every call's duration, with its parent's weight: a run per task.
+    durations: Runs,
     per_parent_max: Vec<i64>,
     /// The parent (index in the operation's per-parent vectors) of each `per_parent_max`.
     per_parent_index: Vec<u32>,
@@ -174,7 +174,7 @@ impl OpStats {
         self.overflow += other.overflow;
         for (e, theirs) in other.edges {
             let mine = self.edges.entry(edge(e)).or_default();
-            mine.durations.extend(theirs.durations);
+            mine.durations.append(theirs.durations);
             extend_exact(&mut mine.per_parent_max, theirs.per_parent_max);
             mine.per_parent_index.reserve_exact(theirs.per_parent_index.len());
             mine.per_parent_index.extend(theirs.per_parent_index.into_iter().map(|i| i + offset));
@@ -186,7 +186,7 @@ impl OpStats {
     }
 
     /// Sorts each edge's call durations, on the task that gathered them,
-    /// so the report merges sorted runs (see [`Cdf::new`]).
+    /// so the report merges sorted runs (see [`Cdf::from_runs`]).
     pub(crate) fn sort_calls(&mut self) {
         self.edges.values_mut().for_each(|edge| edge.durations.sort());
     }
@@ -253,9 +253,9 @@ fn summarize_cdf(cdf: &Cdf, qs: &[f64], sampled: bool) -> Percentiles {
     Percentiles { count: n as u64, exact: true, values }
 }
 
-fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
+pub(super) fn percentiles(values: impl Iterator<Item = f64>, qs: &[f64]) -> Percentiles {
     let mut sorted: Vec<f64> = values.collect();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let n = sorted.len();
     let values = qs
         .iter()
@@ -405,7 +405,7 @@ const EXEMPLARS_PER_PERCENTILE: usize = 3;
 
 /// Traces at each percentile of `pairs` (value, trace), sorted by value:
 /// the parent at the percentile's rank and its neighbours.
-fn exemplars(pairs: &[(i64, u128)], qs: &[f64]) -> Exemplars {
+fn exemplars(pairs: &[(i64, u128, f32)], qs: &[f64]) -> Exemplars {
     let n = pairs.len();
     qs.iter()
         .filter(|&&q| n > 0 && (n as f64) * (1.0 - q) >= 1.0)
@@ -415,11 +415,50 @@ fn exemplars(pairs: &[(i64, u128)], qs: &[f64]) -> Exemplars {
             let to = (from + EXEMPLARS_PER_PERCENTILE).min(n);
             let picked = pairs[from..to]
                 .iter()
-                .map(|&(value, trace)| Exemplar { trace_id: format!("{trace:032x}"), value_ms: ms(value) })
+                .map(|&(value, trace, _)| Exemplar { trace_id: format!("{trace:032x}"), value_ms: ms(value) })
                 .collect();
             (label(q), picked)
         })
         .collect()
+}
+
+/// (value, trace, weight) sorted by value (then trace): the exemplars read
+/// from it, and its CDF, from one sort.
+fn by_value(mut entries: Vec<(i64, u128, f32)>, weighted: bool) -> (Vec<(i64, u128, f32)>, Cdf) {
+    entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let values = entries.iter().map(|e| e.0).collect();
+    let weights = weighted.then(|| entries.iter().map(|e| e.2).collect());
+    (entries, Cdf::from_sorted(values, weights))
+}
+
+/// Exact percentiles of values counted in a histogram (value → count), as
+/// [`percentiles`] gives them from every value sorted.
+pub(super) fn histogram_percentiles(histogram: &BTreeMap<u32, u64>, qs: &[f64]) -> Percentiles {
+    let n: u64 = histogram.values().sum();
+    // The value at rank `rank` (0-based) of the values sorted.
+    let at = |rank: u64| {
+        let mut seen = 0;
+        for (&value, &count) in histogram {
+            seen += count;
+            if rank < seen {
+                return f64::from(value);
+            }
+        }
+        f64::NAN
+    };
+    let values = qs
+        .iter()
+        .map(|&q| {
+            let enough = n > 0 && (n as f64) * (1.0 - q) >= 1.0;
+            let value = || {
+                let pos = q * (n - 1) as f64;
+                let (low, high) = (at(pos.floor() as u64), at(pos.ceil() as u64));
+                low + (high - low) * (pos - pos.floor())
+            };
+            (label(q), enough.then(value))
+        })
+        .collect();
+    Percentiles { count: n, exact: true, values }
 }
 
 /// The prediction for a group of parents: each parent's slowest call, with
@@ -491,7 +530,13 @@ pub(super) fn degree_ranges(degrees: &[u32]) -> Vec<(u32, u32)> {
 impl OpStats {
     /// Parents (indices) grouped by degree, each group's observed and
     /// predicted percentiles.
-    fn degree_buckets(&self, qs: &[f64], cdfs: &HashMap<Edge, Cdf>, rank: &[u32]) -> Vec<DegreeBucket> {
+    fn degree_buckets(
+        &self,
+        qs: &[f64],
+        cdfs: &HashMap<Edge, Cdf>,
+        rank: &[u32],
+        all_parents: &Percentiles,
+    ) -> Vec<DegreeBucket> {
         degree_ranges(&self.degrees)
             .into_iter()
             .map(|(min, max)| {
@@ -512,11 +557,16 @@ impl OpStats {
                     min_calls: min,
                     max_calls: max,
                     parents: members.len() as u64,
-                    observed_ms: summarize(
-                        members.iter().map(|&i| (self.durations.values()[i], self.durations.weight(i))),
-                        qs,
-                        self.durations.is_weighted(),
-                    ),
+                    // Every parent in one bucket (calls per parent do not
+                    // vary): their percentiles are known already.
+                    observed_ms: match members.len() == self.durations.len() {
+                        true => all_parents.clone(),
+                        false => summarize(
+                            members.iter().map(|&i| (self.durations.values()[i], self.durations.weight(i))),
+                            qs,
+                            self.durations.is_weighted(),
+                        ),
+                    },
                     predicted_ms: prediction.percentiles(qs),
                 }
             })
@@ -529,7 +579,7 @@ impl OpStats {
         // Each edge's calls move into its CDF, sorted once; the percentiles
         // below read them from there.
         let cdfs: HashMap<Edge, Cdf> =
-            self.edges.iter_mut().map(|(edge, s)| (*edge, Cdf::new(std::mem::take(&mut s.durations)))).collect();
+            self.edges.iter_mut().map(|(edge, s)| (*edge, Cdf::from_runs(std::mem::take(&mut s.durations)))).collect();
         // The prediction sums over call mixes in an order of their names, so
         // that its last digits do not depend on which task saw a mix first.
         let mut by_name: Vec<u32> = (0..self.mixes.len() as u32).collect();
@@ -541,14 +591,12 @@ impl OpStats {
         for (at, &mix) in by_name.iter().enumerate() {
             rank[mix as usize] = at as u32;
         }
-        let degree_buckets = self.degree_buckets(qs, &cdfs, &rank);
-        let mut by_duration: Vec<(i64, u128)> =
-            self.durations.values().iter().copied().zip(self.trace_ids.iter().copied()).collect();
-        by_duration.sort_unstable();
+        let parents_by_duration = self.durations.pairs().zip(&self.trace_ids).map(|((d, w), &t)| (d, t, w)).collect();
+        let (by_duration, parent_cdf) = by_value(parents_by_duration, sampled);
         let parent_exemplars = exemplars(&by_duration, qs);
         drop(by_duration);
-        let parent_cdf = Cdf::new(self.durations.clone());
         let parent_latency = summarize_cdf(&parent_cdf, qs, sampled);
+        let degree_buckets = self.degree_buckets(qs, &cdfs, &rank, &parent_latency);
         let estimated_parents = self.durations.total_weight();
         let parents = self.durations.len() as u64;
         let total_time: i128 = self.durations.values().iter().map(|&d| i128::from(d)).sum::<i128>().max(1);
@@ -587,6 +635,12 @@ impl OpStats {
                     *per_parent.entry(n).or_insert(0u64) += 1;
                 }
                 let edge_cdf = &cdfs[edge];
+                // Per parent, its slowest call on this edge, with its trace.
+                let slowest = stats.per_parent_max.iter().zip(&stats.per_parent_index).map(|(&max, &i)| {
+                    let i = i as usize;
+                    (max, self.trace_ids[i], self.durations.weight(i))
+                });
+                let (edge_max, edge_max_cdf) = by_value(slowest.collect(), sampled);
                 let amplification = qs
                     .iter()
                     .map(|&q| {
@@ -611,25 +665,8 @@ impl OpStats {
                         histogram: per_parent,
                     },
                     child_latency_ms: summarize_cdf(edge_cdf, qs, sampled),
-                    edge_max_latency_ms: summarize(
-                        stats
-                            .per_parent_max
-                            .iter()
-                            .zip(&stats.per_parent_index)
-                            .map(|(&d, &i)| (d, self.durations.weight(i as usize))),
-                        qs,
-                        sampled,
-                    ),
-                    edge_max_exemplars: {
-                        let mut pairs: Vec<(i64, u128)> = stats
-                            .per_parent_max
-                            .iter()
-                            .zip(&stats.per_parent_index)
-                            .map(|(&max, &i)| (max, self.trace_ids[i as usize]))
-                            .collect();
-                        pairs.sort_unstable();
-                        exemplars(&pairs, qs)
-                    },
+                    edge_max_latency_ms: summarize_cdf(&edge_max_cdf, qs, sampled),
+                    edge_max_exemplars: exemplars(&edge_max, qs),
                     error_rate: stats.errors as f64 / calls.max(1) as f64,
                     critical_path_share: (stats.critical as f64) / total_time as f64,
                     last_finisher_share: stats.last_finisher as f64 / parents.max(1) as f64,
@@ -647,11 +684,7 @@ impl OpStats {
             sampled,
             parents_without_calls: histogram.get(&0).copied().unwrap_or(0),
             overflow_children: self.overflow,
-            degree: Degree {
-                mean: degree_mean,
-                percentiles: percentiles(self.degrees.iter().map(|&d| f64::from(d)), qs),
-                histogram,
-            },
+            degree: Degree { mean: degree_mean, percentiles: histogram_percentiles(&histogram, qs), histogram },
             max_child_latency_ms: summarize(self.max_calls.pairs(), qs, sampled),
             parent_latency_ms: parent_latency,
             parent_exemplars,

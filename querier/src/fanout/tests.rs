@@ -234,3 +234,17 @@ fn split_traces_are_merged_in_bands_of_trace_ids_each_trace_in_one() {
     // Four bands, the empty ones (ids 0x40… to 0x7f…) left out.
     assert_eq!(selected(&super::merge_bands(to_merge(), 2)), vec![vec![2, 1], vec![1, 1], vec![1, 2]]);
 }
+
+#[test]
+fn degree_percentiles_from_the_histogram_equal_those_of_every_value() {
+    let degrees: Vec<u32> = (0..1_000u32).map(|i| (i * 7919) % 23 + u32::from(i % 10 == 0) * 40).collect();
+    let mut histogram = std::collections::BTreeMap::new();
+    for &d in &degrees {
+        *histogram.entry(d).or_insert(0u64) += 1;
+    }
+    let qs = [0.0, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
+    let from_values = super::stats::percentiles(degrees.iter().map(|&d| f64::from(d)), &qs);
+    assert_eq!(super::stats::histogram_percentiles(&histogram, &qs), from_values);
+    let empty = std::collections::BTreeMap::new();
+    assert_eq!(super::stats::histogram_percentiles(&empty, &qs).values["p50"], None);
+}

@@ -93,6 +93,64 @@ impl Weighted {
     }
 }
 
+/// Values gathered by several tasks: one run per task, each sorted on its
+/// task (see [`Runs::sort`]), merged once into a [`Cdf`]. Absorbing another
+/// task's values takes its runs over without copying them.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct Runs {
+    runs: Vec<Weighted>,
+}
+
+impl Runs {
+    /// Adds a value to the last run.
+    pub(super) fn push(&mut self, value: i64, weight: f32) {
+        if self.runs.is_empty() {
+            self.runs.push(Weighted::default());
+        }
+        self.runs.last_mut().expect("a run").push(value, weight);
+    }
+
+    /// Sorts each run.
+    pub(super) fn sort(&mut self) {
+        self.runs.iter_mut().for_each(Weighted::sort);
+    }
+
+    /// Takes `other`'s runs over.
+    pub(super) fn append(&mut self, other: Runs) {
+        self.runs.extend(other.runs.into_iter().filter(|run| !run.is_empty()));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.runs.iter().map(Weighted::len).sum()
+    }
+}
+
+/// Two sorted runs merged into one (weights with their values).
+fn merge(a: Weighted, b: Weighted) -> Weighted {
+    let weighted = a.is_weighted() || b.is_weighted();
+    let mut out = Weighted {
+        values: Vec::with_capacity(a.len() + b.len()),
+        weights: weighted.then(|| Vec::with_capacity(a.len() + b.len())),
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let from_a = a.values[i] <= b.values[j];
+        let (run, at) = if from_a { (&a, &mut i) } else { (&b, &mut j) };
+        out.values.push(run.values[*at]);
+        if let Some(weights) = &mut out.weights {
+            weights.push(run.weight(*at));
+        }
+        *at += 1;
+    }
+    for (run, from) in [(&a, i), (&b, j)] {
+        out.values.extend_from_slice(&run.values[from..]);
+        if let Some(weights) = &mut out.weights {
+            weights.extend((from..run.len()).map(|k| run.weight(k)));
+        }
+    }
+    out
+}
+
 /// An empirical CDF over weighted values: the values sorted, with the
 /// running total of their weights when they are weighted.
 #[derive(Debug, Default)]
@@ -102,25 +160,53 @@ pub(super) struct Cdf {
 }
 
 impl Cdf {
-    pub(super) fn new(weighted: Weighted) -> Self {
-        // A stable sort: it merges runs already sorted (each task's values,
-        // see [`Weighted::sort`]) instead of sorting them again.
-        let Weighted { mut values, weights } = weighted;
-        let Some(weights) = weights else {
-            values.sort();
-            return Self { values, cumulative: None };
-        };
-        let mut pairs: Vec<(i64, f32)> = values.into_iter().zip(weights).collect();
-        pairs.sort_by_key(|p| p.0);
-        let mut total = 0.0;
-        let cumulative = pairs
-            .iter()
-            .map(|&(_, w)| {
-                total += f64::from(w);
-                total
-            })
-            .collect();
-        Self { values: pairs.into_iter().map(|p| p.0).collect(), cumulative: Some(cumulative) }
+    /// The CDF of `weighted`, sorted here. Equal values may come in any
+    /// order: the CDF is read at the bounds of their run.
+    pub(super) fn new(mut weighted: Weighted) -> Self {
+        weighted.sort();
+        let Weighted { values, weights } = weighted;
+        Self::from_sorted(values, weights)
+    }
+
+    /// The CDF of `values`, sorted, with their weights (None: all 1).
+    pub(super) fn from_sorted(values: Vec<i64>, weights: Option<Vec<f32>>) -> Self {
+        debug_assert!(values.is_sorted());
+        let cumulative = weights.map(|weights| {
+            let mut total = 0.0;
+            weights
+                .iter()
+                .map(|&w| {
+                    total += f64::from(w);
+                    total
+                })
+                .collect()
+        });
+        Self { values, cumulative }
+    }
+
+    /// The CDF of the values of `runs`: runs merged pairwise (each value
+    /// copied once per level, ⌈log₂ runs⌉ levels), each run sorted first
+    /// unless it already is.
+    pub(super) fn from_runs(runs: Runs) -> Self {
+        let mut runs: Vec<Weighted> = runs.runs;
+        for run in &mut runs {
+            if !run.values.is_sorted() {
+                run.sort();
+            }
+        }
+        while runs.len() > 1 {
+            let mut merged = Vec::with_capacity(runs.len().div_ceil(2));
+            let mut pairs = runs.into_iter();
+            while let Some(a) = pairs.next() {
+                merged.push(match pairs.next() {
+                    Some(b) => merge(a, b),
+                    None => a,
+                });
+            }
+            runs = merged;
+        }
+        let Weighted { values, weights } = runs.pop().unwrap_or_default();
+        Self::from_sorted(values, weights)
     }
 
     /// The values, sorted.
@@ -196,6 +282,37 @@ mod tests {
             assert_eq!(runs.at(x), whole.at(x), "weights moved with their values, at {x}");
         }
         assert_eq!(runs.at(10.0), 3.0 / 15.0, "5 (weight 1) and 10 (weight 2) of 15");
+    }
+
+    #[test]
+    fn runs_merged_give_the_cdf_of_the_whole() {
+        // Runs of several tasks, some weighted, one unsorted (never sorted
+        // on its task), one empty.
+        let parts: [&[(i64, f32)]; 5] = [
+            &[(50, 1.0), (10, 1.0), (30, 1.0)],
+            &[(20, 4.0), (60, 1.0), (40, 1.0), (10, 2.0)],
+            &[],
+            &[(35, 1.0), (5, 1.0), (50, 3.0)],
+            &[(7, 1.0), (7, 1.0), (70, 1.0)],
+        ];
+        let mut all = Runs::default();
+        let mut whole = Weighted::default();
+        for (at, part) in parts.into_iter().enumerate() {
+            let mut run = Runs::default();
+            for &(value, weight) in part {
+                run.push(value, weight);
+                whole.push(value, weight);
+            }
+            if at != 3 {
+                run.sort();
+            }
+            all.append(run);
+        }
+        assert_eq!(all.len(), whole.len());
+        let (merged, whole) = (Cdf::from_runs(all), Cdf::new(whole));
+        assert_eq!(merged.values(), whole.values());
+        assert_eq!(merged.cumulative, whole.cumulative);
+        assert_eq!(Cdf::from_runs(Runs::default()).values(), [] as [i64; 0]);
     }
 
     #[test]
