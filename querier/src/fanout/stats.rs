@@ -425,7 +425,7 @@ fn exemplars(pairs: &[(i64, u128, f32)], qs: &[f64]) -> Exemplars {
 /// (value, trace, weight) sorted by value (then trace): the exemplars read
 /// from it, and its CDF, from one sort.
 fn by_value(mut entries: Vec<(i64, u128, f32)>, weighted: bool) -> (Vec<(i64, u128, f32)>, Cdf) {
-    entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    entries.sort_unstable_by_key(|e| (e.0, e.1));
     let values = entries.iter().map(|e| e.0).collect();
     let weights = weighted.then(|| entries.iter().map(|e| e.2).collect());
     (entries, Cdf::from_sorted(values, weights))

@@ -120,6 +120,7 @@ impl Runs {
         self.runs.extend(other.runs.into_iter().filter(|run| !run.is_empty()));
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.runs.iter().map(Weighted::len).sum()
     }
