@@ -1019,7 +1019,9 @@ impl Querier {
 /// another's plan (they travel by name).
 fn functions() -> (Vec<Arc<ScalarUDF>>, Vec<Arc<AggregateUDF>>) {
     use crate::search::{ValueKind, element_values};
-    let scalars = [ValueKind::Str, ValueKind::Number, ValueKind::Bool].map(|k| Arc::new(element_values(k))).to_vec();
+    let mut scalars =
+        [ValueKind::Str, ValueKind::Number, ValueKind::Bool].map(|k| Arc::new(element_values(k))).to_vec();
+    scalars.extend(crate::traceql_metrics::bucket_functions().map(Arc::new));
     (scalars, vec![Arc::new(crate::traceql_metrics::newest_span_udaf())])
 }
 

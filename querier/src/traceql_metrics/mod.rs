@@ -20,9 +20,16 @@
 //! buckets by [`window::MAX_INTERVALS`], and the query runs under the same
 //! admission and deadline as every query.
 
+mod buckets;
 mod compare;
 mod newest;
 pub(crate) use newest::newest_span_udaf;
+
+/// The scalar functions metrics plans call (workers that run shares of
+/// them register these too).
+pub(crate) fn bucket_functions() -> [datafusion::logical_expr::ScalarUDF; 2] {
+    [buckets::time_bucket_udf(), buckets::pow2_bucket_udf()]
+}
 mod response;
 mod series;
 mod window;
@@ -31,7 +38,6 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::functions::math::expr_fn::{ceil, log2};
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::SessionContext;
@@ -194,11 +200,7 @@ pub(crate) async fn window_spans(
 
 /// The time bucket of each span, as an expression over `start_time`.
 pub(crate) fn bucket_expr(window: &Window) -> Expr {
-    if window.instant {
-        lit(0i64)
-    } else {
-        (cast(col(s::START_TIME), DataType::Int64) - lit(window.start + 1)) / lit(window.step)
-    }
+    if window.instant { lit(0i64) } else { buckets::time_bucket(col(s::START_TIME), window.start + 1, window.step) }
 }
 
 impl Querier {
@@ -276,9 +278,18 @@ async fn aggregate(
     groups.extend(by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}"))));
     if let (true, Some(value)) = (powers, &value) {
         // The smallest power of two at or above the value; values below 2
-        // are not bucketed (as Tempo).
-        frame = frame.filter(value.clone().gt_eq(lit(2.0)))?;
-        groups.push(cast(ceil(log2(value.clone())), DataType::Int64).alias(cols::POWER));
+        // are not bucketed (as Tempo). A duration is bucketed as the
+        // integer it is stored as.
+        let value = match measured {
+            Some((_, true)) => col(s::DURATION_NS),
+            _ => value.clone(),
+        };
+        let two = match measured {
+            Some((_, true)) => lit(2i64),
+            _ => lit(2.0),
+        };
+        frame = frame.filter(value.clone().gt_eq(two))?;
+        groups.push(buckets::pow2_bucket(value).alias(cols::POWER));
     }
     let start = cast(col(s::START_TIME), DataType::Int64);
     let mut aggregates = vec![count(lit(1)).alias(cols::COUNT)];
