@@ -147,8 +147,8 @@ pub(crate) fn offsets_for(rows: usize) -> Vec<i32> {
 /// An attribute-map column whose rows repeat a few maps: the resource or
 /// scope attributes of each span. Each distinct map (one per resource or
 /// scope group of a request) is converted once; the rows refer to it, and
-/// [`GroupedAttributeMapBuilder::finish`] copies its entries into place with
-/// one vectorized `take` per entry column.
+/// [`GroupedAttributeMapBuilder::finish`] copies its entries into place, a
+/// row's entries at a time.
 #[derive(Debug)]
 pub struct GroupedAttributeMapBuilder {
     groups: AttributeMapBuilder,
@@ -202,27 +202,19 @@ impl GroupedAttributeMapBuilder {
         self.groups.truncated()
     }
 
-    /// Arrow's `take` of a map copies row by row through `MutableArrayData`;
-    /// taking the entries by their indices copies each entry column in one
-    /// typed loop.
+    /// Each row's map is its group's, copied a range of entries at a time
+    /// ([`crate::gather`]; Arrow's `take` of a map goes row by row through
+    /// `MutableArrayData`, and a `take` of the entries by index entry by entry).
     pub fn finish(&mut self) -> ArrayRef {
         let groups = self.groups.finish();
         self.group_count = 0;
         self.copied = 0;
-        let rows = std::mem::take(&mut self.rows);
-        let group_offsets = groups.value_offsets();
-        let mut offsets = offsets_for(rows.len());
-        let mut entries = Vec::new();
-        for group in rows {
-            let (start, end) = (group_offsets[group as usize], group_offsets[group as usize + 1]);
-            entries.extend(start as u32..end as u32);
-            offsets.push(entries.len() as i32);
+        let mut ranges = Vec::with_capacity(self.rows.len());
+        for group in std::mem::take(&mut self.rows) {
+            let group = group as usize;
+            crate::gather::push(&mut ranges, crate::gather::Rows { array: 0, start: group, end: group + 1 });
         }
-        let (field, _, group_entries, _, ordered) = groups.into_parts();
-        let entries = arrow::compute::take(&group_entries, &arrow::array::UInt32Array::from(entries), None)
-            .expect("entry indices point at group entries");
-        let entries = arrow::array::AsArray::as_struct(&entries).clone();
-        Arc::new(MapArray::new(field, OffsetBuffer::new(offsets.into()), entries, None, ordered))
+        crate::gather::gather(&[&groups], &ranges).expect("group maps gather")
     }
 }
 

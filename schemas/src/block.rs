@@ -13,6 +13,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use crate::gather;
 use crate::schema::{
     DURATION_NS, END_TIME, EVENTS, LINKS, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES,
     SPAN_ID, START_TIME, TRACE_ID, span_schema,
@@ -270,9 +271,18 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     for (group, rows) in indices.chunks(ROW_GROUP_ROWS).enumerate() {
         let mut writers = row_groups.create_column_writers(group)?.into_iter();
         let mut chunks = Vec::new();
+        // Nested columns (attribute maps, events, links) are gathered a row's
+        // entries at a time; flat ones a value at a time.
+        let mut ranges = Vec::with_capacity(rows.len());
+        rows.iter()
+            .for_each(|&(array, row)| gather::push(&mut ranges, gather::Rows { array, start: row, end: row + 1 }));
         for (column, field) in schema.fields().iter().enumerate() {
             let arrays: Vec<&dyn arrow::array::Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
-            let sorted = arrow::compute::interleave(&arrays, rows)?;
+            let sorted = if field.data_type().is_nested() {
+                gather::gather(&arrays, &ranges)?
+            } else {
+                arrow::compute::interleave(&arrays, rows)?
+            };
             for leaf in parquet::arrow::arrow_writer::compute_leaves(field, &sorted)? {
                 let mut writer = writers.next().expect("a writer per leaf column");
                 writer.write(&leaf)?;

@@ -30,6 +30,7 @@ pub mod catalog;
 pub mod decode;
 pub mod encode;
 pub mod fault;
+pub mod gather;
 pub mod merge;
 pub mod reader;
 pub mod schema;
