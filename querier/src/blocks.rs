@@ -311,12 +311,22 @@ impl Blocks {
 
     /// The blocks of `metas` that open, in order, and what was skipped.
     pub(crate) async fn usable(&self, tenant: &TenantId, metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Partial) {
+        let (usable, partial) = self.opened(tenant, metas).await;
+        (usable.into_iter().map(|(meta, _)| meta).collect(), partial)
+    }
+
+    /// The same, each with its footer.
+    pub(crate) async fn opened(
+        &self,
+        tenant: &TenantId,
+        metas: Vec<BlockMeta>,
+    ) -> (Vec<(BlockMeta, ArrowReaderMetadata)>, Partial) {
         let opened = each_bounded(metas.iter().map(|meta| self.open(tenant, meta))).await;
         let mut partial = Partial::default();
         let mut usable = Vec::with_capacity(metas.len());
         for (meta, opened) in metas.into_iter().zip(opened) {
             match opened {
-                Ok(_) => usable.push(meta),
+                Ok(footer) => usable.push((meta, footer)),
                 Err(NotOpened::InFlight) => {}
                 Err(NotOpened::Skipped(skipped)) => partial.skipped.push(skipped),
             }

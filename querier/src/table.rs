@@ -16,7 +16,9 @@ use datafusion::common::DataFusionError;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::parquet::{
+    ParquetAccessPlan, ParquetFileMetrics, ParquetRowSelection, RowGroupAccessPlanFilter,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -24,11 +26,14 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::arrow_reader::RowSelection;
 use spanlake_schemas::schema::{END_TIME, KIND, SPAN_ID, START_TIME, TRACE_ID, span_schema};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
@@ -580,10 +585,11 @@ impl TableProvider for SpansTable {
             .catalog
             .blocks(&self.tenant, |b| bounds.admits(b) && only.as_ref().is_none_or(|o| o.0.contains(&b.id)));
         // Blocks that cannot be read, or are not of the span schema, are skipped (and reported).
-        let (blocks, skipped) = self.blocks.usable(&self.tenant, blocks).await;
+        let (opened, skipped) = self.blocks.opened(&self.tenant, blocks).await;
         if let Some(sink) = state.config().get_extension::<SkippedBlocks>() {
             sink.add(skipped);
         }
+        let (blocks, footers): (Vec<BlockMeta>, Vec<ArrowReaderMetadata>) = opened.into_iter().unzip();
         if blocks.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected_schema(projection)?)));
         }
@@ -597,9 +603,14 @@ impl TableProvider for SpansTable {
             _ => None,
         };
         let partitions = state.config().target_partitions().max(1);
-        // Spread over several queriers only when the blocks are large enough.
+        // Spread over several queriers only when what the scan may read is
+        // large enough: the blocks in range, less the row groups whose
+        // statistics rule the filter out.
         let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
-        let spread = state.config().get_extension::<Spread>().filter(|s| total >= s.min_bytes);
+        let spread = state.config().get_extension::<Spread>().filter(|s| {
+            total >= s.min_bytes
+                && predicate.as_ref().is_none_or(|p| admitted_bytes(&footers, p, &schema) >= s.min_bytes)
+        });
         let work = self.work(blocks, &bounds, limit, partitions, spread.as_ref().map_or(1, |s| s.bands)).await;
         if spread.is_some() {
             let scan = ScanSpec {
@@ -616,6 +627,27 @@ impl TableProvider for SpansTable {
         let source = parquet_source(state.runtime_env(), self.pruning, row_filter, predicate)?;
         work.plan(&self.tenant, &source, partitions, projection, limit)
     }
+}
+
+/// Bytes of the row groups of `footers` whose statistics admit `predicate`
+/// (all of them when the predicate cannot be checked against statistics).
+fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> u64 {
+    let all = || footers.iter().flat_map(|f| f.metadata().row_groups()).map(|g| g.compressed_size() as u64).sum();
+    let builder = PruningPredicateBuilder::new().with_file_schema(Arc::clone(schema));
+    let Some(pruning) = builder.build(Arc::clone(predicate)) else { return all() };
+    let metrics = ExecutionPlanMetricsSet::new();
+    let file_metrics = ParquetFileMetrics::new(0, "the estimate of a scan's size", &metrics);
+    footers
+        .iter()
+        .map(|footer| {
+            let metadata = footer.metadata();
+            let groups = metadata.row_groups();
+            let mut admitted = RowGroupAccessPlanFilter::new(ParquetAccessPlan::new_all(groups.len()));
+            let parquet_schema = metadata.file_metadata().schema_descr();
+            admitted.prune_by_statistics(schema, parquet_schema, groups, &pruning, &file_metrics);
+            admitted.row_group_indexes().map(|i| groups[i].compressed_size() as u64).sum::<u64>()
+        })
+        .sum()
 }
 
 impl SpansTable {

@@ -221,6 +221,12 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
             assert!(spread || query.contains("LIMIT"), "ran on one querier: {query}");
         }
     }
+    // A filter the blocks' statistics rule out leaves nothing to read: the
+    // query stays on the querier asked.
+    let none = "SELECT count(*) AS n FROM spans WHERE duration_ns > 1000000000000";
+    let (answer, spread) = sql(&http, first, none).await;
+    assert!(!spread, "spread with nothing to read: {none}");
+    assert_eq!(answer, sql(&http, &alone, none).await.0, "{none}");
     for (query, expected) in METRICS.iter().zip(&expected_metrics) {
         let before = spread_count(&http, first, "ok").await;
         assert_eq!(&metrics(&http, first, query).await, expected, "spread over three queriers: {query}");
