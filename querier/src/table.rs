@@ -17,7 +17,8 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
-    ParquetAccessPlan, ParquetFileMetrics, ParquetRowSelection, RowGroupAccessPlanFilter,
+    PagePruningAccessPlanFilter, ParquetAccessPlan, ParquetFileMetrics, ParquetRowSelection, RowGroupAccess,
+    RowGroupAccessPlanFilter,
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -35,6 +36,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::union::UnionExec;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::arrow_reader::RowSelection;
+use parquet::file::metadata::RowGroupMetaData;
 use spanlake_schemas::schema::{END_TIME, KIND, SPAN_ID, START_TIME, TRACE_ID, span_schema};
 use spanlake_schemas::{BlockMeta, Storage, TenantId};
 
@@ -629,12 +631,15 @@ impl TableProvider for SpansTable {
     }
 }
 
-/// Bytes of the row groups of `footers` whose statistics admit `predicate`
-/// (all of them when the predicate cannot be checked against statistics).
+/// About the bytes of `footers`' blocks that a scan filtered by `predicate`
+/// reads: the row groups whose statistics admit it, in proportion to the
+/// rows their pages' statistics (the page index) admit. All of them when the
+/// predicate cannot be checked against statistics.
 fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> u64 {
     let all = || footers.iter().flat_map(|f| f.metadata().row_groups()).map(|g| g.compressed_size() as u64).sum();
     let builder = PruningPredicateBuilder::new().with_file_schema(Arc::clone(schema));
     let Some(pruning) = builder.build(Arc::clone(predicate)) else { return all() };
+    let pages = PagePruningAccessPlanFilter::new(predicate, Arc::clone(schema));
     let metrics = ExecutionPlanMetricsSet::new();
     let file_metrics = ParquetFileMetrics::new(0, "the estimate of a scan's size", &metrics);
     footers
@@ -645,7 +650,20 @@ fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalE
             let mut admitted = RowGroupAccessPlanFilter::new(ParquetAccessPlan::new_all(groups.len()));
             let parquet_schema = metadata.file_metadata().schema_descr();
             admitted.prune_by_statistics(schema, parquet_schema, groups, &pruning, &file_metrics);
-            admitted.row_group_indexes().map(|i| groups[i].compressed_size() as u64).sum::<u64>()
+            let plan =
+                pages.prune_plan_with_page_index(admitted.build(), schema, parquet_schema, metadata, &file_metrics);
+            let bytes = |(group, access): (&RowGroupMetaData, &RowGroupAccess)| {
+                let size = group.compressed_size().max(0) as u64;
+                match access {
+                    RowGroupAccess::Skip => 0,
+                    RowGroupAccess::Scan => size,
+                    RowGroupAccess::Selection(rows) => {
+                        let all = group.num_rows().max(1) as u64;
+                        (u128::from(size) * rows.row_count() as u128 / u128::from(all)) as u64
+                    }
+                }
+            };
+            groups.iter().zip(plan.inner()).map(bytes).sum::<u64>()
         })
         .sum()
 }
