@@ -80,8 +80,10 @@ impl FooterCache {
         let mut reader = ObjectReader::block(storage, tenant, meta);
         // The offset index (where each page starts) lets a read of a few
         // rows fetch only their pages: the fan-out's merge of split traces
-        // opens every block for a few rows each.
-        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        // opens every block for a few rows each. The column index (each
+        // page's min and max) tells how much of a block a filter reads,
+        // which decides whether a query spreads over queriers.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let loaded = ArrowReaderMetadata::load_async(&mut reader, options).await?;
         self.0.insert_weighing(&meta.id, loaded.clone(), loaded.metadata().memory_size());
         Ok(loaded)

@@ -744,6 +744,51 @@ mod tests {
 
     use super::*;
 
+    /// A block whose durations rise with trace id, so that its pages hold
+    /// ranges of them: a filter on duration admits the pages of its range.
+    #[test]
+    fn the_size_a_scan_reads_counts_the_pages_its_filter_admits() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let spans: Vec<Span> = (1..=20_000u64)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[8..].copy_from_slice(&i.to_be_bytes());
+                Span {
+                    trace_id: id.to_vec(),
+                    span_id: i.to_be_bytes().to_vec(),
+                    start_time_unix_nano: 1_000,
+                    end_time_unix_nano: 1_000 + i,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let request =
+            vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
+        let mut builder = spanlake_schemas::SpanBatchBuilder::default();
+        builder.append_resource_spans(&request, &mut spanlake_schemas::AppendReport::default());
+        let block =
+            spanlake_schemas::block::encode_block(&[builder.finish()], spanlake_schemas::BlockId::new()).unwrap();
+        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+        let footer = ArrowReaderMetadata::load(&block.parquet, options).unwrap();
+        let schema = table_schema();
+        let whole: u64 = footer.metadata().row_groups().iter().map(|g| g.compressed_size() as u64).sum();
+        let admitted = |filter: Expr| {
+            let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+            let predicate =
+                datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap();
+            admitted_bytes(std::slice::from_ref(&footer), &predicate, &schema)
+        };
+        assert_eq!(
+            admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(30_000i64))),
+            0,
+            "no page holds such a duration"
+        );
+        let last_pages = admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(19_000i64)));
+        assert!(last_pages > 0 && last_pages * 2 < whole, "{last_pages} of {whole} bytes");
+        assert_eq!(admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(0i64))), whole, "every page admits it");
+    }
+
     fn block(min_time: i64, max_time: i64) -> BlockMeta {
         BlockMeta {
             id: spanlake_schemas::block::BlockId::new(),
