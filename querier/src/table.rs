@@ -748,7 +748,7 @@ mod tests {
     /// ranges of them: a filter on duration admits the pages of its range.
     #[test]
     fn the_size_a_scan_reads_counts_the_pages_its_filter_admits() {
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let spans: Vec<Span> = (1..=20_000u64)
             .map(|i| {
                 let mut id = [0u8; 16];
@@ -762,12 +762,8 @@ mod tests {
                 }
             })
             .collect();
-        let request =
-            vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
-        let mut builder = spanlake_schemas::SpanBatchBuilder::default();
-        builder.append_resource_spans(&request, &mut spanlake_schemas::AppendReport::default());
-        let block =
-            spanlake_schemas::block::encode_block(&[builder.finish()], spanlake_schemas::BlockId::new()).unwrap();
+        let batch = spanlake_schemas::encode::batch_of(spans);
+        let block = spanlake_schemas::block::encode_block(&[batch], spanlake_schemas::BlockId::new()).unwrap();
         let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
             .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
         let footer = ArrowReaderMetadata::load(&block.parquet, options).unwrap();

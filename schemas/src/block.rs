@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn sorting_merges_batches_by_trace_then_start() {
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let batch = |spans: &[(u8, u64)]| {
             let spans = spans
                 .iter()
@@ -348,13 +348,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect();
-            let request = vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }];
-            let mut builder = crate::SpanBatchBuilder::default();
-            builder.append_resource_spans(&request, &mut crate::AppendReport::default());
-            builder.finish()
+            crate::encode::batch_of(spans)
         };
         let sorted = sort_spans(&[batch(&[(3, 5), (1, 9)]), batch(&[(1, 2), (2, 7)])]).unwrap();
         let traces = sorted.column(0).as_fixed_size_binary();

@@ -504,6 +504,18 @@ impl SpanBatchBuilder {
     }
 }
 
+/// The batch of `spans`, under one resource and scope without attributes
+/// (invalid spans left out): for tests and tools.
+pub fn batch_of(spans: Vec<Span>) -> RecordBatch {
+    let request = [ResourceSpans {
+        scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans { spans, ..Default::default() }],
+        ..Default::default()
+    }];
+    let mut builder = SpanBatchBuilder::default();
+    builder.append_resource_spans(&request, &mut AppendReport::default());
+    builder.finish()
+}
+
 fn append_fixed(builder: &mut FixedSizeBinaryBuilder, value: &[u8]) {
     builder.append_value(value).expect("length checked by validate_span");
 }

@@ -203,8 +203,8 @@ mod tests {
     #[test]
     fn agrees_with_interleave_on_every_span_column() {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
         let attribute = |key: &str, value: Value| KeyValue {
             key: key.into(),
             value: Some(AnyValue { value: Some(value) }),
@@ -244,13 +244,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let request = vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }];
-            let mut builder = crate::SpanBatchBuilder::default();
-            builder.append_resource_spans(&request, &mut crate::AppendReport::default());
-            builder.finish()
+            crate::encode::batch_of(spans)
         };
         let (a, b) = (batch(1, 9), batch(2, 12).slice(2, 9));
         let rows: Vec<(usize, usize)> = vec![(1, 3), (0, 0), (0, 1), (0, 2), (1, 0), (0, 8), (1, 8), (1, 1), (0, 5)];
