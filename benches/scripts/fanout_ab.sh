@@ -5,13 +5,8 @@
 # Run two builds alternately on the same blocks to compare them.
 set -euo pipefail
 BIN=$1; DATA=$2; N=${3:-5}
-PORT=$((3300 + RANDOM % 500))
-"$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:$PORT --pg-addr off > /dev/null 2>&1 &
-QPID=$!
-trap 'kill $QPID 2>/dev/null' EXIT
-sleep 3
-NOW=$(date +%s)
-URL="http://127.0.0.1:$PORT/api/fanout?service=frontend&operation=GET%20/search&start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"
+source "$(dirname "$0")/fanout_querier.sh"
+start_querier
 curl -s -o /dev/null "$URL"; curl -s -o /dev/null "$URL"
 cpu() { awk '{print $14+$15}' /proc/$QPID/stat; }
 C0=$(cpu)

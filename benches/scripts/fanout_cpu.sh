@@ -5,14 +5,9 @@
 # Blocks: SPANLAKE_BENCH_FANOUT_DIR=<empty dir> cargo bench --bench fanout.
 set -euo pipefail
 BIN=$1; DATA=$2; N=${3:-5}
-PORT=$((3300 + RANDOM % 500))
 OUT=$(mktemp)
-"$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:$PORT --pg-addr off > /dev/null 2>&1 &
-QPID=$!
-trap 'kill $QPID 2>/dev/null; rm -f "$OUT"' EXIT
-sleep 3
-NOW=$(date +%s)
-URL="http://127.0.0.1:$PORT/api/fanout?service=frontend&operation=GET%20/search&start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"
+source "$(dirname "$0")/fanout_querier.sh"
+start_querier
 curl -s -o /dev/null "$URL"; curl -s -o /dev/null "$URL"
 perf stat -e task-clock -p $QPID -o "$OUT" 2>/dev/null &
 PERF=$!

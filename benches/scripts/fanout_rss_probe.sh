@@ -6,15 +6,9 @@
 # Allocator settings pass through the environment (MIMALLOC_PURGE_DELAY=50 …).
 set -euo pipefail
 BIN=$1; DATA=$2
-PORT=$((3300 + RANDOM % 500))
-"$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:$PORT --pg-addr off \
-  --sql-memory-limit 16GiB --query-timeout 30m > /dev/null 2>&1 &
-QPID=$!
-trap 'kill $QPID 2>/dev/null' EXIT
-sleep 3
+source "$(dirname "$0")/fanout_querier.sh"
+start_querier --sql-memory-limit 16GiB --query-timeout 30m
 echo "idle: $(awk '/VmRSS/ {print $2/1024}' /proc/$QPID/status) MiB"
-NOW=$(date +%s)
-URL="http://127.0.0.1:$PORT/api/fanout?service=frontend&operation=GET%20/search&start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"
 for q in 1 2 3; do
   ( while kill -0 $QPID 2>/dev/null; do
       awk '/VmRSS/ {r=$2/1024} /Threads/ {t=$2} END {printf "%d/%d ", r, t}' /proc/$QPID/status
