@@ -29,15 +29,18 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use base64::Engine as _;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
-use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::logical_expr::{AggregateUDF, LogicalPlan, ScalarUDF};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec, ScaleUpLeafNodeEvent,
@@ -609,7 +612,10 @@ impl Querier {
         {
             return Ok(None);
         }
-        let Some(ctx) = self.spread_session(None).await? else { return Ok(None) };
+        let Some(mut ctx) = self.spread_session(None).await? else { return Ok(None) };
+        // The analyses travel compact already (see `fanout::compact`):
+        // compressing them again would cost more CPU than it saves bytes.
+        ctx.set_distributed_compression(None)?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cut_by_trace = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
             Some(indexes) => indexes.iter().all(|i| i.first_row_from(0).is_some()),
@@ -687,12 +693,12 @@ fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analy
 }
 
 /// How many tasks a spread scan asks for: one per `min_bytes` of blocks
-/// (the planner caps it at the live queriers).
+/// (the planner caps it at the live queriers). A Parquet scan of the stock
+/// kind stays whole: the table made it because its scan was not worth
+/// spreading (the engine would otherwise split its files by their size).
 fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
-    let bytes = match (event.plan.downcast_ref::<SpansScanExec>(), event.plan.downcast_ref::<FanoutExec>()) {
-        (Some(scan), _) => scan.work.bytes(),
-        (None, Some(fanout)) => fanout.share.blocks.iter().map(|b| b.size_bytes).sum(),
-        (None, None) => return None,
+    let Some(bytes) = spread_bytes(event.plan) else {
+        return is_file_scan(event.plan).then(|| Ok(DesiredTaskCountEventResponse::maximum(1)));
     };
     let min_bytes = event.session_config.get_extension::<Spread>().map_or(1, |s| s.min_bytes.max(1));
     let tasks = bytes.div_ceil(min_bytes).max(1) as usize;
@@ -701,6 +707,24 @@ fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskC
     } else {
         DesiredTaskCountEventResponse::desired(tasks)
     }))
+}
+
+/// The block bytes of a leaf that may spread (a scan the table chose to
+/// spread, a fan-out analysis), or None for any other plan.
+fn spread_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
+    match (plan.downcast_ref::<SpansScanExec>(), plan.downcast_ref::<FanoutExec>()) {
+        (Some(scan), _) => Some(scan.work.bytes()),
+        (None, Some(fanout)) => Some(fanout.share.blocks.iter().map(|b| b.size_bytes).sum()),
+        (None, None) => None,
+    }
+}
+
+/// Whether `plan` scans files through DataFusion's own data source.
+fn is_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    plan.downcast_ref::<DataSourceExec>()
+        .is_some_and(|source| source.data_source().downcast_ref::<FileScanConfig>().is_some())
 }
 
 /// One variant of the scan per task, each with its share of the work.
@@ -901,6 +925,7 @@ impl Querier {
                         ));
                     }
                 }
+                querier.metrics.worker_tasks.inc();
                 let runtime = querier.runtime().map_err(|e| DataFusionError::External(Box::new(e)))?;
                 // Shares of later stages read from other queriers: with the secret too.
                 let mut state = ctx
@@ -996,22 +1021,75 @@ impl Querier {
         };
         let config: SessionConfig =
             self.session_config().with_extension(Arc::new(spread)).with_extension(Arc::new(self.fanout_source()));
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(self.runtime()?)
             .with_distributed_worker_resolver(peers.clone())
             .with_distributed_passthrough_headers(passthrough(self.config.cluster.secret.as_deref())?)?
+            .with_query_planner(Arc::new(AlreadyPlanned))
             .with_distributed_planner()
             .with_distributed_user_codec(SpansScanCodec)
             .with_distributed_desired_task_count_handler(desired_tasks)
-            .with_distributed_scale_up_leaf_node_handler(scale_up)
-            .build();
+            .with_distributed_scale_up_leaf_node_handler(scale_up);
+        let distributed = builder.query_planner().take().expect("the distributed planner");
+        let state = builder.with_query_planner(Arc::new(SpreadWhenWorthIt { distributed })).build();
         let ctx = SessionContext::new_with_state(state);
         if let Some(tenant) = tenant {
             self.register_tables(&ctx, tenant).await?;
         }
         Ok(Some(ctx))
+    }
+}
+
+/// The query planner of a spread session. A plan goes to the engine's
+/// distributed planner only when one of its leaves asks for two tasks or
+/// more (a large scan, a fan-out analysis); any other runs here as planned.
+/// (The engine would cut it into stages of one task each all the same, and
+/// place each on any querier: work sent away for no parallelism.)
+#[derive(Debug)]
+struct SpreadWhenWorthIt {
+    distributed: Arc<dyn QueryPlanner + Send + Sync>,
+}
+
+tokio::task_local! {
+    /// The plan [`SpreadWhenWorthIt`] made, for the distributed planner to spread.
+    static PLANNED: Arc<dyn ExecutionPlan>;
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for SpreadWhenWorthIt {
+    async fn create_physical_plan(
+        &self,
+        logical: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = DefaultPhysicalPlanner::default().create_physical_plan(logical, session).await?;
+        let min_bytes = session.config().get_extension::<Spread>().map_or(u64::MAX, |s| s.min_bytes.max(1));
+        let spreads = plan.exists(|node| Ok(spread_bytes(node).is_some_and(|b| b.div_ceil(min_bytes) >= 2)))?;
+        if !spreads {
+            return Ok(plan);
+        }
+        PLANNED.scope(plan, self.distributed.create_physical_plan(logical, session)).await
+    }
+}
+
+/// The planner under the distributed one: the plan [`SpreadWhenWorthIt`]
+/// made (the distributed planner plans nothing itself), or a new one.
+#[derive(Debug)]
+struct AlreadyPlanned;
+
+#[async_trait::async_trait]
+impl QueryPlanner for AlreadyPlanned {
+    async fn create_physical_plan(
+        &self,
+        logical: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match PLANNED.try_with(Arc::clone) {
+            Ok(plan) => Ok(plan),
+            Err(_) => DefaultPhysicalPlanner::default().create_physical_plan(logical, session).await,
+        }
     }
 }
 

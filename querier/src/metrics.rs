@@ -48,6 +48,8 @@ pub(crate) struct Metrics {
     pub(crate) memory: Gauge,
     /// Bytes query plans read from the object store.
     pub(crate) bytes_read: Counter,
+    /// Tasks of spread queries run here, for whichever querier coordinated.
+    pub(crate) worker_tasks: Counter,
 }
 
 impl Metrics {
@@ -61,6 +63,7 @@ impl Metrics {
             running: Gauge::default(),
             memory: Gauge::default(),
             bytes_read: Counter::default(),
+            worker_tasks: Counter::default(),
             blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
@@ -91,6 +94,11 @@ impl Metrics {
             "block_bytes_read",
             "Bytes query plans read from the object store, here (as the querier asked or for another querier)",
             m.bytes_read.clone(),
+        );
+        r.register(
+            "worker_tasks",
+            "Tasks of queries spread over queriers that ran here, for whichever querier coordinated",
+            m.worker_tasks.clone(),
         );
         r.register(
             "blocks_skipped",

@@ -13,6 +13,7 @@
 //! Memory: one batch per block in the merge plus one trace, and per parent
 //! operation the durations it reports (8 bytes per parent and per call).
 
+mod compact;
 mod stats;
 mod trace;
 mod weighted;

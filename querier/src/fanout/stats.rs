@@ -24,10 +24,13 @@ pub(crate) struct OpStats {
     durations: Weighted,
     /// Per parent with calls, its slowest call and its weight.
     max_calls: Weighted,
+    #[serde(with = "super::compact::ints")]
     degrees: Vec<u32>,
     /// Each parent's trace, for exemplars.
+    #[serde(with = "super::compact::ids")]
     trace_ids: Vec<u128>,
     /// Each parent's call mix, an index into `mixes`.
+    #[serde(with = "super::compact::ints")]
     mix_of: Vec<u32>,
     /// Distinct per-parent call mixes, for the prediction.
     mixes: Vec<Mix>,
@@ -54,9 +57,12 @@ struct AddScratch {
 struct EdgeStats {
     /// Every call's duration, with its parent's weight: a run per task.
     durations: Runs,
+    #[serde(with = "super::compact::ints")]
     per_parent_max: Vec<i64>,
     /// The parent (index in the operation's per-parent vectors) of each `per_parent_max`.
+    #[serde(with = "super::compact::ints")]
     per_parent_index: Vec<u32>,
+    #[serde(with = "super::compact::ints")]
     per_parent_calls: Vec<u32>,
     errors: u64,
     critical: i128,

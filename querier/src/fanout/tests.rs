@@ -181,10 +181,18 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     let mut moved = OpStats::default();
     moved.absorb(second(), &rename);
     moved.absorb(first(), &|id| id);
+    // The second task's statistics sent over the wire (compact, bincode),
+    // sorted first as a task sends them.
+    let mut sent = second();
+    sent.sort_calls();
+    let sent: OpStats = bincode::deserialize(&bincode::serialize(&sent).unwrap()).unwrap();
+    let mut received = first();
+    received.absorb(sent, &rename);
     let all = report(all);
     assert_eq!(report(copied), all);
     // And in another order: the report's last digits do not move either.
     assert_eq!(report(moved), all);
+    assert_eq!(report(received), all);
 }
 
 /// A block of `rows` rows as the merge sees it: its metadata and a footer

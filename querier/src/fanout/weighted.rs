@@ -9,6 +9,7 @@
 /// Values in arrival order, with their weights when any is not 1.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Weighted {
+    #[serde(with = "super::compact::ints")]
     values: Vec<i64>,
     /// One per value, once a weight other than 1 arrived.
     weights: Option<Vec<f32>>,
