@@ -1031,7 +1031,10 @@ impl Querier {
             .with_distributed_planner()
             .with_distributed_user_codec(SpansScanCodec)
             .with_distributed_desired_task_count_handler(desired_tasks)
-            .with_distributed_scale_up_leaf_node_handler(scale_up);
+            .with_distributed_scale_up_leaf_node_handler(scale_up)
+            // What each querier's part did travels back only for EXPLAIN
+            // ANALYZE (see `Querier::sql_in`): every spread plan paid for it.
+            .with_distributed_metrics_collection(false)?;
         let distributed = builder.query_planner().take().expect("the distributed planner");
         let state = builder.with_query_planner(Arc::new(SpreadWhenWorthIt { distributed })).build();
         let ctx = SessionContext::new_with_state(state);

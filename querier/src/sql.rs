@@ -462,7 +462,16 @@ impl Querier {
     /// Runs one read-only statement in `ctx`, encoding its rows.
     async fn sql_in(&self, ctx: SessionContext, query: &str, format: SqlFormat) -> Result<SqlAnswer> {
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let frame = ctx.sql_with_options(query, options).await?;
+        let mut frame = ctx.sql_with_options(query, options).await?;
+        // EXPLAIN ANALYZE of a plan spread over queriers shows what each
+        // querier's part did: their metrics travel back for it alone.
+        if matches!(frame.logical_plan(), datafusion::logical_expr::LogicalPlan::Analyze(_))
+            && ctx.state().config().get_extension::<crate::table::Spread>().is_some()
+        {
+            let mut ctx = ctx.clone();
+            datafusion_distributed::DistributedExt::set_distributed_metrics_collection(&mut ctx, true)?;
+            frame = ctx.sql_with_options(query, options).await?;
+        }
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let pool = &ctx.runtime_env().memory_pool;
         let answer = MemoryConsumer::new("SQL answer").register(pool);

@@ -247,6 +247,14 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         }
     }
     assert!(worker_tasks(&http, others).await > tasks, "the other queriers ran no task of a spread query");
+    // EXPLAIN ANALYZE shows what the other queriers' parts did (their
+    // metrics travel back for it, and only for it).
+    let explain = "EXPLAIN ANALYZE SELECT service_name, count(*) FROM spans GROUP BY 1";
+    let (answer, spread) = sql(&http, first, explain).await;
+    let plan: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let plan = plan[0]["plan"].as_str().unwrap_or_default();
+    let partial = plan.lines().find(|l| l.contains("mode=Partial")).unwrap_or_default();
+    assert!(spread && partial.contains("metrics=[output_rows="), "no metrics from the queriers' parts: {plan}");
     for (query, expected) in METRICS.iter().zip(&expected_metrics) {
         let before = spread_count(&http, first, "ok").await;
         assert_eq!(&metrics(&http, first, query).await, expected, "spread over three queriers: {query}");
