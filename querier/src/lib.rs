@@ -74,6 +74,9 @@ pub struct Config {
     pub max_tag_scan_bytes: usize,
     /// Prune blocks, row groups and pages (off only to measure what it buys).
     pub pruning: bool,
+    /// Metrics windows of more spans take their exemplars from a sample of
+    /// the traces (see `traceql_metrics::sample`), not from every span.
+    pub exemplar_sample_spans: u64,
     /// Other queriers that large queries spread over.
     pub cluster: ClusterConfig,
 }
@@ -90,6 +93,7 @@ impl Default for Config {
             max_concurrent_queries: 16,
             max_tag_scan_bytes: 256 << 20,
             pruning: true,
+            exemplar_sample_spans: 1_000_000,
             cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20, secret: None },
         }
     }

@@ -293,6 +293,9 @@ pub struct QuerierFlags {
     /// Most block bytes a tag or tag-values request reads when block summaries cannot answer it (a `q` filter, a key with too many values); past it the newest blocks answer and the response says it is partial
     #[arg(long, env = "SPANLAKE_MAX_TAG_SCAN_BYTES", default_value = "256MiB", value_parser = parse_size)]
     pub max_tag_scan_bytes: usize,
+    /// TraceQL metrics over a window of more spans take exemplars from a sample of the traces (a slice of trace ids in a few blocks) rather than reading every span's trace id
+    #[arg(long, env = "SPANLAKE_EXEMPLAR_SAMPLE_SPANS", default_value = "1000000")]
+    pub exemplar_sample_spans: u64,
     /// Prune blocks, row groups and pages by query filters (turn off only to measure what pruning buys)
     #[arg(long, env = "SPANLAKE_QUERY_PRUNING", default_value = "true", action = clap::ArgAction::Set)]
     pub query_pruning: bool,
@@ -548,6 +551,7 @@ impl ServerArgs {
             max_concurrent_queries: flags.max_concurrent_queries,
             max_tag_scan_bytes: flags.max_tag_scan_bytes,
             pruning: flags.query_pruning,
+            exemplar_sample_spans: flags.exemplar_sample_spans,
             commit_lookback: self.server.commit_lookback,
             cluster: spanlake_querier::ClusterConfig {
                 peers: flags.query_peers.clone(),

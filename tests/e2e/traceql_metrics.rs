@@ -495,3 +495,40 @@ async fn series_beyond_the_memory_limit_are_refused() {
     assert!(body.contains("per-query memory limit"), "{body}");
     server.spanlake.shutdown().await;
 }
+
+/// Over a window of more spans than `--exemplar-sample-spans`, exemplars
+/// come from a slice of trace ids alone, and the counts from every span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_window_takes_exemplars_from_a_slice_of_trace_ids() {
+    // 16 spans or more: sixteenth of it wanted, one span; the 160 spans
+    // read give the ids below 2^(128 - 7).
+    let server = TestServer::start_with(|a| a.querier.exemplar_sample_spans = 16).await;
+    let mut spans = Vec::new();
+    for minute in 0..MINUTES {
+        for j in 0..16u64 {
+            let start = SystemTime::UNIX_EPOCH
+                + Duration::from_secs((T0 + 60 * minute as i64 + 10) as u64)
+                + Duration::from_millis(j);
+            // High ids start later: the newest span of every cell, had
+            // every span been a candidate.
+            let high = 0x7e00_0000_0000_0000_0000_0000_0000_0000 | ((minute as u128) << 8) | u128::from(j);
+            let late = start + Duration::from_millis(100);
+            spans.push(span(high, 1, None, "GET /", SpanKind::Server, late, Duration::from_millis(3), false, vec![]));
+            let low = ((minute as u128) << 8) | u128::from(j) | 0x1_0000;
+            spans.push(span(low, 1, None, "GET /", SpanKind::Server, start, Duration::from_millis(3), false, vec![]));
+        }
+    }
+    export(&server, "shop", spans).await;
+    let answer = range(&server, "{ } | rate() by(resource.service.name)").await;
+    let got = series(&answer);
+    assert_eq!(got.len(), 1);
+    assert!(close(&got[0].1, &dense(|_| 32.0 / 60.0)), "every span counts: {:?}", got[0].1);
+    let exemplars = answer["series"][0]["exemplars"].as_array().expect("exemplars");
+    assert!(!exemplars.is_empty(), "{answer}");
+    for e in exemplars {
+        let id = e["labels"][0]["value"]["stringValue"].as_str().unwrap();
+        let id = u128::from_str_radix(id, 16).unwrap();
+        assert!(id < 1 << 121, "an exemplar from outside the slice: {id:032x}");
+    }
+    server.spanlake.shutdown().await;
+}

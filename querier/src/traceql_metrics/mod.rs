@@ -31,6 +31,7 @@ pub(crate) fn bucket_functions() -> [datafusion::logical_expr::ScalarUDF; 2] {
     [buckets::time_bucket_udf(), buckets::pow2_bucket_udf()]
 }
 mod response;
+mod sample;
 mod series;
 mod window;
 
@@ -45,6 +46,7 @@ use spanlake_schemas::TenantId;
 use spanlake_schemas::schema as s;
 
 pub(crate) use response::MetricsAnswer;
+pub(crate) use sample::{ExemplarSample, exemplar_sample};
 use series::{Cell, Collected, Newest};
 pub(crate) use window::Window;
 
@@ -208,7 +210,14 @@ impl Querier {
     pub(crate) async fn metrics_query(&self, tenant: &TenantId, request: &MetricsRequest) -> Result<MetricsAnswer> {
         let window = &request.window;
         let blocks = self.catalog.blocks(tenant, |b| b.overlaps(window.start, window.end));
-        let (mut answer, _) = self.spread_or_here(Some(tenant), |ctx| metrics_in(ctx, request)).await?;
+        // Trace-level fields computed over a sample's blocks alone could be
+        // those of part of a trace: such a query takes every span.
+        let sample = match needs_trace_fields(&request.query) {
+            false => exemplar_sample(&blocks, self.config.exemplar_sample_spans),
+            true => None,
+        };
+        let (mut answer, _) =
+            self.spread_or_here(Some(tenant), |ctx| metrics_in(ctx, request, sample.as_ref())).await?;
         answer.inspected_spans = blocks.iter().map(|b| b.span_count).sum();
         answer.total_blocks = blocks.len() as u64;
         answer.total_block_bytes = blocks.iter().map(|b| b.size_bytes).sum();
@@ -216,14 +225,18 @@ impl Querier {
     }
 }
 
-/// Answers a metrics query in `ctx`.
-async fn metrics_in(ctx: SessionContext, request: &MetricsRequest) -> Result<MetricsAnswer> {
+/// Answers a metrics query in `ctx`, with exemplars from `sample` when given.
+async fn metrics_in(
+    ctx: SessionContext,
+    request: &MetricsRequest,
+    sample: Option<&ExemplarSample>,
+) -> Result<MetricsAnswer> {
     let filter = measured_filter(&request.query)?;
     let mut answer = if let MetricsFunction::Compare { selection, top, window: selected } = &request.query.function {
         compare::compare(&ctx, request, filter, selection.as_ref(), *top, *selected).await?
     } else {
         let by: Vec<ByField> = request.query.by.iter().map(ByField::new).collect::<Result<_>>()?;
-        let collected = aggregate(&ctx, request, filter, &by).await?;
+        let collected = aggregate(&ctx, request, filter, &by, sample).await?;
         let _series = hold_series(&ctx, collected.series_count(&request.query.function), request.window.buckets())?;
         series::build(request, &by, collected).finish(request)
     };
@@ -254,15 +267,56 @@ pub(super) fn hold_series(
 
 /// One aggregate over the window: per time bucket, `by()` values and (for
 /// histograms and quantiles) power-of-two bucket of the value: the count,
-/// min, max and sum of the value, and the newest span as an exemplar.
+/// min, max and sum of the value, and the newest span as an exemplar
+/// candidate, from every span or, with `sample`, from a second aggregate
+/// over the sample alone.
 async fn aggregate(
     ctx: &SessionContext,
     request: &MetricsRequest,
     filter: Option<&FieldExpr>,
     by: &[ByField],
+    sample: Option<&ExemplarSample>,
 ) -> Result<Collected> {
+    let powers =
+        matches!(request.query.function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
+    let every_span = request.exemplars > 0 && sample.is_none();
+    let mut collected = Collected::default();
+    let (batches, _held) = cells(ctx, request, filter, by, None, true, every_span).await?;
+    for batch in &batches {
+        read_cells(batch, by, powers, &mut collected);
+    }
+    if let (Some(sample), true) = (sample, request.exemplars > 0) {
+        // The sample's blocks alone, for the rest of this session's plans.
+        let only = crate::blocks::OnlyBlocks(sample.blocks.clone());
+        ctx.state_ref().write().config_mut().set_extension(std::sync::Arc::new(only));
+        let mut found = Collected::default();
+        let (batches, _held) = cells(ctx, request, filter, by, sample.below, false, true).await?;
+        for batch in &batches {
+            read_cells(batch, by, powers, &mut found);
+        }
+        collected.take_newest(found);
+    }
+    Ok(collected)
+}
+
+/// The aggregate of the window's cells: their value statistics when
+/// `statistics`, their newest span when `newest`, over the traces with ids
+/// below `below` alone when given.
+async fn cells(
+    ctx: &SessionContext,
+    request: &MetricsRequest,
+    filter: Option<&FieldExpr>,
+    by: &[ByField],
+    below: Option<u128>,
+    statistics: bool,
+    newest: bool,
+) -> Result<(Vec<RecordBatch>, datafusion::execution::memory_pool::MemoryReservation)> {
     let function = &request.query.function;
     let mut frame = window_spans(ctx, request, filter).await?;
+    if let Some(below) = below {
+        let bound = ScalarValue::FixedSizeBinary(16, Some(below.to_be_bytes().to_vec()));
+        frame = frame.filter(col(s::TRACE_ID).lt(lit(bound)))?;
+    }
     let measured = measured_field(function);
     let value = match measured {
         Some((field, _)) => {
@@ -293,30 +347,25 @@ async fn aggregate(
     }
     let start = cast(col(s::START_TIME), DataType::Int64);
     let mut aggregates = vec![count(lit(1)).alias(cols::COUNT)];
-    if let (Some(value), false) = (&value, powers) {
+    if let (Some(value), false, true) = (&value, powers, statistics) {
         aggregates.extend([
             min(value.clone()).alias(cols::MIN),
             max(value.clone()).alias(cols::MAX),
             sum(value.clone()).alias(cols::SUM),
         ]);
     }
-    if request.exemplars > 0 {
+    if newest {
         // Each cell's newest span is an exemplar candidate: its start, trace and value.
         let measured = value.clone().unwrap_or(lit(ScalarValue::Float64(None)));
         aggregates.push(newest::newest_span(start, col(s::TRACE_ID), measured).alias(cols::NEWEST));
     }
-    let (batches, _held) = crate::memory::collect_counted(
+    crate::memory::collect_counted(
         ctx,
         frame.aggregate(groups, aggregates)?,
         "the series this metrics query builds",
         "narrow the time range, raise the step or group by fewer values",
     )
-    .await?;
-    let mut collected = Collected::default();
-    for batch in &batches {
-        read_cells(batch, by, powers, &mut collected);
-    }
-    Ok(collected)
+    .await
 }
 
 /// The aggregate's rows as cells of series.

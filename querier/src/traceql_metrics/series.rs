@@ -45,6 +45,19 @@ impl Collected {
         self.groups.entry(group_key(&labels)).or_insert_with(|| (labels, Vec::new())).1.push(cell);
     }
 
+    /// Takes the newest spans of `found`'s cells (a sample's) as the
+    /// exemplar candidates of the same cells here.
+    pub(super) fn take_newest(&mut self, found: Collected) {
+        for (key, (_, cells)) in found.groups {
+            let Some((_, mine)) = self.groups.get_mut(&key) else { continue };
+            let newest: HashMap<(usize, Option<i32>), Newest> =
+                cells.into_iter().filter_map(|c| Some(((c.bucket, c.power), c.newest?))).collect();
+            for cell in mine {
+                cell.newest = newest.get(&(cell.bucket, cell.power)).copied().or(cell.newest);
+            }
+        }
+    }
+
     /// How many series the answer will hold: one per group, times the
     /// quantiles, or per power-of-two bucket present for a histogram.
     pub(super) fn series_count(&self, function: &MetricsFunction) -> usize {
