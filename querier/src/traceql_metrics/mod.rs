@@ -180,6 +180,16 @@ pub(crate) async fn window_spans(
     request: &MetricsRequest,
     filter: Option<&FieldExpr>,
 ) -> Result<DataFrame> {
+    window_spans_of(ctx, "spans", request, filter).await
+}
+
+/// [`window_spans`] of `table`: `spans`, or every stored copy.
+async fn window_spans_of(
+    ctx: &SessionContext,
+    table: &str,
+    request: &MetricsRequest,
+    filter: Option<&FieldExpr>,
+) -> Result<DataFrame> {
     let window = &request.window;
     let needs_trace_fields = needs_trace_fields(&request.query);
     let start = col(s::START_TIME);
@@ -189,7 +199,7 @@ pub(crate) async fn window_spans(
         start.clone().gt(timestamp(window.start))
     };
     let in_window = from.and(start.lt_eq(timestamp(window.end)));
-    let mut frame = ctx.table("spans").await?.filter(in_window.clone())?;
+    let mut frame = ctx.table(table).await?.filter(in_window.clone())?;
     if needs_trace_fields {
         // traceDuration, rootName, rootServiceName: over the trace's spans in the window.
         frame = crate::search::join_trace_fields(frame, ctx.table("spans").await?.filter(in_window)?)?;
@@ -312,7 +322,10 @@ async fn cells(
     newest: bool,
 ) -> Result<(Vec<RecordBatch>, datafusion::execution::memory_pool::MemoryReservation)> {
     let function = &request.query.function;
-    let mut frame = window_spans(ctx, request, filter).await?;
+    // A sample's candidates need no de-duplication: a span stored twice is
+    // the same exemplar either way.
+    let table = if below.is_some() || !statistics { crate::sql::SPANS_AS_STORED } else { "spans" };
+    let mut frame = window_spans_of(ctx, table, request, filter).await?;
     if let Some(below) = below {
         let bound = ScalarValue::FixedSizeBinary(16, Some(below.to_be_bytes().to_vec()));
         frame = frame.filter(col(s::TRACE_ID).lt(lit(bound)))?;
