@@ -37,8 +37,9 @@ pub(crate) fn exemplar_sample(blocks: &[BlockMeta], above_spans: u64) -> Option<
     if spans <= above_spans || blocks.is_empty() {
         return None;
     }
+    // Newest first, so the newest block (the minutes people look at) is read.
     let mut by_time: Vec<&BlockMeta> = blocks.iter().collect();
-    by_time.sort_by_key(|b| b.min_time_unix_nano);
+    by_time.sort_by_key(|b| std::cmp::Reverse(b.max_time_unix_nano));
     let every = by_time.len().div_ceil(BLOCKS);
     let chosen: Vec<&BlockMeta> = by_time.into_iter().step_by(every).collect();
     let chosen_spans: u64 = chosen.iter().map(|b| b.span_count).sum();
@@ -80,16 +81,16 @@ mod tests {
 
     #[test]
     fn a_large_window_samples_blocks_spread_over_it_and_a_slice_of_traces() {
-        // 100 blocks of 100k spans, one a minute, listed newest first.
-        let blocks: Vec<BlockMeta> = (0..100).rev().map(|m| block(m, 100_000)).collect();
+        // 100 blocks of 100k spans, one a minute, listed oldest first.
+        let blocks: Vec<BlockMeta> = (0..100).map(|m| block(m, 100_000)).collect();
         let sample = exemplar_sample(&blocks, 1_000_000).unwrap();
-        // Every 7th block by time from the oldest: minutes 0, 7, …, 98.
+        // Every 7th block by time from the newest: minutes 99, 92, …, 1.
         let minutes: std::collections::BTreeSet<i64> = blocks
             .iter()
             .filter(|b| sample.blocks.contains(&b.id))
             .map(|b| b.min_time_unix_nano / 60_000_000_000)
             .collect();
-        assert_eq!(minutes, (0..100).step_by(7).collect());
+        assert_eq!(minutes, (0..100).rev().step_by(7).collect());
         // 15 blocks hold 1.5M spans; 1/16 of the traces holds about 94k of them.
         assert_eq!(sample.below, Some(1u128 << 124));
         // 14 blocks of 2,000 spans, about 625 wanted: 1/32 of the traces.
