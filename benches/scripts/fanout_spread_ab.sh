@@ -4,6 +4,9 @@
 # CPU-s per query of the lone querier, and of the three together.
 # usage: benches/scripts/fanout_spread_ab.sh <spanlake binary> <blocks dir> [queries, default 3]
 # Blocks: SPANLAKE_BENCH_FANOUT_DIR=<empty dir> cargo bench --bench fanout.
+# PERF_OUT=<file>: also record a profile of the three during their queries
+# (perf record -F 499 --call-graph dwarf,8192; read it with perf script; the
+# spread CPU figure then includes the profiler's cost).
 set -euo pipefail
 BIN=$1; DATA=$2; N=${3:-3}
 PEERS=$(mktemp)
@@ -24,5 +27,10 @@ cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/s
 for port in 3400 3401; do curl -s -o /dev/null "$(url $port)"; curl -s -o /dev/null "$(url $port)"; done
 C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3400)")"; done; C1=$(cpu $ALONE)
 echo "alone: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -F 499 -g --call-graph dwarf,8192 -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null &
+  PERF=$!; sleep 1
+fi
 C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}")
+if [ -n "${PERF:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; fi
 echo "spread: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"

@@ -289,9 +289,9 @@ async fn aggregate(
 ) -> Result<Collected> {
     let powers =
         matches!(request.query.function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
-    let every_span = request.exemplars > 0 && sample.is_none();
     let mut collected = Collected::default();
-    let (batches, _held) = cells(ctx, request, filter, by, None, true, every_span).await?;
+    let exemplars = request.exemplars > 0 && sample.is_none();
+    let (batches, _held) = cells(ctx, request, filter, by, Pass::Count { exemplars }).await?;
     for batch in &batches {
         read_cells(batch, by, powers, &mut collected);
     }
@@ -300,7 +300,7 @@ async fn aggregate(
         let only = crate::blocks::OnlyBlocks(sample.blocks.clone());
         ctx.state_ref().write().config_mut().set_extension(std::sync::Arc::new(only));
         let mut found = Collected::default();
-        let (batches, _held) = cells(ctx, request, filter, by, sample.below, false, true).await?;
+        let (batches, _held) = cells(ctx, request, filter, by, Pass::Sample { below: sample.below }).await?;
         for batch in &batches {
             read_cells(batch, by, powers, &mut found);
         }
@@ -309,22 +309,31 @@ async fn aggregate(
     Ok(collected)
 }
 
-/// The aggregate of the window's cells: their value statistics when
-/// `statistics`, their newest span when `newest`, over the traces with ids
-/// below `below` alone when given.
+/// What an aggregate of the window's cells finds.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// Every span counted once: the count and value statistics, and each
+    /// cell's newest span when `exemplars`.
+    Count { exemplars: bool },
+    /// Each cell's newest span among the session's blocks' traces with ids
+    /// below `below` (None: all of them), every stored copy read (a span
+    /// stored twice is the same exemplar either way).
+    Sample { below: Option<u128> },
+}
+
+/// The aggregate of the window's cells, as `pass` asks.
 async fn cells(
     ctx: &SessionContext,
     request: &MetricsRequest,
     filter: Option<&FieldExpr>,
     by: &[ByField],
-    below: Option<u128>,
-    statistics: bool,
-    newest: bool,
+    pass: Pass,
 ) -> Result<(Vec<RecordBatch>, datafusion::execution::memory_pool::MemoryReservation)> {
     let function = &request.query.function;
-    // A sample's candidates need no de-duplication: a span stored twice is
-    // the same exemplar either way.
-    let table = if below.is_some() || !statistics { crate::sql::SPANS_AS_STORED } else { "spans" };
+    let (table, below) = match pass {
+        Pass::Count { .. } => ("spans", None),
+        Pass::Sample { below } => (crate::sql::SPANS_AS_STORED, below),
+    };
     let mut frame = window_spans_of(ctx, table, request, filter).await?;
     if let Some(below) = below {
         let bound = ScalarValue::FixedSizeBinary(16, Some(below.to_be_bytes().to_vec()));
@@ -360,14 +369,14 @@ async fn cells(
     }
     let start = cast(col(s::START_TIME), DataType::Int64);
     let mut aggregates = vec![count(lit(1)).alias(cols::COUNT)];
-    if let (Some(value), false, true) = (&value, powers, statistics) {
+    if let (Some(value), false, Pass::Count { .. }) = (&value, powers, pass) {
         aggregates.extend([
             min(value.clone()).alias(cols::MIN),
             max(value.clone()).alias(cols::MAX),
             sum(value.clone()).alias(cols::SUM),
         ]);
     }
-    if newest {
+    if matches!(pass, Pass::Count { exemplars: true } | Pass::Sample { .. }) {
         // Each cell's newest span is an exemplar candidate: its start, trace and value.
         let measured = value.clone().unwrap_or(lit(ScalarValue::Float64(None)));
         aggregates.push(newest::newest_span(start, col(s::TRACE_ID), measured).alias(cols::NEWEST));
