@@ -214,17 +214,33 @@ async fn merged_blocks_hold_every_span_once_in_the_ingest_layout() {
         merged.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>()
     );
 
-    // Sources stay until the grace period has passed, then go.
+    // Sources stay until the grace period has passed, then go. A retirement
+    // is dated by its commit's id, which is real time: the pass above took
+    // real seconds, so the grace period counts from those commits, not from
+    // where the test's clock started.
     let files = || async { storage.list_all(&Storage::blocks_prefix(&tenant)).await.unwrap().len() };
     assert_eq!(files().await, 14 + 4 + 1);
-    clock.advance(Duration::from_secs(299));
+    let (first, last) = retirements(&storage, &tenant).await;
+    clock.set(first + Duration::from_secs(299));
     compactor.run_once().await.unwrap();
     assert_eq!(files().await, 14 + 4 + 1, "deleted before the grace period");
-    clock.advance(Duration::from_secs(2));
+    clock.set(last + Duration::from_secs(301));
     let report = compactor.run_once().await.unwrap();
     assert_eq!(report.blocks_deleted, 14 + 4);
     assert_eq!(files().await, 1);
     assert_eq!(querier_counts(&server).await, (36, 36));
+}
+
+/// When the first and the last commit that retired blocks of `tenant` were made.
+async fn retirements(storage: &Storage, tenant: &TenantId) -> (SystemTime, SystemTime) {
+    let mut dates = Vec::new();
+    for path in storage.list_commits(tenant, None).await.unwrap() {
+        let record = storage.read_commit(&path).await.unwrap();
+        if !record.removed.is_empty() {
+            dates.push(UNIX_EPOCH + Duration::from_nanos(record.id.created_unix_nanos() as u64));
+        }
+    }
+    (*dates.iter().min().expect("a commit retired blocks"), *dates.iter().max().unwrap())
 }
 
 /// Where a compactor dies, as a [`Trip`]: after the n-th write of a kind to a path.
@@ -255,7 +271,7 @@ async fn a_crash_at_any_step_loses_and_doubles_nothing() {
         if deleting {
             // Merge first; the crash comes while deleting the sources after the grace period.
             assert_eq!(first.run_once().await.unwrap().failures, 0);
-            clock.advance(Duration::from_secs(301));
+            clock.set(retirements(&storage, &tenant).await.1 + Duration::from_secs(301));
         }
         faulty.trip(trip);
         let crashed = first.run_once().await;
