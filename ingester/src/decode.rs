@@ -5,15 +5,17 @@
 //! is two bytes on the wire and a hundred in memory, so 15 MiB of empty
 //! `ResourceSpans` used to cost over a gigabyte. So:
 //! - Protobuf is not decoded whole. The body's wire format is walked level by
-//!   level (request → resource spans → scope spans), and only one resource,
-//!   one scope and one span at a time are decoded with prost, then appended
-//!   to the Arrow builder and dropped.
-//! - Before a resource, scope or span is decoded, a walk of its wire format
-//!   that builds nothing prices what decoding it would allocate: the Rust
-//!   struct of every nested message, plus its bytes. A span priced above
-//!   [`MAX_EXPANSION`] times its encoded size (plus a small allowance) is
-//!   refused through partial success; a resource or scope priced so refuses
-//!   its spans.
+//!   level (request → resource spans → scope spans). A resource and a scope
+//!   are decoded with prost, once per group. A span is never decoded into
+//!   OTLP structs: [`span_reader`] reads its wire format into a reused
+//!   [`SpanRef`] of slices of the body, which is validated and appended to
+//!   the Arrow builder.
+//! - Before a resource or scope is decoded, a walk of its wire format that
+//!   builds nothing prices what decoding it would allocate: the Rust struct
+//!   of every nested message, plus its bytes. Priced above [`MAX_EXPANSION`]
+//!   times its encoded size (plus a small allowance), its spans are refused
+//!   through partial success. A span is priced as it is read, by the slots
+//!   its attributes, events and links take, and refused past the same bound.
 //! - JSON is decoded whole (serde), after the same pricing over the whole
 //!   body: a body priced above [`MAX_EXPANSION`] times its size is refused.
 //!
@@ -30,8 +32,14 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use spanlake_schemas::encode::{AppendReport, Capacity, ResourceContext, ScopeContext, SpanBatchBuilder};
+use spanlake_schemas::span_ref::SpanRef;
 
 use crate::error::IngestError;
+use span_reader::{Unread, read_span};
+use wire::{Fields, MAX_NESTING, WireError, embedded, last_embedded};
+
+mod span_reader;
+mod wire;
 
 /// Most a message may cost decoded, as a multiple of its encoded size, beyond
 /// `ALLOWANCE` (1 MiB). Together with the body itself and its Arrow form, this keeps
@@ -53,9 +61,6 @@ const COPIED_ATTRIBUTE_BYTES: usize = 64 << 20;
 /// than six times their bytes, harmlessly, since one span at a time is
 /// decoded.
 const ALLOWANCE: usize = 1 << 20;
-
-/// Deepest nesting the pricing walk follows (prost refuses deeper anyway).
-const MAX_NESTING: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -158,6 +163,7 @@ fn append_protobuf(
     builder.reserve(Capacity { rows: spans, span_attributes }.at_most(RESERVE_PER_BODY_BYTE * body.len()));
 
     let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());
+    let mut span = SpanRef::default();
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
         let rs = rs.map_err(wire)?;
         let resource = last_embedded(rs, RESOURCE_SPANS_RESOURCE).map_err(wire)?;
@@ -178,15 +184,19 @@ fn append_protobuf(
             };
             for encoded in embedded(ss, SCOPE_SPANS_SPANS) {
                 let encoded = encoded.map_err(wire)?;
-                let span = match &scope_context {
-                    Ok(_) => decode_priced::<Span>(Some(encoded), Msg::Span)?.map(Option::unwrap_or_default),
+                let read = match &scope_context {
+                    Ok(_) => match read_span(encoded, &mut span) {
+                        Ok(()) => Ok(()),
+                        Err(Unread::Wire(e)) => return Err(wire(e)),
+                        Err(Unread::Overpriced(e)) => Err(e.to_string()),
+                    },
                     Err(e) => Err(e.clone()),
                 };
-                match (span, &mut resource_context, &mut scope_context) {
-                    (Ok(span), Ok(r), Ok(s)) => builder.append_span_in(r, s, &span, report),
-                    (span, r, s) => {
+                match (read, &mut resource_context, &mut scope_context) {
+                    (Ok(()), Ok(r), Ok(s)) => builder.append_span_in(r, s, &span, report),
+                    (read, r, s) => {
                         let reason = [
-                            span.err().as_deref(),
+                            read.err().as_deref(),
                             r.as_ref().err().map(String::as_str),
                             s.as_ref().err().map(String::as_str),
                         ]
@@ -195,7 +205,7 @@ fn append_protobuf(
                         .next()
                         .unwrap_or_default()
                         .to_owned();
-                        let id = last_bytes(encoded, SPAN_SPAN_ID).unwrap_or_default();
+                        let id = last_embedded(encoded, SPAN_SPAN_ID).ok().flatten().unwrap_or_default();
                         report.reject(id, reason);
                     }
                 }
@@ -224,113 +234,9 @@ fn decode_priced<M: prost::Message + Default>(
     M::decode(encoded).map(|m| Ok(Some(m))).map_err(|e| undecodable(Format::Protobuf, e))
 }
 
-/// A protobuf wire-format error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error("truncated message")]
-    Truncated,
-    #[error("invalid varint")]
-    Varint,
-    #[error("invalid wire type {0}")]
-    WireType(u64),
-    #[error("invalid field number 0")]
-    FieldZero,
-    #[error("messages nest more than {MAX_NESTING} levels deep")]
-    TooDeep,
-    #[error("field {0} is not valid UTF-8")]
-    Utf8(u32),
-}
-
-fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos).ok_or(WireError::Truncated)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(WireError::Varint)
-}
-
-/// One field of a message: its number and, when length-delimited, its bytes.
-type Field<'a> = (u32, Option<&'a [u8]>);
-
-/// The fields of one message, in order, checked against the wire format.
-struct Fields<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn read(&mut self) -> Result<Field<'a>, WireError> {
-        let key = varint(self.buf, &mut self.pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| WireError::Varint)?;
-        if field == 0 {
-            return Err(WireError::FieldZero);
-        }
-        let skip = match key & 7 {
-            0 => {
-                varint(self.buf, &mut self.pos)?;
-                0
-            }
-            1 => 8,
-            5 => 4,
-            2 => {
-                let len = usize::try_from(varint(self.buf, &mut self.pos)?).map_err(|_| WireError::Truncated)?;
-                let start = self.pos;
-                let end = start.checked_add(len).filter(|&e| e <= self.buf.len()).ok_or(WireError::Truncated)?;
-                self.pos = end;
-                return Ok((field, Some(&self.buf[start..end])));
-            }
-            other => return Err(WireError::WireType(other)),
-        };
-        self.pos = self.pos.checked_add(skip).filter(|&e| e <= self.buf.len()).ok_or(WireError::Truncated)?;
-        Ok((field, None))
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, WireError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.buf.len() {
-            return None;
-        }
-        let field = self.read();
-        if field.is_err() {
-            self.pos = self.buf.len();
-        }
-        Some(field)
-    }
-}
-
-/// The length-delimited occurrences of field `number` in `message`.
-fn embedded(message: &[u8], number: u32) -> impl Iterator<Item = Result<&[u8], WireError>> {
-    Fields::new(message).filter_map(move |field| match field {
-        Ok((n, Some(bytes))) if n == number => Some(Ok(bytes)),
-        Ok(_) => None,
-        Err(e) => Some(Err(e)),
-    })
-}
-
-/// The last occurrence of a singular length-delimited field (protobuf's rule).
-fn last_embedded(message: &[u8], number: u32) -> Result<Option<&[u8]>, WireError> {
-    embedded(message, number).try_fold(None, |_, field| field.map(Some))
-}
-
-fn last_bytes(message: &[u8], number: u32) -> Option<&[u8]> {
-    last_embedded(message, number).ok().flatten()
-}
-
 fn last_string(message: &[u8], number: u32) -> Result<&str, IngestError> {
     let bytes = last_embedded(message, number).map_err(|e| undecodable(Format::Protobuf, e))?.unwrap_or_default();
-    std::str::from_utf8(bytes).map_err(|_| undecodable(Format::Protobuf, WireError::Utf8(number)))
+    wire::utf8(bytes, number).map_err(|e| undecodable(Format::Protobuf, e))
 }
 
 /// The OTLP messages below a span or resource that decoding allocates, with
@@ -443,8 +349,8 @@ fn decoded_cost(encoded: &[u8], msg: Msg) -> Result<usize, WireError> {
             stack.pop();
             continue;
         };
-        let (number, bytes) = field?;
-        if let (Some(bytes), Some((child, repeated))) = (bytes, msg.child(number)) {
+        let (number, value) = field?;
+        if let (Some(bytes), Some((child, repeated))) = (value.bytes(), msg.child(number)) {
             if repeated {
                 cost += child.element_cost();
             }
@@ -658,7 +564,7 @@ mod tests {
         let converted = convert(&body, Format::Protobuf, SpanBatchBuilder::default(), 10).unwrap();
         assert_eq!((converted.report.accepted, converted.report.rejected), (1, 1));
         let reason = converted.report.first_error.unwrap();
-        assert!(reason.starts_with("span 0202020202020202: its span would take about"), "{reason}");
+        assert!(reason.starts_with("span 0202020202020202: its span would take more than"), "{reason}");
         assert_eq!(converted.batch.num_rows(), 1);
     }
 

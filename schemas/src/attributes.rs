@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, Key
 use serde_json::json;
 
 use crate::schema::{attribute_entries_field, attribute_value_fields};
+use crate::span_ref::{AttrRef, ValueRef};
 
 /// Builds one attribute-map column, one map per row.
 #[derive(Debug)]
@@ -65,9 +66,15 @@ impl AttributeMapBuilder {
     /// Appends one row holding `attributes`.
     pub fn append(&mut self, attributes: &[KeyValue]) {
         for kv in attributes {
-            self.keys.append_value(&kv.key);
-            self.entries += 1;
-            self.append_value(kv.value.as_ref().and_then(|v| v.value.as_ref()));
+            self.append_entry(&AttrRef::of(kv));
+        }
+        self.offsets.push(self.entries);
+    }
+
+    /// Appends one row holding `attributes`.
+    pub fn append_refs(&mut self, attributes: &[AttrRef<'_>]) {
+        for attribute in attributes {
+            self.append_entry(attribute);
         }
         self.offsets.push(self.entries);
     }
@@ -77,15 +84,17 @@ impl AttributeMapBuilder {
         self.truncated
     }
 
-    fn append_value(&mut self, value: Option<&Value>) {
+    fn append_entry(&mut self, attribute: &AttrRef<'_>) {
+        self.keys.append_value(attribute.key);
+        self.entries += 1;
         let (mut s, mut i, mut d, mut b, mut by, mut j) = (None, None, None, None, None, None);
         let json_text;
-        match value {
-            Some(Value::StringValue(v)) => s = Some(truncate_str(v, self.max_value_len, &mut self.truncated)),
-            Some(Value::IntValue(v)) => i = Some(*v),
-            Some(Value::DoubleValue(v)) => d = Some(*v),
-            Some(Value::BoolValue(v)) => b = Some(*v),
-            Some(Value::BytesValue(v)) => {
+        match &attribute.value {
+            ValueRef::Str(v) => s = Some(truncate_str(v, self.max_value_len, &mut self.truncated)),
+            ValueRef::Int(v) => i = Some(*v),
+            ValueRef::Double(v) => d = Some(*v),
+            ValueRef::Bool(v) => b = Some(*v),
+            ValueRef::Bytes(v) => {
                 let keep = if v.len() > self.max_value_len {
                     self.truncated += 1;
                     &v[..self.max_value_len]
@@ -94,11 +103,11 @@ impl AttributeMapBuilder {
                 };
                 by = Some(keep)
             }
-            Some(other @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => {
-                json_text = capped_json(other, self.max_value_len, &mut self.truncated);
+            ValueRef::Nested(nested) => {
+                json_text = capped_json(nested, self.max_value_len, &mut self.truncated);
                 j = Some(json_text.as_str());
             }
-            Some(Value::StringValueStrindex(_)) | None => {}
+            ValueRef::Empty => {}
         }
         self.str_values.append_option(s);
         self.int_values.append_option(i);

@@ -13,7 +13,7 @@ use arrow::array::{
     TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
@@ -22,6 +22,7 @@ use crate::schema::{
     KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field, link_fields,
     link_item_field, span_schema,
 };
+use crate::span_ref::{AttrRef, SpanRef};
 
 /// Why one span was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,72 +57,9 @@ pub enum InvalidSpan {
 /// levels (each level here is three).
 pub const MAX_VALUE_DEPTH: usize = 32;
 
-/// How deeply arrays and maps nest in `value` (a scalar is 0), counted
-/// without recursion.
-fn value_depth(value: &AnyValue) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 0usize)];
-    while let Some((value, depth)) = stack.pop() {
-        deepest = deepest.max(depth);
-        match &value.value {
-            Some(Value::ArrayValue(a)) => stack.extend(a.values.iter().map(|v| (v, depth + 1))),
-            Some(Value::KvlistValue(kv)) => {
-                stack.extend(kv.values.iter().filter_map(|kv| kv.value.as_ref()).map(|v| (v, depth + 1)))
-            }
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// The first attribute of `attributes` nested too deeply to read back.
 fn check_depth(place: &'static str, attributes: &[KeyValue]) -> Result<(), InvalidSpan> {
-    match attributes.iter().find(|kv| kv.value.as_ref().is_some_and(|v| value_depth(v) > MAX_VALUE_DEPTH)) {
-        Some(kv) => Err(InvalidSpan::TooDeep { place, key: kv.key.clone() }),
-        None => Ok(()),
-    }
-}
-
-/// Checks the invariants a span must meet to be stored.
-pub fn validate_span(span: &Span) -> Result<(), InvalidSpan> {
-    if span.trace_id.len() != TRACE_ID_LEN as usize {
-        return Err(InvalidSpan::TraceIdLength { len: span.trace_id.len() });
-    }
-    if span.trace_id.iter().all(|b| *b == 0) {
-        return Err(InvalidSpan::TraceIdZero);
-    }
-    if span.span_id.len() != SPAN_ID_LEN as usize {
-        return Err(InvalidSpan::SpanIdLength { len: span.span_id.len() });
-    }
-    if span.span_id.iter().all(|b| *b == 0) {
-        return Err(InvalidSpan::SpanIdZero);
-    }
-    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != SPAN_ID_LEN as usize {
-        return Err(InvalidSpan::ParentSpanIdLength { len: span.parent_span_id.len() });
-    }
-    for (field, value) in
-        [("start_time_unix_nano", span.start_time_unix_nano), ("end_time_unix_nano", span.end_time_unix_nano)]
-    {
-        if value > i64::MAX as u64 {
-            return Err(InvalidSpan::TimeOutOfRange { field, value });
-        }
-    }
-    for (index, link) in span.links.iter().enumerate() {
-        if link.trace_id.len() != TRACE_ID_LEN as usize || link.span_id.len() != SPAN_ID_LEN as usize {
-            return Err(InvalidSpan::LinkIds { index });
-        }
-    }
-    for event in &span.events {
-        if event.time_unix_nano > i64::MAX as u64 {
-            return Err(InvalidSpan::TimeOutOfRange { field: "event time_unix_nano", value: event.time_unix_nano });
-        }
-        check_depth("event", &event.attributes)?;
-    }
-    check_depth("span", &span.attributes)?;
-    for link in &span.links {
-        check_depth("link", &link.attributes)?;
-    }
-    Ok(())
+    crate::span_ref::check_depth(place, &attributes.iter().map(AttrRef::of).collect::<Vec<_>>())
 }
 
 /// What happened to the spans of the requests appended so far.
@@ -368,7 +306,7 @@ impl SpanBatchBuilder {
         self.max_copied_entries = entries;
     }
 
-    fn check_not_future(&self, span: &Span) -> Result<(), InvalidSpan> {
+    fn check_not_future(&self, span: &SpanRef<'_>) -> Result<(), InvalidSpan> {
         let Some((latest, slack_s)) = self.latest else { return Ok(()) };
         for (field, value) in
             [("start_time_unix_nano", span.start_time_unix_nano), ("end_time_unix_nano", span.end_time_unix_nano)]
@@ -389,12 +327,14 @@ impl SpanBatchBuilder {
     pub fn append_resource_spans(&mut self, resource_spans: &[ResourceSpans], report: &mut AppendReport) {
         let empty_resource = Resource::default();
         let empty_scope = InstrumentationScope::default();
+        let mut view = SpanRef::default();
         for rs in resource_spans {
             let mut resource = ResourceContext::new(rs.resource.as_ref().unwrap_or(&empty_resource), &rs.schema_url);
             for ss in &rs.scope_spans {
                 let mut scope = ScopeContext::new(&resource, ss.scope.as_ref().unwrap_or(&empty_scope), &ss.schema_url);
                 for span in &ss.spans {
-                    self.append_span_in(&mut resource, &mut scope, span, report);
+                    view.fill_from(span);
+                    self.append_span_in(&mut resource, &mut scope, &view, report);
                 }
             }
         }
@@ -407,12 +347,12 @@ impl SpanBatchBuilder {
         &mut self,
         resource: &mut ResourceContext<'_>,
         scope: &mut ScopeContext<'_>,
-        span: &Span,
+        span: &SpanRef<'_>,
         report: &mut AppendReport,
     ) {
-        let valid = validate_span(span).and_then(|()| self.check_not_future(span));
+        let valid = span.validate().and_then(|()| self.check_not_future(span));
         if let Err(e) = valid.and_then(|()| scope.depth.clone()) {
-            report.reject(&span.span_id, e);
+            report.reject(span.span_id, e);
             return;
         }
         let resource_group =
@@ -421,7 +361,7 @@ impl SpanBatchBuilder {
         let entries =
             self.resource_attributes.entries_of(resource_group) + self.scope_attributes.entries_of(scope_group);
         if self.resource_attributes.copied() + self.scope_attributes.copied() + entries > self.max_copied_entries {
-            report.reject(&span.span_id, InvalidSpan::TooManyCopies { entries, limit: self.max_copied_entries });
+            report.reject(span.span_id, InvalidSpan::TooManyCopies { entries, limit: self.max_copied_entries });
             return;
         }
         report.accepted += 1;
@@ -439,27 +379,26 @@ impl SpanBatchBuilder {
     }
 
     /// Appends the span's own columns (the caller adds resource and scope).
-    fn append_span(&mut self, span: &Span) {
+    fn append_span(&mut self, span: &SpanRef<'_>) {
         self.rows += 1;
-        append_fixed(&mut self.trace_id, &span.trace_id);
-        append_fixed(&mut self.span_id, &span.span_id);
+        append_fixed(&mut self.trace_id, span.trace_id);
+        append_fixed(&mut self.span_id, span.span_id);
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            append_fixed(&mut self.parent_span_id, &span.parent_span_id);
+            append_fixed(&mut self.parent_span_id, span.parent_span_id);
         }
-        self.trace_state.append_option(non_empty(&span.trace_state));
+        self.trace_state.append_option(non_empty(span.trace_state));
         self.flags.append_value(span.flags);
-        self.name.append_value(&span.name);
+        self.name.append_value(span.name);
         self.kind.append_value(enum_name(&KIND_NAMES, span.kind));
         let (start, end) = (span.start_time_unix_nano as i64, span.end_time_unix_nano as i64);
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration.append_value(end.saturating_sub(start));
-        let (code, message) = span.status.as_ref().map_or((0, ""), |s| (s.code, s.message.as_str()));
-        self.status_code.append_value(enum_name(&STATUS_NAMES, code));
-        self.status_message.append_option(non_empty(message));
-        self.span_attributes.append(&span.attributes);
+        self.status_code.append_value(enum_name(&STATUS_NAMES, span.status_code));
+        self.status_message.append_option(non_empty(span.status_message));
+        self.span_attributes.append_refs(&span.attributes);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
         self.events.append(span);
         self.dropped_events.append_value(span.dropped_events_count);
@@ -559,11 +498,11 @@ impl EventsBuilder {
         }
     }
 
-    fn append(&mut self, span: &Span) {
+    fn append(&mut self, span: &SpanRef<'_>) {
         for event in &span.events {
             self.time.append_value(event.time_unix_nano as i64);
-            self.name.append_value(&event.name);
-            self.attributes.append(&event.attributes);
+            self.name.append_value(event.name);
+            self.attributes.append_refs(&span.event_attributes[event.attributes.clone()]);
             self.dropped.append_value(event.dropped_attributes_count);
         }
         self.offsets.push(self.offsets.last().unwrap() + span.events.len() as i32);
@@ -610,12 +549,12 @@ impl LinksBuilder {
         }
     }
 
-    fn append(&mut self, span: &Span) {
+    fn append(&mut self, span: &SpanRef<'_>) {
         for link in &span.links {
-            append_fixed(&mut self.trace_id, &link.trace_id);
-            append_fixed(&mut self.span_id, &link.span_id);
-            self.trace_state.append_option(non_empty(&link.trace_state));
-            self.attributes.append(&link.attributes);
+            append_fixed(&mut self.trace_id, link.trace_id);
+            append_fixed(&mut self.span_id, link.span_id);
+            self.trace_state.append_option(non_empty(link.trace_state));
+            self.attributes.append_refs(&span.link_attributes[link.attributes.clone()]);
             self.dropped.append_value(link.dropped_attributes_count);
             self.flags.append_value(link.flags);
         }

@@ -13,6 +13,8 @@
 //!
 //! - [`schema`]: the flat span schema, one row per span (a public contract).
 //! - [`encode`] / [`decode`]: OTLP ⇄ Arrow; every OTLP field survives the round trip.
+//! - [`span_ref`]: a span as borrowed slices, what the builder appends (filled from
+//!   the wire by the ingester, or from decoded structs).
 //! - [`block`]: block ids, metadata, sorting and Parquet encoding.
 //! - [`storage`]: the object-store layout, durable puts and the commit log.
 //! - [`catalog`]: the in-memory, incrementally refreshed set of live blocks.
@@ -34,6 +36,7 @@ pub mod gather;
 pub mod merge;
 pub mod reader;
 pub mod schema;
+pub mod span_ref;
 pub mod storage;
 pub mod tag_summary;
 pub mod tenant;
