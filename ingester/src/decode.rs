@@ -88,6 +88,7 @@ impl Format {
 /// each span, and how many attribute values were truncated.
 #[derive(Debug)]
 pub struct Converted {
+    /// Of the grouped span schema: resource and scope columns keyed by group.
     pub batch: RecordBatch,
     pub report: AppendReport,
     pub truncated: u64,
@@ -118,7 +119,7 @@ pub fn convert(
         }
     }
     let truncated = builder.truncated_values();
-    Ok(Converted { batch: builder.finish(), report, truncated })
+    Ok(Converted { batch: builder.finish_grouped(), report, truncated })
 }
 
 fn undecodable(format: Format, reason: impl std::fmt::Display) -> IngestError {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -252,7 +252,9 @@ pub struct EncodedBlock {
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Sorts `batches` into one block and encodes it as Parquet. Runs on the
-/// caller's thread: call it from a blocking pool.
+/// caller's thread: call it from a blocking pool. `batches` are of the
+/// [`span_schema`] or of the [`crate::schema::grouped_span_schema`] (the
+/// ingester's, whose resource and scope columns are expanded here).
 ///
 /// The block is sorted and encoded one column at a time: each column is put
 /// in block order (one interleave over every batch), encoded, and its writer
@@ -282,8 +284,12 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         rows.iter()
             .for_each(|&(array, row)| gather::push(&mut ranges, gather::Rows { array, start: row, end: row + 1 }));
         for (column, field) in schema.fields().iter().enumerate() {
-            let arrays: Vec<&dyn arrow::array::Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
-            let sorted = if field.data_type().is_nested() {
+            let columns = column_of(batches, column)?;
+            let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
+            // Nested and grouped (dictionary) columns are gathered a row's
+            // entries or group at a time; flat ones a value at a time.
+            let grouped = matches!(arrays[0].data_type(), arrow::datatypes::DataType::Dictionary(..));
+            let sorted = if field.data_type().is_nested() || grouped {
                 gather::gather(&arrays, &ranges)?
             } else {
                 arrow::compute::interleave(&arrays, rows)?
@@ -303,6 +309,16 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     file.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
+}
+
+/// Column `column` of every batch, all of one type: batches of the span
+/// schema and of the grouped span schema together come out plain.
+fn column_of(batches: &[RecordBatch], column: usize) -> Result<Vec<ArrayRef>, arrow::error::ArrowError> {
+    let arrays: Vec<ArrayRef> = batches.iter().map(|b| b.column(column).clone()).collect();
+    if arrays.iter().all(|a| a.data_type() == arrays[0].data_type()) {
+        return Ok(arrays);
+    }
+    arrays.iter().map(|a| gather::plain(a.as_ref())).collect()
 }
 
 /// Distinct trace ids of a batch sorted by trace id (runs of equal ids).

@@ -9,18 +9,19 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray,
-    TimestampNanosecondBuilder, UInt32Builder,
+    ArrayRef, DictionaryArray, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder,
+    StructArray, TimestampNanosecondBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::UInt32Type;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 
-use crate::attributes::{AttributeMapBuilder, GroupedAttributeMapBuilder, empty_strings, offsets_for};
+use crate::attributes::{AttributeMapBuilder, empty_strings, offsets_for};
 use crate::schema::{
-    KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field, link_fields,
-    link_item_field, span_schema,
+    KIND_NAMES, SPAN_ID_LEN, STATUS_NAMES, TRACE_ID_LEN, enum_name, event_fields, event_item_field,
+    grouped_span_schema, link_fields, link_item_field, span_schema,
 };
 use crate::span_ref::{AttrRef, SpanRef};
 
@@ -138,14 +139,17 @@ pub struct SpanBatchBuilder {
     duration: Int64Builder,
     status_code: StringBuilder,
     status_message: StringBuilder,
+    // Resource and scope columns: one value per group, and each row's group.
+    resource_groups: Groups,
     service_name: StringBuilder,
-    resource_attributes: GroupedAttributeMapBuilder,
+    resource_attributes: AttributeMapBuilder,
     resource_dropped: UInt32Builder,
     resource_schema_url: StringBuilder,
     resource_entity_refs: StringBuilder,
+    scope_groups: Groups,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
-    scope_attributes: GroupedAttributeMapBuilder,
+    scope_attributes: AttributeMapBuilder,
     scope_dropped: UInt32Builder,
     scope_schema_url: StringBuilder,
     span_attributes: AttributeMapBuilder,
@@ -176,9 +180,9 @@ impl Capacity {
     /// Bytes reserved per string value (span names, service names, attribute
     /// keys and values are mostly shorter).
     pub const STRING_BYTES: usize = 24;
-    /// About what one row reserves: six strings with their offsets, three
-    /// ids, three times and seven counts and offsets.
-    const ROW_BYTES: usize = 6 * (Self::STRING_BYTES + 4) + 32 + 3 * 8 + 7 * 4;
+    /// About what one row reserves: three strings with their offsets, three
+    /// ids, three times, and seven counts, offsets and group keys.
+    const ROW_BYTES: usize = 3 * (Self::STRING_BYTES + 4) + 32 + 3 * 8 + 7 * 4;
     /// About what one attribute reserves: key and string value with their
     /// offsets, an int, a double, two more offsets and a bool.
     pub const ATTRIBUTE_BYTES: usize = 2 * (Self::STRING_BYTES + 4) + 8 + 8 + 2 * 4 + 1;
@@ -239,15 +243,17 @@ impl SpanBatchBuilder {
             duration: Int64Builder::with_capacity(rows),
             status_code: strings(),
             status_message: empty_strings(),
-            service_name: strings(),
-            resource_attributes: GroupedAttributeMapBuilder::with_rows(max_attribute_value_len, rows),
-            resource_dropped: UInt32Builder::with_capacity(rows),
+            resource_groups: Groups::with_rows(rows),
+            service_name: empty_strings(),
+            resource_attributes: AttributeMapBuilder::new(max_attribute_value_len),
+            resource_dropped: UInt32Builder::new(),
             resource_schema_url: empty_strings(),
             resource_entity_refs: empty_strings(),
-            scope_name: strings(),
-            scope_version: strings(),
-            scope_attributes: GroupedAttributeMapBuilder::with_rows(max_attribute_value_len, rows),
-            scope_dropped: UInt32Builder::with_capacity(rows),
+            scope_groups: Groups::with_rows(rows),
+            scope_name: empty_strings(),
+            scope_version: empty_strings(),
+            scope_attributes: AttributeMapBuilder::new(max_attribute_value_len),
+            scope_dropped: UInt32Builder::new(),
             scope_schema_url: empty_strings(),
             span_attributes: AttributeMapBuilder::with_capacity(max_attribute_value_len, rows, span_attributes),
             dropped_attributes: UInt32Builder::with_capacity(rows),
@@ -355,27 +361,35 @@ impl SpanBatchBuilder {
             report.reject(span.span_id, e);
             return;
         }
-        let resource_group =
-            *resource.group.get_or_insert_with(|| self.resource_attributes.add_group(&resource.resource.attributes));
-        let scope_group = *scope.group.get_or_insert_with(|| self.scope_attributes.add_group(&scope.scope.attributes));
-        let entries =
-            self.resource_attributes.entries_of(resource_group) + self.scope_attributes.entries_of(scope_group);
-        if self.resource_attributes.copied() + self.scope_attributes.copied() + entries > self.max_copied_entries {
+        // Each row will hold its resource's and scope's attributes once the
+        // block is written: bound what that expansion takes.
+        let entries = resource.resource.attributes.len() + scope.scope.attributes.len();
+        if self.resource_groups.copied + self.scope_groups.copied + entries > self.max_copied_entries {
             report.reject(span.span_id, InvalidSpan::TooManyCopies { entries, limit: self.max_copied_entries });
             return;
         }
         report.accepted += 1;
         self.append_span(span);
-        self.service_name.append_option(resource.service);
-        self.resource_attributes.append(resource_group);
-        self.resource_dropped.append_value(resource.resource.dropped_attributes_count);
-        self.resource_schema_url.append_option(non_empty(resource.schema_url));
-        self.resource_entity_refs.append_option(resource.entity_refs.as_deref());
-        self.scope_name.append_option(non_empty(&scope.scope.name));
-        self.scope_version.append_option(non_empty(&scope.scope.version));
-        self.scope_attributes.append(scope_group);
-        self.scope_dropped.append_value(scope.scope.dropped_attributes_count);
-        self.scope_schema_url.append_option(non_empty(scope.schema_url));
+        let resource_group = *resource.group.get_or_insert_with(|| {
+            let r = resource.resource;
+            self.service_name.append_option(resource.service);
+            self.resource_attributes.append(&r.attributes);
+            self.resource_dropped.append_value(r.dropped_attributes_count);
+            self.resource_schema_url.append_option(non_empty(resource.schema_url));
+            self.resource_entity_refs.append_option(resource.entity_refs.as_deref());
+            self.resource_groups.add(r.attributes.len())
+        });
+        let scope_group = *scope.group.get_or_insert_with(|| {
+            let s = scope.scope;
+            self.scope_name.append_option(non_empty(&s.name));
+            self.scope_version.append_option(non_empty(&s.version));
+            self.scope_attributes.append(&s.attributes);
+            self.scope_dropped.append_value(s.dropped_attributes_count);
+            self.scope_schema_url.append_option(non_empty(scope.schema_url));
+            self.scope_groups.add(s.attributes.len())
+        });
+        self.resource_groups.append(resource_group);
+        self.scope_groups.append(scope_group);
     }
 
     /// Appends the span's own columns (the caller adds resource and scope).
@@ -406,9 +420,19 @@ impl SpanBatchBuilder {
         self.dropped_links.append_value(span.dropped_links_count);
     }
 
-    /// Finishes the rows appended so far into a batch and resets the builder.
+    /// Finishes the rows appended so far into a batch of the
+    /// [`span_schema`] and resets the builder.
     pub fn finish(&mut self) -> RecordBatch {
+        expand_groups(&self.finish_grouped()).expect("grouped columns expand")
+    }
+
+    /// Finishes the rows appended so far into a batch of the
+    /// [`grouped_span_schema`] (resource and scope columns as dictionaries of
+    /// their groups) and resets the builder. What the ingester buffers.
+    pub fn finish_grouped(&mut self) -> RecordBatch {
         self.rows = 0;
+        let resource = self.resource_groups.finish();
+        let scope = self.scope_groups.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -422,16 +446,16 @@ impl SpanBatchBuilder {
             Arc::new(self.duration.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.service_name.finish()),
-            self.resource_attributes.finish(),
-            Arc::new(self.resource_dropped.finish()),
-            Arc::new(self.resource_schema_url.finish()),
-            Arc::new(self.resource_entity_refs.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            self.scope_attributes.finish(),
-            Arc::new(self.scope_dropped.finish()),
-            Arc::new(self.scope_schema_url.finish()),
+            dictionary(&resource, Arc::new(self.service_name.finish())),
+            dictionary(&resource, Arc::new(self.resource_attributes.finish())),
+            dictionary(&resource, Arc::new(self.resource_dropped.finish())),
+            dictionary(&resource, Arc::new(self.resource_schema_url.finish())),
+            dictionary(&resource, Arc::new(self.resource_entity_refs.finish())),
+            dictionary(&scope, Arc::new(self.scope_name.finish())),
+            dictionary(&scope, Arc::new(self.scope_version.finish())),
+            dictionary(&scope, Arc::new(self.scope_attributes.finish())),
+            dictionary(&scope, Arc::new(self.scope_dropped.finish())),
+            dictionary(&scope, Arc::new(self.scope_schema_url.finish())),
             Arc::new(self.span_attributes.finish()),
             Arc::new(self.dropped_attributes.finish()),
             Arc::new(self.events.finish()),
@@ -439,8 +463,58 @@ impl SpanBatchBuilder {
             Arc::new(self.links.finish()),
             Arc::new(self.dropped_links.finish()),
         ];
-        RecordBatch::try_new(span_schema(), columns).expect("builder columns match the span schema")
+        RecordBatch::try_new(grouped_span_schema(), columns).expect("builder columns match the grouped span schema")
     }
+}
+
+/// The groups (resources, or scopes) of a builder's rows: how many, the
+/// attribute entries each holds, and each row's group.
+#[derive(Debug)]
+struct Groups {
+    rows: Vec<u32>,
+    entries: Vec<usize>,
+    /// Entries the rows appended so far will hold once expanded.
+    copied: usize,
+}
+
+impl Groups {
+    fn with_rows(rows: usize) -> Self {
+        Self { rows: Vec::with_capacity(rows), entries: Vec::new(), copied: 0 }
+    }
+
+    /// A new group of `entries` attribute entries; returns its number.
+    fn add(&mut self, entries: usize) -> u32 {
+        self.entries.push(entries);
+        (self.entries.len() - 1) as u32
+    }
+
+    fn append(&mut self, group: u32) {
+        self.copied += self.entries[group as usize];
+        self.rows.push(group);
+    }
+
+    /// Each row's group, as dictionary keys; resets. The keys are shared by
+    /// the group's columns, and each column counts them in its memory size,
+    /// so they keep no spare capacity.
+    fn finish(&mut self) -> UInt32Array {
+        self.entries.clear();
+        self.copied = 0;
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.shrink_to_fit();
+        UInt32Array::from(rows)
+    }
+}
+
+fn dictionary(keys: &UInt32Array, values: ArrayRef) -> ArrayRef {
+    Arc::new(DictionaryArray::<UInt32Type>::try_new(keys.clone(), values).expect("every row's group exists"))
+}
+
+/// `batch` with its dictionary columns expanded to their values: a batch
+/// of the [`grouped_span_schema`] as one of the [`span_schema`].
+pub fn expand_groups(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns =
+        batch.columns().iter().map(|column| crate::gather::plain(column.as_ref())).collect::<Result<_, _>>()?;
+    RecordBatch::try_new(span_schema(), columns)
 }
 
 /// The batch of `spans`, under one resource and scope without attributes

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use arrow::array::BooleanBufferBuilder;
 use arrow::array::{
-    Array, ArrayData, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, FixedSizeBinaryArray, GenericByteArray,
-    ListArray, MapArray, MutableArrayData, PrimitiveArray, StructArray, make_array, new_null_array,
+    Array, ArrayData, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray,
+    GenericByteArray, ListArray, MapArray, MutableArrayData, PrimitiveArray, StructArray, make_array, new_null_array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{
@@ -50,7 +50,8 @@ pub fn push(ranges: &mut Vec<Rows>, rows: Rows) {
 pub fn gather(arrays: &[&dyn Array], ranges: &[Rows]) -> Result<ArrayRef, ArrowError> {
     let len = ranges.iter().map(|r| r.len()).sum();
     let data_type = arrays[0].data_type();
-    let leaf = !matches!(data_type, DataType::Struct(_) | DataType::Map(..) | DataType::List(_));
+    let leaf =
+        !matches!(data_type, DataType::Struct(_) | DataType::Map(..) | DataType::List(_) | DataType::Dictionary(..));
     if leaf && arrays.iter().all(|a| a.null_count() == a.len()) {
         return Ok(new_null_array(data_type, len));
     }
@@ -67,6 +68,7 @@ pub fn gather(arrays: &[&dyn Array], ranges: &[Rows]) -> Result<ArrayRef, ArrowE
         DataType::Struct(_) => structs(arrays, ranges, len),
         DataType::Map(..) => maps(arrays, ranges, len),
         DataType::List(_) => lists(arrays, ranges, len),
+        DataType::Dictionary(key, _) if **key == DataType::UInt32 => dictionaries(arrays, ranges, len),
         _ => any(arrays, ranges, len),
     }
 }
@@ -181,6 +183,30 @@ fn lists(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef,
     let (offsets, items) = offsets_and_values(|a| typed[a].value_offsets(), ranges, len)?;
     let items = gather(&typed.iter().map(|l| l.values().as_ref()).collect::<Vec<_>>(), &items)?;
     Ok(Arc::new(ListArray::try_new(field.clone(), offsets, items, nulls(arrays, ranges, len))?))
+}
+
+/// The values the rows' keys name, gathered: a dictionary comes out as an
+/// array of its values' type. Keys must not be null.
+fn dictionaries(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef, ArrowError> {
+    let typed: Vec<&DictionaryArray<UInt32Type>> = arrays.iter().map(|a| a.as_dictionary::<UInt32Type>()).collect();
+    if typed.iter().any(|d| d.keys().null_count() > 0) {
+        return Err(ArrowError::InvalidArgumentError("cannot gather a dictionary with null keys".into()));
+    }
+    let mut values = Vec::with_capacity(len);
+    for r in ranges {
+        for &key in &typed[r.array].keys().values()[r.start..r.end] {
+            push(&mut values, Rows { array: r.array, start: key as usize, end: key as usize + 1 });
+        }
+    }
+    gather(&typed.iter().map(|d| d.values().as_ref()).collect::<Vec<_>>(), &values)
+}
+
+/// `array`, with a dictionary expanded to its values (anything else as is).
+pub fn plain(array: &dyn Array) -> Result<ArrayRef, ArrowError> {
+    match array.data_type() {
+        DataType::Dictionary(..) => gather(&[array], &[Rows { array: 0, start: 0, end: array.len() }]),
+        _ => Ok(make_array(array.to_data())),
+    }
 }
 
 /// Any other type, through Arrow's generic (and slower) copy.

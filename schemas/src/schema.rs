@@ -146,6 +146,34 @@ pub fn span_schema() -> SchemaRef {
     SPAN_SCHEMA.clone()
 }
 
+/// The columns whose value every span of one resource, or one scope, shares.
+pub const RESOURCE_COLUMNS: [&str; 5] =
+    [SERVICE_NAME, RESOURCE_ATTRIBUTES, RESOURCE_DROPPED_ATTRIBUTES_COUNT, RESOURCE_SCHEMA_URL, RESOURCE_ENTITY_REFS];
+pub const SCOPE_COLUMNS: [&str; 5] =
+    [SCOPE_NAME, SCOPE_VERSION, SCOPE_ATTRIBUTES, SCOPE_DROPPED_ATTRIBUTES_COUNT, SCOPE_SCHEMA_URL];
+
+static GROUPED_SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields = SPAN_SCHEMA.fields().iter().map(|field| {
+        if RESOURCE_COLUMNS.contains(&field.name().as_str()) || SCOPE_COLUMNS.contains(&field.name().as_str()) {
+            let values = field.data_type().clone();
+            let dictionary = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(values));
+            Arc::new(Field::new(field.name(), dictionary, field.is_nullable()))
+        } else {
+            field.clone()
+        }
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+});
+
+/// The span schema as the ingester buffers it: each resource and scope
+/// column a dictionary of the request's groups (one value per resource or
+/// scope), keyed by row. A row's resource attributes are then one key, not a
+/// copy of the map, until the block is written ([`crate::gather`] expands
+/// them into block order).
+pub fn grouped_span_schema() -> SchemaRef {
+    GROUPED_SPAN_SCHEMA.clone()
+}
+
 /// Checks that a block's schema holds every span-schema column with its
 /// type, so that readers can then read columns without further checks. The
 /// error names the first column that is missing or of another type.

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use foldhash::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use serde::{Deserialize, Serialize};
 
 use crate::schema as s;
@@ -230,14 +230,23 @@ impl TagSummaryBuilder {
     /// Adds the keys and values of a batch of the span schema; columns it
     /// lacks are left out.
     pub fn add(&mut self, batch: &RecordBatch) {
+        // A grouped column (a dictionary: the ingester's resource and scope
+        // columns) is summarized by its values, each group once.
+        let column = |name: &str| {
+            let column = batch.column_by_name(name)?;
+            Some(match column.as_dictionary_opt::<UInt32Type>() {
+                Some(grouped) => grouped.values(),
+                None => column,
+            })
+        };
         for scope in ATTRIBUTE_SCOPES {
-            if let Some(map) = batch.column_by_name(scope).and_then(|c| c.as_map_opt()) {
+            if let Some(map) = column(scope).and_then(|c| c.as_map_opt()) {
                 self.add_map(scope, map);
             }
         }
-        for column in INTRINSIC_COLUMNS {
-            if let Some(values) = batch.column_by_name(column).and_then(|c| c.as_string_opt::<i32>()) {
-                self.add_intrinsic(column, values);
+        for name in INTRINSIC_COLUMNS {
+            if let Some(values) = column(name).and_then(|c| c.as_string_opt::<i32>()) {
+                self.add_intrinsic(name, values);
             }
         }
     }
