@@ -9,7 +9,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -219,6 +219,10 @@ fn nested_leaves() -> &'static [ColumnPath] {
 /// How block Parquet files are written: zstd, page statistics and index,
 /// a bloom filter on `trace_id` sized for `distinct_traces`, sorting columns declared.
 pub fn writer_properties(distinct_traces: usize) -> WriterProperties {
+    writer_properties_builder(distinct_traces).build()
+}
+
+fn writer_properties_builder(distinct_traces: usize) -> WriterPropertiesBuilder {
     let trace_id = ColumnPath::from(TRACE_ID);
     let builder = DISTINCT_COLUMNS.into_iter().fold(WriterProperties::builder(), |builder, column| {
         builder.set_column_dictionary_enabled(ColumnPath::from(column), false)
@@ -238,7 +242,57 @@ pub fn writer_properties(distinct_traces: usize) -> WriterProperties {
             SortingColumn { column_idx: START_TIME_COLUMN as i32, descending: false, nulls_first: false },
         ]))
         .set_created_by(concat!("spanlake ", env!("CARGO_PKG_VERSION")).to_owned())
-        .build()
+}
+
+/// The leaf columns of the span schema (Parquet's), in order.
+fn leaf_paths() -> &'static [ColumnPath] {
+    static LEAVES: std::sync::OnceLock<Vec<ColumnPath>> = std::sync::OnceLock::new();
+    LEAVES.get_or_init(|| {
+        let schema = parquet::arrow::ArrowSchemaConverter::new().convert(&span_schema()).expect("span schema converts");
+        schema.columns().iter().map(|column| column.path().clone()).collect()
+    })
+}
+
+/// The leaf columns that hold no value in `batches` (only levels: empty
+/// lists and maps, nulls). Writing them compressed would compress nothing,
+/// and Parquet makes a zstd compressor and decompressor for every column
+/// chunk it writes, which costs more than a small block's page.
+fn empty_leaves(batches: &[RecordBatch]) -> Vec<ColumnPath> {
+    let mut has_values = Vec::with_capacity(leaf_paths().len());
+    for column in 0..span_schema().fields().len() {
+        let arrays: Vec<&dyn arrow::array::Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
+        leaves_with_values(&arrays, &mut has_values);
+    }
+    debug_assert_eq!(has_values.len(), leaf_paths().len());
+    leaf_paths().iter().zip(has_values).filter(|(_, has)| !has).map(|(path, _)| path.clone()).collect()
+}
+
+/// Whether each leaf under `arrays` (one column of several batches) holds a
+/// value, in Parquet's leaf order. Children are judged whole, so a sliced
+/// batch may count as holding values it does not (then the leaf is
+/// compressed, as any other).
+fn leaves_with_values(arrays: &[&dyn arrow::array::Array], out: &mut Vec<bool>) {
+    use arrow::array::Array;
+    use arrow::datatypes::{DataType, UInt32Type};
+    // A grouped column holds its groups' values (batches may mix the two).
+    let arrays: Vec<&dyn Array> = arrays
+        .iter()
+        .map(|a| match a.as_dictionary_opt::<UInt32Type>() {
+            Some(grouped) => grouped.values().as_ref(),
+            None => *a,
+        })
+        .collect();
+    let children = |child: &dyn Fn(&dyn Array) -> &dyn Array| arrays.iter().map(|a| child(*a)).collect::<Vec<_>>();
+    match arrays.first().map(|a| a.data_type()) {
+        Some(DataType::Struct(fields)) => {
+            for i in 0..fields.len() {
+                leaves_with_values(&children(&|a| a.as_struct().column(i).as_ref()), out);
+            }
+        }
+        Some(DataType::Map(..)) => leaves_with_values(&children(&|a| a.as_map().entries() as &dyn Array), out),
+        Some(DataType::List(_)) => leaves_with_values(&children(&|a| a.as_list::<i32>().values().as_ref()), out),
+        _ => out.push(arrays.iter().any(|a| a.len() > a.null_count())),
+    }
 }
 
 /// An encoded block, ready to upload.
@@ -269,7 +323,13 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     // Blocks take about 30 bytes a span; the buffer grows past that.
     let mut out = Vec::with_capacity(keys.len() * 32);
     let schema = span_schema();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(writer_properties(traces)))?;
+    let properties = empty_leaves(batches)
+        .into_iter()
+        .fold(writer_properties_builder(traces), |builder, leaf| {
+            builder.set_column_compression(leaf, Compression::UNCOMPRESSED)
+        })
+        .build();
+    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
     batches.iter().for_each(|batch| tags.add(batch));
     writer.append_key_value_metadata(tags.finish().to_footer());
@@ -355,6 +415,40 @@ fn describe(batches: &[RecordBatch], keys: &[(u128, i64, usize, usize)], id: Blo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leaves_without_values_are_written_uncompressed() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let span = |i: u8| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: "GET /".into(),
+            attributes: vec![KeyValue {
+                key: "http.route".into(),
+                value: Some(AnyValue { value: Some(Value::StringValue("/".into())) }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let batch = crate::encode::batch_of((1..=50).map(span).collect());
+        let block = encode_block(&[batch], BlockId::new()).unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(block.parquet).unwrap();
+        let row_group = parquet::file::reader::FileReader::metadata(&reader).row_group(0).clone();
+        let codec = |path: &str| {
+            let column = row_group.columns().iter().find(|c| c.column_path().string() == path);
+            column.unwrap_or_else(|| panic!("no leaf {path}")).compression()
+        };
+        assert_eq!(row_group.columns().len(), leaf_paths().len());
+        for compressed in ["trace_id", "name", "span_attributes.key_value.key", "span_attributes.key_value.value.str"] {
+            assert!(matches!(codec(compressed), Compression::ZSTD(_)), "{compressed}");
+        }
+        for empty in
+            ["trace_state", "span_attributes.key_value.value.int", "events.list.item.name", "links.list.item.trace_id"]
+        {
+            assert_eq!(codec(empty), Compression::UNCOMPRESSED, "{empty}");
+        }
+    }
 
     #[test]
     fn sort_columns_are_where_the_schema_has_them() {
