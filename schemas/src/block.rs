@@ -253,10 +253,13 @@ fn leaf_paths() -> &'static [ColumnPath] {
     })
 }
 
-/// The leaf columns that hold no value in `batches` (only levels: empty
-/// lists and maps, nulls). Writing them compressed would compress nothing,
-/// and Parquet makes a zstd compressor and decompressor for every column
-/// chunk it writes, which costs more than a small block's page.
+/// The leaf columns whose pages in `batches` hold nothing but levels that
+/// are all alike: a list or map with no entry in the block (events, links,
+/// scope attributes), a top-level column that is all null. Compressing them
+/// would save nothing, and Parquet makes a zstd compressor and decompressor
+/// for every column chunk it writes, which costs more than such a page.
+/// (A null leaf inside a map that has entries is still compressed: its
+/// levels follow the entries, and compress well.)
 fn empty_leaves(batches: &[RecordBatch]) -> Vec<ColumnPath> {
     let mut has_values = Vec::with_capacity(leaf_paths().len());
     for column in 0..span_schema().fields().len() {
@@ -267,10 +270,10 @@ fn empty_leaves(batches: &[RecordBatch]) -> Vec<ColumnPath> {
     leaf_paths().iter().zip(has_values).filter(|(_, has)| !has).map(|(path, _)| path.clone()).collect()
 }
 
-/// Whether each leaf under `arrays` (one column of several batches) holds a
-/// value, in Parquet's leaf order. Children are judged whole, so a sliced
-/// batch may count as holding values it does not (then the leaf is
-/// compressed, as any other).
+/// Whether each leaf under `arrays` (one top-level column of several
+/// batches) is to be compressed, in Parquet's leaf order: `false` for the
+/// leaves of a list or map without entries, and for a flat column that is
+/// all null.
 fn leaves_with_values(arrays: &[&dyn arrow::array::Array], out: &mut Vec<bool>) {
     use arrow::array::Array;
     use arrow::datatypes::{DataType, UInt32Type};
@@ -282,16 +285,28 @@ fn leaves_with_values(arrays: &[&dyn arrow::array::Array], out: &mut Vec<bool>) 
             None => *a,
         })
         .collect();
-    let children = |child: &dyn Fn(&dyn Array) -> &dyn Array| arrays.iter().map(|a| child(*a)).collect::<Vec<_>>();
-    match arrays.first().map(|a| a.data_type()) {
-        Some(DataType::Struct(fields)) => {
-            for i in 0..fields.len() {
-                leaves_with_values(&children(&|a| a.as_struct().column(i).as_ref()), out);
-            }
-        }
-        Some(DataType::Map(..)) => leaves_with_values(&children(&|a| a.as_map().entries() as &dyn Array), out),
-        Some(DataType::List(_)) => leaves_with_values(&children(&|a| a.as_list::<i32>().values().as_ref()), out),
-        _ => out.push(arrays.iter().any(|a| a.len() > a.null_count())),
+    let Some(data_type) = arrays.first().map(|a| a.data_type()) else { return };
+    let leaves = leaf_count(data_type);
+    let entries = |a: &&dyn Array| match a.data_type() {
+        DataType::Map(..) => a.as_map().entries().len(),
+        DataType::List(_) => a.as_list::<i32>().values().len(),
+        _ => 0,
+    };
+    let has = match data_type {
+        DataType::Map(..) | DataType::List(_) => arrays.iter().any(|a| entries(a) > 0),
+        _ => arrays.iter().any(|a| a.len() > a.null_count()),
+    };
+    out.extend(std::iter::repeat_n(has, leaves));
+}
+
+/// How many Parquet leaf columns a column of `data_type` makes.
+fn leaf_count(data_type: &arrow::datatypes::DataType) -> usize {
+    use arrow::datatypes::DataType;
+    match data_type {
+        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        DataType::Map(entries, _) => leaf_count(entries.data_type()),
+        DataType::List(item) => leaf_count(item.data_type()),
+        _ => 1,
     }
 }
 
@@ -417,7 +432,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leaves_without_values_are_written_uncompressed() {
+    fn leaves_of_empty_lists_and_null_columns_are_written_uncompressed() {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
         use opentelemetry_proto::tonic::trace::v1::Span;
         let span = |i: u8| Span {
@@ -443,8 +458,10 @@ mod tests {
         for compressed in ["trace_id", "name", "span_attributes.key_value.key", "span_attributes.key_value.value.str"] {
             assert!(matches!(codec(compressed), Compression::ZSTD(_)), "{compressed}");
         }
+        // A null leaf inside a map with entries keeps its compression: its levels follow the entries.
+        assert!(matches!(codec("span_attributes.key_value.value.int"), Compression::ZSTD(_)));
         for empty in
-            ["trace_state", "span_attributes.key_value.value.int", "events.list.item.name", "links.list.item.trace_id"]
+            ["trace_state", "scope_attributes.key_value.key", "events.list.item.name", "links.list.item.trace_id"]
         {
             assert_eq!(codec(empty), Compression::UNCOMPRESSED, "{empty}");
         }
