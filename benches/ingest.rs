@@ -1,18 +1,22 @@
-//! Ingest benchmark (issue #2). Run: `cargo bench --bench ingest` (release build).
+//! Ingest benchmark (issues #2, #11). Run: `cargo bench --bench ingest` (release build).
 //!
 //! On loadgen's default workload (seeded), in one run:
-//! 1. decode only: OTLP protobuf bytes → `ExportTraceServiceRequest` (the floor);
-//! 2. full path: decode → Arrow → sorted Parquet block → put + commit on file://
-//!    (fsynced), blocks of `BLOCK_SPANS` spans as a busy ingester would cut them;
+//! 1. (a) decode only: OTLP protobuf bytes → `ExportTraceServiceRequest` (the floor);
+//! 2. (b) the ingester's path: convert → sorted Parquet block → put + commit on
+//!    file:// (fsynced), with blocks as group commit cuts them under full load
+//!    (`BUSY_BLOCK_SPANS`) and as a 1 s flush timer cut them (`BLOCK_SPANS`).
+//!    (a) and (b) alternate block by block over the same request bodies, each
+//!    with the bodies in cache (a server converts a request it just received);
 //! 3. storage: bytes per span on disk, and relative to the OTLP protobuf bytes;
 //! 4. end to end: `spanlake loadgen` (in this process) → the `spanlake` binary
 //!    on loopback: spans/s, server CPU seconds per million spans, server peak RSS.
 //!
-//! CPU time is the process's user+system time from /proc (10 ms ticks), so work on the
-//! blocking pool counts too. Environment knobs: SPANLAKE_BENCH_SPANS (default
-//! 1,000,000), SPANLAKE_BENCH_E2E_TRACES (default 40,000).
+//! CPU time: this thread's run time (ns, /proc/thread-self/schedstat) for the
+//! stages this thread runs alone; the process's user+system time (10 ms ticks)
+//! for the put and commit, which run on the blocking pool. Environment knobs:
+//! SPANLAKE_BENCH_SPANS (default 1,000,000), SPANLAKE_BENCH_E2E_TRACES (default 40,000).
 
-use spanlake_test_support::measure::{cpu_seconds, process_cpu_seconds, process_peak_rss_mib};
+use spanlake_test_support::measure::{cpu_seconds, process_cpu_seconds, process_peak_rss_mib, thread_cpu_seconds};
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,13 +27,24 @@ use rand::rngs::StdRng;
 use spanlake::loadgen::{LoadgenArgs, Workload};
 use spanlake_ingester::decode::{Format, convert};
 use spanlake_schemas::block::{BlockId, encode_block};
-use spanlake_schemas::encode::{AppendReport, SpanBatchBuilder};
+use spanlake_schemas::encode::SpanBatchBuilder;
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{Storage, TenantId};
 use spanlake_test_support::process::Spawned;
 
 const TRACES_PER_REQUEST: usize = 10;
 const BLOCK_SPANS: usize = 100_000;
+const BUSY_BLOCK_SPANS: usize = 4_096;
+const ROUNDS: usize = 2;
+
+/// CPU seconds of each part of (b), and of (a).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stages {
+    decode: f64,
+    convert: f64,
+    encode: f64,
+    store: f64,
+}
 
 fn spans_in(request: &ExportTraceServiceRequest) -> usize {
     request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
@@ -48,10 +63,12 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut bodies = Vec::new();
+    let mut spans_per_body = Vec::new();
     let mut spans = 0;
     while spans < target_spans {
         let request = workload.request(&mut rng, TRACES_PER_REQUEST, now + bodies.len() as u64 * 1_000_000);
         spans += spans_in(&request);
+        spans_per_body.push(spans_in(&request));
         bodies.push(request.encode_to_vec());
     }
     let otlp_bytes: usize = bodies.iter().map(Vec::len).sum();
@@ -62,172 +79,100 @@ fn main() {
         generation.elapsed().as_secs_f64()
     );
 
-    // 1. decode only
-    let cpu = cpu_seconds();
-    let wall = Instant::now();
-    let mut decoded = 0;
-    for body in &bodies {
-        decoded += spans_in(&ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
-    }
-    let decode_cpu = cpu_seconds() - cpu;
-    let decode_wall = wall.elapsed().as_secs_f64();
-    assert_eq!(decoded, spans);
-
-    // Stages of (b), each alone: conversion to Arrow (the ingester's path,
-    // and decoding the whole request with prost first, as before), then
-    // sorting and encoding blocks of BLOCK_SPANS spans.
-    let convert_streaming = || {
-        bodies
-            .iter()
-            .map(|body| convert(body, Format::Protobuf, SpanBatchBuilder::new(64 << 10), usize::MAX).unwrap().batch)
-            .collect::<Vec<_>>()
-    };
-    let convert_whole = || {
-        bodies
-            .iter()
-            .map(|body| {
-                let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-                let mut builder = SpanBatchBuilder::new(64 << 10);
-                builder.append_resource_spans(&request.resource_spans, &mut AppendReport::default());
-                builder.finish()
-            })
-            .collect::<Vec<_>>()
-    };
-    let stage = |work: &dyn Fn() -> Vec<arrow::array::RecordBatch>| {
-        let cpu = cpu_seconds();
-        let batches = work();
-        (cpu_seconds() - cpu, batches)
-    };
-    // Alternated, twice each, keeping the cheaper run: the first pass over a
-    // cold heap pays for page faults the later ones do not.
-    let (mut whole_cpu, mut streaming_cpu, mut batches) = (f64::MAX, f64::MAX, Vec::new());
-    for _ in 0..2 {
-        whole_cpu = whole_cpu.min(stage(&convert_whole).0);
-        let (cpu, converted) = stage(&convert_streaming);
-        streaming_cpu = streaming_cpu.min(cpu);
-        batches = converted;
-    }
-    let blocks_of = |batches: &[arrow::array::RecordBatch]| {
-        let mut blocks = vec![Vec::new()];
-        for batch in batches {
-            if blocks.last().unwrap().iter().map(|b: &arrow::array::RecordBatch| b.num_rows()).sum::<usize>()
-                >= BLOCK_SPANS
-            {
-                blocks.push(Vec::new());
-            }
-            blocks.last_mut().unwrap().push(batch.clone());
-        }
-        blocks
-    };
-    let (mut encode_cpu, mut whole_encode_cpu, mut summary_cpu) = (f64::MAX, f64::MAX, f64::MAX);
-    let mut summary_bytes = Vec::new();
-    for _ in 0..2 {
-        // The tag summary alone (part of the encoding below).
-        let cpu = cpu_seconds();
-        summary_bytes.clear();
-        for block in blocks_of(&batches) {
-            let mut summary = spanlake_schemas::tag_summary::TagSummaryBuilder::default();
-            block.iter().for_each(|batch| summary.add(batch));
-            let footer = std::hint::black_box(summary.finish().to_footer());
-            summary_bytes.push(footer.value.map_or(0, |v| v.len()));
-        }
-        summary_cpu = summary_cpu.min(cpu_seconds() - cpu);
-        let cpu = cpu_seconds();
-        let encoded: u64 =
-            blocks_of(&batches).iter().map(|b| encode_block(b, BlockId::new()).unwrap().meta.span_count).sum();
-        encode_cpu = encode_cpu.min(cpu_seconds() - cpu);
-        assert_eq!(encoded as usize, spans);
-        // The previous encoding, for comparison: the whole block sorted into
-        // one batch, then written by `ArrowWriter`.
-        let cpu = cpu_seconds();
-        for block in blocks_of(&batches) {
-            let sorted = spanlake_schemas::block::sort_spans(&block).unwrap();
-            let traces = spanlake_schemas::block::distinct_sorted_trace_ids(&sorted);
-            let properties = spanlake_schemas::block::writer_properties(traces);
-            let schema = spanlake_schemas::span_schema();
-            let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, Some(properties)).unwrap();
-            writer.write(&sorted).unwrap();
-            writer.close().unwrap();
-        }
-        whole_encode_cpu = whole_encode_cpu.min(cpu_seconds() - cpu);
-    }
-    drop(batches);
-
-    // 2. decode → Arrow → Parquet → durable block and commit on file://
+    // 1–3. Per block, alternately: (a) decode only, then (b) the ingester's
+    // path over the same request bodies: convert (one span at a time,
+    // priced), sort + encode the block, put it and its commit record (fsync).
+    // Alternating block by block puts (a) and (b) in the same moments of a
+    // noisy machine. Bodies are read once before each measure, so both see
+    // them in cache, as a server sees a request it has just received.
+    // Blocks of BUSY_BLOCK_SPANS are what group commit cuts at full load
+    // (the ack bench: 3,857 spans a block at 100k spans/s); BLOCK_SPANS what
+    // a 1 s flush timer cut before it.
     let dir = tempfile::TempDir::new().unwrap();
     let store = std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let storage = Storage::local(store, dir.path().to_path_buf());
     let tenant = TenantId::single();
-    let cpu = cpu_seconds();
-    let wall = Instant::now();
-    let (parquet_bytes, blocks) = runtime.block_on(async {
-        let mut pending = Vec::new();
-        let mut pending_spans = 0;
-        let mut parquet_bytes = 0;
-        let mut blocks = 0;
-        for (i, body) in bodies.iter().enumerate() {
-            // The ingester's own path: priced and decoded one span at a time.
-            let builder = SpanBatchBuilder::new(64 << 10);
-            let converted = convert(body, Format::Protobuf, builder, usize::MAX).unwrap();
-            pending_spans += converted.batch.num_rows();
-            pending.push(converted.batch);
-            if pending_spans >= BLOCK_SPANS || i + 1 == bodies.len() {
-                let batches = std::mem::take(&mut pending);
-                pending_spans = 0;
+    let warm = |bodies: &[Vec<u8>]| {
+        std::hint::black_box(bodies.iter().map(|b| b.iter().map(|&x| u64::from(x)).sum::<u64>()).sum::<u64>())
+    };
+    let mut results = Vec::new();
+    for block_spans in [BUSY_BLOCK_SPANS, BLOCK_SPANS] {
+        let mut cpu = Stages::default();
+        let (mut parquet_bytes, mut blocks, mut measured) = (0, 0, 0);
+        for _round in 0..ROUNDS {
+            let mut start = 0;
+            while start < bodies.len() {
+                // The requests of one block.
+                let mut end = start;
+                let mut block_spans_now = 0;
+                while end < bodies.len() && block_spans_now < block_spans {
+                    block_spans_now += spans_per_body[end];
+                    end += 1;
+                }
+                let block_bodies = &bodies[start..end];
+                start = end;
+                warm(block_bodies);
+                let t = thread_cpu_seconds();
+                for body in block_bodies {
+                    std::hint::black_box(ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+                }
+                cpu.decode += thread_cpu_seconds() - t;
+                warm(block_bodies);
+                let t = thread_cpu_seconds();
+                let batches: Vec<_> = block_bodies
+                    .iter()
+                    .map(|body| {
+                        convert(body, Format::Protobuf, SpanBatchBuilder::new(64 << 10), usize::MAX).unwrap().batch
+                    })
+                    .collect();
+                cpu.convert += thread_cpu_seconds() - t;
+                let t = thread_cpu_seconds();
                 let block = encode_block(&batches, BlockId::new()).unwrap();
+                drop(batches);
+                cpu.encode += thread_cpu_seconds() - t;
+                measured += block.meta.span_count as usize;
                 parquet_bytes += block.meta.size_bytes;
-                storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
-                let record = CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] };
-                storage.commit(&tenant, &record).await.unwrap();
                 blocks += 1;
+                let t = cpu_seconds();
+                runtime.block_on(async {
+                    storage.put_block(&tenant, &block.meta, block.parquet).await.unwrap();
+                    let record = CommitRecord { id: BlockId::new(), added: vec![block.meta], removed: vec![] };
+                    storage.commit(&tenant, &record).await.unwrap();
+                });
+                cpu.store += cpu_seconds() - t;
             }
         }
-        (parquet_bytes, blocks)
-    });
-    let ingest_cpu = cpu_seconds() - cpu;
-    let ingest_wall = wall.elapsed().as_secs_f64();
-    let per_million = |cpu: f64| cpu / spans as f64 * 1e6;
+        assert_eq!(measured, spans * ROUNDS);
+        results.push((block_spans, cpu, blocks, parquet_bytes as f64 / measured as f64, measured));
+    }
 
     println!();
-    println!("| measure | CPU s / 1M spans | spans/s per core | wall s |");
-    println!("|---|---|---|---|");
     println!(
-        "| (a) OTLP decode only | {:.3} | {:.0} | {:.2} |",
-        per_million(decode_cpu),
-        spans as f64 / decode_cpu,
-        decode_wall
+        "(a) OTLP decode only; (b) decode → Arrow → sorted Parquet block → put + commit on file:// (fsync). \
+         CPU s per 1M spans, {ROUNDS} passes over the workload, block by block, alternating (a) and (b)."
     );
-    println!(
-        "| (b) decode → Arrow → Parquet → committed block (file://, fsync; {blocks} blocks) | {:.3} | {:.0} | {:.2} |",
-        per_million(ingest_cpu),
-        spans as f64 / ingest_cpu,
-        ingest_wall
-    );
-    println!("| ratio (b)/(a) | {:.2}× | | |", ingest_cpu / decode_cpu);
     println!();
-    println!("| stage of (b), alone | CPU s / 1M spans | ×(a) |");
-    println!("|---|---|---|");
-    for (stage, cpu) in [
-        ("OTLP → Arrow, one span at a time, priced (the ingester's path)", streaming_cpu),
-        ("OTLP → Arrow, whole request decoded first (the previous path)", whole_cpu),
-        ("sort + Parquet encode of blocks, one column at a time (the ingester's)", encode_cpu),
-        ("sort + Parquet encode of blocks, whole batch sorted first (the previous)", whole_encode_cpu),
-        ("tag summary of blocks (keys and values, part of the encoding)", summary_cpu),
-    ] {
-        println!("| {stage} | {:.3} | {:.2}× |", per_million(cpu), cpu / decode_cpu);
+    println!(
+        "| spans per block | blocks | (a) decode | (b) full path | **(b)/(a)** | convert ×(a) | sort + encode ×(a) | put + commit ×(a) | Parquet bytes/span |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (block_spans, cpu, blocks, bytes_per_span, measured) in &results {
+        let per_million = |cpu: f64| cpu / *measured as f64 * 1e6;
+        let full = cpu.convert + cpu.encode + cpu.store;
+        println!(
+            "| {block_spans} | {blocks} | {:.3} | {:.3} | **{:.2}×** | {:.2}× | {:.2}× | {:.2}× | {bytes_per_span:.1} |",
+            per_million(cpu.decode),
+            per_million(full),
+            full / cpu.decode,
+            cpu.convert / cpu.decode,
+            cpu.encode / cpu.decode,
+            cpu.store / cpu.decode,
+        );
     }
     println!();
     println!("| storage | bytes/span |");
     println!("|---|---|");
     println!("| OTLP protobuf (uncompressed request bodies) | {:.1} |", otlp_bytes as f64 / spans as f64);
-    println!("| Parquet blocks on disk | {:.1} |", parquet_bytes as f64 / spans as f64);
-    println!("| ratio Parquet / OTLP | {:.3} |", parquet_bytes as f64 / otlp_bytes as f64);
-    println!(
-        "| tag summary in each block's footer (JSON, {} blocks of about {BLOCK_SPANS} spans) | {}–{} bytes per block |",
-        summary_bytes.len(),
-        summary_bytes.iter().min().unwrap_or(&0),
-        summary_bytes.iter().max().unwrap_or(&0)
-    );
 
     // 4. end to end against the binary
     let data = tempfile::TempDir::new().unwrap();
