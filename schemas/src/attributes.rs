@@ -20,6 +20,14 @@ use serde_json::json;
 use crate::schema::{attribute_entries_field, attribute_value_fields};
 use crate::span_ref::{AttrRef, ValueRef};
 
+/// The typed value columns of an attribute entry, in the schema's order.
+const STR: usize = 0;
+const INT: usize = 1;
+const DOUBLE: usize = 2;
+const BOOL: usize = 3;
+const BYTES: usize = 4;
+const JSON: usize = 5;
+
 /// Builds one attribute-map column, one map per row.
 #[derive(Debug)]
 pub struct AttributeMapBuilder {
@@ -32,6 +40,11 @@ pub struct AttributeMapBuilder {
     bool_values: BooleanBuilder,
     bytes_values: BinaryBuilder,
     json_values: StringBuilder,
+    /// Entries each typed value column (str, int, double, bool, bytes, json)
+    /// is still to get as nulls: an entry is null in all but one, so nulls
+    /// are appended a run at a time, when the column next gets a value (or
+    /// at finish), instead of one slot per entry per column.
+    pending_nulls: [usize; 6],
     /// Longest stored string or bytes value; longer ones are truncated.
     max_value_len: usize,
     truncated: u64,
@@ -58,6 +71,7 @@ impl AttributeMapBuilder {
             bool_values: BooleanBuilder::with_capacity(entries),
             bytes_values: BinaryBuilder::with_capacity(entries, 0),
             json_values: StringBuilder::with_capacity(entries, 0),
+            pending_nulls: [0; 6],
             max_value_len,
             truncated: 0,
         }
@@ -87,13 +101,27 @@ impl AttributeMapBuilder {
     fn append_entry(&mut self, attribute: &AttrRef<'_>) {
         self.keys.append_value(attribute.key);
         self.entries += 1;
-        let (mut s, mut i, mut d, mut b, mut by, mut j) = (None, None, None, None, None, None);
-        let json_text;
-        match &attribute.value {
-            ValueRef::Str(v) => s = Some(truncate_str(v, self.max_value_len, &mut self.truncated)),
-            ValueRef::Int(v) => i = Some(*v),
-            ValueRef::Double(v) => d = Some(*v),
-            ValueRef::Bool(v) => b = Some(*v),
+        let typed = match &attribute.value {
+            ValueRef::Str(v) => {
+                self.flush_nulls(STR);
+                self.str_values.append_value(truncate_str(v, self.max_value_len, &mut self.truncated));
+                STR
+            }
+            ValueRef::Int(v) => {
+                self.flush_nulls(INT);
+                self.int_values.append_value(*v);
+                INT
+            }
+            ValueRef::Double(v) => {
+                self.flush_nulls(DOUBLE);
+                self.double_values.append_value(*v);
+                DOUBLE
+            }
+            ValueRef::Bool(v) => {
+                self.flush_nulls(BOOL);
+                self.bool_values.append_value(*v);
+                BOOL
+            }
             ValueRef::Bytes(v) => {
                 let keep = if v.len() > self.max_value_len {
                     self.truncated += 1;
@@ -101,23 +129,41 @@ impl AttributeMapBuilder {
                 } else {
                     v
                 };
-                by = Some(keep)
+                self.flush_nulls(BYTES);
+                self.bytes_values.append_value(keep);
+                BYTES
             }
             ValueRef::Nested(nested) => {
-                json_text = capped_json(nested, self.max_value_len, &mut self.truncated);
-                j = Some(json_text.as_str());
+                let text = capped_json(nested, self.max_value_len, &mut self.truncated);
+                self.flush_nulls(JSON);
+                self.json_values.append_value(text);
+                JSON
             }
-            ValueRef::Empty => {}
+            ValueRef::Empty => usize::MAX,
+        };
+        for (column, pending) in self.pending_nulls.iter_mut().enumerate() {
+            *pending += usize::from(column != typed);
         }
-        self.str_values.append_option(s);
-        self.int_values.append_option(i);
-        self.double_values.append_option(d);
-        self.bool_values.append_option(b);
-        self.bytes_values.append_option(by);
-        self.json_values.append_option(j);
+    }
+
+    /// Appends the nulls typed value column `column` is owed.
+    fn flush_nulls(&mut self, column: usize) {
+        let n = std::mem::take(&mut self.pending_nulls[column]);
+        if n == 0 {
+            return;
+        }
+        match column {
+            STR => self.str_values.append_nulls(n),
+            INT => self.int_values.append_nulls(n),
+            DOUBLE => self.double_values.append_nulls(n),
+            BOOL => self.bool_values.append_nulls(n),
+            BYTES => self.bytes_values.append_nulls(n),
+            _ => self.json_values.append_nulls(n),
+        }
     }
 
     pub fn finish(&mut self) -> MapArray {
+        (STR..=JSON).for_each(|column| self.flush_nulls(column));
         let values = StructArray::new(
             attribute_value_fields(),
             vec![
