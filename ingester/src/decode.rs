@@ -485,6 +485,20 @@ mod json {
     }
 }
 
+/// For fuzzing tests: `body` with a byte changed (kind 0), inserted (1) or
+/// cut from (otherwise) at each edit's place.
+#[cfg(test)]
+fn mutate(body: &mut Vec<u8>, edits: Vec<(usize, u8, u8)>) {
+    for (at, byte, kind) in edits {
+        let at = at % (body.len() + 1);
+        match kind {
+            0 if at < body.len() => body[at] = byte,
+            1 => body.insert(at, byte),
+            _ => body.truncate(at),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -716,14 +730,7 @@ mod tests {
             edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0..3u8), 1..8)
         ) {
             let mut body = seed_request();
-            for (at, byte, kind) in edits {
-                let at = at % (body.len() + 1);
-                match kind {
-                    0 if at < body.len() => body[at] = byte,
-                    1 => body.insert(at, byte),
-                    _ => body.truncate(at),
-                }
-            }
+            mutate(&mut body, edits);
             survives(&body);
         }
 

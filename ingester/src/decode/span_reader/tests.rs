@@ -201,14 +201,7 @@ proptest::proptest! {
         edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0..3u8), 1..6)
     ) {
         let mut body = seed().encode_to_vec();
-        for (at, byte, kind) in edits {
-            let at = at % (body.len() + 1);
-            match kind {
-                0 if at < body.len() => body[at] = byte,
-                1 => body.insert(at, byte),
-                _ => body.truncate(at),
-            }
-        }
+        crate::decode::mutate(&mut body, edits);
         agree(&body);
     }
 
