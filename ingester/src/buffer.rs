@@ -174,7 +174,8 @@ impl Pipeline {
             self.metrics.refused("storage_unavailable");
             return Err(IngestError::Unavailable { retry_after: Duration::from_secs(1) });
         }
-        let bytes = batch.get_array_memory_size();
+        // As written: a grouped batch's resource columns expand to every row.
+        let bytes = spanlake_schemas::encode::expanded_memory_size(&batch);
         let mut tenants = self.tenants.lock().await;
         let buffer = tenants.entry(tenant.clone()).or_default();
         let tenant_bytes = buffer.pending_bytes + buffer.in_flight_bytes;

@@ -7,7 +7,7 @@
 //! - Protobuf is not decoded whole. The body's wire format is walked level by
 //!   level (request → resource spans → scope spans). A resource and a scope
 //!   are decoded with prost, once per group. A span is never decoded into
-//!   OTLP structs: [`span_reader`] reads its wire format into a reused
+//!   OTLP structs: `span_reader` reads its wire format into a reused
 //!   [`SpanRef`] of slices of the body, which is validated and appended to
 //!   the Arrow builder.
 //! - Before a resource or scope is decoded, a walk of its wire format that
@@ -639,8 +639,13 @@ mod tests {
         assert!(accepted > 0 && rejected > 0 && accepted + rejected == 20_000, "{accepted} + {rejected}");
         let reason = converted.report.first_error.unwrap();
         assert!(reason.contains("resource and scope attributes (10000 entries)"), "{reason}");
-        let held = converted.batch.get_array_memory_size();
+        // The batch keeps the resource once; its block copies it to every row.
+        let grouped = converted.batch.get_array_memory_size();
+        let held = spanlake_schemas::encode::expanded_memory_size(&converted.batch);
+        assert!(grouped < held / 10, "{grouped} bytes grouped, {held} expanded");
         assert!(held <= 2 * COPIED_ATTRIBUTE_BYTES, "{held} bytes held for a {}-byte body", body.len());
+        let plain = spanlake_schemas::encode::expand_groups(&converted.batch).unwrap().get_array_memory_size();
+        assert!(held >= plain / 2 && held <= plain * 2, "{held} bytes counted, {plain} expanded");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, DictionaryArray, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch, StringBuilder,
-    StructArray, TimestampNanosecondBuilder, UInt32Array, UInt32Builder,
+    Array, ArrayRef, AsArray, DictionaryArray, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch,
+    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::UInt32Type;
@@ -507,6 +507,39 @@ impl Groups {
 
 fn dictionary(keys: &UInt32Array, values: ArrayRef) -> ArrayRef {
     Arc::new(DictionaryArray::<UInt32Type>::try_new(keys.clone(), values).expect("every row's group exists"))
+}
+
+/// What `batch` takes once its grouped columns are expanded to every row
+/// (as [`expand_groups`] and the block's gather do): memory bounds count
+/// this, not the grouped batch's own size, since writing the block expands
+/// each row's resource attributes. A group's map counts once per row of it,
+/// by its entries.
+pub fn expanded_memory_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| match column.as_dictionary_opt::<UInt32Type>() {
+            None => column.get_array_memory_size(),
+            Some(grouped) => {
+                let per_group = group_sizes(grouped.values().as_ref());
+                grouped.keys().values().iter().map(|&key| per_group.get(key as usize).copied().unwrap_or(0)).sum()
+            }
+        })
+        .sum()
+}
+
+/// The bytes each value of `values` (a grouped column's groups) takes.
+fn group_sizes(values: &dyn Array) -> Vec<usize> {
+    let total = values.get_array_memory_size();
+    let slots = |count: usize| total.div_ceil(count.max(1));
+    if let Some(map) = values.as_map_opt() {
+        let per_entry = slots(map.entries().len());
+        map.value_offsets().windows(2).map(|w| (w[1] - w[0]) as usize * per_entry + 4).collect()
+    } else if let Some(strings) = values.as_string_opt::<i32>() {
+        (0..strings.len()).map(|i| strings.value_length(i) as usize + 5).collect()
+    } else {
+        vec![slots(values.len()); values.len()]
+    }
 }
 
 /// `batch` with its dictionary columns expanded to their values: a batch

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use object_store::memory::InMemory;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prometheus_client::registry::Registry;
+use spanlake_schemas::encode::{expand_groups, expanded_memory_size};
 use spanlake_schemas::fault::{Fault, FaultyStore};
 use spanlake_schemas::storage::CommitRecord;
 use spanlake_schemas::{AppendReport, SpanBatchBuilder, Storage, TenantId};
@@ -19,8 +22,12 @@ use super::{BufferConfig, FlushResult, Pipeline};
 use crate::error::IngestError;
 use crate::metrics::Metrics;
 
-/// A batch of `spans` spans of trace `t`.
+/// A batch of `spans` spans of trace `t`, grouped as the ingester buffers it.
 fn batch(t: u8, spans: u8) -> RecordBatch {
+    batch_with_resource(t, spans, Vec::new())
+}
+
+fn batch_with_resource(t: u8, spans: u8, attributes: Vec<KeyValue>) -> RecordBatch {
     let spans = (1..=spans)
         .map(|s| Span {
             trace_id: vec![t; 16],
@@ -32,10 +39,13 @@ fn batch(t: u8, spans: u8) -> RecordBatch {
         })
         .collect();
     let mut builder = SpanBatchBuilder::default();
-    let resource_spans =
-        ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() };
+    let resource_spans = ResourceSpans {
+        resource: Some(Resource { attributes, ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+        ..Default::default()
+    };
     builder.append_resource_spans(&[resource_spans], &mut AppendReport::default());
-    builder.finish()
+    builder.finish_grouped()
 }
 
 struct Fixture {
@@ -151,7 +161,7 @@ async fn one_tenants_interval_does_not_hold_back_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_and_total_bounds_refuse_with_a_retryable_error() {
-    let one = batch(1, 4).get_array_memory_size();
+    let one = expanded_memory_size(&batch(1, 4));
     let fixture = Fixture::new(BufferConfig { max_tenant_bytes: 2 * one, max_total_bytes: 3 * one, ..config() });
     fixture.faulty.set(Fault::StallWrites);
     let mut accepted =
@@ -170,6 +180,21 @@ async fn tenant_and_total_bounds_refuse_with_a_retryable_error() {
         assert!(acked(rx).await);
     }
     assert_eq!(fixture.pipeline.buffered_bytes(), 0, "acknowledged bytes leave the buffer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_counts_once_per_row_as_its_block_will_hold_it() {
+    let attributes = (0..1000).map(|i| KeyValue { key: format!("k{i}"), ..Default::default() }).collect();
+    let large = batch_with_resource(1, 200, attributes);
+    let plain = expand_groups(&large).unwrap().get_array_memory_size();
+    assert!(large.get_array_memory_size() < plain / 20, "the grouped batch holds the resource once");
+    let fixture = Fixture::new(config());
+    fixture.faulty.set(Fault::StallWrites);
+    let rx = fixture.submit("a", large).await.unwrap();
+    let counted = fixture.pipeline.buffered_bytes();
+    assert!(counted >= plain / 2 && counted <= plain * 2, "{counted} bytes counted, {plain} once expanded");
+    fixture.faulty.set(Fault::None);
+    assert!(acked(rx).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
