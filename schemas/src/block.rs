@@ -203,16 +203,8 @@ const DISTINCT_COLUMNS: [&str; 5] = [SPAN_ID, PARENT_SPAN_ID, START_TIME, END_TI
 fn nested_leaves() -> &'static [ColumnPath] {
     static LEAVES: std::sync::OnceLock<Vec<ColumnPath>> = std::sync::OnceLock::new();
     LEAVES.get_or_init(|| {
-        let schema = parquet::arrow::ArrowSchemaConverter::new().convert(&span_schema()).expect("span schema converts");
-        schema
-            .columns()
-            .iter()
-            .map(|column| column.path().clone())
-            .filter(|path| {
-                [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENTS, LINKS]
-                    .contains(&path.parts()[0].as_str())
-            })
-            .collect()
+        let nested = [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENTS, LINKS];
+        leaf_paths().iter().filter(|path| nested.contains(&path.parts()[0].as_str())).cloned().collect()
     })
 }
 

@@ -145,7 +145,6 @@ impl<'a> SpanRef<'a> {
     /// Borrows a decoded span (replacing what this held).
     pub fn fill_from(&mut self, span: &'a Span) {
         self.clear();
-        let (status_code, status_message) = span.status.as_ref().map_or((0, ""), |s| (s.code, s.message.as_str()));
         self.attributes.extend(span.attributes.iter().map(AttrRef::of));
         for event in &span.events {
             let start = self.event_attributes.len();
@@ -169,28 +168,20 @@ impl<'a> SpanRef<'a> {
                 flags: link.flags,
             });
         }
-        let Self { attributes, events, event_attributes, links, link_attributes, .. } = std::mem::take(self);
-        *self = Self {
-            trace_id: &span.trace_id,
-            span_id: &span.span_id,
-            trace_state: &span.trace_state,
-            parent_span_id: &span.parent_span_id,
-            flags: span.flags,
-            name: &span.name,
-            kind: span.kind,
-            start_time_unix_nano: span.start_time_unix_nano,
-            end_time_unix_nano: span.end_time_unix_nano,
-            attributes,
-            dropped_attributes_count: span.dropped_attributes_count,
-            events,
-            event_attributes,
-            dropped_events_count: span.dropped_events_count,
-            links,
-            link_attributes,
-            dropped_links_count: span.dropped_links_count,
-            status_code,
-            status_message,
-        };
+        self.trace_id = &span.trace_id;
+        self.span_id = &span.span_id;
+        self.trace_state = &span.trace_state;
+        self.parent_span_id = &span.parent_span_id;
+        self.flags = span.flags;
+        self.name = &span.name;
+        self.kind = span.kind;
+        self.start_time_unix_nano = span.start_time_unix_nano;
+        self.end_time_unix_nano = span.end_time_unix_nano;
+        self.dropped_attributes_count = span.dropped_attributes_count;
+        self.dropped_events_count = span.dropped_events_count;
+        self.dropped_links_count = span.dropped_links_count;
+        (self.status_code, self.status_message) =
+            span.status.as_ref().map_or((0, ""), |s| (s.code, s.message.as_str()));
     }
 
     /// Checks the invariants a span must meet to be stored.
