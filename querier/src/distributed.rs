@@ -61,6 +61,7 @@ use url::Url;
 use crate::Querier;
 use crate::error::{QueryError, Result as QueryResult};
 use crate::fanout::{Analysis, FanoutParams, FanoutSource, Parents, TraceRange};
+use crate::start_window::StartWindow;
 use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema, table_schema};
 
 /// Queriers a query may spread over.
@@ -772,6 +773,9 @@ struct WireScan {
     limit: Option<usize>,
     pruning: bool,
     partitions: usize,
+    /// The span starts answered exactly (absent: none).
+    #[serde(default)]
+    window: Option<StartWindow>,
     parallel: Vec<WirePiece>,
     merges: Vec<Vec<WirePiece>>,
 }
@@ -783,6 +787,9 @@ struct WirePiece {
     rows: Option<Vec<(bool, usize)>>,
     range: Option<(u64, u64)>,
     bytes: u64,
+    /// Absent: filtered by the window like a block across its edge.
+    #[serde(default)]
+    in_window: bool,
 }
 
 impl From<&Piece> for WirePiece {
@@ -792,6 +799,7 @@ impl From<&Piece> for WirePiece {
             rows: piece.rows.as_ref().map(|rows| rows.iter().map(|s| (s.skip, s.row_count)).collect()),
             range: piece.range.as_ref().map(|r| (r.start, r.end)),
             bytes: piece.bytes,
+            in_window: piece.in_window,
         }
     }
 }
@@ -805,6 +813,7 @@ impl From<WirePiece> for Piece {
             rows: wire.rows.map(|runs| RowSelection::from(runs.into_iter().map(selector).collect::<Vec<_>>())),
             range: wire.range.map(|(start, end)| start..end),
             bytes: wire.bytes,
+            in_window: wire.in_window,
         }
     }
 }
@@ -855,6 +864,7 @@ impl PhysicalExtensionCodec for SpansScanCodec {
             limit: wire.limit,
             pruning: wire.pruning,
             partitions: wire.partitions,
+            window: wire.window,
         };
         let work = Work {
             parallel: wire.parallel.into_iter().map(Piece::from).collect(),
@@ -891,6 +901,7 @@ impl PhysicalExtensionCodec for SpansScanCodec {
             limit: scan.spec.limit,
             pruning: scan.spec.pruning,
             partitions: scan.spec.partitions,
+            window: scan.spec.window,
             parallel: scan.work.parallel.iter().map(WirePiece::from).collect(),
             merges: scan.work.merges.iter().map(|m| m.iter().map(WirePiece::from).collect()).collect(),
         };
@@ -1143,6 +1154,7 @@ mod tests {
             limit: None,
             pruning: true,
             partitions: 2,
+            window: Some(StartWindow { from: Some(5), to: None }),
         };
         SpansScanExec::try_new(Arc::new(spec), work).unwrap()
     }
@@ -1150,7 +1162,8 @@ mod tests {
     #[test]
     fn a_scan_travels_whole() {
         let rows = RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(4), RowSelector::skip(3)]);
-        let selected = Piece { rows: Some(rows), range: Some(10..400), bytes: 300, ..Piece::whole(block(1000)) };
+        let selected =
+            Piece { rows: Some(rows), range: Some(10..400), bytes: 300, in_window: true, ..Piece::whole(block(1000)) };
         let work = Work {
             parallel: vec![Piece::whole(block(500)), selected.clone()],
             merges: vec![vec![selected, Piece::whole(block(70))]],
@@ -1165,6 +1178,7 @@ mod tests {
         assert_eq!(got.work, sent.work);
         assert_eq!(format!("{:?}", got.spec.predicate), format!("{:?}", sent.spec.predicate));
         assert_eq!(got.spec.tenant.as_str(), "team-a");
+        assert_eq!(got.spec.window, sent.spec.window);
         assert_eq!(got.schema(), sent.schema());
         assert_eq!(got.properties().output_partitioning().partition_count(), 2);
     }

@@ -30,6 +30,7 @@ pub mod pg;
 mod read_counter;
 mod search;
 mod sql;
+mod start_window;
 mod strings;
 mod table;
 mod tags;

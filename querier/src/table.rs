@@ -7,6 +7,7 @@
 //!    predicate (statistics, page index, bloom filter on `trace_id`);
 //! 3. rows: the predicate evaluated inside the Parquet decoder.
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -30,6 +31,7 @@ use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -38,12 +40,13 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::arrow_reader::RowSelection;
 use parquet::file::metadata::RowGroupMetaData;
 use spanlake_schemas::schema::{END_TIME, KIND, SPAN_ID, START_TIME, TRACE_ID, span_schema};
-use spanlake_schemas::{BlockMeta, Storage, TenantId};
+use spanlake_schemas::{BlockId, BlockMeta, Storage, TenantId};
 
 use spanlake_schemas::Catalog;
 
 use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
+use crate::start_window::{StartWindow, window_of};
 use crate::trace_index::{TraceIndex, band, rows_to_merge, selection, split};
 
 /// Blocks are split into byte ranges no smaller than this for parallel reads.
@@ -335,8 +338,73 @@ impl Work {
         self.parallel.iter().chain(self.merges.iter().flatten()).map(|p| p.bytes).sum()
     }
 
-    /// The plan that reads it, over `partitions` for the parallel pieces.
+    /// The plan that reads it, over `partitions` for the parallel pieces,
+    /// only the spans that start in `window`: the pieces of blocks across
+    /// its edges are filtered by start, the others read as they are.
     pub(crate) fn plan(
+        &self,
+        tenant: &TenantId,
+        source: &Arc<ParquetSource>,
+        partitions: usize,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+        window: Option<&StartWindow>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(window) = window else { return self.plan_all(tenant, source, partitions, projection, limit) };
+        // A merge reads its pieces together, so it is filtered when one of them must be.
+        let (merges_in, merges_across): (Vec<Vec<Piece>>, Vec<Vec<Piece>>) =
+            self.merges.iter().cloned().partition(|pieces| pieces.iter().all(|p| p.in_window));
+        let (parallel_in, parallel_across) = self.parallel.iter().cloned().partition(|p| p.in_window);
+        let inside = Work { parallel: parallel_in, merges: merges_in };
+        let across = Work { parallel: parallel_across, merges: merges_across };
+        let mut plans = Vec::with_capacity(2);
+        if !inside.parallel.is_empty() || !inside.merges.is_empty() {
+            plans.push(inside.plan_all(tenant, source, partitions, projection, limit)?);
+        }
+        if !across.parallel.is_empty() || !across.merges.is_empty() {
+            plans.push(across.plan_in_window(tenant, source, partitions, projection, limit, window)?);
+        }
+        match plans.len() {
+            0 => Ok(Arc::new(EmptyExec::new(projected_schema(projection)?))),
+            1 => Ok(plans.remove(0)),
+            _ => UnionExec::try_new(plans),
+        }
+    }
+
+    /// Its rows that start in `window`: read with `start_time`, filtered,
+    /// then projected.
+    fn plan_in_window(
+        &self,
+        tenant: &TenantId,
+        source: &Arc<ParquetSource>,
+        partitions: usize,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+        window: &StartWindow,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = table_schema();
+        let start = schema.index_of(START_TIME)?;
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let mut read = wanted.clone();
+        let at = read.iter().position(|&i| i == start).unwrap_or_else(|| {
+            read.push(start);
+            read.len() - 1
+        });
+        let time_zone = match schema.field(start).data_type() {
+            DataType::Timestamp(_, zone) => zone.clone(),
+            other => return Err(DataFusionError::Internal(format!("start_time is {other}, not a timestamp"))),
+        };
+        let all = self.plan_all(tenant, source, partitions, Some(&read), None)?;
+        // Projected back to the columns wanted, without `start_time` if it was only read to filter.
+        let filter = FilterExecBuilder::new(window.predicate(at, time_zone), all)
+            .apply_projection((read.len() > wanted.len()).then(|| (0..wanted.len()).collect()))?
+            .with_fetch(limit)
+            .build()?;
+        Ok(Arc::new(filter))
+    }
+
+    /// The plan that reads every row of it.
+    fn plan_all(
         &self,
         tenant: &TenantId,
         source: &Arc<ParquetSource>,
@@ -490,11 +558,14 @@ pub(crate) struct Piece {
     pub(crate) range: Option<std::ops::Range<u64>>,
     /// About how many bytes of the block those rows take.
     pub(crate) bytes: u64,
+    /// Whether every span of the block starts in the scan's [`StartWindow`]
+    /// (its rows need no filter by start).
+    pub(crate) in_window: bool,
 }
 
 impl Piece {
     pub(crate) fn whole(block: BlockMeta) -> Self {
-        Self { bytes: block.size_bytes, rows: None, range: None, block }
+        Self { bytes: block.size_bytes, rows: None, range: None, block, in_window: false }
     }
 
     /// This piece cut into `count` byte ranges of about equal size (fewer
@@ -570,8 +641,16 @@ impl TableProvider for SpansTable {
         TableType::Base
     }
 
+    /// Bounds on `start_time` are answered exactly ([`StartWindow`]); every
+    /// other filter prunes, and DataFusion applies it again.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|filter| match StartWindow::of(filter) {
+                Some(_) if self.pruning => TableProviderFilterPushDown::Exact,
+                _ => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -592,6 +671,18 @@ impl TableProvider for SpansTable {
             sink.add(skipped);
         }
         let (blocks, footers): (Vec<BlockMeta>, Vec<ArrowReaderMetadata>) = opened.into_iter().unzip();
+        // The blocks every span of which starts in the window (filters on
+        // `start_time` are exact, see `supports_filters_pushdown`).
+        let window = if self.pruning { window_of(filters) } else { None };
+        let in_window: HashSet<BlockId> = match &window {
+            Some(window) => blocks
+                .iter()
+                .zip(&footers)
+                .filter(|(_, footer)| window.holds_block(footer))
+                .map(|(block, _)| block.id.clone())
+                .collect(),
+            None => HashSet::new(),
+        };
         if blocks.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected_schema(projection)?)));
         }
@@ -613,7 +704,10 @@ impl TableProvider for SpansTable {
             total >= s.min_bytes
                 && predicate.as_ref().is_none_or(|p| admitted_bytes(&footers, p, &schema) >= s.min_bytes)
         });
-        let work = self.work(blocks, &bounds, limit, partitions, spread.as_ref().map_or(1, |s| s.bands)).await;
+        let mut work = self.work(blocks, &bounds, limit, partitions, spread.as_ref().map_or(1, |s| s.bands)).await;
+        for piece in work.parallel.iter_mut().chain(work.merges.iter_mut().flatten()) {
+            piece.in_window = in_window.contains(&piece.block.id);
+        }
         if spread.is_some() {
             let scan = ScanSpec {
                 tenant: self.tenant.clone(),
@@ -623,11 +717,12 @@ impl TableProvider for SpansTable {
                 limit,
                 pruning: self.pruning,
                 partitions,
+                window,
             };
             return Ok(Arc::new(crate::distributed::SpansScanExec::try_new(Arc::new(scan), work)?));
         }
         let source = parquet_source(state.runtime_env(), self.pruning, row_filter, predicate)?;
-        work.plan(&self.tenant, &source, partitions, projection, limit)
+        work.plan(&self.tenant, &source, partitions, projection, limit, window.as_ref())
     }
 }
 
@@ -723,6 +818,8 @@ pub(crate) struct ScanSpec {
     pub(crate) pruning: bool,
     /// Partitions of the parallel pieces on each querier.
     pub(crate) partitions: usize,
+    /// The span starts the scan answers exactly (its filters on `start_time`).
+    pub(crate) window: Option<StartWindow>,
 }
 
 impl ScanSpec {
@@ -734,7 +831,7 @@ impl ScanSpec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let predicate = self.predicate.clone();
         let source = parquet_source(runtime, self.pruning, self.row_filter, predicate)?;
-        work.plan(&self.tenant, &source, self.partitions, self.projection.as_ref(), self.limit)
+        work.plan(&self.tenant, &source, self.partitions, self.projection.as_ref(), self.limit, self.window.as_ref())
     }
 }
 

@@ -65,3 +65,50 @@ async fn trace_id_and_time_filters_prune_blocks_and_row_groups() {
     assert_eq!(files_scanned(&plan), 2, "{plan}");
     server.spanlake.shutdown().await;
 }
+
+/// Filters on `start_time` are answered by the scan itself: blocks inside
+/// the window are read unfiltered, blocks across its edges are filtered,
+/// and the answer is exact either way (spans of a block across the edge,
+/// a span stored twice, a projection without `start_time`, a limit).
+#[tokio::test]
+async fn start_time_filters_are_exact_at_the_window_edges() {
+    let server = TestServer::start().await;
+    let base: u64 = 1_764_000_000_000_000_000;
+    let ms = 1_000_000;
+    // Trace 1 (a root at `base`, children 1 ms apart) twice, as a retried
+    // export; trace 3 ten seconds later; trace 5 twenty seconds later.
+    for resource_spans in [
+        vec![trace(1, "a", 8, base)],
+        vec![trace(1, "a", 8, base)],
+        vec![trace(3, "b", 2, base + 10_000 * ms)],
+        vec![trace(5, "c", 1, base + 20_000 * ms)],
+    ] {
+        server.ingest(None, resource_spans).await;
+    }
+    let count = |rows: serde_json::Value| rows[0]["n"].as_i64().unwrap();
+    let at = |ns: u64| format!("to_timestamp_nanos({ns})");
+    // From the 4th child of trace 1 to before trace 5: children 3..7 of trace 1 (once), all of trace 3.
+    let window = format!("start_time >= {} AND start_time < {}", at(base + 3 * ms), at(base + 20_000 * ms));
+    let counted = server.sql_json(None, &format!("SELECT count(*) AS n FROM spans WHERE {window}")).await;
+    assert_eq!(count(counted), 5 + 3);
+    let stored = server.sql_json(None, &format!("SELECT count(*) AS n FROM spans_as_stored WHERE {window}")).await;
+    assert_eq!(count(stored), 2 * 5 + 3);
+    let names = server
+        .sql_json(None, &format!("SELECT name, count(*) AS n FROM spans WHERE {window} GROUP BY name ORDER BY name"))
+        .await;
+    assert_eq!(names, serde_json::json!([{"name": "GET /b", "n": 1}, {"name": "SELECT", "n": 7}]));
+    let limited = server.sql_json(None, &format!("SELECT span_id FROM spans WHERE {window} LIMIT 100")).await;
+    assert_eq!(limited.as_array().unwrap().len(), 8);
+    // Exclusive bounds, and a bound alone.
+    let after = format!("start_time > {}", at(base + 7 * ms));
+    assert_eq!(count(server.sql_json(None, &format!("SELECT count(*) AS n FROM spans WHERE {after}")).await), 3 + 2);
+
+    // The edge blocks are filtered; a window around every block needs no filter.
+    let plan = explain_analyze(&server, &format!("SELECT count(*) FROM spans WHERE {window}")).await;
+    assert!(plan.contains("FilterExec"), "{plan}");
+    let all = format!("start_time >= {} AND start_time <= {}", at(base), at(base + 30_000 * ms));
+    let plan = explain_analyze(&server, &format!("SELECT count(*) FROM spans WHERE {all}")).await;
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    assert_eq!(count(server.sql_json(None, &format!("SELECT count(*) AS n FROM spans WHERE {all}")).await), 9 + 3 + 2);
+    server.spanlake.shutdown().await;
+}
