@@ -11,8 +11,6 @@
 //! runs start, read once from its key columns and kept (blocks are
 //! immutable).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -222,61 +220,143 @@ fn wrong_type(column: &str) -> ArrowError {
     ArrowError::SchemaError(format!("column {column} is not of the span schema's type"))
 }
 
+/// Trace ids looked at in one pass of [`rows_to_merge`]: its candidate list
+/// stays within 24 MiB whatever the ids are.
+const IDS_PER_PASS: usize = 1 << 20;
+
+/// Slots of the table of hashed ids one pass uses: about 8 per id, so few
+/// ids share a slot by chance (two 1 MiB bit tables).
+const SLOT_BITS: u32 = 23;
+
 /// For each block of a group that can share spans, the rows that must go
 /// through the trace-ordered merge: the runs of traces that lie in more
 /// than one of the blocks, or hold a span twice in one, and every row of a
 /// block that is not sorted. Ranges ascend and do not touch. Only traces
 /// with ids from `from` up to `to` (excluded; None: no bound) are looked at
 /// in sorted blocks.
+///
+/// Traces in two blocks are found by hashing every id into a table of bits
+/// (seen once, seen twice), then sorting only the ids whose slot was seen
+/// twice, so the pass costs about two bit lookups per trace. (A k-way merge
+/// of the blocks' ids cost 16 ms a query over 741k traces in 100 blocks:
+/// 3.6 % of a metrics query's CPU, before its scan could start.) The id
+/// space is cut into parts of at most [`IDS_PER_PASS`] ids, so that ids
+/// chosen to collide cost time, never unbounded memory.
 pub(crate) fn rows_to_merge(indexes: &[&TraceIndex], from: u128, to: Option<u128>) -> Vec<Vec<Range<u32>>> {
-    let mut merge: Vec<Vec<Range<u32>>> = vec![Vec::new(); indexes.len()];
-    let below = |id: u128| to.is_none_or(|to| id < to);
-    // A k-way merge of the blocks' sorted trace ids.
-    let mut heap: BinaryHeap<Reverse<(u128, usize, usize)>> = indexes
-        .iter()
-        .enumerate()
-        .filter_map(|(block, index)| {
-            let at = index.ids.partition_point(|&id| id < from);
-            index.ids.get(at).filter(|&&id| below(id)).map(|&id| Reverse((id, block, at)))
-        })
-        .collect();
-    let mut holders: Vec<(usize, usize)> = Vec::new();
-    let mut repeated_at: Vec<usize> = vec![0; indexes.len()];
-    while let Some(Reverse((id, block, at))) = heap.pop() {
-        holders.clear();
-        holders.push((block, at));
-        while let Some(Reverse((next, _, _))) = heap.peek()
-            && *next == id
-        {
-            let Some(Reverse((_, block, at))) = heap.pop() else { break };
-            holders.push((block, at));
-        }
-        let repeated = holders.iter().any(|&(block, at)| {
-            let list = &indexes[block].repeated;
-            let cursor = &mut repeated_at[block];
-            while list.get(*cursor).is_some_and(|&r| (r as usize) < at) {
-                *cursor += 1;
+    rows_to_merge_in_parts(indexes, from, to, IDS_PER_PASS)
+}
+
+/// [`rows_to_merge`], looking at most `ids_per_pass` ids at once (unless
+/// more share one id).
+fn rows_to_merge_in_parts(
+    indexes: &[&TraceIndex],
+    from: u128,
+    to: Option<u128>,
+    ids_per_pass: usize,
+) -> Vec<Vec<Range<u32>>> {
+    let first = |index: &TraceIndex, id: u128| index.ids.partition_point(|&i| i < id);
+    let end = |index: &TraceIndex| to.map_or(index.ids.len(), |to| first(index, to));
+    // Per block, the traces (indices into its ids) to merge.
+    let mut traces: Vec<Vec<u32>> = vec![Vec::new(); indexes.len()];
+    if indexes.len() > 1 {
+        let mut table = SlotTable::default();
+        let mut candidates: Vec<(u128, u32, u32)> = Vec::new();
+        // Parts of the id space holding at most IDS_PER_PASS ids, found by halving.
+        let mut parts = vec![(from, to)];
+        while let Some((low, high)) = parts.pop() {
+            let ranges: Vec<Range<usize>> = indexes
+                .iter()
+                .map(|index| {
+                    let start = first(index, low);
+                    start..high.map_or(index.ids.len(), |high| first(index, high)).max(start)
+                })
+                .collect();
+            let count: usize = ranges.iter().map(Range::len).sum();
+            let width = high.map_or(u128::MAX - low, |high| high.saturating_sub(low));
+            if count > ids_per_pass && width > 1 {
+                let middle = low + width / 2;
+                parts.push((middle, high));
+                parts.push((low, Some(middle)));
+                continue;
             }
-            list.get(*cursor) == Some(&(at as u32))
-        });
-        for &(block, at) in &holders {
-            let index = indexes[block];
-            if (holders.len() > 1 || repeated) && index.sorted() {
-                push_range(&mut merge[block], index.run(at));
+            table.clear();
+            for (index, range) in indexes.iter().zip(&ranges) {
+                for &id in &index.ids[range.clone()] {
+                    table.insert(id);
+                }
             }
-            if let Some(&next) = index.ids.get(at + 1)
-                && below(next)
-            {
-                heap.push(Reverse((next, block, at + 1)));
+            candidates.clear();
+            for (block, (index, range)) in indexes.iter().zip(&ranges).enumerate() {
+                for at in range.clone() {
+                    if table.seen_twice(index.ids[at]) {
+                        candidates.push((index.ids[at], block as u32, at as u32));
+                    }
+                }
+            }
+            candidates.sort_unstable();
+            for run in candidates.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+                for &(_, block, at) in run {
+                    traces[block as usize].push(at);
+                }
             }
         }
     }
-    for (block, index) in indexes.iter().enumerate() {
-        if !index.sorted() && index.rows > 0 {
-            merge[block] = std::iter::once(0..index.rows).collect();
+    let mut merge: Vec<Vec<Range<u32>>> = vec![Vec::new(); indexes.len()];
+    for ((index, traces), ranges) in indexes.iter().zip(&mut traces).zip(&mut merge) {
+        if !index.sorted() {
+            if index.rows > 0 {
+                ranges.push(0..index.rows);
+            }
+            continue;
+        }
+        let span = first(index, from) as u32..end(index) as u32;
+        traces.extend(index.repeated.iter().filter(|&&at| span.contains(&at)));
+        traces.sort_unstable();
+        traces.dedup();
+        for &at in traces.iter() {
+            push_range(ranges, index.run(at as usize));
         }
     }
     merge
+}
+
+/// Hashed trace ids: a bit per slot for "seen", and one for "seen twice".
+struct SlotTable {
+    seen: Vec<u64>,
+    twice: Vec<u64>,
+}
+
+impl Default for SlotTable {
+    fn default() -> Self {
+        let words = (1usize << SLOT_BITS) / 64;
+        Self { seen: vec![0; words], twice: vec![0; words] }
+    }
+}
+
+impl SlotTable {
+    fn clear(&mut self) {
+        self.seen.fill(0);
+        self.twice.fill(0);
+    }
+
+    fn slot(id: u128) -> (usize, u64) {
+        let hash = ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (hash >> (64 - SLOT_BITS)) as usize;
+        (slot / 64, 1 << (slot % 64))
+    }
+
+    fn insert(&mut self, id: u128) {
+        let (word, bit) = Self::slot(id);
+        if self.seen[word] & bit != 0 {
+            self.twice[word] |= bit;
+        }
+        self.seen[word] |= bit;
+    }
+
+    fn seen_twice(&self, id: u128) -> bool {
+        let (word, bit) = Self::slot(id);
+        self.twice[word] & bit != 0
+    }
 }
 
 fn push_range(ranges: &mut Vec<Range<u32>>, range: Range<u32>) {
@@ -390,6 +470,8 @@ pub(crate) fn selection(ranges: &[Range<u32>], rows: u32, invert: bool) -> RowSe
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     use std::sync::Arc;
 
     use arrow::array::{FixedSizeBinaryArray, StringArray};
@@ -408,6 +490,63 @@ pub(crate) mod tests {
             Field::new(KIND, DataType::Utf8, false),
         ]);
         RecordBatch::try_new(Arc::new(schema), vec![Arc::new(traces), Arc::new(spans), Arc::new(kinds)]).unwrap()
+    }
+
+    /// The k-way merge [`rows_to_merge`] replaced, as its oracle: for each block of a group that can share spans, the rows that must go
+    /// through the trace-ordered merge: the runs of traces that lie in more
+    /// than one of the blocks, or hold a span twice in one, and every row of a
+    /// block that is not sorted. Ranges ascend and do not touch. Only traces
+    /// with ids from `from` up to `to` (excluded; None: no bound) are looked at
+    /// in sorted blocks.
+    fn rows_to_merge_by_heap(indexes: &[&TraceIndex], from: u128, to: Option<u128>) -> Vec<Vec<Range<u32>>> {
+        let mut merge: Vec<Vec<Range<u32>>> = vec![Vec::new(); indexes.len()];
+        let below = |id: u128| to.is_none_or(|to| id < to);
+        // A k-way merge of the blocks' sorted trace ids.
+        let mut heap: BinaryHeap<Reverse<(u128, usize, usize)>> = indexes
+            .iter()
+            .enumerate()
+            .filter_map(|(block, index)| {
+                let at = index.ids.partition_point(|&id| id < from);
+                index.ids.get(at).filter(|&&id| below(id)).map(|&id| Reverse((id, block, at)))
+            })
+            .collect();
+        let mut holders: Vec<(usize, usize)> = Vec::new();
+        let mut repeated_at: Vec<usize> = vec![0; indexes.len()];
+        while let Some(Reverse((id, block, at))) = heap.pop() {
+            holders.clear();
+            holders.push((block, at));
+            while let Some(Reverse((next, _, _))) = heap.peek()
+                && *next == id
+            {
+                let Some(Reverse((_, block, at))) = heap.pop() else { break };
+                holders.push((block, at));
+            }
+            let repeated = holders.iter().any(|&(block, at)| {
+                let list = &indexes[block].repeated;
+                let cursor = &mut repeated_at[block];
+                while list.get(*cursor).is_some_and(|&r| (r as usize) < at) {
+                    *cursor += 1;
+                }
+                list.get(*cursor) == Some(&(at as u32))
+            });
+            for &(block, at) in &holders {
+                let index = indexes[block];
+                if (holders.len() > 1 || repeated) && index.sorted() {
+                    push_range(&mut merge[block], index.run(at));
+                }
+                if let Some(&next) = index.ids.get(at + 1)
+                    && below(next)
+                {
+                    heap.push(Reverse((next, block, at + 1)));
+                }
+            }
+        }
+        for (block, index) in indexes.iter().enumerate() {
+            if !index.sorted() && index.rows > 0 {
+                merge[block] = std::iter::once(0..index.rows).collect();
+            }
+        }
+        merge
     }
 
     /// The index of a block of `batches` of (trace, span, kind) rows,
@@ -454,6 +593,57 @@ pub(crate) mod tests {
         assert_eq!(a.rows(), 4);
         assert_eq!(a.starts, vec![0, 3, 4], "a trace cut by a batch boundary is one run");
         assert_eq!(rows_to_merge(&[&a, &b], 0, None), vec![Vec::<Range<u32>>::new(), Vec::new()]);
+    }
+
+    /// An index of `ids` (ascending, distinct), trace `i` taking
+    /// `1 + rows[i] % 3` rows; `repeated` traces hold a span twice.
+    fn made(ids: Vec<u128>, rows: &[u8], repeated: Vec<u32>, sorted: bool) -> TraceIndex {
+        let mut starts = vec![0u32];
+        for i in 0..ids.len() {
+            starts.push(starts[i] + 1 + u32::from(rows[i % rows.len()] % 3));
+        }
+        let total = *starts.last().unwrap();
+        if sorted {
+            TraceIndex { ids, starts, repeated, rows: total }
+        } else {
+            TraceIndex { ids, starts: Vec::new(), repeated: Vec::new(), rows: total }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Hashed slots find exactly the traces the k-way merge finds,
+        /// also when ids collide in their slot, when the id space is cut
+        /// into parts, and within a range of ids.
+        #[test]
+        fn hashed_slots_find_what_a_k_way_merge_finds(
+            blocks in proptest::collection::vec(
+                (proptest::collection::btree_set(0usize..40, 0..25), proptest::collection::vec(0u8..9, 1..8), proptest::bool::weighted(0.9)),
+                1..6,
+            ),
+            from in 0usize..44,
+            to in proptest::option::of(0usize..44),
+            ids_per_pass in 1usize..20,
+        ) {
+            // Ids 0..20 are spread over the space; ids 20..40 all share one slot.
+            let id = |n: usize| -> u128 {
+                if n < 20 { ((n as u128) << 120) | (0x1234 * n as u128) } else { ((n as u128) << 64) | n as u128 }
+            };
+            let indexes: Vec<TraceIndex> = blocks
+                .iter()
+                .map(|(picked, rows, sorted)| {
+                    let mut ids: Vec<u128> = picked.iter().map(|&n| id(n)).collect();
+                    ids.sort_unstable();
+                    let repeated = (0..ids.len() as u32).filter(|i| rows[*i as usize % rows.len()] == 7).collect();
+                    made(ids, rows, repeated, *sorted)
+                })
+                .collect();
+            let refs: Vec<&TraceIndex> = indexes.iter().collect();
+            let (from, to) = (if from >= 40 { 0 } else { id(from) }, to.filter(|&t| t < 40).map(id));
+            let expected = rows_to_merge_by_heap(&refs, from, to);
+            proptest::prop_assert_eq!(rows_to_merge_in_parts(&refs, from, to, ids_per_pass), expected.clone());
+            proptest::prop_assert_eq!(rows_to_merge(&refs, from, to), expected);
+        }
     }
 
     #[test]
