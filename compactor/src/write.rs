@@ -190,7 +190,9 @@ impl BatchSink for BlockSink {
         let starts = batch.column_by_name(START_TIME).expect("span schema").as_primitive::<TimestampNanosecondType>();
         let ends = batch.column_by_name(END_TIME).expect("span schema").as_primitive::<TimestampNanosecondType>();
         self.min_time = self.min_time.min(arrow::compute::min(starts).unwrap_or(i64::MAX));
-        self.max_time = self.max_time.max(arrow::compute::max(ends).unwrap_or(i64::MIN));
+        // A span may end before it starts: the later of the two bounds the block.
+        let latest = arrow::compute::max(ends).max(arrow::compute::max(starts));
+        self.max_time = self.max_time.max(latest.unwrap_or(i64::MIN));
         self.rows += batch.num_rows() as u64;
         self.tags.add(&batch);
         let writer = self.writer.as_mut().expect("not finished");

@@ -113,7 +113,8 @@ pub struct BlockMeta {
     pub id: BlockId,
     /// Earliest span start, Unix nanoseconds.
     pub min_time_unix_nano: i64,
-    /// Latest span end, Unix nanoseconds.
+    /// Latest span end (or start, of a span that ends before it starts),
+    /// Unix nanoseconds.
     pub max_time_unix_nano: i64,
     /// Smallest and largest trace id, lowercase hex.
     pub min_trace_id: String,
@@ -401,7 +402,13 @@ fn describe(batches: &[RecordBatch], keys: &[(u128, i64, usize, usize)], id: Blo
         batch.column_by_name(name).expect("span schema").as_primitive::<TimestampNanosecondType>().clone()
     };
     let min_time = batches.iter().filter_map(|b| arrow::compute::min(&column(b, START_TIME))).min();
-    let max_time = batches.iter().filter_map(|b| arrow::compute::max(&column(b, END_TIME))).max();
+    // The latest end, or start: a span may end before it starts (clients
+    // send such), and pruning by start must still find it.
+    let max_time = batches
+        .iter()
+        .flat_map(|b| [arrow::compute::max(&column(b, END_TIME)), arrow::compute::max(&column(b, START_TIME))])
+        .flatten()
+        .max();
     let trace_hex =
         |key: Option<&(u128, i64, usize, usize)>| key.map(|k| hex::encode(k.0.to_be_bytes())).unwrap_or_default();
     BlockMeta {
@@ -457,6 +464,21 @@ mod tests {
         {
             assert_eq!(codec(empty), Compression::UNCOMPRESSED, "{empty}");
         }
+    }
+
+    #[test]
+    fn a_span_that_ends_before_it_starts_is_within_its_blocks_time_range() {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let span = |i: u8, start: u64, end: u64| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            ..Default::default()
+        };
+        let batch = crate::encode::batch_of(vec![span(1, 100, 150), span(2, 900, 300)]);
+        let block = encode_block(&[batch], BlockId::new()).unwrap();
+        assert_eq!((block.meta.min_time_unix_nano, block.meta.max_time_unix_nano), (100, 900));
     }
 
     #[test]
