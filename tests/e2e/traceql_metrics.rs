@@ -532,3 +532,25 @@ async fn a_large_window_takes_exemplars_from_a_slice_of_trace_ids() {
     }
     server.spanlake.shutdown().await;
 }
+
+/// Durations below 2 ns are in no power-of-two bucket (as Tempo): a
+/// histogram leaves them out.
+#[tokio::test]
+async fn durations_below_two_nanoseconds_are_in_no_bucket() {
+    let server = TestServer::start().await;
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs((T0 + 70) as u64);
+    let spans = [0u64, 1, 2, 3, 4]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let duration = Duration::from_nanos(ns);
+            span(trace_id(0, i), 1, None, "tick", SpanKind::Server, start, duration, false, vec![])
+        })
+        .collect();
+    export(&server, "clock", spans).await;
+    let got = series(&range(&server, "{ } | histogram_over_time(duration)").await);
+    let totals: Vec<f64> = got.iter().map(|s| s.1.iter().map(|(_, count)| count).sum()).collect();
+    // 2 ns in the bucket of 2¹; 3 and 4 ns in that of 2²; 0 and 1 ns in none.
+    assert_eq!(totals, [1.0, 2.0], "{got:?}");
+    server.spanlake.shutdown().await;
+}

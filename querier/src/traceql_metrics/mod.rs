@@ -291,21 +291,29 @@ async fn aggregate(
         matches!(request.query.function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
     let mut collected = Collected::default();
     let exemplars = request.exemplars > 0 && sample.is_none();
-    let (batches, _held) = cells(ctx, request, filter, by, Pass::Count { exemplars }).await?;
+    let counted = cells(ctx, request, filter, by, Pass::Count { exemplars });
+    let Some(sample) = sample.filter(|_| request.exemplars > 0) else {
+        let (batches, _held) = counted.await?;
+        for batch in &batches {
+            read_cells(batch, by, powers, &mut collected);
+        }
+        return Ok(collected);
+    };
+    // The sample's aggregate runs beside the count, in a session of its
+    // own that reads the sample's blocks alone.
+    let sampled = SessionContext::new_with_state(ctx.state());
+    let only = crate::blocks::OnlyBlocks(sample.blocks.clone());
+    sampled.state_ref().write().config_mut().set_extension(std::sync::Arc::new(only));
+    let found = cells(&sampled, request, filter, by, Pass::Sample { below: sample.below });
+    let ((batches, _held), (found_batches, _found_held)) = futures::try_join!(counted, found)?;
     for batch in &batches {
         read_cells(batch, by, powers, &mut collected);
     }
-    if let (Some(sample), true) = (sample, request.exemplars > 0) {
-        // The sample's blocks alone, for the rest of this session's plans.
-        let only = crate::blocks::OnlyBlocks(sample.blocks.clone());
-        ctx.state_ref().write().config_mut().set_extension(std::sync::Arc::new(only));
-        let mut found = Collected::default();
-        let (batches, _held) = cells(ctx, request, filter, by, Pass::Sample { below: sample.below }).await?;
-        for batch in &batches {
-            read_cells(batch, by, powers, &mut found);
-        }
-        collected.take_newest(found);
+    let mut found = Collected::default();
+    for batch in &found_batches {
+        read_cells(batch, by, powers, &mut found);
     }
+    collected.take_newest(found);
     Ok(collected)
 }
 
@@ -364,7 +372,13 @@ async fn cells(
             Some((_, true)) => lit(2i64),
             _ => lit(2.0),
         };
-        frame = frame.filter(value.clone().gt_eq(two))?;
+        // A duration's bucket (an integer's exponent) is below 1 exactly
+        // when it is below 2: its cells are dropped as they are read
+        // (`read_cells`), not every span compared. A float in [1, 2) has
+        // the bucket 1, so floats are filtered.
+        if !matches!(measured, Some((_, true))) {
+            frame = frame.filter(value.clone().gt_eq(two))?;
+        }
         groups.push(buckets::pow2_bucket(value).alias(cols::POWER));
     }
     let start = cast(col(s::START_TIME), DataType::Int64);
@@ -409,6 +423,10 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
         array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row))
     };
     for row in 0..batch.num_rows() {
+        // Values below 2, and values not finite, are in no power-of-two bucket.
+        if powers && power.as_ref().is_none_or(|p| !p.is_valid(row) || p.value(row) < 1) {
+            continue;
+        }
         let labels: Vec<Option<serde_json::Value>> =
             group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect();
         into.add(
