@@ -362,45 +362,10 @@ impl Work {
             plans.push(inside.plan_all(tenant, source, partitions, projection, limit)?);
         }
         if !across.parallel.is_empty() || !across.merges.is_empty() {
-            plans.push(across.plan_in_window(tenant, source, partitions, projection, limit, window)?);
+            let read = |columns: &Vec<usize>| across.plan_all(tenant, source, partitions, Some(columns), None);
+            plans.push(starting_in(window, projection, limit, read)?);
         }
-        match plans.len() {
-            0 => Ok(Arc::new(EmptyExec::new(projected_schema(projection)?))),
-            1 => Ok(plans.remove(0)),
-            _ => UnionExec::try_new(plans),
-        }
-    }
-
-    /// Its rows that start in `window`: read with `start_time`, filtered,
-    /// then projected.
-    fn plan_in_window(
-        &self,
-        tenant: &TenantId,
-        source: &Arc<ParquetSource>,
-        partitions: usize,
-        projection: Option<&Vec<usize>>,
-        limit: Option<usize>,
-        window: &StartWindow,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = table_schema();
-        let start = schema.index_of(START_TIME)?;
-        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
-        let mut read = wanted.clone();
-        let at = read.iter().position(|&i| i == start).unwrap_or_else(|| {
-            read.push(start);
-            read.len() - 1
-        });
-        let time_zone = match schema.field(start).data_type() {
-            DataType::Timestamp(_, zone) => zone.clone(),
-            other => return Err(DataFusionError::Internal(format!("start_time is {other}, not a timestamp"))),
-        };
-        let all = self.plan_all(tenant, source, partitions, Some(&read), None)?;
-        // Projected back to the columns wanted, without `start_time` if it was only read to filter.
-        let filter = FilterExecBuilder::new(window.predicate(at, time_zone), all)
-            .apply_projection((read.len() > wanted.len()).then(|| (0..wanted.len()).collect()))?
-            .with_fetch(limit)
-            .build()?;
-        Ok(Arc::new(filter))
+        union_of(plans, projection)
     }
 
     /// The plan that reads every row of it.
@@ -419,12 +384,52 @@ impl Work {
         for pieces in &self.merges {
             plans.push(deduplicated_scan(tenant, source, pieces, projection)?);
         }
-        match plans.len() {
-            0 => Ok(Arc::new(EmptyExec::new(projected_schema(projection)?))),
-            1 => Ok(plans.remove(0)),
-            _ => UnionExec::try_new(plans),
-        }
+        union_of(plans, projection)
     }
+}
+
+/// The rows `read` reads that start in `window`, as `projection`, at most
+/// `limit`: read with `start_time` (added when `projection` lacks it),
+/// filtered, then projected.
+fn starting_in(
+    window: &StartWindow,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    read: impl FnOnce(&Vec<usize>) -> Result<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = table_schema();
+    let start = schema.index_of(START_TIME)?;
+    let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+    let mut columns = wanted.clone();
+    let at = read_also(&mut columns, start);
+    let time_zone = match schema.field(start).data_type() {
+        DataType::Timestamp(_, zone) => zone.clone(),
+        other => return Err(DataFusionError::Internal(format!("start_time is {other}, not a timestamp"))),
+    };
+    let all = read(&columns)?;
+    // Projected back to the columns wanted, without `start_time` if it was only read to filter.
+    let filter = FilterExecBuilder::new(window.predicate(at, time_zone), all)
+        .apply_projection((columns.len() > wanted.len()).then(|| (0..wanted.len()).collect()))?
+        .with_fetch(limit)
+        .build()?;
+    Ok(Arc::new(filter))
+}
+
+/// `plans` as one (nothing to read: an empty plan of `projection`).
+fn union_of(mut plans: Vec<Arc<dyn ExecutionPlan>>, projection: Option<&Vec<usize>>) -> Result<Arc<dyn ExecutionPlan>> {
+    match plans.len() {
+        0 => Ok(Arc::new(EmptyExec::new(projected_schema(projection)?))),
+        1 => Ok(plans.remove(0)),
+        _ => UnionExec::try_new(plans),
+    }
+}
+
+/// Where column `index` is in `read`, appended when it is not there.
+fn read_also(read: &mut Vec<usize>, index: usize) -> usize {
+    read.iter().position(|&i| i == index).unwrap_or_else(|| {
+        read.push(index);
+        read.len() - 1
+    })
 }
 
 /// The table's schema, projected.
@@ -512,14 +517,7 @@ fn deduplicated_scan(
     let mut read = wanted.clone();
     let mut key = [0usize; 3];
     for (slot, name) in key.iter_mut().zip([TRACE_ID, SPAN_ID, KIND]) {
-        let index = schema.index_of(name)?;
-        *slot = match read.iter().position(|i| *i == index) {
-            Some(at) => at,
-            None => {
-                read.push(index);
-                read.len() - 1
-            }
-        };
+        *slot = read_also(&mut read, schema.index_of(name)?);
     }
     let by_trace = |column: usize, name: &str| {
         LexOrdering::new([PhysicalSortExpr::new_default(Arc::new(Column::new(name, column)))])
