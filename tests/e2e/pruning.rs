@@ -99,6 +99,10 @@ async fn start_time_filters_are_exact_at_the_window_edges() {
     assert_eq!(names, serde_json::json!([{"name": "GET /b", "n": 1}, {"name": "SELECT", "n": 7}]));
     let limited = server.sql_json(None, &format!("SELECT span_id FROM spans WHERE {window} LIMIT 100")).await;
     assert_eq!(limited.as_array().unwrap().len(), 8);
+    // A limit below the rows in range, read from blocks inside and across the window: exactly that many.
+    let wide = format!("start_time >= {} AND start_time < {}", at(base + 3 * ms), at(base + 25_000 * ms));
+    let limited = server.sql_json(None, &format!("SELECT span_id FROM spans WHERE {wide} LIMIT 3")).await;
+    assert_eq!(limited.as_array().unwrap().len(), 3);
     // Exclusive bounds, and a bound alone.
     let after = format!("start_time > {}", at(base + 7 * ms));
     assert_eq!(count(server.sql_json(None, &format!("SELECT count(*) AS n FROM spans WHERE {after}")).await), 3 + 2);

@@ -89,8 +89,9 @@ impl ScalarUDFImpl for TimeBucket {
 }
 
 /// A positive divisor used for every span of a query: a multiplication by
-/// its reciprocal, corrected to the exact quotient, costs about half the
-/// CPU's integer division (28 ms against 17 for 10M spans, measured apart).
+/// its reciprocal, corrected to the exact quotient, costs about 60 % of the
+/// CPU's integer division (17 ms against 28 for 10M values, in a throwaway
+/// micro-benchmark).
 #[derive(Debug, Clone, Copy)]
 struct Step {
     step: i64,
