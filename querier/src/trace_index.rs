@@ -224,8 +224,9 @@ fn wrong_type(column: &str) -> ArrowError {
 /// stays within 24 MiB whatever the ids are.
 const IDS_PER_PASS: usize = 1 << 20;
 
-/// Slots of the table of hashed ids one pass uses: about 8 per id, so few
-/// ids share a slot by chance (two 1 MiB bit tables).
+/// Most slots of the table of hashed ids one pass uses (two 1 MiB bit
+/// tables); a pass over fewer ids takes about 8 slots per id, so few share
+/// a slot by chance, and a small query zeroes little.
 const SLOT_BITS: u32 = 23;
 
 /// For each block of a group that can share spans, the rows that must go
@@ -259,7 +260,6 @@ fn rows_to_merge_in_parts(
     // Per block, the traces (indices into its ids) to merge.
     let mut traces: Vec<Vec<u32>> = vec![Vec::new(); indexes.len()];
     if indexes.len() > 1 {
-        let mut table = SlotTable::default();
         let mut candidates: Vec<(u128, u32, u32)> = Vec::new();
         // Parts of the id space holding at most IDS_PER_PASS ids, found by halving.
         let mut parts = vec![(from, to)];
@@ -279,7 +279,7 @@ fn rows_to_merge_in_parts(
                 parts.push((low, Some(middle)));
                 continue;
             }
-            table.clear();
+            let mut table = SlotTable::for_ids(count);
             for (index, range) in indexes.iter().zip(&ranges) {
                 for &id in &index.ids[range.clone()] {
                     table.insert(id);
@@ -322,31 +322,28 @@ fn rows_to_merge_in_parts(
 
 /// Hashed trace ids: a bit per slot for "seen", and one for "seen twice".
 struct SlotTable {
+    /// log2 of the slots.
+    bits: u32,
     seen: Vec<u64>,
     twice: Vec<u64>,
 }
 
-impl Default for SlotTable {
-    fn default() -> Self {
-        let words = (1usize << SLOT_BITS) / 64;
-        Self { seen: vec![0; words], twice: vec![0; words] }
-    }
-}
-
 impl SlotTable {
-    fn clear(&mut self) {
-        self.seen.fill(0);
-        self.twice.fill(0);
+    /// A table of about 8 slots for each of `ids` ids (64 at least, 2^[`SLOT_BITS`] at most).
+    fn for_ids(ids: usize) -> Self {
+        let bits = ids.saturating_mul(8).next_power_of_two().trailing_zeros().clamp(6, SLOT_BITS);
+        let words = (1usize << bits) / 64;
+        Self { bits, seen: vec![0; words], twice: vec![0; words] }
     }
 
-    fn slot(id: u128) -> (usize, u64) {
+    fn slot(&self, id: u128) -> (usize, u64) {
         let hash = ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let slot = (hash >> (64 - SLOT_BITS)) as usize;
+        let slot = (hash >> (64 - self.bits)) as usize;
         (slot / 64, 1 << (slot % 64))
     }
 
     fn insert(&mut self, id: u128) {
-        let (word, bit) = Self::slot(id);
+        let (word, bit) = self.slot(id);
         if self.seen[word] & bit != 0 {
             self.twice[word] |= bit;
         }
@@ -354,7 +351,7 @@ impl SlotTable {
     }
 
     fn seen_twice(&self, id: u128) -> bool {
-        let (word, bit) = Self::slot(id);
+        let (word, bit) = self.slot(id);
         self.twice[word] & bit != 0
     }
 }
