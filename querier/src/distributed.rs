@@ -1114,7 +1114,11 @@ fn functions() -> (Vec<Arc<ScalarUDF>>, Vec<Arc<AggregateUDF>>) {
     let mut scalars =
         [ValueKind::Str, ValueKind::Number, ValueKind::Bool].map(|k| Arc::new(element_values(k))).to_vec();
     scalars.extend(crate::traceql_metrics::bucket_functions().map(Arc::new));
-    (scalars, vec![Arc::new(crate::traceql_metrics::newest_span_udaf())])
+    scalars.push(Arc::new(crate::search::short_eq_udf()));
+    (
+        scalars,
+        vec![Arc::new(crate::traceql_metrics::newest_span_udaf()), Arc::new(crate::traceql_metrics::cells_udaf())],
+    )
 }
 
 #[cfg(test)]

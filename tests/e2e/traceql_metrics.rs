@@ -548,9 +548,83 @@ async fn durations_below_two_nanoseconds_are_in_no_bucket() {
         })
         .collect();
     export(&server, "clock", spans).await;
-    let got = series(&range(&server, "{ } | histogram_over_time(duration)").await);
-    let totals: Vec<f64> = got.iter().map(|s| s.1.iter().map(|(_, count)| count).sum()).collect();
-    // 2 ns in the bucket of 2¹; 3 and 4 ns in that of 2²; 0 and 1 ns in none.
-    assert_eq!(totals, [1.0, 2.0], "{got:?}");
+    // With exemplars and without (cells counted per group, `cells.rs`).
+    for q in ["{ } | histogram_over_time(duration)", "{ } | histogram_over_time(duration) with(exemplars=false)"] {
+        let mut got = series(&range(&server, q).await);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let totals: Vec<f64> = got.iter().map(|s| s.1.iter().map(|(_, count)| count).sum()).collect();
+        // 2 ns in the bucket of 2¹; 3 and 4 ns in that of 2²; 0 and 1 ns in none.
+        assert_eq!(totals, [1.0, 2.0], "{q}: {got:?}");
+    }
+    server.spanlake.shutdown().await;
+}
+
+/// Counts per cell come from one of two aggregates: without exemplars,
+/// each `by()` group counts its cells itself (`cells.rs`); with them, the
+/// time and power-of-two buckets are grouped by DataFusion beside the
+/// newest span. On spans of every duration class (0 and 1 ns, powers of two
+/// and their neighbours) and float values (negative, below 2, exactly 2,
+/// large), both give the same series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_counted_per_group_give_the_series_of_the_grouped_aggregate() {
+    let server = TestServer::start().await;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let names = ["GET /", "POST /pay", "SELECT"];
+    let floats = [-3.0, 0.5, 1.0, 1.5, 2.0, 2.5, 1024.0, 1025.0, 7.5e9];
+    for service in ["frontend", "checkout"] {
+        let mut spans = Vec::new();
+        for i in 0..600usize {
+            let minute = i % 9;
+            let start = SystemTime::UNIX_EPOCH
+                + Duration::from_secs((T0 + 60 * minute as i64 + (next() % 60) as i64) as u64)
+                + Duration::from_nanos(next() % 1_000_000_000);
+            let nanos = match next() % 4 {
+                0 => next() % 5,
+                1 => 1 << (next() % 40),
+                2 => (1 << (next() % 40)) + 1,
+                _ => next() % 10_000_000_000,
+            };
+            let kind = if next() % 2 == 0 { SpanKind::Server } else { SpanKind::Client };
+            let mut attributes = vec![KeyValue::new("n", (next() % 5000) as i64)];
+            if next() % 4 != 0 {
+                attributes.push(KeyValue::new("x", floats[(next() % floats.len() as u64) as usize]));
+            }
+            let name = names[(next() % 3) as usize];
+            let trace = (u128::from(next()) << 64) | u128::from(next());
+            spans.push(span(trace, 1, None, name, kind, start, Duration::from_nanos(nanos), false, attributes));
+        }
+        export(&server, service, spans).await;
+    }
+    let queries = [
+        "{ } | rate()",
+        "{ } | rate() by(resource.service.name)",
+        "{ kind = server } | count_over_time() by(name, resource.service.name)",
+        "{ } | quantile_over_time(duration, 0.5, 0.9, 0.99) by(resource.service.name)",
+        "{ kind = client } | histogram_over_time(duration) by(name)",
+        "{ } | histogram_over_time(span.x) by(resource.service.name)",
+        "{ } | quantile_over_time(span.x, 0.1, 0.5, 0.95)",
+        "{ span.n > 100 } | quantile_over_time(span.n, 0.5) by(name)",
+    ];
+    let sorted = |answer: &Value| {
+        let mut got = series(answer);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
+    };
+    for q in queries {
+        let grouped = sorted(&range(&server, q).await);
+        let counted = sorted(&range(&server, &format!("{q} with(exemplars=false)")).await);
+        assert!(!grouped.is_empty(), "{q}: no series");
+        assert_eq!(grouped.len(), counted.len(), "{q}: {grouped:?} against {counted:?}");
+        for (a, b) in grouped.iter().zip(&counted) {
+            assert_eq!(a.0, b.0, "{q}");
+            assert!(close(&a.1, &b.1), "{q} {:?}: {:?} against {:?}", a.0, a.1, b.1);
+        }
+    }
     server.spanlake.shutdown().await;
 }

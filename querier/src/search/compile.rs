@@ -266,6 +266,34 @@ fn element_comparison(op: CmpOp, (column, key): (&'static str, String), value: &
     })
 }
 
+/// `kind` or `status` equal (or not) to one of their values: the string
+/// views compared whole (`short_eq.rs`).
+fn enum_comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Option<Expr> {
+    let (field, value) = match (lhs, rhs) {
+        (FieldExpr::Intrinsic(i), FieldExpr::Static(v)) | (FieldExpr::Static(v), FieldExpr::Intrinsic(i)) => (i, v),
+        _ => return None,
+    };
+    let column = match field {
+        Intrinsic::Kind => s::KIND,
+        Intrinsic::Status => s::STATUS_CODE,
+        _ => return None,
+    };
+    let text = match value {
+        Static::Kind(k) => k.stored(),
+        Static::Status(status) => status.stored(),
+        _ => return None,
+    };
+    if text.len() > super::short_eq::MAX_LEN {
+        return None;
+    }
+    let equal = super::short_eq::short_eq(col(column), text);
+    match op {
+        CmpOp::Eq => Some(equal),
+        CmpOp::Neq => Some(not(equal)),
+        _ => None,
+    }
+}
+
 fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, QueryError> {
     if let (Some(field), FieldExpr::Static(value)) = (element_field(lhs), rhs) {
         return element_comparison(op, field, value);
@@ -279,6 +307,9 @@ fn comparison(op: CmpOp, lhs: &FieldExpr, rhs: &FieldExpr) -> Result<Expr, Query
             other => other,
         };
         return element_comparison(flipped, field, value);
+    }
+    if let Some(compared) = enum_comparison(op, lhs, rhs) {
+        return Ok(compared);
     }
     // Existence: `x = nil` / `x != nil`.
     if let (FieldExpr::Attribute(a), FieldExpr::Static(Static::Nil))

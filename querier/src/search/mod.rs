@@ -23,6 +23,8 @@ mod element_values;
 pub(crate) use element_values::{ValueKind, element_values};
 mod fields;
 mod response;
+mod short_eq;
+pub(crate) use short_eq::short_eq_udf;
 mod structure;
 mod tags;
 

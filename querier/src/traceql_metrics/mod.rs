@@ -21,8 +21,10 @@
 //! admission and deadline as every query.
 
 mod buckets;
+mod cells;
 mod compare;
 mod newest;
+pub(crate) use cells::cells_udaf;
 pub(crate) use newest::newest_span_udaf;
 
 /// The scalar functions metrics plans call (workers that run shares of
@@ -161,6 +163,8 @@ mod cols {
     pub(super) const MAX: &str = "__max";
     pub(super) const SUM: &str = "__sum";
     pub(super) const NEWEST: &str = "__x";
+    /// Per `by()` group, its cells' counts (`cells.rs`).
+    pub(super) const CELLS: &str = "__c";
 }
 
 /// Whether the query reads trace-level fields (in its filter or `by()`).
@@ -358,8 +362,28 @@ async fn cells(
         None => None,
     };
     let powers = matches!(function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
+    let by_groups = by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}")));
+    let counts_only = matches!(function, MetricsFunction::Rate | MetricsFunction::CountOverTime) || powers;
+    if let (Pass::Count { exemplars: false }, true) = (pass, counts_only) {
+        // Only counts per cell: grouped by the `by()` values, each group
+        // counting its cells itself (`cells.rs`).
+        let counted = match measured {
+            Some((_, true)) => Some(col(s::DURATION_NS)),
+            _ => value.filter(|_| powers),
+        };
+        let window = &request.window;
+        let (origin, step) = if window.instant { (window.start, i64::MAX) } else { (window.start + 1, window.step) };
+        let cells = cells::cells(col(s::START_TIME), origin, step, counted).alias(cols::CELLS);
+        return crate::memory::collect_counted(
+            ctx,
+            frame.aggregate(by_groups.collect(), vec![cells])?,
+            "the series this metrics query builds",
+            "narrow the time range, raise the step or group by fewer values",
+        )
+        .await;
+    }
     let mut groups = vec![bucket_expr(&request.window).alias(cols::BUCKET)];
-    groups.extend(by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}"))));
+    groups.extend(by_groups);
     if let (true, Some(value)) = (powers, &value) {
         // The smallest power of two at or above the value; values below 2
         // are not bucketed (as Tempo). A duration is bucketed as the
@@ -407,6 +431,21 @@ async fn cells(
 /// The aggregate's rows as cells of series.
 fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Collected) {
     let column = |name: &str| batch.column_by_name(name);
+    let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
+    let labels = |row: usize| -> Vec<Option<serde_json::Value>> {
+        group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect()
+    };
+    if let Some(lists) = column(cols::CELLS).and_then(|c| c.as_list_opt::<i32>()) {
+        for row in (0..batch.num_rows()).filter(|&row| lists.is_valid(row) && !lists.value(row).is_empty()) {
+            let pairs = lists.value(row);
+            let cells = pairs.as_primitive::<Int64Type>().values().chunks_exact(2).map(|pair| {
+                let (bucket, power) = cells::cell_of(pair[0], powers);
+                Cell { bucket: bucket.max(0) as usize, power, count: pair[1].max(0) as u64, ..Cell::default() }
+            });
+            into.add_all(labels(row), cells);
+        }
+        return;
+    }
     let buckets = column(cols::BUCKET).map(|c| c.as_primitive::<Int64Type>().clone());
     let counts = column(cols::COUNT).map(|c| c.as_primitive::<Int64Type>().clone());
     let float = |name: &str| column(name).map(|c| c.as_primitive::<Float64Type>().clone());
@@ -418,7 +457,6 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
     let newest_values = newest_field(newest::VALUE).map(|c| c.as_primitive::<Float64Type>().clone());
     let power = column(cols::POWER).filter(|_| powers).map(|c| c.as_primitive::<Int64Type>().clone());
     let (Some(buckets), Some(counts)) = (buckets, counts) else { return };
-    let group_columns: Vec<_> = (0..by.len()).filter_map(|i| column(&format!("__g{i}")).cloned()).collect();
     let read = |array: &Option<arrow::array::Float64Array>, row: usize| {
         array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row))
     };
@@ -427,10 +465,8 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
         if powers && power.as_ref().is_none_or(|p| !p.is_valid(row) || p.value(row) < 1) {
             continue;
         }
-        let labels: Vec<Option<serde_json::Value>> =
-            group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect();
         into.add(
-            labels,
+            labels(row),
             Cell {
                 bucket: buckets.value(row).max(0) as usize,
                 power: power.as_ref().filter(|p| p.is_valid(row)).map(|p| p.value(row) as i32),

@@ -11,7 +11,7 @@ use crate::traceql::ast::{MetricsFunction, SecondStage};
 
 /// One row of the aggregate: a series' (group's) time bucket, and for
 /// histograms and quantiles one power-of-two bucket of the value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Cell {
     pub(super) bucket: usize,
     /// The value's bucket is `(2^(power-1), 2^power]`.
@@ -42,7 +42,12 @@ pub(super) struct Collected {
 
 impl Collected {
     pub(super) fn add(&mut self, labels: Vec<Option<Value>>, cell: Cell) {
-        self.groups.entry(group_key(&labels)).or_insert_with(|| (labels, Vec::new())).1.push(cell);
+        self.add_all(labels, [cell]);
+    }
+
+    /// Adds `cells` of one group.
+    pub(super) fn add_all(&mut self, labels: Vec<Option<Value>>, cells: impl IntoIterator<Item = Cell>) {
+        self.groups.entry(group_key(&labels)).or_insert_with(|| (labels, Vec::new())).1.extend(cells);
     }
 
     /// Takes the newest spans of `found`'s cells (a sample's) as the
