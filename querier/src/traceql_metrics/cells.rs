@@ -140,8 +140,9 @@ const GROUP_SHIFT: u32 = 40;
 /// query's memory holds).
 const MAX_GROUPS: usize = 1 << 24;
 /// The first groups count in arrays of their own, at most this many bytes
-/// of them in all; the rest in one hash map.
-const DENSE_BYTES: usize = 32 << 20;
+/// of them in all (per partition; a small share of the default 1 GiB a
+/// query may hold); the rest in one hash map.
+const DENSE_BYTES: usize = 8 << 20;
 const DENSE_GROUPS: usize = 4096;
 
 /// Counts per group and cell. A group's cells are one array indexed by
@@ -495,7 +496,8 @@ mod tests {
     #[test]
     fn cells_beyond_the_arrays_count_in_the_map() {
         let mut cells = CellCounts::new(Measure::IntPowers);
-        // One group's array over 8,192 buckets: 4 MiB, then 8 MiB, … up to the budget.
+        // One group's array reaches the budget (16,384 buckets of 64
+        // powers); buckets past it count in the map.
         let reach = (DENSE_BYTES / 8 / 64) as i64;
         for bucket in [0, 1, reach - 1, reach, reach + 1, 3 * reach] {
             cells.add(0, bucket, Some(5), 2);

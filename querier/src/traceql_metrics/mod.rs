@@ -5,7 +5,10 @@
 //! ```text
 //!  { filter } | fn(…) by(…)  ──compile──▶  one DataFusion aggregate over `spans`
 //!     (span counted once; blocks and row groups pruned by the window and filter)
-//!     GROUP BY time bucket, by() values[, power-of-two bucket of the value]
+//!     counts only (rate, count, quantiles, histograms; exemplars from a sample):
+//!       GROUP BY by() values → each group's cells (time bucket[, power-of-two
+//!       bucket of the value]) counted by one aggregate function (cells.rs)
+//!     otherwise: GROUP BY time bucket, by() values[, power of two]
 //!     → count, min, max, sum, and the newest span: its start, trace id and
 //!       value (an exemplar candidate, carried by the aggregate: no second read)
 //!  rows ──▶ series (series.rs): rate, count, min/max/sum/avg, quantiles
