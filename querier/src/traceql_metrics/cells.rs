@@ -288,34 +288,23 @@ impl Counts {
         let skip = |row: usize| filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
         let (origin, step) = (self.origin, self.step);
         let bucket = |row: usize| Some(step.quotient(starts[row].wrapping_sub(origin)).max(0)).filter(|b| *b < BUCKETS);
+        let counts = &mut self.counts;
         match self.measure {
-            Measure::Count => {
-                for (row, &group) in groups.iter().enumerate() {
-                    if let (false, Some(bucket)) = (skip(row), bucket(row)) {
-                        self.counts.add(group, bucket, None, 1);
-                    }
-                }
-            }
+            Measure::Count => count_rows(counts, groups, |row| Some((bucket(row).filter(|_| !skip(row))?, None))),
             Measure::IntPowers => {
                 let values = values.as_primitive::<Int64Type>();
-                for (row, &group) in groups.iter().enumerate() {
+                count_rows(counts, groups, |row| {
                     // Values below 2 are in no bucket (as Tempo).
-                    let power =
-                        values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2).and_then(pow2_of_int);
-                    if let (false, Some(bucket), Some(power)) = (skip(row), bucket(row), power) {
-                        self.counts.add(group, bucket, Some(power), 1);
-                    }
-                }
+                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2 && !skip(row));
+                    Some((bucket(row)?, Some(pow2_of_int(value?)?)))
+                })
             }
             Measure::FloatPowers => {
                 let values = values.as_primitive::<Float64Type>();
-                for (row, &group) in groups.iter().enumerate() {
-                    let power =
-                        values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2.0).and_then(pow2_of_float);
-                    if let (false, Some(bucket), Some(power)) = (skip(row), bucket(row), power) {
-                        self.counts.add(group, bucket, Some(power), 1);
-                    }
-                }
+                count_rows(counts, groups, |row| {
+                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2.0 && !skip(row));
+                    Some((bucket(row)?, Some(pow2_of_float(value?)?)))
+                })
             }
         }
         Ok(())
@@ -329,6 +318,17 @@ impl Counts {
             EmitTo::First(n) => Some(n),
         });
         pairs_list(pairs)
+    }
+}
+
+/// Adds one to the cell `cell(row)` names (its bucket and power; None: the
+/// row is not counted) of each row's group.
+#[inline]
+fn count_rows(counts: &mut CellCounts, groups: &[usize], cell: impl Fn(usize) -> Option<(i64, Option<i64>)>) {
+    for (row, &group) in groups.iter().enumerate() {
+        if let Some((bucket, power)) = cell(row) {
+            counts.add(group, bucket, power, 1);
+        }
     }
 }
 
