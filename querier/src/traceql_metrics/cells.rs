@@ -28,6 +28,7 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::lit;
 
 use super::buckets::{Step, pow2_of_float, pow2_of_int};
+use super::one_group::OneGroup;
 
 /// What a cell's second coordinate is: none (a count), or the power-of-two
 /// bucket of an integer or of a float value.
@@ -412,38 +413,6 @@ impl GroupsAccumulator for Counts {
     }
 }
 
-/// The same for an aggregate without groups.
-#[derive(Debug)]
-struct OneGroup(Counts);
-
-impl Accumulator for OneGroup {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let rows = values.first().map_or(0, |v| v.len());
-        GroupsAccumulator::update_batch(&mut self.0, values, &vec![0; rows], None, 1)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let rows = states.first().map_or(0, |v| v.len());
-        GroupsAccumulator::merge_batch(&mut self.0, states, &vec![0; rows], 1)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let all = self.0.take(EmitTo::All);
-        if all.is_empty() {
-            return ScalarValue::try_from(pairs_type());
-        }
-        ScalarValue::try_from_array(&all, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
-    }
-
-    fn size(&self) -> usize {
-        self.0.size()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,11 +421,9 @@ mod tests {
         Counts { origin: 0, step: Step::new(10), measure, counts: CellCounts::new(measure) }
     }
 
-    fn pairs(list: &ListArray, row: usize) -> Vec<(i64, Option<i32>, i64)> {
-        let values = list.value(row);
-        let mut got: Vec<_> = values
-            .as_primitive::<Int64Type>()
-            .values()
+    /// `(cell, count)` pairs as (bucket, power, count), sorted.
+    fn decoded(pairs: &[i64]) -> Vec<(i64, Option<i32>, i64)> {
+        let mut got: Vec<_> = pairs
             .chunks_exact(2)
             .map(|p| {
                 let (bucket, power) = cell_of(p[0], true);
@@ -465,6 +432,10 @@ mod tests {
             .collect();
         got.sort();
         got
+    }
+
+    fn pairs(list: &ListArray, row: usize) -> Vec<(i64, Option<i32>, i64)> {
+        decoded(list.value(row).as_primitive::<Int64Type>().values())
     }
 
     /// Spans counted by group, time bucket and power; emitting the first
@@ -491,6 +462,29 @@ mod tests {
         assert_eq!(pairs(&all, 0), [(1, Some(2), 2), (3, Some(40), 2), (9, Some(3), 2)]);
     }
 
+    /// Without groups: nothing counted is null; counted spans, their cells;
+    /// the state merges into another.
+    #[test]
+    fn one_group_answers_null_until_it_counts() {
+        use datafusion::logical_expr::Accumulator;
+        let mut one = OneGroup(counts(Measure::Count));
+        assert!(one.evaluate().unwrap().is_null());
+        let starts: ArrayRef = Arc::new(Int64Array::from(vec![3, 14, 15]));
+        let values: ArrayRef = Arc::new(arrow::array::NullArray::new(3));
+        let [origin, step]: [ArrayRef; 2] =
+            [Arc::new(Int64Array::from(vec![0; 3])), Arc::new(Int64Array::from(vec![10; 3]))];
+        one.update_batch(&[starts, origin, step, values]).unwrap();
+        let state: Vec<ArrayRef> = one.state().unwrap().iter().map(|s| s.to_array().unwrap()).collect();
+        let mut other = OneGroup(counts(Measure::Count));
+        other.merge_batch(&state).unwrap();
+        let ScalarValue::List(list) = other.evaluate().unwrap() else { panic!("a list") };
+        let got: Vec<_> = decoded(list.value(0).as_primitive::<Int64Type>().values())
+            .into_iter()
+            .map(|(bucket, _, count)| (bucket, count))
+            .collect();
+        assert_eq!(got, [(0, 1), (1, 2)]);
+    }
+
     /// Past the arrays' budget, and beyond their groups, cells count in
     /// the hash map; taken, a group's counts from both add up.
     #[test]
@@ -507,16 +501,8 @@ mod tests {
         assert!(cells.dense_bytes <= DENSE_BYTES && !cells.sparse.is_empty());
         let pairs = cells.take(None);
         assert_eq!(pairs.len(), DENSE_GROUPS + 4);
-        let mut first: Vec<(i64, Option<i32>, i64)> = pairs[0]
-            .chunks_exact(2)
-            .map(|p| {
-                let (bucket, power) = cell_of(p[0], true);
-                (bucket, power, p[1])
-            })
-            .collect();
-        first.sort();
         let want: Vec<_> = [0, 1, reach - 1, reach, reach + 1, 3 * reach].map(|b| (b, Some(5), 3)).to_vec();
-        assert_eq!(first, want);
+        assert_eq!(decoded(&pairs[0]), want);
         assert_eq!(pairs[DENSE_GROUPS + 3], [cell_number(7, Some(63)), 4]);
         assert_eq!((cells.dense_bytes, cells.sparse.len()), (0, 0));
     }

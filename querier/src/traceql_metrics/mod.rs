@@ -27,6 +27,7 @@ mod buckets;
 mod cells;
 mod compare;
 mod newest;
+mod one_group;
 pub(crate) use cells::cells_udaf;
 pub(crate) use newest::newest_span_udaf;
 

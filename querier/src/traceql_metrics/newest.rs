@@ -15,8 +15,10 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+
+use super::one_group::OneGroup;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature, TypeSignature, Volatility,
 };
@@ -172,35 +174,6 @@ impl GroupsAccumulator for Groups {
 
     fn size(&self) -> usize {
         self.starts.capacity() * 8 + self.traces.capacity() * 16 + self.values.capacity() * 16
-    }
-}
-
-/// The same for an aggregate without groups.
-#[derive(Debug)]
-struct OneGroup(Groups);
-
-impl Accumulator for OneGroup {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let rows = values.first().map_or(0, |v| v.len());
-        GroupsAccumulator::update_batch(&mut self.0, values, &vec![0; rows], None, 1)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let all = GroupsAccumulator::evaluate(&mut self.0, EmitTo::All)?;
-        ScalarValue::try_from_array(&all, 0)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let all = GroupsAccumulator::state(&mut self.0, EmitTo::All)?;
-        all.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.0.size()
     }
 }
 
