@@ -1115,10 +1115,13 @@ fn functions() -> (Vec<Arc<ScalarUDF>>, Vec<Arc<AggregateUDF>>) {
         [ValueKind::Str, ValueKind::Number, ValueKind::Bool].map(|k| Arc::new(element_values(k))).to_vec();
     scalars.extend(crate::traceql_metrics::bucket_functions().map(Arc::new));
     scalars.push(Arc::new(crate::search::short_eq_udf()));
-    (
-        scalars,
-        vec![Arc::new(crate::traceql_metrics::newest_span_udaf()), Arc::new(crate::traceql_metrics::cells_udaf())],
-    )
+    scalars.push(Arc::new(crate::prune_hint::prunes_by_udf()));
+    let aggregates = [
+        crate::traceql_metrics::newest_span_udaf(),
+        crate::traceql_metrics::cells_udaf(),
+        crate::traceql_metrics::cells_by_udaf(),
+    ];
+    (scalars, aggregates.map(Arc::new).to_vec())
 }
 
 #[cfg(test)]

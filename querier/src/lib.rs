@@ -27,6 +27,7 @@ mod memory;
 mod metrics;
 mod page_index;
 pub mod pg;
+mod prune_hint;
 mod read_counter;
 mod search;
 mod sql;

@@ -46,6 +46,7 @@ use spanlake_schemas::Catalog;
 
 use crate::blocks::{OnlyBlocks, SharedBlocks, SkippedBlocks};
 use crate::dedup::DedupExec;
+use crate::prune_hint::pruning_filter;
 use crate::start_window::{StartWindow, window_of};
 use crate::trace_index::{TraceIndex, band, rows_to_merge, selection, split};
 
@@ -639,13 +640,14 @@ impl TableProvider for SpansTable {
         TableType::Base
     }
 
-    /// Bounds on `start_time` are answered exactly ([`StartWindow`]); every
-    /// other filter prunes, and DataFusion applies it again.
+    /// Bounds on `start_time` are answered exactly ([`StartWindow`]), and so
+    /// is [`prunes_by`](crate::prune_hint::prunes_by), which keeps every
+    /// row; every other filter prunes, and DataFusion applies it again.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|filter| match StartWindow::of(filter) {
-                Some(_) if self.pruning => TableProviderFilterPushDown::Exact,
+            .map(|filter| match StartWindow::of(filter).is_some() || pruning_filter(filter).is_some() {
+                true if self.pruning => TableProviderFilterPushDown::Exact,
                 _ => TableProviderFilterPushDown::Inexact,
             })
             .collect())
@@ -658,6 +660,9 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // A filter that only prunes prunes as the filter it names.
+        let filters: Vec<Expr> = filters.iter().map(|f| pruning_filter(f).unwrap_or(f).clone()).collect();
+        let filters = filters.as_slice();
         let bounds = if self.pruning { BlockBounds::from_filters(filters) } else { BlockBounds::default() };
         let only = state.config().get_extension::<OnlyBlocks>();
         let blocks = self

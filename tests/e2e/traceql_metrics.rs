@@ -559,12 +559,14 @@ async fn durations_below_two_nanoseconds_are_in_no_bucket() {
     server.spanlake.shutdown().await;
 }
 
-/// Counts per cell come from one of two aggregates: without exemplars,
-/// each `by()` group counts its cells itself (`cells.rs`); with them, the
-/// time and power-of-two buckets are grouped by DataFusion beside the
-/// newest span. On spans of every duration class (0 and 1 ns, powers of two
-/// and their neighbours) and float values (negative, below 2, exactly 2,
-/// large), both give the same series.
+/// Counts per cell come from one of three aggregates: without exemplars,
+/// each `by()` group counts its cells itself (`cells.rs`), or, for at most
+/// one string column and counts or durations, one aggregate takes the
+/// filter and the `by()` column as arguments and groups itself
+/// (`cells_by.rs`); with exemplars, the time and power-of-two buckets are
+/// grouped by DataFusion beside the newest span. On spans of every duration
+/// class (0 and 1 ns, powers of two and their neighbours) and float values
+/// (negative, below 2, exactly 2, large), all give the same series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_counted_per_group_give_the_series_of_the_grouped_aggregate() {
     let server = TestServer::start().await;
@@ -610,6 +612,8 @@ async fn cells_counted_per_group_give_the_series_of_the_grouped_aggregate() {
         "{ } | histogram_over_time(span.x) by(resource.service.name)",
         "{ } | quantile_over_time(span.x, 0.1, 0.5, 0.95)",
         "{ span.n > 100 } | quantile_over_time(span.n, 0.5) by(name)",
+        "{ span.n > 2500 && kind = server } | rate() by(resource.service.name)",
+        "{ status != error } | count_over_time() by(kind)",
     ];
     let sorted = |answer: &Value| {
         let mut got = series(answer);

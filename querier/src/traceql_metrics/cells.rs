@@ -84,7 +84,7 @@ pub(super) fn cells(start: Expr, origin: i64, step: i64, value: Option<Expr>) ->
     cells_udaf().call(vec![start, lit(origin), lit(step), value])
 }
 
-fn pairs_type() -> DataType {
+pub(super) fn pairs_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Int64, false)))
 }
 
@@ -128,7 +128,7 @@ impl AggregateUDFImpl for CellsUdaf {
 
 /// Spans counted per group and cell.
 #[derive(Debug)]
-struct Counts {
+pub(super) struct Counts {
     origin: i64,
     step: Step,
     measure: Measure,
@@ -251,7 +251,7 @@ impl CellCounts {
     }
 }
 
-fn too_many_groups(groups: usize) -> Result<()> {
+pub(super) fn too_many_groups(groups: usize) -> Result<()> {
     if groups >= MAX_GROUPS {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "a metrics query of {groups} groups: at most {} can be counted",
@@ -262,7 +262,7 @@ fn too_many_groups(groups: usize) -> Result<()> {
 }
 
 impl Counts {
-    fn new(args: &AccumulatorArgs<'_>) -> Result<Self> {
+    pub(super) fn new(args: &AccumulatorArgs<'_>) -> Result<Self> {
         let origin = literal(args, 1, "origin")?;
         let step = literal(args, 2, "step")?;
         if step <= 0 {
@@ -273,37 +273,36 @@ impl Counts {
         Ok(Self { origin, step: Step::new(step), measure, counts: CellCounts::new(measure) })
     }
 
-    /// Counts spans: `starts` (ns), the measured `values`, of rows `groups`.
-    fn count_spans(
+    /// Counts spans: `starts` (ns) and the measured `values` of `rows`,
+    /// each `(row, group)`.
+    pub(super) fn count_spans(
         &mut self,
         starts: &ArrayRef,
         values: &ArrayRef,
-        groups: &[usize],
-        filter: Option<&BooleanArray>,
+        rows: impl Iterator<Item = (usize, usize)>,
     ) -> Result<()> {
         let starts = match starts.data_type() {
             DataType::Timestamp(..) => starts.as_primitive_opt::<TimestampNanosecondType>().map(|a| a.values()),
             _ => starts.as_primitive_opt::<Int64Type>().map(|a| a.values()),
         };
         let starts = starts.ok_or_else(|| DataFusionError::Internal("spanlake_cells: start is not in ns".into()))?;
-        let skip = |row: usize| filter.is_some_and(|f| !f.is_valid(row) || !f.value(row));
         let (origin, step) = (self.origin, self.step);
         let bucket = |row: usize| Some(step.quotient(starts[row].wrapping_sub(origin)).max(0)).filter(|b| *b < BUCKETS);
         let counts = &mut self.counts;
         match self.measure {
-            Measure::Count => count_rows(counts, groups, |row| Some((bucket(row).filter(|_| !skip(row))?, None))),
+            Measure::Count => count_rows(counts, rows, |row| Some((bucket(row)?, None))),
             Measure::IntPowers => {
                 let values = values.as_primitive::<Int64Type>();
-                count_rows(counts, groups, |row| {
+                count_rows(counts, rows, |row| {
                     // Values below 2 are in no bucket (as Tempo).
-                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2 && !skip(row));
+                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2);
                     Some((bucket(row)?, Some(pow2_of_int(value?)?)))
                 })
             }
             Measure::FloatPowers => {
                 let values = values.as_primitive::<Float64Type>();
-                count_rows(counts, groups, |row| {
-                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2.0 && !skip(row));
+                count_rows(counts, rows, |row| {
+                    let value = values.is_valid(row).then(|| values.value(row)).filter(|v| *v >= 2.0);
                     Some((bucket(row)?, Some(pow2_of_float(value?)?)))
                 })
             }
@@ -313,7 +312,7 @@ impl Counts {
 
     /// The groups `emit_to` names, taken out, as lists of `(cell, count)`
     /// pairs; the groups after them are renumbered from 0.
-    fn take(&mut self, emit_to: EmitTo) -> ListArray {
+    pub(super) fn take(&mut self, emit_to: EmitTo) -> ListArray {
         let pairs = self.counts.take(match emit_to {
             EmitTo::All => None,
             EmitTo::First(n) => Some(n),
@@ -322,15 +321,34 @@ impl Counts {
     }
 }
 
+#[cfg(test)]
+impl Counts {
+    /// Counts of spans (no value) in buckets `step` wide from 0.
+    pub(super) fn counting(step: i64) -> Self {
+        Self { origin: 0, step: Step::new(step), measure: Measure::Count, counts: CellCounts::new(Measure::Count) }
+    }
+}
+
 /// Adds one to the cell `cell(row)` names (its bucket and power; None: the
 /// row is not counted) of each row's group.
 #[inline]
-fn count_rows(counts: &mut CellCounts, groups: &[usize], cell: impl Fn(usize) -> Option<(i64, Option<i64>)>) {
-    for (row, &group) in groups.iter().enumerate() {
+fn count_rows(
+    counts: &mut CellCounts,
+    rows: impl Iterator<Item = (usize, usize)>,
+    cell: impl Fn(usize) -> Option<(i64, Option<i64>)>,
+) {
+    for (row, group) in rows {
         if let Some((bucket, power)) = cell(row) {
             counts.add(group, bucket, power, 1);
         }
     }
+}
+
+/// The rows of `groups` that `filter` (an aggregate's `FILTER`) keeps, each
+/// with its group.
+fn kept<'a>(groups: &'a [usize], filter: Option<&'a BooleanArray>) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let keeps = move |row: usize| filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+    groups.iter().copied().enumerate().filter(move |&(row, _)| keeps(row))
 }
 
 /// Lists of `(cell, count)` pairs as a list array.
@@ -362,7 +380,7 @@ impl GroupsAccumulator for Counts {
     ) -> Result<()> {
         let (starts, measured) = arguments(values)?;
         too_many_groups(total)?;
-        self.count_spans(starts, measured, groups, filter)
+        self.count_spans(starts, measured, kept(groups, filter))
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], groups: &[usize], total: usize) -> Result<()> {
@@ -399,7 +417,7 @@ impl GroupsAccumulator for Counts {
         let (starts, measured) = arguments(values)?;
         let mut single = Self { counts: CellCounts::new(self.measure), ..*self };
         let rows: Vec<usize> = (0..starts.len()).collect();
-        single.count_spans(starts, measured, &rows, filter)?;
+        single.count_spans(starts, measured, kept(&rows, filter))?;
         let mut pairs = single.counts.take(Some(rows.len()));
         // Each row counted once at most: `(cell, 1)`, or nothing.
         pairs.resize(rows.len(), Vec::new());
@@ -446,7 +464,7 @@ mod tests {
         let starts: ArrayRef = Arc::new(Int64Array::from(vec![0, 5, 15, 15, 25, 31, 99]));
         let values: ArrayRef =
             Arc::new(Int64Array::from(vec![Some(2), Some(3), Some(4), Some(1), None, Some(1 << 40), Some(5)]));
-        c.count_spans(&starts, &values, &[0, 0, 1, 1, 2, 2, 2], None).unwrap();
+        c.count_spans(&starts, &values, kept(&[0, 0, 1, 1, 2, 2, 2], None)).unwrap();
         // 2 → 2¹, 3 → 2²; 1 and null are in no bucket.
         let first = c.take(EmitTo::First(1));
         assert_eq!(pairs(&first, 0), [(0, Some(1), 1), (0, Some(2), 1)]);

@@ -25,10 +25,12 @@
 
 mod buckets;
 mod cells;
+mod cells_by;
 mod compare;
 mod newest;
 mod one_group;
 pub(crate) use cells::cells_udaf;
+pub(crate) use cells_by::cells_by_udaf;
 pub(crate) use newest::newest_span_udaf;
 
 /// The scalar functions metrics plans call (workers that run shares of
@@ -350,12 +352,21 @@ async fn cells(
         Pass::Count { .. } => ("spans", None),
         Pass::Sample { below } => (crate::sql::SPANS_AS_STORED, below),
     };
+    let measured = measured_field(function);
+    let powers = matches!(function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
+    let counts_only = matches!(function, MetricsFunction::Rate | MetricsFunction::CountOverTime) || powers;
+    if let (Pass::Count { exemplars: false }, true) = (pass, counts_only)
+        && let Some(key) = one_string_column(by)
+        && !needs_trace_fields(&request.query)
+        && matches!(measured, None | Some((_, true)))
+    {
+        return count_cells_by(ctx, request, filter, key, powers.then(|| col(s::DURATION_NS))).await;
+    }
     let mut frame = window_spans_of(ctx, table, request, filter).await?;
     if let Some(below) = below {
         let bound = ScalarValue::FixedSizeBinary(16, Some(below.to_be_bytes().to_vec()));
         frame = frame.filter(col(s::TRACE_ID).lt(lit(bound)))?;
     }
-    let measured = measured_field(function);
     let value = match measured {
         Some((field, _)) => {
             let value = crate::search::numeric_value(field)?;
@@ -365,9 +376,7 @@ async fn cells(
         }
         None => None,
     };
-    let powers = matches!(function, MetricsFunction::QuantileOverTime(..) | MetricsFunction::HistogramOverTime(_));
     let by_groups = by.iter().enumerate().map(|(i, b)| b.expr.clone().alias(format!("__g{i}")));
-    let counts_only = matches!(function, MetricsFunction::Rate | MetricsFunction::CountOverTime) || powers;
     if let (Pass::Count { exemplars: false }, true) = (pass, counts_only) {
         // Only counts per cell: grouped by the `by()` values, each group
         // counting its cells itself (`cells.rs`).
@@ -375,16 +384,9 @@ async fn cells(
             Some((_, true)) => Some(col(s::DURATION_NS)),
             _ => value.filter(|_| powers),
         };
-        let window = &request.window;
-        let (origin, step) = if window.instant { (window.start, i64::MAX) } else { (window.start + 1, window.step) };
+        let (origin, step) = cell_buckets(&request.window);
         let cells = cells::cells(col(s::START_TIME), origin, step, counted).alias(cols::CELLS);
-        return crate::memory::collect_counted(
-            ctx,
-            frame.aggregate(by_groups.collect(), vec![cells])?,
-            "the series this metrics query builds",
-            "narrow the time range, raise the step or group by fewer values",
-        )
-        .await;
+        return collect_series(ctx, frame.aggregate(by_groups.collect(), vec![cells])?).await;
     }
     let mut groups = vec![bucket_expr(&request.window).alias(cols::BUCKET)];
     groups.extend(by_groups);
@@ -423,13 +425,80 @@ async fn cells(
         let measured = value.clone().unwrap_or(lit(ScalarValue::Float64(None)));
         aggregates.push(newest::newest_span(start, col(s::TRACE_ID), measured).alias(cols::NEWEST));
     }
-    crate::memory::collect_counted(
-        ctx,
-        frame.aggregate(groups, aggregates)?,
-        "the series this metrics query builds",
-        "narrow the time range, raise the step or group by fewer values",
-    )
-    .await
+    collect_series(ctx, frame.aggregate(groups, aggregates)?).await
+}
+
+/// The rows of a metrics aggregate, held against the query's memory pool.
+async fn collect_series(
+    ctx: &SessionContext,
+    frame: DataFrame,
+) -> Result<(Vec<RecordBatch>, datafusion::execution::memory_pool::MemoryReservation)> {
+    let advice = "narrow the time range, raise the step or group by fewer values";
+    crate::memory::collect_counted(ctx, frame, "the series this metrics query builds", advice).await
+}
+
+/// The origin and width of the cells' time buckets (one bucket for an
+/// instant query).
+fn cell_buckets(window: &Window) -> (i64, i64) {
+    if window.instant { (window.start, i64::MAX) } else { (window.start + 1, window.step) }
+}
+
+/// The key of a `by()` that [`count_cells_by`] groups itself: none, or one
+/// string column.
+fn one_string_column(by: &[ByField]) -> Option<Option<Expr>> {
+    match by {
+        [] => Some(None),
+        [ByField { expr: Expr::Column(column), render: Render::Str, .. }] => {
+            let field = crate::table::table_schema().field_with_name(&column.name).ok()?.clone();
+            let string = matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+            string.then(|| Some(Expr::Column(column.clone())))
+        }
+        _ => None,
+    }
+}
+
+/// The cells of the window's spans that the filter keeps, per value of
+/// `key`, counted by one aggregate without `GROUP BY` (`cells_by.rs`): the
+/// filter prunes the scan and is the aggregate's argument, so no column is
+/// copied. The spans' `durations` are bucketed when given.
+async fn count_cells_by(
+    ctx: &SessionContext,
+    request: &MetricsRequest,
+    filter: Option<&FieldExpr>,
+    key: Option<Expr>,
+    durations: Option<Expr>,
+) -> Result<(Vec<RecordBatch>, datafusion::execution::memory_pool::MemoryReservation)> {
+    let mut frame = window_spans_of(ctx, "spans", request, None).await?;
+    let keep = filter.map(crate::search::compile_filter).transpose()?;
+    if let Some(keep) = &keep {
+        frame = frame.filter(crate::prune_hint::prunes_by(keep.clone()))?;
+    }
+    let (origin, step) = cell_buckets(&request.window);
+    let cells = cells_by::cells_by(col(s::START_TIME), origin, step, durations, keep, key).alias(cols::CELLS);
+    collect_series(ctx, frame.aggregate(vec![], vec![cells])?).await
+}
+
+/// A list of `(cell, count)` pairs as cells.
+fn counted_cells(pairs: &dyn Array, powers: bool) -> impl Iterator<Item = Cell> + '_ {
+    let pairs = pairs.as_primitive::<Int64Type>().values();
+    pairs.chunks_exact(2).map(move |pair| {
+        let (bucket, power) = cells::cell_of(pair[0], powers);
+        Cell { bucket: bucket.max(0) as usize, power, count: pair[1].max(0) as u64, ..Cell::default() }
+    })
+}
+
+/// The answers of [`count_cells_by`] (one row each) as cells of series.
+fn read_keyed_cells(answers: &arrow::array::StructArray, by: &[ByField], powers: bool, into: &mut Collected) {
+    let list = |name: &str| answers.column_by_name(name).and_then(|c| c.as_list_opt::<i32>()).cloned();
+    let (Some(keys), Some(cells)) = (list(cells_by::KEYS), list(cells_by::CELLS)) else { return };
+    for row in (0..answers.len()).filter(|&row| answers.is_valid(row)) {
+        let (keys, cells) = (keys.value(row), cells.value(row));
+        let cells = cells.as_list::<i32>();
+        for group in 0..keys.len().min(cells.len()) {
+            let labels = by.iter().map(|b| crate::search::render_value(&keys, b.render, group)).collect();
+            into.add_all(labels, counted_cells(&cells.value(group), powers));
+        }
+    }
 }
 
 /// The aggregate's rows as cells of series.
@@ -439,14 +508,13 @@ fn read_cells(batch: &RecordBatch, by: &[ByField], powers: bool, into: &mut Coll
     let labels = |row: usize| -> Vec<Option<serde_json::Value>> {
         group_columns.iter().zip(by).map(|(c, b)| crate::search::render_value(c, b.render, row)).collect()
     };
+    if let Some(answer) = column(cols::CELLS).and_then(|c| c.as_struct_opt()) {
+        read_keyed_cells(answer, by, powers, into);
+        return;
+    }
     if let Some(lists) = column(cols::CELLS).and_then(|c| c.as_list_opt::<i32>()) {
         for row in (0..batch.num_rows()).filter(|&row| lists.is_valid(row) && !lists.value(row).is_empty()) {
-            let pairs = lists.value(row);
-            let cells = pairs.as_primitive::<Int64Type>().values().chunks_exact(2).map(|pair| {
-                let (bucket, power) = cells::cell_of(pair[0], powers);
-                Cell { bucket: bucket.max(0) as usize, power, count: pair[1].max(0) as u64, ..Cell::default() }
-            });
-            into.add_all(labels(row), cells);
+            into.add_all(labels(row), counted_cells(&lists.value(row), powers));
         }
         return;
     }
