@@ -27,7 +27,7 @@ fn span(
     trace: u128,
     id: u64,
     parent: Option<u64>,
-    name: &'static str,
+    name: impl Into<Cow<'static, str>>,
     kind: SpanKind,
     start: SystemTime,
     duration: Duration,
@@ -45,7 +45,7 @@ fn span(
         parent_span_id: parent.map(SpanId::from).unwrap_or(SpanId::INVALID),
         parent_span_is_remote: false,
         span_kind: kind,
-        name: Cow::Borrowed(name),
+        name: name.into(),
         start_time: start,
         end_time: start + duration,
         attributes,
@@ -474,7 +474,7 @@ async fn series_beyond_the_memory_limit_are_refused() {
                 trace_id(0, 0),
                 i + 1,
                 None,
-                "op",
+                format!("operation number {i}"),
                 SpanKind::Server,
                 start,
                 Duration::from_millis(1),
@@ -484,15 +484,18 @@ async fn series_beyond_the_memory_limit_are_refused() {
         })
         .collect();
     export(&server, "unique", spans).await;
-    let q = "{ } | count_over_time() by(span.uid)";
-    // 200 series of 11 samples fit.
-    assert_eq!(series(&range(&server, q).await).len(), 200);
-    // 200 series of 9,600 samples (a day in 9 s steps) do not.
-    let (start, end) = ((T0 - 86_000).to_string(), (T0 + 400).to_string());
-    let params = [("q", q), ("start", start.as_str()), ("end", end.as_str()), ("step", "9s")];
-    let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(body.contains("per-query memory limit"), "{body}");
+    // By an attribute, grouped by DataFusion; by the name column (each
+    // unique), grouped by the counting aggregate itself.
+    for q in ["{ } | count_over_time() by(span.uid)", "{ } | count_over_time() by(name) with(exemplars=false)"] {
+        // 200 series of 11 samples fit.
+        assert_eq!(series(&range(&server, q).await).len(), 200, "{q}");
+        // 200 series of 9,600 samples (a day in 9 s steps) do not.
+        let (start, end) = ((T0 - 86_000).to_string(), (T0 + 400).to_string());
+        let params = [("q", q), ("start", start.as_str()), ("end", end.as_str()), ("step", "9s")];
+        let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
+        assert_eq!(status, 422, "{q}: {body}");
+        assert!(body.contains("memory limit"), "{q}: {body}");
+    }
     server.spanlake.shutdown().await;
 }
 
