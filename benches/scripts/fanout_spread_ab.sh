@@ -28,7 +28,7 @@ for port in 3400 3401; do curl -s -o /dev/null "$(url $port)"; curl -s -o /dev/n
 C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3400)")"; done; C1=$(cpu $ALONE)
 echo "alone: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
 if [ -n "${PERF_OUT:-}" ]; then
-  perf record -F 499 -g --call-graph dwarf,8192 -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null &
+  perf record -F 499 -g --call-graph dwarf,${PERF_STACK:-8192} -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null &
   PERF=$!; sleep 1
 fi
 C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}")

@@ -60,7 +60,7 @@ use url::Url;
 
 use crate::Querier;
 use crate::error::{QueryError, Result as QueryResult};
-use crate::fanout::{Analysis, FanoutParams, FanoutSource, Parents, TraceRange};
+use crate::fanout::{Analysis, FanoutParams, FanoutSource, Parents, Part};
 use crate::start_window::StartWindow;
 use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema, table_schema};
 
@@ -380,43 +380,50 @@ pub(crate) struct FanoutShare {
     params: FanoutParams,
     parents: Parents,
     blocks: Vec<BlockMeta>,
+    /// The bands of the merge of split traces, as the coordinating querier
+    /// counted them (so that every task cuts the same ones).
+    bands: Option<u32>,
 }
 
-/// A fan-out analysis as one leaf: each task analyzes the traces of its
-/// trace-id range in every block (a trace's spans share its id, so each
-/// trace is analyzed whole, once) and sends what it found, serialized, in
-/// chunks; the coordinating querier merges the analyses into one report.
-/// Within a task, its partitions share out the work of its range (the
-/// blocks' pieces and the merge's bands, each holding whole traces), all
-/// under one memory pool of the per-query limit. (The partitions also make
-/// the planner put a network boundary above the leaf: a plan of one
-/// partition would run whole on the coordinating querier.)
+/// A fan-out analysis as one leaf. The work is the blocks' pieces that hold
+/// their traces whole, each read once, and the bands of trace ids that
+/// merge the traces split over blocks (see [`Part`]); each partition of
+/// each task does every `tasks × partitions`-th of them, so each trace is
+/// analyzed whole, once, and each page is read by one task (cutting every
+/// block by trace-id range instead read the pages at each range's edges
+/// twice, and opened every block's column chunks in every task). Each
+/// partition sends what it found, serialized, in chunks; the coordinating
+/// querier merges the analyses into one report. A task's partitions share
+/// one memory pool of the per-query limit. (The partitions also make the
+/// planner put a network boundary above the leaf: a plan of one partition
+/// would run whole on the coordinating querier.)
 #[derive(Debug)]
 pub(crate) struct FanoutExec {
     share: Arc<FanoutShare>,
-    range: TraceRange,
+    /// This task, and how many there are.
+    task: (usize, usize),
     partitions: usize,
     /// The task's pool, made at its first execution, where it runs.
     pool: std::sync::OnceLock<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     properties: Arc<PlanProperties>,
 }
 
-/// Columns of a [`FanoutExec`]'s output: the task's range (its first trace
-/// id) and partition, whose analysis this is; the chunk's number, and the
-/// chunk of the serialized analysis.
-const FANOUT_RANGE: &str = "range";
+/// Columns of a [`FanoutExec`]'s output: the part of the work whose
+/// analysis this is ([`Part::index`], unique over tasks and partitions);
+/// the chunk's number, and the chunk of the serialized analysis.
 const FANOUT_PART: &str = "part";
 const FANOUT_SEQ: &str = "seq";
 const FANOUT_CHUNK: &str = "chunk";
-/// Most partitions (parts of its range analyzed at once) a fan-out task runs.
+/// Most partitions (parts of its work analyzed at once) a fan-out task runs.
 const MAX_FANOUT_PARTITIONS: usize = 256;
+/// Most tasks a fan-out is cut into (far more than queriers answer).
+const MAX_FANOUT_TASKS: usize = 4096;
 /// Bytes of an analysis per record batch, well below gRPC's message limits.
 const FANOUT_CHUNK_BYTES: usize = 1 << 20;
 
 fn fanout_schema() -> SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};
     Arc::new(Schema::new(vec![
-        Field::new(FANOUT_RANGE, DataType::FixedSizeBinary(16), false),
         Field::new(FANOUT_PART, DataType::UInt32, false),
         Field::new(FANOUT_SEQ, DataType::UInt32, false),
         Field::new(FANOUT_CHUNK, DataType::Binary, false),
@@ -424,7 +431,7 @@ fn fanout_schema() -> SchemaRef {
 }
 
 impl FanoutExec {
-    pub(crate) fn new(share: Arc<FanoutShare>, range: TraceRange, partitions: usize) -> Self {
+    pub(crate) fn new(share: Arc<FanoutShare>, task: (usize, usize), partitions: usize) -> Self {
         let partitions = partitions.max(2);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(fanout_schema()),
@@ -432,7 +439,14 @@ impl FanoutExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { share, range, partitions, pool: std::sync::OnceLock::new(), properties }
+        let task = (task.0, task.1.max(1));
+        Self { share, task, partitions, pool: std::sync::OnceLock::new(), properties }
+    }
+
+    /// The part of the work partition `partition` does.
+    fn part(&self, partition: usize) -> Part {
+        let (task, tasks) = self.task;
+        Part { index: task + tasks * partition, count: tasks * self.partitions, bands: self.share.bands }
     }
 }
 
@@ -440,10 +454,11 @@ impl DisplayAs for FanoutExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "FanoutExec: tenant={}, blocks={}, range={:?}, partitions={}",
+            "FanoutExec: tenant={}, blocks={}, task={} of {}, partitions={}",
             self.share.tenant,
             self.share.blocks.len(),
-            self.range,
+            self.task.0,
+            self.task.1,
             self.partitions
         )
     }
@@ -456,7 +471,7 @@ impl ExecutionPlan for FanoutExec {
         if partition >= self.partitions {
             return internal_err!("FanoutExec has {} partitions, asked for {partition}", self.partitions);
         }
-        let (range, part) = (self.range, (partition, self.partitions));
+        let part = self.part(partition);
         let Some(source) = context.session_config().get_extension::<FanoutSource>() else {
             return internal_err!("this session cannot read blocks for a fan-out analysis");
         };
@@ -466,21 +481,19 @@ impl ExecutionPlan for FanoutExec {
         let share = Arc::clone(&self.share);
         let analysis = async move {
             let found = source
-                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, range, analyzers, part, pool)
+                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, analyzers, part, pool)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let bytes = bincode::serialize(&found)
                 .map_err(|e| DataFusionError::Internal(format!("encoding a fan-out analysis: {e}")))?;
             drop(found);
             let schema = fanout_schema();
-            let first = arrow::array::FixedSizeBinaryArray::try_from_iter(std::iter::once(range.from.to_be_bytes()))?;
             let batches: Vec<Result<arrow::array::RecordBatch>> = bytes
                 .chunks(FANOUT_CHUNK_BYTES)
                 .enumerate()
                 .map(|(seq, chunk)| {
                     let columns: Vec<arrow::array::ArrayRef> = vec![
-                        Arc::new(first.clone()),
-                        Arc::new(arrow::array::UInt32Array::from(vec![part.0 as u32])),
+                        Arc::new(arrow::array::UInt32Array::from(vec![part.index as u32])),
                         Arc::new(arrow::array::UInt32Array::from(vec![seq as u32])),
                         Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
                     ];
@@ -508,7 +521,9 @@ struct WireFanout {
     operation: Option<String>,
     matched: Option<String>,
     blocks: Vec<BlockMeta>,
-    range: TraceRange,
+    #[serde(default)]
+    bands: Option<u32>,
+    task: (usize, usize),
     partitions: usize,
 }
 
@@ -532,7 +547,8 @@ fn encode_fanout(fanout: &FanoutExec, buf: &mut Vec<u8>) -> Result<()> {
         operation,
         matched,
         blocks: share.blocks.clone(),
-        range: fanout.range,
+        bands: share.bands,
+        task: fanout.task,
         partitions: fanout.partitions,
     };
     serde_json::to_writer(buf, &wire).map_err(|e| DataFusionError::Internal(format!("encoding a fan-out share: {e}")))
@@ -554,10 +570,14 @@ fn decode_fanout(buf: &[u8]) -> Result<FanoutExec> {
         }
         (false, None) => Parents::Op { service: wire.service, operation: wire.operation },
     };
-    let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks };
+    let (task, tasks) = wire.task;
+    if task >= tasks || tasks > MAX_FANOUT_TASKS {
+        return internal_err!("a fan-out share for task {task} of {tasks}");
+    }
+    let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks, bands: wire.bands };
     // A share from another querier says how many partitions to run: at
     // most a few hundred, whatever it says.
-    Ok(FanoutExec::new(Arc::new(share), wire.range, wire.partitions.min(MAX_FANOUT_PARTITIONS)))
+    Ok(FanoutExec::new(Arc::new(share), wire.task, wire.partitions.min(MAX_FANOUT_PARTITIONS)))
 }
 
 /// A table that is one physical plan, so that a plan built here goes
@@ -591,11 +611,12 @@ impl datafusion::catalog::TableProvider for PlanTable {
 const MAX_FANOUT_PARENTS_BYTES: usize = 16 << 20;
 
 impl Querier {
-    /// A fan-out analysis spread over the live peers by trace-id range: the
-    /// analyses of the ranges, or None when it runs here instead: no two live
-    /// peers, too few bytes, a block not indexed or not sorted by trace id
-    /// (its traces cannot be cut by range), too many matched parents to
-    /// send, or a failure while spread (then it runs here again).
+    /// A fan-out analysis spread over the live peers, each analyzing its
+    /// part of the blocks' pieces and of the merge's bands of trace ids: the
+    /// analyses of the parts, or None when it runs here instead: no two
+    /// live peers, too few bytes, a block not indexed or not sorted by trace
+    /// id (its split traces cannot be cut into bands), too many matched
+    /// parents to send, or a failure while spread (then it runs here again).
     pub(crate) async fn spread_fanout(
         &self,
         tenant: &TenantId,
@@ -618,21 +639,21 @@ impl Querier {
         // compressing them again would cost more CPU than it saves bytes.
         ctx.set_distributed_compression(None)?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cut_by_trace = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
-            Some(indexes) => indexes.iter().all(|i| i.first_row_from(0).is_some()),
-            None => false,
+        let bands = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
+            Some(indexes) if indexes.iter().all(|i| i.first_row_from(0).is_some()) => {
+                crate::fanout::merge_band_count(blocks, &indexes)
+            }
+            _ => return Ok(None),
         };
-        if !cut_by_trace {
-            return Ok(None);
-        }
         let share = FanoutShare {
             tenant: tenant.clone(),
             params: params.clone(),
             parents: parents.clone(),
             blocks: blocks.to_vec(),
+            bands: Some(bands),
         };
         let partitions = self.partitions().min(MAX_FANOUT_PARTITIONS);
-        let leaf = Arc::new(FanoutExec::new(Arc::new(share), TraceRange::ALL, partitions));
+        let leaf = Arc::new(FanoutExec::new(Arc::new(share), (0, 1), partitions));
         let used = spread_used(&ctx);
         let collected = async {
             let frame = ctx.read_table(Arc::new(PlanTable(leaf)))?;
@@ -665,25 +686,23 @@ fn spread_used(ctx: &SessionContext) -> impl Fn() -> bool + use<> {
 fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analysis>> {
     use arrow::array::AsArray;
     use arrow::datatypes::UInt32Type;
-    type Key = (Vec<u8>, u32, u32);
-    let mut chunks: std::collections::BTreeMap<Key, &[u8]> = std::collections::BTreeMap::new();
+    let mut chunks: std::collections::BTreeMap<(u32, u32), &[u8]> = std::collections::BTreeMap::new();
     for batch in batches {
         let column =
             |name: &str| batch.column_by_name(name).ok_or(QueryError::Internal("a fan-out analysis lacks a column"));
-        let ranges = column(FANOUT_RANGE)?.as_fixed_size_binary();
         let parts = column(FANOUT_PART)?.as_primitive::<UInt32Type>();
         let seqs = column(FANOUT_SEQ)?.as_primitive::<UInt32Type>();
         let data = column(FANOUT_CHUNK)?.as_binary::<i32>();
         for row in 0..batch.num_rows() {
-            chunks.insert((ranges.value(row).to_vec(), parts.value(row), seqs.value(row)), data.value(row));
+            chunks.insert((parts.value(row), seqs.value(row)), data.value(row));
         }
     }
     let mut analyses = Vec::new();
     let mut bytes = Vec::new();
     let mut chunks = chunks.into_iter().peekable();
-    while let Some(((range, part, _), chunk)) = chunks.next() {
+    while let Some(((part, _), chunk)) = chunks.next() {
         bytes.extend_from_slice(chunk);
-        if chunks.peek().is_none_or(|((next, next_part, _), _)| (next, *next_part) != (&range, part)) {
+        if chunks.peek().is_none_or(|((next_part, _), _)| *next_part != part) {
             let analysis = bincode::deserialize(&bytes)
                 .map_err(|e| QueryError::Execution(format!("decoding a fan-out analysis: {e}")))?;
             analyses.push(analysis);
@@ -739,12 +758,10 @@ fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEve
                     Ok(Arc::new(SpansScanExec::try_new(Arc::clone(&scan.spec), work)?) as Arc<dyn ExecutionPlan>)
                 })
                 .collect(),
-            (None, Some(fanout)) => Ok(fanout
-                .range
-                .split(event.task_count)
-                .into_iter()
-                .map(|range| {
-                    Arc::new(FanoutExec::new(Arc::clone(&fanout.share), range, fanout.partitions))
+            (None, Some(fanout)) => Ok((0..event.task_count)
+                .map(|task| {
+                    let tasks = (task, event.task_count);
+                    Arc::new(FanoutExec::new(Arc::clone(&fanout.share), tasks, fanout.partitions))
                         as Arc<dyn ExecutionPlan>
                 })
                 .collect()),
@@ -1209,15 +1226,17 @@ mod tests {
             params,
             parents: Parents::Matched(Arc::new(matched.clone())),
             blocks: vec![block(10), block(20)],
+            bands: Some(17),
         };
-        let range = TraceRange { from: 5, to: Some(u128::MAX - 1) };
-        let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), range, 3));
+        let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), (1, 4), 3));
         let mut buf = Vec::new();
         SpansScanCodec.try_encode(node, &mut buf, &DefaultPhysicalProtoConverter {}).unwrap();
         let task = TaskContext::default();
         let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
         let got = got.downcast_ref::<FanoutExec>().unwrap();
-        assert_eq!(got.range, range);
+        assert_eq!((got.task, got.share.bands), ((1, 4), Some(17)));
+        // Partition 2 of task 1 of 4, of 3 partitions each.
+        assert_eq!(got.part(2), Part { index: 9, count: 12, bands: Some(17) });
         assert_eq!(got.partitions, 3);
         assert_eq!(got.share.blocks.len(), 2);
         assert_eq!(got.share.params.percentiles, [0.5, 0.99]);
@@ -1231,42 +1250,35 @@ mod tests {
         hostile.extend(wire.replace("\"partitions\":3", &format!("\"partitions\":{}", usize::MAX)).into_bytes());
         let got = SpansScanCodec.try_decode(&hostile, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
         assert_eq!(got.downcast_ref::<FanoutExec>().unwrap().partitions, MAX_FANOUT_PARTITIONS);
-    }
-
-    #[test]
-    fn trace_ranges_cover_every_id_once() {
-        for count in [1, 2, 3, 7, 64] {
-            let ranges = TraceRange::ALL.split(count);
-            assert_eq!(ranges.len(), count);
-            assert_eq!(ranges[0].from, 0);
-            assert_eq!(ranges[count - 1].to, None);
-            for pair in ranges.windows(2) {
-                assert_eq!(pair[0].to, Some(pair[1].from), "adjacent, no gap: {ranges:?}");
-                assert!(pair[0].from < pair[1].from);
-            }
+        // A task beyond the tasks, or more tasks than any fan-out has, is refused.
+        assert!(wire.contains("\"task\":[1,4]"), "{wire}");
+        for bad in ["[4,4]", "[0,0]", &format!("[1,{}]", usize::MAX)] {
+            let mut hostile = vec![FANOUT];
+            hostile.extend(wire.replace("\"task\":[1,4]", &format!("\"task\":{bad}")).into_bytes());
+            assert!(
+                SpansScanCodec.try_decode(&hostile, &[], &task, &DefaultPhysicalProtoConverter {}).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn an_analysis_travels_whole_in_chunks() {
         let schema = fanout_schema();
-        let batch = |from: u128, part: u32, seq: u32, chunk: &[u8]| {
+        let batch = |part: u32, seq: u32, chunk: &[u8]| {
             let columns: Vec<arrow::array::ArrayRef> = vec![
-                Arc::new(
-                    arrow::array::FixedSizeBinaryArray::try_from_iter(std::iter::once(from.to_be_bytes())).unwrap(),
-                ),
                 Arc::new(arrow::array::UInt32Array::from(vec![part])),
                 Arc::new(arrow::array::UInt32Array::from(vec![seq])),
                 Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
             ];
             arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
         };
-        // Three (range, partition) pairs, each analysis different and in
-        // two chunks, the chunks arriving interleaved.
+        // Three parts, each analysis different and in two chunks, the
+        // chunks arriving interleaved.
         let sent = [
-            ((1, 0), Analysis::named(&["checkout", "GET /cart"], 11)),
-            ((9, 0), Analysis::named(&["cart"], 2_000_000)),
-            ((9, 1), Analysis::named(&["payment", "POST /pay", "SELECT"], 7)),
+            (1, Analysis::named(&["checkout", "GET /cart"], 11)),
+            (9, Analysis::named(&["cart"], 2_000_000)),
+            (12, Analysis::named(&["payment", "POST /pay", "SELECT"], 7)),
         ];
         let halves: Vec<(Vec<u8>, Vec<u8>)> = sent
             .iter()
@@ -1277,16 +1289,16 @@ mod tests {
             })
             .collect();
         let batches = [
-            batch(9, 1, 1, &halves[2].1),
-            batch(1, 0, 0, &halves[0].0),
-            batch(9, 0, 1, &halves[1].1),
-            batch(9, 1, 0, &halves[2].0),
-            batch(9, 0, 0, &halves[1].0),
-            batch(1, 0, 1, &halves[0].1),
+            batch(12, 1, &halves[2].1),
+            batch(1, 0, &halves[0].0),
+            batch(9, 1, &halves[1].1),
+            batch(12, 0, &halves[2].0),
+            batch(9, 0, &halves[1].0),
+            batch(1, 1, &halves[0].1),
         ];
         let got: Vec<String> = join_analyses(&batches).unwrap().iter().map(|a| format!("{a:?}")).collect();
         let expected: Vec<String> = sent.iter().map(|(_, a)| format!("{a:?}")).collect();
-        assert_eq!(got, expected, "each analysis whole, in (range, partition) order");
+        assert_eq!(got, expected, "each analysis whole, in the order of its part");
     }
 
     #[test]

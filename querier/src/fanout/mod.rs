@@ -333,16 +333,20 @@ struct ToMerge {
     ranges: Option<(Vec<std::ops::Range<u32>>, Arc<TraceIndex>)>,
 }
 
-/// The merge of split traces, in bands of trace ids merged one after the
-/// other. Every block the merge reads is open at once, and an open block
-/// holds the pages of the rows it is to read (the footers' offset index
-/// says where they are): a band of about `band_rows` ([`MERGE_BAND_ROWS`])
-/// of the blocks' rows bounds that. Trace ids are cut evenly; ids are
-/// random. One band when a block is not indexed or not sorted.
-fn merge_bands(to_merge: Vec<ToMerge>, band_rows: u64) -> Vec<Vec<Piece>> {
+/// The merge of split traces, in `count` bands of trace ids merged one
+/// after the other. Every block the merge reads is open at once, and an
+/// open block holds the pages of the rows it is to read (the footers'
+/// offset index says where they are): bands of about [`MERGE_BAND_ROWS`] of
+/// the blocks' rows (as many as `count` None gives) bound that. Trace ids
+/// are cut evenly; ids are random. One band when a block is not indexed or not sorted. Bands are
+/// in trace-id order, empty ones included (their numbers share them out).
+fn merge_bands(to_merge: Vec<ToMerge>, count: Option<u128>) -> Vec<Vec<Piece>> {
     let rows: u64 = to_merge.iter().map(|m| m.block.span_count).sum();
     let sorted = |m: &ToMerge| m.ranges.as_ref().is_some_and(|(_, index)| index.first_row_from(0).is_some());
-    let count = if to_merge.iter().all(sorted) { rows.div_ceil(band_rows.max(1)).clamp(1, 256) as u128 } else { 1 };
+    let count = match to_merge.iter().all(sorted) {
+        true => count.unwrap_or_else(|| band_count(rows)).clamp(1, MAX_BANDS),
+        false => 1,
+    };
     let width = u128::MAX / count;
     (0..count)
         .map(|b| {
@@ -364,8 +368,55 @@ fn merge_bands(to_merge: Vec<ToMerge>, band_rows: u64) -> Vec<Vec<Piece>> {
                 })
                 .collect::<Vec<Piece>>()
         })
-        .filter(|pieces| !pieces.is_empty())
         .collect()
+}
+
+/// Most bands of a merge.
+const MAX_BANDS: u128 = 256;
+
+/// Bands for a merge of blocks of `rows` rows in all: about
+/// [`MERGE_BAND_ROWS`] each.
+fn band_count(rows: u64) -> u128 {
+    u128::from(rows.div_ceil(MERGE_BAND_ROWS.max(1))).clamp(1, MAX_BANDS)
+}
+
+/// The bands of the merge of `blocks` (with their trace `indexes`, in the
+/// same order) that [`FanoutSource::analyze`] makes of them.
+pub(crate) fn merge_band_count(blocks: &[BlockMeta], indexes: &[Arc<TraceIndex>]) -> u32 {
+    let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
+    let to_merge = rows_to_merge(&refs, 0, None);
+    let rows = blocks.iter().zip(&to_merge).filter(|(_, rows)| !rows.is_empty()).map(|(b, _)| b.span_count).sum();
+    band_count(rows) as u32
+}
+
+/// Which of a fan-out's pieces of work one analysis does: of the blocks'
+/// pieces read alone and the bands of the merge (each holding whole
+/// traces), every `count`-th from `index` on. A piece is numbered by its
+/// block's place among the blocks asked for and its own place in the
+/// block (each block is cut into at least enough pieces for every part to
+/// get one), and the bands are cut by trace id into `bands`, at least one
+/// per part (None: as many as the rows to merge ask for), so analyses that
+/// plan alone, on other queriers, share the same work out, each piece once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Part {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+    pub(crate) bands: Option<u32>,
+}
+
+impl Part {
+    /// All of the work.
+    pub(crate) const WHOLE: Self = Self { index: 0, count: 1, bands: None };
+
+    fn takes(&self, piece: usize) -> bool {
+        piece % self.count.max(1) == self.index
+    }
+
+    /// The bands of the merge: as many as asked, and at least one per
+    /// part, so that each part merges some.
+    fn merge_bands(&self) -> Option<u128> {
+        self.bands.map(|bands| u128::from(bands).max(self.count as u128))
+    }
 }
 
 /// A piece after looking for the traces of its parents.
@@ -514,35 +565,9 @@ pub(crate) enum Parents {
     Matched(Arc<HashSet<(u128, u64)>>),
 }
 
-/// Trace ids from `from` on, up to `to` (excluded; None: no bound). Every
-/// span of a trace lies in one range, so a trace is analyzed whole by the
-/// one who analyzes its range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct TraceRange {
-    pub(crate) from: u128,
-    pub(crate) to: Option<u128>,
-}
-
-impl TraceRange {
-    pub(crate) const ALL: Self = Self { from: 0, to: None };
-
-    /// This range cut into `count` of equal width (trace ids are random).
-    pub(crate) fn split(self, count: usize) -> Vec<Self> {
-        let count = count.max(1) as u128;
-        let end = self.to.unwrap_or(u128::MAX);
-        let width = (end - self.from) / count;
-        (0..count)
-            .map(|i| Self {
-                from: self.from + width * i,
-                to: if i + 1 == count { self.to } else { Some(self.from + width * (i + 1)) },
-            })
-            .collect()
-    }
-}
-
-/// What the analysis of the traces of one range found: the statistics per
+/// What the analysis of one part of the work found: the statistics per
 /// parent operation (names numbered as in `names`) and what was read.
-/// Analyses of disjoint ranges combine into one report ([`report`]).
+/// Analyses of disjoint parts combine into one report ([`report`]).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Analysis {
     names: Vec<String>,
@@ -600,15 +625,13 @@ impl FanoutSource {
         Arc::new(CountedPool::new(self.memory_limit, self.memory_gauge.clone()))
     }
 
-    /// Analyzes the traces of `range` over `blocks` (readable blocks of
-    /// `tenant`), holding what it keeps in `pool`: the traces a block holds
-    /// alone are analyzed in parallel by `analyzers`, and the traces split
-    /// over blocks through the merge. A range other than
-    /// [`TraceRange::ALL`] needs every block indexed and sorted by trace id
-    /// (else an error): its rows are then known from the index. Of that
-    /// work (the blocks' pieces read alone, and the bands of the merge, each
-    /// holding whole traces), it does every `parts`-th from `part` on: the
-    /// parts together analyze the range once, each reading its own pages.
+    /// Analyzes the traces of `blocks` (readable blocks of `tenant`),
+    /// holding what it keeps in `pool`: the traces a block holds alone are
+    /// analyzed in parallel by `analyzers`, and the traces split over
+    /// blocks through the merge. Of that work (the blocks' pieces read
+    /// alone, and the bands of the merge, each holding whole traces), it
+    /// does `part`: the parts together analyze every trace once, each
+    /// reading its own pages.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn analyze(
         &self,
@@ -616,9 +639,8 @@ impl FanoutSource {
         params: &FanoutParams,
         parents: &Parents,
         blocks: &[BlockMeta],
-        range: TraceRange,
         analyzers: usize,
-        (part, parts): (usize, usize),
+        part: Part,
         pool: Arc<dyn MemoryPool>,
     ) -> Result<Analysis> {
         let mut names = Names::default();
@@ -631,10 +653,15 @@ impl FanoutSource {
             Parents::Matched(set) => ParentFilter::Matched(Arc::clone(set)),
         };
         let schema = span_schema();
+        // Each block with its place among the blocks asked for.
         let mut opened = Vec::with_capacity(blocks.len());
-        for block in blocks {
+        let mut places = Vec::with_capacity(blocks.len());
+        for (place, block) in blocks.iter().enumerate() {
             match self.blocks.open(tenant, block).await {
-                Ok(footer) => opened.push((block, footer)),
+                Ok(footer) => {
+                    opened.push((block, footer));
+                    places.push(place);
+                }
                 // Usable a moment ago: opened from the cache, or just written.
                 Err(NotOpened::InFlight) => continue,
                 Err(NotOpened::Skipped(skipped)) => return Err(QueryError::Execution(skipped.reason)),
@@ -655,8 +682,6 @@ impl FanoutSource {
         // from that block alone; only the others pass through the merge.
         let metas: Vec<BlockMeta> = opened.iter().map(|(block, _)| (*block).clone()).collect();
         let parallelism = analyzers.max(1);
-        let not_cut =
-            || QueryError::Execution("a block is not indexed by trace id: its traces cannot be cut by range".into());
         // Narrow first: only the traces that can hold a parent are read. The
         // traces of parents TraceQL picked are known by id; parents named by
         // service and operation are found in a piece's two name columns
@@ -676,29 +701,20 @@ impl FanoutSource {
             }
             _ => None,
         };
-        let mut direct: Vec<(Piece, Option<Arc<TraceIndex>>)> = Vec::new();
+        // The pieces read alone, each with its number (see `Part`).
+        let mut direct: Vec<(usize, Piece, Option<Arc<TraceIndex>>)> = Vec::new();
         let mut to_merge: Vec<ToMerge> = Vec::new();
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
             Some(indexes) => {
                 let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-                let to_merge_rows = rows_to_merge(&refs, range.from, range.to);
-                for (((block, footer), index), ranges) in opened.into_iter().zip(&indexes).zip(to_merge_rows) {
+                let to_merge_rows = rows_to_merge(&refs, 0, None);
+                // Pieces per block, at least, for each part to get one.
+                let least = part.count.div_ceil(blocks.len().max(1)).max(1) as u64;
+                let opened = opened.into_iter().zip(&places).zip(&indexes).zip(to_merge_rows);
+                for ((((block, footer), &place), index), ranges) in opened {
                     let block = block.clone();
-                    // The rows of the range's traces (None: every row), and of
-                    // those only the traces of the parents TraceQL picked.
-                    let mut wanted = match range == TraceRange::ALL {
-                        true => None,
-                        false => Some(
-                            band(index, std::slice::from_ref(&(0..index.rows())), range.from, range.to)
-                                .ok_or_else(not_cut)?,
-                        ),
-                    };
-                    if let Some(rows) = matched_traces.as_deref().and_then(|traces| index.rows_of_traces(traces)) {
-                        wanted = Some(match wanted {
-                            None => rows,
-                            Some(wanted) => intersect(&wanted, &rows),
-                        });
-                    }
+                    // The rows of the traces of the parents TraceQL picked (None: every row).
+                    let wanted = matched_traces.as_deref().and_then(|traces| index.rows_of_traces(traces));
                     let ranges = match &wanted {
                         None => ranges,
                         Some(wanted) => intersect(&ranges, wanted),
@@ -721,36 +737,41 @@ impl FanoutSource {
                         continue;
                     }
                     // A large block (compacted) is shared out between the
-                    // analyzers a row group at a time, cut where traces start.
+                    // analyzers a row group at a time, cut where traces
+                    // start; and every block in at least as many pieces as
+                    // the parts need to each get one.
                     let mut starts = Vec::new();
                     let mut at = 0u32;
                     for group in footer.metadata().row_groups() {
                         starts.push(at);
                         at = at.saturating_add(u32::try_from(group.num_rows()).unwrap_or(u32::MAX));
                     }
+                    starts.extend((1..least).map(|k| (u64::from(index.rows()) * k / least) as u32));
+                    starts.sort_unstable();
+                    starts.dedup();
                     let cuts = index.cuts(&starts);
                     if cuts.len() <= 2 {
-                        direct.push(((block, footer, alone.selection()), Some(Arc::clone(index))));
+                        direct.push((place, (block, footer, alone.selection()), Some(Arc::clone(index))));
                         continue;
                     }
-                    for piece in cuts.windows(2) {
+                    for (number, piece) in cuts.windows(2).enumerate() {
                         let chunk = selection(std::slice::from_ref(&(piece[0]..piece[1])), index.rows(), false);
                         let chunk = match &alone {
                             Rows::Only(alone) => alone.intersection(&chunk),
                             Rows::All => chunk,
                         };
                         if chunk.selects_any() {
-                            direct.push(((block.clone(), footer.clone(), Some(chunk)), Some(Arc::clone(index))));
+                            let piece = (block.clone(), footer.clone(), Some(chunk));
+                            direct.push((place + number, piece, Some(Arc::clone(index))));
                         }
                     }
                 }
             }
-            None if range == TraceRange::ALL => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
+            None => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
                 block: block.clone(),
                 footer,
                 ranges: None,
             })),
-            None => return Err(not_cut()),
         }
         let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
         let limit = self.memory_limit;
@@ -773,9 +794,11 @@ impl FanoutSource {
         };
         // One analyzer per core, each taking the next block read whole (its
         // traces are complete in it), decoding and analyzing it on its task.
-        let mine = |at: &usize| at % parts.max(1) == part;
-        let direct: std::collections::VecDeque<(Piece, Option<Arc<TraceIndex>>)> =
-            direct.into_iter().enumerate().filter(|(at, _)| mine(at)).map(|(_, piece)| piece).collect();
+        let direct: std::collections::VecDeque<(Piece, Option<Arc<TraceIndex>>)> = direct
+            .into_iter()
+            .filter(|(number, ..)| part.takes(*number))
+            .map(|(_, piece, index)| (piece, index))
+            .collect();
         let queue = Arc::new(std::sync::Mutex::new(direct));
         // Parents are spread alike over a query's blocks: once a piece shows
         // they are not rare, the other pieces are read without looking.
@@ -827,8 +850,8 @@ impl FanoutSource {
         // analyzed on this task.
         let mut merging = analyzer();
         let mut merged = MergeStats::default();
-        let bands = merge_bands(to_merge, MERGE_BAND_ROWS).into_iter().enumerate().filter(|(at, _)| mine(at));
-        for (_, band) in bands {
+        let bands = merge_bands(to_merge, part.merge_bands()).into_iter().enumerate().filter(|(at, _)| part.takes(*at));
+        for (_, band) in bands.filter(|(_, band)| !band.is_empty()) {
             // Every block with such a trace is open at once: smaller batches
             // keep what they hold decoded bounded, however many blocks there are.
             let batch_rows = (MERGE_BUFFERED_ROWS / (3 * band.len())).clamp(256, BATCH_ROWS);
@@ -918,8 +941,8 @@ impl Querier {
         }
     }
 
-    /// Fan-out analysis of `tenant`'s spans: spread over the queriers by
-    /// trace-id range when it is large and they are there, else here.
+    /// Fan-out analysis of `tenant`'s spans: its work (see [`Part`]) shared
+    /// out over the queriers when it is large and they are there, else here.
     pub(crate) async fn fanout(&self, tenant: &TenantId, params: FanoutParams) -> Result<FanoutResponse> {
         let parents = match (&params.traceql, &params.service, &params.operation) {
             (Some(query), _, _) => Parents::Matched(Arc::new(self.matching_spans(tenant, query, &params).await?)),
@@ -935,8 +958,7 @@ impl Querier {
             None => {
                 let source = self.fanout_source();
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let all = TraceRange::ALL;
-                vec![source.analyze(tenant, &params, &parents, &blocks, all, cores, (0, 1), source.pool()).await?]
+                vec![source.analyze(tenant, &params, &parents, &blocks, cores, Part::WHOLE, source.pool()).await?]
             }
         };
         Ok(report(analyses, &params, &parents, blocks.len()))

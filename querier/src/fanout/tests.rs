@@ -235,12 +235,14 @@ fn split_traces_are_merged_in_bands_of_trace_ids_each_trace_in_one() {
     let selected = |bands: &[Vec<super::Piece>]| -> Vec<Vec<usize>> {
         bands.iter().map(|band| band.iter().map(|p| p.2.as_ref().map_or(4, |s| s.row_count())).collect()).collect()
     };
-    // Within the budget: one band, every row to merge.
-    assert_eq!(selected(&super::merge_bands(to_merge(), 8)), vec![vec![4, 4]]);
+    // Within the budget (8 rows, far below a band's): one band, every row to merge.
+    assert_eq!(selected(&super::merge_bands(to_merge(), None)), vec![vec![4, 4]]);
+    assert_eq!(selected(&super::merge_bands(to_merge(), Some(1))), vec![vec![4, 4]]);
     // Two bands: ids below 0x80 (trace 1), then the rest (traces 0x80 and 0xfe).
-    assert_eq!(selected(&super::merge_bands(to_merge(), 4)), vec![vec![2, 1], vec![2, 3]]);
-    // Four bands, the empty ones (ids 0x40… to 0x7f…) left out.
-    assert_eq!(selected(&super::merge_bands(to_merge(), 2)), vec![vec![2, 1], vec![1, 1], vec![1, 2]]);
+    assert_eq!(selected(&super::merge_bands(to_merge(), Some(2))), vec![vec![2, 1], vec![2, 3]]);
+    // Four bands, the empty one (ids 0x40… to 0x7f…) kept in its place.
+    let four = vec![vec![2, 1], vec![], vec![1, 1], vec![1, 2]];
+    assert_eq!(selected(&super::merge_bands(to_merge(), Some(4))), four);
 }
 
 #[test]
@@ -255,4 +257,20 @@ fn degree_percentiles_from_the_histogram_equal_those_of_every_value() {
     assert_eq!(super::stats::histogram_percentiles(&histogram, &qs), from_values);
     let empty = std::collections::BTreeMap::new();
     assert_eq!(super::stats::histogram_percentiles(&empty, &qs).values["p50"], None);
+}
+
+#[test]
+fn parts_over_tasks_and_partitions_take_each_piece_once() {
+    // Three tasks of two partitions: part index = task + 3 × partition.
+    let parts: Vec<super::Part> = (0..3)
+        .flat_map(|task| {
+            (0..2).map(move |partition| super::Part { index: task + 3 * partition, count: 6, bands: Some(2) })
+        })
+        .collect();
+    for piece in 0..100 {
+        assert_eq!(parts.iter().filter(|p| p.takes(piece)).count(), 1, "piece {piece}");
+    }
+    // Fewer bands than parts: one per part.
+    assert!(parts.iter().all(|p| p.merge_bands() == Some(6)));
+    assert_eq!(super::Part::WHOLE.merge_bands(), None);
 }
