@@ -60,7 +60,7 @@ use url::Url;
 
 use crate::Querier;
 use crate::error::{QueryError, Result as QueryResult};
-use crate::fanout::{Analysis, FanoutParams, FanoutSource, Parents, Part};
+use crate::fanout::{Analysis, FanoutParams, FanoutSource, MergeRows, Parents, Part};
 use crate::start_window::StartWindow;
 use crate::table::{Piece, ScanSpec, Spread, Work, projected_schema, table_schema};
 
@@ -403,6 +403,8 @@ pub(crate) struct FanoutExec {
     /// This task, and how many there are.
     task: (usize, usize),
     partitions: usize,
+    /// The rows to merge, found once for the task's partitions.
+    merge_rows: Arc<MergeRows>,
     /// The task's pool, made at its first execution, where it runs.
     pool: std::sync::OnceLock<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     properties: Arc<PlanProperties>,
@@ -440,7 +442,8 @@ impl FanoutExec {
             Boundedness::Bounded,
         ));
         let task = (task.0, task.1.max(1));
-        Self { share, task, partitions, pool: std::sync::OnceLock::new(), properties }
+        let merge_rows = Arc::default();
+        Self { share, task, partitions, merge_rows, pool: std::sync::OnceLock::new(), properties }
     }
 
     /// The part of the work partition `partition` does.
@@ -478,10 +481,19 @@ impl ExecutionPlan for FanoutExec {
         let pool = Arc::clone(self.pool.get_or_init(|| source.pool()));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let analyzers = cores.div_ceil(self.partitions);
-        let share = Arc::clone(&self.share);
+        let (share, merge_rows) = (Arc::clone(&self.share), Arc::clone(&self.merge_rows));
         let analysis = async move {
             let found = source
-                .analyze(&share.tenant, &share.params, &share.parents, &share.blocks, analyzers, part, pool)
+                .analyze(
+                    &share.tenant,
+                    &share.params,
+                    &share.parents,
+                    &share.blocks,
+                    analyzers,
+                    part,
+                    &merge_rows,
+                    pool,
+                )
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let bytes = bincode::serialize(&found)

@@ -31,6 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::errors::ParquetError;
+use spanlake_schemas::block::BlockId;
 use spanlake_schemas::merge::{BatchSink, MergeStats, SortedInput, merge_sorted};
 use spanlake_schemas::reader::ObjectReader;
 use spanlake_schemas::schema::{
@@ -419,6 +420,33 @@ impl Part {
     }
 }
 
+/// Which rows of each block hold traces split over blocks (that the merge
+/// reads), found once for the analyses of one query in this process (a
+/// task's partitions), which read the same blocks: finding them looks at
+/// every trace id.
+#[derive(Debug, Default)]
+pub(crate) struct MergeRows(tokio::sync::OnceCell<(Vec<BlockId>, Arc<RowsByBlock>)>);
+
+/// Row ranges of each block.
+type RowsByBlock = Vec<Vec<std::ops::Range<u32>>>;
+
+impl MergeRows {
+    /// The rows to merge of the blocks `ids`, with their trace `indexes`:
+    /// found by the first analysis; another that opened other blocks (one
+    /// was not readable a moment ago) finds its own.
+    async fn of(&self, ids: Vec<BlockId>, indexes: &[Arc<TraceIndex>]) -> Arc<RowsByBlock> {
+        let find = || {
+            let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
+            Arc::new(rows_to_merge(&refs, 0, None))
+        };
+        let (found_for, rows) = self.0.get_or_init(|| async { (ids.clone(), find()) }).await;
+        match *found_for == ids {
+            true => Arc::clone(rows),
+            false => find(),
+        }
+    }
+}
+
 /// A piece after looking for the traces of its parents.
 enum Narrowed {
     /// Over a quarter of its rows are such traces: the piece as it was.
@@ -641,6 +669,7 @@ impl FanoutSource {
         blocks: &[BlockMeta],
         analyzers: usize,
         part: Part,
+        merge_rows: &MergeRows,
         pool: Arc<dyn MemoryPool>,
     ) -> Result<Analysis> {
         let mut names = Names::default();
@@ -706,11 +735,11 @@ impl FanoutSource {
         let mut to_merge: Vec<ToMerge> = Vec::new();
         match self.blocks.trace_indexes(tenant, &metas, parallelism).await {
             Some(indexes) => {
-                let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-                let to_merge_rows = rows_to_merge(&refs, 0, None);
+                let ids: Vec<BlockId> = metas.iter().map(|m| m.id.clone()).collect();
+                let to_merge_rows = merge_rows.of(ids, &indexes).await;
                 // Pieces per block, at least, for each part to get one.
                 let least = part.count.div_ceil(blocks.len().max(1)).max(1) as u64;
-                let opened = opened.into_iter().zip(&places).zip(&indexes).zip(to_merge_rows);
+                let opened = opened.into_iter().zip(&places).zip(&indexes).zip(to_merge_rows.iter().cloned());
                 for ((((block, footer), &place), index), ranges) in opened {
                     let block = block.clone();
                     // The rows of the traces of the parents TraceQL picked (None: every row).
@@ -958,7 +987,13 @@ impl Querier {
             None => {
                 let source = self.fanout_source();
                 let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                vec![source.analyze(tenant, &params, &parents, &blocks, cores, Part::WHOLE, source.pool()).await?]
+                let merge_rows = MergeRows::default();
+                let whole = Part::WHOLE;
+                vec![
+                    source
+                        .analyze(tenant, &params, &parents, &blocks, cores, whole, &merge_rows, source.pool())
+                        .await?,
+                ]
             }
         };
         Ok(report(analyses, &params, &parents, blocks.len()))
