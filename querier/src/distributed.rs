@@ -709,10 +709,19 @@ fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analy
             chunks.insert((parts.value(row), seqs.value(row)), data.value(row));
         }
     }
+    // Each analysis' bytes in one buffer of its size (grown chunk by chunk,
+    // it was copied again at every doubling).
+    let mut sizes: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for ((part, _), chunk) in &chunks {
+        *sizes.entry(*part).or_default() += chunk.len();
+    }
     let mut analyses = Vec::new();
     let mut bytes = Vec::new();
     let mut chunks = chunks.into_iter().peekable();
     while let Some(((part, _), chunk)) = chunks.next() {
+        if bytes.is_empty() {
+            bytes.reserve_exact(sizes.get(&part).copied().unwrap_or(0));
+        }
         bytes.extend_from_slice(chunk);
         if chunks.peek().is_none_or(|((next_part, _), _)| *next_part != part) {
             let analysis = bincode::deserialize(&bytes)

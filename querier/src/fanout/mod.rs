@@ -922,21 +922,44 @@ impl FanoutSource {
 /// were shared out.
 fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blocks_read: usize) -> FanoutResponse {
     let mut names = Names::default();
-    let mut ops: HashMap<(u32, u32), stats::OpStats> = HashMap::new();
+    // Each operation's statistics from every analysis (with the analysis'
+    // place), merged once all are known: the largest moves in, and the
+    // others are copied into room made for all of them.
+    let mut found: HashMap<(u32, u32), Vec<(stats::OpStats, usize)>> = HashMap::new();
+    let mut renames: Vec<Vec<u32>> = Vec::with_capacity(analyses.len());
     let (mut direct_rows, mut merged_rows, mut duplicates) = (0, 0, 0);
     let mut _held = Vec::new();
     for analysis in analyses {
         _held.extend(analysis.held);
         let renamed: Vec<u32> = analysis.names.iter().map(|name| names.id(name)).collect();
-        let rename = |id: u32| renamed[id as usize];
         for ((service, name), stats) in analysis.ops {
-            ops.entry((rename(service), rename(name))).or_default().absorb(stats, &rename);
+            let op = (renamed[service as usize], renamed[name as usize]);
+            found.entry(op).or_default().push((stats, renames.len()));
         }
+        renames.push(renamed);
         direct_rows += analysis.direct_rows;
         merged_rows += analysis.merged_rows;
         duplicates += analysis.duplicates;
     }
-    let mut ops: Vec<((u32, u32), stats::OpStats)> = ops.into_iter().collect();
+    let mut ops: Vec<((u32, u32), stats::OpStats)> = found
+        .into_iter()
+        .map(|(op, mut parts)| {
+            parts.sort_by_key(|(stats, _)| std::cmp::Reverse(stats.parents()));
+            let mut merged = stats::OpStats::default();
+            let mut parts = parts.into_iter();
+            if let Some((largest, at)) = parts.next() {
+                merged.absorb(largest, &|id| renames[at][id as usize]);
+            }
+            let rest: Vec<(stats::OpStats, usize)> = parts.collect();
+            let room: Vec<(&stats::OpStats, &[u32])> =
+                rest.iter().map(|(stats, at)| (stats, renames[*at].as_slice())).collect();
+            merged.reserve_for(&room);
+            for (stats, at) in rest {
+                merged.absorb(stats, &|id| renames[at][id as usize]);
+            }
+            (op, merged)
+        })
+        .collect();
     if matches!(parents, Parents::Any) {
         ops.retain(|(_, s)| s.has_calls());
     }

@@ -191,6 +191,40 @@ impl OpStats {
         }
     }
 
+    /// Makes room for the per-parent values of `others` (each with the
+    /// map of its name numbers to this one's) before they are absorbed one
+    /// by one, so that each vector grows once to the sum: absorbed one by
+    /// one into exact sizes, every vector was copied again for each
+    /// analysis (a third of the coordinating querier's CPU in a spread
+    /// fan-out of every parent).
+    pub(crate) fn reserve_for(&mut self, others: &[(&OpStats, &[u32])]) {
+        let total = |len: fn(&OpStats) -> usize| others.iter().map(|(other, _)| len(other)).sum::<usize>();
+        self.durations.reserve_exact(total(|o| o.durations.len()));
+        self.max_calls.reserve_exact(total(|o| o.max_calls.len()));
+        self.degrees.reserve_exact(total(|o| o.degrees.len()));
+        self.trace_ids.reserve_exact(total(|o| o.trace_ids.len()));
+        self.mix_of.reserve_exact(total(|o| o.mix_of.len()));
+        self.parallelism.reserve_exact(total(|o| o.parallelism.len()));
+        let mut per_edge: HashMap<Edge, usize> = HashMap::default();
+        for (other, renamed) in others {
+            for ((service, name), stats) in &other.edges {
+                let edge = (renamed[*service as usize], renamed[*name as usize]);
+                *per_edge.entry(edge).or_default() += stats.per_parent_max.len();
+            }
+        }
+        for (edge, more) in per_edge {
+            let mine = self.edges.entry(edge).or_default();
+            mine.per_parent_max.reserve_exact(more);
+            mine.per_parent_index.reserve_exact(more);
+            mine.per_parent_calls.reserve_exact(more);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn trace_ids_capacity(&self) -> usize {
+        self.trace_ids.capacity()
+    }
+
     /// Sorts each edge's call durations, on the task that gathered them,
     /// so the report merges sorted runs (see [`Cdf::from_runs`]).
     pub(crate) fn sort_calls(&mut self) {

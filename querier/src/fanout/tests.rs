@@ -188,11 +188,21 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     let sent: OpStats = bincode::deserialize(&bincode::serialize(&sent).unwrap()).unwrap();
     let mut received = first();
     received.absorb(sent, &rename);
+    // Into room made for the other first, as the report merges.
+    let mut roomy = first();
+    let other = second();
+    let renamed: Vec<u32> = (0..10).map(rename).collect();
+    roomy.reserve_for(&[(&other, renamed.as_slice())]);
+    let capacity = roomy.trace_ids_capacity();
+    assert_eq!(capacity, 200, "room for both tasks' parents");
+    roomy.absorb(other, &rename);
+    assert_eq!(roomy.trace_ids_capacity(), capacity, "not grown again");
     let all = report(all);
     assert_eq!(report(copied), all);
     // And in another order: the report's last digits do not move either.
     assert_eq!(report(moved), all);
     assert_eq!(report(received), all);
+    assert_eq!(report(roomy), all);
 }
 
 /// A block of `rows` rows as the merge sees it: its metadata and a footer

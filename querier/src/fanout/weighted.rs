@@ -63,6 +63,14 @@ impl Weighted {
         self.values.len()
     }
 
+    /// Makes room for `more` values (and their weights, if weighted).
+    pub(super) fn reserve_exact(&mut self, more: usize) {
+        self.values.reserve_exact(more);
+        if let Some(weights) = &mut self.weights {
+            weights.reserve_exact(more);
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
