@@ -337,10 +337,11 @@ struct ToMerge {
 /// The merge of split traces, in `count` bands of trace ids merged one
 /// after the other. Every block the merge reads is open at once, and an
 /// open block holds the pages of the rows it is to read (the footers'
-/// offset index says where they are): bands of about [`MERGE_BAND_ROWS`] of
-/// the blocks' rows (as many as `count` None gives) bound that. Trace ids
-/// are cut evenly; ids are random. One band when a block is not indexed or not sorted. Bands are
-/// in trace-id order, empty ones included (their numbers share them out).
+/// offset index says where they are): bands of about [`MERGE_BAND_ROWS`]
+/// of the blocks' rows (as many as `count` None gives) bound that. Trace
+/// ids are cut evenly; ids are random. One band when a block is not indexed
+/// or not sorted. Bands are in trace-id order, empty ones included (their
+/// numbers share them out).
 fn merge_bands(to_merge: Vec<ToMerge>, count: Option<u128>) -> Vec<Vec<Piece>> {
     let rows: u64 = to_merge.iter().map(|m| m.block.span_count).sum();
     let sorted = |m: &ToMerge| m.ranges.as_ref().is_some_and(|(_, index)| index.first_row_from(0).is_some());
@@ -796,11 +797,17 @@ impl FanoutSource {
                     }
                 }
             }
-            None => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
+            None if part.count <= 1 => to_merge.extend(opened.into_iter().map(|(block, footer)| ToMerge {
                 block: block.clone(),
                 footer,
                 ranges: None,
             })),
+            // Unsorted, the traces are one band, which one part would
+            // analyze whole while the others analyze their pieces.
+            None => {
+                let reason = "a block is not indexed by trace id: its traces cannot be shared out";
+                return Err(QueryError::Execution(reason.into()));
+            }
         }
         let reader = Arc::new(BlockReader { storage: self.storage.clone(), tenant: tenant.clone(), indices });
         let limit = self.memory_limit;
