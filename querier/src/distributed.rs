@@ -651,12 +651,14 @@ impl Querier {
         // compressing them again would cost more CPU than it saves bytes.
         ctx.set_distributed_compression(None)?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let bands = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
-            Some(indexes) if indexes.iter().all(|i| i.first_row_from(0).is_some()) => {
-                crate::fanout::merge_band_count(blocks, &indexes)
-            }
-            _ => return Ok(None),
+        let sorted = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
+            Some(indexes) => indexes.iter().all(|i| i.first_row_from(0).is_some()),
+            None => false,
         };
+        if !sorted {
+            return Ok(None);
+        }
+        let bands = crate::fanout::merge_band_count(blocks);
         let share = FanoutShare {
             tenant: tenant.clone(),
             params: params.clone(),

@@ -382,12 +382,25 @@ fn band_count(rows: u64) -> u128 {
     u128::from(rows.div_ceil(MERGE_BAND_ROWS.max(1))).clamp(1, MAX_BANDS)
 }
 
-/// The bands of the merge of `blocks` (with their trace `indexes`, in the
-/// same order) that [`FanoutSource::analyze`] makes of them.
-pub(crate) fn merge_band_count(blocks: &[BlockMeta], indexes: &[Arc<TraceIndex>]) -> u32 {
-    let refs: Vec<&TraceIndex> = indexes.iter().map(Arc::as_ref).collect();
-    let to_merge = rows_to_merge(&refs, 0, None);
-    let rows = blocks.iter().zip(&to_merge).filter(|(_, rows)| !rows.is_empty()).map(|(b, _)| b.span_count).sum();
+/// The bands of the merge of `blocks`, from their metadata alone: for the
+/// rows of the blocks whose trace-id range overlaps another's (only those
+/// can share a trace). At least what an analysis counts from the rows it
+/// finds to merge; finding those looks at every trace id, which each task
+/// does anyway, and which the coordinating querier need not do once more.
+pub(crate) fn merge_band_count(blocks: &[BlockMeta]) -> u32 {
+    let mut by_start: Vec<&BlockMeta> = blocks.iter().collect();
+    by_start.sort_by(|a, b| a.min_trace_id.cmp(&b.min_trace_id));
+    let mut rows = 0;
+    let mut reach: Option<&str> = None;
+    for (at, block) in by_start.iter().enumerate() {
+        // Ids are fixed-width lowercase hex: they compare as strings.
+        let before = reach.is_some_and(|max| block.min_trace_id.as_str() <= max);
+        let after = by_start.get(at + 1).is_some_and(|next| next.min_trace_id <= block.max_trace_id);
+        if before || after {
+            rows += block.span_count;
+        }
+        reach = reach.max(Some(block.max_trace_id.as_str()));
+    }
     band_count(rows) as u32
 }
 

@@ -284,3 +284,22 @@ fn parts_over_tasks_and_partitions_take_each_piece_once() {
     assert!(parts.iter().all(|p| p.merge_bands() == Some(6)));
     assert_eq!(super::Part::WHOLE.merge_bands(), None);
 }
+
+#[test]
+fn merge_bands_are_counted_for_the_blocks_whose_trace_ids_overlap() {
+    let block = |min: u8, max: u8, rows: u64| spanlake_schemas::BlockMeta {
+        min_trace_id: format!("{min:02x}").repeat(16),
+        max_trace_id: format!("{max:02x}").repeat(16),
+        span_count: rows,
+        ..merged_block(1, Vec::new(), crate::trace_index::tests::index(&[&[(1, 1, "server")]])).block
+    };
+    let million = super::MERGE_BAND_ROWS;
+    // Apart: nothing to merge, one band.
+    assert_eq!(super::merge_band_count(&[block(0x00, 0x10, 3 * million), block(0x20, 0x30, 3 * million)]), 1);
+    // The second and third overlap (in either order); the first is apart.
+    let blocks = [block(0x50, 0x90, 2 * million), block(0x00, 0x10, 5 * million), block(0x60, 0x70, 2 * million)];
+    assert_eq!(super::merge_band_count(&blocks), 4);
+    // One block inside another that ends far beyond the next.
+    let blocks = [block(0x00, 0xf0, million), block(0x10, 0x20, million), block(0x30, 0x40, million)];
+    assert_eq!(super::merge_band_count(&blocks), 3);
+}
