@@ -4,6 +4,9 @@
 # CPU-s per query of the lone querier, and of the three together.
 # usage: benches/scripts/fanout_spread_ab.sh <spanlake binary> <blocks dir> [queries, default 3]
 # Blocks: SPANLAKE_BENCH_FANOUT_DIR=<empty dir> cargo bench --bench fanout.
+# PARENTS: the parents asked for, as query parameters (default one operation,
+# "service=frontend&operation=GET%20/search"; PARENTS= asks for every parent,
+# whose statistics travel with every call).
 # PERF_OUT=<file>: also record a profile of the three during their queries
 # (perf record -F 499 --call-graph dwarf,8192; read it with perf script; the
 # spread CPU figure then includes the profiler's cost).
@@ -22,7 +25,8 @@ ALONE=$!
 trap 'kill $ALONE ${PIDS[*]} 2>/dev/null; rm -f "$PEERS"' EXIT
 sleep 5
 NOW=$(date +%s)
-url() { echo "http://127.0.0.1:$1/api/fanout?service=frontend&operation=GET%20/search&start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"; }
+PARENTS=${PARENTS-service=frontend&operation=GET%20/search}
+url() { echo "http://127.0.0.1:$1/api/fanout?${PARENTS:+$PARENTS&}start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"; }
 cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 for port in 3400 3401; do curl -s -o /dev/null "$(url $port)"; curl -s -o /dev/null "$(url $port)"; done
 C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3400)")"; done; C1=$(cpu $ALONE)

@@ -383,6 +383,60 @@ pub(crate) struct FanoutShare {
     /// The bands of the merge of split traces, as the coordinating querier
     /// counted them (so that every task cuts the same ones).
     bands: Option<u32>,
+    /// The key under which a task that runs on the coordinating querier
+    /// hands its analysis over in memory (see [`HandOff`]).
+    hand_off: Option<u128>,
+}
+
+/// Analyses that fan-out tasks handed over, whole, to the query that
+/// coordinates them in this process: by the query's key, then by part.
+type HandedOver = std::collections::HashMap<u128, std::collections::BTreeMap<u32, Analysis>>;
+static HANDED_OVER: std::sync::LazyLock<std::sync::Mutex<HandedOver>> = std::sync::LazyLock::new(Default::default);
+
+/// A spread fan-out's place for the analyses of its tasks that run on this
+/// querier, the coordinating one. The engine runs one of the query's tasks
+/// here too, and sends its output over Flight like any other's: encoding
+/// that analysis, sending it to this process and decoding it took a
+/// quarter of the coordinating querier's CPU in a fan-out of every parent.
+/// Such a task hands its analysis over in memory instead. The key is
+/// random, and registered only here, so a task on any other querier finds
+/// no place under it and sends its analysis. The place goes when the query
+/// ends, with whatever is in it.
+struct HandOff(u128);
+
+impl HandOff {
+    fn register() -> Self {
+        let key = rand::random::<u128>();
+        HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Default::default());
+        Self(key)
+    }
+
+    /// The analyses handed over so far, by part.
+    fn take(&self) -> std::collections::BTreeMap<u32, Analysis> {
+        let mut handed = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner());
+        handed.get_mut(&self.0).map(std::mem::take).unwrap_or_default()
+    }
+}
+
+impl Drop for HandOff {
+    fn drop(&mut self) {
+        let left = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+        // Dropped outside the lock: an analysis gives its memory back to its pool.
+        drop(left);
+    }
+}
+
+/// Hands `analysis` (of part `part`) over to the query of `key` when that
+/// query is coordinated in this process; gives it back otherwise.
+fn hand_over(key: u128, part: u32, analysis: Analysis) -> std::result::Result<(), Analysis> {
+    let mut handed = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner());
+    match handed.get_mut(&key) {
+        Some(place) => {
+            place.insert(part, analysis);
+            Ok(())
+        }
+        None => Err(analysis),
+    }
 }
 
 /// A fan-out analysis as one leaf. The work is the blocks' pieces that hold
@@ -416,6 +470,9 @@ pub(crate) struct FanoutExec {
 const FANOUT_PART: &str = "part";
 const FANOUT_SEQ: &str = "seq";
 const FANOUT_CHUNK: &str = "chunk";
+/// The chunk number of the one row, with no bytes, that says a part's
+/// analysis was handed over in memory (see [`HandOff`]).
+const HANDED_OVER_SEQ: u32 = u32::MAX;
 /// Most partitions (parts of its work analyzed at once) a fan-out task runs.
 const MAX_FANOUT_PARTITIONS: usize = 256;
 /// Most tasks a fan-out is cut into (far more than queriers answer).
@@ -496,10 +553,26 @@ impl ExecutionPlan for FanoutExec {
                 )
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let schema = fanout_schema();
+            let handed = match share.hand_off {
+                None => Err(found),
+                Some(key) => hand_over(key, part.index as u32, found),
+            };
+            let found = match handed {
+                Err(found) => found,
+                Ok(()) => {
+                    let columns: Vec<arrow::array::ArrayRef> = vec![
+                        Arc::new(arrow::array::UInt32Array::from(vec![part.index as u32])),
+                        Arc::new(arrow::array::UInt32Array::from(vec![HANDED_OVER_SEQ])),
+                        Arc::new(arrow::array::BinaryArray::from(vec![&[] as &[u8]])),
+                    ];
+                    let batch = arrow::array::RecordBatch::try_new(schema, columns);
+                    return Ok(futures::stream::iter(vec![batch.map_err(Into::into)]));
+                }
+            };
             let bytes = bincode::serialize(&found)
                 .map_err(|e| DataFusionError::Internal(format!("encoding a fan-out analysis: {e}")))?;
             drop(found);
-            let schema = fanout_schema();
             let batches: Vec<Result<arrow::array::RecordBatch>> = bytes
                 .chunks(FANOUT_CHUNK_BYTES)
                 .enumerate()
@@ -535,6 +608,8 @@ struct WireFanout {
     blocks: Vec<BlockMeta>,
     #[serde(default)]
     bands: Option<u32>,
+    #[serde(default)]
+    hand_off: Option<u128>,
     task: (usize, usize),
     partitions: usize,
 }
@@ -560,6 +635,7 @@ fn encode_fanout(fanout: &FanoutExec, buf: &mut Vec<u8>) -> Result<()> {
         matched,
         blocks: share.blocks.clone(),
         bands: share.bands,
+        hand_off: share.hand_off,
         task: fanout.task,
         partitions: fanout.partitions,
     };
@@ -586,7 +662,14 @@ fn decode_fanout(buf: &[u8]) -> Result<FanoutExec> {
     if task >= tasks || tasks > MAX_FANOUT_TASKS {
         return internal_err!("a fan-out share for task {task} of {tasks}");
     }
-    let share = FanoutShare { tenant, params: wire.params, parents, blocks: wire.blocks, bands: wire.bands };
+    let share = FanoutShare {
+        tenant,
+        params: wire.params,
+        parents,
+        blocks: wire.blocks,
+        bands: wire.bands,
+        hand_off: wire.hand_off,
+    };
     // A share from another querier says how many partitions to run: at
     // most a few hundred, whatever it says.
     Ok(FanoutExec::new(Arc::new(share), wire.task, wire.partitions.min(MAX_FANOUT_PARTITIONS)))
@@ -659,12 +742,14 @@ impl Querier {
             return Ok(None);
         }
         let bands = crate::fanout::merge_band_count(blocks);
+        let hand_off = HandOff::register();
         let share = FanoutShare {
             tenant: tenant.clone(),
             params: params.clone(),
             parents: parents.clone(),
             blocks: blocks.to_vec(),
             bands: Some(bands),
+            hand_off: Some(hand_off.0),
         };
         let partitions = self.partitions().min(MAX_FANOUT_PARTITIONS);
         let leaf = Arc::new(FanoutExec::new(Arc::new(share), (0, 1), partitions));
@@ -678,7 +763,7 @@ impl Querier {
                 "narrow the time range or the parents",
             )
             .await?;
-            let mut analyses = join_analyses(&batches)?;
+            let mut analyses = join_analyses(&batches, hand_off.take())?;
             if let Some(first) = analyses.first_mut() {
                 first.held.push(held);
             }
@@ -695,9 +780,13 @@ fn spread_used(ctx: &SessionContext) -> impl Fn() -> bool + use<> {
     move || used.as_ref().is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The analyses in `batches`: the chunks of each (range, partition) joined
-/// in order and decoded.
-fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analysis>> {
+/// The analyses in `batches`, by part: the chunks of each joined in order
+/// and decoded, or for a part whose analysis was handed over in memory, that
+/// analysis (from `handed`).
+fn join_analyses(
+    batches: &[arrow::array::RecordBatch],
+    mut handed: std::collections::BTreeMap<u32, Analysis>,
+) -> QueryResult<Vec<Analysis>> {
     use arrow::array::AsArray;
     use arrow::datatypes::UInt32Type;
     let mut chunks: std::collections::BTreeMap<(u32, u32), &[u8]> = std::collections::BTreeMap::new();
@@ -711,13 +800,17 @@ fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analy
             chunks.insert((parts.value(row), seqs.value(row)), data.value(row));
         }
     }
+    let mut analyses = std::collections::BTreeMap::new();
+    for ((part, _), _) in chunks.extract_if(.., |&(_, seq), _| seq == HANDED_OVER_SEQ) {
+        let analysis = handed.remove(&part).ok_or(QueryError::Internal("a fan-out analysis handed over is lost"))?;
+        analyses.insert(part, analysis);
+    }
     // Each analysis' bytes in one buffer of its size (grown chunk by chunk,
     // it was copied again at every doubling).
     let mut sizes: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
     for ((part, _), chunk) in &chunks {
         *sizes.entry(*part).or_default() += chunk.len();
     }
-    let mut analyses = Vec::new();
     let mut bytes = Vec::new();
     let mut chunks = chunks.into_iter().peekable();
     while let Some(((part, _), chunk)) = chunks.next() {
@@ -728,11 +821,11 @@ fn join_analyses(batches: &[arrow::array::RecordBatch]) -> QueryResult<Vec<Analy
         if chunks.peek().is_none_or(|((next_part, _), _)| *next_part != part) {
             let analysis = bincode::deserialize(&bytes)
                 .map_err(|e| QueryError::Execution(format!("decoding a fan-out analysis: {e}")))?;
-            analyses.push(analysis);
+            analyses.insert(part, analysis);
             bytes.clear();
         }
     }
-    Ok(analyses)
+    Ok(analyses.into_values().collect())
 }
 
 /// How many tasks a spread scan asks for: one per `min_bytes` of blocks
@@ -1250,6 +1343,7 @@ mod tests {
             parents: Parents::Matched(Arc::new(matched.clone())),
             blocks: vec![block(10), block(20)],
             bands: Some(17),
+            hand_off: Some(u128::MAX - 5),
         };
         let node: Arc<dyn ExecutionPlan> = Arc::new(FanoutExec::new(Arc::new(share), (1, 4), 3));
         let mut buf = Vec::new();
@@ -1257,7 +1351,7 @@ mod tests {
         let task = TaskContext::default();
         let got = SpansScanCodec.try_decode(&buf, &[], &task, &DefaultPhysicalProtoConverter {}).unwrap();
         let got = got.downcast_ref::<FanoutExec>().unwrap();
-        assert_eq!((got.task, got.share.bands), ((1, 4), Some(17)));
+        assert_eq!((got.task, got.share.bands, got.share.hand_off), ((1, 4), Some(17), Some(u128::MAX - 5)));
         // Partition 2 of task 1 of 4, of 3 partitions each.
         assert_eq!(got.part(2), Part { index: 9, count: 12, bands: Some(17) });
         assert_eq!(got.partitions, 3);
@@ -1319,9 +1413,37 @@ mod tests {
             batch(9, 0, &halves[1].0),
             batch(1, 1, &halves[0].1),
         ];
-        let got: Vec<String> = join_analyses(&batches).unwrap().iter().map(|a| format!("{a:?}")).collect();
+        let got: Vec<String> =
+            join_analyses(&batches, Default::default()).unwrap().iter().map(|a| format!("{a:?}")).collect();
         let expected: Vec<String> = sent.iter().map(|(_, a)| format!("{a:?}")).collect();
         assert_eq!(got, expected, "each analysis whole, in the order of its part");
+
+        // Part 5's analysis was handed over in memory: it takes its place
+        // among the parts; one said handed over but not here is an error.
+        let handed = || std::collections::BTreeMap::from([(5, Analysis::named(&["handed"], 3))]);
+        let mut with_handed = batches.to_vec();
+        with_handed.push(batch(5, HANDED_OVER_SEQ, &[]));
+        let got: Vec<String> =
+            join_analyses(&with_handed, handed()).unwrap().iter().map(|a| format!("{a:?}")).collect();
+        let mut expected = expected;
+        expected.insert(1, format!("{:?}", Analysis::named(&["handed"], 3)));
+        assert_eq!(got, expected);
+        assert!(join_analyses(&with_handed, Default::default()).is_err());
+    }
+
+    #[test]
+    fn an_analysis_is_handed_over_only_to_a_query_coordinated_here() {
+        let place = HandOff::register();
+        assert!(hand_over(place.0, 3, Analysis::named(&["here"], 1)).is_ok());
+        // Another key (a query coordinated by another querier) has no place here.
+        let elsewhere = place.0.wrapping_add(1);
+        assert!(hand_over(elsewhere, 4, Analysis::named(&["there"], 1)).is_err());
+        let taken = place.take();
+        assert_eq!(taken.keys().copied().collect::<Vec<_>>(), [3]);
+        assert!(place.take().is_empty(), "taken once");
+        let key = place.0;
+        drop(place);
+        assert!(hand_over(key, 3, Analysis::named(&["late"], 1)).is_err(), "the place goes with its query");
     }
 
     #[test]

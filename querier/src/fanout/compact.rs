@@ -4,9 +4,11 @@
 //! Integers travel as the zigzag varint of each value's difference from the
 //! one before: a sorted run of durations costs one or two bytes a value
 //! instead of eight, per-parent counts and indexes one. Trace ids travel as
-//! their bytes, copied whole. Both are one byte string to the serializer,
-//! so bincode copies them at once rather than value by value, and the
-//! transport need not compress them again. Decoding checks every value it
+//! their bytes, each run of one id once (a parent's calls that are parents
+//! themselves share its trace). Floats travel as their change from the one
+//! before, in as few bytes as it takes. Each vector is one byte string to
+//! the serializer, so bincode copies it at once rather than value by value,
+//! and the transport need not compress it again. Decoding checks every value it
 //! reads: a truncated or altered string is an error, never a panic.
 
 use serde::de::Visitor;
@@ -125,22 +127,124 @@ pub(super) mod ints {
     }
 }
 
-/// `#[serde(with = "compact::ids")]`: trace ids as their 16 bytes each.
+/// Trace ids as their 16 bytes, each distinct one once: the parents of one
+/// operation in one trace (the calls a parent fans out to, when they are
+/// parents themselves) come one after another with the same id.
+pub(super) fn encode_ids(ids: &[u128]) -> Vec<u8> {
+    // The count, a bit per id (set: the same id as the one before), then
+    // the bytes of each id whose bit is clear.
+    let mut out = Vec::with_capacity(10 + ids.len().div_ceil(8) + 16 * ids.len());
+    put_varint(&mut out, ids.len() as u64);
+    let flags_at = out.len();
+    out.resize(flags_at + ids.len().div_ceil(8), 0);
+    let mut previous = None;
+    for (i, &id) in ids.iter().enumerate() {
+        if previous == Some(id) {
+            out[flags_at + i / 8] |= 1 << (i % 8);
+        } else {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        previous = Some(id);
+    }
+    out
+}
+
+pub(super) fn decode_ids(bytes: &[u8]) -> Result<Vec<u128>, &'static str> {
+    let (count, rest) = take_varint(bytes).ok_or("a count that is not a varint")?;
+    // A bit per id at least: a count beyond the bytes is false.
+    if count.div_ceil(8) > rest.len() as u64 {
+        return Err("more trace ids than bytes");
+    }
+    let count = count as usize;
+    let (flags, mut rest) = rest.split_at(count.div_ceil(8));
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        if flags[i / 8] & (1 << (i % 8)) != 0 {
+            let &previous = ids.last().ok_or("a first trace id said to repeat")?;
+            ids.push(previous);
+        } else {
+            let (id, after) = rest.split_first_chunk::<16>().ok_or("a trace id cut short")?;
+            ids.push(u128::from_le_bytes(*id));
+            rest = after;
+        }
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the last trace id");
+    }
+    Ok(ids)
+}
+
+/// Floats as each one's bits XOR the one before's, less its high zero
+/// bytes: a byte for a value equal to the one before (a parent's
+/// parallelism is often exactly 1), nine at most.
+pub(super) fn encode_floats(values: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + 2 * values.len());
+    put_varint(&mut out, values.len() as u64);
+    let mut previous = 0u64;
+    for &value in values {
+        let bits = value.to_bits();
+        let changed = bits ^ previous;
+        let len = 8 - changed.leading_zeros() as usize / 8;
+        out.push(len as u8);
+        out.extend_from_slice(&changed.to_le_bytes()[..len]);
+        previous = bits;
+    }
+    out
+}
+
+pub(super) fn decode_floats(bytes: &[u8]) -> Result<Vec<f64>, &'static str> {
+    let (count, mut rest) = take_varint(bytes).ok_or("a count that is not a varint")?;
+    if count > rest.len() as u64 {
+        return Err("more values than bytes");
+    }
+    let mut values = Vec::with_capacity(count as usize);
+    let mut previous = 0u64;
+    for _ in 0..count {
+        let (&len, after) = rest.split_first().ok_or("a value cut short")?;
+        let len = usize::from(len);
+        if len > 8 {
+            return Err("a float change of more than 8 bytes");
+        }
+        if after.len() < len {
+            return Err("a value cut short");
+        }
+        let mut changed = [0u8; 8];
+        changed[..len].copy_from_slice(&after[..len]);
+        previous ^= u64::from_le_bytes(changed);
+        values.push(f64::from_bits(previous));
+        rest = &after[len..];
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the last value");
+    }
+    Ok(values)
+}
+
+/// `#[serde(with = "compact::ids")]`: trace ids, each run of one id once
+/// (see [`encode_ids`]).
 pub(super) mod ids {
     use super::*;
 
     pub(in super::super) fn serialize<S: Serializer>(ids: &[u128], s: S) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-        s.serialize_bytes(&bytes)
+        s.serialize_bytes(&encode_ids(ids))
     }
 
     pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u128>, D::Error> {
-        d.deserialize_bytes(Bytes(|bytes: &[u8]| {
-            if !bytes.len().is_multiple_of(16) {
-                return Err("trace ids whose bytes are not a multiple of 16");
-            }
-            Ok(bytes.chunks_exact(16).map(|id| u128::from_le_bytes(id.try_into().expect("16 bytes"))).collect())
-        }))
+        d.deserialize_bytes(Bytes(decode_ids))
+    }
+}
+
+/// `#[serde(with = "compact::floats")]`: floats, each as its change from the
+/// one before (see [`encode_floats`]).
+pub(super) mod floats {
+    use super::*;
+
+    pub(in super::super) fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&encode_floats(values))
+    }
+
+    pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        d.deserialize_bytes(Bytes(decode_floats))
     }
 }
 
@@ -183,6 +287,56 @@ mod tests {
     }
 
     #[test]
+    fn trace_ids_round_trip_and_runs_take_a_bit() {
+        let ids = vec![7u128, 7, 7, u128::MAX, 0, 0, 7, 1 << 100];
+        assert_eq!(decode_ids(&encode_ids(&ids)).unwrap(), ids);
+        assert_eq!(decode_ids(&encode_ids(&[])).unwrap(), Vec::<u128>::new());
+        // Ten parents of each trace (the calls of a fan-out that are
+        // parents themselves): 16 bytes a trace and a bit a parent.
+        let runs: Vec<u128> = (0..1000u128).flat_map(|t| [t * 0x9e37_79b9_7f4a_7c15; 10]).collect();
+        let bytes = encode_ids(&runs);
+        assert!(bytes.len() <= 1000 * 16 + 10_000 / 8 + 10, "{} bytes", bytes.len());
+        assert_eq!(decode_ids(&bytes).unwrap(), runs);
+    }
+
+    #[test]
+    fn damaged_trace_ids_are_errors() {
+        let bytes = encode_ids(&[1, 1, 2]);
+        for cut in 0..bytes.len() {
+            assert!(decode_ids(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_ids(&longer), Err("bytes after the last trace id"));
+        // The first id cannot repeat one before it.
+        assert_eq!(decode_ids(&[1, 1]), Err("a first trace id said to repeat"));
+        let mut huge = Vec::new();
+        put_varint(&mut huge, u64::MAX);
+        assert_eq!(decode_ids(&huge), Err("more trace ids than bytes"));
+    }
+
+    #[test]
+    fn floats_round_trip_and_repeats_take_a_byte() {
+        let values = vec![1.0, 1.0, 0.5, f64::MAX, -0.0, 0.0, f64::INFINITY, 1e-300, 3.25, 3.25];
+        let decoded = decode_floats(&encode_floats(&values)).unwrap();
+        assert_eq!(
+            decoded.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let nan = decode_floats(&encode_floats(&[f64::NAN])).unwrap();
+        assert!(nan[0].is_nan());
+        assert_eq!(encode_floats(&[1.0; 1000]).len(), 2 + 9 + 999);
+        let bytes = encode_floats(&[1.5, 2.75, 2.75]);
+        for cut in 0..bytes.len() {
+            assert!(decode_floats(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode_floats(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err("a float change of more than 8 bytes"));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_floats(&longer), Err("bytes after the last value"));
+    }
+
+    #[test]
     fn vectors_travel_through_bincode() {
         #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
         struct Both {
@@ -190,8 +344,10 @@ mod tests {
             durations: Vec<i64>,
             #[serde(with = "ids")]
             ids: Vec<u128>,
+            #[serde(with = "floats")]
+            ratios: Vec<f64>,
         }
-        let both = Both { durations: vec![3, 1, 2], ids: vec![u128::MAX, 0, 0x0102_0304] };
+        let both = Both { durations: vec![3, 1, 2], ids: vec![u128::MAX, 0, 0, 0x0102_0304], ratios: vec![1.0, 0.25] };
         let bytes = bincode::serialize(&both).unwrap();
         assert_eq!(bincode::deserialize::<Both>(&bytes).unwrap(), both);
         assert!(bincode::deserialize::<Both>(&bytes[..bytes.len() - 1]).is_err());

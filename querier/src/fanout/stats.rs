@@ -38,6 +38,7 @@ pub(crate) struct OpStats {
     before: i128,
     in_flight: i128,
     after: i128,
+    #[serde(with = "super::compact::floats")]
     parallelism: Vec<f64>,
     overflow: u64,
     edges: HashMap<Edge, EdgeStats>,
