@@ -1,9 +1,10 @@
 //! The statistics' long vectors in a compact form, for the trip from one
 //! querier to another (a spread fan-out ships every call's duration).
 //!
-//! Integers travel as the zigzag varint of each value's difference from the
-//! one before: a sorted run of durations costs one or two bytes a value
-//! instead of eight, per-parent counts and indexes one. Trace ids travel as
+//! Integers travel as each value's difference from the one before, packed
+//! in as few bits as a block of them needs: a sorted run of durations costs
+//! one or two bytes a value instead of eight, per-parent counts and indexes
+//! a bit or none. Trace ids travel as
 //! their bytes, each run of one id once (a parent's calls that are parents
 //! themselves share its trace). Floats travel as their change from the one
 //! before, in as few bytes as it takes. Each vector is one byte string to
@@ -62,36 +63,114 @@ fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
+/// Values per block of [`encode_ints`].
+const BLOCK: usize = 64;
+
 /// `values` as their count, then each one's zigzag difference from the one
-/// before (wrapping, so every i64 round-trips).
+/// before (wrapping, so every i64 round-trips), in blocks of [`BLOCK`]: the
+/// block's least difference (a varint), the bits the others need above it
+/// (a byte), and each one's excess in that many bits. A sorted run of
+/// durations costs a byte or two a value, and a value that repeats the
+/// step before it (the count of calls of parents that make one, each
+/// parent's index) nothing; values are read back a shift and a mask each.
 pub(super) fn encode_ints<T: Int>(values: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 2 + 10);
+    let mut out = Vec::with_capacity(values.len() * 4 + 10);
     put_varint(&mut out, values.len() as u64);
     let mut previous = 0i64;
-    for value in values {
-        let value = value.to_i64();
-        let delta = value.wrapping_sub(previous);
-        put_varint(&mut out, ((delta << 1) ^ (delta >> 63)) as u64);
-        previous = value;
+    let mut zigzags = [0u64; BLOCK];
+    for block in values.chunks(BLOCK) {
+        for (zigzag, value) in zigzags.iter_mut().zip(block) {
+            let value = value.to_i64();
+            let delta = value.wrapping_sub(previous);
+            *zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+            previous = value;
+        }
+        let zigzags = &zigzags[..block.len()];
+        let (least, most) = zigzags.iter().fold((u64::MAX, 0), |(l, m), &z| (l.min(z), m.max(z)));
+        let width = 64 - (most - least).leading_zeros();
+        put_varint(&mut out, least);
+        out.push(width as u8);
+        if width > 0 {
+            let (mut bits, mut filled) = (0u128, 0u32);
+            for &zigzag in zigzags {
+                bits |= u128::from(zigzag - least) << filled;
+                filled += width;
+                if filled >= 64 {
+                    out.extend_from_slice(&(bits as u64).to_le_bytes());
+                    bits >>= 64;
+                    filled -= 64;
+                }
+            }
+            out.extend_from_slice(&(bits as u64).to_le_bytes()[..filled.div_ceil(8) as usize]);
+        }
     }
     out
+}
+
+/// Reads `width`-bit values from bytes packed as [`encode_ints`] packs them.
+struct Unpack<'a> {
+    bytes: &'a [u8],
+    bits: u128,
+    filled: u32,
+    width: u32,
+    mask: u64,
+}
+
+impl<'a> Unpack<'a> {
+    fn new(bytes: &'a [u8], width: u32) -> Self {
+        let mask = if width == 64 { u64::MAX } else { (1 << width) - 1 };
+        Self { bytes, bits: 0, filled: 0, width, mask }
+    }
+
+    /// The next value (zero bits past the end of the bytes).
+    fn next(&mut self) -> u64 {
+        if self.filled < self.width {
+            let take = self.bytes.len().min(8);
+            let mut word = [0u8; 8];
+            word[..take].copy_from_slice(&self.bytes[..take]);
+            self.bytes = &self.bytes[take..];
+            self.bits |= u128::from(u64::from_le_bytes(word)) << self.filled;
+            self.filled += 64;
+        }
+        let value = self.bits as u64 & self.mask;
+        self.bits >>= self.width;
+        self.filled -= self.width;
+        value
+    }
 }
 
 /// The values [`encode_ints`] wrote, or what is wrong with `bytes`.
 pub(super) fn decode_ints<T: Int>(bytes: &[u8]) -> Result<Vec<T>, &'static str> {
     let (count, mut rest) = take_varint(bytes).ok_or("a count that is not a varint")?;
-    // Each value takes a byte at least: a count beyond the bytes is false.
-    if count > rest.len() as u64 {
+    // Each block takes two bytes at least: a count beyond the bytes is
+    // false (so what a string decodes to is at most 256 times its size).
+    if count.div_ceil(BLOCK as u64) > rest.len() as u64 / 2 {
         return Err("more values than bytes");
     }
     let mut values = Vec::with_capacity(count as usize);
     let mut previous = 0i64;
-    for _ in 0..count {
-        let (zigzag, after) = take_varint(rest).ok_or("a value cut short")?;
-        let delta = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-        previous = previous.wrapping_add(delta);
-        values.push(T::from_i64(previous).ok_or("a value out of range")?);
+    let mut left = count as usize;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        let (least, after) = take_varint(rest).ok_or("a block cut short")?;
+        let (&width, after) = after.split_first().ok_or("a block cut short")?;
+        if width > 64 {
+            return Err("a block of values wider than 64 bits");
+        }
+        let len = (n * usize::from(width)).div_ceil(8);
+        if after.len() < len {
+            return Err("a block cut short");
+        }
+        let (packed, after) = after.split_at(len);
+        let mut unpack = Unpack::new(packed, u32::from(width));
+        for _ in 0..n {
+            let zigzag = least.checked_add(unpack.next()).ok_or("a value out of range")?;
+            let delta = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+            previous = previous.wrapping_add(delta);
+            values.push(T::from_i64(previous).ok_or("a value out of range")?);
+        }
         rest = after;
+        left -= n;
     }
     if !rest.is_empty() {
         return Err("bytes after the last value");
@@ -261,6 +340,37 @@ mod tests {
         assert_eq!(decode_ints::<i64>(&encode_ints::<i64>(&[])).unwrap(), Vec::<i64>::new());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn integers_of_any_size_round_trip(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![0i64..4, -1000i64..1000, proptest::num::i64::ANY], 0..300),
+        ) {
+            proptest::prop_assert_eq!(decode_ints::<i64>(&encode_ints(&values)).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn steady_steps_take_no_bits() {
+        // Each parent's index on an edge, and one call each: two bytes a
+        // block (the first block's first step, from 0, is 0: 2 bits each).
+        let indexes: Vec<u32> = (0..6400).collect();
+        assert_eq!(encode_ints(&indexes).len(), 2 + 100 * 2 + 64 * 2 / 8);
+        assert_eq!(decode_ints::<u32>(&encode_ints(&indexes)).unwrap(), indexes);
+        let ones = vec![1u32; 6400];
+        assert_eq!(decode_ints::<u32>(&encode_ints(&ones)).unwrap(), ones);
+        // Random 25-bit durations: steps of 26 bits or 27 (as varints, 4 bytes).
+        let mut x = 1u64;
+        let random: Vec<i64> = (0..6400)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 39) as i64
+            })
+            .collect();
+        assert!(encode_ints(&random).len() <= 6400 * 27 / 8 + 100 * 4, "{}", encode_ints(&random).len());
+        assert_eq!(decode_ints::<i64>(&encode_ints(&random)).unwrap(), random);
+    }
+
     #[test]
     fn a_sorted_run_takes_a_byte_or_two_a_value() {
         let sorted: Vec<i64> = (0..10_000).map(|i| 20_000_000 + i * 97).collect();
@@ -284,6 +394,11 @@ mod tests {
         assert_eq!(decode_ints::<u32>(&encode_ints(&[-1i64])), Err("a value out of range"));
         // A varint of eleven bytes.
         assert!(decode_ints::<i64>(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        // A block wider than a value.
+        assert_eq!(
+            decode_ints::<i64>(&[1, 0, 65, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err("a block of values wider than 64 bits")
+        );
     }
 
     #[test]
