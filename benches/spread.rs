@@ -12,7 +12,9 @@
 //! work divides (bytes per querier) without costing more in total (CPU),
 //! not the time.
 //! Knobs: SPANLAKE_BENCH_SPREAD_SPANS (default 5,000,000);
-//! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 64MiB).
+//! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 64MiB);
+//! SPANLAKE_BENCH_SPREAD_DIR (write the blocks there and keep them, compacted
+//! at the end, to profile queriers over them afterwards; an empty directory).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -137,7 +139,10 @@ fn main() {
         std::env::var("SPANLAKE_BENCH_SPREAD_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
-    let root = dir.path().to_str().unwrap().to_owned();
+    let root = match std::env::var("SPANLAKE_BENCH_SPREAD_DIR") {
+        Ok(kept) => kept,
+        Err(_) => dir.path().to_str().unwrap().to_owned(),
+    };
     let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
     let (data_end, _) = runtime.block_on(common::write_last_hour(&storage, &TenantId::single(), target));
     let window = ((data_end - common::HOUR_NS) / 1_000_000_000, data_end / 1_000_000_000);

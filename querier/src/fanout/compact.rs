@@ -91,17 +91,22 @@ pub(super) fn encode_ints<T: Int>(values: &[T]) -> Vec<u8> {
         put_varint(&mut out, least);
         out.push(width as u8);
         if width > 0 {
-            let (mut bits, mut filled) = (0u128, 0u32);
+            // A word fills from its low bits; a value that does not fit
+            // goes on in the next word.
+            let (mut word, mut filled) = (0u64, 0u32);
             for &zigzag in zigzags {
-                bits |= u128::from(zigzag - least) << filled;
-                filled += width;
-                if filled >= 64 {
-                    out.extend_from_slice(&(bits as u64).to_le_bytes());
-                    bits >>= 64;
-                    filled -= 64;
+                let value = zigzag - least;
+                word |= value << filled;
+                let end = filled + width;
+                if end >= 64 {
+                    out.extend_from_slice(&word.to_le_bytes());
+                    word = value.checked_shr(64 - filled).unwrap_or(0);
+                    filled = end - 64;
+                } else {
+                    filled = end;
                 }
             }
-            out.extend_from_slice(&(bits as u64).to_le_bytes()[..filled.div_ceil(8) as usize]);
+            out.extend_from_slice(&word.to_le_bytes()[..filled.div_ceil(8) as usize]);
         }
     }
     out
@@ -110,7 +115,8 @@ pub(super) fn encode_ints<T: Int>(values: &[T]) -> Vec<u8> {
 /// Reads `width`-bit values from bytes packed as [`encode_ints`] packs them.
 struct Unpack<'a> {
     bytes: &'a [u8],
-    bits: u128,
+    /// The bits read and not yet taken, `filled` of them, from the low end.
+    bits: u64,
     filled: u32,
     width: u32,
     mask: u64,
@@ -124,17 +130,23 @@ impl<'a> Unpack<'a> {
 
     /// The next value (zero bits past the end of the bytes).
     fn next(&mut self) -> u64 {
-        if self.filled < self.width {
-            let take = self.bytes.len().min(8);
-            let mut word = [0u8; 8];
-            word[..take].copy_from_slice(&self.bytes[..take]);
-            self.bytes = &self.bytes[take..];
-            self.bits |= u128::from(u64::from_le_bytes(word)) << self.filled;
-            self.filled += 64;
+        if self.filled >= self.width {
+            let value = self.bits & self.mask;
+            self.bits >>= self.width;
+            self.filled -= self.width;
+            return value;
         }
-        let value = self.bits as u64 & self.mask;
-        self.bits >>= self.width;
-        self.filled -= self.width;
+        let take = self.bytes.len().min(8);
+        let mut word = [0u8; 8];
+        word[..take].copy_from_slice(&self.bytes[..take]);
+        self.bytes = &self.bytes[take..];
+        let word = u64::from_le_bytes(word);
+        // `filled` < `width` <= 64: the value's low bits are those held,
+        // the rest come from the word.
+        let value = (self.bits | word << self.filled) & self.mask;
+        let used = self.width - self.filled;
+        self.bits = word.checked_shr(used).unwrap_or(0);
+        self.filled = 64 - used;
         value
     }
 }
