@@ -95,7 +95,15 @@ pub(crate) async fn collect_counted(
     let mut rows = frame.execute_stream().await?;
     let mut batches = Vec::new();
     while let Some(batch) = rows.next().await {
-        let batch = batch?;
+        // A plan that ran out of memory on the way (an aggregate's groups)
+        // says so in DataFusion's words; the answer names what grew, and
+        // what to change.
+        let batch = batch.map_err(|error| match crate::error::QueryError::from(error) {
+            crate::error::QueryError::MemoryLimit(detail) => crate::error::QueryError::MemoryLimit(format!(
+                "{what} need more than the per-query memory limit; {hint} ({detail})"
+            )),
+            other => other,
+        })?;
         held.try_grow(batch_bytes(&batch)).map_err(|_| {
             crate::error::QueryError::MemoryLimit(format!(
                 "{what} hold more than the per-query memory limit ({} bytes so far); {hint}",

@@ -495,6 +495,8 @@ async fn series_beyond_the_memory_limit_are_refused() {
         let (status, body) = get(&server, "/api/metrics/query_range", &params).await;
         assert_eq!(status, 422, "{q}: {body}");
         assert!(body.contains("memory limit"), "{q}: {body}");
+        // Whichever counted the groups, the answer says what to change.
+        assert!(body.contains("group by fewer values"), "{q}: {body}");
     }
     server.spanlake.shutdown().await;
 }
