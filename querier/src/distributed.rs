@@ -469,7 +469,12 @@ pub(crate) struct FanoutExec {
 /// the chunk's number, and the chunk of the serialized analysis.
 const FANOUT_PART: &str = "part";
 const FANOUT_SEQ: &str = "seq";
-const FANOUT_CHUNK: &str = "chunk";
+/// Named for the statistics' encoding ([`crate::fanout`]'s `compact`), and
+/// renamed whenever it changes: queriers of two builds then never decode
+/// each other's analyses (a spread fan-out between them fails, and runs on
+/// the querier asked), where the wrong decoder could read numbers that are
+/// not there. `chunk` was the varint encoding; `packed` packs bits.
+const FANOUT_CHUNK: &str = "packed";
 /// The chunk number of the one row, with no bytes, that says a part's
 /// analysis was handed over in memory (see [`HandOff`]).
 const HANDED_OVER_SEQ: u32 = u32::MAX;
@@ -1429,6 +1434,20 @@ mod tests {
         expected.insert(1, format!("{:?}", Analysis::named(&["handed"], 3)));
         assert_eq!(got, expected);
         assert!(join_analyses(&with_handed, Default::default()).is_err());
+
+        // An analysis from a querier of an earlier build, in its encoding.
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new(FANOUT_PART, arrow::datatypes::DataType::UInt32, false),
+            arrow::datatypes::Field::new(FANOUT_SEQ, arrow::datatypes::DataType::UInt32, false),
+            arrow::datatypes::Field::new("chunk", arrow::datatypes::DataType::Binary, false),
+        ]));
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(arrow::array::UInt32Array::from(vec![1])),
+            Arc::new(arrow::array::UInt32Array::from(vec![0])),
+            Arc::new(arrow::array::BinaryArray::from(vec![halves[0].0.as_slice()])),
+        ];
+        let older = arrow::array::RecordBatch::try_new(schema, columns).unwrap();
+        assert!(join_analyses(&[older], Default::default()).is_err(), "never decoded as this build's");
     }
 
     #[test]

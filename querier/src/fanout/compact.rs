@@ -242,7 +242,8 @@ pub(super) fn encode_ids(ids: &[u128]) -> Vec<u8> {
 
 pub(super) fn decode_ids(bytes: &[u8]) -> Result<Vec<u128>, &'static str> {
     let (count, rest) = take_varint(bytes).ok_or("a count that is not a varint")?;
-    // A bit per id at least: a count beyond the bytes is false.
+    // A bit per id at least: a count beyond the bytes is false (so what a
+    // string decodes to is at most 128 times its size).
     if count.div_ceil(8) > rest.len() as u64 {
         return Err("more trace ids than bytes");
     }
