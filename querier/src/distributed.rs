@@ -575,21 +575,12 @@ impl ExecutionPlan for FanoutExec {
                     return Ok(futures::stream::iter(vec![batch.map_err(Into::into)]));
                 }
             };
-            let bytes = bincode::serialize(&found)
-                .map_err(|e| DataFusionError::Internal(format!("encoding a fan-out analysis: {e}")))?;
+            let batches = analysis_batches(part.index as u32, &found);
             drop(found);
-            let batches: Vec<Result<arrow::array::RecordBatch>> = bytes
-                .chunks(FANOUT_CHUNK_BYTES)
-                .enumerate()
-                .map(|(seq, chunk)| {
-                    let columns: Vec<arrow::array::ArrayRef> = vec![
-                        Arc::new(arrow::array::UInt32Array::from(vec![part.index as u32])),
-                        Arc::new(arrow::array::UInt32Array::from(vec![seq as u32])),
-                        Arc::new(arrow::array::BinaryArray::from(vec![chunk])),
-                    ];
-                    Ok(arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?)
-                })
-                .collect();
+            let batches: Vec<Result<arrow::array::RecordBatch>> = match batches {
+                Ok(batches) => batches.into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(error)],
+            };
             Ok::<_, DataFusionError>(futures::stream::iter(batches))
         };
         let stream = futures::stream::once(analysis).map(|result| match result {
@@ -598,6 +589,34 @@ impl ExecutionPlan for FanoutExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(fanout_schema(), stream.flatten())))
     }
+}
+
+/// The analysis of part `part` as record batches: its bincode in chunks of
+/// [`FANOUT_CHUNK_BYTES`].
+fn analysis_batches(part: u32, analysis: &Analysis) -> Result<Vec<arrow::array::RecordBatch>> {
+    // Written straight out: `bincode::serialize` first runs every encoder
+    // once more, to size its buffer.
+    let mut bytes = Vec::new();
+    bincode::serialize_into(&mut bytes, analysis)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a fan-out analysis: {e}")))?;
+    // Each chunk a slice of the one buffer, not a copy.
+    let bytes = arrow::buffer::Buffer::from_vec(bytes);
+    let schema = fanout_schema();
+    (0..bytes.len())
+        .step_by(FANOUT_CHUNK_BYTES)
+        .enumerate()
+        .map(|(seq, at)| {
+            let len = FANOUT_CHUNK_BYTES.min(bytes.len() - at);
+            let offsets = arrow::buffer::OffsetBuffer::from_lengths([len]);
+            let chunk = arrow::array::BinaryArray::try_new(offsets, bytes.slice_with_length(at, len), None)?;
+            let columns: Vec<arrow::array::ArrayRef> = vec![
+                Arc::new(arrow::array::UInt32Array::from(vec![part])),
+                Arc::new(arrow::array::UInt32Array::from(vec![seq as u32])),
+                Arc::new(chunk),
+            ];
+            Ok(arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?)
+        })
+        .collect()
 }
 
 /// A fan-out share as it travels: JSON, the matched parents as base64 of
@@ -1448,6 +1467,17 @@ mod tests {
         ];
         let older = arrow::array::RecordBatch::try_new(schema, columns).unwrap();
         assert!(join_analyses(&[older], Default::default()).is_err(), "never decoded as this build's");
+    }
+
+    #[test]
+    fn a_large_analysis_is_cut_into_chunks_and_joined_whole() {
+        // Names of 2.5 MiB: three chunks, the last a part of one.
+        let long = "n".repeat(5 * FANOUT_CHUNK_BYTES / 2);
+        let analysis = Analysis::named(&[long.as_str(), "cart"], 12);
+        let batches = analysis_batches(4, &analysis).unwrap();
+        assert_eq!(batches.len(), 3);
+        let joined = join_analyses(&batches, Default::default()).unwrap();
+        assert_eq!(format!("{:?}", joined), format!("{:?}", [analysis]));
     }
 
     #[test]
