@@ -566,6 +566,7 @@ impl ExecutionPlan for FanoutExec {
             let found = match handed {
                 Err(found) => found,
                 Ok(()) => {
+                    source.handed_over.inc();
                     let columns: Vec<arrow::array::ArrayRef> = vec![
                         Arc::new(arrow::array::UInt32Array::from(vec![part.index as u32])),
                         Arc::new(arrow::array::UInt32Array::from(vec![HANDED_OVER_SEQ])),

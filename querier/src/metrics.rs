@@ -50,6 +50,9 @@ pub(crate) struct Metrics {
     pub(crate) bytes_read: Counter,
     /// Tasks of spread queries run here, for whichever querier coordinated.
     pub(crate) worker_tasks: Counter,
+    /// Fan-out analyses a task here handed to the query coordinated here,
+    /// in memory (rather than through Arrow Flight to this process).
+    pub(crate) handed_over: Counter,
 }
 
 impl Metrics {
@@ -64,6 +67,7 @@ impl Metrics {
             memory: Gauge::default(),
             bytes_read: Counter::default(),
             worker_tasks: Counter::default(),
+            handed_over: Counter::default(),
             blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
@@ -99,6 +103,11 @@ impl Metrics {
             "worker_tasks",
             "Tasks of queries spread over queriers that ran here, for whichever querier coordinated",
             m.worker_tasks.clone(),
+        );
+        r.register(
+            "fanout_analyses_handed_over",
+            "Fan-out analyses of a spread query's task that ran on the querier coordinating it, handed over in memory",
+            m.handed_over.clone(),
         );
         r.register(
             "blocks_skipped",

@@ -276,6 +276,13 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         assert_eq!(readers(&http, &queriers, asked).await, 3, "the three queriers read blocks: {query:?}");
         assert_eq!(spread_count(&http, first, "ok").await, before + 1, "ran on one querier: {query:?}");
     }
+    // The coordinating querier's own task handed its analyses over in
+    // memory; the other queriers, coordinating nothing, handed over none.
+    let handed = "spanlake_querier_fanout_analyses_handed_over_total";
+    assert!(metric(&http, first, handed).await > 0, "the coordinator sent its own analyses to itself");
+    for other in others {
+        assert_eq!(metric(&http, other, handed).await, 0);
+    }
     let operations = expected_fanouts[0]["operations"].as_array().unwrap();
     let parents: u64 = operations.iter().map(|op| op["parents"].as_u64().unwrap_or(0)).sum();
     assert_eq!(parents, 240, "every root once, a parent of each service: {}", expected_fanouts[0]);

@@ -4,13 +4,13 @@
 //! Integers travel as each value's difference from the one before, packed
 //! in as few bits as a block of them needs: a sorted run of durations costs
 //! one or two bytes a value instead of eight, per-parent counts and indexes
-//! a bit or none. Trace ids travel as
-//! their bytes, each run of one id once (a parent's calls that are parents
-//! themselves share its trace). Floats travel as their change from the one
-//! before, in as few bytes as it takes. Each vector is one byte string to
-//! the serializer, so bincode copies it at once rather than value by value,
-//! and the transport need not compress it again. Decoding checks every value it
-//! reads: a truncated or altered string is an error, never a panic.
+//! a bit or none. Trace ids travel as their bytes, each run of one id once
+//! (a parent's calls that are parents themselves share its trace). Floats
+//! travel as their change from the one before, in as few bytes as it
+//! takes. Each vector is one byte string to the serializer, so bincode
+//! copies it at once rather than value by value, and the transport need
+//! not compress it again. Decoding checks every value it reads: a
+//! truncated or altered string is an error, never a panic.
 
 use serde::de::Visitor;
 use serde::{Deserializer, Serializer};

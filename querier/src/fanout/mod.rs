@@ -645,6 +645,8 @@ pub(crate) struct FanoutSource {
     pub(crate) blocks: crate::blocks::SharedBlocks,
     pub(crate) memory_limit: usize,
     pub(crate) memory_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Counts the analyses handed over in memory (see `distributed::HandOff`).
+    pub(crate) handed_over: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for FanoutSource {
@@ -1010,6 +1012,7 @@ impl Querier {
             blocks: Arc::clone(&self.blocks),
             memory_limit: self.config.sql_memory_limit,
             memory_gauge: self.metrics.memory.clone(),
+            handed_over: self.metrics.handed_over.clone(),
         }
     }
 

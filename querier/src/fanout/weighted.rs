@@ -137,36 +137,28 @@ impl Runs {
 
 /// Two sorted runs merged into one (weights with their values).
 fn merge(a: Weighted, b: Weighted) -> Weighted {
-    let weighted = a.is_weighted() || b.is_weighted();
-    if !weighted {
+    if !a.is_weighted() && !b.is_weighted() {
         return Weighted { values: merge_values(&a.values, &b.values), weights: None };
     }
-    let mut out = Weighted {
-        values: Vec::with_capacity(a.len() + b.len()),
-        weights: weighted.then(|| Vec::with_capacity(a.len() + b.len())),
-    };
+    let (mut values, mut weights) = (Vec::with_capacity(a.len() + b.len()), Vec::with_capacity(a.len() + b.len()));
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         let from_a = a.values[i] <= b.values[j];
         let (run, at) = if from_a { (&a, &mut i) } else { (&b, &mut j) };
-        out.values.push(run.values[*at]);
-        if let Some(weights) = &mut out.weights {
-            weights.push(run.weight(*at));
-        }
+        values.push(run.values[*at]);
+        weights.push(run.weight(*at));
         *at += 1;
     }
     for (run, from) in [(&a, i), (&b, j)] {
-        out.values.extend_from_slice(&run.values[from..]);
-        if let Some(weights) = &mut out.weights {
-            weights.extend((from..run.len()).map(|k| run.weight(k)));
-        }
+        values.extend_from_slice(&run.values[from..]);
+        weights.extend((from..run.len()).map(|k| run.weight(k)));
     }
-    out
+    Weighted { values, weights: Some(weights) }
 }
 
 /// Two sorted runs of values merged into one, without a branch on which
-/// run a value comes from: runs of durations interleave at random, and a
-/// branch that guesses wrong half the time cost most of the merge.
+/// run a value comes from: runs of durations interleave at random, so such
+/// a branch guesses wrong about half the time.
 fn merge_values(a: &[i64], b: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
