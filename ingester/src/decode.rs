@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
-use spanlake_schemas::encode::{AppendReport, Capacity, ResourceContext, ScopeContext, SpanBatchBuilder};
+use spanlake_schemas::encode::{AppendReport, Capacity, Group, ResourceContext, ScopeContext, SpanBatchBuilder};
 use spanlake_schemas::span_ref::SpanRef;
 
 use crate::error::IngestError;
@@ -165,23 +165,36 @@ fn append_protobuf(
 
     let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());
     let mut span = SpanRef::default();
+    let (mut resources, mut scopes) = (Seen::default(), Seen::default());
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
         let rs = rs.map_err(wire)?;
-        let resource = last_embedded(rs, RESOURCE_SPANS_RESOURCE).map_err(wire)?;
-        let resource = decode_priced::<Resource>(resource, Msg::Resource)?;
+        let encoded_resource = last_embedded(rs, RESOURCE_SPANS_RESOURCE).map_err(wire)?;
         let schema_url = last_string(rs, RESOURCE_SPANS_SCHEMA_URL)?;
-        let mut resource_context = resource
-            .as_ref()
-            .map(|r| ResourceContext::new(r.as_ref().unwrap_or(&empty_resource), schema_url))
-            .map_err(Clone::clone);
+        let seen = resources.group(encoded_resource, schema_url);
+        let resource = match seen {
+            Some(_) => Ok(None),
+            None => decode_priced::<Resource>(encoded_resource, Msg::Resource)?,
+        };
+        let mut resource_context = match seen {
+            Some(group) => Ok(ResourceContext::joining(group)),
+            None => resource
+                .as_ref()
+                .map(|r| ResourceContext::new(r.as_ref().unwrap_or(&empty_resource), schema_url))
+                .map_err(Clone::clone),
+        };
         for ss in embedded(rs, RESOURCE_SPANS_SCOPE_SPANS) {
             let ss = ss.map_err(wire)?;
-            let scope = last_embedded(ss, SCOPE_SPANS_SCOPE).map_err(wire)?;
-            let scope = decode_priced::<InstrumentationScope>(scope, Msg::Scope)?;
+            let encoded_scope = last_embedded(ss, SCOPE_SPANS_SCOPE).map_err(wire)?;
             let scope_schema_url = last_string(ss, SCOPE_SPANS_SCHEMA_URL)?;
-            let mut scope_context = match (&resource_context, &scope) {
-                (Ok(r), Ok(s)) => Ok(ScopeContext::new(r, s.as_ref().unwrap_or(&empty_scope), scope_schema_url)),
-                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+            let seen = scopes.group(encoded_scope, scope_schema_url);
+            let scope = match seen {
+                Some(_) => Ok(None),
+                None => decode_priced::<InstrumentationScope>(encoded_scope, Msg::Scope)?,
+            };
+            let mut scope_context = match (&resource_context, &scope, seen) {
+                (Ok(r), Ok(_), Some(group)) => Ok(ScopeContext::joining(r, group)),
+                (Ok(r), Ok(s), None) => Ok(ScopeContext::new(r, s.as_ref().unwrap_or(&empty_scope), scope_schema_url)),
+                (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
             };
             for encoded in embedded(ss, SCOPE_SPANS_SPANS) {
                 let encoded = encoded.map_err(wire)?;
@@ -211,9 +224,42 @@ fn append_protobuf(
                     }
                 }
             }
+            if let Ok(group) = scope_context.as_ref().map(ScopeContext::group) {
+                scopes.remember(encoded_scope, scope_schema_url, group);
+            }
+        }
+        if let Ok(group) = resource_context.as_ref().map(ResourceContext::group) {
+            resources.remember(encoded_resource, schema_url, group);
         }
     }
     Ok(())
+}
+
+/// The resources (or scopes) of a request whose spans have a group of rows
+/// in its batch, by their encoding and schema URL. A Collector forwards a
+/// service's resource with each trace, so a request of ten traces can hold
+/// one resource ten times: it is decoded once, and its spans share one
+/// group. At most [`Seen::MOST`] are remembered, so a request of countless
+/// distinct resources holds no more than that.
+#[derive(Default)]
+struct Seen<'b> {
+    groups: foldhash::HashMap<(Option<&'b [u8]>, &'b str), Group>,
+}
+
+impl<'b> Seen<'b> {
+    const MOST: usize = 1024;
+
+    fn group(&self, encoded: Option<&'b [u8]>, schema_url: &'b str) -> Option<Group> {
+        self.groups.get(&(encoded, schema_url)).copied()
+    }
+
+    fn remember(&mut self, encoded: Option<&'b [u8]>, schema_url: &'b str, group: Option<Group>) {
+        if let Some(group) = group
+            && self.groups.len() < Self::MOST
+        {
+            self.groups.insert((encoded, schema_url), group);
+        }
+    }
 }
 
 /// Decodes `encoded` (absent: `None`) once its price is within bounds.
@@ -646,6 +692,56 @@ mod tests {
         assert!(held <= 2 * COPIED_ATTRIBUTE_BYTES, "{held} bytes held for a {}-byte body", body.len());
         let plain = spanlake_schemas::encode::expand_groups(&converted.batch).unwrap().get_array_memory_size();
         assert!(held >= plain / 2 && held <= plain * 2, "{held} bytes counted, {plain} expanded");
+    }
+
+    /// As a Collector forwards them: each trace's spans under their own
+    /// copy of their service's resource. Copies are decoded once and share
+    /// a group, and the batch holds what decoding every copy would give.
+    #[test]
+    fn a_resource_repeated_in_a_request_is_one_group() {
+        let kv = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+            ..Default::default()
+        };
+        let resource = |service: &str| Resource { attributes: vec![kv("service.name", service)], ..Default::default() };
+        let scope = |name: &str| InstrumentationScope { name: name.into(), ..Default::default() };
+        // Span `i` of trace `t`; trace 0's first copy of "a" holds only an
+        // invalid span (no trace id), so its copy after decodes again.
+        let span = |t: u8, i: u8| Span {
+            trace_id: if t == 0 && i == 0 { vec![] } else { vec![t + 1; 16] },
+            span_id: vec![t + 1, i + 1, 0, 0, 0, 0, 0, 1],
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Default::default()
+        };
+        let resource_spans = |service: &str, schema_url: &str, library: &str, spans: Vec<Span>| ResourceSpans {
+            resource: Some(resource(service)),
+            scope_spans: vec![ScopeSpans { scope: Some(scope(library)), spans, ..Default::default() }],
+            schema_url: schema_url.into(),
+        };
+        let mut copies = vec![resource_spans("a", "", "lib", vec![span(0, 0)])];
+        for t in 0..4 {
+            copies.push(resource_spans("a", "", "lib", vec![span(t, 1), span(t, 2)]));
+            copies.push(resource_spans("b", "", "lib", vec![span(t, 3)]));
+            copies.push(resource_spans("b", "v2", "other", vec![span(t, 4)]));
+        }
+        let body = request(copies);
+        let protobuf = convert(&body.encode_to_vec(), Format::Protobuf, SpanBatchBuilder::default(), 100).unwrap();
+        let json =
+            convert(&serde_json::to_vec(&body).unwrap(), Format::Json, SpanBatchBuilder::default(), 100).unwrap();
+        assert_eq!((protobuf.report.accepted, protobuf.report.rejected), (16, 1));
+        let groups = |batch: &RecordBatch, column: &str| {
+            use arrow::array::AsArray;
+            let dictionary = batch.column_by_name(column).unwrap().as_dictionary::<arrow::datatypes::UInt32Type>();
+            dictionary.values().len()
+        };
+        // "a", "b", and "b" of another schema URL; "lib" and "other".
+        assert_eq!(groups(&protobuf.batch, "resource_attributes"), 3);
+        assert_eq!(groups(&protobuf.batch, "scope_name"), 2);
+        assert_eq!(groups(&json.batch, "resource_attributes"), 12, "JSON decodes each copy");
+        let expand = |batch: &RecordBatch| spanlake_schemas::encode::expand_groups(batch).unwrap();
+        assert_eq!(expand(&protobuf.batch), expand(&json.batch));
     }
 
     #[test]

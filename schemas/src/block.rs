@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::array::{ArrayRef, AsArray, DictionaryArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{TimestampNanosecondType, UInt32Type};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
@@ -334,10 +334,9 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// ingester's, whose resource and scope columns are expanded here).
 ///
 /// The block is sorted and encoded one column at a time: each column is put
-/// in block order (one interleave over every batch), encoded, and its writer
-/// closed before the next column is sorted. So the sorted copy of a block is
-/// never whole in memory, only its largest column; and each column costs one
-/// interleave, as sorting the whole batch at once did.
+/// in block order (one gather over every batch, a run of rows at a time),
+/// encoded, and its writer closed before the next column is sorted. So the
+/// sorted copy of a block is never whole in memory, only its largest column.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
     let keys = sort_keys(batches);
     let traces = keys.iter().enumerate().filter(|(i, k)| *i == 0 || keys[i - 1].0 != k.0).count();
@@ -361,21 +360,34 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     for (group, rows) in indices.chunks(ROW_GROUP_ROWS).enumerate() {
         let mut writers = row_groups.create_column_writers(group)?.into_iter();
         let mut chunks = Vec::new();
-        // Nested columns (attribute maps, events, links) are gathered a row's
-        // entries at a time; flat ones a value at a time.
+        // Runs of rows that follow each other in one batch.
         let mut ranges = Vec::with_capacity(rows.len());
         rows.iter()
             .for_each(|&(array, row)| gather::push(&mut ranges, gather::Rows { array, start: row, end: row + 1 }));
+        // The rows of the groups' values, by the keys that name them: a
+        // resource's (or scope's) columns share one set of keys.
+        let mut groups: Vec<(Vec<*const u32>, Vec<gather::Rows>)> = Vec::new();
         for (column, field) in schema.fields().iter().enumerate() {
             let columns = column_of(batches, column)?;
             let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
-            // Nested and grouped (dictionary) columns are gathered a row's
-            // entries or group at a time; flat ones a value at a time.
-            let grouped = matches!(arrays[0].data_type(), arrow::datatypes::DataType::Dictionary(..));
-            let sorted = if field.data_type().is_nested() || grouped {
-                gather::gather(&arrays, &ranges)?
-            } else {
-                arrow::compute::interleave(&arrays, rows)?
+            let sorted = match grouped(&arrays) {
+                Some(dictionaries) => {
+                    let keys: Vec<&UInt32Array> = dictionaries.iter().map(|d| d.keys()).collect();
+                    let id: Vec<*const u32> = keys.iter().map(|k| k.values().as_ptr()).collect();
+                    let at = match groups.iter().position(|(known, _)| *known == id) {
+                        Some(at) => at,
+                        None => {
+                            groups.push((id, gather::value_rows(&keys, &ranges, rows.len())?));
+                            groups.len() - 1
+                        }
+                    };
+                    let values: Vec<&dyn arrow::array::Array> =
+                        dictionaries.iter().map(|d| d.values().as_ref()).collect();
+                    gather::gather(&values, &groups[at].1)?
+                }
+                // Every other column is gathered a run of rows at a time
+                // (a row's entries, for nested columns).
+                None => gather::gather(&arrays, &ranges)?,
             };
             for leaf in parquet::arrow::arrow_writer::compute_leaves(field, &sorted)? {
                 let mut writer = writers.next().expect("a writer per leaf column");
@@ -392,6 +404,12 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     file.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
+}
+
+/// The arrays as dictionaries, when they are (the grouped resource and
+/// scope columns).
+fn grouped<'a>(arrays: &[&'a dyn arrow::array::Array]) -> Option<Vec<&'a DictionaryArray<UInt32Type>>> {
+    arrays.iter().map(|a| a.as_dictionary_opt::<UInt32Type>()).collect()
 }
 
 /// Column `column` of every batch, all of one type: batches of the span

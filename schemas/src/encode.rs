@@ -6,7 +6,7 @@
 //! bytes and not all zero, parent span id is empty or 8 bytes, times fit a
 //! signed 64-bit nanosecond timestamp.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch,
@@ -92,6 +92,8 @@ pub struct ResourceContext<'a> {
     depth: Result<(), InvalidSpan>,
     /// Its attributes' group in the builder, once a span of it is appended.
     group: Option<u32>,
+    /// Its attribute entries, which each of its rows will hold.
+    entries: usize,
 }
 
 impl<'a> ResourceContext<'a> {
@@ -103,6 +105,30 @@ impl<'a> ResourceContext<'a> {
             entity_refs: (!resource.entity_refs.is_empty()).then(|| entity_refs_json(resource)),
             depth: check_depth("resource", &resource.attributes),
             group: None,
+            entries: resource.attributes.len(),
+        }
+    }
+
+    /// The group of rows this resource's spans have in the builder, once
+    /// one of them is appended.
+    pub fn group(&self) -> Option<Group> {
+        self.group.map(|id| Group { id, entries: self.entries })
+    }
+
+    /// A resource equal to one whose spans went to `group` of the same
+    /// builder: its spans join that group, and its columns are not appended
+    /// again. (Equal resources, same encoding and schema URL, make equal
+    /// columns; a group exists only once a span passed the depth check.)
+    pub fn joining(group: Group) -> ResourceContext<'static> {
+        static NONE: LazyLock<Resource> = LazyLock::new(Resource::default);
+        ResourceContext {
+            resource: &NONE,
+            schema_url: "",
+            service: None,
+            entity_refs: None,
+            depth: Ok(()),
+            group: Some(group.id),
+            entries: group.entries,
         }
     }
 }
@@ -115,12 +141,41 @@ pub struct ScopeContext<'a> {
     /// Whether its, or its resource's, attributes nest too deeply.
     depth: Result<(), InvalidSpan>,
     group: Option<u32>,
+    entries: usize,
+}
+
+/// A group of a builder's rows that share a resource, or a scope: its
+/// number, and the attribute entries each of its rows holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    id: u32,
+    entries: usize,
 }
 
 impl<'a> ScopeContext<'a> {
     pub fn new(resource: &ResourceContext<'_>, scope: &'a InstrumentationScope, schema_url: &'a str) -> Self {
         let depth = resource.depth.clone().and_then(|()| check_depth("scope", &scope.attributes));
-        Self { scope, schema_url, depth, group: None }
+        Self { scope, schema_url, depth, group: None, entries: scope.attributes.len() }
+    }
+
+    /// The group of rows this scope's spans have in the builder, once one
+    /// of them is appended.
+    pub fn group(&self) -> Option<Group> {
+        self.group.map(|id| Group { id, entries: self.entries })
+    }
+
+    /// A scope equal to one whose spans went to `group` of the same builder,
+    /// within `resource`: its spans join that group (as
+    /// [`ResourceContext::joining`]).
+    pub fn joining(resource: &ResourceContext<'_>, group: Group) -> ScopeContext<'static> {
+        static NONE: LazyLock<InstrumentationScope> = LazyLock::new(InstrumentationScope::default);
+        ScopeContext {
+            scope: &NONE,
+            schema_url: "",
+            depth: resource.depth.clone(),
+            group: Some(group.id),
+            entries: group.entries,
+        }
     }
 }
 
@@ -363,7 +418,7 @@ impl SpanBatchBuilder {
         }
         // Each row will hold its resource's and scope's attributes once the
         // block is written: bound what that expansion takes.
-        let entries = resource.resource.attributes.len() + scope.scope.attributes.len();
+        let entries = resource.entries + scope.entries;
         if self.resource_groups.copied + self.scope_groups.copied + entries > self.max_copied_entries {
             report.reject(span.span_id, InvalidSpan::TooManyCopies { entries, limit: self.max_copied_entries });
             return;

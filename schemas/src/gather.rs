@@ -13,7 +13,8 @@ use std::sync::Arc;
 use arrow::array::BooleanBufferBuilder;
 use arrow::array::{
     Array, ArrayData, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray,
-    GenericByteArray, ListArray, MapArray, MutableArrayData, PrimitiveArray, StructArray, make_array, new_null_array,
+    GenericByteArray, ListArray, MapArray, MutableArrayData, PrimitiveArray, StructArray, UInt32Array, make_array,
+    new_null_array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{
@@ -189,16 +190,26 @@ fn lists(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef,
 /// array of its values' type. Keys must not be null.
 fn dictionaries(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef, ArrowError> {
     let typed: Vec<&DictionaryArray<UInt32Type>> = arrays.iter().map(|a| a.as_dictionary::<UInt32Type>()).collect();
-    if typed.iter().any(|d| d.keys().null_count() > 0) {
+    let keys: Vec<&UInt32Array> = typed.iter().map(|d| d.keys()).collect();
+    let values = value_rows(&keys, ranges, len)?;
+    gather(&typed.iter().map(|d| d.values().as_ref()).collect::<Vec<_>>(), &values)
+}
+
+/// The rows of a dictionary's values that the rows `ranges` of dictionaries
+/// with `keys` name, in order: gathering the values by them gathers the
+/// dictionaries. Columns that share their keys (a resource's columns) share
+/// these rows. Keys must not be null.
+pub fn value_rows(keys: &[&UInt32Array], ranges: &[Rows], len: usize) -> Result<Vec<Rows>, ArrowError> {
+    if keys.iter().any(|k| k.null_count() > 0) {
         return Err(ArrowError::InvalidArgumentError("cannot gather a dictionary with null keys".into()));
     }
     let mut values = Vec::with_capacity(len);
     for r in ranges {
-        for &key in &typed[r.array].keys().values()[r.start..r.end] {
+        for &key in &keys[r.array].values()[r.start..r.end] {
             push(&mut values, Rows { array: r.array, start: key as usize, end: key as usize + 1 });
         }
     }
-    gather(&typed.iter().map(|d| d.values().as_ref()).collect::<Vec<_>>(), &values)
+    Ok(values)
 }
 
 /// `array`, with a dictionary expanded to its values (anything else as is).

@@ -46,28 +46,35 @@ pub const VALUE_JSON: &str = "json";
 pub const TRACE_ID_LEN: i32 = 16;
 pub const SPAN_ID_LEN: i32 = 8;
 
-/// The struct type of one attribute value.
+/// The struct type of one attribute value. (The schema's types are built
+/// once: a request's builder finishes a dozen arrays of them.)
 pub fn attribute_value_fields() -> Fields {
-    Fields::from(vec![
-        Field::new(VALUE_STR, DataType::Utf8, true),
-        Field::new(VALUE_INT, DataType::Int64, true),
-        Field::new(VALUE_DOUBLE, DataType::Float64, true),
-        Field::new(VALUE_BOOL, DataType::Boolean, true),
-        Field::new(VALUE_BYTES, DataType::Binary, true),
-        Field::new(VALUE_JSON, DataType::Utf8, true),
-    ])
+    static FIELDS: LazyLock<Fields> = LazyLock::new(|| {
+        Fields::from(vec![
+            Field::new(VALUE_STR, DataType::Utf8, true),
+            Field::new(VALUE_INT, DataType::Int64, true),
+            Field::new(VALUE_DOUBLE, DataType::Float64, true),
+            Field::new(VALUE_BOOL, DataType::Boolean, true),
+            Field::new(VALUE_BYTES, DataType::Binary, true),
+            Field::new(VALUE_JSON, DataType::Utf8, true),
+        ])
+    });
+    FIELDS.clone()
 }
 
 /// The entries field of an attribute map: `key` → typed `value`.
 pub fn attribute_entries_field() -> Arc<Field> {
-    Arc::new(Field::new(
-        "key_value",
-        DataType::Struct(Fields::from(vec![
-            Field::new("key", DataType::Utf8, false),
-            Field::new("value", DataType::Struct(attribute_value_fields()), true),
-        ])),
-        false,
-    ))
+    static FIELD: LazyLock<Arc<Field>> = LazyLock::new(|| {
+        Arc::new(Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Struct(attribute_value_fields()), true),
+            ])),
+            false,
+        ))
+    });
+    FIELD.clone()
 }
 
 /// An attribute map column type.
@@ -80,31 +87,41 @@ pub fn timestamp_type() -> DataType {
 }
 
 pub fn event_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("time", timestamp_type(), false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("attributes", attribute_map_type(), false),
-        Field::new("dropped_attributes_count", DataType::UInt32, false),
-    ])
+    static FIELDS: LazyLock<Fields> = LazyLock::new(|| {
+        Fields::from(vec![
+            Field::new("time", timestamp_type(), false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("attributes", attribute_map_type(), false),
+            Field::new("dropped_attributes_count", DataType::UInt32, false),
+        ])
+    });
+    FIELDS.clone()
 }
 
 pub fn link_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("trace_id", DataType::FixedSizeBinary(TRACE_ID_LEN), false),
-        Field::new("span_id", DataType::FixedSizeBinary(SPAN_ID_LEN), false),
-        Field::new("trace_state", DataType::Utf8, true),
-        Field::new("attributes", attribute_map_type(), false),
-        Field::new("dropped_attributes_count", DataType::UInt32, false),
-        Field::new("flags", DataType::UInt32, false),
-    ])
+    static FIELDS: LazyLock<Fields> = LazyLock::new(|| {
+        Fields::from(vec![
+            Field::new("trace_id", DataType::FixedSizeBinary(TRACE_ID_LEN), false),
+            Field::new("span_id", DataType::FixedSizeBinary(SPAN_ID_LEN), false),
+            Field::new("trace_state", DataType::Utf8, true),
+            Field::new("attributes", attribute_map_type(), false),
+            Field::new("dropped_attributes_count", DataType::UInt32, false),
+            Field::new("flags", DataType::UInt32, false),
+        ])
+    });
+    FIELDS.clone()
 }
 
 pub fn event_item_field() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::Struct(event_fields()), false))
+    static FIELD: LazyLock<Arc<Field>> =
+        LazyLock::new(|| Arc::new(Field::new("item", DataType::Struct(event_fields()), false)));
+    FIELD.clone()
 }
 
 pub fn link_item_field() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::Struct(link_fields()), false))
+    static FIELD: LazyLock<Arc<Field>> =
+        LazyLock::new(|| Arc::new(Field::new("item", DataType::Struct(link_fields()), false)));
+    FIELD.clone()
 }
 
 static SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {

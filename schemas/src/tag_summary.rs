@@ -139,7 +139,9 @@ pub struct TagSummaryBuilder {
 // bounds cap every set, so no input can make them large.
 #[derive(Debug, Default)]
 struct ScopeBuilder {
-    keys: HashMap<String, ValuesBuilder>,
+    /// Each key's place in `keys`.
+    places: HashMap<String, usize>,
+    keys: Vec<(String, ValuesBuilder)>,
     overflowed: bool,
 }
 
@@ -208,21 +210,31 @@ impl ValuesBuilder {
 }
 
 impl ScopeBuilder {
+    /// The place of `key`'s values, or `None` when the scope has no room for
+    /// it. Either answer stays the same for the builder's life: a key once
+    /// placed keeps its place, and a scope once overflowed places no more.
+    fn place(&mut self, key: &str, bytes: &mut usize) -> Option<usize> {
+        if let Some(&place) = self.places.get(key) {
+            return Some(place);
+        }
+        if self.overflowed
+            || self.keys.len() >= MAX_KEYS_PER_SCOPE
+            || key.len() > MAX_VALUE_BYTES
+            || *bytes + key.len() > MAX_SUMMARY_BYTES
+        {
+            self.overflowed = true;
+            return None;
+        }
+        *bytes += key.len();
+        self.places.insert(key.to_owned(), self.keys.len());
+        self.keys.push((key.to_owned(), ValuesBuilder::default()));
+        Some(self.keys.len() - 1)
+    }
+
     /// The values of `key`, or `None` when the scope has no room for it.
     fn key(&mut self, key: &str, bytes: &mut usize) -> Option<&mut ValuesBuilder> {
-        if !self.keys.contains_key(key) {
-            if self.overflowed
-                || self.keys.len() >= MAX_KEYS_PER_SCOPE
-                || key.len() > MAX_VALUE_BYTES
-                || *bytes + key.len() > MAX_SUMMARY_BYTES
-            {
-                self.overflowed = true;
-                return None;
-            }
-            *bytes += key.len();
-            self.keys.insert(key.to_owned(), ValuesBuilder::default());
-        }
-        self.keys.get_mut(key)
+        let place = self.place(key, bytes)?;
+        Some(&mut self.keys[place].1)
     }
 }
 
@@ -292,6 +304,11 @@ impl TagSummaryBuilder {
         // its entries with rows outside it).
         let offsets = map.value_offsets();
         let mut previous: Option<(usize, usize)> = None;
+        // By an entry's position in its row: the last entry seen there, and
+        // its key's place. Spans of one kind list the same keys in the same
+        // order, so a key is looked up by comparing it with the one before
+        // at its position, and an entry equal to that one adds nothing.
+        let mut recent: Vec<(usize, Option<usize>)> = Vec::new();
         for row in 0..map.len() {
             let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
             if let Some((before, before_end)) = previous
@@ -301,8 +318,18 @@ impl TagSummaryBuilder {
                 continue;
             }
             previous = Some((start, end));
-            for i in start..end {
-                let Some(key) = scope.key(keys.value(i), &mut self.bytes) else { continue };
+            for (position, i) in (start..end).enumerate() {
+                let place = match recent.get(position) {
+                    Some(&(seen, _)) if same(seen, i) => continue,
+                    Some(&(seen, place)) if keys.value(seen) == keys.value(i) => place,
+                    _ => scope.place(keys.value(i), &mut self.bytes),
+                };
+                match recent.get_mut(position) {
+                    Some(slot) => *slot = (i, place),
+                    None => recent.push((i, place)),
+                }
+                let Some(place) = place else { continue };
+                let key = &mut scope.keys[place].1;
                 if key.overflowed || values.is_null(i) {
                     continue;
                 }
@@ -425,6 +452,60 @@ mod tests {
         let services = &summary.scopes[s::RESOURCE_ATTRIBUTES].keys["service.name"].strings;
         assert_eq!(services, &BTreeSet::from(["a".to_owned(), "b".to_owned()]));
         assert_eq!(summary.scopes[s::SPAN_ATTRIBUTES].keys["n"].ints, BTreeSet::from([0, 1, 2, 3]));
+    }
+
+    /// Spans that list keys in changing orders, with values of changing
+    /// types, that repeat or not: the summary holds exactly each key's
+    /// values, whatever was looked up by position and skipped as a repeat.
+    #[test]
+    fn keys_in_any_order_and_repeated_values_are_summarized_exactly() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            let mut expected: BTreeMap<String, Values> = BTreeMap::new();
+            let spans: Vec<Span> = (1..rng.random_range(2..40u8))
+                .map(|i| {
+                    let mut keys: Vec<usize> = (0..rng.random_range(0..5)).map(|_| rng.random_range(0..6)).collect();
+                    keys.dedup();
+                    let attributes = keys
+                        .into_iter()
+                        .map(|k| {
+                            let key = format!("k{k}");
+                            let values = expected.entry(key.clone()).or_default();
+                            let value = match rng.random_range(0..4) {
+                                0 => {
+                                    let v = format!("v{}", rng.random_range(0..3));
+                                    values.strings.insert(v.clone());
+                                    Value::StringValue(v)
+                                }
+                                1 => {
+                                    let v = rng.random_range(0..3);
+                                    values.ints.insert(v);
+                                    Value::IntValue(v)
+                                }
+                                2 => {
+                                    let v = f64::from(rng.random_range(0..3u8));
+                                    values.floats.insert(v.to_bits());
+                                    Value::DoubleValue(v)
+                                }
+                                _ => {
+                                    let v = rng.random_bool(0.5);
+                                    values.bools.insert(v);
+                                    Value::BoolValue(v)
+                                }
+                            };
+                            kv(&key, value)
+                        })
+                        .collect();
+                    span(i, attributes)
+                })
+                .collect();
+            let mut builder = TagSummaryBuilder::default();
+            builder.add(&batch(spans, "shop"));
+            let summary = builder.finish();
+            let got = summary.scopes.get(s::SPAN_ATTRIBUTES).map(|scope| scope.keys.clone()).unwrap_or_default();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]
