@@ -583,9 +583,12 @@ pub fn expanded_memory_size(batch: &RecordBatch) -> usize {
         .sum()
 }
 
-/// The bytes each value of `values` (a grouped column's groups) takes.
+/// The bytes each value of `values` (a grouped column's groups) takes
+/// once gathered: by the bytes the values use, not their buffers' spare
+/// capacity (a builder's buffers hold 1,024 values at least, and a request
+/// whose rows share a few groups would count that spare room on every row).
 fn group_sizes(values: &dyn Array) -> Vec<usize> {
-    let total = values.get_array_memory_size();
+    let total = values.to_data().get_slice_memory_size().unwrap_or_else(|_| values.get_array_memory_size());
     let slots = |count: usize| total.div_ceil(count.max(1));
     if let Some(map) = values.as_map_opt() {
         let per_entry = slots(map.entries().len());
