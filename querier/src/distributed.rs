@@ -844,8 +844,9 @@ fn join_analyses(
         }
         bytes.extend_from_slice(chunk);
         if chunks.peek().is_none_or(|((next_part, _), _)| *next_part != part) {
-            let analysis = bincode::deserialize(&bytes)
+            let analysis: Analysis = bincode::deserialize(&bytes)
                 .map_err(|e| QueryError::Execution(format!("decoding a fan-out analysis: {e}")))?;
+            analysis.check().map_err(|e| QueryError::Execution(format!("a fan-out analysis with {e}")))?;
             analyses.insert(part, analysis);
             bytes.clear();
         }

@@ -151,6 +151,9 @@ struct Analyzer {
     rows: Vec<SpanRow>,
     scratch: trace::Scratch,
     ops: foldhash::HashMap<(u32, u32), stats::OpStats>,
+    /// The id of each trace with a parent, in the order analyzed: parents
+    /// hold their trace's place here.
+    traces: Vec<u128>,
     /// What the analysis holds, against the query's pool (`--sql-memory-limit`).
     memory: MemoryReservation,
     /// Bytes the per-operation statistics hold (an estimate: per parent its
@@ -178,11 +181,18 @@ impl Analyzer {
                     ParentFilter::Matched(set) => set.contains(&(trace_id, s.id)),
                 }
         };
-        let (ops, held) = (&mut self.ops, &mut self.held);
+        let (ops, held, traces) = (&mut self.ops, &mut self.held, &mut self.traces);
         let (kinds, edge_by) = (self.params.child_kinds, self.params.edge_by);
+        // The trace takes a place in the table with its first parent.
+        let mut place = None;
         trace::analyze_with(&self.rows, kinds, edge_by, is_parent, &mut self.scratch, |parent| {
+            let trace = *place.get_or_insert_with(|| {
+                traces.push(trace_id);
+                *held += stats::OpStats::BYTES_PER_TRACE;
+                (traces.len() - 1) as u32
+            });
             *held += stats::OpStats::BYTES_PER_PARENT + stats::OpStats::BYTES_PER_CALL * parent.calls.len();
-            ops.entry(parent.op).or_default().add(parent, trace_id);
+            ops.entry(parent.op).or_default().add(parent, trace);
         });
         self.rows.clear();
     }
@@ -570,8 +580,10 @@ fn combine(mut analyzers: Vec<Analyzer>) -> (Analyzer, Vec<MemoryReservation>) {
     for other in analyzers {
         let renamed: Vec<u32> = other.names.names.iter().map(|name| into.names.id(name)).collect();
         let rename = |id: u32| renamed[id as usize];
+        let traces_before = into.traces.len() as u32;
+        stats::extend_exact(&mut into.traces, other.traces);
         for ((service, name), stats) in other.ops {
-            into.ops.entry((rename(service), rename(name))).or_default().absorb(stats, &rename);
+            into.ops.entry((rename(service), rename(name))).or_default().absorb(stats, &rename, traces_before);
         }
         into.spans += other.spans;
         held.push(other.memory);
@@ -614,6 +626,9 @@ pub(crate) enum Parents {
 pub(crate) struct Analysis {
     names: Vec<String>,
     ops: Vec<((u32, u32), stats::OpStats)>,
+    /// The trace ids the parents' places point into.
+    #[serde(with = "compact::ids")]
+    traces: Vec<u128>,
     /// Spans read from blocks directly, and through the merge of split traces.
     direct_rows: u64,
     merged_rows: u64,
@@ -622,6 +637,21 @@ pub(crate) struct Analysis {
     /// they live on the querier that made them, or received them).
     #[serde(skip)]
     pub(crate) held: Vec<MemoryReservation>,
+}
+
+impl Analysis {
+    /// Whether an analysis received from another querier can be reported
+    /// without reading past a vector (see [`stats::OpStats::check`]).
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let (names, traces) = (self.names.len(), self.traces.len());
+        for ((service, name), stats) in &self.ops {
+            if *service as usize >= names || *name as usize >= names {
+                return Err("an operation's name that does not exist".into());
+            }
+            stats.check(names, traces)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -838,6 +868,7 @@ impl FanoutSource {
             rows: Vec::new(),
             scratch: trace::Scratch::default(),
             ops: foldhash::HashMap::default(),
+            traces: Vec::new(),
             held: 0,
             memory: MemoryConsumer::new("fan-out analysis").register(&pool),
             over_limit: false,
@@ -925,11 +956,12 @@ impl FanoutSource {
         merging.ops.values_mut().for_each(stats::OpStats::sort_calls);
         let direct_rows: u64 = analyzers.iter().map(|a| a.spans).sum();
         analyzers.push(merging);
-        let (Analyzer { names, ops, memory, .. }, mut held) = combine(analyzers);
+        let (Analyzer { names, ops, traces, memory, .. }, mut held) = combine(analyzers);
         held.extend([memory, filter_memory]);
         Ok(Analysis {
             names: names.names,
             ops: ops.into_iter().collect(),
+            traces,
             direct_rows,
             merged_rows: merged.rows_in,
             duplicates: merged.duplicates,
@@ -949,6 +981,9 @@ fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blo
     // others are copied into room made for all of them.
     let mut found: HashMap<(u32, u32), Vec<(stats::OpStats, usize)>> = HashMap::new();
     let mut renames: Vec<Vec<u32>> = Vec::with_capacity(analyses.len());
+    // The analyses' tables of traces, one after the other: where each one's begins.
+    let mut traces = Vec::with_capacity(analyses.iter().map(|a| a.traces.len()).sum());
+    let mut traces_before: Vec<u32> = Vec::with_capacity(analyses.len());
     let (mut direct_rows, mut merged_rows, mut duplicates) = (0, 0, 0);
     let mut _held = Vec::new();
     for analysis in analyses {
@@ -959,6 +994,8 @@ fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blo
             found.entry(op).or_default().push((stats, renames.len()));
         }
         renames.push(renamed);
+        traces_before.push(traces.len() as u32);
+        traces.extend(analysis.traces);
         direct_rows += analysis.direct_rows;
         merged_rows += analysis.merged_rows;
         duplicates += analysis.duplicates;
@@ -970,14 +1007,14 @@ fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blo
             let mut merged = stats::OpStats::default();
             let mut parts = parts.into_iter();
             if let Some((largest, at)) = parts.next() {
-                merged.absorb(largest, &|id| renames[at][id as usize]);
+                merged.absorb(largest, &|id| renames[at][id as usize], traces_before[at]);
             }
             let rest: Vec<(stats::OpStats, usize)> = parts.collect();
             let room: Vec<(&stats::OpStats, &[u32])> =
                 rest.iter().map(|(stats, at)| (stats, renames[*at].as_slice())).collect();
             merged.reserve_for(&room);
             for (stats, at) in rest {
-                merged.absorb(stats, &|id| renames[at][id as usize]);
+                merged.absorb(stats, &|id| renames[at][id as usize], traces_before[at]);
             }
             (op, merged)
         })
@@ -989,7 +1026,7 @@ fn report(analyses: Vec<Analysis>, params: &FanoutParams, parents: &Parents, blo
     let key = |op: &(u32, u32)| (names.names[op.0 as usize].as_str(), names.names[op.1 as usize].as_str());
     ops.sort_by(|a, b| b.1.parents().cmp(&a.1.parents()).then_with(|| key(&a.0).cmp(&key(&b.0))));
     ops.truncate(params.limit);
-    let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name)).collect();
+    let operations = ops.into_iter().map(|(op, s)| s.report(op, &params.percentiles, &name, &traces)).collect();
     FanoutResponse {
         operations,
         spans_read: merged_rows + direct_rows,

@@ -15,7 +15,7 @@ use super::weighted::{Cdf, Runs, Weighted};
 type Mix = Vec<(Edge, u32)>;
 
 /// Everything kept about one parent operation. The per-parent vectors
-/// (`durations`, `degrees`, `trace_ids`, `mix_of`) are in arrival order, one
+/// (`durations`, `degrees`, `traces`, `mix_of`) are in arrival order, one
 /// entry per parent.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct OpStats {
@@ -26,9 +26,11 @@ pub(crate) struct OpStats {
     max_calls: Weighted,
     #[serde(with = "super::compact::ints")]
     degrees: Vec<u32>,
-    /// Each parent's trace, for exemplars.
-    #[serde(with = "super::compact::ids")]
-    trace_ids: Vec<u128>,
+    /// Each parent's trace, for exemplars: its place in the analysis' table
+    /// of trace ids. A trace's parents of several operations share its id,
+    /// so the id is held (and sent) once, and each parent holds 4 bytes.
+    #[serde(with = "super::compact::ints")]
+    traces: Vec<u32>,
     /// Each parent's call mix, an index into `mixes`.
     #[serde(with = "super::compact::ints")]
     mix_of: Vec<u32>,
@@ -72,19 +74,22 @@ struct EdgeStats {
 
 impl OpStats {
     /// Bytes one parent adds to the statistics, besides its calls: its
-    /// duration, slowest call, degree, trace id, call mix and parallelism
+    /// duration, slowest call, degree, trace, call mix and parallelism
     /// (sampled data adds 8 for two weights).
-    pub(crate) const BYTES_PER_PARENT: usize = 48;
+    pub(crate) const BYTES_PER_PARENT: usize = 36;
+    /// Bytes a trace with parents adds: its id in the analysis' table.
+    pub(crate) const BYTES_PER_TRACE: usize = 16;
     /// Bytes one call adds, at most: its duration (sampled data adds 4 for
     /// its weight), and its parent's entry on its edge when it is the only
     /// call on that edge (slowest call, parent index, count).
     pub(crate) const BYTES_PER_CALL: usize = 24;
 
-    pub(crate) fn add(&mut self, parent: &Parent, trace_id: u128) {
+    /// Adds `parent`, of the trace at place `trace` in the analysis' table.
+    pub(crate) fn add(&mut self, parent: &Parent, trace: u32) {
         let index = self.durations.len() as u32;
         let weight = parent.weight as f32;
         self.durations.push(parent.duration, weight);
-        self.trace_ids.push(trace_id);
+        self.traces.push(trace);
         self.degrees.push(parent.calls.len() as u32);
         self.before += i128::from(parent.before);
         self.in_flight += i128::from(parent.in_flight);
@@ -139,9 +144,13 @@ impl OpStats {
 
     /// Folds in the parents another task analyzed, whose service and
     /// operation names it numbered its own way: `rename` maps its numbers
-    /// to this one's.
-    pub(crate) fn absorb(&mut self, mut other: OpStats, rename: &dyn Fn(u32) -> u32) {
+    /// to this one's. Its table of traces follows this one's from
+    /// `traces_before` on.
+    pub(crate) fn absorb(&mut self, mut other: OpStats, rename: &dyn Fn(u32) -> u32, traces_before: u32) {
         let edge = |(service, name): Edge| (rename(service), rename(name));
+        if traces_before > 0 {
+            other.traces.iter_mut().for_each(|t| *t += traces_before);
+        }
         if self.durations.is_empty() && self.edges.is_empty() && self.mixes.is_empty() {
             // Nothing here yet: the other's values move in, renamed, with
             // no copy of them (the largest are a value per call).
@@ -159,7 +168,7 @@ impl OpStats {
         self.durations.extend(other.durations);
         self.max_calls.extend(other.max_calls);
         extend_exact(&mut self.degrees, other.degrees);
-        extend_exact(&mut self.trace_ids, other.trace_ids);
+        extend_exact(&mut self.traces, other.traces);
         let mut mix_ids = Vec::with_capacity(other.mixes.len());
         for mix in other.mixes {
             // A mix is sorted by edge; renamed edges may sort differently.
@@ -203,7 +212,7 @@ impl OpStats {
         self.durations.reserve_exact(total(|o| o.durations.len()));
         self.max_calls.reserve_exact(total(|o| o.max_calls.len()));
         self.degrees.reserve_exact(total(|o| o.degrees.len()));
-        self.trace_ids.reserve_exact(total(|o| o.trace_ids.len()));
+        self.traces.reserve_exact(total(|o| o.traces.len()));
         self.mix_of.reserve_exact(total(|o| o.mix_of.len()));
         self.parallelism.reserve_exact(total(|o| o.parallelism.len()));
         let mut per_edge: HashMap<Edge, usize> = HashMap::default();
@@ -222,8 +231,42 @@ impl OpStats {
     }
 
     #[cfg(test)]
-    pub(crate) fn trace_ids_capacity(&self) -> usize {
-        self.trace_ids.capacity()
+    pub(crate) fn traces_capacity(&self) -> usize {
+        self.traces.capacity()
+    }
+
+    /// Whether these statistics, received from another querier, can be read
+    /// without indexing past a vector: names within `names`, traces within
+    /// a table of `traces`, a value per parent in every per-parent vector,
+    /// and each edge's entries of parents that exist. (A querier that
+    /// decodes statistics it did not make checks them first.)
+    pub(crate) fn check(&self, names: usize, traces: usize) -> Result<(), &'static str> {
+        let parents = self.durations.len();
+        let named = |(service, name): Edge| (service as usize) < names && (name as usize) < names;
+        let per_parent = [self.degrees.len(), self.traces.len(), self.mix_of.len()];
+        if per_parent.iter().any(|&len| len != parents) || !self.durations.is_whole() || !self.max_calls.is_whole() {
+            return Err("a per-parent vector of another length");
+        }
+        if self.traces.iter().any(|&t| t as usize >= traces) {
+            return Err("a trace beyond the table of traces");
+        }
+        if self.mix_of.iter().any(|&m| m as usize >= self.mixes.len())
+            || self.mixes.iter().flatten().any(|&(edge, _)| !named(edge))
+        {
+            return Err("a call mix that does not exist");
+        }
+        for (&edge, stats) in &self.edges {
+            let entries = stats.per_parent_index.len();
+            if !named(edge)
+                || stats.per_parent_max.len() != entries
+                || stats.per_parent_calls.len() != entries
+                || stats.per_parent_index.iter().any(|&i| i as usize >= parents)
+                || !stats.durations.is_whole()
+            {
+                return Err("an edge entry of a parent that does not exist");
+            }
+        }
+        Ok(())
     }
 
     /// Sorts each edge's call durations, on the task that gathered them,
@@ -444,9 +487,10 @@ pub struct OperationReport {
 /// The most exemplars given per percentile.
 const EXEMPLARS_PER_PERCENTILE: usize = 3;
 
-/// Traces at each percentile of `pairs` (value, trace), sorted by value:
-/// the parent at the percentile's rank and its neighbours.
-fn exemplars(pairs: &[(i64, u128, f32)], qs: &[f64]) -> Exemplars {
+/// Traces at each percentile of `pairs` (value, trace's place in
+/// `traces`), sorted by value: the parent at the percentile's rank and its
+/// neighbours.
+fn exemplars(pairs: &[(i64, u32, f32)], traces: &[u128], qs: &[f64]) -> Exemplars {
     let n = pairs.len();
     qs.iter()
         .filter(|&&q| n > 0 && (n as f64) * (1.0 - q) >= 1.0)
@@ -456,17 +500,25 @@ fn exemplars(pairs: &[(i64, u128, f32)], qs: &[f64]) -> Exemplars {
             let to = (from + EXEMPLARS_PER_PERCENTILE).min(n);
             let picked = pairs[from..to]
                 .iter()
-                .map(|&(value, trace, _)| Exemplar { trace_id: format!("{trace:032x}"), value_ms: ms(value) })
+                .map(|&(value, trace, _)| Exemplar {
+                    trace_id: format!("{:032x}", traces[trace as usize]),
+                    value_ms: ms(value),
+                })
                 .collect();
             (label(q), picked)
         })
         .collect()
 }
 
-/// (value, trace, weight) sorted by value (then trace): the exemplars read
-/// from it, and its CDF, from one sort.
-fn by_value(mut entries: Vec<(i64, u128, f32)>, weighted: bool) -> (Vec<(i64, u128, f32)>, Cdf) {
-    entries.sort_unstable_by_key(|e| (e.0, e.1));
+/// (value, trace's place in `traces`, weight) sorted by value, then trace
+/// id: the exemplars read from it, and its CDF, from one sort. Equal values
+/// are put in trace id order, not by place, so that the answer does not
+/// depend on how the traces were shared out and numbered.
+fn by_value(mut entries: Vec<(i64, u32, f32)>, traces: &[u128], weighted: bool) -> (Vec<(i64, u32, f32)>, Cdf) {
+    entries.sort_unstable_by_key(|e| e.0);
+    for equal in entries.chunk_by_mut(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+        equal.sort_unstable_by_key(|e| traces[e.1 as usize]);
+    }
     let values = entries.iter().map(|e| e.0).collect();
     let weights = weighted.then(|| entries.iter().map(|e| e.2).collect());
     (entries, Cdf::from_sorted(values, weights))
@@ -614,8 +666,15 @@ impl OpStats {
             .collect()
     }
 
-    /// The report; `name` turns interned ids back into strings.
-    pub(crate) fn report(mut self, op: (u32, u32), qs: &[f64], name: &dyn Fn(u32) -> String) -> OperationReport {
+    /// The report; `name` turns interned ids back into strings, and
+    /// `traces` is the table of trace ids the parents' places point into.
+    pub(crate) fn report(
+        mut self,
+        op: (u32, u32),
+        qs: &[f64],
+        name: &dyn Fn(u32) -> String,
+        traces: &[u128],
+    ) -> OperationReport {
         let sampled = self.durations.is_weighted();
         // Each edge's calls move into its CDF, sorted once; the percentiles
         // below read them from there.
@@ -632,9 +691,9 @@ impl OpStats {
         for (at, &mix) in by_name.iter().enumerate() {
             rank[mix as usize] = at as u32;
         }
-        let parents_by_duration = self.durations.pairs().zip(&self.trace_ids).map(|((d, w), &t)| (d, t, w)).collect();
-        let (by_duration, parent_cdf) = by_value(parents_by_duration, sampled);
-        let parent_exemplars = exemplars(&by_duration, qs);
+        let parents_by_duration = self.durations.pairs().zip(&self.traces).map(|((d, w), &t)| (d, t, w)).collect();
+        let (by_duration, parent_cdf) = by_value(parents_by_duration, traces, sampled);
+        let parent_exemplars = exemplars(&by_duration, traces, qs);
         drop(by_duration);
         let parent_latency = summarize_cdf(&parent_cdf, qs, sampled);
         let degree_buckets = self.degree_buckets(qs, &cdfs, &rank, &parent_latency);
@@ -679,9 +738,9 @@ impl OpStats {
                 // Per parent, its slowest call on this edge, with its trace.
                 let slowest = stats.per_parent_max.iter().zip(&stats.per_parent_index).map(|(&max, &i)| {
                     let i = i as usize;
-                    (max, self.trace_ids[i], self.durations.weight(i))
+                    (max, self.traces[i], self.durations.weight(i))
                 });
-                let (edge_max, edge_max_cdf) = by_value(slowest.collect(), sampled);
+                let (edge_max, edge_max_cdf) = by_value(slowest.collect(), traces, sampled);
                 let amplification = qs
                     .iter()
                     .map(|&q| {
@@ -707,7 +766,7 @@ impl OpStats {
                     },
                     child_latency_ms: summarize_cdf(edge_cdf, qs, sampled),
                     edge_max_latency_ms: summarize_cdf(&edge_max_cdf, qs, sampled),
-                    edge_max_exemplars: exemplars(&edge_max, qs),
+                    edge_max_exemplars: exemplars(&edge_max, traces, qs),
                     error_rate: stats.errors as f64 / calls.max(1) as f64,
                     critical_path_share: (stats.critical as f64) / total_time as f64,
                     last_finisher_share: stats.last_finisher as f64 / parents.max(1) as f64,

@@ -39,7 +39,7 @@ fn the_prediction_is_the_max_of_n_independent_calls() {
     }
     stats.add(&parent(&[]), 0);
     let name = |id: u32| format!("n{id}");
-    let report = stats.report((0, 1), &[0.5, 0.9], &name);
+    let report = stats.report((0, 1), &[0.5, 0.9], &name, &ids(trace as usize + 1));
     let predicted = report.predicted_latency_ms.values["p50"].unwrap();
     assert!((predicted - 707.0).abs() < 10.0, "{predicted}");
     let observed = report.parent_latency_ms.values["p50"].unwrap();
@@ -52,12 +52,17 @@ fn the_prediction_is_the_max_of_n_independent_calls() {
     let small = {
         let mut s = OpStats::default();
         for d in 1..=10 {
-            s.add(&parent(&[d]), d as u128);
+            s.add(&parent(&[d]), d as u32);
         }
-        s.report((0, 1), &[0.5, 0.99], &name)
+        s.report((0, 1), &[0.5, 0.99], &name, &ids(11))
     };
     assert!(small.parent_latency_ms.values["p50"].is_some());
     assert!(small.parent_latency_ms.values["p99"].is_none(), "p99 of 10 values says nothing");
+}
+
+/// A table of `n` traces whose ids are their places.
+fn ids(n: usize) -> Vec<u128> {
+    (0..n as u128).collect()
 }
 
 #[test]
@@ -65,9 +70,9 @@ fn exemplars_are_the_parents_at_the_percentile_rank() {
     // Parent durations 1..=100 ms (one call each, as long), trace id = duration.
     let mut stats = OpStats::default();
     for d in (1..=100).rev() {
-        stats.add(&parent(&[d * 1_000_000]), d as u128);
+        stats.add(&parent(&[d * 1_000_000]), d as u32);
     }
-    let report = stats.report((0, 1), &[0.5, 0.9, 0.999], &|id| format!("n{id}"));
+    let report = stats.report((0, 1), &[0.5, 0.9, 0.999], &|id| format!("n{id}"), &ids(101));
     let picked = |label: &str| -> Vec<(String, f64)> {
         report.parent_exemplars[label].iter().map(|e| (e.trace_id.clone(), e.value_ms)).collect()
     };
@@ -105,13 +110,13 @@ fn weighted_parents_stand_for_their_adjusted_counts() {
     // 100 fast parents (10 ms) each standing for 9, 100 slow ones (100 ms):
     // 900 + 100 parents, so the weighted p50 and p89 are fast, p91 slow.
     let mut stats = OpStats::default();
-    for i in 0..200u128 {
+    for i in 0..200u32 {
         let (d, weight) = if i < 100 { (10, 9.0) } else { (100, 1.0) };
         let mut p = parent(&[d * 1_000_000]);
         p.weight = weight;
         stats.add(&p, i);
     }
-    let report = stats.report((0, 1), &[0.5, 0.89, 0.91], &|id| format!("n{id}"));
+    let report = stats.report((0, 1), &[0.5, 0.89, 0.91], &|id| format!("n{id}"), &ids(200));
     assert!(report.sampled);
     assert_eq!(report.parents, 200);
     assert_eq!(report.estimated_parents, 1000.0);
@@ -147,12 +152,12 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     let (a, b) = ((2, 3), (4, 5));
     let mut all = OpStats::default();
     for i in 0..200 {
-        all.add(&make(i, a, b), i as u128);
+        all.add(&make(i, a, b), i as u32);
     }
     let first = || {
         let mut first = OpStats::default();
         for i in 0..100 {
-            first.add(&make(i, a, b), i as u128);
+            first.add(&make(i, a, b), i as u32);
         }
         first
     };
@@ -160,8 +165,9 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     // 4, 5): its edges sort the other way round.
     let second = || {
         let mut second = OpStats::default();
+        // Its own table of traces: places 0.. for ids 100..
         for i in 100..200 {
-            second.add(&make(i, (9, 8), (7, 6)), i as u128);
+            second.add(&make(i, (9, 8), (7, 6)), i as u32 - 100);
         }
         second
     };
@@ -174,35 +180,38 @@ fn statistics_absorbed_from_another_task_under_other_names_report_the_same() {
     };
     let name = |id: u32| format!("n{id}");
     let qs = [0.5, 0.9, 0.99];
-    let report = |stats: OpStats| serde_json::to_value(stats.report((0, 1), &qs, &name)).unwrap();
+    // Tables of traces: the first task's then the second's, or the other way round.
+    let (in_order, second_first): (Vec<u128>, Vec<u128>) = ((0..200).collect(), (100..200).chain(0..100).collect());
+    let report =
+        |stats: OpStats, traces: &[u128]| serde_json::to_value(stats.report((0, 1), &qs, &name, traces)).unwrap();
     let mut copied = first();
-    copied.absorb(second(), &rename);
+    copied.absorb(second(), &rename, 100);
     // Into empty statistics the other's values move, renamed.
     let mut moved = OpStats::default();
-    moved.absorb(second(), &rename);
-    moved.absorb(first(), &|id| id);
+    moved.absorb(second(), &rename, 0);
+    moved.absorb(first(), &|id| id, 100);
     // The second task's statistics sent over the wire (compact, bincode),
     // sorted first as a task sends them.
     let mut sent = second();
     sent.sort_calls();
     let sent: OpStats = bincode::deserialize(&bincode::serialize(&sent).unwrap()).unwrap();
     let mut received = first();
-    received.absorb(sent, &rename);
+    received.absorb(sent, &rename, 100);
     // Into room made for the other first, as the report merges.
     let mut roomy = first();
     let other = second();
     let renamed: Vec<u32> = (0..10).map(rename).collect();
     roomy.reserve_for(&[(&other, renamed.as_slice())]);
-    let capacity = roomy.trace_ids_capacity();
+    let capacity = roomy.traces_capacity();
     assert_eq!(capacity, 200, "room for both tasks' parents");
-    roomy.absorb(other, &rename);
-    assert_eq!(roomy.trace_ids_capacity(), capacity, "not grown again");
-    let all = report(all);
-    assert_eq!(report(copied), all);
+    roomy.absorb(other, &rename, 100);
+    assert_eq!(roomy.traces_capacity(), capacity, "not grown again");
+    let all = report(all, &in_order);
+    assert_eq!(report(copied, &in_order), all);
     // And in another order: the report's last digits do not move either.
-    assert_eq!(report(moved), all);
-    assert_eq!(report(received), all);
-    assert_eq!(report(roomy), all);
+    assert_eq!(report(moved, &second_first), all);
+    assert_eq!(report(received, &in_order), all);
+    assert_eq!(report(roomy, &in_order), all);
 }
 
 /// A block of `rows` rows as the merge sees it: its metadata and a footer
@@ -302,4 +311,31 @@ fn merge_bands_are_counted_for_the_blocks_whose_trace_ids_overlap() {
     // One block inside another that ends far beyond the next.
     let blocks = [block(0x00, 0xf0, million), block(0x10, 0x20, million), block(0x30, 0x40, million)];
     assert_eq!(super::merge_band_count(&blocks), 3);
+}
+
+/// Statistics another querier sent are checked before they are read: a
+/// place beyond the table of traces, or a name that does not exist, is an
+/// error (the query then runs on the querier asked), never a panic.
+#[test]
+fn received_statistics_that_point_past_their_tables_are_refused() {
+    let analysis = |names: &[&str], traces: usize| {
+        let mut stats = OpStats::default();
+        stats.add(&parent(&[5_000_000]), 3);
+        super::Analysis {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            ops: vec![((0, 1), stats)],
+            traces: ids(traces),
+            ..super::Analysis::default()
+        }
+    };
+    // The parent (names 0, 1) calls the edge of names 2, 3.
+    let names = ["svc", "op", "child", "call"];
+    assert_eq!(analysis(&names, 4).check(), Ok(()));
+    assert_eq!(analysis(&names, 3).check(), Err("a trace beyond the table of traces".into()));
+    assert_eq!(analysis(&names[..3], 4).check(), Err("a call mix that does not exist".into()));
+    assert_eq!(analysis(&names[..1], 4).check(), Err("an operation's name that does not exist".into()));
+    // The same through the wire format: decoded whole, then refused.
+    let sent = bincode::serialize(&analysis(&names, 2)).unwrap();
+    let received: super::Analysis = bincode::deserialize(&sent).unwrap();
+    assert!(received.check().is_err());
 }

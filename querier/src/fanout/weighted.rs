@@ -40,6 +40,12 @@ impl Weighted {
         }
     }
 
+    /// Whether there is a weight per value, if any (received statistics
+    /// are checked before they are read).
+    pub(super) fn is_whole(&self) -> bool {
+        self.weights.as_ref().is_none_or(|w| w.len() == self.values.len())
+    }
+
     /// Appends `other`'s values after these.
     pub(super) fn extend(&mut self, other: Weighted) {
         match (&mut self.weights, other.weights) {
@@ -122,6 +128,11 @@ impl Runs {
     /// Sorts each run.
     pub(super) fn sort(&mut self) {
         self.runs.iter_mut().for_each(Weighted::sort);
+    }
+
+    /// Whether every run has a weight per value, if any.
+    pub(super) fn is_whole(&self) -> bool {
+        self.runs.iter().all(Weighted::is_whole)
     }
 
     /// Takes `other`'s runs over.
