@@ -473,8 +473,9 @@ const FANOUT_SEQ: &str = "seq";
 /// renamed whenever it changes: queriers of two builds then never decode
 /// each other's analyses (a spread fan-out between them fails, and runs on
 /// the querier asked), where the wrong decoder could read numbers that are
-/// not there. `chunk` was the varint encoding; `packed` packs bits.
-const FANOUT_CHUNK: &str = "packed";
+/// not there. `chunk` was the varint encoding; `packed` packs bits;
+/// `traced` holds each trace id once, in a table, and each parent's place in it.
+const FANOUT_CHUNK: &str = "traced";
 /// The chunk number of the one row, with no bytes, that says a part's
 /// analysis was handed over in memory (see [`HandOff`]).
 const HANDED_OVER_SEQ: u32 = u32::MAX;
@@ -1457,18 +1458,20 @@ mod tests {
         assert!(join_analyses(&with_handed, Default::default()).is_err());
 
         // An analysis from a querier of an earlier build, in its encoding.
-        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new(FANOUT_PART, arrow::datatypes::DataType::UInt32, false),
-            arrow::datatypes::Field::new(FANOUT_SEQ, arrow::datatypes::DataType::UInt32, false),
-            arrow::datatypes::Field::new("chunk", arrow::datatypes::DataType::Binary, false),
-        ]));
-        let columns: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(arrow::array::UInt32Array::from(vec![1])),
-            Arc::new(arrow::array::UInt32Array::from(vec![0])),
-            Arc::new(arrow::array::BinaryArray::from(vec![halves[0].0.as_slice()])),
-        ];
-        let older = arrow::array::RecordBatch::try_new(schema, columns).unwrap();
-        assert!(join_analyses(&[older], Default::default()).is_err(), "never decoded as this build's");
+        for earlier in ["chunk", "packed"] {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new(FANOUT_PART, arrow::datatypes::DataType::UInt32, false),
+                arrow::datatypes::Field::new(FANOUT_SEQ, arrow::datatypes::DataType::UInt32, false),
+                arrow::datatypes::Field::new(earlier, arrow::datatypes::DataType::Binary, false),
+            ]));
+            let columns: Vec<arrow::array::ArrayRef> = vec![
+                Arc::new(arrow::array::UInt32Array::from(vec![1])),
+                Arc::new(arrow::array::UInt32Array::from(vec![0])),
+                Arc::new(arrow::array::BinaryArray::from(vec![halves[0].0.as_slice()])),
+            ];
+            let older = arrow::array::RecordBatch::try_new(schema, columns).unwrap();
+            assert!(join_analyses(&[older], Default::default()).is_err(), "{earlier}: never decoded as this build's");
+        }
     }
 
     #[test]
