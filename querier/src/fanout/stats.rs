@@ -235,6 +235,13 @@ impl OpStats {
         self.traces.capacity()
     }
 
+    /// These statistics without their edges (their call mixes still name them).
+    #[cfg(test)]
+    pub(crate) fn without_edges(mut self) -> Self {
+        self.edges.clear();
+        self
+    }
+
     /// Whether these statistics, received from another querier, can be read
     /// without indexing past a vector: names within `names`, traces within
     /// a table of `traces`, a value per parent in every per-parent vector,
@@ -251,14 +258,16 @@ impl OpStats {
             return Err("a trace beyond the table of traces");
         }
         if self.mix_of.iter().any(|&m| m as usize >= self.mixes.len())
-            || self.mixes.iter().flatten().any(|&(edge, _)| !named(edge))
+            || self.mixes.iter().flatten().any(|(edge, _)| !self.edges.contains_key(edge))
         {
             return Err("a call mix that does not exist");
         }
         for (&edge, stats) in &self.edges {
+            if !named(edge) {
+                return Err("a called operation's name that does not exist");
+            }
             let entries = stats.per_parent_index.len();
-            if !named(edge)
-                || stats.per_parent_max.len() != entries
+            if stats.per_parent_max.len() != entries
                 || stats.per_parent_calls.len() != entries
                 || stats.per_parent_index.iter().any(|&i| i as usize >= parents)
                 || !stats.durations.is_whole()

@@ -318,22 +318,26 @@ fn merge_bands_are_counted_for_the_blocks_whose_trace_ids_overlap() {
 /// error (the query then runs on the querier asked), never a panic.
 #[test]
 fn received_statistics_that_point_past_their_tables_are_refused() {
-    let analysis = |names: &[&str], traces: usize| {
+    let with = |stats: OpStats, names: &[&str], traces: usize| super::Analysis {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        ops: vec![((0, 1), stats)],
+        traces: ids(traces),
+        ..super::Analysis::default()
+    };
+    let stats = || {
         let mut stats = OpStats::default();
         stats.add(&parent(&[5_000_000]), 3);
-        super::Analysis {
-            names: names.iter().map(|n| n.to_string()).collect(),
-            ops: vec![((0, 1), stats)],
-            traces: ids(traces),
-            ..super::Analysis::default()
-        }
+        stats
     };
+    let analysis = |names: &[&str], traces: usize| with(stats(), names, traces);
     // The parent (names 0, 1) calls the edge of names 2, 3.
     let names = ["svc", "op", "child", "call"];
     assert_eq!(analysis(&names, 4).check(), Ok(()));
     assert_eq!(analysis(&names, 3).check(), Err("a trace beyond the table of traces".into()));
-    assert_eq!(analysis(&names[..3], 4).check(), Err("a call mix that does not exist".into()));
+    assert_eq!(analysis(&names[..3], 4).check(), Err("a called operation's name that does not exist".into()));
     assert_eq!(analysis(&names[..1], 4).check(), Err("an operation's name that does not exist".into()));
+    // A call mix of an edge with no statistics (the prediction reads each mix's edges).
+    assert_eq!(with(stats().without_edges(), &names, 4).check(), Err("a call mix that does not exist".into()));
     // The same through the wire format: decoded whole, then refused.
     let sent = bincode::serialize(&analysis(&names, 2)).unwrap();
     let received: super::Analysis = bincode::deserialize(&sent).unwrap();
