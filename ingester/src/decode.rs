@@ -170,13 +170,13 @@ fn append_protobuf(
         let rs = rs.map_err(wire)?;
         let encoded_resource = last_embedded(rs, RESOURCE_SPANS_RESOURCE).map_err(wire)?;
         let schema_url = last_string(rs, RESOURCE_SPANS_SCHEMA_URL)?;
-        let seen = resources.group(encoded_resource, schema_url);
-        let resource_seen = seen.is_some();
-        let resource = match seen {
+        // A copy of a resource met before joins its group, undecoded.
+        let known_resource = resources.group(encoded_resource, schema_url);
+        let resource = match known_resource {
             Some(_) => Ok(None),
             None => decode_priced::<Resource>(encoded_resource, Msg::Resource)?,
         };
-        let mut resource_context = match seen {
+        let mut resource_context = match known_resource {
             Some(group) => Ok(ResourceContext::joining(group)),
             None => resource
                 .as_ref()
@@ -187,13 +187,12 @@ fn append_protobuf(
             let ss = ss.map_err(wire)?;
             let encoded_scope = last_embedded(ss, SCOPE_SPANS_SCOPE).map_err(wire)?;
             let scope_schema_url = last_string(ss, SCOPE_SPANS_SCHEMA_URL)?;
-            let seen = scopes.group(encoded_scope, scope_schema_url);
-            let scope_seen = seen.is_some();
-            let scope = match seen {
+            let known_scope = scopes.group(encoded_scope, scope_schema_url);
+            let scope = match known_scope {
                 Some(_) => Ok(None),
                 None => decode_priced::<InstrumentationScope>(encoded_scope, Msg::Scope)?,
             };
-            let mut scope_context = match (&resource_context, &scope, seen) {
+            let mut scope_context = match (&resource_context, &scope, known_scope) {
                 (Ok(r), Ok(_), Some(group)) => Ok(ScopeContext::joining(r, group)),
                 (Ok(r), Ok(s), None) => Ok(ScopeContext::new(r, s.as_ref().unwrap_or(&empty_scope), scope_schema_url)),
                 (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
@@ -226,14 +225,14 @@ fn append_protobuf(
                     }
                 }
             }
-            if let Ok(group) = scope_context.as_ref().map(ScopeContext::group)
-                && !scope_seen
+            if known_scope.is_none()
+                && let Ok(group) = scope_context.as_ref().map(ScopeContext::group)
             {
                 scopes.remember(encoded_scope, scope_schema_url, group);
             }
         }
-        if let Ok(group) = resource_context.as_ref().map(ResourceContext::group)
-            && !resource_seen
+        if known_resource.is_none()
+            && let Ok(group) = resource_context.as_ref().map(ResourceContext::group)
         {
             resources.remember(encoded_resource, schema_url, group);
         }
