@@ -105,6 +105,7 @@ fn print_sequential(what: &str, run: &Sequential) {
 }
 
 fn main() {
+    spanlake::tune_allocator();
     let seconds = Duration::from_secs(
         std::env::var("SPANLAKE_BENCH_ACK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10),
     );

@@ -78,6 +78,7 @@ fn add(total: &mut PassReport, pass: &PassReport) {
 }
 
 fn main() {
+    spanlake::tune_allocator();
     let knob = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let hours = knob("SPANLAKE_BENCH_COMPACTION_HOURS", 2);
     let rate = knob("SPANLAKE_BENCH_COMPACTION_RATE", 100) as usize;

@@ -74,6 +74,7 @@ SELECT count(*) AS parents,
 FROM per_parent";
 
 fn main() {
+    spanlake::tune_allocator();
     let sizes: Vec<usize> = std::env::var("SPANLAKE_BENCH_FANOUT_SPANS")
         .unwrap_or_else(|_| "1000000,10000000".into())
         .split(',')

@@ -51,6 +51,7 @@ fn spans_in(request: &ExportTraceServiceRequest) -> usize {
 }
 
 fn main() {
+    spanlake::tune_allocator();
     let target_spans: usize =
         std::env::var("SPANLAKE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let e2e_traces: u64 =

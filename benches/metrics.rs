@@ -70,6 +70,7 @@ const QUERIES: [(&str, &str, &str); 6] = [
 ];
 
 fn main() {
+    spanlake::tune_allocator();
     let target: usize =
         std::env::var("SPANLAKE_BENCH_METRICS_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

@@ -24,6 +24,7 @@ mod common;
 const RUNS: usize = 7;
 
 fn main() {
+    spanlake::tune_allocator();
     let target: usize = std::env::var("SPANLAKE_BENCH_PG_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::TempDir::new().unwrap();

@@ -27,6 +27,7 @@ use spanlake_test_support::measure::{Timing, peak_rss_mib, reset_peak_rss, rss_m
 mod common;
 
 fn main() {
+    spanlake::tune_allocator();
     let target: usize =
         std::env::var("SPANLAKE_BENCH_QUERY_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

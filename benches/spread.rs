@@ -135,6 +135,7 @@ async fn measure(
 }
 
 fn main() {
+    spanlake::tune_allocator();
     let target: usize =
         std::env::var("SPANLAKE_BENCH_SPREAD_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

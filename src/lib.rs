@@ -18,6 +18,49 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long memory freed to mimalloc stays with the process before it goes
+/// back to the OS, in milliseconds: 10 s, jemalloc's default for the same
+/// choice (`dirty_decay_ms`). mimalloc's own default, 1 s, is shorter than
+/// one large query: a fan-out of every parent frees and allocates its
+/// buffers over about a second, so memory went back to the OS mid-query and
+/// was faulted in again, page by page. That cost the lone querier 11 % of
+/// its CPU and three queriers sharing the query 20 % (BENCHMARKS.md). An
+/// idle process still gives its freed memory back, 10 s later.
+/// `MIMALLOC_PURGE_DELAY` in the environment overrides it.
+pub const ALLOCATOR_PURGE_DELAY_MS: i64 = 10_000;
+
+/// Sets mimalloc's options that differ from its defaults (see
+/// [`ALLOCATOR_PURGE_DELAY_MS`]), unless the environment sets them. Called
+/// first thing in `main`.
+pub fn tune_allocator() {
+    #[cfg(not(feature = "system-allocator"))]
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        set_allocator_option(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS);
+    }
+}
+
+/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (the same number in
+/// its v2 and v3); `libmimalloc-sys` 0.1.49, pinned, names no constant for it.
+#[cfg(not(feature = "system-allocator"))]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[cfg(not(feature = "system-allocator"))]
+#[allow(unsafe_code)]
+fn set_allocator_option(option: libmimalloc_sys::mi_option_t, value: i64) {
+    // SAFETY: `mi_option_set` stores a number in mimalloc's table of options
+    // (each entry read and written whole); it takes no pointer, and an
+    // option's number beyond the table is ignored.
+    unsafe { libmimalloc_sys::mi_option_set(option, value as std::ffi::c_long) }
+}
+
+/// mimalloc's current value of `option` (for tests).
+#[cfg(all(test, not(feature = "system-allocator")))]
+#[allow(unsafe_code)]
+fn allocator_option(option: libmimalloc_sys::mi_option_t) -> i64 {
+    // SAFETY: as in `set_allocator_option`, a read of one number.
+    i64::from(unsafe { libmimalloc_sys::mi_option_get(option) })
+}
+
 pub mod client;
 pub mod config;
 pub mod loadgen;
@@ -35,4 +78,18 @@ pub async fn compact_once(args: &ServerArgs) -> anyhow::Result<spanlake_compacto
     let mut registry = prometheus_client::registry::Registry::default();
     let compactor = spanlake_compactor::Compactor::new(args.compactor_config(), storage, None, &mut registry).await?;
     Ok(compactor.run_once().await?)
+}
+
+#[cfg(all(test, not(feature = "system-allocator")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocator_keeps_freed_memory_for_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // The environment's choice stands.
+        }
+        tune_allocator();
+        assert_eq!(allocator_option(MI_OPTION_PURGE_DELAY), ALLOCATOR_PURGE_DELAY_MS);
+    }
 }

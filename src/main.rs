@@ -33,6 +33,7 @@ async fn wait_for_signal() {
 const STACK_BYTES: usize = 16 << 20;
 
 fn main() -> std::process::ExitCode {
+    spanlake::tune_allocator();
     let cli = Cli::load().unwrap_or_else(|error| error.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
