@@ -11,8 +11,11 @@
 //! hour. On one machine, the three share its cores: the point is that the
 //! work divides (bytes per querier) without costing more in total (CPU),
 //! not the time.
-//! Knobs: SPANLAKE_BENCH_SPREAD_SPANS (default 5,000,000);
-//! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 64MiB);
+//! Knobs: SPANLAKE_BENCH_SPREAD_SPANS (default 10,000,000, 290 MB of blocks);
+//! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 8MiB: the
+//! queries read 2–230 MB of it, and at 8 MiB each scan reading over 16 MiB
+//! asks for all three queriers, as at the product's default of 64 MiB it would
+//! over 8× the data; a scan reading less than 8 MiB stays on the querier asked).
 //! SPANLAKE_BENCH_SPREAD_DIR (write the blocks there and keep them, compacted
 //! at the end, to profile queriers over them afterwards; an empty directory).
 
@@ -137,7 +140,7 @@ async fn measure(
 fn main() {
     spanlake::tune_allocator();
     let target: usize =
-        std::env::var("SPANLAKE_BENCH_SPREAD_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+        std::env::var("SPANLAKE_BENCH_SPREAD_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::TempDir::new().unwrap();
     let root = match std::env::var("SPANLAKE_BENCH_SPREAD_DIR") {
@@ -147,7 +150,7 @@ fn main() {
     let storage = spanlake::storage::open(&StorageArgs::local(&root)).unwrap();
     let (data_end, _) = runtime.block_on(common::write_last_hour(&storage, &TenantId::single(), target));
     let window = ((data_end - common::HOUR_NS) / 1_000_000_000, data_end / 1_000_000_000);
-    let min_bytes = std::env::var("SPANLAKE_BENCH_SPREAD_MIN_BYTES").unwrap_or_else(|_| "64MiB".into());
+    let min_bytes = std::env::var("SPANLAKE_BENCH_SPREAD_MIN_BYTES").unwrap_or_else(|_| "8MiB".into());
     let peers = tempfile::NamedTempFile::new().unwrap();
     let peers_arg = format!("file://{}", peers.path().display());
     let mut rows = Vec::new();

@@ -281,6 +281,9 @@ macro_rules! leaf_plan {
 pub(crate) struct SpansScanExec {
     spec: Arc<ScanSpec>,
     work: Work,
+    /// About the bytes it reads (of the columns it reads), which set how
+    /// many tasks it asks for: its blocks' bytes unless told.
+    reads: u64,
     /// The plan of the work, made at the first execution, in the runtime of
     /// the querier that runs it.
     inner: std::sync::OnceLock<Arc<dyn ExecutionPlan>>,
@@ -296,7 +299,13 @@ impl SpansScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self { spec, work, inner: std::sync::OnceLock::new(), properties })
+        let reads = work.bytes();
+        Ok(Self { spec, work, reads, inner: std::sync::OnceLock::new(), properties })
+    }
+
+    /// The same scan, known to read about `bytes`.
+    pub(crate) fn reading(self, bytes: u64) -> Self {
+        Self { reads: bytes, ..self }
     }
 
     /// This scan's work cut into `tasks` shares of about equal bytes.
@@ -872,11 +881,11 @@ fn desired_tasks(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskC
     }))
 }
 
-/// The block bytes of a leaf that may spread (a scan the table chose to
+/// The bytes a leaf that may spread reads (a scan the table chose to
 /// spread, a fan-out analysis), or None for any other plan.
 fn spread_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     match (plan.downcast_ref::<SpansScanExec>(), plan.downcast_ref::<FanoutExec>()) {
-        (Some(scan), _) => Some(scan.work.bytes()),
+        (Some(scan), _) => Some(scan.reads),
         (None, Some(fanout)) => Some(fanout.share.blocks.iter().map(|b| b.size_bytes).sum()),
         (None, None) => None,
     }

@@ -700,18 +700,21 @@ impl TableProvider for SpansTable {
         };
         let partitions = state.config().target_partitions().max(1);
         // Spread over several queriers only when what the scan may read is
-        // large enough: the blocks in range, less the row groups whose
-        // statistics rule the filter out.
+        // large enough: the chunks of the columns it reads in the blocks in
+        // range, less the row groups and pages whose statistics rule the
+        // filter out.
         let total: u64 = blocks.iter().map(|b| b.size_bytes).sum();
-        let spread = state.config().get_extension::<Spread>().filter(|s| {
-            total >= s.min_bytes
-                && predicate.as_ref().is_none_or(|p| admitted_bytes(&footers, p, &schema) >= s.min_bytes)
+        let reads = state.config().get_extension::<Spread>().filter(|s| total >= s.min_bytes).and_then(|s| {
+            let columns = read_columns(&schema, projection, predicate.as_ref());
+            let reads = read_bytes(&footers, predicate.as_ref(), &schema, columns.as_ref());
+            (reads >= s.min_bytes).then_some((s, reads))
         });
-        let mut work = self.work(blocks, &bounds, limit, partitions, spread.as_ref().map_or(1, |s| s.bands)).await;
+        let bands = reads.as_ref().map_or(1, |(s, _)| s.bands);
+        let mut work = self.work(blocks, &bounds, limit, partitions, bands).await;
         for piece in work.parallel.iter_mut().chain(work.merges.iter_mut().flatten()) {
             piece.in_window = in_window.contains(&piece.block.id);
         }
-        if spread.is_some() {
+        if let Some((_, reads)) = reads {
             let scan = ScanSpec {
                 tenant: self.tenant.clone(),
                 projection: projection.cloned(),
@@ -722,22 +725,30 @@ impl TableProvider for SpansTable {
                 partitions,
                 window,
             };
-            return Ok(Arc::new(crate::distributed::SpansScanExec::try_new(Arc::new(scan), work)?));
+            let scan = crate::distributed::SpansScanExec::try_new(Arc::new(scan), work)?.reading(reads);
+            return Ok(Arc::new(scan));
         }
         let source = parquet_source(state.runtime_env(), self.pruning, row_filter, predicate)?;
         work.plan(&self.tenant, &source, partitions, projection, limit, window.as_ref())
     }
 }
 
-/// About the bytes of `footers`' blocks that a scan filtered by `predicate`
-/// reads: the row groups whose statistics admit it, in proportion to the
-/// rows their pages' statistics (the page index) admit. All of them when the
-/// predicate cannot be checked against statistics.
-fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> u64 {
-    let all = || footers.iter().flat_map(|f| f.metadata().row_groups()).map(|g| g.compressed_size() as u64).sum();
-    let builder = PruningPredicateBuilder::new().with_file_schema(Arc::clone(schema));
-    let Some(pruning) = builder.build(Arc::clone(predicate)) else { return all() };
-    let pages = PagePruningAccessPlanFilter::new(predicate, Arc::clone(schema));
+/// About the bytes of `footers`' blocks that a scan reads: the column
+/// chunks of `columns` (of every column when None), in the row groups whose
+/// statistics admit `predicate`, in proportion to the rows their pages'
+/// statistics (the page index) admit. Every row group when there is no
+/// predicate, or it cannot be checked against statistics.
+fn read_bytes(
+    footers: &[ArrowReaderMetadata],
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    schema: &SchemaRef,
+    columns: Option<&HashSet<String>>,
+) -> u64 {
+    let pruning = predicate.and_then(|predicate| {
+        let pruning =
+            PruningPredicateBuilder::new().with_file_schema(Arc::clone(schema)).build(Arc::clone(predicate))?;
+        Some((pruning, PagePruningAccessPlanFilter::new(predicate, Arc::clone(schema))))
+    });
     let metrics = ExecutionPlanMetricsSet::new();
     let file_metrics = ParquetFileMetrics::new(0, "the estimate of a scan's size", &metrics);
     footers
@@ -745,13 +756,21 @@ fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalE
         .map(|footer| {
             let metadata = footer.metadata();
             let groups = metadata.row_groups();
-            let mut admitted = RowGroupAccessPlanFilter::new(ParquetAccessPlan::new_all(groups.len()));
             let parquet_schema = metadata.file_metadata().schema_descr();
-            admitted.prune_by_statistics(schema, parquet_schema, groups, &pruning, &file_metrics);
-            let plan =
-                pages.prune_plan_with_page_index(admitted.build(), schema, parquet_schema, metadata, &file_metrics);
+            let read = |leaf: usize| columns.is_none_or(|c| c.contains(parquet_schema.get_column_root(leaf).name()));
+            let plan = match &pruning {
+                None => ParquetAccessPlan::new_all(groups.len()),
+                Some((pruning, pages)) => {
+                    let mut admitted = RowGroupAccessPlanFilter::new(ParquetAccessPlan::new_all(groups.len()));
+                    admitted.prune_by_statistics(schema, parquet_schema, groups, pruning, &file_metrics);
+                    pages.prune_plan_with_page_index(admitted.build(), schema, parquet_schema, metadata, &file_metrics)
+                }
+            };
             let bytes = |(group, access): (&RowGroupMetaData, &RowGroupAccess)| {
-                let size = group.compressed_size().max(0) as u64;
+                let size: u64 = (group.columns().iter().enumerate())
+                    .filter(|(leaf, _)| read(*leaf))
+                    .map(|(_, chunk)| chunk.compressed_size().max(0) as u64)
+                    .sum();
                 match access {
                     RowGroupAccess::Skip => 0,
                     RowGroupAccess::Scan => size,
@@ -764,6 +783,23 @@ fn admitted_bytes(footers: &[ArrowReaderMetadata], predicate: &Arc<dyn PhysicalE
             groups.iter().zip(plan.inner()).map(bytes).sum::<u64>()
         })
         .sum()
+}
+
+/// The columns a scan reads: those of `projection` (every one when None)
+/// and those `predicate` names.
+fn read_columns(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+) -> Option<HashSet<String>> {
+    let projection = projection?;
+    let mut columns: HashSet<String> = projection.iter().map(|&i| schema.field(i).name().clone()).collect();
+    if let Some(predicate) = predicate {
+        columns.extend(
+            datafusion::physical_expr::utils::collect_columns(predicate).into_iter().map(|c| c.name().to_owned()),
+        );
+    }
+    Some(columns)
 }
 
 impl SpansTable {
@@ -873,7 +909,7 @@ mod tests {
             let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
             let predicate =
                 datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap();
-            admitted_bytes(std::slice::from_ref(&footer), &predicate, &schema)
+            read_bytes(std::slice::from_ref(&footer), Some(&predicate), &schema, None)
         };
         assert_eq!(
             admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(30_000i64))),
@@ -883,6 +919,54 @@ mod tests {
         let last_pages = admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(19_000i64)));
         assert!(last_pages > 0 && last_pages * 2 < whole, "{last_pages} of {whole} bytes");
         assert_eq!(admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(0i64))), whole, "every page admits it");
+        assert_eq!(read_bytes(std::slice::from_ref(&footer), None, &schema, None), whole, "no filter");
+    }
+
+    /// A scan of a few columns reads their chunks, not the whole block: the
+    /// columns projected and those its filter names.
+    #[test]
+    fn the_size_a_scan_reads_counts_the_columns_it_reads() {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let spans: Vec<Span> = (1..=5_000u64)
+            .map(|i| Span {
+                trace_id: [i.to_be_bytes(), i.to_le_bytes()].concat(),
+                span_id: i.to_be_bytes().to_vec(),
+                name: format!("operation {}", i % 97),
+                start_time_unix_nano: 1_000,
+                end_time_unix_nano: 1_000 + i,
+                ..Default::default()
+            })
+            .collect();
+        let batch = spanlake_schemas::encode::batch_of(spans);
+        let block = spanlake_schemas::block::encode_block(&[batch], spanlake_schemas::BlockId::new()).unwrap();
+        let footer = ArrowReaderMetadata::load(&block.parquet, Default::default()).unwrap();
+        let schema = table_schema();
+        let chunks = |name: &str| -> u64 {
+            let metadata = footer.metadata();
+            let parquet_schema = metadata.file_metadata().schema_descr();
+            (metadata.row_groups().iter())
+                .flat_map(|g| g.columns().iter().enumerate())
+                .filter(|(leaf, _)| parquet_schema.get_column_root(*leaf).name() == name)
+                .map(|(_, chunk)| chunk.compressed_size() as u64)
+                .sum()
+        };
+        let index = |name: &str| schema.index_of(name).unwrap();
+        let (name, trace_id, duration) =
+            (spanlake_schemas::schema::NAME, TRACE_ID, spanlake_schemas::schema::DURATION_NS);
+        let read = |projection: Vec<usize>, predicate: Option<Arc<dyn PhysicalExpr>>| {
+            let columns = read_columns(&schema, Some(&projection), predicate.as_ref());
+            read_bytes(std::slice::from_ref(&footer), predicate.as_ref(), &schema, columns.as_ref())
+        };
+        let whole = read_bytes(std::slice::from_ref(&footer), None, &schema, None);
+        assert!(chunks(name) > 0 && chunks(trace_id) > 0);
+        assert_eq!(read(vec![index(name)], None), chunks(name));
+        assert!(read(vec![index(name)], None) * 4 < whole, "one column of a block");
+        assert_eq!(read(vec![index(name), index(trace_id)], None), chunks(name) + chunks(trace_id));
+        // A filter's columns are read too (every page admits this one).
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let filter = col(duration).gt(lit(0i64));
+        let predicate = datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap();
+        assert_eq!(read(vec![index(name)], Some(predicate)), chunks(name) + chunks(duration));
     }
 
     fn block(min_time: i64, max_time: i64) -> BlockMeta {

@@ -325,7 +325,7 @@ pub struct QuerierFlags {
     /// comma-separated. Empty: every query runs on the querier that received it
     #[arg(long, env = "SPANLAKE_QUERY_PEERS", value_delimiter = ',', value_parser = parse_peer)]
     pub query_peers: Vec<String>,
-    /// Queries reading fewer block bytes run on the querier that received them; a spread query
+    /// Queries reading fewer bytes (of the columns they read) run on the querier that received them; a spread query
     /// gives each querier about this many bytes or more
     #[arg(long, env = "SPANLAKE_SPREAD_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub spread_min_bytes: usize,
