@@ -56,9 +56,9 @@ fn set_allocator_option(option: libmimalloc_sys::mi_option_t, value: i64) {
 /// mimalloc's current value of `option` (for tests).
 #[cfg(all(test, not(feature = "system-allocator")))]
 #[allow(unsafe_code)]
-fn allocator_option(option: libmimalloc_sys::mi_option_t) -> i64 {
+fn allocator_option(option: libmimalloc_sys::mi_option_t) -> std::ffi::c_long {
     // SAFETY: as in `set_allocator_option`, a read of one number.
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(option) })
+    unsafe { libmimalloc_sys::mi_option_get(option) }
 }
 
 pub mod client;
@@ -90,6 +90,6 @@ mod tests {
             return; // The environment's choice stands.
         }
         tune_allocator();
-        assert_eq!(allocator_option(MI_OPTION_PURGE_DELAY), ALLOCATOR_PURGE_DELAY_MS);
+        assert_eq!(allocator_option(MI_OPTION_PURGE_DELAY), ALLOCATOR_PURGE_DELAY_MS as std::ffi::c_long);
     }
 }
