@@ -78,6 +78,10 @@ pub struct ClusterConfig {
     /// A secret every querier of the cluster shares: sent with each share,
     /// and a share without it is refused (None: none is asked).
     pub secret: Option<String>,
+    /// Whether Arrow batches travel between queriers LZ4-compressed (false:
+    /// as they are). A spread fan-out's statistics always travel as they
+    /// are: they are packed already.
+    pub lz4: bool,
 }
 
 /// The header that carries [`ClusterConfig::secret`] between queriers.
@@ -1217,7 +1221,10 @@ impl Querier {
             .with_distributed_metrics_collection(false)?;
         let distributed = builder.query_planner().take().expect("the distributed planner");
         let state = builder.with_query_planner(Arc::new(SpreadWhenWorthIt { distributed })).build();
-        let ctx = SessionContext::new_with_state(state);
+        let mut ctx = SessionContext::new_with_state(state);
+        if !self.config.cluster.lz4 {
+            ctx.set_distributed_compression(None)?;
+        }
         if let Some(tenant) = tenant {
             self.register_tables(&ctx, tenant).await?;
         }

@@ -96,7 +96,7 @@ impl Default for Config {
             max_tag_scan_bytes: 256 << 20,
             pruning: true,
             exemplar_sample_spans: 1_000_000,
-            cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20, secret: None },
+            cluster: ClusterConfig { peers: Vec::new(), min_bytes: 64 << 20, secret: None, lz4: false },
         }
     }
 }

@@ -329,6 +329,11 @@ pub struct QuerierFlags {
     /// gives each querier about this many bytes or more
     #[arg(long, env = "SPANLAKE_SPREAD_MIN_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub spread_min_bytes: usize,
+    /// How Arrow batches travel between the queriers of a spread query: `none`, or `lz4` (a
+    /// quarter fewer bytes on the wire, for 4–10 % more CPU in all; for a network slower than
+    /// the queriers' cores)
+    #[arg(long, env = "SPANLAKE_SPREAD_COMPRESSION", default_value = "none", value_parser = ["none", "lz4"])]
+    pub spread_compression: String,
     /// A secret all queriers share (from a Kubernetes Secret): sent with every share of a spread
     /// query, and a share without it is refused. Unset: shares are not checked
     #[arg(long, env = "SPANLAKE_WORKER_SECRET", hide_env_values = true)]
@@ -557,6 +562,7 @@ impl ServerArgs {
                 peers: flags.query_peers.clone(),
                 min_bytes: flags.spread_min_bytes as u64,
                 secret: flags.worker_secret.clone(),
+                lz4: flags.spread_compression == "lz4",
             },
         }
     }
