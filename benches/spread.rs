@@ -3,8 +3,9 @@
 //! Writes loadgen's default workload over the hour before now in blocks of
 //! 100k spans, as ingested, and starts four querier processes on it: one
 //! alone (no peers) and three that spread their large queries over each
-//! other. Each query runs on the lone querier, then on the first of the
-//! three; for each it reports the median time, the CPU seconds of the
+//! other. Each query runs on the lone querier and on the first of the
+//! three, a run of each in turn (5 of each, after one of each to warm up);
+//! for each it reports the median time, the CPU seconds of the
 //! processes involved (the lone one; the sum of the three) and the bytes
 //! each querier's plans read from the store
 //! (`spanlake_querier_block_bytes_read`). Then the same after compacting the
@@ -32,7 +33,7 @@ use spanlake_test_support::process::Spawned;
 
 mod common;
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// (name, endpoint, query): SQL goes to `/api/sql`, TraceQL metrics to
 /// `/api/metrics/query_range` over the hour at a 15 s step, searches to
@@ -101,40 +102,67 @@ async fn ask(http: &reqwest::Client, querier: &Spawned, endpoint: &str, query: &
 }
 
 /// Median ms, CPU seconds per run of each process, bytes per run read by each.
+#[derive(Default)]
 struct Measured {
-    median_ms: f64,
+    times: Vec<f64>,
     cpu: Vec<f64>,
     bytes: Vec<f64>,
 }
 
-async fn measure(
+impl Measured {
+    fn median_ms(&self) -> f64 {
+        let mut times = self.times.clone();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    }
+}
+
+/// One run of `query` asked of `asked`, added to `into`: its time, and the
+/// CPU seconds and bytes read of each of `involved` (divided by the runs).
+async fn run_once(
     http: &reqwest::Client,
-    asked: &Spawned,
-    involved: &[&Spawned],
+    (asked, involved): (&Spawned, &[&Spawned]),
     (endpoint, query): (&str, &str),
     window: (u64, u64),
-) -> Measured {
-    // A first run warms footers and the page cache.
-    ask(http, asked, endpoint, query, window).await;
+    into: &mut Measured,
+) {
+    // The CPU read inside the scrapes of bytes read, which it leaves out.
     let cpu = |p: &Spawned| process_cpu_seconds(&p.pid().to_string());
-    let cpu_before: Vec<f64> = involved.iter().map(|p| cpu(p)).collect();
     let mut bytes_before = Vec::new();
     for p in involved {
         bytes_before.push(bytes_read(http, p).await);
     }
-    let mut times = Vec::new();
+    let cpu_before: Vec<f64> = involved.iter().map(|p| cpu(p)).collect();
+    let started = Instant::now();
+    ask(http, asked, endpoint, query, window).await;
+    into.times.push(started.elapsed().as_secs_f64() * 1000.0);
+    let cpu_after: Vec<f64> = involved.iter().map(|p| cpu(p)).collect();
+    into.cpu.resize(involved.len(), 0.0);
+    into.bytes.resize(involved.len(), 0.0);
+    for (i, p) in involved.iter().enumerate() {
+        into.cpu[i] += (cpu_after[i] - cpu_before[i]) / RUNS as f64;
+        into.bytes[i] += (bytes_read(http, p).await - bytes_before[i]) / RUNS as f64;
+    }
+}
+
+/// `query` on the lone querier and on the first of the three, a run of
+/// each in turn (so that a slower spell of the machine falls on both),
+/// after a first run of each that warms footers and the page cache.
+async fn measure(
+    http: &reqwest::Client,
+    alone: &Spawned,
+    three: &[&Spawned],
+    query: (&str, &str),
+    window: (u64, u64),
+) -> (Measured, Measured) {
+    ask(http, alone, query.0, query.1, window).await;
+    ask(http, three[0], query.0, query.1, window).await;
+    let (mut local, mut spread) = (Measured::default(), Measured::default());
     for _ in 0..RUNS {
-        let started = Instant::now();
-        ask(http, asked, endpoint, query, window).await;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        run_once(http, (alone, &[alone]), query, window, &mut local).await;
+        run_once(http, (three[0], three), query, window, &mut spread).await;
     }
-    times.sort_by(f64::total_cmp);
-    let cpu: Vec<f64> = involved.iter().zip(&cpu_before).map(|(p, b)| (cpu(p) - b) / RUNS as f64).collect();
-    let mut bytes = Vec::new();
-    for (p, before) in involved.iter().zip(&bytes_before) {
-        bytes.push((bytes_read(http, p).await - before) / RUNS as f64);
-    }
-    Measured { median_ms: times[RUNS / 2], cpu, bytes }
+    (local, spread)
 }
 
 fn main() {
@@ -187,18 +215,17 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             for (name, endpoint, query) in QUERIES {
-                let local = measure(&http, &alone, &[&alone], (endpoint, query), window).await;
-                let spread =
-                    measure(&http, &three[0], &three.iter().collect::<Vec<_>>(), (endpoint, query), window).await;
+                let involved: Vec<&Spawned> = three.iter().collect();
+                let (local, spread) = measure(&http, &alone, &involved, (endpoint, query), window).await;
                 let total: f64 = spread.bytes.iter().sum();
                 let shares: Vec<f64> = spread.bytes.iter().map(|b| 100.0 * b / total.max(1.0)).collect();
                 let (local_cpu, spread_cpu): (f64, f64) = (local.cpu.iter().sum(), spread.cpu.iter().sum());
                 println!(
                     "{phase}, {name}: alone {:.0} ms, {local_cpu:.2} CPU-s, {:.0} MB read; three {:.0} ms, \
                      {spread_cpu:.2} CPU-s ({:?}), {:.0} MB read, shares {:?} %",
-                    local.median_ms,
+                    local.median_ms(),
                     local.bytes[0] / 1e6,
-                    spread.median_ms,
+                    spread.median_ms(),
                     spread.cpu.iter().map(|c| (c * 100.0).round() / 100.0).collect::<Vec<_>>(),
                     total / 1e6,
                     shares.iter().map(|s| s.round()).collect::<Vec<_>>(),
@@ -207,8 +234,8 @@ fn main() {
                 rows.push((
                     phase,
                     name,
-                    local.median_ms,
-                    spread.median_ms,
+                    local.median_ms(),
+                    spread.median_ms(),
                     local_cpu,
                     spread_cpu,
                     local.bytes[0],
