@@ -181,15 +181,19 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
 
     let peers_file = tempfile::NamedTempFile::new().unwrap();
     let peers_path = format!("file://{}", peers_file.path().display());
-    let start = |peers: Option<&str>, secret: &str| {
+    let start_with = |peers: Option<&str>, secret: &str, compression: &str| {
         let mut args = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
         if let Some(peers) = peers {
             args.extend(["--worker-addr", "127.0.0.1:0", "--query-peers", peers, "--spread-min-bytes", "1"]);
+            args.extend(["--spread-compression", compression]);
         }
         Spawned::start_with_env(env!("CARGO_BIN_EXE_spanlake"), &args, &[("SPANLAKE_WORKER_SECRET", secret)])
     };
+    let start = |peers: Option<&str>, secret: &str| start_with(peers, secret, "none");
     let alone = start(None, "");
-    let queriers: Vec<Spawned> = (0..3).map(|_| start(Some(&peers_path), "s3cr3t")).collect();
+    // The last one's spread queries send batches LZ4-compressed, the others' as they are.
+    let queriers: Vec<Spawned> =
+        (0..3).map(|i| start_with(Some(&peers_path), "s3cr3t", if i == 2 { "lz4" } else { "none" })).collect();
     let workers: Vec<String> = queriers.iter().map(|q| format!("http://{}\n", q.worker.unwrap())).collect();
     std::fs::write(peers_file.path(), workers.concat()).unwrap();
 
