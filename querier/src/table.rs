@@ -898,19 +898,10 @@ mod tests {
                 }
             })
             .collect();
-        let batch = spanlake_schemas::encode::batch_of(spans);
-        let block = spanlake_schemas::block::encode_block(&[batch], spanlake_schemas::BlockId::new()).unwrap();
-        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
-            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
-        let footer = ArrowReaderMetadata::load(&block.parquet, options).unwrap();
+        let footer = footer_of(spans);
         let schema = table_schema();
         let whole: u64 = footer.metadata().row_groups().iter().map(|g| g.compressed_size() as u64).sum();
-        let admitted = |filter: Expr| {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
-            let predicate =
-                datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap();
-            read_bytes(std::slice::from_ref(&footer), Some(&predicate), &schema, None)
-        };
+        let admitted = |filter: Expr| read_bytes(std::slice::from_ref(&footer), Some(&physical(filter)), &schema, None);
         assert_eq!(
             admitted(col(spanlake_schemas::schema::DURATION_NS).gt(lit(30_000i64))),
             0,
@@ -937,9 +928,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let batch = spanlake_schemas::encode::batch_of(spans);
-        let block = spanlake_schemas::block::encode_block(&[batch], spanlake_schemas::BlockId::new()).unwrap();
-        let footer = ArrowReaderMetadata::load(&block.parquet, Default::default()).unwrap();
+        let footer = footer_of(spans);
         let schema = table_schema();
         let chunks = |name: &str| -> u64 {
             let metadata = footer.metadata();
@@ -963,10 +952,23 @@ mod tests {
         assert!(read(vec![index(name)], None) * 4 < whole, "one column of a block");
         assert_eq!(read(vec![index(name), index(trace_id)], None), chunks(name) + chunks(trace_id));
         // A filter's columns are read too (every page admits this one).
-        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
-        let filter = col(duration).gt(lit(0i64));
-        let predicate = datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap();
+        let predicate = physical(col(duration).gt(lit(0i64)));
         assert_eq!(read(vec![index(name)], Some(predicate)), chunks(name) + chunks(duration));
+    }
+
+    /// The footer (with its page index) of a block of `spans`.
+    fn footer_of(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> ArrowReaderMetadata {
+        let batch = spanlake_schemas::encode::batch_of(spans);
+        let block = spanlake_schemas::block::encode_block(&[batch], spanlake_schemas::BlockId::new()).unwrap();
+        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+        ArrowReaderMetadata::load(&block.parquet, options).unwrap()
+    }
+
+    /// `filter` over the table's columns, as the scan gets it.
+    fn physical(filter: Expr) -> Arc<dyn PhysicalExpr> {
+        let df_schema = DFSchema::try_from(table_schema().as_ref().clone()).unwrap();
+        datafusion::prelude::SessionContext::new().create_physical_expr(filter, &df_schema).unwrap()
     }
 
     fn block(min_time: i64, max_time: i64) -> BlockMeta {
