@@ -884,20 +884,7 @@ mod tests {
     /// ranges of them: a filter on duration admits the pages of its range.
     #[test]
     fn the_size_a_scan_reads_counts_the_pages_its_filter_admits() {
-        use opentelemetry_proto::tonic::trace::v1::Span;
-        let spans: Vec<Span> = (1..=20_000u64)
-            .map(|i| {
-                let mut id = [0u8; 16];
-                id[8..].copy_from_slice(&i.to_be_bytes());
-                Span {
-                    trace_id: id.to_vec(),
-                    span_id: i.to_be_bytes().to_vec(),
-                    start_time_unix_nano: 1_000,
-                    end_time_unix_nano: 1_000 + i,
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let spans = numbered_spans(20_000);
         let footer = footer_of(spans);
         let schema = table_schema();
         let whole: u64 = footer.metadata().row_groups().iter().map(|g| g.compressed_size() as u64).sum();
@@ -917,17 +904,7 @@ mod tests {
     /// columns projected and those its filter names.
     #[test]
     fn the_size_a_scan_reads_counts_the_columns_it_reads() {
-        use opentelemetry_proto::tonic::trace::v1::Span;
-        let spans: Vec<Span> = (1..=5_000u64)
-            .map(|i| Span {
-                trace_id: [i.to_be_bytes(), i.to_le_bytes()].concat(),
-                span_id: i.to_be_bytes().to_vec(),
-                name: format!("operation {}", i % 97),
-                start_time_unix_nano: 1_000,
-                end_time_unix_nano: 1_000 + i,
-                ..Default::default()
-            })
-            .collect();
+        let spans = numbered_spans(5_000);
         let footer = footer_of(spans);
         let schema = table_schema();
         let chunks = |name: &str| -> u64 {
@@ -954,6 +931,21 @@ mod tests {
         // A filter's columns are read too (every page admits this one).
         let predicate = physical(col(duration).gt(lit(0i64)));
         assert_eq!(read(vec![index(name)], Some(predicate)), chunks(name) + chunks(duration));
+    }
+
+    /// Spans 1 to `count`: span `i` in trace `i` (trace ids rising), `i` ns
+    /// long, named after `i` modulo 97.
+    fn numbered_spans(count: u64) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        (1..=count)
+            .map(|i| opentelemetry_proto::tonic::trace::v1::Span {
+                trace_id: [0u64.to_be_bytes(), i.to_be_bytes()].concat(),
+                span_id: i.to_be_bytes().to_vec(),
+                name: format!("operation {}", i % 97),
+                start_time_unix_nano: 1_000,
+                end_time_unix_nano: 1_000 + i,
+                ..Default::default()
+            })
+            .collect()
     }
 
     /// The footer (with its page index) of a block of `spans`.
