@@ -9,28 +9,37 @@
 # whose statistics travel with every call).
 # ALTERNATE=1: a query alone, then one spread, N of each, instead of N alone
 # then N spread. EXTRA: more flags for all four queriers.
-# PERF_OUT=<file>: also record a profile of the three during their queries
-# (perf record -F 499 --call-graph dwarf,8192; read it with perf script; the
-# spread CPU figure then includes the profiler's cost).
+# WARM=1: first, each of the spread bench's SQL, search and metrics queries
+# six times on the lone querier and on the three (queriers that have served
+# other queries, as in the spread bench).
+# PERF_OUT=<file> / PERF_ALONE=<file>: also record a profile of the three /
+# of the lone querier during their queries (see spread_queriers.sh).
 set -euo pipefail
 BIN=$1; DATA=$2; N=${3:-3}
-PEERS=$(mktemp)
-printf "http://127.0.0.1:47001\nhttp://127.0.0.1:47002\nhttp://127.0.0.1:47003\n" > "$PEERS"
-PIDS=()
-for i in 1 2 3; do
-  SPANLAKE_WORKER_SECRET=s "$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:340$i --pg-addr off \
-    --worker-addr 127.0.0.1:4700$i --query-peers "file://$PEERS" --spread-min-bytes 1 --refresh-interval 1s ${EXTRA:-} > /dev/null 2>&1 &
-  PIDS+=($!)
-done
-"$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:3400 --pg-addr off ${EXTRA:-} > /dev/null 2>&1 &
-ALONE=$!
-trap 'kill $ALONE ${PIDS[*]} 2>/dev/null; rm -f "$PEERS"' EXIT
-sleep 5
+source "$(dirname "$0")/spread_queriers.sh"
 NOW=$(date +%s)
 PARENTS=${PARENTS-service=frontend&operation=GET%20/search}
 url() { echo "http://127.0.0.1:$1/api/fanout?${PARENTS:+$PARENTS&}start=$((NOW-86400))&end=$NOW&percentiles=0.5,0.9,0.99,0.999"; }
-cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 for port in 3400 3401; do curl -s -o /dev/null "$(url $port)"; curl -s -o /dev/null "$(url $port)"; done
+if [ -n "${WARM:-}" ]; then
+  window=(--data-urlencode "start=$((NOW-86400))" --data-urlencode "end=$NOW")
+  for port in 3400 3401; do
+    for _ in 1 2 3 4 5 6; do
+      for q in "SELECT service_name, count(*), avg(duration_ns) FROM spans GROUP BY 1 ORDER BY 1" \
+        "SELECT service_name, name, count(*) FROM spans WHERE status_code = 'error' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 20" \
+        "SELECT count(*), max(span_count), avg(duration_ns) FROM traces"; do
+        curl -s -o /dev/null -X POST --data "$q" "http://127.0.0.1:$port/api/sql"
+      done
+      for q in "{ kind = server && duration > 1s }" "{ status = error } > { kind = client }"; do
+        curl -s -o /dev/null -G "http://127.0.0.1:$port/api/search" --data-urlencode "q=$q" "${window[@]}" --data-urlencode "limit=20"
+      done
+      for q in "{ } | rate() by(resource.service.name)" \
+        "{ kind = server } | quantile_over_time(duration, 0.5, 0.9, 0.99) by(resource.service.name)"; do
+        curl -s -o /dev/null -G "http://127.0.0.1:$port/api/metrics/query_range" --data-urlencode "q=$q" "${window[@]}" --data-urlencode "step=15s"
+      done
+    done
+  done
+fi
 if [ -n "${ALTERNATE:-}" ]; then
   A=0; S=0
   for _ in $(seq "$N"); do
@@ -40,12 +49,11 @@ if [ -n "${ALTERNATE:-}" ]; then
   echo "alternating: alone cpu_s/query=$(echo "$A/100/$N" | bc -l | cut -c1-5) spread cpu_s/query=$(echo "$S/100/$N" | bc -l | cut -c1-5)"
   exit 0
 fi
+if [ -n "${PERF_ALONE:-}" ]; then perf_start "$PERF_ALONE" $ALONE; fi
 C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3400)")"; done; C1=$(cpu $ALONE)
+perf_stop
 echo "alone: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
-if [ -n "${PERF_OUT:-}" ]; then
-  perf record -F 499 -g --call-graph dwarf,${PERF_STACK:-8192} -o "$PERF_OUT" -p "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null &
-  PERF=$!; sleep 1
-fi
+if [ -n "${PERF_OUT:-}" ]; then perf_start "$PERF_OUT" "${PIDS[@]}"; fi
 C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}")
-if [ -n "${PERF:-}" ]; then kill -INT "$PERF"; wait "$PERF" || true; fi
+perf_stop
 echo "spread: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"

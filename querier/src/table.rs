@@ -757,7 +757,10 @@ fn read_bytes(
             let metadata = footer.metadata();
             let groups = metadata.row_groups();
             let parquet_schema = metadata.file_metadata().schema_descr();
-            let read = |leaf: usize| columns.is_none_or(|c| c.contains(parquet_schema.get_column_root(leaf).name()));
+            // Whether the scan reads each leaf column, found once per footer.
+            let read: Vec<bool> = (0..parquet_schema.num_columns())
+                .map(|leaf| columns.is_none_or(|c| c.contains(parquet_schema.get_column_root(leaf).name())))
+                .collect();
             let plan = match &pruning {
                 None => ParquetAccessPlan::new_all(groups.len()),
                 Some((pruning, pages)) => {
@@ -768,7 +771,7 @@ fn read_bytes(
             };
             let bytes = |(group, access): (&RowGroupMetaData, &RowGroupAccess)| {
                 let size: u64 = (group.columns().iter().enumerate())
-                    .filter(|(leaf, _)| read(*leaf))
+                    .filter(|(leaf, _)| read.get(*leaf).copied().unwrap_or(true))
                     .map(|(_, chunk)| chunk.compressed_size().max(0) as u64)
                     .sum();
                 match access {
