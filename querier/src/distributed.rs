@@ -24,7 +24,7 @@
 //! catalog gave it, named by tenant and block id.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
@@ -106,6 +106,10 @@ fn passthrough(secret: Option<&str>) -> Result<axum::http::HeaderMap> {
 
 /// How long a peer may take to accept a connection before it is left out.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a connected peer may take to answer a probe before it is left
+/// out: a process that is stopped (or whose runtime is stuck) still accepts
+/// connections, its kernel completing them, but answers nothing.
+const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Trace-id bands per task: a task's share of merged rows is read by this
 /// many merges at once.
 const BANDS_PER_TASK: usize = 2;
@@ -116,39 +120,41 @@ const MAX_BANDS: usize = 64;
 /// Largest request a worker accepts: a plan of one share.
 const MAX_PLAN_BYTES: usize = 64 << 20;
 
-/// The live peers: those of the configured list that accept connections,
+/// The live peers: those of the configured list that answer a probe,
 /// refreshed in the background (the resolver is asked synchronously).
-#[derive(Debug, Clone, Default)]
+/// Queries spread over them watch the list, and run again here when a peer
+/// drops out of it while they run (see [`Querier::unless_a_peer_stalls`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Peers {
     configured: Arc<Vec<String>>,
-    live: Arc<RwLock<Vec<Url>>>,
+    live: Arc<tokio::sync::watch::Sender<Vec<Url>>>,
 }
 
 impl Peers {
     pub(crate) fn new(configured: Vec<String>) -> Self {
-        Self { configured: Arc::new(configured), live: Arc::default() }
+        Self { configured: Arc::new(configured), live: Arc::new(tokio::sync::watch::channel(Vec::new()).0) }
     }
 
     pub(crate) fn live(&self) -> Vec<Url> {
-        self.live.read().expect("peers lock").clone()
+        self.live.borrow().clone()
     }
 
     /// Resolves and probes every configured peer once, all at once: at
-    /// worst (every peer silent) it takes one resolve and one connect timeout.
+    /// worst (every peer silent) it takes one resolve and one probe timeout.
     pub(crate) async fn refresh(&self) {
         let mut urls = Vec::new();
         for entry in self.configured.iter() {
             urls.extend(resolve(entry).await);
         }
-        let probes = urls.into_iter().map(|url| async move {
-            let (host, port) = (url.host_str()?.to_owned(), url.port()?);
-            let connect = async { tokio::net::TcpStream::connect((host.as_str(), port)).await };
-            matches!(tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await, Ok(Ok(_))).then_some(url)
-        });
+        let probes = urls.into_iter().map(|url| async move { answers(&url).await.then_some(url) });
         let mut live: Vec<Url> = futures::future::join_all(probes).await.into_iter().flatten().collect();
         live.sort();
         live.dedup();
-        *self.live.write().expect("peers lock") = live;
+        self.live.send_if_modified(|listed| {
+            let changed = *listed != live;
+            *listed = live;
+            changed
+        });
     }
 
     /// Refreshes the live list every `interval`, for as long as the task runs.
@@ -161,6 +167,59 @@ impl Peers {
             }
         })
     }
+
+    /// A watch over the live list from now on.
+    fn watch(&self) -> PeerWatch {
+        let mut live = self.live.subscribe();
+        let seen = live.borrow_and_update().clone();
+        PeerWatch { live, seen }
+    }
+}
+
+/// The peers listed live since a watch began, to see one drop out.
+struct PeerWatch {
+    live: tokio::sync::watch::Receiver<Vec<Url>>,
+    seen: Vec<Url>,
+}
+
+impl PeerWatch {
+    /// Resolves with a peer listed live before that a refresh has left out
+    /// (it stopped answering, or its name no longer resolves to it).
+    async fn dropped(&mut self) -> Url {
+        loop {
+            if self.live.changed().await.is_err() {
+                // The list is never refreshed again: nothing can drop out.
+                return std::future::pending().await;
+            }
+            let live = self.live.borrow_and_update().clone();
+            let gone = self.seen.iter().find(|peer| !live.contains(peer)).cloned();
+            self.seen = live;
+            if let Some(gone) = gone {
+                return gone;
+            }
+        }
+    }
+}
+
+/// Whether the querier at `url` answers a gRPC request within the timeouts.
+/// The probe names a method no querier serves: the answer ("unimplemented")
+/// comes from the worker server's own runtime, the one that runs shares, so
+/// it shows that runtime alive without asking it for any work.
+async fn answers(url: &Url) -> bool {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_string()) else { return false };
+    let probe = async {
+        let channel = endpoint.connect_timeout(PEER_CONNECT_TIMEOUT).connect().await.ok()?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.ok()?;
+        let path = PathAndQuery::from_static("/spanlake.Querier/Probe");
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        match grpc.unary(tonic::Request::new(()), path, codec).await {
+            Ok(_) => Some(()),
+            Err(status) => (status.code() == tonic::Code::Unimplemented).then_some(()),
+        }
+    };
+    matches!(tokio::time::timeout(PEER_CONNECT_TIMEOUT + PEER_ANSWER_TIMEOUT, probe).await, Ok(Some(())))
 }
 
 /// The worker URLs of one configured peer: itself, one per address its
@@ -808,7 +867,7 @@ impl Querier {
             }
             Ok::<_, QueryError>(analyses)
         };
-        let result = collected.await;
+        let result = self.unless_a_peer_stalls(collected, &used).await;
         self.settle(result, used())
     }
 }
@@ -1155,7 +1214,7 @@ impl Querier {
     {
         if let Some(ctx) = self.spread_session(tenant).await? {
             let used = spread_used(&ctx);
-            let result = work(ctx).await;
+            let result = self.unless_a_peer_stalls(work(ctx), &used).await;
             if let Some(answer) = self.settle(result, used())? {
                 return Ok((answer, used()));
             }
@@ -1165,6 +1224,34 @@ impl Querier {
             None => SessionContext::new_with_config_rt(self.session_config(), self.runtime()?),
         };
         Ok((work(ctx).await?, false))
+    }
+
+    /// Runs `work` of a spread session to its end, unless a querier drops
+    /// out of the live list while it runs and `used` says the work was
+    /// spread: then an error naming that querier, so that the query runs
+    /// again here. A querier that stops answering (stopped, stuck, cut off)
+    /// would otherwise hold every share it was given, and each query spread
+    /// to it, until the query's deadline; the next refresh's probe finds it
+    /// silent, within `--refresh-interval` and the probe's timeout. (Work not
+    /// spread yet plans over the peers live when it spreads.)
+    async fn unless_a_peer_stalls<T>(
+        &self,
+        work: impl std::future::Future<Output = QueryResult<T>>,
+        used: &impl Fn() -> bool,
+    ) -> QueryResult<T> {
+        let Some(peers) = &self.peers else { return work.await };
+        let mut watch = peers.watch();
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                peer = watch.dropped() => if used() {
+                    return Err(QueryError::Execution(format!(
+                        "the querier at {peer} stopped answering while the query was spread to it"
+                    )));
+                },
+            }
+        }
     }
 
     /// What a run in a spread session came to: its answer, or None when it

@@ -366,16 +366,26 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     }
 
     // Whether those runs still found the dead querier listed depends on
-    // where its refresh fell. Its address now accepts connections and hangs
-    // up at once (a process that is up but broken): the probe keeps it
-    // listed, every spread run that gives it a share fails, and the query
-    // runs again on the querier that got it, with the same answer.
-    let stand_in = tokio::net::TcpListener::bind(dead.worker.unwrap()).await.unwrap();
-    let hang_up = tokio::spawn(async move {
-        while let Ok((connection, _)) = stand_in.accept().await {
-            drop(connection);
-        }
-    });
+    // where its refresh fell. Its worker address now serves a querier that
+    // answers probes but refuses every share (its secret differs): a process
+    // that is up but broken. It is listed, every spread run that gives it a
+    // share fails, and the query runs again on the querier that got it,
+    // with the same answer.
+    let dead_worker = dead.worker.unwrap().to_string();
+    let refusing = Spawned::start_with_env(
+        env!("CARGO_BIN_EXE_spanlake"),
+        &[
+            "run",
+            "querier",
+            "--storage",
+            dir.to_str().unwrap(),
+            "--worker-addr",
+            &dead_worker,
+            "--query-peers",
+            &peers_path,
+        ],
+        &[("SPANLAKE_WORKER_SECRET", "other")],
+    );
     let fell_back = spread_count(&http, &queriers[0], "ran_locally").await;
     wait_until("a spread run fails and runs again locally", Duration::from_secs(15), || async {
         for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
@@ -387,14 +397,26 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     for (query, expected) in QUERIES.iter().zip(&expected) {
         assert_eq!(&sql(&http, &queriers[0], query).await.0, expected, "with a broken querier: {query}");
     }
-    hang_up.abort();
-    let _ = hang_up.await;
+    drop(refusing);
 
+    // In its place, a process that accepts connections and hangs up at
+    // once: it answers no probe, so it is not listed.
+    let stand_in = tokio::net::TcpListener::bind(dead.worker.unwrap()).await.unwrap();
+    let hang_up = tokio::spawn(async move {
+        while let Ok((connection, _)) = stand_in.accept().await {
+            drop(connection);
+        }
+    });
     // Once the refresh drops the dead querier, queries spread over the two left.
     wait_until("the dead querier is dropped", Duration::from_secs(15), || async {
         sql(&http, &queriers[1], QUERIES[2]).await.1
     })
     .await;
+    let hung_up_on = spread_count(&http, &queriers[0], "ran_locally").await;
+    assert!(sql(&http, &queriers[0], QUERIES[2]).await.1, "spread over the two left, not the one that hangs up");
+    assert_eq!(spread_count(&http, &queriers[0], "ran_locally").await, hung_up_on);
+    hang_up.abort();
+    let _ = hang_up.await;
     let before = spread_count(&http, &queriers[1], "ran_locally").await;
     for (query, expected) in QUERIES.iter().zip(&expected) {
         assert_eq!(&sql(&http, &queriers[1], query).await.0, expected, "spread over two queriers: {query}");
@@ -409,4 +431,31 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         assert_eq!(&fanout(&http, &queriers[1], query).await, expected, "spread over two queriers: {query:?}");
     }
     assert_eq!(spread_count(&http, &queriers[1], "ran_locally").await, before);
+
+    // One of the two stops (SIGSTOP: a process frozen, or cut off without a
+    // reset). Its kernel still accepts connections, so a share sent to it
+    // waits for ever. A query asked right away spreads to it (the probe
+    // takes 2 s to give up on it); once the next refresh finds it silent,
+    // the query runs again here, long before its 30 s deadline, and answers
+    // as before.
+    let signal = |name: &str, querier: &Spawned| {
+        let sent = std::process::Command::new("kill").args([name, &querier.pid().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {name}");
+    };
+    let before = spread_count(&http, &queriers[0], "ran_locally").await;
+    signal("-STOP", &queriers[1]);
+    assert_eq!(sql(&http, &queriers[0], QUERIES[2]).await.0, expected[2], "with a querier stopped");
+    assert_eq!(spread_count(&http, &queriers[0], "ran_locally").await, before + 1, "the stalled run ran again here");
+    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
+        assert_eq!(&fanout(&http, &queriers[0], query).await, expected, "with a querier stopped: {query:?}");
+    }
+    // It goes on: the next refresh lists it again, and queries spread to it.
+    signal("-CONT", &queriers[1]);
+    wait_until("the stopped querier is listed again", Duration::from_secs(15), || async {
+        sql(&http, &queriers[0], QUERIES[2]).await.1
+    })
+    .await;
+    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
+        assert_eq!(&fanout(&http, &queriers[0], query).await, expected, "after a querier went on: {query:?}");
+    }
 }
