@@ -16,8 +16,10 @@
 //! once (copies of a span share its trace, so they fall in one band).
 //! Partial aggregates run where the scan runs; the coordinator merges them.
 //!
-//! Never a wrong answer: a query that fails while spread (a querier died or
-//! cannot be reached) runs again locally, within the same deadline. Each
+//! Never a wrong answer: a query that fails while spread runs again, within
+//! the same deadline: spread over the queriers left when one it used has
+//! died or stopped answering (probes find it silent, and a query waiting on
+//! it stops waiting), else here alone. Each
 //! task runs under its own memory pool of `--sql-memory-limit`; a task stops
 //! when its coordinator goes away (its streams are dropped), so the deadline
 //! holds there too. Tenants: a task reads only the blocks the coordinator's
@@ -809,7 +811,7 @@ impl Querier {
     /// analyses of the parts, or None when it runs here instead: no two
     /// live peers, too few bytes, a block not indexed or not sorted by trace
     /// id (its split traces cannot be cut into bands), too many matched
-    /// parents to send, or a failure while spread (then it runs here again).
+    /// parents to send, or failures while spread (see [`Querier::spread_runs`]).
     pub(crate) async fn spread_fanout(
         &self,
         tenant: &TenantId,
@@ -827,10 +829,6 @@ impl Querier {
         {
             return Ok(None);
         }
-        let Some(mut ctx) = self.spread_session(None).await? else { return Ok(None) };
-        // The analyses travel compact already (see `fanout::compact`):
-        // compressing them again would cost more CPU than it saves bytes.
-        ctx.set_distributed_compression(None)?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let sorted = match self.blocks.trace_indexes(tenant, blocks, parallelism).await {
             Some(indexes) => indexes.iter().all(|i| i.first_row_from(0).is_some()),
@@ -840,19 +838,21 @@ impl Querier {
             return Ok(None);
         }
         let bands = crate::fanout::merge_band_count(blocks);
-        let hand_off = HandOff::register();
-        let share = FanoutShare {
-            tenant: tenant.clone(),
-            params: params.clone(),
-            parents: parents.clone(),
-            blocks: blocks.to_vec(),
-            bands: Some(bands),
-            hand_off: Some(hand_off.0),
-        };
         let partitions = self.partitions().min(MAX_FANOUT_PARTITIONS);
-        let leaf = Arc::new(FanoutExec::new(Arc::new(share), (0, 1), partitions));
-        let used = spread_used(&ctx);
-        let collected = async {
+        let run = |mut ctx: SessionContext| async move {
+            // The analyses travel compact already (see `fanout::compact`):
+            // compressing them again would cost more CPU than it saves bytes.
+            ctx.set_distributed_compression(None)?;
+            let hand_off = HandOff::register();
+            let share = FanoutShare {
+                tenant: tenant.clone(),
+                params: params.clone(),
+                parents: parents.clone(),
+                blocks: blocks.to_vec(),
+                bands: Some(bands),
+                hand_off: Some(hand_off.0),
+            };
+            let leaf = Arc::new(FanoutExec::new(Arc::new(share), (0, 1), partitions));
             let frame = ctx.read_table(Arc::new(PlanTable(leaf)))?;
             let (batches, held) = crate::memory::collect_counted(
                 &ctx,
@@ -867,8 +867,7 @@ impl Querier {
             }
             Ok::<_, QueryError>(analyses)
         };
-        let result = self.unless_a_peer_stalls(collected, &used).await;
-        self.settle(result, used())
+        Ok(self.spread_runs(None, run).await?.map(|(analyses, _)| analyses))
     }
 }
 
@@ -1202,9 +1201,10 @@ impl Querier {
     }
 
     /// Runs `work` in a session over `tenant`'s tables whose large scans
-    /// spread over the live peers, and again in a session of this querier
-    /// alone when that fails (a querier died or could not be reached), or
-    /// when there are not two live peers. Returns whether a plan was spread.
+    /// spread over the live peers (again over those left, when one of them
+    /// died or stopped answering), and in a session of this querier alone
+    /// when that fails, or when there are not two live peers. Returns
+    /// whether a plan was spread.
     /// Without `tenant`, the sessions hold no tables: for a plan that holds
     /// its own.
     pub(crate) async fn spread_or_here<T, F, Fut>(&self, tenant: Option<&TenantId>, work: F) -> QueryResult<(T, bool)>
@@ -1212,12 +1212,8 @@ impl Querier {
         F: Fn(SessionContext) -> Fut,
         Fut: std::future::Future<Output = QueryResult<T>>,
     {
-        if let Some(ctx) = self.spread_session(tenant).await? {
-            let used = spread_used(&ctx);
-            let result = self.unless_a_peer_stalls(work(ctx), &used).await;
-            if let Some(answer) = self.settle(result, used())? {
-                return Ok((answer, used()));
-            }
+        if let Some(answer) = self.spread_runs(tenant, &work).await? {
+            return Ok(answer);
         }
         let ctx = match tenant {
             Some(tenant) => self.session(tenant).await?,
@@ -1229,7 +1225,7 @@ impl Querier {
     /// Runs `work` of a spread session to its end, unless a querier drops
     /// out of the live list while it runs and `used` says the work was
     /// spread: then an error naming that querier, so that the query runs
-    /// again here. A querier that stops answering (stopped, stuck, cut off)
+    /// again without it. A querier that stops answering (stopped, stuck, cut off)
     /// would otherwise hold every share it was given, and each query spread
     /// to it, until the query's deadline; the next refresh's probe finds it
     /// silent, within `--refresh-interval` and the probe's timeout. (Work not
@@ -1254,27 +1250,57 @@ impl Querier {
         }
     }
 
-    /// What a run in a spread session came to: its answer, or None when it
-    /// is to run again here (it failed; here, the answer or the error is
-    /// certain). The query's own limits stop it here too, so their errors
-    /// stand.
-    fn settle<T>(&self, result: QueryResult<T>, used: bool) -> QueryResult<Option<T>> {
-        match result {
-            Ok(answer) => {
-                if used {
-                    self.metrics.spread("ok");
+    /// Runs `work` in a session whose large scans spread over the live
+    /// peers: its answer and whether it was spread, or None when it is to
+    /// run here instead (not two live peers, or the spread run failed).
+    /// A run that fails once a querier it may have used has left the live
+    /// list (it died or stopped answering) runs once more, spread over the
+    /// queriers left; one that fails otherwise runs here, where the answer
+    /// or the error is certain. The query's own limits stop it here too, so
+    /// their errors stand.
+    async fn spread_runs<T, F, Fut>(&self, tenant: Option<&TenantId>, work: F) -> QueryResult<Option<(T, bool)>>
+    where
+        F: Fn(SessionContext) -> Fut,
+        Fut: std::future::Future<Output = QueryResult<T>>,
+    {
+        for again in [false, true] {
+            let Some(peers) = &self.peers else { return Ok(None) };
+            let started = peers.live();
+            let Some(ctx) = self.spread_session(tenant).await? else { return Ok(None) };
+            let used = spread_used(&ctx);
+            match self.unless_a_peer_stalls(work(ctx), &used).await {
+                Ok(answer) => {
+                    if used() {
+                        self.metrics.spread("ok");
+                    }
+                    return Ok(Some((answer, used())));
                 }
-                Ok(Some(answer))
-            }
-            Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => Err(error),
-            Err(error) => {
-                if used {
+                Err(error @ (QueryError::MemoryLimit(_) | QueryError::Timeout { .. })) => return Err(error),
+                Err(_) if !used() => return Ok(None),
+                Err(error) if !again && self.lost_a_peer(&started).await => {
+                    tracing::warn!(%error, "a query spread over queriers failed; spreading it over those left");
+                    self.metrics.spread("spread_again");
+                }
+                Err(error) => {
                     tracing::warn!(%error, "a query spread over queriers failed; running it here");
                     self.metrics.spread("ran_locally");
+                    return Ok(None);
                 }
-                Ok(None)
             }
         }
+        Ok(None)
+    }
+
+    /// Whether a querier of `started` has left the live list (probed again
+    /// now, unless one has already), with two queriers still live.
+    async fn lost_a_peer(&self, started: &[Url]) -> bool {
+        let Some(peers) = &self.peers else { return false };
+        let gone = |live: &[Url]| started.iter().any(|peer| !live.contains(peer));
+        if !gone(&peers.live()) {
+            peers.refresh().await;
+        }
+        let live = peers.live();
+        gone(&live) && live.len() >= 2
     }
 
     /// A session over `tenant`'s tables whose large scans spread over the

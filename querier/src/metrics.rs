@@ -84,7 +84,7 @@ impl Metrics {
         );
         r.register(
             "queries_spread",
-            "Queries spread over several queriers, by outcome: ok, or ran_locally after the spread run failed",
+            "Queries spread over several queriers, by outcome: ok; spread_again after a spread run failed once a querier had left the live list (over those left); ran_locally after a spread run failed otherwise, or failed again",
             m.spread.clone(),
         );
         r.register("queries_refused", "Queries refused by admission (429)", m.refused.clone());

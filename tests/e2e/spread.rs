@@ -107,10 +107,10 @@ async fn metric(http: &reqwest::Client, querier: &Spawned, line: &str) -> u64 {
 }
 
 /// Block bytes each of `queriers` read so far (`spanlake_querier_block_bytes_read`).
-async fn bytes_read(http: &reqwest::Client, queriers: &[Spawned]) -> Vec<u64> {
+async fn bytes_read<Q: std::borrow::Borrow<Spawned>>(http: &reqwest::Client, queriers: &[Q]) -> Vec<u64> {
     let mut read = Vec::new();
     for querier in queriers {
-        read.push(metric(http, querier, "spanlake_querier_block_bytes_read_total").await);
+        read.push(metric(http, querier.borrow(), "spanlake_querier_block_bytes_read_total").await);
     }
     read
 }
@@ -125,7 +125,11 @@ async fn worker_tasks(http: &reqwest::Client, queriers: &[Spawned]) -> u64 {
 }
 
 /// How many of `queriers` read blocks while `ask` ran.
-async fn readers<F: std::future::Future>(http: &reqwest::Client, queriers: &[Spawned], ask: F) -> usize {
+async fn readers<Q: std::borrow::Borrow<Spawned>, F: std::future::Future>(
+    http: &reqwest::Client,
+    queriers: &[Q],
+    ask: F,
+) -> usize {
     let before = bytes_read(http, queriers).await;
     ask.await;
     let after = bytes_read(http, queriers).await;
@@ -432,30 +436,51 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     }
     assert_eq!(spread_count(&http, &queriers[1], "ran_locally").await, before);
 
-    // One of the two stops (SIGSTOP: a process frozen, or cut off without a
-    // reset). Its kernel still accepts connections, so a share sent to it
-    // waits for ever. A query asked right away spreads to it (the probe
+    // A querier takes the dead one's place (its worker address, listed in
+    // the peers file): three again.
+    let dead_worker = dead.worker.unwrap().to_string();
+    let args = ["--worker-addr", dead_worker.as_str(), "--query-peers", &peers_path, "--spread-min-bytes", "1"];
+    let mut args_with = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
+    args_with.extend(args);
+    let third =
+        Spawned::start_with_env(env!("CARGO_BIN_EXE_spanlake"), &args_with, &[("SPANLAKE_WORKER_SECRET", "s3cr3t")]);
+    let queriers = [&queriers[0], &queriers[1], &third];
+    wait_until("the third querier is listed", Duration::from_secs(15), || async {
+        readers(&http, &queriers, fanout(&http, queriers[0], FANOUTS[0])).await == 3
+    })
+    .await;
+
+    // One stops (SIGSTOP: a process frozen, or cut off without a reset).
+    // Its kernel still accepts connections, so a share sent to it waits
+    // for ever. A fan-out asked right away gives it a share (the probe
     // takes 2 s to give up on it); once the next refresh finds it silent,
-    // the query runs again here, long before its 30 s deadline, and answers
-    // as before.
+    // the fan-out stops waiting and spreads again over the two left, long
+    // before its 30 s deadline, with the same answer.
     let signal = |name: &str, querier: &Spawned| {
         let sent = std::process::Command::new("kill").args([name, &querier.pid().to_string()]).status().unwrap();
         assert!(sent.success(), "kill {name}");
     };
-    let before = spread_count(&http, &queriers[0], "ran_locally").await;
-    signal("-STOP", &queriers[1]);
-    assert_eq!(sql(&http, &queriers[0], QUERIES[2]).await.0, expected[2], "with a querier stopped");
-    assert_eq!(spread_count(&http, &queriers[0], "ran_locally").await, before + 1, "the stalled run ran again here");
-    for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
-        assert_eq!(&fanout(&http, &queriers[0], query).await, expected, "with a querier stopped: {query:?}");
+    let count = |outcome: &'static str| spread_count(&http, queriers[0], outcome);
+    let (again, here) = (count("spread_again").await, count("ran_locally").await);
+    signal("-STOP", queriers[1]);
+    assert_eq!(fanout(&http, queriers[0], FANOUTS[0]).await, expected_fanouts[0], "with a querier stopped");
+    assert_eq!((count("spread_again").await, count("ran_locally").await), (again + 1, here), "spread again");
+    // Then the second of three stops too: one is left, so a run it stalls
+    // runs again here.
+    signal("-STOP", queriers[2]);
+    assert_eq!(fanout(&http, queriers[0], FANOUTS[1]).await, expected_fanouts[1], "with two queriers stopped");
+    assert_eq!((count("spread_again").await, count("ran_locally").await), (again + 1, here + 1), "run here");
+    for (query, expected) in QUERIES.iter().zip(&expected) {
+        assert_eq!(&sql(&http, queriers[0], query).await.0, expected, "with two queriers stopped: {query}");
     }
-    // It goes on: the next refresh lists it again, and queries spread to it.
-    signal("-CONT", &queriers[1]);
-    wait_until("the stopped querier is listed again", Duration::from_secs(15), || async {
-        sql(&http, &queriers[0], QUERIES[2]).await.1
+    // They go on: the next refresh lists them again, and queries spread to them.
+    signal("-CONT", queriers[1]);
+    signal("-CONT", queriers[2]);
+    wait_until("the stopped queriers are listed again", Duration::from_secs(15), || async {
+        readers(&http, &queriers, fanout(&http, queriers[0], FANOUTS[0])).await == 3
     })
     .await;
     for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
-        assert_eq!(&fanout(&http, &queriers[0], query).await, expected, "after a querier went on: {query:?}");
+        assert_eq!(&fanout(&http, queriers[0], query).await, expected, "after the queriers went on: {query:?}");
     }
 }
