@@ -1,7 +1,8 @@
 # Sourced by the spread A/B scripts: starts three queriers that spread over
 # each other (HTTP 3401-3403, workers 47001-47003) and a lone one (HTTP 3400)
 # on loopback, all on "$DATA" with "$BIN", stopped when the script exits.
-# Reads MIN (--spread-min-bytes, default 1) and EXTRA (more flags for all
+# Reads MIN (--spread-min-bytes, default 1), REFRESH (their
+# --refresh-interval, default 1s) and EXTRA (more flags for all
 # four). Defines PIDS, ALONE, cpu <pid…> (their CPU ticks), perf_start and
 # perf_stop.
 PEERS=$(mktemp)
@@ -10,7 +11,7 @@ PIDS=()
 for i in 1 2 3; do
   SPANLAKE_WORKER_SECRET=s "$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:340$i --pg-addr off \
     --worker-addr 127.0.0.1:4700$i --query-peers "file://$PEERS" --spread-min-bytes "${MIN:-1}" \
-    --refresh-interval 1s ${EXTRA:-} > /dev/null 2>&1 &
+    --refresh-interval "${REFRESH:-1s}" ${EXTRA:-} > /dev/null 2>&1 &
   PIDS+=($!)
 done
 "$BIN" run querier --storage "$DATA" --http-addr 127.0.0.1:3400 --pg-addr off ${EXTRA:-} > /dev/null 2>&1 &
