@@ -130,11 +130,14 @@ const MAX_PLAN_BYTES: usize = 64 << 20;
 pub(crate) struct Peers {
     configured: Arc<Vec<String>>,
     live: Arc<tokio::sync::watch::Sender<Vec<Url>>>,
+    /// How many are live (`spanlake_querier_peers_live`).
+    count: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Peers {
-    pub(crate) fn new(configured: Vec<String>) -> Self {
-        Self { configured: Arc::new(configured), live: Arc::new(tokio::sync::watch::channel(Vec::new()).0) }
+    pub(crate) fn new(configured: Vec<String>, count: prometheus_client::metrics::gauge::Gauge) -> Self {
+        let live = Arc::new(tokio::sync::watch::channel(Vec::new()).0);
+        Self { configured: Arc::new(configured), live, count }
     }
 
     pub(crate) fn live(&self) -> Vec<Url> {
@@ -152,7 +155,14 @@ impl Peers {
         let mut live: Vec<Url> = futures::future::join_all(probes).await.into_iter().flatten().collect();
         live.sort();
         live.dedup();
+        self.count.set(live.len() as i64);
         self.live.send_if_modified(|listed| {
+            for gone in listed.iter().filter(|peer| !live.contains(peer)) {
+                tracing::warn!(peer = %gone, "a querier peer does not answer: queries no longer spread to it");
+            }
+            for back in live.iter().filter(|peer| !listed.contains(peer)) {
+                tracing::info!(peer = %back, "a querier peer answers: queries may spread to it");
+            }
             let changed = *listed != live;
             *listed = live;
             changed

@@ -155,7 +155,8 @@ impl Querier {
             object_store::path::Path,
             datafusion::execution::cache::cache_manager::CachedFileMetadataEntry,
         >::new(256 << 20));
-        let peers = (!config.cluster.peers.is_empty()).then(|| distributed::Peers::new(config.cluster.peers.clone()));
+        let peers = (!config.cluster.peers.is_empty())
+            .then(|| distributed::Peers::new(config.cluster.peers.clone(), metrics.peers_live.clone()));
         Arc::new(Self { config, storage, catalog, running, executor, blocks, file_metadata, metrics, peers })
     }
 

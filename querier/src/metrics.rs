@@ -53,6 +53,8 @@ pub(crate) struct Metrics {
     /// Fan-out analyses a task here handed to the query coordinated here,
     /// in memory (rather than through Arrow Flight to this process).
     pub(crate) handed_over: Counter,
+    /// Peers (this querier included) that answered the last probe.
+    pub(crate) peers_live: Gauge,
 }
 
 impl Metrics {
@@ -68,6 +70,7 @@ impl Metrics {
             bytes_read: Counter::default(),
             worker_tasks: Counter::default(),
             handed_over: Counter::default(),
+            peers_live: Gauge::default(),
             blocks_skipped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("spanlake_querier");
@@ -108,6 +111,11 @@ impl Metrics {
             "fanout_analyses_handed_over",
             "Fan-out analyses of a spread query's task that ran on the querier coordinating it, handed over in memory",
             m.handed_over.clone(),
+        );
+        r.register(
+            "peers_live",
+            "Queriers (this one included) that answered the last probe, that queries may spread over",
+            m.peers_live.clone(),
         );
         r.register(
             "blocks_skipped",

@@ -465,11 +465,14 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     signal("-STOP", queriers[1]);
     assert_eq!(fanout(&http, queriers[0], FANOUTS[0]).await, expected_fanouts[0], "with a querier stopped");
     assert_eq!((count("spread_again").await, count("ran_locally").await), (again + 1, here), "spread again");
+    let live = || metric(&http, queriers[0], "spanlake_querier_peers_live");
+    assert_eq!(live().await, 2, "the stopped querier is not listed");
     // Then the second of three stops too: one is left, so a run it stalls
     // runs again here.
     signal("-STOP", queriers[2]);
     assert_eq!(fanout(&http, queriers[0], FANOUTS[1]).await, expected_fanouts[1], "with two queriers stopped");
     assert_eq!((count("spread_again").await, count("ran_locally").await), (again + 1, here + 1), "run here");
+    assert_eq!(live().await, 1);
     for (query, expected) in QUERIES.iter().zip(&expected) {
         assert_eq!(&sql(&http, queriers[0], query).await.0, expected, "with two queriers stopped: {query}");
     }
@@ -480,6 +483,7 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
         readers(&http, &queriers, fanout(&http, queriers[0], FANOUTS[0])).await == 3
     })
     .await;
+    assert_eq!(live().await, 3);
     for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
         assert_eq!(&fanout(&http, queriers[0], query).await, expected, "after the queriers went on: {query:?}");
     }
