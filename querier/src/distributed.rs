@@ -124,8 +124,9 @@ const MAX_PLAN_BYTES: usize = 64 << 20;
 
 /// The live peers: those of the configured list that answer a probe,
 /// refreshed in the background (the resolver is asked synchronously).
-/// Queries spread over them watch the list, and run again here when a peer
-/// drops out of it while they run (see [`Querier::unless_a_peer_stalls`]).
+/// Queries spread over them watch the list, and run again (over the peers
+/// left, or here) when a peer drops out of it while they run (see
+/// [`Querier::unless_a_peer_stalls`] and [`Querier::spread_runs`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
     configured: Arc<Vec<String>>,
@@ -1235,11 +1236,12 @@ impl Querier {
     /// Runs `work` of a spread session to its end, unless a querier drops
     /// out of the live list while it runs and `used` says the work was
     /// spread: then an error naming that querier, so that the query runs
-    /// again without it. A querier that stops answering (stopped, stuck, cut off)
-    /// would otherwise hold every share it was given, and each query spread
-    /// to it, until the query's deadline; the next refresh's probe finds it
-    /// silent, within `--refresh-interval` and the probe's timeout. (Work not
-    /// spread yet plans over the peers live when it spreads.)
+    /// again without it. A querier that stops answering (stopped, stuck,
+    /// cut off) would otherwise hold every share it was given, and each
+    /// query spread to it, until the query's deadline; the next refresh's
+    /// probe finds it silent, within `--refresh-interval` and the probe's
+    /// timeout. (Work not spread yet plans over the peers live when it
+    /// spreads.)
     async fn unless_a_peer_stalls<T>(
         &self,
         work: impl std::future::Future<Output = QueryResult<T>>,
