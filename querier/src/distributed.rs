@@ -122,7 +122,8 @@ const MAX_BANDS: usize = 64;
 /// Largest request a worker accepts: a plan of one share.
 const MAX_PLAN_BYTES: usize = 64 << 20;
 
-/// The live peers: those of the configured list that answer a probe,
+/// The live peers: those of the configured list that answer a probe and
+/// run shares of this querier's build,
 /// refreshed in the background (the resolver is asked synchronously).
 /// Queries spread over them watch the list, and run again (over the peers
 /// left, or here) when a peer drops out of it while they run (see
@@ -133,12 +134,15 @@ pub(crate) struct Peers {
     live: Arc<tokio::sync::watch::Sender<Vec<Url>>>,
     /// How many are live (`spanlake_querier_peers_live`).
     count: prometheus_client::metrics::gauge::Gauge,
+    /// Peers that answered but will not run this querier's shares (another
+    /// build), and why: each is logged when it first answers so.
+    other: Arc<std::sync::Mutex<std::collections::HashMap<Url, String>>>,
 }
 
 impl Peers {
     pub(crate) fn new(configured: Vec<String>, count: prometheus_client::metrics::gauge::Gauge) -> Self {
         let live = Arc::new(tokio::sync::watch::channel(Vec::new()).0);
-        Self { configured: Arc::new(configured), live, count }
+        Self { configured: Arc::new(configured), live, count, other: Arc::default() }
     }
 
     pub(crate) fn live(&self) -> Vec<Url> {
@@ -152,10 +156,29 @@ impl Peers {
         for entry in self.configured.iter() {
             urls.extend(resolve(entry).await);
         }
-        let probes = urls.into_iter().map(|url| async move { answers(&url).await.then_some(url) });
-        let mut live: Vec<Url> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+        let probes = urls.into_iter().map(|url| async move { (probe(&url, SHARE_PROTOCOL).await, url) });
+        let mut live = Vec::new();
+        let mut other = std::collections::HashMap::new();
+        for (probed, url) in futures::future::join_all(probes).await {
+            match probed {
+                Probed::Live => live.push(url),
+                Probed::Silent => {}
+                Probed::Other(why) => {
+                    other.insert(url, why);
+                }
+            }
+        }
         live.sort();
         live.dedup();
+        {
+            let mut known = self.other.lock().expect("peers lock");
+            for (url, why) in &other {
+                if known.get(url) != Some(why) {
+                    tracing::warn!(peer = %url, answer = %why, "a querier peer will not run this querier's shares");
+                }
+            }
+            *known = other;
+        }
         self.count.set(live.len() as i64);
         self.live.send_if_modified(|listed| {
             for gone in listed.iter().filter(|peer| !live.contains(peer)) {
@@ -214,25 +237,119 @@ impl PeerWatch {
     }
 }
 
-/// Whether the querier at `url` answers a gRPC request within the timeouts.
-/// The probe names a method no querier serves: the answer ("unimplemented")
-/// comes from the worker server's own runtime, the one that runs shares, so
-/// it shows that runtime alive without asking it for any work.
-async fn answers(url: &Url) -> bool {
+/// What a querier's shares are made of, for its peers. Bump the number
+/// when a share's plan, its codec, or the analyses a share returns change
+/// encoding: queriers of two builds (a rolling upgrade) then do not list
+/// each other, and each spreads its queries over queriers of its own build,
+/// instead of spreading, failing on the other build's peers, and running
+/// again alone.
+const SHARE_PROTOCOL: &str = concat!("spanlake ", env!("CARGO_PKG_VERSION"), ", shares 1");
+
+/// The header a probe names its querier's [`SHARE_PROTOCOL`] in.
+const PROTOCOL_HEADER: &str = "x-spanlake-share-protocol";
+
+/// How a peer answered a probe.
+#[derive(Debug, PartialEq)]
+enum Probed {
+    /// It runs this querier's shares.
+    Live,
+    /// Nothing in time: down, stopped, stuck, or cut off.
+    Silent,
+    /// It answered, but would not run this querier's shares (its reason).
+    Other(String),
+}
+
+/// Probes the querier at `url`: a gRPC request (`/spanlake.Querier/Probe`,
+/// see [`probe::Server`]) naming `protocol`, answered by the worker
+/// server's runtime, the one that runs shares, without any work. A
+/// connection alone proves nothing: the kernel of a stopped process still
+/// accepts it.
+async fn probe(url: &Url, protocol: &str) -> Probed {
     use tonic::codegen::http::uri::PathAndQuery;
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_string()) else { return false };
-    let probe = async {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_string()) else { return Probed::Silent };
+    let asked = async {
         let channel = endpoint.connect_timeout(PEER_CONNECT_TIMEOUT).connect().await.ok()?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.ok()?;
-        let path = PathAndQuery::from_static("/spanlake.Querier/Probe");
+        let mut request = tonic::Request::new(());
+        request.metadata_mut().insert(PROTOCOL_HEADER, protocol.parse().ok()?);
         let codec = tonic_prost::ProstCodec::<(), ()>::default();
-        match grpc.unary(tonic::Request::new(()), path, codec).await {
-            Ok(_) => Some(()),
-            Err(status) => (status.code() == tonic::Code::Unimplemented).then_some(()),
-        }
+        Some(grpc.unary(request, PathAndQuery::from_static(probe::PATH), codec).await)
     };
-    matches!(tokio::time::timeout(PEER_CONNECT_TIMEOUT + PEER_ANSWER_TIMEOUT, probe).await, Ok(Some(())))
+    match tokio::time::timeout(PEER_CONNECT_TIMEOUT + PEER_ANSWER_TIMEOUT, asked).await {
+        Ok(Some(Ok(_))) => Probed::Live,
+        Ok(Some(Err(status))) => match status.code() {
+            tonic::Code::FailedPrecondition => Probed::Other(status.message().to_owned()),
+            tonic::Code::Unimplemented => Probed::Other("a querier of an older build (it has no probe)".into()),
+            _ => Probed::Silent,
+        },
+        _ => Probed::Silent,
+    }
+}
+
+/// The probe's side on the worker port.
+mod probe {
+    use std::task::{Context, Poll};
+
+    use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+
+    pub(super) const PATH: &str = "/spanlake.Querier/Probe";
+
+    /// Answers a probe: OK when the prober's shares are of `protocol`,
+    /// else FAILED_PRECONDITION naming this querier's.
+    #[derive(Debug, Clone)]
+    pub(super) struct Server {
+        pub(super) protocol: &'static str,
+    }
+
+    impl tonic::server::NamedService for Server {
+        const NAME: &'static str = "spanlake.Querier";
+    }
+
+    struct Answer(&'static str);
+
+    impl tonic::server::UnaryService<()> for Answer {
+        type Response = ();
+        type Future = BoxFuture<tonic::Response<()>, tonic::Status>;
+
+        fn call(&mut self, request: tonic::Request<()>) -> Self::Future {
+            let theirs = request.metadata().get(super::PROTOCOL_HEADER).and_then(|v| v.to_str().ok());
+            let answer = match theirs {
+                Some(theirs) if theirs == self.0 => Ok(tonic::Response::new(())),
+                _ => Err(tonic::Status::failed_precondition(format!(
+                    "a querier whose shares are {:?}, not {:?}",
+                    self.0,
+                    theirs.unwrap_or_default()
+                ))),
+            };
+            Box::pin(std::future::ready(answer))
+        }
+    }
+
+    impl<B> Service<http::Request<B>> for Server
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            let protocol = self.protocol;
+            Box::pin(async move {
+                if request.uri().path() != PATH {
+                    return Ok(tonic::Status::unimplemented("no such method").into_http());
+                }
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+                Ok(grpc.unary(Answer(protocol), request).await)
+            })
+        }
+    }
 }
 
 /// The worker URLs of one configured peer: itself, one per address its
@@ -1203,6 +1320,7 @@ impl Querier {
         let service = worker.into_worker_server().max_decoding_message_size(MAX_PLAN_BYTES);
         let server = tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(probe::Server { protocol: SHARE_PROTOCOL })
             .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop);
         self.executor
             .run(async move {
@@ -1669,6 +1787,41 @@ mod tests {
         let loads: Vec<u64> = shares.iter().map(Work::bytes).collect();
         let (least, most) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
         assert!(most - least <= 300, "balanced: {loads:?}");
+    }
+
+    /// A probe finds a querier of its build live, one of another build
+    /// other (naming that build), and a process that hangs up at once or
+    /// never answers (a stopped one: its kernel accepts connections) silent.
+    #[tokio::test]
+    async fn a_probe_tells_live_other_and_silent_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(probe::Server { protocol: "spanlake 1, shares 1" })
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        let server = tokio::spawn(server);
+        assert_eq!(probe(&url, "spanlake 1, shares 1").await, Probed::Live);
+        match probe(&url, "spanlake 1, shares 2").await {
+            Probed::Other(why) => assert!(why.contains("\"spanlake 1, shares 1\""), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        server.abort();
+
+        let hangs_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", hangs_up.local_addr().unwrap())).unwrap();
+        let hang_up = tokio::spawn(async move {
+            while let Ok((connection, _)) = hangs_up.accept().await {
+                drop(connection);
+            }
+        });
+        assert_eq!(probe(&url, SHARE_PROTOCOL).await, Probed::Silent);
+        hang_up.abort();
+
+        // Accepted by the kernel (the listen backlog), never read.
+        let never = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", never.local_addr().unwrap())).unwrap();
+        assert_eq!(probe(&url, SHARE_PROTOCOL).await, Probed::Silent);
+        drop(never);
     }
 
     #[test]
