@@ -137,12 +137,14 @@ pub(crate) struct Peers {
     /// Peers that answered but will not run this querier's shares (another
     /// build), and why: each is logged when it first answers so.
     other: Arc<std::sync::Mutex<std::collections::HashMap<Url, String>>>,
+    /// A connection to each peer that answered the last probe.
+    channels: Arc<std::sync::Mutex<std::collections::HashMap<Url, tonic::transport::Channel>>>,
 }
 
 impl Peers {
     pub(crate) fn new(configured: Vec<String>, count: prometheus_client::metrics::gauge::Gauge) -> Self {
         let live = Arc::new(tokio::sync::watch::channel(Vec::new()).0);
-        Self { configured: Arc::new(configured), live, count, other: Arc::default() }
+        Self { configured: Arc::new(configured), live, count, other: Arc::default(), channels: Arc::default() }
     }
 
     pub(crate) fn live(&self) -> Vec<Url> {
@@ -156,18 +158,30 @@ impl Peers {
         for entry in self.configured.iter() {
             urls.extend(resolve(entry).await);
         }
-        let probes = urls.into_iter().map(|url| async move { (probe(&url, SHARE_PROTOCOL).await, url) });
+        // Each peer's connection is kept from one probe to the next while
+        // it answers (a probe on it costs a request, not a handshake).
+        let channels = std::mem::take(&mut *self.channels.lock().expect("peers lock"));
+        let probes = urls.into_iter().filter_map(|url| {
+            let channel = channels.get(&url).cloned().or_else(|| channel_to(&url))?;
+            Some(async move { (probe(channel.clone(), SHARE_PROTOCOL).await, url, channel) })
+        });
         let mut live = Vec::new();
         let mut other = std::collections::HashMap::new();
-        for (probed, url) in futures::future::join_all(probes).await {
+        let mut answering = std::collections::HashMap::new();
+        for (probed, url, channel) in futures::future::join_all(probes).await {
             match probed {
-                Probed::Live => live.push(url),
+                Probed::Live => {
+                    answering.insert(url.clone(), channel);
+                    live.push(url);
+                }
                 Probed::Silent => {}
                 Probed::Other(why) => {
+                    answering.insert(url.clone(), channel);
                     other.insert(url, why);
                 }
             }
         }
+        *self.channels.lock().expect("peers lock") = answering;
         live.sort();
         live.dedup();
         {
@@ -245,6 +259,13 @@ impl PeerWatch {
 /// again alone.
 const SHARE_PROTOCOL: &str = concat!("spanlake ", env!("CARGO_PKG_VERSION"), ", shares 1");
 
+/// A channel to the querier at `url`, connecting when first used (None
+/// when `url` cannot be one).
+fn channel_to(url: &Url) -> Option<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).ok()?;
+    Some(endpoint.connect_timeout(PEER_CONNECT_TIMEOUT).connect_lazy())
+}
+
 /// The header a probe names its querier's [`SHARE_PROTOCOL`] in.
 const PROTOCOL_HEADER: &str = "x-spanlake-share-protocol";
 
@@ -259,16 +280,15 @@ enum Probed {
     Other(String),
 }
 
-/// Probes the querier at `url`: a gRPC request (`/spanlake.Querier/Probe`,
-/// see [`probe::Server`]) naming `protocol`, answered by the worker
-/// server's runtime, the one that runs shares, without any work. A
-/// connection alone proves nothing: the kernel of a stopped process still
-/// accepts it.
-async fn probe(url: &Url, protocol: &str) -> Probed {
+/// Probes a querier over `channel`: a gRPC request
+/// (`/spanlake.Querier/Probe`, see [`probe::Server`]) naming `protocol`,
+/// answered by the worker server's runtime, the one that runs shares,
+/// without any work. A connection alone proves nothing: the kernel of a
+/// stopped process still accepts it, and a connection made before it
+/// stopped stays open.
+async fn probe(channel: tonic::transport::Channel, protocol: &str) -> Probed {
     use tonic::codegen::http::uri::PathAndQuery;
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_string()) else { return Probed::Silent };
     let asked = async {
-        let channel = endpoint.connect_timeout(PEER_CONNECT_TIMEOUT).connect().await.ok()?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.ok()?;
         let mut request = tonic::Request::new(());
@@ -1800,8 +1820,10 @@ mod tests {
             .add_service(probe::Server { protocol: "spanlake 1, shares 1" })
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         let server = tokio::spawn(server);
-        assert_eq!(probe(&url, "spanlake 1, shares 1").await, Probed::Live);
-        match probe(&url, "spanlake 1, shares 2").await {
+        let channel = channel_to(&url).unwrap();
+        assert_eq!(probe(channel.clone(), "spanlake 1, shares 1").await, Probed::Live);
+        assert_eq!(probe(channel.clone(), "spanlake 1, shares 1").await, Probed::Live, "again on the same connection");
+        match probe(channel, "spanlake 1, shares 2").await {
             Probed::Other(why) => assert!(why.contains("\"spanlake 1, shares 1\""), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -1814,13 +1836,13 @@ mod tests {
                 drop(connection);
             }
         });
-        assert_eq!(probe(&url, SHARE_PROTOCOL).await, Probed::Silent);
+        assert_eq!(probe(channel_to(&url).unwrap(), SHARE_PROTOCOL).await, Probed::Silent);
         hang_up.abort();
 
         // Accepted by the kernel (the listen backlog), never read.
         let never = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}", never.local_addr().unwrap())).unwrap();
-        assert_eq!(probe(&url, SHARE_PROTOCOL).await, Probed::Silent);
+        assert_eq!(probe(channel_to(&url).unwrap(), SHARE_PROTOCOL).await, Probed::Silent);
         drop(never);
     }
 
