@@ -123,11 +123,11 @@ const MAX_BANDS: usize = 64;
 const MAX_PLAN_BYTES: usize = 64 << 20;
 
 /// The live peers: those of the configured list that answer a probe and
-/// run shares of this querier's build,
-/// refreshed in the background (the resolver is asked synchronously).
-/// Queries spread over them watch the list, and run again (over the peers
-/// left, or here) when a peer drops out of it while they run (see
-/// [`Querier::unless_a_peer_stalls`] and [`Querier::spread_runs`]).
+/// run shares of this querier's build, refreshed in the background (the
+/// resolver is asked synchronously). Queries spread over them watch the
+/// list, and run again (over the peers left, or here) when a peer drops
+/// out of it while they run (see [`Querier::unless_a_peer_stalls`] and
+/// [`Querier::spread_runs`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
     configured: Arc<Vec<String>>,
@@ -196,7 +196,7 @@ impl Peers {
         self.count.set(live.len() as i64);
         self.live.send_if_modified(|listed| {
             for gone in listed.iter().filter(|peer| !live.contains(peer)) {
-                tracing::warn!(peer = %gone, "a querier peer does not answer: queries no longer spread to it");
+                tracing::warn!(peer = %gone, "a querier peer is no longer listed: queries no longer spread to it");
             }
             for back in live.iter().filter(|peer| !listed.contains(peer)) {
                 tracing::info!(peer = %back, "a querier peer answers: queries may spread to it");
