@@ -185,14 +185,17 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
 
     let peers_file = tempfile::NamedTempFile::new().unwrap();
     let peers_path = format!("file://{}", peers_file.path().display());
-    let start_with = |peers: Option<&str>, secret: &str, compression: &str| {
+    // A querier whose worker port is `worker` (port 0: any).
+    let start_at = |worker: &str, peers: Option<&str>, secret: &str, compression: &str| {
         let mut args = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
         if let Some(peers) = peers {
-            args.extend(["--worker-addr", "127.0.0.1:0", "--query-peers", peers, "--spread-min-bytes", "1"]);
+            args.extend(["--worker-addr", worker, "--query-peers", peers, "--spread-min-bytes", "1"]);
             args.extend(["--spread-compression", compression]);
         }
         Spawned::start_with_env(env!("CARGO_BIN_EXE_spanlake"), &args, &[("SPANLAKE_WORKER_SECRET", secret)])
     };
+    let start_with =
+        |peers: Option<&str>, secret: &str, compression: &str| start_at("127.0.0.1:0", peers, secret, compression);
     let start = |peers: Option<&str>, secret: &str| start_with(peers, secret, "none");
     let alone = start(None, "");
     // The last one's spread queries send batches LZ4-compressed, the others' as they are.
@@ -376,20 +379,7 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     // share fails, and the query runs again on the querier that got it,
     // with the same answer.
     let dead_worker = dead.worker.unwrap().to_string();
-    let refusing = Spawned::start_with_env(
-        env!("CARGO_BIN_EXE_spanlake"),
-        &[
-            "run",
-            "querier",
-            "--storage",
-            dir.to_str().unwrap(),
-            "--worker-addr",
-            &dead_worker,
-            "--query-peers",
-            &peers_path,
-        ],
-        &[("SPANLAKE_WORKER_SECRET", "other")],
-    );
+    let refusing = start_at(&dead_worker, Some(&peers_path), "other", "none");
     let fell_back = spread_count(&http, &queriers[0], "ran_locally").await;
     wait_until("a spread run fails and runs again locally", Duration::from_secs(15), || async {
         for (query, expected) in FANOUTS.iter().zip(&expected_fanouts) {
@@ -438,12 +428,7 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
 
     // A querier takes the dead one's place (its worker address, listed in
     // the peers file): three again.
-    let dead_worker = dead.worker.unwrap().to_string();
-    let args = ["--worker-addr", dead_worker.as_str(), "--query-peers", &peers_path, "--spread-min-bytes", "1"];
-    let mut args_with = vec!["run", "querier", "--storage", dir.to_str().unwrap(), "--refresh-interval", "4s"];
-    args_with.extend(args);
-    let third =
-        Spawned::start_with_env(env!("CARGO_BIN_EXE_spanlake"), &args_with, &[("SPANLAKE_WORKER_SECRET", "s3cr3t")]);
+    let third = start_at(&dead_worker, Some(&peers_path), "s3cr3t", "none");
     let queriers = [&queriers[0], &queriers[1], &third];
     wait_until("the third querier is listed", Duration::from_secs(15), || async {
         readers(&http, &queriers, fanout(&http, queriers[0], FANOUTS[0])).await == 3
