@@ -1,7 +1,8 @@
 #!/bin/bash
 # One build's /api/fanout on kept blocks, on a lone querier and spread over
 # three (ports 3400-3403 and 47001-47003 on loopback): median times and the
-# CPU-s per query of the lone querier, and of the three together.
+# CPU-s per query of the lone querier, and of the three together (and the
+# loopback bytes per spread query).
 # usage: benches/scripts/fanout_spread_ab.sh <spanlake binary> <blocks dir> [queries, default 3]
 # Blocks: SPANLAKE_BENCH_FANOUT_DIR=<empty dir> cargo bench --bench fanout.
 # PARENTS: the parents asked for, as query parameters (default one operation,
@@ -54,6 +55,6 @@ C0=$(cpu $ALONE); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w
 perf_stop
 echo "alone: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
 if [ -n "${PERF_OUT:-}" ]; then perf_start "$PERF_OUT" "${PIDS[@]}"; fi
-C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}")
+L0=$(lo); C0=$(cpu "${PIDS[@]}"); T=""; for _ in $(seq "$N"); do T="$T $(curl -s -o /dev/null -w '%{time_total}' "$(url 3401)")"; done; C1=$(cpu "${PIDS[@]}"); L1=$(lo)
 perf_stop
-echo "spread: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5)"
+echo "spread: times$T cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-5) loopback_MB/query=$(echo "($L1-$L0)/1000000/$N" | bc -l | cut -c1-6)"

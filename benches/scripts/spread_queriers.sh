@@ -3,7 +3,7 @@
 # on loopback, all on "$DATA" with "$BIN", stopped when the script exits.
 # Reads MIN (--spread-min-bytes, default 1), REFRESH (their
 # --refresh-interval, default 1s) and EXTRA (more flags for all
-# four). Defines PIDS, ALONE, cpu <pid…> (their CPU ticks), perf_start and
+# four). Defines PIDS, ALONE, cpu <pid…> (their CPU ticks), lo, perf_start and
 # perf_stop.
 PEERS=$(mktemp)
 printf "http://127.0.0.1:47001\nhttp://127.0.0.1:47002\nhttp://127.0.0.1:47003\n" > "$PEERS"
@@ -18,6 +18,8 @@ done
 ALONE=$!
 trap 'kill $ALONE ${PIDS[*]} 2>/dev/null; rm -f "$PEERS"' EXIT
 sleep 5
+# lo: bytes received on loopback so far (the curl answers included).
+lo() { awk '/lo:/{print $2}' /proc/net/dev; }
 cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 # perf_start <file> <pid…>: record those processes' stacks (perf record -F 499,
 # dwarf call graphs) until perf_stop; read the file with perf script. The CPU

@@ -19,7 +19,6 @@ C0=$(cpu $ALONE); for _ in $(seq "$N"); do ask 3400 > /dev/null; done; C1=$(cpu 
 perf_stop
 echo "alone: cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-6)"
 if [ -n "${PERF_OUT:-}" ]; then perf_start "$PERF_OUT" "${PIDS[@]}"; fi
-lo() { awk '/lo:/{print $2}' /proc/net/dev; }
 L0=$(lo); C0=$(cpu "${PIDS[@]}"); for _ in $(seq "$N"); do ask 3401 > /dev/null; done; C1=$(cpu "${PIDS[@]}"); L1=$(lo)
 perf_stop
 echo "spread: cpu_s/query=$(echo "($C1-$C0)/100/$N" | bc -l | cut -c1-6) loopback_MB/query=$(echo "($L1-$L0)/1000000/$N" | bc -l | cut -c1-6)"
