@@ -13,11 +13,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPrope
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use crate::gather;
 use crate::schema::{
     DURATION_NS, END_TIME, EVENTS, LINKS, PARENT_SPAN_ID, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES,
     SPAN_ID, START_TIME, TRACE_ID, span_schema,
 };
+use crate::{gather, map_column};
 
 /// A block or commit id: `<unix nanos, 20 digits>-<16 random hex>`, so that
 /// ids sort by creation time and never collide across processes.
@@ -373,44 +373,91 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
             .for_each(|&(array, row)| gather::push(&mut ranges, gather::Rows { array, start: row, end: row + 1 }));
         // The rows of the groups' values, by the keys that name them: a
         // resource's (or scope's) columns share one set of keys.
-        let mut groups: Vec<(Vec<*const u32>, Vec<gather::Rows>)> = Vec::new();
+        let mut groups = GroupRows::default();
+        let mut leaf = 0;
         for (column, field) in schema.fields().iter().enumerate() {
             let columns = column_of(batches, column)?;
             let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
-            let sorted = match grouped(&arrays) {
+            let dictionaries = grouped(&arrays);
+            if [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES].contains(&field.name().as_str()) {
+                // Written from each resource's (or scope's) entries, looked up once.
+                let (maps, map_rows) = match &dictionaries {
+                    Some(dictionaries) => {
+                        let maps = dictionaries.iter().map(|d| d.values().as_map()).collect();
+                        (maps, groups.of(dictionaries, &ranges, rows.len())?)
+                    }
+                    None => (arrays.iter().map(|a| a.as_map()).collect::<Vec<_>>(), ranges.as_slice()),
+                };
+                let leaves: Vec<_> = (leaf..leaf + map_column::LEAVES).map(|i| file.schema_descr().column(i)).collect();
+                for (bytes, close) in map_column::write(&leaves, file.properties(), &maps, map_rows)? {
+                    writers.next().expect("a writer per leaf column");
+                    chunks.push(Chunk::Written(bytes, close));
+                }
+                leaf += map_column::LEAVES;
+                continue;
+            }
+            let sorted = match &dictionaries {
                 Some(dictionaries) => {
-                    let keys: Vec<&UInt32Array> = dictionaries.iter().map(|d| d.keys()).collect();
-                    let id: Vec<*const u32> = keys.iter().map(|k| k.values().as_ptr()).collect();
-                    let at = match groups.iter().position(|(known, _)| *known == id) {
-                        Some(at) => at,
-                        None => {
-                            groups.push((id, gather::value_rows(&keys, &ranges, rows.len())?));
-                            groups.len() - 1
-                        }
-                    };
                     let values: Vec<&dyn arrow::array::Array> =
                         dictionaries.iter().map(|d| d.values().as_ref()).collect();
-                    gather::gather(&values, &groups[at].1)?
+                    gather::gather(&values, groups.of(dictionaries, &ranges, rows.len())?)?
                 }
                 // Every other column is gathered a run of rows at a time
                 // (a row's entries, for nested columns).
                 None => gather::gather(&arrays, &ranges)?,
             };
-            for leaf in parquet::arrow::arrow_writer::compute_leaves(field, &sorted)? {
+            for leaf_column in parquet::arrow::arrow_writer::compute_leaves(field, &sorted)? {
                 let mut writer = writers.next().expect("a writer per leaf column");
-                writer.write(&leaf)?;
-                chunks.push(writer.close()?);
+                writer.write(&leaf_column)?;
+                chunks.push(Chunk::Arrow(writer.close()?));
+                leaf += 1;
             }
         }
         let mut row_group = file.next_row_group()?;
         for chunk in chunks {
-            chunk.append_to_row_group(&mut row_group)?;
+            match chunk {
+                Chunk::Arrow(chunk) => chunk.append_to_row_group(&mut row_group)?,
+                Chunk::Written(bytes, close) => row_group.append_column(&bytes, close)?,
+            }
         }
         row_group.close()?;
     }
     file.close()?;
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
+}
+
+/// A column chunk of a row group: from Arrow's writer, or written here.
+enum Chunk {
+    Arrow(parquet::arrow::arrow_writer::ArrowColumnChunk),
+    Written(bytes::Bytes, parquet::column::writer::ColumnCloseResult),
+}
+
+/// The rows of grouped columns' values, per set of keys: a resource's (or
+/// scope's) columns share their keys, and so these rows.
+#[derive(Default)]
+struct GroupRows {
+    known: Vec<(Vec<*const u32>, Vec<gather::Rows>)>,
+}
+
+impl GroupRows {
+    fn of(
+        &mut self,
+        dictionaries: &[&DictionaryArray<UInt32Type>],
+        ranges: &[gather::Rows],
+        len: usize,
+    ) -> Result<&[gather::Rows], arrow::error::ArrowError> {
+        let keys: Vec<&UInt32Array> = dictionaries.iter().map(|d| d.keys()).collect();
+        let id: Vec<*const u32> = keys.iter().map(|k| k.values().as_ptr()).collect();
+        let at = match self.known.iter().position(|(known, _)| *known == id) {
+            Some(at) => at,
+            None => {
+                self.known.push((id, gather::value_rows(&keys, ranges, len)?));
+                self.known.len() - 1
+            }
+        };
+        Ok(&self.known[at].1)
+    }
 }
 
 /// The arrays as dictionaries, when they are (the grouped resource and

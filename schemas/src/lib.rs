@@ -33,6 +33,7 @@ pub mod decode;
 pub mod encode;
 pub mod fault;
 pub mod gather;
+mod map_column;
 pub mod merge;
 pub mod reader;
 pub mod schema;
