@@ -42,22 +42,20 @@ pub(crate) const LEAVES: usize = 7;
 /// pages of bounded size.
 const PAGE_LEVELS: usize = 1 << 20;
 
-/// One level of the column in block order: an entry of a map (`array`'s
-/// entry `entry`), or an empty map.
-#[derive(Debug, Clone, Copy)]
-struct Level {
-    array: u32,
-    entry: u32,
-}
-
+/// A level of an empty map (every other level is an entry: its place in
+/// the batches' entries one after another).
 const EMPTY: u32 = u32::MAX;
 
 /// The column's levels in block order, and its pages: the levels and first
 /// row of each, and its repetition levels encoded (the same for every leaf).
 struct Layout {
-    levels: Vec<Level>,
+    /// Each level's entry (numbered across the batches, batch by batch), or [`EMPTY`].
+    levels: Vec<u32>,
     pages: Vec<PageLayout>,
     rows: usize,
+    /// Per batch, where its entries start in that numbering; and how many there are.
+    first_entry: Vec<usize>,
+    entries: usize,
     /// Per batch, whether each of its rows is in the column chunk.
     used: Vec<Vec<bool>>,
 }
@@ -70,12 +68,21 @@ struct PageLayout {
 
 impl Layout {
     fn new(maps: &[&MapArray], rows: &[Rows], page_rows: usize) -> Result<Self> {
+        let mut first_entry = Vec::with_capacity(maps.len());
+        let mut entries = 0;
+        for map in maps {
+            first_entry.push(entries);
+            entries += map.entries().len();
+        }
+        if entries >= EMPTY as usize {
+            return Err(general("too many map entries"));
+        }
         let mut levels = Vec::new();
         let mut repetition = Vec::new();
         let mut pages = Vec::new();
         let mut used: Vec<Vec<bool>> = maps.iter().map(|m| vec![false; m.len()]).collect();
         let (mut row, mut page_start) = (0, (0, 0));
-        let cut = |levels: &[Level], repetition: &mut Vec<u8>, (start, first_row): (usize, usize)| {
+        let cut = |levels: &[u32], repetition: &mut Vec<u8>, (start, first_row): (usize, usize)| {
             let mut encoded = Vec::new();
             levels_v1(&mut encoded, repetition, 1);
             repetition.clear();
@@ -84,7 +91,7 @@ impl Layout {
         for r in rows {
             let map = maps[r.array];
             let offsets = map.value_offsets();
-            let array = u32::try_from(r.array).map_err(|_| general("too many batches"))?;
+            let base = first_entry[r.array];
             used[r.array][r.start..r.end].fill(true);
             for i in r.start..r.end {
                 if row - page_start.1 >= page_rows || levels.len() - page_start.0 >= PAGE_LEVELS {
@@ -93,12 +100,10 @@ impl Layout {
                 }
                 let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
                 if start == end || map.is_null(i) {
-                    levels.push(Level { array, entry: EMPTY });
+                    levels.push(EMPTY);
                     repetition.push(0);
                 } else {
-                    let first = u32::try_from(start).map_err(|_| general("too many map entries"))?;
-                    let last = u32::try_from(end).map_err(|_| general("too many map entries"))?;
-                    levels.extend((first..last).map(|entry| Level { array, entry }));
+                    levels.extend((base + start..base + end).map(|entry| entry as u32));
                     repetition.push(0);
                     repetition.extend(std::iter::repeat_n(1, end - start - 1));
                 }
@@ -106,7 +111,7 @@ impl Layout {
             }
         }
         pages.push(cut(&levels, &mut repetition, page_start));
-        Ok(Self { levels, pages, rows: row, used })
+        Ok(Self { levels, pages, rows: row, first_entry, entries, used })
     }
 }
 
@@ -130,294 +135,312 @@ pub(crate) fn write(
     let layout = Layout::new(maps, rows, properties.data_page_row_count_limit().max(1))?;
     let entries: Vec<&StructArray> = maps.iter().map(|m| m.entries()).collect();
     let values: Vec<&StructArray> = entries.iter().map(|e| e.column(1).as_struct()).collect();
-    let value = |i: usize| -> Vec<&dyn Array> { values.iter().map(|v| v.column(i).as_ref()).collect() };
+    let leaf = |i: usize| -> Vec<&dyn Array> { values.iter().map(|v| v.column(i).as_ref()).collect() };
     let keys: Vec<&dyn Array> = entries.iter().map(|e| e.column(0).as_ref()).collect();
-    let mut out = Vec::with_capacity(LEAVES);
-    out.push(chunk(&leaves[0], properties, &layout, maps, false, Leaf::Bytes(byte_arrays::<Utf8Type>(&keys)))?);
-    let leaf_arrays = [
-        Leaf::Bytes(byte_arrays::<Utf8Type>(&value(0))),
-        Leaf::Int(value(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect()),
-        Leaf::Double(value(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect()),
-        Leaf::Bool(value(3).iter().map(|a| a.as_boolean()).collect()),
-        Leaf::Binary(byte_arrays::<BinaryType>(&value(4))),
-        Leaf::Bytes(byte_arrays::<Utf8Type>(&value(5))),
-    ];
-    for (descr, leaf) in leaves[1..].iter().zip(leaf_arrays) {
-        out.push(chunk(descr, properties, &layout, maps, true, leaf)?);
-    }
-    Ok(out)
+    let column = Column { layout: &layout, maps, values: &values, properties };
+    Ok(vec![
+        column.chunk(&leaves[0], 1, &byte_arrays::<Utf8Type>(&keys))?,
+        column.chunk(&leaves[1], 3, &byte_arrays::<Utf8Type>(&leaf(0)))?,
+        column.chunk(&leaves[2], 3, &leaf(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect::<Vec<_>>())?,
+        column.chunk(&leaves[3], 3, &leaf(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect::<Vec<_>>())?,
+        column.chunk(&leaves[4], 3, &leaf(3).iter().map(|a| a.as_boolean()).collect::<Vec<_>>())?,
+        column.chunk(&leaves[5], 3, &byte_arrays::<BinaryType>(&leaf(4)))?,
+        column.chunk(&leaves[6], 3, &byte_arrays::<Utf8Type>(&leaf(5)))?,
+    ])
 }
 
 fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
     arrays.iter().map(|a| a.as_bytes::<T>()).collect()
 }
 
-/// One leaf's arrays, one per batch.
-enum Leaf<'a> {
-    Bytes(Vec<&'a GenericByteArray<Utf8Type>>),
-    Binary(Vec<&'a GenericByteArray<BinaryType>>),
-    Int(Vec<&'a PrimitiveArray<Int64Type>>),
-    Double(Vec<&'a PrimitiveArray<Float64Type>>),
-    Bool(Vec<&'a BooleanArray>),
+/// A leaf's values in one batch, as the writer reads them.
+trait LeafValues<'a>: Copy {
+    /// Booleans are written PLAIN, everything else through a dictionary.
+    const DICTIONARY: bool = true;
+    fn valid(self, e: usize) -> bool;
+    /// Whether two valid entries hold the same value.
+    fn same(self, x: usize, y: usize) -> bool;
+    /// The value of valid entry `e`: its dictionary index, or a boolean.
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32;
 }
 
-impl Leaf<'_> {
-    fn is_valid(&self, a: usize, e: usize) -> bool {
-        match self {
-            Leaf::Bytes(v) => v[a].is_valid(e),
-            Leaf::Binary(v) => v[a].is_valid(e),
-            Leaf::Int(v) => v[a].is_valid(e),
-            Leaf::Double(v) => v[a].is_valid(e),
-            Leaf::Bool(v) => v[a].is_valid(e),
-        }
+impl<'a, T: ByteArrayType<Native = N>, N: AsRef<[u8]> + ?Sized + 'a> LeafValues<'a> for &'a GenericByteArray<T> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x).as_ref() == self.value(y).as_ref()
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        let value: &'a [u8] = GenericByteArray::value(self, e).as_ref();
+        dictionary.intern_bytes(value)
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a PrimitiveArray<Int64Type> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x) == self.value(y)
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        dictionary.intern_word(PrimitiveArray::value(self, e) as u64)
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a PrimitiveArray<Float64Type> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x).to_bits() == self.value(y).to_bits()
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        dictionary.intern_word(PrimitiveArray::value(self, e).to_bits())
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a BooleanArray {
+    const DICTIONARY: bool = false;
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x) == self.value(y)
+    }
+    fn value(self, e: usize, _: &mut Dictionary<'a>) -> u32 {
+        u32::from(BooleanArray::value(self, e))
     }
 }
 
 /// An entry's definition level (top two bits) and value (its dictionary
-/// index, or a boolean), as [`code`] works it out for a leaf.
+/// index, or a boolean), as [`Column::codes`] works it out for a leaf.
 const DEFINITION_SHIFT: u32 = 30;
 const VALUE_MASK: u32 = (1 << DEFINITION_SHIFT) - 1;
-/// Not worked out yet (no entry has it: its value part is above any index).
-const UNKNOWN: u32 = u32::MAX;
 
 /// A dictionary of one leaf's values: each distinct value once, PLAIN
-/// encoded, and each entry's index, looked up once per entry.
+/// encoded.
 #[derive(Default)]
 struct Dictionary<'a> {
     page: Vec<u8>,
     len: u32,
     bytes: HashMap<&'a [u8], u32>,
     words: HashMap<u64, u32>,
-    /// Per batch, each entry's code ([`UNKNOWN`] until looked up).
-    of_entry: Vec<Vec<u32>>,
 }
 
 impl<'a> Dictionary<'a> {
-    /// Every entry's code for `leaf` in the rows `layout` uses, batch by
-    /// batch in their own order: its definition level (1: no value struct,
-    /// 2: this leaf null, `max_definition`: a value) and its value. Rows of
-    /// a batch tend to list the same keys in the same order (spans of one
-    /// kind, or a resource's attributes), so an entry equal to the one at
-    /// its position in the row before takes that one's code, and only the
-    /// others are looked up.
-    fn codes(&mut self, leaf: &Leaf<'a>, maps: &[&MapArray], layout: &Layout, max_definition: u8) {
-        for (a, map) in maps.iter().enumerate() {
-            let values = map.entries().column(1).as_struct();
-            let codes = &mut self.of_entry[a];
+    /// `value`'s index, added (to the map and the page) when new.
+    fn intern_bytes(&mut self, value: &'a [u8]) -> u32 {
+        let next = self.len;
+        let index = *self.bytes.entry(value).or_insert(next);
+        if index == next {
+            self.page.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            self.page.extend_from_slice(value);
+            self.len += 1;
+        }
+        index
+    }
+
+    /// The same for an 8-byte value (an integer, or a float by its bits).
+    fn intern_word(&mut self, value: u64) -> u32 {
+        let next = self.len;
+        let index = *self.words.entry(value).or_insert(next);
+        if index == next {
+            self.page.extend_from_slice(&value.to_le_bytes());
+            self.len += 1;
+        }
+        index
+    }
+}
+
+/// What every leaf of one map column shares.
+struct Column<'c> {
+    layout: &'c Layout,
+    maps: &'c [&'c MapArray],
+    values: &'c [&'c StructArray],
+    properties: &'c WriterProperties,
+}
+
+impl<'c> Column<'c> {
+    /// Every entry's code for the leaf `arrays` (one per batch), in the
+    /// rows the layout uses, batch by batch in their own order: its
+    /// definition level (1: no value struct, 2: this leaf null,
+    /// `max_definition`: a value) and its value. Rows of a batch tend to
+    /// list the same keys in the same order (spans of one kind, or a
+    /// resource's attributes), so an entry equal to the one at its position
+    /// in the row before takes that one's code, and only the others are
+    /// looked up.
+    fn codes<'a, V: LeafValues<'a>>(
+        &self,
+        arrays: &[V],
+        max_definition: u8,
+        dictionary: &mut Dictionary<'a>,
+    ) -> Vec<u32> {
+        let mut codes = vec![0; self.layout.entries];
+        let value_level = u32::from(max_definition) << DEFINITION_SHIFT;
+        for (a, (&leaf, map)) in arrays.iter().zip(self.maps).enumerate() {
+            let structs = self.values[a];
+            let struct_null = |e: usize| max_definition == 3 && structs.is_null(e);
+            let codes = &mut codes[self.layout.first_entry[a]..];
             let offsets = map.value_offsets();
             let mut previous = 0..0;
-            for row in (0..map.len()).filter(|&row| layout.used[a][row]) {
+            for row in (0..map.len()).filter(|&row| self.layout.used[a][row]) {
                 let entries = offsets[row] as usize..offsets[row + 1] as usize;
                 for (j, e) in entries.clone().enumerate() {
                     let before = previous.start + j;
-                    if before < previous.end && same(leaf, values, max_definition, a, before, e) {
-                        codes[e] = codes[before];
-                        continue;
-                    }
-                    codes[e] = if max_definition == 3 && values.is_null(e) {
+                    codes[e] = if struct_null(e) {
                         1 << DEFINITION_SHIFT
-                    } else if !leaf.is_valid(a, e) {
+                    } else if !leaf.valid(e) {
                         2 << DEFINITION_SHIFT
+                    } else if before < previous.end
+                        && !struct_null(before)
+                        && leaf.valid(before)
+                        && leaf.same(before, e)
+                    {
+                        codes[before]
                     } else {
-                        let value = match leaf {
-                            Leaf::Bytes(v) => {
-                                intern_bytes(&mut self.page, &mut self.len, &mut self.bytes, v[a].value(e).as_bytes())
-                            }
-                            Leaf::Binary(v) => {
-                                intern_bytes(&mut self.page, &mut self.len, &mut self.bytes, v[a].value(e))
-                            }
-                            Leaf::Int(v) => {
-                                intern_word(&mut self.page, &mut self.len, &mut self.words, v[a].value(e) as u64)
-                            }
-                            Leaf::Double(v) => {
-                                intern_word(&mut self.page, &mut self.len, &mut self.words, v[a].value(e).to_bits())
-                            }
-                            Leaf::Bool(v) => u32::from(v[a].value(e)),
-                        };
-                        (u32::from(max_definition) << DEFINITION_SHIFT) | value
+                        value_level | leaf.value(e, dictionary)
                     };
                 }
                 previous = entries;
             }
         }
+        codes
     }
-}
 
-/// Whether entries `x` and `y` of batch `a` have the same code for `leaf`.
-fn same(leaf: &Leaf<'_>, values: &StructArray, max_definition: u8, a: usize, x: usize, y: usize) -> bool {
-    if max_definition == 3 && (values.is_valid(x) != values.is_valid(y) || values.is_null(x)) {
-        return values.is_null(x) && values.is_null(y);
-    }
-    let (valid_x, valid_y) = (leaf.is_valid(a, x), leaf.is_valid(a, y));
-    if !valid_x || !valid_y {
-        return valid_x == valid_y;
-    }
-    match leaf {
-        Leaf::Bytes(v) => v[a].value(x) == v[a].value(y),
-        Leaf::Binary(v) => v[a].value(x) == v[a].value(y),
-        Leaf::Int(v) => v[a].value(x) == v[a].value(y),
-        Leaf::Double(v) => v[a].value(x).to_bits() == v[a].value(y).to_bits(),
-        Leaf::Bool(v) => v[a].value(x) == v[a].value(y),
-    }
-}
-
-/// `value`'s index in a dictionary of byte strings, added (to the map and
-/// the PLAIN page) when new.
-fn intern_bytes<'a>(page: &mut Vec<u8>, len: &mut u32, known: &mut HashMap<&'a [u8], u32>, value: &'a [u8]) -> u32 {
-    let next = *len;
-    let index = *known.entry(value).or_insert(next);
-    if index == next {
-        page.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        page.extend_from_slice(value);
-        *len += 1;
-    }
-    index
-}
-
-/// `value`'s index in a dictionary of 8-byte values (integers, or floats by their bits).
-fn intern_word(page: &mut Vec<u8>, len: &mut u32, known: &mut HashMap<u64, u32>, value: u64) -> u32 {
-    let next = *len;
-    let index = *known.entry(value).or_insert(next);
-    if index == next {
-        page.extend_from_slice(&value.to_le_bytes());
-        *len += 1;
-    }
-    index
-}
-
-/// The column chunk of one leaf. `under_value`: a leaf of the value struct
-/// (a null struct is one definition level less than a null leaf).
-fn chunk(
-    descr: &ColumnDescPtr,
-    properties: &WriterProperties,
-    layout: &Layout,
-    maps: &[&MapArray],
-    under_value: bool,
-    leaf: Leaf<'_>,
-) -> Result<(Bytes, ColumnCloseResult)> {
-    let max_definition: u8 = if under_value { 3 } else { 1 };
-    if descr.max_def_level() != i16::from(max_definition) || descr.max_rep_level() != 1 {
-        return Err(general("leaf levels differ from the attribute map's"));
-    }
-    let plain_bits = matches!(leaf, Leaf::Bool(_));
-    let mut dictionary = Dictionary {
-        of_entry: maps.iter().map(|m| vec![UNKNOWN; m.entries().len()]).collect(),
-        ..Dictionary::default()
-    };
-    dictionary.codes(&leaf, maps, layout, max_definition);
-    // Definition levels and values (dictionary indices, or booleans), and
-    // how many values the pages up to each hold.
-    let mut definition: Vec<u8> = Vec::with_capacity(layout.levels.len());
-    let mut page_values = Vec::with_capacity(layout.pages.len());
-    let mut found: Vec<u32> = Vec::new();
-    for page in &layout.pages {
-        for level in &layout.levels[page.levels.clone()] {
-            if level.entry == EMPTY {
-                definition.push(0);
-                continue;
-            }
-            let code = dictionary.of_entry[level.array as usize][level.entry as usize];
-            let d = (code >> DEFINITION_SHIFT) as u8;
-            definition.push(d);
-            if d == max_definition {
-                found.push(code & VALUE_MASK);
-            }
+    /// The column chunk of one leaf (`max_definition`: 1 for the key, 3
+    /// for a leaf of the value struct).
+    fn chunk<'a, V: LeafValues<'a>>(
+        &self,
+        descr: &ColumnDescPtr,
+        max_definition: u8,
+        arrays: &[V],
+    ) -> Result<(Bytes, ColumnCloseResult)> {
+        let (layout, properties) = (self.layout, self.properties);
+        if descr.max_def_level() != i16::from(max_definition) || descr.max_rep_level() != 1 {
+            return Err(general("leaf levels differ from the attribute map's"));
         }
-        page_values.push(found.len());
-    }
-    if dictionary.len > VALUE_MASK {
-        return Err(general("too many distinct values"));
-    }
+        let plain_bits = !V::DICTIONARY;
+        let mut dictionary = Dictionary::default();
+        let codes = self.codes(arrays, max_definition, &mut dictionary);
+        if dictionary.len > VALUE_MASK {
+            return Err(general("too many distinct values"));
+        }
+        // Definition levels and values (dictionary indices, or booleans), and
+        // how many values the pages up to each hold.
+        let mut definition: Vec<u8> = Vec::with_capacity(layout.levels.len());
+        let mut page_values = Vec::with_capacity(layout.pages.len());
+        let mut found: Vec<u32> = Vec::new();
+        for page in &layout.pages {
+            for &level in &layout.levels[page.levels.clone()] {
+                if level == EMPTY {
+                    definition.push(0);
+                    continue;
+                }
+                let code = codes[level as usize];
+                let d = (code >> DEFINITION_SHIFT) as u8;
+                definition.push(d);
+                if d == max_definition {
+                    found.push(code & VALUE_MASK);
+                }
+            }
+            page_values.push(found.len());
+        }
 
-    let compression = properties.compression(descr.path());
-    let level = match compression {
-        Compression::UNCOMPRESSED => None,
-        Compression::ZSTD(level) => Some(level.compression_level()),
-        other => return Err(general(&format!("{other} is not written here"))),
-    };
-    let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
-        let size = body.len();
-        Ok(match level {
-            None => (Bytes::from(body), size),
-            Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
-        })
-    };
+        let compression = properties.compression(descr.path());
+        let level = match compression {
+            Compression::UNCOMPRESSED => None,
+            Compression::ZSTD(level) => Some(level.compression_level()),
+            other => return Err(general(&format!("{other} is not written here"))),
+        };
+        let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
+            let size = body.len();
+            Ok(match level {
+                None => (Bytes::from(body), size),
+                Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
+            })
+        };
 
-    let has_dictionary = !plain_bits && dictionary.len > 0;
-    let index_bits = bit_width(dictionary.len.saturating_sub(1)).max(1);
-    let mut sink = TrackedWrite::new(Vec::new());
-    let mut writer = SerializedPageWriter::new(&mut sink);
-    let (mut compressed, mut uncompressed) = (0i64, 0i64);
-    let mut dictionary_offset = None;
-    if has_dictionary {
-        let (buf, size) = compress(std::mem::take(&mut dictionary.page))?;
-        let page =
-            Page::DictionaryPage { buf, num_values: dictionary.len, encoding: Encoding::PLAIN, is_sorted: false };
-        let spec = writer.write_page(CompressedPage::new(page, size))?;
-        dictionary_offset = Some(spec.offset as i64);
-        compressed += spec.compressed_size as i64;
-        uncompressed += spec.uncompressed_size as i64;
-    }
-    let mut locations = Vec::with_capacity(layout.pages.len());
-    let mut value_start = 0;
-    for (page, &value_end) in layout.pages.iter().zip(&page_values) {
-        let mut body = page.repetition.clone();
-        levels_v1(&mut body, &definition[page.levels.clone()], bit_width(u32::from(max_definition)));
-        let encoding = if plain_bits {
-            pack_booleans(&mut body, &found[value_start..value_end]);
-            Encoding::PLAIN
-        } else if has_dictionary {
-            body.push(index_bits as u8);
-            rle_hybrid(&mut body, &found[value_start..value_end], index_bits);
-            Encoding::RLE_DICTIONARY
-        } else {
-            Encoding::PLAIN
+        let has_dictionary = !plain_bits && dictionary.len > 0;
+        let index_bits = bit_width(dictionary.len.saturating_sub(1)).max(1);
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut writer = SerializedPageWriter::new(&mut sink);
+        let (mut compressed, mut uncompressed) = (0i64, 0i64);
+        let mut dictionary_offset = None;
+        if has_dictionary {
+            let (buf, size) = compress(std::mem::take(&mut dictionary.page))?;
+            let page =
+                Page::DictionaryPage { buf, num_values: dictionary.len, encoding: Encoding::PLAIN, is_sorted: false };
+            let spec = writer.write_page(CompressedPage::new(page, size))?;
+            dictionary_offset = Some(spec.offset as i64);
+            compressed += spec.compressed_size as i64;
+            uncompressed += spec.uncompressed_size as i64;
+        }
+        let mut locations = Vec::with_capacity(layout.pages.len());
+        let mut value_start = 0;
+        for (page, &value_end) in layout.pages.iter().zip(&page_values) {
+            let mut body = page.repetition.clone();
+            levels_v1(&mut body, &definition[page.levels.clone()], bit_width(u32::from(max_definition)));
+            let encoding = if plain_bits {
+                pack_booleans(&mut body, &found[value_start..value_end]);
+                Encoding::PLAIN
+            } else if has_dictionary {
+                body.push(index_bits as u8);
+                rle_hybrid(&mut body, &found[value_start..value_end], index_bits);
+                Encoding::RLE_DICTIONARY
+            } else {
+                Encoding::PLAIN
+            };
+            let (buf, size) = compress(body)?;
+            let num_values = u32::try_from(page.levels.len()).map_err(|_| general("page too large"))?;
+            let data = Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let spec = writer.write_page(CompressedPage::new(data, size))?;
+            debug_assert_eq!(spec.page_type, PageType::DATA_PAGE);
+            locations.push(PageLocation {
+                offset: spec.offset as i64,
+                compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
+                first_row_index: page.first_row as i64,
+            });
+            compressed += spec.compressed_size as i64;
+            uncompressed += spec.uncompressed_size as i64;
+            value_start = value_end;
+        }
+        writer.close()?;
+        let bytes = Bytes::from(sink.into_inner()?);
+        let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
+        if has_dictionary {
+            encodings.push(Encoding::RLE_DICTIONARY);
+        }
+        let metadata = ColumnChunkMetaData::builder(descr.clone())
+            .set_compression(compression)
+            .set_encodings(encodings)
+            .set_num_values(layout.levels.len() as i64)
+            .set_total_compressed_size(compressed)
+            .set_total_uncompressed_size(uncompressed)
+            .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
+            .set_dictionary_page_offset(dictionary_offset)
+            .build()?;
+        let close = ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: layout.rows as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(OffsetIndexMetaData {
+                page_locations: locations,
+                unencoded_byte_array_data_bytes: None,
+            }),
         };
-        let (buf, size) = compress(body)?;
-        let num_values = u32::try_from(page.levels.len()).map_err(|_| general("page too large"))?;
-        let data = Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        };
-        let spec = writer.write_page(CompressedPage::new(data, size))?;
-        debug_assert_eq!(spec.page_type, PageType::DATA_PAGE);
-        locations.push(PageLocation {
-            offset: spec.offset as i64,
-            compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
-            first_row_index: page.first_row as i64,
-        });
-        compressed += spec.compressed_size as i64;
-        uncompressed += spec.uncompressed_size as i64;
-        value_start = value_end;
+        Ok((bytes, close))
     }
-    writer.close()?;
-    let bytes = Bytes::from(sink.into_inner()?);
-    let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
-    if has_dictionary {
-        encodings.push(Encoding::RLE_DICTIONARY);
-    }
-    let metadata = ColumnChunkMetaData::builder(descr.clone())
-        .set_compression(compression)
-        .set_encodings(encodings)
-        .set_num_values(layout.levels.len() as i64)
-        .set_total_compressed_size(compressed)
-        .set_total_uncompressed_size(uncompressed)
-        .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
-        .set_dictionary_page_offset(dictionary_offset)
-        .build()?;
-    let close = ColumnCloseResult {
-        bytes_written: bytes.len() as u64,
-        rows_written: layout.rows as u64,
-        metadata,
-        bloom_filter: None,
-        column_index: None,
-        offset_index: Some(OffsetIndexMetaData { page_locations: locations, unencoded_byte_array_data_bytes: None }),
-    };
-    Ok((bytes, close))
 }
 
 thread_local! {
