@@ -359,8 +359,40 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         })
         .build();
     let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
+    // The attribute maps, coded once for the block (their pages are
+    // written from the codes, and the tag summary takes from them only
+    // the entries new to it).
+    let map_columns: Vec<(usize, Vec<ArrayRef>)> = MAP_COLUMNS
+        .iter()
+        .map(|name| {
+            let column = schema.index_of(name).expect("a map column of the span schema");
+            Ok((column, column_of(batches, column)?))
+        })
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    let coded: Vec<(usize, map_column::CodedMap<'_>)> = map_columns
+        .iter()
+        .map(|(column, arrays)| {
+            let maps = arrays
+                .iter()
+                .map(|a| match a.as_dictionary_opt::<UInt32Type>() {
+                    Some(grouped) => grouped.values().as_map(),
+                    None => a.as_map(),
+                })
+                .collect();
+            Ok((*column, map_column::CodedMap::new(maps)?))
+        })
+        .collect::<Result<_, parquet::errors::ParquetError>>()?;
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
-    batches.iter().for_each(|batch| tags.add(batch));
+    let mut seen: Vec<map_column::Seen> = coded.iter().map(|_| map_column::Seen::default()).collect();
+    for (b, batch) in batches.iter().enumerate() {
+        // In the order TagSummaryBuilder::add takes a batch: its maps, then its intrinsic columns.
+        for scope in crate::tag_summary::ATTRIBUTE_SCOPES {
+            let at = MAP_COLUMNS.iter().position(|c| *c == scope).expect("a summarized map is coded");
+            tags.add_scope(scope);
+            coded[at].1.each_new_entry(b, &mut seen[at], |key, value| tags.add_entry(scope, key, value));
+        }
+        tags.add_intrinsics(batch);
+    }
     writer.append_key_value_metadata(tags.finish().to_footer());
     let (mut file, row_groups) = writer.into_serialized_writer()?;
     let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
@@ -379,17 +411,14 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
             let columns = column_of(batches, column)?;
             let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
             let dictionaries = grouped(&arrays);
-            if [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES].contains(&field.name().as_str()) {
-                // Written from each resource's (or scope's) entries, looked up once.
-                let (maps, map_rows) = match &dictionaries {
-                    Some(dictionaries) => {
-                        let maps = dictionaries.iter().map(|d| d.values().as_map()).collect();
-                        (maps, groups.of(dictionaries, &ranges, rows.len())?)
-                    }
-                    None => (arrays.iter().map(|a| a.as_map()).collect::<Vec<_>>(), ranges.as_slice()),
+            if let Some((_, coded)) = coded.iter().find(|(c, _)| *c == column) {
+                // Written from the codes of each batch's entries.
+                let map_rows = match &dictionaries {
+                    Some(dictionaries) => groups.of(dictionaries, &ranges, rows.len())?,
+                    None => ranges.as_slice(),
                 };
                 let leaves: Vec<_> = (leaf..leaf + map_column::LEAVES).map(|i| file.schema_descr().column(i)).collect();
-                for (bytes, close) in map_column::write(&leaves, file.properties(), &maps, map_rows)? {
+                for (bytes, close) in coded.write(&leaves, file.properties(), map_rows)? {
                     writers.next().expect("a writer per leaf column");
                     chunks.push(Chunk::Written(bytes, close));
                 }
@@ -426,6 +455,9 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     meta.size_bytes = out.len() as u64;
     Ok(EncodedBlock { meta, parquet: out.into() })
 }
+
+/// The attribute maps, written from their entries' codes (`map_column`).
+const MAP_COLUMNS: [&str; 3] = [RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES];
 
 /// A column chunk of a row group: from Arrow's writer, or written here.
 enum Chunk {

@@ -205,6 +205,101 @@ proptest! {
         prop_assert!(plain == block_of(&input, true, false, &id), "grouped");
         prop_assert!(plain == block_of(&input, true, true, &id), "mixed");
     }
+
+    /// The tag summary in a block's footer (taken from its attribute maps'
+    /// codes) is the builder's over the same batches, grouped or not.
+    #[test]
+    fn the_footer_summary_is_the_builders(input in proptest::collection::vec(resource_spans(), 1..5)) {
+        for grouped in [false, true] {
+            let batches = batches_of(&input, grouped, grouped);
+            prop_assert_eq!(footer_summary(&batches), builder_summary(&batches));
+        }
+    }
+}
+
+/// The batches of `input`, one per resource, as in [`block_of`].
+fn batches_of(input: &[ResourceSpans], grouped: bool, mixed: bool) -> Vec<arrow::array::RecordBatch> {
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| {
+            let mut builder = SpanBatchBuilder::default();
+            builder.append_resource_spans(std::slice::from_ref(rs), &mut AppendReport::default());
+            if grouped && (!mixed || i % 2 == 0) { builder.finish_grouped() } else { builder.finish() }
+        })
+        .collect()
+}
+
+fn footer_summary(batches: &[arrow::array::RecordBatch]) -> crate::tag_summary::TagSummary {
+    let block = encode_block(batches, BlockId::new()).unwrap().parquet;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(block).unwrap();
+    let metadata = parquet::file::reader::FileReader::metadata(&reader);
+    crate::tag_summary::TagSummary::from_footer(metadata.file_metadata()).expect("a summary in the footer")
+}
+
+fn builder_summary(batches: &[arrow::array::RecordBatch]) -> crate::tag_summary::TagSummary {
+    let mut builder = crate::tag_summary::TagSummaryBuilder::default();
+    batches.iter().for_each(|b| builder.add(b));
+    builder.finish()
+}
+
+/// Past the summary's bounds (values per key, keys per scope, bytes in
+/// all), which entries made it in depends on the order they were met: the
+/// footer's summary still equals the builder's, over batches that cross
+/// every bound in every attribute scope.
+#[test]
+fn the_footer_summary_is_the_builders_past_every_bound() {
+    use crate::tag_summary::{MAX_KEYS_PER_SCOPE, MAX_VALUE_BYTES, MAX_VALUES_PER_KEY};
+    let kv = |key: String, value: Value| KeyValue {
+        key,
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let mut input = Vec::new();
+    for r in 0..12usize {
+        // Long values, many per key, and more keys than a scope keeps.
+        let attributes = |salt: usize, n: usize| -> Vec<KeyValue> {
+            (0..n)
+                .map(|k| {
+                    let value = match (k + salt) % 4 {
+                        0 => Value::StringValue(format!("{salt}-{k}-{}", "v".repeat((k * 7) % MAX_VALUE_BYTES + 1))),
+                        1 => Value::IntValue((salt * 100_000 + k) as i64),
+                        2 => Value::DoubleValue((salt * 7 + k) as f64 / 3.0),
+                        _ => Value::BoolValue(k % 3 == 0),
+                    };
+                    kv(format!("key.{}", (k * 31 + salt) % (MAX_KEYS_PER_SCOPE + 40)), value)
+                })
+                .collect()
+        };
+        let spans = (0..40usize)
+            .map(|i| Span {
+                trace_id: [(r as u64 + 1).to_be_bytes(), (i as u64 + 1).to_be_bytes()].concat(),
+                span_id: ((r * 1000 + i) as u64 + 1).to_be_bytes().to_vec(),
+                name: format!("op-{}", i % MAX_VALUES_PER_KEY),
+                attributes: attributes(r * 40 + i, 30 + i % 7),
+                ..Default::default()
+            })
+            .collect();
+        input.push(ResourceSpans {
+            resource: Some(Resource { attributes: attributes(r, 200), ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { attributes: attributes(r + 5, 90), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    for grouped in [false, true] {
+        let batches = batches_of(&input, grouped, false);
+        let summary = builder_summary(&batches);
+        let scopes = &summary.scopes;
+        // The bounds were crossed.
+        assert!(
+            scopes.values().any(|s| s.overflowed) || scopes.values().any(|s| s.keys.values().any(|v| v.overflowed))
+        );
+        assert_eq!(footer_summary(&batches), summary, "grouped: {grouped}");
+    }
 }
 
 #[test]

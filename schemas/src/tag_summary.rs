@@ -128,6 +128,15 @@ impl TagSummary {
     }
 }
 
+/// An attribute value as the summary keeps it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TagValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
 /// Gathers a summary from span batches (any order, any split).
 #[derive(Debug, Default)]
 pub struct TagSummaryBuilder {
@@ -256,10 +265,47 @@ impl TagSummaryBuilder {
                 self.add_map(scope, map);
             }
         }
+        self.add_intrinsics(batch);
+    }
+
+    /// Adds the intrinsic columns of a batch (what [`Self::add`] adds after
+    /// the attribute maps).
+    pub(crate) fn add_intrinsics(&mut self, batch: &RecordBatch) {
         for name in INTRINSIC_COLUMNS {
-            if let Some(values) = column(name).and_then(|c| c.as_string_opt::<i32>()) {
+            let Some(column) = batch.column_by_name(name) else { continue };
+            let column = match column.as_dictionary_opt::<UInt32Type>() {
+                Some(grouped) => grouped.values(),
+                None => column,
+            };
+            if let Some(values) = column.as_string_opt::<i32>() {
                 self.add_intrinsic(name, values);
             }
+        }
+    }
+
+    /// Lists `scope` (one of [`ATTRIBUTE_SCOPES`]), with no keys yet: what
+    /// [`Self::add`] does for each map of a batch, whatever it holds.
+    pub(crate) fn add_scope(&mut self, scope: &'static str) {
+        self.scopes.entry(scope).or_default();
+    }
+
+    /// Adds one attribute entry of `scope` (one of [`ATTRIBUTE_SCOPES`]):
+    /// its key, and its value when it has a string, integer, float or
+    /// boolean. Adding an entry again changes nothing, so a caller may pass
+    /// each distinct entry once, in the order [`Self::add`] meets them.
+    pub(crate) fn add_entry(&mut self, scope: &'static str, key: &str, value: Option<TagValue<'_>>) {
+        let scope = self.scopes.entry(scope).or_default();
+        let Some(place) = scope.place(key, &mut self.bytes) else { return };
+        let key = &mut scope.keys[place].1;
+        if key.overflowed {
+            return;
+        }
+        match value {
+            Some(TagValue::Str(v)) => key.add_str(v, &mut self.bytes),
+            Some(TagValue::Int(v)) => key.add_int(v, &mut self.bytes),
+            Some(TagValue::Float(v)) => key.add_float(v, &mut self.bytes),
+            Some(TagValue::Bool(v)) => key.add_bool(v),
+            None => {}
         }
     }
 

@@ -1,0 +1,524 @@
+//! Attribute maps written to Parquet by hand: levels and dictionary indices
+//! straight from the batches' entries, in block order.
+//!
+//! Arrow's Parquet writer needs a map column in block order first (a copy of
+//! every entry), works out its levels by walking the nested arrays, and
+//! hashes every key and value into its dictionary, row after row. A
+//! resource's attributes are the same on every span of it, so a block of
+//! 100,000 spans hashed the same few dozen strings millions of times. Here
+//! each entry of a batch is looked up in the dictionary once (a grouped
+//! column holds each resource once, so that is once per resource), and each
+//! row's levels and indices are appended from those lookups. The pages are
+//! what Parquet's writer makes for these leaves (data page v1, levels and
+//! dictionary indices RLE/bit-packed hybrid, a PLAIN dictionary page, no
+//! statistics: [`crate::block`] asks for none on nested leaves), and the
+//! column chunk is spliced into the row group with its offset index.
+//!
+//! The map type is the schema's attribute map: `key` (required) and a
+//! nullable `value` struct of six nullable leaves, seven Parquet leaves
+//! with at most one repetition level.
+
+use arrow::array::{Array, AsArray, BooleanArray, GenericByteArray, MapArray, PrimitiveArray, StructArray};
+use arrow::datatypes::{BinaryType, ByteArrayType, Float64Type, Int64Type, Utf8Type};
+use bytes::Bytes;
+use foldhash::{HashMap, HashSet};
+use parquet::basic::{Compression, Encoding, PageType};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use crate::gather::Rows;
+use crate::tag_summary::TagValue;
+
+mod pages;
+
+use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid, zstd_compress};
+
+/// Parquet leaves of an attribute map: the key and the value's six.
+pub(crate) const LEAVES: usize = 7;
+
+/// Most levels in one data page, besides the row limit: a page is cut at
+/// the first row boundary past it, so rows with many entries still make
+/// pages of bounded size.
+const PAGE_LEVELS: usize = 1 << 20;
+
+/// A level of an empty map (every other level is an entry: its place in
+/// the batches' entries one after another).
+const EMPTY: u32 = u32::MAX;
+
+/// The column's levels in block order, and its pages: the levels and first
+/// row of each, and its repetition levels encoded (the same for every leaf).
+struct Layout {
+    /// Each level's entry (numbered across the batches, batch by batch), or [`EMPTY`].
+    levels: Vec<u32>,
+    pages: Vec<PageLayout>,
+    rows: usize,
+}
+
+struct PageLayout {
+    levels: std::ops::Range<usize>,
+    first_row: usize,
+    repetition: Vec<u8>,
+}
+
+impl Layout {
+    fn new(maps: &[&MapArray], first_entry: &[usize], rows: &[Rows], page_rows: usize) -> Result<Self> {
+        let mut levels = Vec::new();
+        let mut repetition = Vec::new();
+        let mut pages = Vec::new();
+        let (mut row, mut page_start) = (0, (0, 0));
+        let cut = |levels: &[u32], repetition: &mut Vec<u8>, (start, first_row): (usize, usize)| {
+            let mut encoded = Vec::new();
+            levels_v1(&mut encoded, repetition, 1);
+            repetition.clear();
+            PageLayout { levels: start..levels.len(), first_row, repetition: encoded }
+        };
+        for r in rows {
+            let map = maps[r.array];
+            let offsets = map.value_offsets();
+            let base = first_entry[r.array];
+            for i in r.start..r.end {
+                if row - page_start.1 >= page_rows || levels.len() - page_start.0 >= PAGE_LEVELS {
+                    pages.push(cut(&levels, &mut repetition, page_start));
+                    page_start = (levels.len(), row);
+                }
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                if start == end || map.is_null(i) {
+                    levels.push(EMPTY);
+                    repetition.push(0);
+                } else {
+                    levels.extend((base + start..base + end).map(|entry| entry as u32));
+                    repetition.push(0);
+                    repetition.extend(std::iter::repeat_n(1, end - start - 1));
+                }
+                row += 1;
+            }
+        }
+        pages.push(cut(&levels, &mut repetition, page_start));
+        Ok(Self { levels, pages, rows: row })
+    }
+}
+
+fn general(message: &str) -> ParquetError {
+    ParquetError::General(format!("attribute map column: {message}"))
+}
+
+/// A map column's entries coded for its seven leaves, once per block: each
+/// leaf's dictionary, and each entry's code, its definition level (1: no
+/// value struct, 2: this leaf null, the leaf's most: a value) and its
+/// value (its dictionary index, or a boolean). Entries are numbered across
+/// the batches, batch by batch. A column chunk of any rows of the batches
+/// is then written from the codes; every chunk carries the whole
+/// dictionary (a block of more than one row group carries values some of
+/// its chunks do not use, which Parquet allows).
+pub(crate) struct CodedMap<'a> {
+    maps: Vec<&'a MapArray>,
+    first_entry: Vec<usize>,
+    leaves: Vec<CodedLeaf>,
+}
+
+struct CodedLeaf {
+    codes: Vec<u32>,
+    /// The dictionary page (PLAIN) and its length; none for booleans.
+    dictionary: Option<(Vec<u8>, u32)>,
+    max_definition: u8,
+}
+
+impl<'a> CodedMap<'a> {
+    /// Codes the entries of `maps` (one per batch: a grouped column's
+    /// dictionary values, or the plain column).
+    pub(crate) fn new(maps: Vec<&'a MapArray>) -> Result<Self> {
+        let mut first_entry = Vec::with_capacity(maps.len());
+        let mut entries = 0;
+        for map in &maps {
+            first_entry.push(entries);
+            entries += map.entries().len();
+        }
+        if entries >= EMPTY as usize {
+            return Err(general("too many map entries"));
+        }
+        let structs: Vec<&StructArray> = maps.iter().map(|m| m.entries().column(1).as_struct()).collect();
+        let leaf = |i: usize| -> Vec<&dyn Array> { structs.iter().map(|v| v.column(i).as_ref()).collect() };
+        let keys: Vec<&dyn Array> = maps.iter().map(|m| m.entries().column(0).as_ref()).collect();
+        let coder = Coder { maps: &maps, structs: &structs, first_entry: &first_entry, entries };
+        let leaves = vec![
+            coder.leaf(1, &byte_arrays::<Utf8Type>(&keys))?,
+            coder.leaf(3, &byte_arrays::<Utf8Type>(&leaf(0)))?,
+            coder.leaf(3, &leaf(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect::<Vec<_>>())?,
+            coder.leaf(3, &leaf(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect::<Vec<_>>())?,
+            coder.leaf(3, &leaf(3).iter().map(|a| a.as_boolean()).collect::<Vec<_>>())?,
+            coder.leaf(3, &byte_arrays::<BinaryType>(&leaf(4)))?,
+            coder.leaf(3, &byte_arrays::<Utf8Type>(&leaf(5)))?,
+        ];
+        Ok(Self { maps, first_entry, leaves })
+    }
+
+    /// The seven column chunks of the rows `rows` names, in order: each
+    /// chunk's bytes (starting at offset 0) and what closing its writer
+    /// would have returned. `leaves` are the map's seven leaf columns in the
+    /// file's schema.
+    pub(crate) fn write(
+        &self,
+        leaves: &[ColumnDescPtr],
+        properties: &WriterProperties,
+        rows: &[Rows],
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
+        if leaves.len() != LEAVES {
+            return Err(general("expected seven leaves"));
+        }
+        let page_rows = properties.data_page_row_count_limit().max(1);
+        let layout = Layout::new(&self.maps, &self.first_entry, rows, page_rows)?;
+        leaves.iter().zip(&self.leaves).map(|(descr, leaf)| chunk(descr, properties, &layout, leaf)).collect()
+    }
+
+    /// Calls `new` with each entry of batch `batch` whose key, or key and
+    /// summarized value (its string, integer, float or boolean, the first
+    /// set), `seen` has not met yet, in the batch's order: the entries a
+    /// tag summary would change on, found by their codes.
+    pub(crate) fn each_new_entry(
+        &self,
+        batch: usize,
+        seen: &mut Seen,
+        mut new: impl FnMut(&str, Option<TagValue<'_>>),
+    ) {
+        let map = self.maps[batch];
+        let entries = map.entries();
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_struct();
+        let base = self.first_entry[batch];
+        let offsets = map.value_offsets();
+        let (start, end) = (offsets[0] as usize, offsets[map.len()] as usize);
+        for e in start..end {
+            let key = self.leaves[0].codes[base + e] & VALUE_MASK;
+            let key_new = seen.key(key);
+            // The first of the string, integer, float and boolean set.
+            let value = (1..=4).find_map(|leaf| {
+                let code = self.leaves[leaf].codes[base + e];
+                ((code >> DEFINITION_SHIFT) == 3).then_some((leaf, code & VALUE_MASK))
+            });
+            let value_new = value.is_some_and(|(leaf, v)| {
+                seen.values.insert((u64::from(key) << 35) | ((leaf as u64) << 32) | u64::from(v))
+            });
+            if !key_new && !value_new {
+                continue;
+            }
+            let value = value.map(|(leaf, _)| match leaf {
+                1 => TagValue::Str(values.column(0).as_string::<i32>().value(e)),
+                2 => TagValue::Int(values.column(1).as_primitive::<Int64Type>().value(e)),
+                3 => TagValue::Float(values.column(2).as_primitive::<Float64Type>().value(e)),
+                _ => TagValue::Bool(values.column(3).as_boolean().value(e)),
+            });
+            new(keys.value(e), value);
+        }
+    }
+}
+
+/// What [`CodedMap::each_new_entry`] has met: keys by their dictionary
+/// index, and (key, leaf, value) by theirs.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    keys: Vec<bool>,
+    values: HashSet<u64>,
+}
+
+impl Seen {
+    /// Whether `key` is new, marking it met.
+    fn key(&mut self, key: u32) -> bool {
+        let key = key as usize;
+        if key >= self.keys.len() {
+            self.keys.resize(key + 1, false);
+        }
+        !std::mem::replace(&mut self.keys[key], true)
+    }
+}
+
+/// What coding every leaf of one map column shares.
+struct Coder<'c> {
+    maps: &'c [&'c MapArray],
+    structs: &'c [&'c StructArray],
+    first_entry: &'c [usize],
+    entries: usize,
+}
+
+impl Coder<'_> {
+    /// The codes of the leaf `arrays` (one per batch), batch by batch in
+    /// their own order. Rows of a batch tend to list the same keys in the
+    /// same order (spans of one kind, or a resource's attributes), so an
+    /// entry equal to the one at its position in the row before takes that
+    /// one's code, and only the others are looked up.
+    fn leaf<'a, V: LeafValues<'a>>(&self, max_definition: u8, arrays: &[V]) -> Result<CodedLeaf> {
+        let mut dictionary = Dictionary::default();
+        let mut codes = vec![0; self.entries];
+        let value_level = u32::from(max_definition) << DEFINITION_SHIFT;
+        for (a, (&leaf, map)) in arrays.iter().zip(self.maps).enumerate() {
+            let structs = self.structs[a];
+            let struct_null = |e: usize| max_definition == 3 && structs.is_null(e);
+            let codes = &mut codes[self.first_entry[a]..];
+            let offsets = map.value_offsets();
+            let mut previous = 0..0;
+            for row in 0..map.len() {
+                let entries = offsets[row] as usize..offsets[row + 1] as usize;
+                for (j, e) in entries.clone().enumerate() {
+                    let before = previous.start + j;
+                    codes[e] = if struct_null(e) {
+                        1 << DEFINITION_SHIFT
+                    } else if !leaf.valid(e) {
+                        2 << DEFINITION_SHIFT
+                    } else if before < previous.end
+                        && !struct_null(before)
+                        && leaf.valid(before)
+                        && leaf.same(before, e)
+                    {
+                        codes[before]
+                    } else {
+                        value_level | leaf.value(e, &mut dictionary)
+                    };
+                }
+                previous = entries;
+            }
+        }
+        if dictionary.len > VALUE_MASK {
+            return Err(general("too many distinct values"));
+        }
+        let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.len));
+        Ok(CodedLeaf { codes, dictionary, max_definition })
+    }
+}
+
+/// The column chunk of one leaf, its rows laid out by `layout`.
+fn chunk(
+    descr: &ColumnDescPtr,
+    properties: &WriterProperties,
+    layout: &Layout,
+    leaf: &CodedLeaf,
+) -> Result<(Bytes, ColumnCloseResult)> {
+    let max_definition = leaf.max_definition;
+    if descr.max_def_level() != i16::from(max_definition) || descr.max_rep_level() != 1 {
+        return Err(general("leaf levels differ from the attribute map's"));
+    }
+    // Definition levels and values (dictionary indices, or booleans), and
+    // how many values the pages up to each hold.
+    let mut definition: Vec<u8> = Vec::with_capacity(layout.levels.len());
+    let mut page_values = Vec::with_capacity(layout.pages.len());
+    let mut found: Vec<u32> = Vec::new();
+    for page in &layout.pages {
+        for &level in &layout.levels[page.levels.clone()] {
+            if level == EMPTY {
+                definition.push(0);
+                continue;
+            }
+            let code = leaf.codes[level as usize];
+            let d = (code >> DEFINITION_SHIFT) as u8;
+            definition.push(d);
+            if d == max_definition {
+                found.push(code & VALUE_MASK);
+            }
+        }
+        page_values.push(found.len());
+    }
+    let plain_bits = leaf.dictionary.is_none();
+    let (dictionary_page, dictionary_len) = match &leaf.dictionary {
+        Some((page, len)) => (page.as_slice(), *len),
+        None => (&[][..], 0),
+    };
+
+    let compression = properties.compression(descr.path());
+    let level = match compression {
+        Compression::UNCOMPRESSED => None,
+        Compression::ZSTD(level) => Some(level.compression_level()),
+        other => return Err(general(&format!("{other} is not written here"))),
+    };
+    let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
+        let size = body.len();
+        Ok(match level {
+            None => (Bytes::from(body), size),
+            Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
+        })
+    };
+
+    let has_dictionary = dictionary_len > 0;
+    let index_bits = bit_width(dictionary_len.saturating_sub(1)).max(1);
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut writer = SerializedPageWriter::new(&mut sink);
+    let (mut compressed, mut uncompressed) = (0i64, 0i64);
+    let mut dictionary_offset = None;
+    if has_dictionary {
+        let (buf, size) = compress(dictionary_page.to_vec())?;
+        let page =
+            Page::DictionaryPage { buf, num_values: dictionary_len, encoding: Encoding::PLAIN, is_sorted: false };
+        let spec = writer.write_page(CompressedPage::new(page, size))?;
+        dictionary_offset = Some(spec.offset as i64);
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+    }
+    let mut locations = Vec::with_capacity(layout.pages.len());
+    let mut value_start = 0;
+    for (page, &value_end) in layout.pages.iter().zip(&page_values) {
+        let mut body = page.repetition.clone();
+        levels_v1(&mut body, &definition[page.levels.clone()], bit_width(u32::from(max_definition)));
+        let encoding = if plain_bits {
+            pack_booleans(&mut body, &found[value_start..value_end]);
+            Encoding::PLAIN
+        } else if has_dictionary {
+            body.push(index_bits as u8);
+            rle_hybrid(&mut body, &found[value_start..value_end], index_bits);
+            Encoding::RLE_DICTIONARY
+        } else {
+            Encoding::PLAIN
+        };
+        let (buf, size) = compress(body)?;
+        let num_values = u32::try_from(page.levels.len()).map_err(|_| general("page too large"))?;
+        let data = Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        };
+        let spec = writer.write_page(CompressedPage::new(data, size))?;
+        debug_assert_eq!(spec.page_type, PageType::DATA_PAGE);
+        locations.push(PageLocation {
+            offset: spec.offset as i64,
+            compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
+            first_row_index: page.first_row as i64,
+        });
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+        value_start = value_end;
+    }
+    writer.close()?;
+    let bytes = Bytes::from(sink.into_inner()?);
+    let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
+    if has_dictionary {
+        encodings.push(Encoding::RLE_DICTIONARY);
+    }
+    let metadata = ColumnChunkMetaData::builder(descr.clone())
+        .set_compression(compression)
+        .set_encodings(encodings)
+        .set_num_values(layout.levels.len() as i64)
+        .set_total_compressed_size(compressed)
+        .set_total_uncompressed_size(uncompressed)
+        .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
+        .set_dictionary_page_offset(dictionary_offset)
+        .build()?;
+    let close = ColumnCloseResult {
+        bytes_written: bytes.len() as u64,
+        rows_written: layout.rows as u64,
+        metadata,
+        bloom_filter: None,
+        column_index: None,
+        offset_index: Some(OffsetIndexMetaData { page_locations: locations, unencoded_byte_array_data_bytes: None }),
+    };
+    Ok((bytes, close))
+}
+
+fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
+    arrays.iter().map(|a| a.as_bytes::<T>()).collect()
+}
+
+/// A leaf's values in one batch, as the writer reads them.
+trait LeafValues<'a>: Copy {
+    /// Booleans are written PLAIN, everything else through a dictionary.
+    const DICTIONARY: bool = true;
+    fn valid(self, e: usize) -> bool;
+    /// Whether two valid entries hold the same value.
+    fn same(self, x: usize, y: usize) -> bool;
+    /// The value of valid entry `e`: its dictionary index, or a boolean.
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32;
+}
+
+impl<'a, T: ByteArrayType<Native = N>, N: AsRef<[u8]> + ?Sized + 'a> LeafValues<'a> for &'a GenericByteArray<T> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x).as_ref() == self.value(y).as_ref()
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        let value: &'a [u8] = GenericByteArray::value(self, e).as_ref();
+        dictionary.intern_bytes(value)
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a PrimitiveArray<Int64Type> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x) == self.value(y)
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        dictionary.intern_word(PrimitiveArray::value(self, e) as u64)
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a PrimitiveArray<Float64Type> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x).to_bits() == self.value(y).to_bits()
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        dictionary.intern_word(PrimitiveArray::value(self, e).to_bits())
+    }
+}
+
+impl<'a> LeafValues<'a> for &'a BooleanArray {
+    const DICTIONARY: bool = false;
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x) == self.value(y)
+    }
+    fn value(self, e: usize, _: &mut Dictionary<'a>) -> u32 {
+        u32::from(BooleanArray::value(self, e))
+    }
+}
+
+/// An entry's definition level (top two bits) and value (its dictionary
+/// index, or a boolean), as [`Column::codes`] works it out for a leaf.
+const DEFINITION_SHIFT: u32 = 30;
+const VALUE_MASK: u32 = (1 << DEFINITION_SHIFT) - 1;
+
+/// A dictionary of one leaf's values: each distinct value once, PLAIN
+/// encoded.
+#[derive(Default)]
+struct Dictionary<'a> {
+    page: Vec<u8>,
+    len: u32,
+    bytes: HashMap<&'a [u8], u32>,
+    words: HashMap<u64, u32>,
+}
+
+impl<'a> Dictionary<'a> {
+    /// `value`'s index, added (to the map and the page) when new.
+    fn intern_bytes(&mut self, value: &'a [u8]) -> u32 {
+        let next = self.len;
+        let index = *self.bytes.entry(value).or_insert(next);
+        if index == next {
+            self.page.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            self.page.extend_from_slice(value);
+            self.len += 1;
+        }
+        index
+    }
+
+    /// The same for an 8-byte value (an integer, or a float by its bits).
+    fn intern_word(&mut self, value: u64) -> u32 {
+        let next = self.len;
+        let index = *self.words.entry(value).or_insert(next);
+        if index == next {
+            self.page.extend_from_slice(&value.to_le_bytes());
+            self.len += 1;
+        }
+        index
+    }
+}
