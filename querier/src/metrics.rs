@@ -169,9 +169,10 @@ impl QueryTimer {
 impl Drop for QueryTimer {
     fn drop(&mut self) {
         let endpoint = self.endpoint;
-        self.metrics.running.dec();
         self.metrics.duration.get_or_create(&EndpointLabel { endpoint }).observe(self.started.elapsed().as_secs_f64());
         self.metrics.outcomes.get_or_create(&OutcomeLabel { endpoint, outcome: self.outcome }).inc();
+        // Last: a scrape that sees the query no longer running sees its outcome.
+        self.metrics.running.dec();
     }
 }
 

@@ -171,20 +171,9 @@ fn roundtrip_through_parquet(input: &[ResourceSpans]) -> Vec<ResourceSpans> {
     output
 }
 
-/// The block of `input`, one batch per resource, as the ingester buffers
-/// them (`grouped`: resource and scope columns as dictionaries; every other
-/// batch grouped when `mixed`) or plain.
+/// The block of `input`, one batch per resource, as [`batches_of`] makes them.
 fn block_of(input: &[ResourceSpans], grouped: bool, mixed: bool, id: &BlockId) -> bytes::Bytes {
-    let batches: Vec<_> = input
-        .iter()
-        .enumerate()
-        .map(|(i, rs)| {
-            let mut builder = SpanBatchBuilder::default();
-            builder.append_resource_spans(std::slice::from_ref(rs), &mut AppendReport::default());
-            if grouped && (!mixed || i % 2 == 0) { builder.finish_grouped() } else { builder.finish() }
-        })
-        .collect();
-    encode_block(&batches, id.clone()).unwrap().parquet
+    encode_block(&batches_of(input, grouped, mixed), id.clone()).unwrap().parquet
 }
 
 proptest! {
@@ -217,7 +206,9 @@ proptest! {
     }
 }
 
-/// The batches of `input`, one per resource, as in [`block_of`].
+/// The batches of `input`, one per resource, as the ingester buffers them
+/// (`grouped`: resource and scope columns as dictionaries; every other batch
+/// grouped when `mixed`) or plain.
 fn batches_of(input: &[ResourceSpans], grouped: bool, mixed: bool) -> Vec<arrow::array::RecordBatch> {
     input
         .iter()

@@ -1,18 +1,20 @@
-//! Attribute maps written to Parquet by hand: levels and dictionary indices
-//! straight from the batches' entries, in block order.
+//! Attribute maps written to Parquet by hand: each batch's entries coded
+//! once, and the pages written from the codes.
 //!
 //! Arrow's Parquet writer needs a map column in block order first (a copy of
 //! every entry), works out its levels by walking the nested arrays, and
 //! hashes every key and value into its dictionary, row after row. A
 //! resource's attributes are the same on every span of it, so a block of
 //! 100,000 spans hashed the same few dozen strings millions of times. Here
-//! each entry of a batch is looked up in the dictionary once (a grouped
-//! column holds each resource once, so that is once per resource), and each
-//! row's levels and indices are appended from those lookups. The pages are
-//! what Parquet's writer makes for these leaves (data page v1, levels and
-//! dictionary indices RLE/bit-packed hybrid, a PLAIN dictionary page, no
-//! statistics: [`crate::block`] asks for none on nested leaves), and the
-//! column chunk is spliced into the row group with its offset index.
+//! each entry of a batch is coded once per block, for each leaf: its
+//! definition level and its dictionary index (a grouped column holds each
+//! resource once, so that is once per resource). Each row group's pages
+//! are then laid out from the codes in block order. They are what Parquet's
+//! writer makes for these leaves (data page v1, levels and dictionary
+//! indices in the RLE/bit-packed hybrid, a PLAIN dictionary page, no
+//! statistics: [`crate::block`] asks for none on nested leaves), and each
+//! column chunk is spliced into its row group with its offset index. The
+//! block's tag summary takes its attribute entries from the same codes.
 //!
 //! The map type is the schema's attribute map: `key` (required) and a
 //! nullable `value` struct of six nullable leaves, seven Parquet leaves
