@@ -344,6 +344,9 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// in block order (one gather over every batch, a run of rows at a time),
 /// encoded, and its writer closed before the next column is sorted. So the
 /// sorted copy of a block is never whole in memory, only its largest column.
+/// The attribute maps are not copied at all: each batch's entries are coded
+/// once (`map_column`), and their pages are written from the codes in block
+/// order; the tag summary takes their entries from the same codes.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
     let keys = sort_keys(batches);
     let traces = keys.iter().enumerate().filter(|(i, k)| *i == 0 || keys[i - 1].0 != k.0).count();
@@ -408,28 +411,28 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         let mut groups = GroupRows::default();
         let mut leaf = 0;
         for (column, field) in schema.fields().iter().enumerate() {
-            let columns = column_of(batches, column)?;
-            let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
-            let dictionaries = grouped(&arrays);
-            if let Some((_, coded)) = coded.iter().find(|(c, _)| *c == column) {
+            if let Some(at) = coded.iter().position(|(c, _)| *c == column) {
                 // Written from the codes of each batch's entries.
-                let map_rows = match &dictionaries {
+                let arrays: Vec<&dyn arrow::array::Array> = map_columns[at].1.iter().map(|a| a.as_ref()).collect();
+                let map_rows = match &grouped(&arrays) {
                     Some(dictionaries) => groups.of(dictionaries, &ranges, rows.len())?,
                     None => ranges.as_slice(),
                 };
                 let leaves: Vec<_> = (leaf..leaf + map_column::LEAVES).map(|i| file.schema_descr().column(i)).collect();
-                for (bytes, close) in coded.write(&leaves, file.properties(), map_rows)? {
+                for (bytes, close) in coded[at].1.write(&leaves, file.properties(), map_rows)? {
                     writers.next().expect("a writer per leaf column");
                     chunks.push(Chunk::Written(bytes, close));
                 }
                 leaf += map_column::LEAVES;
                 continue;
             }
-            let sorted = match &dictionaries {
+            let columns = column_of(batches, column)?;
+            let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
+            let sorted = match grouped(&arrays) {
                 Some(dictionaries) => {
                     let values: Vec<&dyn arrow::array::Array> =
                         dictionaries.iter().map(|d| d.values().as_ref()).collect();
-                    gather::gather(&values, groups.of(dictionaries, &ranges, rows.len())?)?
+                    gather::gather(&values, groups.of(&dictionaries, &ranges, rows.len())?)?
                 }
                 // Every other column is gathered a run of rows at a time
                 // (a row's entries, for nested columns).

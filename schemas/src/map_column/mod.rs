@@ -20,10 +20,10 @@
 //! nullable `value` struct of six nullable leaves, seven Parquet leaves
 //! with at most one repetition level.
 
-use arrow::array::{Array, AsArray, BooleanArray, GenericByteArray, MapArray, PrimitiveArray, StructArray};
-use arrow::datatypes::{BinaryType, ByteArrayType, Float64Type, Int64Type, Utf8Type};
+use arrow::array::{Array, AsArray, MapArray, StructArray};
+use arrow::datatypes::{BinaryType, Float64Type, Int64Type, Utf8Type};
 use bytes::Bytes;
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use parquet::basic::{Compression, Encoding, PageType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
@@ -38,8 +38,10 @@ use crate::gather::Rows;
 use crate::tag_summary::TagValue;
 
 mod pages;
+mod values;
 
 use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid, zstd_compress};
+use values::{Dictionary, LeafValues, byte_arrays};
 
 /// Parquet leaves of an attribute map: the key and the value's six.
 pub(crate) const LEAVES: usize = 7;
@@ -420,107 +422,7 @@ fn chunk(
     Ok((bytes, close))
 }
 
-fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
-    arrays.iter().map(|a| a.as_bytes::<T>()).collect()
-}
-
-/// A leaf's values in one batch, as the writer reads them.
-trait LeafValues<'a>: Copy {
-    /// Booleans are written PLAIN, everything else through a dictionary.
-    const DICTIONARY: bool = true;
-    fn valid(self, e: usize) -> bool;
-    /// Whether two valid entries hold the same value.
-    fn same(self, x: usize, y: usize) -> bool;
-    /// The value of valid entry `e`: its dictionary index, or a boolean.
-    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32;
-}
-
-impl<'a, T: ByteArrayType<Native = N>, N: AsRef<[u8]> + ?Sized + 'a> LeafValues<'a> for &'a GenericByteArray<T> {
-    fn valid(self, e: usize) -> bool {
-        self.is_valid(e)
-    }
-    fn same(self, x: usize, y: usize) -> bool {
-        self.value(x).as_ref() == self.value(y).as_ref()
-    }
-    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
-        let value: &'a [u8] = GenericByteArray::value(self, e).as_ref();
-        dictionary.intern_bytes(value)
-    }
-}
-
-impl<'a> LeafValues<'a> for &'a PrimitiveArray<Int64Type> {
-    fn valid(self, e: usize) -> bool {
-        self.is_valid(e)
-    }
-    fn same(self, x: usize, y: usize) -> bool {
-        self.value(x) == self.value(y)
-    }
-    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
-        dictionary.intern_word(PrimitiveArray::value(self, e) as u64)
-    }
-}
-
-impl<'a> LeafValues<'a> for &'a PrimitiveArray<Float64Type> {
-    fn valid(self, e: usize) -> bool {
-        self.is_valid(e)
-    }
-    fn same(self, x: usize, y: usize) -> bool {
-        self.value(x).to_bits() == self.value(y).to_bits()
-    }
-    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
-        dictionary.intern_word(PrimitiveArray::value(self, e).to_bits())
-    }
-}
-
-impl<'a> LeafValues<'a> for &'a BooleanArray {
-    const DICTIONARY: bool = false;
-    fn valid(self, e: usize) -> bool {
-        self.is_valid(e)
-    }
-    fn same(self, x: usize, y: usize) -> bool {
-        self.value(x) == self.value(y)
-    }
-    fn value(self, e: usize, _: &mut Dictionary<'a>) -> u32 {
-        u32::from(BooleanArray::value(self, e))
-    }
-}
-
 /// An entry's definition level (top two bits) and value (its dictionary
-/// index, or a boolean), as [`Column::codes`] works it out for a leaf.
+/// index, or a boolean), as [`Coder::leaf`] works it out.
 const DEFINITION_SHIFT: u32 = 30;
 const VALUE_MASK: u32 = (1 << DEFINITION_SHIFT) - 1;
-
-/// A dictionary of one leaf's values: each distinct value once, PLAIN
-/// encoded.
-#[derive(Default)]
-struct Dictionary<'a> {
-    page: Vec<u8>,
-    len: u32,
-    bytes: HashMap<&'a [u8], u32>,
-    words: HashMap<u64, u32>,
-}
-
-impl<'a> Dictionary<'a> {
-    /// `value`'s index, added (to the map and the page) when new.
-    fn intern_bytes(&mut self, value: &'a [u8]) -> u32 {
-        let next = self.len;
-        let index = *self.bytes.entry(value).or_insert(next);
-        if index == next {
-            self.page.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            self.page.extend_from_slice(value);
-            self.len += 1;
-        }
-        index
-    }
-
-    /// The same for an 8-byte value (an integer, or a float by its bits).
-    fn intern_word(&mut self, value: u64) -> u32 {
-        let next = self.len;
-        let index = *self.words.entry(value).or_insert(next);
-        if index == next {
-            self.page.extend_from_slice(&value.to_le_bytes());
-            self.len += 1;
-        }
-        index
-    }
-}
