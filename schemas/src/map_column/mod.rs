@@ -123,11 +123,13 @@ fn general(message: &str) -> ParquetError {
 pub(crate) struct CodedMap<'a> {
     maps: Vec<&'a MapArray>,
     first_entry: Vec<usize>,
+    /// Each entry's code for each leaf, an entry's seven together: the
+    /// pages are written from all seven in one pass over the levels.
+    codes: Vec<[u32; LEAVES]>,
     leaves: Vec<CodedLeaf>,
 }
 
 struct CodedLeaf {
-    codes: Vec<u32>,
     /// The dictionary page (PLAIN) and its length; none for booleans.
     dictionary: Option<(Vec<u8>, u32)>,
     max_definition: u8,
@@ -149,17 +151,19 @@ impl<'a> CodedMap<'a> {
         let structs: Vec<&StructArray> = maps.iter().map(|m| m.entries().column(1).as_struct()).collect();
         let leaf = |i: usize| -> Vec<&dyn Array> { structs.iter().map(|v| v.column(i).as_ref()).collect() };
         let keys: Vec<&dyn Array> = maps.iter().map(|m| m.entries().column(0).as_ref()).collect();
-        let coder = Coder { maps: &maps, structs: &structs, first_entry: &first_entry, entries };
+        let mut codes = vec![[0; LEAVES]; entries];
+        let coder = Coder { maps: &maps, structs: &structs, first_entry: &first_entry };
+        let codes_of = &mut codes;
         let leaves = vec![
-            coder.leaf(1, &byte_arrays::<Utf8Type>(&keys))?,
-            coder.leaf(3, &byte_arrays::<Utf8Type>(&leaf(0)))?,
-            coder.leaf(3, &leaf(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect::<Vec<_>>())?,
-            coder.leaf(3, &leaf(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect::<Vec<_>>())?,
-            coder.leaf(3, &leaf(3).iter().map(|a| a.as_boolean()).collect::<Vec<_>>())?,
-            coder.leaf(3, &byte_arrays::<BinaryType>(&leaf(4)))?,
-            coder.leaf(3, &byte_arrays::<Utf8Type>(&leaf(5)))?,
+            coder.leaf(0, 1, &byte_arrays::<Utf8Type>(&keys), codes_of)?,
+            coder.leaf(1, 3, &byte_arrays::<Utf8Type>(&leaf(0)), codes_of)?,
+            coder.leaf(2, 3, &leaf(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect::<Vec<_>>(), codes_of)?,
+            coder.leaf(3, 3, &leaf(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect::<Vec<_>>(), codes_of)?,
+            coder.leaf(4, 3, &leaf(3).iter().map(|a| a.as_boolean()).collect::<Vec<_>>(), codes_of)?,
+            coder.leaf(5, 3, &byte_arrays::<BinaryType>(&leaf(4)), codes_of)?,
+            coder.leaf(6, 3, &byte_arrays::<Utf8Type>(&leaf(5)), codes_of)?,
         ];
-        Ok(Self { maps, first_entry, leaves })
+        Ok(Self { maps, first_entry, codes, leaves })
     }
 
     /// The seven column chunks of the rows `rows` names, in order: each
@@ -177,7 +181,39 @@ impl<'a> CodedMap<'a> {
         }
         let page_rows = properties.data_page_row_count_limit().max(1);
         let layout = Layout::new(&self.maps, &self.first_entry, rows, page_rows)?;
-        leaves.iter().zip(&self.leaves).map(|(descr, leaf)| chunk(descr, properties, &layout, leaf)).collect()
+        // Each leaf's definition levels and values (dictionary indices, or
+        // booleans) in block order, and how many values the pages up to
+        // each hold: one pass over the levels for all seven.
+        let mut levels: Vec<LeafLevels> = (0..LEAVES)
+            .map(|_| LeafLevels {
+                definition: Vec::with_capacity(layout.levels.len()),
+                values: Vec::new(),
+                page_values: Vec::with_capacity(layout.pages.len()),
+            })
+            .collect();
+        let most: Vec<u8> = self.leaves.iter().map(|l| l.max_definition).collect();
+        for page in &layout.pages {
+            for &level in &layout.levels[page.levels.clone()] {
+                if level == EMPTY {
+                    levels.iter_mut().for_each(|l| l.definition.push(0));
+                    continue;
+                }
+                for ((leaf, &code), &most) in levels.iter_mut().zip(&self.codes[level as usize]).zip(&most) {
+                    let d = (code >> DEFINITION_SHIFT) as u8;
+                    leaf.definition.push(d);
+                    if d == most {
+                        leaf.values.push(code & VALUE_MASK);
+                    }
+                }
+            }
+            levels.iter_mut().for_each(|l| l.page_values.push(l.values.len()));
+        }
+        leaves
+            .iter()
+            .zip(&self.leaves)
+            .zip(&levels)
+            .map(|((descr, leaf), levels)| chunk(descr, properties, &layout, leaf, levels))
+            .collect()
     }
 
     /// Calls `new` with each entry of batch `batch` whose key, or key and
@@ -198,11 +234,12 @@ impl<'a> CodedMap<'a> {
         let offsets = map.value_offsets();
         let (start, end) = (offsets[0] as usize, offsets[map.len()] as usize);
         for e in start..end {
-            let key = self.leaves[0].codes[base + e] & VALUE_MASK;
+            let codes = &self.codes[base + e];
+            let key = codes[0] & VALUE_MASK;
             let key_new = seen.key(key);
             // The first of the string, integer, float and boolean set.
             let value = (1..=4).find_map(|leaf| {
-                let code = self.leaves[leaf].codes[base + e];
+                let code = codes[leaf];
                 ((code >> DEFINITION_SHIFT) == 3).then_some((leaf, code & VALUE_MASK))
             });
             let value_new = value.is_some_and(|(leaf, v)| {
@@ -246,7 +283,6 @@ struct Coder<'c> {
     maps: &'c [&'c MapArray],
     structs: &'c [&'c StructArray],
     first_entry: &'c [usize],
-    entries: usize,
 }
 
 impl Coder<'_> {
@@ -255,9 +291,14 @@ impl Coder<'_> {
     /// same order (spans of one kind, or a resource's attributes), so an
     /// entry equal to the one at its position in the row before takes that
     /// one's code, and only the others are looked up.
-    fn leaf<'a, V: LeafValues<'a>>(&self, max_definition: u8, arrays: &[V]) -> Result<CodedLeaf> {
+    fn leaf<'a, V: LeafValues<'a>>(
+        &self,
+        index: usize,
+        max_definition: u8,
+        arrays: &[V],
+        codes: &mut [[u32; LEAVES]],
+    ) -> Result<CodedLeaf> {
         let mut dictionary = Dictionary::default();
-        let mut codes = vec![0; self.entries];
         let value_level = u32::from(max_definition) << DEFINITION_SHIFT;
         for (a, (&leaf, map)) in arrays.iter().zip(self.maps).enumerate() {
             let structs = self.structs[a];
@@ -269,7 +310,7 @@ impl Coder<'_> {
                 let entries = offsets[row] as usize..offsets[row + 1] as usize;
                 for (j, e) in entries.clone().enumerate() {
                     let before = previous.start + j;
-                    codes[e] = if struct_null(e) {
+                    codes[e][index] = if struct_null(e) {
                         1 << DEFINITION_SHIFT
                     } else if !leaf.valid(e) {
                         2 << DEFINITION_SHIFT
@@ -278,7 +319,7 @@ impl Coder<'_> {
                         && leaf.valid(before)
                         && leaf.same(before, e)
                     {
-                        codes[before]
+                        codes[before][index]
                     } else {
                         value_level | leaf.value(e, &mut dictionary)
                     };
@@ -290,8 +331,16 @@ impl Coder<'_> {
             return Err(general("too many distinct values"));
         }
         let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.len));
-        Ok(CodedLeaf { codes, dictionary, max_definition })
+        Ok(CodedLeaf { dictionary, max_definition })
     }
+}
+
+/// One leaf's definition levels and values in block order, and how many
+/// values the pages up to each hold.
+struct LeafLevels {
+    definition: Vec<u8>,
+    values: Vec<u32>,
+    page_values: Vec<usize>,
 }
 
 /// The column chunk of one leaf, its rows laid out by `layout`.
@@ -300,31 +349,13 @@ fn chunk(
     properties: &WriterProperties,
     layout: &Layout,
     leaf: &CodedLeaf,
+    levels: &LeafLevels,
 ) -> Result<(Bytes, ColumnCloseResult)> {
     let max_definition = leaf.max_definition;
     if descr.max_def_level() != i16::from(max_definition) || descr.max_rep_level() != 1 {
         return Err(general("leaf levels differ from the attribute map's"));
     }
-    // Definition levels and values (dictionary indices, or booleans), and
-    // how many values the pages up to each hold.
-    let mut definition: Vec<u8> = Vec::with_capacity(layout.levels.len());
-    let mut page_values = Vec::with_capacity(layout.pages.len());
-    let mut found: Vec<u32> = Vec::new();
-    for page in &layout.pages {
-        for &level in &layout.levels[page.levels.clone()] {
-            if level == EMPTY {
-                definition.push(0);
-                continue;
-            }
-            let code = leaf.codes[level as usize];
-            let d = (code >> DEFINITION_SHIFT) as u8;
-            definition.push(d);
-            if d == max_definition {
-                found.push(code & VALUE_MASK);
-            }
-        }
-        page_values.push(found.len());
-    }
+    let (definition, found, page_values) = (&levels.definition, &levels.values, &levels.page_values);
     let plain_bits = leaf.dictionary.is_none();
     let (dictionary_page, dictionary_len) = match &leaf.dictionary {
         Some((page, len)) => (page.as_slice(), *len),
@@ -362,7 +393,7 @@ fn chunk(
     }
     let mut locations = Vec::with_capacity(layout.pages.len());
     let mut value_start = 0;
-    for (page, &value_end) in layout.pages.iter().zip(&page_values) {
+    for (page, &value_end) in layout.pages.iter().zip(page_values) {
         let mut body = page.repetition.clone();
         levels_v1(&mut body, &definition[page.levels.clone()], bit_width(u32::from(max_definition)));
         let encoding = if plain_bits {
