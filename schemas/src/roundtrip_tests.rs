@@ -402,23 +402,17 @@ fn read_block(
     arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
-/// The attribute maps written by hand (`map_column`) read back, whole and
-/// through the page index, exactly as the same rows written by Arrow's
-/// Parquet writer: over several pages, with resources of no, one and many
-/// entries, every value type, and unset values.
-#[test]
-fn hand_written_attribute_maps_read_as_arrows_writer_writes_them() {
+/// The block of `input` as the ingester writes it (one grouped batch), and
+/// the same rows written whole by Arrow's Parquet writer with the block's
+/// properties.
+fn both_ways(input: &[ResourceSpans]) -> (bytes::Bytes, bytes::Bytes) {
     use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-    let input = interleaved_resources(40, 600);
     let mut builder = SpanBatchBuilder::default();
-    builder.append_resource_spans(&input, &mut AppendReport::default());
+    builder.append_resource_spans(input, &mut AppendReport::default());
     let grouped = builder.finish_grouped();
-    builder.append_resource_spans(&input, &mut AppendReport::default());
+    builder.append_resource_spans(input, &mut AppendReport::default());
     let plain = builder.finish();
     let rows = plain.num_rows();
-    assert_eq!(rows, 24_000);
-
     let ours = encode_block(&[grouped], BlockId::new()).unwrap().parquet;
     let sorted = crate::block::sort_spans(&[plain]).unwrap();
     let mut theirs = Vec::new();
@@ -426,34 +420,77 @@ fn hand_written_attribute_maps_read_as_arrows_writer_writes_them() {
         ArrowWriter::try_new(&mut theirs, sorted.schema(), Some(crate::block::writer_properties(rows))).unwrap();
     writer.write(&sorted).unwrap();
     writer.close().unwrap();
-    let theirs = bytes::Bytes::from(theirs);
+    (ours, bytes::Bytes::from(theirs))
+}
 
-    // Several data pages in each hand-written leaf, each in the offset index.
-    let metadata = parquet::file::serialized_reader::SerializedFileReader::new(ours.clone()).unwrap();
-    let metadata = parquet::file::reader::FileReader::metadata(&metadata);
-    let descr = metadata.file_metadata().schema_descr();
-    let leaf = (0..descr.num_columns())
-        .find(|&i| descr.column(i).path().string() == "resource_attributes.key_value.value.str")
-        .unwrap();
+/// The metadata of leaf `path` in the block's first row group, and its pages in the offset index.
+fn leaf_of(parquet: &bytes::Bytes, path: &str) -> (parquet::file::metadata::ColumnChunkMetaData, usize) {
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-        ours.clone(),
+        parquet.clone(),
         parquet::arrow::arrow_reader::ArrowReaderOptions::new()
             .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
     )
     .unwrap();
-    let offsets = builder.metadata().offset_index().expect("an offset index");
-    assert_eq!(offsets[0][leaf].page_locations().len(), 3, "24,000 rows in pages of 8,192");
+    let metadata = builder.metadata();
+    let group = metadata.row_group(0);
+    let leaf = (0..group.num_columns()).find(|&i| group.column(i).column_path().string() == path).unwrap();
+    let pages = metadata.offset_index().expect("an offset index")[0][leaf].page_locations().len();
+    (group.column(leaf).clone(), pages)
+}
 
-    assert_eq!(read_block(ours.clone(), None), read_block(theirs.clone(), None));
+/// `ours` reads back as `theirs`, whole and through the page index with a
+/// row selection over `rows` rows.
+fn assert_reads_alike(ours: bytes::Bytes, theirs: bytes::Bytes, rows: usize) {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let whole = read_block(ours.clone(), None);
+    assert_eq!(whole.num_rows(), rows);
+    assert_eq!(whole, read_block(theirs.clone(), None));
     let selection = || {
         Some(RowSelection::from(vec![
-            RowSelector::skip(9_000),
-            RowSelector::select(5_000),
-            RowSelector::skip(2_000),
-            RowSelector::select(3_000),
+            RowSelector::skip(rows * 3 / 8),
+            RowSelector::select(rows / 5),
+            RowSelector::skip(rows / 12),
+            RowSelector::select(rows / 8),
         ]))
     };
     let picked = read_block(ours, selection());
-    assert_eq!(picked.num_rows(), 8_000);
+    assert_eq!(picked.num_rows(), rows / 5 + rows / 8);
     assert_eq!(picked, read_block(theirs, selection()));
+}
+
+/// The attribute maps written by hand (`map_column`) read back, whole and
+/// through the page index, exactly as the same rows written by Arrow's
+/// Parquet writer: over several pages, with resources of no, one and many
+/// entries, every value type, and unset values.
+#[test]
+fn hand_written_attribute_maps_read_as_arrows_writer_writes_them() {
+    let (ours, theirs) = both_ways(&interleaved_resources(40, 600));
+    // Several data pages in each hand-written leaf, each in the offset index.
+    let (_, pages) = leaf_of(&ours, "resource_attributes.key_value.value.str");
+    assert_eq!(pages, 3, "24,000 rows in pages of 8,192");
+    assert_reads_alike(ours, theirs, 24_000);
+}
+
+/// A leaf whose distinct values outgrow the dictionary page limit (1 MiB)
+/// is written PLAIN, as Parquet's writer falls back, and reads back alike.
+#[test]
+fn a_leaf_past_the_dictionary_limit_is_written_plain() {
+    let mut input = interleaved_resources(15, 600);
+    let mut n = 0;
+    for span in input.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+        n += 1;
+        let text = format!("{n:06}-{}", "q".repeat(200));
+        span.attributes.push(KeyValue {
+            key: "db.query.text".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(text)) }),
+            ..Default::default()
+        });
+    }
+    let (ours, theirs) = both_ways(&input);
+    let (plain, pages) = leaf_of(&ours, "span_attributes.key_value.value.str");
+    assert!(plain.dictionary_page_offset().is_none(), "9,000 distinct 207-byte values: no dictionary");
+    assert_eq!(pages, 2);
+    let (keys, _) = leaf_of(&ours, "span_attributes.key_value.key");
+    assert!(keys.dictionary_page_offset().is_some(), "one key: a dictionary");
+    assert_reads_alike(ours, theirs, 9_000);
 }

@@ -11,8 +11,10 @@
 //! resource once, so that is once per resource). Each row group's pages
 //! are then laid out from the codes in block order. They are what Parquet's
 //! writer makes for these leaves (data page v1, levels and dictionary
-//! indices in the RLE/bit-packed hybrid, a PLAIN dictionary page, no
-//! statistics: [`crate::block`] asks for none on nested leaves), and each
+//! indices in the RLE/bit-packed hybrid, a PLAIN dictionary page, or PLAIN
+//! pages for a leaf whose dictionary outgrows the writer's limit as
+//! Parquet's writer falls back; no statistics: [`crate::block`] asks for
+//! none on nested leaves), and each
 //! column chunk is spliced into its row group with its offset index. The
 //! block's tag summary takes its attribute entries from the same codes.
 //!
@@ -130,8 +132,9 @@ pub(crate) struct CodedMap<'a> {
 }
 
 struct CodedLeaf {
-    /// The dictionary page (PLAIN) and its length; none for booleans.
-    dictionary: Option<(Vec<u8>, u32)>,
+    /// The dictionary page (PLAIN), where each value starts in it, and its
+    /// length; none for booleans.
+    dictionary: Option<(Vec<u8>, Vec<u32>, u32)>,
     max_definition: u8,
 }
 
@@ -327,10 +330,10 @@ impl Coder<'_> {
                 previous = entries;
             }
         }
-        if dictionary.len > VALUE_MASK {
+        if dictionary.len > VALUE_MASK || dictionary.page.len() > u32::MAX as usize {
             return Err(general("too many distinct values"));
         }
-        let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.len));
+        let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.starts, dictionary.len));
         Ok(CodedLeaf { dictionary, max_definition })
     }
 }
@@ -357,10 +360,14 @@ fn chunk(
     }
     let (definition, found, page_values) = (&levels.definition, &levels.values, &levels.page_values);
     let plain_bits = leaf.dictionary.is_none();
-    let (dictionary_page, dictionary_len) = match &leaf.dictionary {
-        Some((page, len)) => (page.as_slice(), *len),
-        None => (&[][..], 0),
+    let (dictionary_page, starts, dictionary_len) = match &leaf.dictionary {
+        Some((page, starts, len)) => (page.as_slice(), starts.as_slice(), *len),
+        None => (&[][..], &[][..], 0),
     };
+    // Past the writer's dictionary page limit, Parquet's writer falls back
+    // to PLAIN pages; so does this one: a reader of a few rows then decodes
+    // their pages only, not a dictionary of the whole block.
+    let over_limit = dictionary_page.len() > properties.dictionary_page_size_limit();
 
     let compression = properties.compression(descr.path());
     let level = match compression {
@@ -376,7 +383,7 @@ fn chunk(
         })
     };
 
-    let has_dictionary = dictionary_len > 0;
+    let has_dictionary = dictionary_len > 0 && !over_limit;
     let index_bits = bit_width(dictionary_len.saturating_sub(1)).max(1);
     let mut sink = TrackedWrite::new(Vec::new());
     let mut writer = SerializedPageWriter::new(&mut sink);
@@ -404,6 +411,13 @@ fn chunk(
             rle_hybrid(&mut body, &found[value_start..value_end], index_bits);
             Encoding::RLE_DICTIONARY
         } else {
+            // A PLAIN page is its values' PLAIN encodings one after another:
+            // each value's slice of the dictionary page.
+            for &index in &found[value_start..value_end] {
+                let start = starts[index as usize] as usize;
+                let end = starts.get(index as usize + 1).map_or(dictionary_page.len(), |&e| e as usize);
+                body.extend_from_slice(&dictionary_page[start..end]);
+            }
             Encoding::PLAIN
         };
         let (buf, size) = compress(body)?;

@@ -70,10 +70,11 @@ impl<'a> LeafValues<'a> for &'a BooleanArray {
 }
 
 /// A dictionary of one leaf's values: each distinct value once, PLAIN
-/// encoded.
+/// encoded, and where each starts in that page.
 #[derive(Default)]
 pub(super) struct Dictionary<'a> {
     pub(super) page: Vec<u8>,
+    pub(super) starts: Vec<u32>,
     pub(super) len: u32,
     bytes: HashMap<&'a [u8], u32>,
     words: HashMap<u64, u32>,
@@ -85,6 +86,7 @@ impl<'a> Dictionary<'a> {
         let next = self.len;
         let index = *self.bytes.entry(value).or_insert(next);
         if index == next {
+            self.starts.push(self.page.len() as u32);
             self.page.extend_from_slice(&(value.len() as u32).to_le_bytes());
             self.page.extend_from_slice(value);
             self.len += 1;
@@ -97,6 +99,7 @@ impl<'a> Dictionary<'a> {
         let next = self.len;
         let index = *self.words.entry(value).or_insert(next);
         if index == next {
+            self.starts.push(self.page.len() as u32);
             self.page.extend_from_slice(&value.to_le_bytes());
             self.len += 1;
         }
