@@ -385,6 +385,22 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
             Ok((*column, map_column::CodedMap::new(maps)?))
         })
         .collect::<Result<_, parquet::errors::ParquetError>>()?;
+    // The flat strings and counts, coded once for the block (their pages
+    // are written from the codes, with their statistics).
+    let flat_columns: Vec<(usize, Vec<ArrayRef>)> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| crate::flat_column::handles(field.data_type()))
+        .map(|(column, _)| Ok((column, column_of(batches, column)?)))
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    let flat: Vec<(usize, crate::flat_column::CodedFlat<'_>)> = flat_columns
+        .iter()
+        .map(|(column, arrays)| {
+            let arrays: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            Ok((*column, crate::flat_column::CodedFlat::new(&arrays)?))
+        })
+        .collect::<Result<_, parquet::errors::ParquetError>>()?;
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
     let mut seen: Vec<map_column::Seen> = coded.iter().map(|_| map_column::Seen::default()).collect();
     for (b, batch) in batches.iter().enumerate() {
@@ -424,6 +440,13 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
                     chunks.push(Chunk::Written(bytes, close));
                 }
                 leaf += map_column::LEAVES;
+                continue;
+            }
+            if let Some((_, coded)) = flat.iter().find(|(c, _)| *c == column) {
+                writers.next().expect("a writer per leaf column");
+                let (bytes, close) = coded.write(&file.schema_descr().column(leaf), file.properties(), rows)?;
+                chunks.push(Chunk::Written(bytes, close));
+                leaf += 1;
                 continue;
             }
             let columns = column_of(batches, column)?;

@@ -32,6 +32,7 @@ pub mod catalog;
 pub mod decode;
 pub mod encode;
 pub mod fault;
+mod flat_column;
 pub mod gather;
 mod map_column;
 pub mod merge;

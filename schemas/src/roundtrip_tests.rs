@@ -494,3 +494,155 @@ fn a_leaf_past_the_dictionary_limit_is_written_plain() {
     assert!(keys.dictionary_page_offset().is_some(), "one key: a dictionary");
     assert_reads_alike(ours, theirs, 9_000);
 }
+
+/// Spans whose flat columns exercise the statistics: names of every length
+/// around the 64-byte truncation, with characters that cannot be
+/// incremented within their width (U+007F, U+FFFF, U+10FFFF) at the cut;
+/// counts past `i32::MAX` (unsigned order); status messages only in the
+/// upper half of the trace-id space (so whole pages are null); no trace
+/// state at all; grouped resource and scope columns of several values.
+fn statistics_spans(resources: usize, spans: usize) -> Vec<ResourceSpans> {
+    let names = [
+        "op".to_owned(),
+        "a".repeat(64),
+        format!("{}\u{7f}\u{7f}", "b".repeat(62)),
+        format!("{}é{}", "c".repeat(62), "d".repeat(9)),
+        format!("{}\u{ffff}tail", "e".repeat(61)),
+        format!("{}\u{10ffff}\u{10ffff}", "f".repeat(60)),
+        "\u{10ffff}".repeat(20),
+        "zzz".into(),
+        String::new(),
+    ];
+    let counts = [0u32, 1, 7, 3_000_000_000, u32::MAX, 2_147_483_647, 2_147_483_648];
+    let mut n = 0u64;
+    (0..resources)
+        .map(|r| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(Value::StringValue(format!("{}-{r}", names[1 + r % 5]))) }),
+                    ..Default::default()
+                }],
+                dropped_attributes_count: counts[r % counts.len()],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: names[(r + 3) % names.len()].clone(),
+                    version: format!("{r}.0"),
+                    dropped_attributes_count: counts[(r + 1) % counts.len()],
+                    ..Default::default()
+                }),
+                spans: (0..spans)
+                    .map(|i| {
+                        n += 1;
+                        let id = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
+                        let upper = id >> 63 == 1;
+                        Span {
+                            trace_id: [id.to_be_bytes(), n.to_be_bytes()].concat(),
+                            span_id: n.to_be_bytes().to_vec(),
+                            name: names[(i * 7 + r) % names.len()].clone(),
+                            kind: (i % 6) as i32,
+                            flags: counts[i % counts.len()],
+                            dropped_attributes_count: counts[(i / 3) % counts.len()],
+                            dropped_events_count: u32::from(i % 11 == 0),
+                            status: Some(Status {
+                                message: if upper && i % 3 == 0 {
+                                    names[i % names.len()].clone()
+                                } else {
+                                    String::new()
+                                },
+                                code: (i % 3) as i32,
+                            }),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A column index page by page as (null page, minimum, maximum, nulls),
+/// and its boundary order, the way both writers' indexes compare.
+type IndexPages = (Option<parquet::basic::BoundaryOrder>, Vec<(bool, Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)>);
+
+fn index_pages(index: &parquet::file::page_index::column_index::ColumnIndexMetaData) -> IndexPages {
+    use parquet::file::page_index::column_index::ColumnIndexMetaData as Index;
+    let pages = (0..index.num_pages() as usize)
+        .map(|i| {
+            let (min, max) = match index {
+                Index::INT32(x) => {
+                    (x.min_value(i).map(|v| v.to_le_bytes().to_vec()), x.max_value(i).map(|v| v.to_le_bytes().to_vec()))
+                }
+                Index::BYTE_ARRAY(x) => (x.min_value(i).map(<[u8]>::to_vec), x.max_value(i).map(<[u8]>::to_vec)),
+                other => panic!("not a flat column's index: {other:?}"),
+            };
+            (index.is_null_page(i), min, max, index.null_count(i))
+        })
+        .collect();
+    (index.get_boundary_order(), pages)
+}
+
+/// The flat columns written by hand (`flat_column`: the strings and counts)
+/// carry the statistics Arrow's writer gives the same rows: the chunk's
+/// minimum, maximum, null count and exactness, and the column index page by
+/// page (minimum and maximum as truncated at 64 bytes, null pages, null
+/// counts, boundary order), which queries prune by. And they read back alike.
+#[test]
+fn hand_written_flat_columns_carry_arrows_statistics() {
+    let (ours, theirs) = both_ways(&statistics_spans(23, 1000));
+    let metadata = |parquet: &bytes::Bytes| {
+        ParquetRecordBatchReaderBuilder::try_new_with_options(
+            parquet.clone(),
+            parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+        )
+        .unwrap()
+        .metadata()
+        .clone()
+    };
+    let (mine, arrows) = (metadata(&ours), metadata(&theirs));
+    let flat = crate::schema::span_schema()
+        .fields()
+        .iter()
+        .filter(|f| crate::flat_column::handles(f.data_type()))
+        .map(|f| f.name().clone())
+        .collect::<Vec<_>>();
+    assert_eq!(flat.len(), 17, "the span schema's strings and counts");
+    let group = mine.row_group(0);
+    let mut compared = 0;
+    for leaf in 0..group.num_columns() {
+        let path = group.column(leaf).column_path().string();
+        if !flat.contains(&path) {
+            continue;
+        }
+        let (a, b) = (group.column(leaf), arrows.row_group(0).column(leaf));
+        assert_eq!(a.statistics(), b.statistics(), "{path}: chunk statistics");
+        let index = |m: &parquet::file::metadata::ParquetMetaData| m.column_index().map(|i| index_pages(&i[0][leaf]));
+        assert_eq!(index(&mine), index(&arrows), "{path}: column index");
+        let pages = |m: &parquet::file::metadata::ParquetMetaData| {
+            m.offset_index().unwrap()[0][leaf].page_locations().iter().map(|p| p.first_row_index).collect::<Vec<_>>()
+        };
+        assert_eq!(pages(&mine), pages(&arrows), "{path}: pages");
+        compared += 1;
+    }
+    assert_eq!(compared, 17);
+    // The cases the spans were made for are there.
+    let stats = |path: &str| {
+        let leaf = (0..group.num_columns()).find(|&i| group.column(i).column_path().string() == path).unwrap();
+        (group.column(leaf).statistics().unwrap().clone(), index_pages(&mine.column_index().unwrap()[0][leaf]))
+    };
+    let (message, message_pages) = stats("status_message");
+    assert!(message_pages.1.iter().any(|p| p.0) && message_pages.1.iter().any(|p| !p.0), "null and non-null pages");
+    assert!(!message.min_is_exact(), "a minimum truncated");
+    let (services, _) = stats("service_name");
+    assert!(!services.max_is_exact(), "a maximum truncated, its last character incremented");
+    assert_eq!(services.max_bytes_opt(), Some(format!("{}g", "f".repeat(59)).as_bytes()));
+    assert_eq!(stats("trace_state").0.null_count_opt(), Some(23_000));
+    let (counts, _) = stats("dropped_attributes_count");
+    assert_eq!(counts.max_bytes_opt(), Some(&u32::MAX.to_le_bytes()[..]), "unsigned order");
+    assert_reads_alike(ours, theirs, 23_000);
+}

@@ -39,8 +39,8 @@ use parquet::schema::types::ColumnDescPtr;
 use crate::gather::Rows;
 use crate::tag_summary::TagValue;
 
-mod pages;
-mod values;
+pub(crate) mod pages;
+pub(crate) mod values;
 
 use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid, zstd_compress};
 use values::{Dictionary, LeafValues, byte_arrays};

@@ -15,7 +15,7 @@ thread_local! {
 }
 
 /// `body` compressed at zstd `level`, a frame of its own.
-pub(super) fn zstd_compress(level: i32, body: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn zstd_compress(level: i32, body: &[u8]) -> Result<Vec<u8>> {
     let failed = |e: std::io::Error| general(&format!("zstd: {e}"));
     ZSTD.with_borrow_mut(|slot| {
         let compressor = match slot {
@@ -27,13 +27,13 @@ pub(super) fn zstd_compress(level: i32, body: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Bits needed for `max`.
-pub(super) fn bit_width(max: u32) -> u32 {
+pub(crate) fn bit_width(max: u32) -> u32 {
     32 - max.leading_zeros()
 }
 
 /// Levels as a data page v1 holds them: their byte length, then the
 /// RLE/bit-packed hybrid of `levels` in `bits` bits.
-pub(super) fn levels_v1(out: &mut Vec<u8>, levels: &[u8], bits: u32) {
+pub(crate) fn levels_v1(out: &mut Vec<u8>, levels: &[u8], bits: u32) {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
     rle_hybrid(out, levels, bits);
@@ -50,7 +50,7 @@ fn run_at<T: PartialEq>(values: &[T], at: usize) -> usize {
 /// (1 to 32): runs of eight or more alike as (count, value), the rest
 /// bit-packed in groups of eight, least significant bits first. Only the
 /// last group may be padded (the page's level count says where data ends).
-pub(super) fn rle_hybrid<T: Copy + PartialEq + Into<u32>>(out: &mut Vec<u8>, values: &[T], bits: u32) {
+pub(crate) fn rle_hybrid<T: Copy + PartialEq + Into<u32>>(out: &mut Vec<u8>, values: &[T], bits: u32) {
     let value_bytes = bits.div_ceil(8) as usize;
     let mut i = 0;
     while i < values.len() {
@@ -104,7 +104,7 @@ fn pack_eight<T: Copy + Into<u32>>(out: &mut Vec<u8>, group: &[T], bits: u32) {
 }
 
 /// Booleans (as 0 or 1) PLAIN: one bit each, least significant first.
-pub(super) fn pack_booleans(out: &mut Vec<u8>, bits: &[u32]) {
+pub(crate) fn pack_booleans(out: &mut Vec<u8>, bits: &[u32]) {
     for chunk in bits.chunks(8) {
         out.push(chunk.iter().enumerate().fold(0u8, |byte, (i, &b)| byte | ((b as u8) << i)));
     }

@@ -1,15 +1,15 @@
 //! A leaf's values as the coder reads them, and the dictionary it builds.
 
 use arrow::array::{Array, AsArray, BooleanArray, GenericByteArray, PrimitiveArray};
-use arrow::datatypes::{ByteArrayType, Float64Type, Int64Type};
+use arrow::datatypes::{ByteArrayType, Float64Type, Int64Type, UInt32Type};
 use foldhash::HashMap;
 
-pub(super) fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
+pub(crate) fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
     arrays.iter().map(|a| a.as_bytes::<T>()).collect()
 }
 
 /// A leaf's values in one batch, as the writer reads them.
-pub(super) trait LeafValues<'a>: Copy {
+pub(crate) trait LeafValues<'a>: Copy {
     /// Booleans are written PLAIN, everything else through a dictionary.
     const DICTIONARY: bool = true;
     fn valid(self, e: usize) -> bool;
@@ -44,6 +44,18 @@ impl<'a> LeafValues<'a> for &'a PrimitiveArray<Int64Type> {
     }
 }
 
+impl<'a> LeafValues<'a> for &'a PrimitiveArray<UInt32Type> {
+    fn valid(self, e: usize) -> bool {
+        self.is_valid(e)
+    }
+    fn same(self, x: usize, y: usize) -> bool {
+        self.value(x) == self.value(y)
+    }
+    fn value(self, e: usize, dictionary: &mut Dictionary<'a>) -> u32 {
+        dictionary.intern_int32(PrimitiveArray::value(self, e))
+    }
+}
+
 impl<'a> LeafValues<'a> for &'a PrimitiveArray<Float64Type> {
     fn valid(self, e: usize) -> bool {
         self.is_valid(e)
@@ -72,10 +84,10 @@ impl<'a> LeafValues<'a> for &'a BooleanArray {
 /// A dictionary of one leaf's values: each distinct value once, PLAIN
 /// encoded, and where each starts in that page.
 #[derive(Default)]
-pub(super) struct Dictionary<'a> {
-    pub(super) page: Vec<u8>,
-    pub(super) starts: Vec<u32>,
-    pub(super) len: u32,
+pub(crate) struct Dictionary<'a> {
+    pub(crate) page: Vec<u8>,
+    pub(crate) starts: Vec<u32>,
+    pub(crate) len: u32,
     bytes: HashMap<&'a [u8], u32>,
     words: HashMap<u64, u32>,
 }
@@ -96,11 +108,21 @@ impl<'a> Dictionary<'a> {
 
     /// The same for an 8-byte value (an integer, or a float by its bits).
     fn intern_word(&mut self, value: u64) -> u32 {
+        self.intern_fixed(value, &value.to_le_bytes())
+    }
+
+    /// The same for a 32-bit count, PLAIN as Parquet's INT32. (A dictionary
+    /// holds values of one width only.)
+    fn intern_int32(&mut self, value: u32) -> u32 {
+        self.intern_fixed(u64::from(value), &value.to_le_bytes())
+    }
+
+    fn intern_fixed(&mut self, value: u64, plain: &[u8]) -> u32 {
         let next = self.len;
         let index = *self.words.entry(value).or_insert(next);
         if index == next {
             self.starts.push(self.page.len() as u32);
-            self.page.extend_from_slice(&value.to_le_bytes());
+            self.page.extend_from_slice(plain);
             self.len += 1;
         }
         index

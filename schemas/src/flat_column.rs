@@ -1,0 +1,462 @@
+//! Flat columns of a block written to Parquet by hand: the strings and
+//! counts that hold one value (or null) per span, through a dictionary,
+//! with the statistics and column index queries prune by.
+//!
+//! Arrow's Parquet writer needs each column in block order first (a copy of
+//! every string), then hashes every value into the column's dictionary, and
+//! compares every value for the page's minimum and maximum. Most of these
+//! columns hold a few distinct values (a span's kind, its status, a count
+//! that is nearly always 0), and the grouped ones (a resource's service
+//! name, a scope's name) hold each value once per resource. Here each
+//! batch's values are coded once per block, in the batch's own order:
+//! every row's dictionary index (a grouped column's values once per group;
+//! a row equal to the row before takes its code without a lookup). A row
+//! group's pages are then written from the codes in block order, and a
+//! page's minimum and maximum are those of its codes' ranks in the
+//! dictionary's sort order.
+//!
+//! The pages are what Parquet's writer makes for these columns: data page v1,
+//! definition levels and dictionary indices in the RLE/bit-packed hybrid, a
+//! PLAIN dictionary page (or PLAIN pages past the dictionary page limit, as
+//! its writer falls back), zstd. So are the statistics: the column index's
+//! minimum and maximum per page (truncated as its writer truncates them),
+//! null counts, null pages and boundary order, and the chunk's statistics.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, UInt32Type, Utf8Type};
+use bytes::Bytes;
+use parquet::basic::{BoundaryOrder, Compression, Encoding, Type as PhysicalType};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder};
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use crate::map_column::pages::{bit_width, levels_v1, rle_hybrid, zstd_compress};
+use crate::map_column::values::{Dictionary, LeafValues};
+
+/// The code of a null row.
+const NULL: u32 = u32::MAX;
+
+/// How a column's values compare: as bytes (strings), or as unsigned
+/// integers (counts, stored as Parquet's INT32).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Order {
+    Bytes,
+    Unsigned,
+}
+
+fn general(message: &str) -> ParquetError {
+    ParquetError::General(format!("flat column: {message}"))
+}
+
+/// Whether a top-level column of this type is written here: strings and
+/// 32-bit counts, plain or grouped.
+pub(crate) fn handles(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(_, values) => handles(values),
+        DataType::Utf8 | DataType::UInt32 => true,
+        _ => false,
+    }
+}
+
+/// A flat column's values coded once per block: one dictionary, and each
+/// row's index in it (or [`NULL`]), batch by batch.
+pub(crate) struct CodedFlat<'a> {
+    dictionary: Dictionary<'a>,
+    codes: Vec<Vec<u32>>,
+    order: Order,
+    /// Each dictionary index's place in the values' sort order.
+    ranks: Vec<u32>,
+    /// The dictionary indices in sort order.
+    by_rank: Vec<u32>,
+}
+
+impl<'a> CodedFlat<'a> {
+    /// Codes `arrays`, one per batch: plain, or grouped (a dictionary of the
+    /// group's values, keyed per row).
+    pub(crate) fn new(arrays: &[&'a dyn Array]) -> Result<Self> {
+        let mut dictionary = Dictionary::default();
+        let mut codes = Vec::with_capacity(arrays.len());
+        let mut order = None;
+        for &array in arrays {
+            let (values, keys) = match array.as_dictionary_opt::<UInt32Type>() {
+                Some(grouped) => (grouped.values().as_ref(), Some(grouped.keys())),
+                None => (array, None),
+            };
+            let (value_codes, this) = match values.data_type() {
+                DataType::Utf8 => (code(values.as_bytes::<Utf8Type>(), values.len(), &mut dictionary), Order::Bytes),
+                DataType::UInt32 => {
+                    (code(values.as_primitive::<UInt32Type>(), values.len(), &mut dictionary), Order::Unsigned)
+                }
+                other => return Err(general(&format!("a column of {other} is not written here"))),
+            };
+            if *order.get_or_insert(this) != this {
+                return Err(general("batches disagree on the column's type"));
+            }
+            codes.push(match keys {
+                None => value_codes,
+                Some(keys) => (0..keys.len())
+                    .map(|row| match keys.is_valid(row) {
+                        true => value_codes.get(keys.value(row) as usize).copied().unwrap_or(NULL),
+                        false => NULL,
+                    })
+                    .collect(),
+            });
+        }
+        if dictionary.len == NULL || dictionary.page.len() > u32::MAX as usize {
+            return Err(general("too many distinct values"));
+        }
+        let mut coded =
+            Self { dictionary, codes, order: order.unwrap_or(Order::Bytes), ranks: Vec::new(), by_rank: Vec::new() };
+        let mut by_rank: Vec<u32> = (0..coded.dictionary.len).collect();
+        match coded.order {
+            Order::Bytes => by_rank.sort_unstable_by(|&a, &b| coded.bytes(a).cmp(coded.bytes(b))),
+            Order::Unsigned => by_rank.sort_unstable_by_key(|&i| coded.unsigned(i)),
+        }
+        coded.ranks = vec![0; by_rank.len()];
+        for (rank, &index) in by_rank.iter().enumerate() {
+            coded.ranks[index as usize] = rank as u32;
+        }
+        coded.by_rank = by_rank;
+        Ok(coded)
+    }
+
+    /// Dictionary value `index` PLAIN encoded (a string with its length first).
+    fn plain(&self, index: u32) -> &[u8] {
+        let starts = &self.dictionary.starts;
+        let start = starts[index as usize] as usize;
+        let end = starts.get(index as usize + 1).map_or(self.dictionary.page.len(), |&e| e as usize);
+        &self.dictionary.page[start..end]
+    }
+
+    /// A string value's bytes.
+    fn bytes(&self, index: u32) -> &[u8] {
+        &self.plain(index)[4..]
+    }
+
+    fn unsigned(&self, index: u32) -> u32 {
+        let plain = self.plain(index);
+        u32::from_le_bytes([plain[0], plain[1], plain[2], plain[3]])
+    }
+
+    /// The column chunk of `rows` ((batch, row) in block order): its bytes
+    /// (starting at offset 0) and what closing Parquet's column writer would
+    /// have returned, statistics and column index included.
+    pub(crate) fn write(
+        &self,
+        descr: &ColumnDescPtr,
+        properties: &WriterProperties,
+        rows: &[(usize, usize)],
+    ) -> Result<(Bytes, ColumnCloseResult)> {
+        let physical = descr.physical_type();
+        let expected = match self.order {
+            Order::Bytes => PhysicalType::BYTE_ARRAY,
+            Order::Unsigned => PhysicalType::INT32,
+        };
+        if physical != expected || descr.max_rep_level() != 0 || descr.max_def_level() > 1 {
+            return Err(general("the leaf is not a flat column of this type"));
+        }
+        let nullable = descr.max_def_level() == 1;
+        let mut codes = Vec::with_capacity(rows.len());
+        for &(batch, row) in rows {
+            let code = self.codes.get(batch).and_then(|c| c.get(row)).copied().ok_or_else(|| general("no such row"))?;
+            if code == NULL && !nullable {
+                return Err(general("a null in a required column"));
+            }
+            codes.push(code);
+        }
+
+        let over_limit = self.dictionary.page.len() > properties.dictionary_page_size_limit();
+        let has_dictionary = properties.dictionary_enabled(descr.path()) && self.dictionary.len > 0 && !over_limit;
+        let index_bits = bit_width(self.dictionary.len.saturating_sub(1)).max(1);
+        let compression = properties.compression(descr.path());
+        let level = match compression {
+            Compression::UNCOMPRESSED => None,
+            Compression::ZSTD(level) => Some(level.compression_level()),
+            other => return Err(general(&format!("{other} is not written here"))),
+        };
+        let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
+            let size = body.len();
+            Ok(match level {
+                None => (Bytes::from(body), size),
+                Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
+            })
+        };
+        let statistics = properties.statistics_enabled(descr.path());
+        let mut index = (statistics == EnabledStatistics::Page)
+            .then(|| PageIndex::new(physical, properties.column_index_truncate_length()));
+
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut writer = SerializedPageWriter::new(&mut sink);
+        let (mut compressed, mut uncompressed) = (0i64, 0i64);
+        let mut dictionary_offset = None;
+        if has_dictionary {
+            let (buf, size) = compress(self.dictionary.page.clone())?;
+            let page = Page::DictionaryPage {
+                buf,
+                num_values: self.dictionary.len,
+                encoding: Encoding::PLAIN,
+                is_sorted: false,
+            };
+            let spec = writer.write_page(CompressedPage::new(page, size))?;
+            dictionary_offset = Some(spec.offset as i64);
+            compressed += spec.compressed_size as i64;
+            uncompressed += spec.uncompressed_size as i64;
+        }
+        let page_rows = properties.data_page_row_count_limit().max(1);
+        let page_bytes = properties.data_page_size_limit().max(1);
+        let mut locations = Vec::new();
+        let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(u32, u32)>);
+        let (mut definition, mut values) = (Vec::new(), Vec::new());
+        let mut start = 0;
+        while start < codes.len() {
+            // A page of `page_rows` rows, or fewer when PLAIN values outgrow
+            // the page size limit first.
+            let mut end = (start + page_rows).min(codes.len());
+            if !has_dictionary {
+                let mut bytes = 0;
+                for (i, &code) in codes[start..end].iter().enumerate() {
+                    bytes += if code == NULL { 0 } else { self.plain(code).len() };
+                    if bytes > page_bytes && i > 0 {
+                        end = start + i;
+                        break;
+                    }
+                }
+            }
+            let page = &codes[start..end];
+            definition.clear();
+            values.clear();
+            let mut range = None::<(u32, u32)>;
+            for &code in page {
+                definition.push(u8::from(code != NULL));
+                if code != NULL {
+                    values.push(code);
+                    let rank = self.ranks[code as usize];
+                    range = Some(range.map_or((rank, rank), |(lo, hi)| (lo.min(rank), hi.max(rank))));
+                }
+            }
+            let nulls = (page.len() - values.len()) as u64;
+            let mut body = Vec::new();
+            if nullable {
+                levels_v1(&mut body, &definition, 1);
+            }
+            let encoding = if has_dictionary {
+                body.push(index_bits as u8);
+                rle_hybrid(&mut body, &values, index_bits);
+                Encoding::RLE_DICTIONARY
+            } else {
+                for &code in &values {
+                    body.extend_from_slice(self.plain(code));
+                }
+                Encoding::PLAIN
+            };
+            let (buf, size) = compress(body)?;
+            let data = Page::DataPage {
+                buf,
+                num_values: u32::try_from(page.len()).map_err(|_| general("page too large"))?,
+                encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let spec = writer.write_page(CompressedPage::new(data, size))?;
+            locations.push(PageLocation {
+                offset: spec.offset as i64,
+                compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
+                first_row_index: start as i64,
+            });
+            compressed += spec.compressed_size as i64;
+            uncompressed += spec.uncompressed_size as i64;
+            if let Some(index) = &mut index {
+                index.page(self, range, nulls);
+            }
+            chunk_nulls += nulls;
+            if let Some((lo, hi)) = range {
+                chunk_range = Some(chunk_range.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+            }
+            start = end;
+        }
+        writer.close()?;
+        let bytes = Bytes::from(sink.into_inner()?);
+
+        let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
+        if has_dictionary {
+            encodings.push(Encoding::RLE_DICTIONARY);
+        }
+        let mut metadata = ColumnChunkMetaData::builder(descr.clone())
+            .set_compression(compression)
+            .set_encodings(encodings)
+            .set_num_values(codes.len() as i64)
+            .set_total_compressed_size(compressed)
+            .set_total_uncompressed_size(uncompressed)
+            .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
+            .set_dictionary_page_offset(dictionary_offset);
+        if statistics != EnabledStatistics::None {
+            metadata = metadata.set_statistics(self.chunk_statistics(properties, chunk_range, chunk_nulls));
+        }
+        let close = ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: codes.len() as u64,
+            metadata: metadata.build()?,
+            bloom_filter: None,
+            column_index: index.map(|index| index.build()).transpose()?,
+            offset_index: Some(OffsetIndexMetaData {
+                page_locations: locations,
+                unencoded_byte_array_data_bytes: None,
+            }),
+        };
+        Ok((bytes, close))
+    }
+
+    /// The value of `rank` as statistics hold it: a string's bytes, or a
+    /// count's four bytes (little endian).
+    fn stat_bytes(&self, rank: u32) -> &[u8] {
+        let index = self.by_rank[rank as usize];
+        match self.order {
+            Order::Bytes => self.bytes(index),
+            Order::Unsigned => &self.plain(index)[..4],
+        }
+    }
+
+    /// The chunk's statistics, truncated as Parquet's writer truncates them.
+    fn chunk_statistics(&self, properties: &WriterProperties, range: Option<(u32, u32)>, nulls: u64) -> Statistics {
+        let Some((lo, hi)) = range else {
+            return match self.order {
+                Order::Bytes => ValueStatistics::<ByteArray>::new(None, None, None, Some(nulls), false).into(),
+                Order::Unsigned => ValueStatistics::<i32>::new(None, None, None, Some(nulls), false).into(),
+            };
+        };
+        match self.order {
+            Order::Bytes => {
+                let length = properties.statistics_truncate_length();
+                let (min, min_truncated) = truncate_min(self.stat_bytes(lo), length);
+                let (max, max_truncated) = truncate_max(self.stat_bytes(hi), length);
+                ValueStatistics::new(Some(ByteArray::from(min)), Some(ByteArray::from(max)), None, Some(nulls), false)
+                    .with_min_is_exact(!min_truncated)
+                    .with_max_is_exact(!max_truncated)
+                    .into()
+            }
+            Order::Unsigned => {
+                let value = |rank| self.unsigned(self.by_rank[rank as usize]) as i32;
+                ValueStatistics::new(Some(value(lo)), Some(value(hi)), None, Some(nulls), false).into()
+            }
+        }
+    }
+}
+
+/// The codes of one batch's `values`, interned into `dictionary`. A row
+/// equal to the row before takes its code without a lookup.
+fn code<'a, V: LeafValues<'a>>(values: V, len: usize, dictionary: &mut Dictionary<'a>) -> Vec<u32> {
+    let mut codes: Vec<u32> = Vec::with_capacity(len);
+    for row in 0..len {
+        let code = if !values.valid(row) {
+            NULL
+        } else if row > 0 && codes[row - 1] != NULL && values.same(row - 1, row) {
+            codes[row - 1]
+        } else {
+            values.value(row, dictionary)
+        };
+        codes.push(code);
+    }
+    codes
+}
+
+/// A column index being built, page by page, as Parquet's writer builds it.
+struct PageIndex {
+    builder: ColumnIndexBuilder,
+    /// How long a string's minimum or maximum may be.
+    truncate: Option<usize>,
+    /// The last page with values: its minimum and maximum ranks.
+    last: Option<(u32, u32)>,
+    ascending: bool,
+    descending: bool,
+}
+
+impl PageIndex {
+    fn new(physical: PhysicalType, truncate: Option<usize>) -> Self {
+        Self { builder: ColumnIndexBuilder::new(physical), truncate, last: None, ascending: true, descending: true }
+    }
+
+    fn page(&mut self, column: &CodedFlat<'_>, range: Option<(u32, u32)>, nulls: u64) {
+        let Some((lo, hi)) = range else {
+            self.builder.append(true, Vec::new(), Vec::new(), nulls as i64);
+            return;
+        };
+        if let Some((last_lo, last_hi)) = self.last {
+            self.ascending &= last_lo <= lo && last_hi <= hi;
+            self.descending &= lo <= last_lo && hi <= last_hi;
+        }
+        self.last = Some((lo, hi));
+        let (min, max) = match column.order {
+            Order::Bytes => (
+                truncate_min(column.stat_bytes(lo), self.truncate).0,
+                truncate_max(column.stat_bytes(hi), self.truncate).0,
+            ),
+            Order::Unsigned => (column.stat_bytes(lo).to_vec(), column.stat_bytes(hi).to_vec()),
+        };
+        self.builder.append(false, min, max, nulls as i64);
+    }
+
+    fn build(mut self) -> Result<parquet::file::page_index::column_index::ColumnIndexMetaData> {
+        self.builder.set_boundary_order(match (self.ascending, self.descending) {
+            (true, _) => BoundaryOrder::ASCENDING,
+            (false, true) => BoundaryOrder::DESCENDING,
+            (false, false) => BoundaryOrder::UNORDERED,
+        });
+        self.builder.build()
+    }
+}
+
+/// A lower bound of a string within `length` bytes: its longest prefix that
+/// ends on a character boundary (or on any byte, for bytes that are not
+/// UTF-8), and whether it was cut.
+fn truncate_min(value: &[u8], length: Option<usize>) -> (Vec<u8>, bool) {
+    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
+        Ok(text) => (1..=l).rfind(|&at| text.is_char_boundary(at)).map(|at| value[..at].to_vec()),
+        Err(_) => Some(value[..l].to_vec()),
+    });
+    match cut {
+        Some(cut) => (cut, true),
+        None => (value.to_vec(), false),
+    }
+}
+
+/// An upper bound of a string within `length` bytes: a prefix with its last
+/// character that can be incremented (within its own width) incremented, and
+/// whether it was cut. A value no prefix of which can be incremented is kept
+/// whole.
+fn truncate_max(value: &[u8], length: Option<usize>) -> (Vec<u8>, bool) {
+    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
+        Ok(text) => {
+            let at = (l.saturating_sub(3)..=l).rfind(|&at| text.is_char_boundary(at))?;
+            let prefix = text.get(..at)?;
+            prefix.char_indices().rev().find_map(|(i, c)| {
+                let next = char::from_u32(c as u32 + 1).filter(|n| n.len_utf8() == c.len_utf8())?;
+                let mut out = prefix.as_bytes()[..i + c.len_utf8()].to_vec();
+                next.encode_utf8(&mut out[i..]);
+                Some(out)
+            })
+        }
+        Err(_) => {
+            let mut out = value[..l].to_vec();
+            for byte in out.iter_mut().rev() {
+                let (next, overflow) = byte.overflowing_add(1);
+                *byte = next;
+                if !overflow {
+                    return Some(out);
+                }
+            }
+            None
+        }
+    });
+    match cut {
+        Some(cut) => (cut, true),
+        None => (value.to_vec(), false),
+    }
+}
