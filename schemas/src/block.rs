@@ -314,6 +314,11 @@ fn leaves_with_values(arrays: &[&dyn arrow::array::Array], out: &mut Vec<bool>) 
     out.extend(std::iter::repeat_n(has, leaves));
 }
 
+/// The first Parquet leaf column of top-level column `column`.
+fn first_leaf(schema: &arrow::datatypes::Schema, column: usize) -> usize {
+    schema.fields()[..column].iter().map(|f| leaf_count(f.data_type())).sum()
+}
+
 /// How many Parquet leaf columns a column of `data_type` makes.
 fn leaf_count(data_type: &arrow::datatypes::DataType) -> usize {
     use arrow::datatypes::DataType;
@@ -394,13 +399,9 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         .filter(|(_, field)| crate::flat_column::handles(field.data_type()))
         .map(|(column, _)| Ok((column, column_of(batches, column)?)))
         .collect::<Result<_, arrow::error::ArrowError>>()?;
-    let flat: Vec<(usize, crate::flat_column::CodedFlat<'_>)> = flat_columns
-        .iter()
-        .map(|(column, arrays)| {
-            let arrays: Vec<&dyn arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
-            Ok((*column, crate::flat_column::CodedFlat::new(&arrays)?))
-        })
-        .collect::<Result<_, parquet::errors::ParquetError>>()?;
+    let flat = crate::flat_column::CodedFlats::new(
+        &flat_columns.iter().map(|(_, arrays)| arrays.iter().map(|a| a.as_ref()).collect()).collect::<Vec<_>>(),
+    )?;
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
     let mut seen: Vec<map_column::Seen> = coded.iter().map(|_| map_column::Seen::default()).collect();
     for (b, batch) in batches.iter().enumerate() {
@@ -425,6 +426,10 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         // The rows of the groups' values, by the keys that name them: a
         // resource's (or scope's) columns share one set of keys.
         let mut groups = GroupRows::default();
+        // The flat columns' chunks, in one pass over the rows.
+        let flat_leaves: Vec<_> =
+            flat_columns.iter().map(|(column, _)| file.schema_descr().column(first_leaf(&schema, *column))).collect();
+        let mut flat_chunks = flat.write(&flat_leaves, file.properties(), rows)?.into_iter();
         let mut leaf = 0;
         for (column, field) in schema.fields().iter().enumerate() {
             if let Some(at) = coded.iter().position(|(c, _)| *c == column) {
@@ -442,15 +447,24 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
                 leaf += map_column::LEAVES;
                 continue;
             }
-            if let Some((_, coded)) = flat.iter().find(|(c, _)| *c == column) {
+            if flat_columns.iter().any(|(c, _)| *c == column) {
                 writers.next().expect("a writer per leaf column");
-                let (bytes, close) = coded.write(&file.schema_descr().column(leaf), file.properties(), rows)?;
+                let (bytes, close) = flat_chunks.next().expect("a chunk per flat column");
                 chunks.push(Chunk::Written(bytes, close));
                 leaf += 1;
                 continue;
             }
             let columns = column_of(batches, column)?;
             let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
+            if crate::plain_column::handles(field.data_type()) {
+                writers.next().expect("a writer per leaf column");
+                let descr = file.schema_descr().column(leaf);
+                let (bytes, close) =
+                    crate::plain_column::PlainColumn::new(arrays)?.write(&descr, file.properties(), rows)?;
+                chunks.push(Chunk::Written(bytes, close));
+                leaf += 1;
+                continue;
+            }
             let sorted = match grouped(&arrays) {
                 Some(dictionaries) => {
                     let values: Vec<&dyn arrow::array::Array> =

@@ -65,11 +65,79 @@ pub(crate) fn handles(data_type: &DataType) -> bool {
     }
 }
 
-/// A flat column's values coded once per block: one dictionary, and each
-/// row's index in it (or [`NULL`]), batch by batch.
-pub(crate) struct CodedFlat<'a> {
+/// The block's flat columns coded once: each column's dictionary, and
+/// every row's codes (its index in each column's dictionary, or [`NULL`])
+/// side by side, so that putting a row group in block order reads each
+/// row's codes from one place.
+pub(crate) struct CodedFlats<'a> {
+    columns: Vec<CodedFlat<'a>>,
+    /// Where each batch's rows start, and the rows in all.
+    first_row: Vec<usize>,
+    /// Row `r`'s code in column `c`: `codes[r * columns + c]`.
+    codes: Vec<u32>,
+}
+
+impl<'a> CodedFlats<'a> {
+    /// Codes `columns`, each one array per batch (plain, or grouped: a
+    /// dictionary of the groups' values, keyed per row).
+    pub(crate) fn new(columns: &[Vec<&'a dyn Array>]) -> Result<Self> {
+        let width = columns.len();
+        let mut first_row = vec![0];
+        for array in columns.first().map_or(&[][..], |c| c.as_slice()) {
+            first_row.push(first_row[first_row.len() - 1] + array.len());
+        }
+        let rows = first_row[first_row.len() - 1];
+        let mut codes = vec![NULL; rows.checked_mul(width).ok_or_else(|| general("too many rows"))?];
+        let columns = columns
+            .iter()
+            .enumerate()
+            .map(|(c, arrays)| {
+                if arrays.len() + 1 != first_row.len() || arrays.iter().zip(&first_row).any(|(a, f)| a.len() + f > rows)
+                {
+                    return Err(general("columns of different lengths"));
+                }
+                CodedFlat::new(arrays, &first_row, &mut codes, width, c)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { columns, first_row, codes })
+    }
+
+    /// Each column's chunk of `rows` ((batch, row) in block order), in
+    /// order: its bytes (starting at offset 0) and what closing Parquet's
+    /// column writer would have returned, statistics and column index
+    /// included. `leaves` are the columns' leaves in the file's schema.
+    pub(crate) fn write(
+        &self,
+        leaves: &[ColumnDescPtr],
+        properties: &WriterProperties,
+        rows: &[(usize, usize)],
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>> {
+        let width = self.columns.len();
+        if leaves.len() != width {
+            return Err(general("a leaf per column"));
+        }
+        let mut block: Vec<Vec<u32>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
+        for &(batch, row) in rows {
+            let at = match (self.first_row.get(batch), self.first_row.get(batch + 1)) {
+                (Some(first), Some(&end)) if first + row < end => (first + row) * width,
+                _ => return Err(general("no such row")),
+            };
+            for (column, &code) in block.iter_mut().zip(&self.codes[at..at + width]) {
+                column.push(code);
+            }
+        }
+        leaves
+            .iter()
+            .zip(&self.columns)
+            .zip(&block)
+            .map(|((leaf, column), codes)| column.write(leaf, properties, codes))
+            .collect()
+    }
+}
+
+/// One flat column's dictionary, and its values' sort order.
+struct CodedFlat<'a> {
     dictionary: Dictionary<'a>,
-    codes: Vec<Vec<u32>>,
     order: Order,
     /// Each dictionary index's place in the values' sort order.
     ranks: Vec<u32>,
@@ -78,42 +146,59 @@ pub(crate) struct CodedFlat<'a> {
 }
 
 impl<'a> CodedFlat<'a> {
-    /// Codes `arrays`, one per batch: plain, or grouped (a dictionary of the
-    /// group's values, keyed per row).
-    pub(crate) fn new(arrays: &[&'a dyn Array]) -> Result<Self> {
+    /// Codes `arrays` (one per batch, batch `b`'s rows from `first_row[b]`)
+    /// into column `column` of `codes`, `width` codes a row.
+    fn new(
+        arrays: &[&'a dyn Array],
+        first_row: &[usize],
+        codes: &mut [u32],
+        width: usize,
+        column: usize,
+    ) -> Result<Self> {
         let mut dictionary = Dictionary::default();
-        let mut codes = Vec::with_capacity(arrays.len());
         let mut order = None;
-        for &array in arrays {
+        for (&array, &first) in arrays.iter().zip(first_row) {
             let (values, keys) = match array.as_dictionary_opt::<UInt32Type>() {
                 Some(grouped) => (grouped.values().as_ref(), Some(grouped.keys())),
                 None => (array, None),
             };
-            let (value_codes, this) = match values.data_type() {
-                DataType::Utf8 => (code(values.as_bytes::<Utf8Type>(), values.len(), &mut dictionary), Order::Bytes),
+            // A plain column is coded in place; a grouped one's values first.
+            let mut value_codes = Vec::new();
+            let (out, stride) = match keys {
+                None => (&mut codes[first * width + column..], width),
+                Some(_) => {
+                    value_codes = vec![NULL; values.len()];
+                    (&mut value_codes[..], 1)
+                }
+            };
+            let this = match values.data_type() {
+                DataType::Utf8 => {
+                    code(values.as_bytes::<Utf8Type>(), values.len(), &mut dictionary, out, stride);
+                    Order::Bytes
+                }
                 DataType::UInt32 => {
-                    (code(values.as_primitive::<UInt32Type>(), values.len(), &mut dictionary), Order::Unsigned)
+                    code(values.as_primitive::<UInt32Type>(), values.len(), &mut dictionary, out, stride);
+                    Order::Unsigned
                 }
                 other => return Err(general(&format!("a column of {other} is not written here"))),
             };
             if *order.get_or_insert(this) != this {
                 return Err(general("batches disagree on the column's type"));
             }
-            codes.push(match keys {
-                None => value_codes,
-                Some(keys) => (0..keys.len())
-                    .map(|row| match keys.is_valid(row) {
+            if let Some(keys) = keys {
+                for row in 0..keys.len() {
+                    codes[(first + row) * width + column] = match keys.is_valid(row) {
                         true => value_codes.get(keys.value(row) as usize).copied().unwrap_or(NULL),
                         false => NULL,
-                    })
-                    .collect(),
-            });
+                    };
+                }
+            }
         }
         if dictionary.len == NULL || dictionary.page.len() > u32::MAX as usize {
             return Err(general("too many distinct values"));
         }
         let mut coded =
-            Self { dictionary, codes, order: order.unwrap_or(Order::Bytes), ranks: Vec::new(), by_rank: Vec::new() };
+            Self { dictionary, order: order.unwrap_or(Order::Bytes), ranks: Vec::new(), by_rank: Vec::new() };
         let mut by_rank: Vec<u32> = (0..coded.dictionary.len).collect();
         match coded.order {
             Order::Bytes => by_rank.sort_unstable_by(|&a, &b| coded.bytes(a).cmp(coded.bytes(b))),
@@ -145,14 +230,12 @@ impl<'a> CodedFlat<'a> {
         u32::from_le_bytes([plain[0], plain[1], plain[2], plain[3]])
     }
 
-    /// The column chunk of `rows` ((batch, row) in block order): its bytes
-    /// (starting at offset 0) and what closing Parquet's column writer would
-    /// have returned, statistics and column index included.
-    pub(crate) fn write(
+    /// The column chunk of `codes` (in block order).
+    fn write(
         &self,
         descr: &ColumnDescPtr,
         properties: &WriterProperties,
-        rows: &[(usize, usize)],
+        codes: &[u32],
     ) -> Result<(Bytes, ColumnCloseResult)> {
         let physical = descr.physical_type();
         let expected = match self.order {
@@ -163,13 +246,8 @@ impl<'a> CodedFlat<'a> {
             return Err(general("the leaf is not a flat column of this type"));
         }
         let nullable = descr.max_def_level() == 1;
-        let mut codes = Vec::with_capacity(rows.len());
-        for &(batch, row) in rows {
-            let code = self.codes.get(batch).and_then(|c| c.get(row)).copied().ok_or_else(|| general("no such row"))?;
-            if code == NULL && !nullable {
-                return Err(general("a null in a required column"));
-            }
-            codes.push(code);
+        if !nullable && codes.contains(&NULL) {
+            return Err(general("a null in a required column"));
         }
 
         let over_limit = self.dictionary.page.len() > properties.dictionary_page_size_limit();
@@ -350,21 +428,22 @@ impl<'a> CodedFlat<'a> {
     }
 }
 
-/// The codes of one batch's `values`, interned into `dictionary`. A row
-/// equal to the row before takes its code without a lookup.
-fn code<'a, V: LeafValues<'a>>(values: V, len: usize, dictionary: &mut Dictionary<'a>) -> Vec<u32> {
-    let mut codes: Vec<u32> = Vec::with_capacity(len);
+/// The codes of one batch's `values`, interned into `dictionary`: row
+/// `r`'s at `out[r * stride]`. A row equal to the row before takes its code
+/// without a lookup.
+fn code<'a, V: LeafValues<'a>>(values: V, len: usize, dictionary: &mut Dictionary<'a>, out: &mut [u32], stride: usize) {
+    let mut before = NULL;
     for row in 0..len {
         let code = if !values.valid(row) {
             NULL
-        } else if row > 0 && codes[row - 1] != NULL && values.same(row - 1, row) {
-            codes[row - 1]
+        } else if before != NULL && values.same(row - 1, row) {
+            before
         } else {
             values.value(row, dictionary)
         };
-        codes.push(code);
+        out[row * stride] = code;
+        before = code;
     }
-    codes
 }
 
 /// A column index being built, page by page, as Parquet's writer builds it.

@@ -36,6 +36,7 @@ mod flat_column;
 pub mod gather;
 mod map_column;
 pub mod merge;
+mod plain_column;
 pub mod reader;
 pub mod schema;
 pub mod span_ref;

@@ -538,9 +538,13 @@ fn statistics_spans(resources: usize, spans: usize) -> Vec<ResourceSpans> {
                         n += 1;
                         let id = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
                         let upper = id >> 63 == 1;
+                        let start = 1_700_000_000_000_000_000 + (n * 7919 % 100_000) * 1000;
                         Span {
                             trace_id: [id.to_be_bytes(), n.to_be_bytes()].concat(),
                             span_id: n.to_be_bytes().to_vec(),
+                            parent_span_id: if i % 4 == 0 { Vec::new() } else { id.to_le_bytes().to_vec() },
+                            start_time_unix_nano: start,
+                            end_time_unix_nano: start + (i as u64 % 13) * 1_000_000,
                             name: names[(i * 7 + r) % names.len()].clone(),
                             kind: (i % 6) as i32,
                             flags: counts[i % counts.len()],
@@ -571,13 +575,21 @@ type IndexPages = (Option<parquet::basic::BoundaryOrder>, Vec<(bool, Option<Vec<
 
 fn index_pages(index: &parquet::file::page_index::column_index::ColumnIndexMetaData) -> IndexPages {
     use parquet::file::page_index::column_index::ColumnIndexMetaData as Index;
+    if let Index::NONE = index {
+        return (None, Vec::new());
+    }
     let pages = (0..index.num_pages() as usize)
         .map(|i| {
             let (min, max) = match index {
                 Index::INT32(x) => {
                     (x.min_value(i).map(|v| v.to_le_bytes().to_vec()), x.max_value(i).map(|v| v.to_le_bytes().to_vec()))
                 }
-                Index::BYTE_ARRAY(x) => (x.min_value(i).map(<[u8]>::to_vec), x.max_value(i).map(<[u8]>::to_vec)),
+                Index::INT64(x) => {
+                    (x.min_value(i).map(|v| v.to_le_bytes().to_vec()), x.max_value(i).map(|v| v.to_le_bytes().to_vec()))
+                }
+                Index::BYTE_ARRAY(x) | Index::FIXED_LEN_BYTE_ARRAY(x) => {
+                    (x.min_value(i).map(<[u8]>::to_vec), x.max_value(i).map(<[u8]>::to_vec))
+                }
                 other => panic!("not a flat column's index: {other:?}"),
             };
             (index.is_null_page(i), min, max, index.null_count(i))
@@ -586,11 +598,13 @@ fn index_pages(index: &parquet::file::page_index::column_index::ColumnIndexMetaD
     (index.get_boundary_order(), pages)
 }
 
-/// The flat columns written by hand (`flat_column`: the strings and counts)
-/// carry the statistics Arrow's writer gives the same rows: the chunk's
-/// minimum, maximum, null count and exactness, and the column index page by
-/// page (minimum and maximum as truncated at 64 bytes, null pages, null
-/// counts, boundary order), which queries prune by. And they read back alike.
+/// The flat columns written by hand (`flat_column`: the strings and counts;
+/// `plain_column`: the ids, times and durations) carry the statistics
+/// Arrow's writer gives the same rows: the chunk's minimum, maximum, null
+/// count and exactness, and the column index page by page (minimum and
+/// maximum as truncated at 64 bytes, null pages, null counts, boundary
+/// order), which queries prune by; and `trace_id` the same bloom filter.
+/// And they read back alike.
 #[test]
 fn hand_written_flat_columns_carry_arrows_statistics() {
     let (ours, theirs) = both_ways(&statistics_spans(23, 1000));
@@ -608,10 +622,10 @@ fn hand_written_flat_columns_carry_arrows_statistics() {
     let flat = crate::schema::span_schema()
         .fields()
         .iter()
-        .filter(|f| crate::flat_column::handles(f.data_type()))
+        .filter(|f| crate::flat_column::handles(f.data_type()) || crate::plain_column::handles(f.data_type()))
         .map(|f| f.name().clone())
         .collect::<Vec<_>>();
-    assert_eq!(flat.len(), 17, "the span schema's strings and counts");
+    assert_eq!(flat.len(), 23, "the span schema's strings, counts, ids and times");
     let group = mine.row_group(0);
     let mut compared = 0;
     for leaf in 0..group.num_columns() {
@@ -629,7 +643,20 @@ fn hand_written_flat_columns_carry_arrows_statistics() {
         assert_eq!(pages(&mine), pages(&arrows), "{path}: pages");
         compared += 1;
     }
-    assert_eq!(compared, 17);
+    assert_eq!(compared, 23);
+    let bloom = |parquet: &bytes::Bytes| {
+        use parquet::file::reader::FileReader;
+        let properties = parquet::file::properties::ReaderProperties::builder().set_read_bloom_filter(true).build();
+        let options =
+            parquet::file::serialized_reader::ReadOptionsBuilder::new().with_reader_properties(properties).build();
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new_with_options(parquet.clone(), options).unwrap();
+        let group = reader.get_row_group(0).unwrap();
+        let mut bits = Vec::new();
+        group.get_column_bloom_filter(0).expect("a bloom filter on trace_id").write_bitset(&mut bits).unwrap();
+        bits
+    };
+    assert_eq!(bloom(&ours), bloom(&theirs), "trace_id's bloom filter");
     // The cases the spans were made for are there.
     let stats = |path: &str| {
         let leaf = (0..group.num_columns()).find(|&i| group.column(i).column_path().string() == path).unwrap();
@@ -644,5 +671,9 @@ fn hand_written_flat_columns_carry_arrows_statistics() {
     assert_eq!(stats("trace_state").0.null_count_opt(), Some(23_000));
     let (counts, _) = stats("dropped_attributes_count");
     assert_eq!(counts.max_bytes_opt(), Some(&u32::MAX.to_le_bytes()[..]), "unsigned order");
+    let (parents, parent_pages) = stats("parent_span_id");
+    assert_eq!(parents.null_count_opt(), Some(23_000 / 4), "roots have no parent");
+    assert_eq!(parent_pages.0, Some(parquet::basic::BoundaryOrder::UNORDERED));
+    assert_eq!(stats("trace_id").1.0, Some(parquet::basic::BoundaryOrder::ASCENDING), "sorted by trace id");
     assert_reads_alike(ours, theirs, 23_000);
 }

@@ -1,0 +1,349 @@
+//! Flat columns of fixed-width values written to Parquet by hand: the ids
+//! (`trace_id`, `span_id`, `parent_span_id`) and the times and durations.
+//!
+//! Arrow's Parquet writer needs each column in block order first (a copy),
+//! then makes a separately allocated value of every fixed-size binary (an
+//! id), and encodes a page from those. Here each row group's values are
+//! copied once, straight from the batches in block order into the bytes
+//! the pages are cut from. The pages are what Parquet's writer makes for
+//! these columns with the block's properties: data page v1, definition
+//! levels in the RLE/bit-packed hybrid, values PLAIN or byte stream split
+//! (as the column's encoding says; none of them has a dictionary: ids are
+//! fixed-size binaries, which Parquet 1.0 writes without one, and the times
+//! have theirs turned off), zstd or none as the column says. So are the
+//! statistics (the column index page by page, the chunk's), and the bloom
+//! filter where the column has one (`trace_id`).
+
+use arrow::array::{Array, AsArray, FixedSizeBinaryArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
+use bytes::Bytes;
+use parquet::basic::{BoundaryOrder, Compression, Encoding, Type as PhysicalType};
+use parquet::bloom_filter::Sbbf;
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::{ByteArray, FixedLenByteArray};
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder};
+use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use crate::map_column::pages::{levels_v1, zstd_compress};
+
+fn general(message: &str) -> ParquetError {
+    ParquetError::General(format!("fixed-width column: {message}"))
+}
+
+/// Whether a top-level column of this type is written here.
+pub(crate) fn handles(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::FixedSizeBinary(_) | DataType::Int64 | DataType::Timestamp(TimeUnit::Nanosecond, _))
+}
+
+/// How a column's values are stored and compared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Fixed-size binary of this many bytes, compared as bytes.
+    Fixed(usize),
+    /// 64-bit signed integers (and timestamps), little endian.
+    Int64,
+}
+
+impl Kind {
+    fn width(self) -> usize {
+        match self {
+            Kind::Fixed(width) => width,
+            Kind::Int64 => 8,
+        }
+    }
+
+    /// Whether value `a` sorts before value `b` (each `width` bytes).
+    fn less(self, a: &[u8], b: &[u8]) -> bool {
+        match self {
+            Kind::Fixed(_) => a < b,
+            Kind::Int64 => int64(a) < int64(b),
+        }
+    }
+}
+
+fn int64(bytes: &[u8]) -> i64 {
+    i64::from_le_bytes(bytes.try_into().expect("eight bytes"))
+}
+
+/// One column of the batches, to be written a row group at a time.
+pub(crate) struct PlainColumn<'a> {
+    arrays: Vec<&'a dyn Array>,
+    kind: Kind,
+}
+
+impl<'a> PlainColumn<'a> {
+    /// The column of every batch (one array each).
+    pub(crate) fn new(arrays: Vec<&'a dyn Array>) -> Result<Self> {
+        let kind = |a: &dyn Array| match a.data_type() {
+            DataType::FixedSizeBinary(width) if *width > 0 => Ok(Kind::Fixed(*width as usize)),
+            DataType::Int64 | DataType::Timestamp(TimeUnit::Nanosecond, _) => Ok(Kind::Int64),
+            other => Err(general(&format!("a column of {other} is not written here"))),
+        };
+        let first = arrays.first().map_or(Ok(Kind::Int64), |a| kind(*a))?;
+        for array in &arrays {
+            if kind(*array)? != first {
+                return Err(general("batches disagree on the column's type"));
+            }
+        }
+        Ok(Self { arrays, kind: first })
+    }
+
+    /// The values of `rows` ((batch, row) in block order), one after
+    /// another, and each row's definition level (1: a value, 0: null).
+    fn gather(&self, rows: &[(usize, usize)]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let width = self.kind.width();
+        let mut values = Vec::with_capacity(rows.len() * width);
+        let mut defined = Vec::with_capacity(rows.len());
+        enum Source<'s> {
+            Fixed(&'s FixedSizeBinaryArray),
+            Int64(&'s [i64]),
+        }
+        let sources: Vec<Source<'_>> = self
+            .arrays
+            .iter()
+            .map(|a| match a.data_type() {
+                DataType::FixedSizeBinary(_) => Source::Fixed(a.as_fixed_size_binary()),
+                DataType::Int64 => Source::Int64(a.as_primitive::<Int64Type>().values()),
+                _ => Source::Int64(a.as_primitive::<TimestampNanosecondType>().values()),
+            })
+            .collect();
+        for &(batch, row) in rows {
+            let array = self.arrays.get(batch).filter(|a| row < a.len()).ok_or_else(|| general("no such row"))?;
+            if array.is_null(row) {
+                defined.push(0);
+                continue;
+            }
+            defined.push(1);
+            match &sources[batch] {
+                Source::Fixed(ids) => values.extend_from_slice(ids.value(row)),
+                Source::Int64(numbers) => values.extend_from_slice(&numbers[row].to_le_bytes()),
+            }
+        }
+        Ok((values, defined))
+    }
+
+    /// The column chunk of `rows` ((batch, row) in block order): its bytes
+    /// (starting at offset 0) and what closing Parquet's column writer would
+    /// have returned, statistics, column index and bloom filter included.
+    pub(crate) fn write(
+        &self,
+        descr: &ColumnDescPtr,
+        properties: &WriterProperties,
+        rows: &[(usize, usize)],
+    ) -> Result<(Bytes, ColumnCloseResult)> {
+        let kind = self.kind;
+        let width = kind.width();
+        let expected = match kind {
+            Kind::Fixed(_) => PhysicalType::FIXED_LEN_BYTE_ARRAY,
+            Kind::Int64 => PhysicalType::INT64,
+        };
+        if descr.physical_type() != expected || descr.max_rep_level() != 0 || descr.max_def_level() > 1 {
+            return Err(general("the leaf is not a flat column of this type"));
+        }
+        if matches!(kind, Kind::Fixed(w) if descr.type_length() != w as i32) {
+            return Err(general("the leaf's width differs"));
+        }
+        let nullable = descr.max_def_level() == 1;
+        let (values, defined) = self.gather(rows)?;
+        if !nullable && values.len() != rows.len() * width {
+            return Err(general("a null in a required column"));
+        }
+        let path = descr.path();
+        let fixed_in_v1 = matches!(kind, Kind::Fixed(_))
+            && properties.writer_version() == parquet::file::properties::WriterVersion::PARQUET_1_0;
+        if properties.dictionary_enabled(path) && !fixed_in_v1 {
+            return Err(general("a column with a dictionary is not written here"));
+        }
+        let encoding = match properties.encoding(path) {
+            Some(Encoding::BYTE_STREAM_SPLIT) => Encoding::BYTE_STREAM_SPLIT,
+            None | Some(Encoding::PLAIN) => Encoding::PLAIN,
+            Some(other) => return Err(general(&format!("{other} is not written here"))),
+        };
+        let compression = properties.compression(path);
+        let level = match compression {
+            Compression::UNCOMPRESSED => None,
+            Compression::ZSTD(level) => Some(level.compression_level()),
+            other => return Err(general(&format!("{other} is not written here"))),
+        };
+        let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
+            let size = body.len();
+            Ok(match level {
+                None => (Bytes::from(body), size),
+                Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
+            })
+        };
+        let statistics = properties.statistics_enabled(path);
+        let mut index = (statistics == EnabledStatistics::Page).then(|| PageIndex::new(kind));
+
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut writer = SerializedPageWriter::new(&mut sink);
+        let (mut compressed, mut uncompressed) = (0i64, 0i64);
+        let page_rows = properties.data_page_row_count_limit().max(1);
+        let mut locations = Vec::new();
+        let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(&[u8], &[u8])>);
+        let mut value_start = 0;
+        for (page, levels) in defined.chunks(page_rows).enumerate() {
+            let count = levels.iter().filter(|&&d| d == 1).count();
+            let page_values = &values[value_start * width..(value_start + count) * width];
+            let mut range = None::<(&[u8], &[u8])>;
+            for value in page_values.chunks_exact(width) {
+                range = Some(match range {
+                    None => (value, value),
+                    Some((lo, hi)) => {
+                        (if kind.less(value, lo) { value } else { lo }, if kind.less(hi, value) { value } else { hi })
+                    }
+                });
+            }
+            let mut body = Vec::with_capacity(page_values.len() + levels.len() / 4 + 8);
+            if nullable {
+                levels_v1(&mut body, levels, 1);
+            }
+            if encoding == Encoding::BYTE_STREAM_SPLIT {
+                for byte in 0..width {
+                    body.extend(page_values.chunks_exact(width).map(|v| v[byte]));
+                }
+            } else {
+                body.extend_from_slice(page_values);
+            }
+            let (buf, size) = compress(body)?;
+            let data = Page::DataPage {
+                buf,
+                num_values: levels.len() as u32,
+                encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let spec = writer.write_page(CompressedPage::new(data, size))?;
+            locations.push(PageLocation {
+                offset: spec.offset as i64,
+                compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
+                first_row_index: (page * page_rows) as i64,
+            });
+            compressed += spec.compressed_size as i64;
+            uncompressed += spec.uncompressed_size as i64;
+            let nulls = (levels.len() - count) as u64;
+            if let Some(index) = &mut index {
+                index.page(range, nulls);
+            }
+            chunk_nulls += nulls;
+            if let Some((lo, hi)) = range {
+                chunk_range = Some(match chunk_range {
+                    None => (lo, hi),
+                    Some((l, h)) => (if kind.less(lo, l) { lo } else { l }, if kind.less(h, hi) { hi } else { h }),
+                });
+            }
+            value_start += count;
+        }
+        writer.close()?;
+        let bytes = Bytes::from(sink.into_inner()?);
+
+        let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
+        if encoding != Encoding::PLAIN {
+            encodings.push(encoding);
+        }
+        let mut metadata = ColumnChunkMetaData::builder(descr.clone())
+            .set_compression(compression)
+            .set_encodings(encodings)
+            .set_num_values(rows.len() as i64)
+            .set_total_compressed_size(compressed)
+            .set_total_uncompressed_size(uncompressed)
+            .set_data_page_offset(locations.first().map_or(0, |l| l.offset));
+        if statistics != EnabledStatistics::None {
+            let signed = descr.sort_order().is_signed();
+            metadata = metadata.set_statistics(chunk_statistics(kind, signed, chunk_range, chunk_nulls));
+        }
+        let bloom_filter = match properties.bloom_filter_properties(path) {
+            Some(bloom) => {
+                let mut filter = Sbbf::new_with_ndv_fpp(bloom.ndv(), bloom.fpp())?;
+                // Each value once in a run of equal values (sorted trace ids).
+                let mut before: Option<&[u8]> = None;
+                for value in values.chunks_exact(width) {
+                    if before != Some(value) {
+                        filter.insert(value);
+                    }
+                    before = Some(value);
+                }
+                filter.fold_to_target_fpp(bloom.fpp());
+                Some(filter)
+            }
+            None => None,
+        };
+        let close = ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: rows.len() as u64,
+            metadata: metadata.build()?,
+            bloom_filter,
+            column_index: index.map(PageIndex::build).transpose()?,
+            offset_index: Some(OffsetIndexMetaData {
+                page_locations: locations,
+                unencoded_byte_array_data_bytes: None,
+            }),
+        };
+        Ok((bytes, close))
+    }
+}
+
+/// The chunk's statistics as Parquet's writer makes them.
+fn chunk_statistics(kind: Kind, signed: bool, range: Option<(&[u8], &[u8])>, nulls: u64) -> Statistics {
+    match kind {
+        Kind::Int64 => {
+            let (min, max) = range.map_or((None, None), |(lo, hi)| (Some(int64(lo)), Some(int64(hi))));
+            ValueStatistics::new(min, max, None, Some(nulls), false).with_backwards_compatible_min_max(signed).into()
+        }
+        Kind::Fixed(_) => {
+            let fixed = |v: &[u8]| FixedLenByteArray::from(ByteArray::from(v.to_vec()));
+            let (min, max) = range.map_or((None, None), |(lo, hi)| (Some(fixed(lo)), Some(fixed(hi))));
+            // Ids are shorter than any truncation length: min and max exact.
+            ValueStatistics::new(min, max, None, Some(nulls), signed).into()
+        }
+    }
+}
+
+/// A column index being built, page by page, as Parquet's writer builds it.
+struct PageIndex {
+    builder: ColumnIndexBuilder,
+    kind: Kind,
+    last: Option<(Vec<u8>, Vec<u8>)>,
+    ascending: bool,
+    descending: bool,
+}
+
+impl PageIndex {
+    fn new(kind: Kind) -> Self {
+        let physical = match kind {
+            Kind::Fixed(_) => PhysicalType::FIXED_LEN_BYTE_ARRAY,
+            Kind::Int64 => PhysicalType::INT64,
+        };
+        Self { builder: ColumnIndexBuilder::new(physical), kind, last: None, ascending: true, descending: true }
+    }
+
+    fn page(&mut self, range: Option<(&[u8], &[u8])>, nulls: u64) {
+        let Some((lo, hi)) = range else {
+            self.builder.append(true, Vec::new(), Vec::new(), nulls as i64);
+            return;
+        };
+        if let Some((last_lo, last_hi)) = &self.last {
+            let kind = self.kind;
+            self.ascending &= !(kind.less(lo, last_lo) || kind.less(hi, last_hi));
+            self.descending &= !(kind.less(last_lo, lo) || kind.less(last_hi, hi));
+        }
+        self.last = Some((lo.to_vec(), hi.to_vec()));
+        self.builder.append(false, lo.to_vec(), hi.to_vec(), nulls as i64);
+    }
+
+    fn build(mut self) -> Result<parquet::file::page_index::column_index::ColumnIndexMetaData> {
+        self.builder.set_boundary_order(match (self.ascending, self.descending) {
+            (true, _) => BoundaryOrder::ASCENDING,
+            (false, true) => BoundaryOrder::DESCENDING,
+            (false, false) => BoundaryOrder::UNORDERED,
+        });
+        self.builder.build()
+    }
+}
