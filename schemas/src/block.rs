@@ -165,25 +165,38 @@ pub fn sort_spans(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::
     if batches.is_empty() {
         return Ok(RecordBatch::new_empty(span_schema()));
     }
-    let indices: Vec<(usize, usize)> = sort_keys(batches).into_iter().map(|(_, _, b, row)| (b, row)).collect();
+    let indices = rows_of(sort_keys(batches));
     let batches: Vec<&RecordBatch> = batches.iter().collect();
     arrow::compute::interleave_record_batch(&batches, &indices)
 }
 
-/// (trace id, start, batch, row) of every span, sorted.
-fn sort_keys(batches: &[RecordBatch]) -> Vec<(u128, i64, usize, usize)> {
-    let mut keys: Vec<(u128, i64, usize, usize)> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+/// (trace id, start, batch, row) of every span, sorted: 32 bytes a key,
+/// which the sort moves around.
+fn sort_keys(batches: &[RecordBatch]) -> Vec<SortKey> {
+    let mut keys: Vec<SortKey> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for (b, batch) in batches.iter().enumerate() {
         // Columns by position (the span schema's), ids read 16 bytes at a time.
         let trace_ids = batch.column(TRACE_ID_COLUMN).as_fixed_size_binary();
         let starts = batch.column(START_TIME_COLUMN).as_primitive::<TimestampNanosecondType>();
         let ids = trace_ids.value_data().chunks_exact(16);
+        // A block's batches and a batch's rows are far fewer than 2^32 (the
+        // ingest buffer and Arrow's 32-bit offsets bound them).
+        let b = u32::try_from(b).expect("fewer than 2^32 batches");
         for (row, (id, start)) in ids.zip(starts.values()).take(batch.num_rows()).enumerate() {
+            let row = u32::try_from(row).expect("fewer than 2^32 rows in a batch");
             keys.push((u128::from_be_bytes(id.try_into().expect("16-byte trace id")), *start, b, row));
         }
     }
     keys.sort_unstable();
     keys
+}
+
+/// A span's place in block order, and where it is: (trace id, start, batch, row).
+type SortKey = (u128, i64, u32, u32);
+
+/// The (batch, row) of each key.
+fn rows_of(keys: Vec<SortKey>) -> Vec<(usize, usize)> {
+    keys.into_iter().map(|(_, _, b, row)| (b as usize, row as usize)).collect()
 }
 
 /// Positions of the sort columns in the span schema (checked by a test).
@@ -414,10 +427,31 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         tags.add_intrinsics(batch);
     }
     writer.append_key_value_metadata(tags.finish().to_footer());
-    let (mut file, row_groups) = writer.into_serialized_writer()?;
-    let indices: Vec<(usize, usize)> = keys.into_iter().map(|(_, _, b, row)| (b, row)).collect();
-    for (group, rows) in indices.chunks(ROW_GROUP_ROWS).enumerate() {
-        let mut writers = row_groups.create_column_writers(group)?.into_iter();
+    let (mut file, _) = writer.into_serialized_writer()?;
+    // Arrow's writers for the columns written through them (events and
+    // links), and only those: making a writer for every leaf of every row
+    // group cost more than some of the hand-written columns.
+    let through_arrow: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(column, field)| {
+            !coded.iter().any(|(c, _)| c == column)
+                && !crate::flat_column::handles(field.data_type())
+                && !crate::plain_column::handles(field.data_type())
+        })
+        .map(|(_, field)| field.clone())
+        .collect();
+    let arrow_schema = std::sync::Arc::new(arrow::datatypes::Schema::new(through_arrow));
+    let arrow_leaves = parquet::arrow::ArrowSchemaConverter::new().convert(&arrow_schema)?;
+    let indices = rows_of(keys);
+    for rows in indices.chunks(ROW_GROUP_ROWS) {
+        // The deprecated call takes a schema of its own; its replacement
+        // (`ArrowRowGroupWriterFactory`) makes writers for every leaf of the file.
+        #[allow(deprecated)]
+        let mut writers =
+            parquet::arrow::arrow_writer::get_column_writers(&arrow_leaves, file.properties(), &arrow_schema)?
+                .into_iter();
         let mut chunks = Vec::new();
         // Runs of rows that follow each other in one batch.
         let mut ranges = Vec::with_capacity(rows.len());
@@ -441,14 +475,12 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
                 };
                 let leaves: Vec<_> = (leaf..leaf + map_column::LEAVES).map(|i| file.schema_descr().column(i)).collect();
                 for (bytes, close) in coded[at].1.write(&leaves, file.properties(), map_rows)? {
-                    writers.next().expect("a writer per leaf column");
                     chunks.push(Chunk::Written(bytes, close));
                 }
                 leaf += map_column::LEAVES;
                 continue;
             }
             if flat_columns.iter().any(|(c, _)| *c == column) {
-                writers.next().expect("a writer per leaf column");
                 let (bytes, close) = flat_chunks.next().expect("a chunk per flat column");
                 chunks.push(Chunk::Written(bytes, close));
                 leaf += 1;
@@ -457,7 +489,6 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
             let columns = column_of(batches, column)?;
             let arrays: Vec<&dyn arrow::array::Array> = columns.iter().map(|a| a.as_ref()).collect();
             if crate::plain_column::handles(field.data_type()) {
-                writers.next().expect("a writer per leaf column");
                 let descr = file.schema_descr().column(leaf);
                 let (bytes, close) =
                     crate::plain_column::PlainColumn::new(arrays)?.write(&descr, file.properties(), rows)?;
@@ -556,7 +587,7 @@ pub fn distinct_sorted_trace_ids(batch: &RecordBatch) -> usize {
 
 /// Metadata of the block `batches` make in the order of `keys` (size and
 /// trace count left at 0).
-fn describe(batches: &[RecordBatch], keys: &[(u128, i64, usize, usize)], id: BlockId) -> BlockMeta {
+fn describe(batches: &[RecordBatch], keys: &[SortKey], id: BlockId) -> BlockMeta {
     let column = |batch: &RecordBatch, name: &str| {
         batch.column_by_name(name).expect("span schema").as_primitive::<TimestampNanosecondType>().clone()
     };
@@ -568,8 +599,7 @@ fn describe(batches: &[RecordBatch], keys: &[(u128, i64, usize, usize)], id: Blo
         .flat_map(|b| [arrow::compute::max(&column(b, END_TIME)), arrow::compute::max(&column(b, START_TIME))])
         .flatten()
         .max();
-    let trace_hex =
-        |key: Option<&(u128, i64, usize, usize)>| key.map(|k| hex::encode(k.0.to_be_bytes())).unwrap_or_default();
+    let trace_hex = |key: Option<&SortKey>| key.map(|k| hex::encode(k.0.to_be_bytes())).unwrap_or_default();
     BlockMeta {
         id,
         min_time_unix_nano: min_time.unwrap_or(0),
