@@ -417,14 +417,21 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     )?;
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
     let mut seen: Vec<map_column::Seen> = coded.iter().map(|_| map_column::Seen::default()).collect();
-    for (b, batch) in batches.iter().enumerate() {
+    let mut seen_values: Vec<Vec<bool>> = flat_columns.iter().map(|_| Vec::new()).collect();
+    for b in 0..batches.len() {
         // In the order TagSummaryBuilder::add takes a batch: its maps, then its intrinsic columns.
         for scope in crate::tag_summary::ATTRIBUTE_SCOPES {
             let at = MAP_COLUMNS.iter().position(|c| *c == scope).expect("a summarized map is coded");
             tags.add_scope(scope);
             coded[at].1.each_new_entry(b, &mut seen[at], |key, value| tags.add_entry(scope, key, value));
         }
-        tags.add_intrinsics(batch);
+        // Its intrinsic string columns, their values new to the block
+        // found by their codes.
+        for name in crate::tag_summary::INTRINSIC_COLUMNS {
+            let Some(at) = flat_columns.iter().position(|(c, _)| schema.field(*c).name() == name) else { continue };
+            let Some(mut values) = tags.intrinsic(name) else { continue };
+            flat.each_new_value(at, b, &mut seen_values[at], |value| values.add(value));
+        }
     }
     writer.append_key_value_metadata(tags.finish().to_footer());
     let (mut file, _) = writer.into_serialized_writer()?;

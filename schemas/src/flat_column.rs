@@ -135,9 +135,41 @@ impl<'a> CodedFlats<'a> {
     }
 }
 
+impl CodedFlats<'_> {
+    /// Calls `new` with each value of string column `column` (its place
+    /// among the coded columns) in batch `batch` that `seen` has not met,
+    /// marking it, in the order the batch holds them: a grouped column's
+    /// values (each group once), a plain column's rows. These are the
+    /// values a tag summary would change on, found by their codes.
+    pub(crate) fn each_new_value(&self, column: usize, batch: usize, seen: &mut Vec<bool>, mut new: impl FnMut(&str)) {
+        let Some(coded) = self.columns.get(column).filter(|c| c.order == Order::Bytes) else { return };
+        seen.resize(coded.dictionary.len as usize, false);
+        let mut visit = |code: u32| {
+            if code != NULL
+                && !std::mem::replace(&mut seen[code as usize], true)
+                && let Ok(value) = std::str::from_utf8(coded.bytes(code))
+            {
+                new(value);
+            }
+        };
+        match coded.grouped.get(batch) {
+            Some(Some(values)) => values.iter().for_each(|&code| visit(code)),
+            Some(None) => {
+                let width = self.columns.len();
+                for row in self.first_row[batch]..self.first_row[batch + 1] {
+                    visit(self.codes[row * width + column]);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
 /// One flat column's dictionary, and its values' sort order.
 struct CodedFlat<'a> {
     dictionary: Dictionary<'a>,
+    /// Per batch, a grouped column's codes of its values (each group once).
+    grouped: Vec<Option<Vec<u32>>>,
     order: Order,
     /// Each dictionary index's place in the values' sort order.
     ranks: Vec<u32>,
@@ -157,6 +189,7 @@ impl<'a> CodedFlat<'a> {
     ) -> Result<Self> {
         let mut dictionary = Dictionary::default();
         let mut order = None;
+        let mut grouped = Vec::with_capacity(arrays.len());
         for (&array, &first) in arrays.iter().zip(first_row) {
             let (values, keys) = match array.as_dictionary_opt::<UInt32Type>() {
                 Some(grouped) => (grouped.values().as_ref(), Some(grouped.keys())),
@@ -193,12 +226,13 @@ impl<'a> CodedFlat<'a> {
                     };
                 }
             }
+            grouped.push(keys.map(|_| value_codes));
         }
         if dictionary.len == NULL || dictionary.page.len() > u32::MAX as usize {
             return Err(general("too many distinct values"));
         }
         let mut coded =
-            Self { dictionary, order: order.unwrap_or(Order::Bytes), ranks: Vec::new(), by_rank: Vec::new() };
+            Self { dictionary, grouped, order: order.unwrap_or(Order::Bytes), ranks: Vec::new(), by_rank: Vec::new() };
         let mut by_rank: Vec<u32> = (0..coded.dictionary.len).collect();
         match coded.order {
             Order::Bytes => by_rank.sort_unstable_by(|&a, &b| coded.bytes(a).cmp(coded.bytes(b))),

@@ -293,6 +293,68 @@ fn the_footer_summary_is_the_builders_past_every_bound() {
     }
 }
 
+/// The intrinsic columns (span names, status messages, service and scope
+/// names and versions) past the bound on values per key: which values made
+/// it in depends on the order they were met, across batches, across a
+/// grouped column's groups and across a plain column's rows. The footer's
+/// summary (taken from the columns' codes) still equals the builder's.
+#[test]
+fn the_footer_summary_is_the_builders_past_the_intrinsic_bounds() {
+    use crate::tag_summary::MAX_VALUES_PER_KEY;
+    let resources: Vec<ResourceSpans> = (0..400usize)
+        .map(|r| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    // Scattered, and some repeated: 389 distinct of 400.
+                    value: Some(AnyValue { value: Some(Value::StringValue(format!("svc-{}", (r * 37) % 389))) }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: format!("scope-{}", (r * 53) % 397),
+                    version: format!("{}.{}", r % 7, (r * 11) % 101),
+                    ..Default::default()
+                }),
+                spans: (0..2usize)
+                    .map(|i| {
+                        let n = r * 2 + i;
+                        Span {
+                            trace_id: [(n as u64 * 7919 % 800 + 1).to_be_bytes(), 1u64.to_be_bytes()].concat(),
+                            span_id: (n as u64 + 1).to_be_bytes().to_vec(),
+                            name: format!("op-{}", (n * 131) % 599),
+                            status: Some(Status { message: format!("failed {}", (n * 17) % 311), code: 2 }),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    for grouped in [false, true] {
+        // Batches of 80 resources each.
+        let batches: Vec<_> = resources
+            .chunks(80)
+            .map(|chunk| {
+                let mut builder = SpanBatchBuilder::default();
+                builder.append_resource_spans(chunk, &mut AppendReport::default());
+                if grouped { builder.finish_grouped() } else { builder.finish() }
+            })
+            .collect();
+        let summary = builder_summary(&batches);
+        let intrinsic = &summary.scopes[crate::tag_summary::INTRINSIC];
+        let columns = [crate::schema::NAME, crate::schema::STATUS_MESSAGE, crate::schema::SERVICE_NAME];
+        for column in columns.into_iter().chain([crate::schema::SCOPE_NAME]) {
+            assert!(intrinsic.keys[column].overflowed, "{column}: more than {MAX_VALUES_PER_KEY} values");
+        }
+        assert_eq!(footer_summary(&batches), summary, "grouped: {grouped}");
+    }
+}
+
 #[test]
 fn invalid_ids_are_rejected_and_the_rest_kept() {
     let good = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "ok".into(), ..Default::default() };

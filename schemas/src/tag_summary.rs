@@ -247,6 +247,18 @@ impl ScopeBuilder {
     }
 }
 
+/// One intrinsic column's values being added to a summary.
+pub(crate) struct IntrinsicValues<'b> {
+    key: &'b mut ValuesBuilder,
+    bytes: &'b mut usize,
+}
+
+impl IntrinsicValues<'_> {
+    pub(crate) fn add(&mut self, value: &str) {
+        self.key.add_str(value, self.bytes);
+    }
+}
+
 impl TagSummaryBuilder {
     /// Adds the keys and values of a batch of the span schema; columns it
     /// lacks are left out.
@@ -310,16 +322,26 @@ impl TagSummaryBuilder {
     }
 
     fn add_intrinsic(&mut self, column: &str, values: &StringArray) {
-        let scope = self.scopes.entry(INTRINSIC).or_default();
-        let Some(key) = scope.key(column, &mut self.bytes) else { return };
+        let Some(mut key) = self.intrinsic(column) else { return };
         // Runs of equal values (spans sorted by trace share names) are looked up once.
         let mut last: Option<&str> = None;
         for value in values.iter().flatten() {
             if last != Some(value) {
-                key.add_str(value, &mut self.bytes);
+                key.add(value);
                 last = Some(value);
             }
         }
+    }
+
+    /// The values of intrinsic string column `column`, its key listed
+    /// first (what [`Self::add`] does for each such column of a batch,
+    /// whatever it holds); `None` past the bound on keys. Adding a value
+    /// again changes nothing, so a caller may pass each distinct value
+    /// once, in the order `add` meets them.
+    pub(crate) fn intrinsic(&mut self, column: &str) -> Option<IntrinsicValues<'_>> {
+        let scope = self.scopes.entry(INTRINSIC).or_default();
+        let key = scope.key(column, &mut self.bytes)?;
+        Some(IntrinsicValues { key, bytes: &mut self.bytes })
     }
 
     fn add_map(&mut self, scope_name: &'static str, map: &MapArray) {
