@@ -116,21 +116,24 @@ impl<'a> CodedFlats<'a> {
         if leaves.len() != width {
             return Err(general("a leaf per column"));
         }
-        let mut block: Vec<Vec<u32>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
-        for &(batch, row) in rows {
+        // Each column's codes in block order, one after another.
+        let mut block = vec![NULL; width * rows.len()];
+        let mut columns: Vec<&mut [u32]> = block.chunks_mut(rows.len().max(1)).collect();
+        for (i, &(batch, row)) in rows.iter().enumerate() {
             let at = match (self.first_row.get(batch), self.first_row.get(batch + 1)) {
                 (Some(first), Some(&end)) if first + row < end => (first + row) * width,
                 _ => return Err(general("no such row")),
             };
-            for (column, &code) in block.iter_mut().zip(&self.codes[at..at + width]) {
-                column.push(code);
+            for (column, &code) in columns.iter_mut().zip(&self.codes[at..at + width]) {
+                column[i] = code;
             }
         }
+        let n = rows.len();
         leaves
             .iter()
             .zip(&self.columns)
-            .zip(&block)
-            .map(|((leaf, column), codes)| column.write(leaf, properties, codes))
+            .enumerate()
+            .map(|(c, (leaf, column))| column.write(leaf, properties, &block[c * n..(c + 1) * n]))
             .collect()
     }
 }
