@@ -25,19 +25,16 @@
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, UInt32Type, Utf8Type};
 use bytes::Bytes;
-use parquet::basic::{BoundaryOrder, Compression, Encoding, Type as PhysicalType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::ByteArray;
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder};
-use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::map_column::pages::{bit_width, levels_v1, rle_hybrid, zstd_compress};
+use crate::map_column::chunk::{ChunkWriter, PageIndex};
+use crate::map_column::pages::{bit_width, levels_v1, rle_hybrid};
 use crate::map_column::values::{Dictionary, LeafValues};
 
 /// The code of a null row.
@@ -290,43 +287,15 @@ impl<'a> CodedFlat<'a> {
         let over_limit = self.dictionary.page.len() > properties.dictionary_page_size_limit();
         let has_dictionary = properties.dictionary_enabled(descr.path()) && self.dictionary.len > 0 && !over_limit;
         let index_bits = bit_width(self.dictionary.len.saturating_sub(1)).max(1);
-        let compression = properties.compression(descr.path());
-        let level = match compression {
-            Compression::UNCOMPRESSED => None,
-            Compression::ZSTD(level) => Some(level.compression_level()),
-            other => return Err(general(&format!("{other} is not written here"))),
-        };
-        let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
-            let size = body.len();
-            Ok(match level {
-                None => (Bytes::from(body), size),
-                Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
-            })
-        };
         let statistics = properties.statistics_enabled(descr.path());
-        let mut index = (statistics == EnabledStatistics::Page)
-            .then(|| PageIndex::new(physical, properties.column_index_truncate_length()));
-
-        let mut sink = TrackedWrite::new(Vec::new());
-        let mut writer = SerializedPageWriter::new(&mut sink);
-        let (mut compressed, mut uncompressed) = (0i64, 0i64);
-        let mut dictionary_offset = None;
+        let truncate = properties.column_index_truncate_length();
+        let mut index = (statistics == EnabledStatistics::Page).then(|| PageIndex::new(physical));
+        let mut chunk = ChunkWriter::new(descr, properties)?;
         if has_dictionary {
-            let (buf, size) = compress(self.dictionary.page.clone())?;
-            let page = Page::DictionaryPage {
-                buf,
-                num_values: self.dictionary.len,
-                encoding: Encoding::PLAIN,
-                is_sorted: false,
-            };
-            let spec = writer.write_page(CompressedPage::new(page, size))?;
-            dictionary_offset = Some(spec.offset as i64);
-            compressed += spec.compressed_size as i64;
-            uncompressed += spec.uncompressed_size as i64;
+            chunk.dictionary(&self.dictionary.page, self.dictionary.len)?;
         }
         let page_rows = properties.data_page_row_count_limit().max(1);
         let page_bytes = properties.data_page_size_limit().max(1);
-        let mut locations = Vec::new();
         let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(u32, u32)>);
         let (mut definition, mut values) = (Vec::new(), Vec::new());
         let mut start = 0;
@@ -371,25 +340,17 @@ impl<'a> CodedFlat<'a> {
                 }
                 Encoding::PLAIN
             };
-            let (buf, size) = compress(body)?;
-            let data = Page::DataPage {
-                buf,
-                num_values: u32::try_from(page.len()).map_err(|_| general("page too large"))?,
-                encoding,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: None,
-            };
-            let spec = writer.write_page(CompressedPage::new(data, size))?;
-            locations.push(PageLocation {
-                offset: spec.offset as i64,
-                compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
-                first_row_index: start as i64,
-            });
-            compressed += spec.compressed_size as i64;
-            uncompressed += spec.uncompressed_size as i64;
+            chunk.data(body, page.len(), encoding, start)?;
             if let Some(index) = &mut index {
-                index.page(self, range, nulls);
+                match range {
+                    Some((lo, hi)) => index.page(
+                        (lo, hi),
+                        self.page_bound(lo, truncate, truncate_min),
+                        self.page_bound(hi, truncate, truncate_max),
+                        nulls,
+                    ),
+                    None => index.null_page(nulls),
+                }
             }
             chunk_nulls += nulls;
             if let Some((lo, hi)) = range {
@@ -397,36 +358,20 @@ impl<'a> CodedFlat<'a> {
             }
             start = end;
         }
-        writer.close()?;
-        let bytes = Bytes::from(sink.into_inner()?);
+        let encodings: &[Encoding] = if has_dictionary { &[Encoding::RLE_DICTIONARY] } else { &[] };
+        let chunk_statistics = (statistics != EnabledStatistics::None)
+            .then(|| self.chunk_statistics(properties, chunk_range, chunk_nulls));
+        let column_index = index.map(PageIndex::build).transpose()?;
+        chunk.finish(codes.len(), codes.len(), encodings, chunk_statistics, column_index, None)
+    }
 
-        let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
-        if has_dictionary {
-            encodings.push(Encoding::RLE_DICTIONARY);
+    /// Rank `rank`'s value as the column index holds it: a string truncated
+    /// by `cut` to `truncate` bytes, a count as it is.
+    fn page_bound(&self, rank: u32, truncate: Option<usize>, cut: Truncate) -> Vec<u8> {
+        match self.order {
+            Order::Bytes => cut(self.stat_bytes(rank), truncate).0,
+            Order::Unsigned => self.stat_bytes(rank).to_vec(),
         }
-        let mut metadata = ColumnChunkMetaData::builder(descr.clone())
-            .set_compression(compression)
-            .set_encodings(encodings)
-            .set_num_values(codes.len() as i64)
-            .set_total_compressed_size(compressed)
-            .set_total_uncompressed_size(uncompressed)
-            .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
-            .set_dictionary_page_offset(dictionary_offset);
-        if statistics != EnabledStatistics::None {
-            metadata = metadata.set_statistics(self.chunk_statistics(properties, chunk_range, chunk_nulls));
-        }
-        let close = ColumnCloseResult {
-            bytes_written: bytes.len() as u64,
-            rows_written: codes.len() as u64,
-            metadata: metadata.build()?,
-            bloom_filter: None,
-            column_index: index.map(|index| index.build()).transpose()?,
-            offset_index: Some(OffsetIndexMetaData {
-                page_locations: locations,
-                unencoded_byte_array_data_bytes: None,
-            }),
-        };
-        Ok((bytes, close))
     }
 
     /// The value of `rank` as statistics hold it: a string's bytes, or a
@@ -483,51 +428,8 @@ fn code<'a, V: LeafValues<'a>>(values: V, len: usize, dictionary: &mut Dictionar
     }
 }
 
-/// A column index being built, page by page, as Parquet's writer builds it.
-struct PageIndex {
-    builder: ColumnIndexBuilder,
-    /// How long a string's minimum or maximum may be.
-    truncate: Option<usize>,
-    /// The last page with values: its minimum and maximum ranks.
-    last: Option<(u32, u32)>,
-    ascending: bool,
-    descending: bool,
-}
-
-impl PageIndex {
-    fn new(physical: PhysicalType, truncate: Option<usize>) -> Self {
-        Self { builder: ColumnIndexBuilder::new(physical), truncate, last: None, ascending: true, descending: true }
-    }
-
-    fn page(&mut self, column: &CodedFlat<'_>, range: Option<(u32, u32)>, nulls: u64) {
-        let Some((lo, hi)) = range else {
-            self.builder.append(true, Vec::new(), Vec::new(), nulls as i64);
-            return;
-        };
-        if let Some((last_lo, last_hi)) = self.last {
-            self.ascending &= last_lo <= lo && last_hi <= hi;
-            self.descending &= lo <= last_lo && hi <= last_hi;
-        }
-        self.last = Some((lo, hi));
-        let (min, max) = match column.order {
-            Order::Bytes => (
-                truncate_min(column.stat_bytes(lo), self.truncate).0,
-                truncate_max(column.stat_bytes(hi), self.truncate).0,
-            ),
-            Order::Unsigned => (column.stat_bytes(lo).to_vec(), column.stat_bytes(hi).to_vec()),
-        };
-        self.builder.append(false, min, max, nulls as i64);
-    }
-
-    fn build(mut self) -> Result<parquet::file::page_index::column_index::ColumnIndexMetaData> {
-        self.builder.set_boundary_order(match (self.ascending, self.descending) {
-            (true, _) => BoundaryOrder::ASCENDING,
-            (false, true) => BoundaryOrder::DESCENDING,
-            (false, false) => BoundaryOrder::UNORDERED,
-        });
-        self.builder.build()
-    }
-}
+/// A string cut to a length, as a lower or upper bound, and whether it was cut.
+type Truncate = fn(&[u8], Option<usize>) -> (Vec<u8>, bool);
 
 /// A lower bound of a string within `length` bytes: its longest prefix that
 /// ends on a character boundary (or on any byte, for bytes that are not

@@ -16,21 +16,17 @@
 
 use arrow::array::{Array, AsArray, FixedSizeBinaryArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
-use bytes::Bytes;
-use parquet::basic::{BoundaryOrder, Compression, Encoding, Type as PhysicalType};
+use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::bloom_filter::Sbbf;
-use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::{ByteArray, FixedLenByteArray};
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::{ColumnChunkMetaData, ColumnIndexBuilder};
-use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::map_column::pages::{levels_v1, zstd_compress};
+use crate::map_column::chunk::{ChunkWriter, PageIndex};
+use crate::map_column::pages::levels_v1;
 
 fn general(message: &str) -> ParquetError {
     ParquetError::General(format!("fixed-width column: {message}"))
@@ -58,17 +54,13 @@ impl Kind {
         }
     }
 
-    /// Whether value `a` sorts before value `b` (each `width` bytes).
-    fn less(self, a: &[u8], b: &[u8]) -> bool {
+    /// Value `value` (`width` bytes, as stored) as it compares.
+    fn bound(self, value: &[u8]) -> Bound<'_> {
         match self {
-            Kind::Fixed(_) => a < b,
-            Kind::Int64 => int64(a) < int64(b),
+            Kind::Fixed(_) => Bound::Bytes(value),
+            Kind::Int64 => Bound::Int(i64::from_le_bytes(value.try_into().expect("eight bytes"))),
         }
     }
-}
-
-fn int64(bytes: &[u8]) -> i64 {
-    i64::from_le_bytes(bytes.try_into().expect("eight bytes"))
 }
 
 /// One column of the batches, to be written a row group at a time.
@@ -136,7 +128,7 @@ impl<'a> PlainColumn<'a> {
         descr: &ColumnDescPtr,
         properties: &WriterProperties,
         rows: &[(usize, usize)],
-    ) -> Result<(Bytes, ColumnCloseResult)> {
+    ) -> Result<(bytes::Bytes, ColumnCloseResult)> {
         let kind = self.kind;
         let width = kind.width();
         let expected = match kind {
@@ -165,41 +157,16 @@ impl<'a> PlainColumn<'a> {
             None | Some(Encoding::PLAIN) => Encoding::PLAIN,
             Some(other) => return Err(general(&format!("{other} is not written here"))),
         };
-        let compression = properties.compression(path);
-        let level = match compression {
-            Compression::UNCOMPRESSED => None,
-            Compression::ZSTD(level) => Some(level.compression_level()),
-            other => return Err(general(&format!("{other} is not written here"))),
-        };
-        let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
-            let size = body.len();
-            Ok(match level {
-                None => (Bytes::from(body), size),
-                Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
-            })
-        };
         let statistics = properties.statistics_enabled(path);
-        let mut index = (statistics == EnabledStatistics::Page).then(|| PageIndex::new(kind));
-
-        let mut sink = TrackedWrite::new(Vec::new());
-        let mut writer = SerializedPageWriter::new(&mut sink);
-        let (mut compressed, mut uncompressed) = (0i64, 0i64);
+        let mut index = (statistics == EnabledStatistics::Page).then(|| PageIndex::new(descr.physical_type()));
+        let mut chunk = ChunkWriter::new(descr, properties)?;
         let page_rows = properties.data_page_row_count_limit().max(1);
-        let mut locations = Vec::new();
-        let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(&[u8], &[u8])>);
+        let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(Bound<'_>, Bound<'_>)>);
         let mut value_start = 0;
         for (page, levels) in defined.chunks(page_rows).enumerate() {
             let count = levels.iter().filter(|&&d| d == 1).count();
             let page_values = &values[value_start * width..(value_start + count) * width];
-            let mut range = None::<(&[u8], &[u8])>;
-            for value in page_values.chunks_exact(width) {
-                range = Some(match range {
-                    None => (value, value),
-                    Some((lo, hi)) => {
-                        (if kind.less(value, lo) { value } else { lo }, if kind.less(hi, value) { value } else { hi })
-                    }
-                });
-            }
+            let range = bounds(page_values.chunks_exact(width).map(|v| kind.bound(v)));
             let mut body = Vec::with_capacity(page_values.len() + levels.len() / 4 + 8);
             if nullable {
                 levels_v1(&mut body, levels, 1);
@@ -211,54 +178,20 @@ impl<'a> PlainColumn<'a> {
             } else {
                 body.extend_from_slice(page_values);
             }
-            let (buf, size) = compress(body)?;
-            let data = Page::DataPage {
-                buf,
-                num_values: levels.len() as u32,
-                encoding,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: None,
-            };
-            let spec = writer.write_page(CompressedPage::new(data, size))?;
-            locations.push(PageLocation {
-                offset: spec.offset as i64,
-                compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
-                first_row_index: (page * page_rows) as i64,
-            });
-            compressed += spec.compressed_size as i64;
-            uncompressed += spec.uncompressed_size as i64;
+            chunk.data(body, levels.len(), encoding, page * page_rows)?;
             let nulls = (levels.len() - count) as u64;
             if let Some(index) = &mut index {
-                index.page(range, nulls);
+                match range {
+                    Some((lo, hi)) => index.page((lo, hi), lo.stored(), hi.stored(), nulls),
+                    None => index.null_page(nulls),
+                }
             }
             chunk_nulls += nulls;
-            if let Some((lo, hi)) = range {
-                chunk_range = Some(match chunk_range {
-                    None => (lo, hi),
-                    Some((l, h)) => (if kind.less(lo, l) { lo } else { l }, if kind.less(h, hi) { hi } else { h }),
-                });
-            }
+            chunk_range = bounds(chunk_range.into_iter().chain(range).flat_map(|(lo, hi)| [lo, hi]));
             value_start += count;
         }
-        writer.close()?;
-        let bytes = Bytes::from(sink.into_inner()?);
-
-        let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
-        if encoding != Encoding::PLAIN {
-            encodings.push(encoding);
-        }
-        let mut metadata = ColumnChunkMetaData::builder(descr.clone())
-            .set_compression(compression)
-            .set_encodings(encodings)
-            .set_num_values(rows.len() as i64)
-            .set_total_compressed_size(compressed)
-            .set_total_uncompressed_size(uncompressed)
-            .set_data_page_offset(locations.first().map_or(0, |l| l.offset));
-        if statistics != EnabledStatistics::None {
-            let signed = descr.sort_order().is_signed();
-            metadata = metadata.set_statistics(chunk_statistics(kind, signed, chunk_range, chunk_nulls));
-        }
+        let chunk_statistics = (statistics != EnabledStatistics::None)
+            .then(|| chunk_statistics(kind, descr.sort_order().is_signed(), chunk_range, chunk_nulls));
         let bloom_filter = match properties.bloom_filter_properties(path) {
             Some(bloom) => {
                 let mut filter = Sbbf::new_with_ndv_fpp(bloom.ndv(), bloom.fpp())?;
@@ -275,75 +208,56 @@ impl<'a> PlainColumn<'a> {
             }
             None => None,
         };
-        let close = ColumnCloseResult {
-            bytes_written: bytes.len() as u64,
-            rows_written: rows.len() as u64,
-            metadata: metadata.build()?,
-            bloom_filter,
-            column_index: index.map(PageIndex::build).transpose()?,
-            offset_index: Some(OffsetIndexMetaData {
-                page_locations: locations,
-                unencoded_byte_array_data_bytes: None,
-            }),
-        };
-        Ok((bytes, close))
+        let encodings: &[Encoding] = if encoding == Encoding::PLAIN { &[] } else { &[encoding] };
+        let column_index = index.map(PageIndex::build).transpose()?;
+        chunk.finish(rows.len(), rows.len(), encodings, chunk_statistics, column_index, bloom_filter)
     }
 }
 
+/// A value as it compares: an integer, or bytes. (Derived order: values of
+/// one column are all of one variant.)
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+enum Bound<'v> {
+    Int(i64),
+    Bytes(&'v [u8]),
+}
+
+impl Bound<'_> {
+    /// The value as Parquet stores it: eight bytes little endian, or the bytes.
+    fn stored(self) -> Vec<u8> {
+        match self {
+            Bound::Int(v) => v.to_le_bytes().to_vec(),
+            Bound::Bytes(v) => v.to_vec(),
+        }
+    }
+}
+
+/// The least and greatest of `values`, if any.
+fn bounds<'v>(values: impl Iterator<Item = Bound<'v>>) -> Option<(Bound<'v>, Bound<'v>)> {
+    values.fold(None, |range, v| {
+        Some(match range {
+            None => (v, v),
+            Some((lo, hi)) => (if v < lo { v } else { lo }, if hi < v { v } else { hi }),
+        })
+    })
+}
+
 /// The chunk's statistics as Parquet's writer makes them.
-fn chunk_statistics(kind: Kind, signed: bool, range: Option<(&[u8], &[u8])>, nulls: u64) -> Statistics {
+fn chunk_statistics(kind: Kind, signed: bool, range: Option<(Bound<'_>, Bound<'_>)>, nulls: u64) -> Statistics {
     match kind {
         Kind::Int64 => {
-            let (min, max) = range.map_or((None, None), |(lo, hi)| (Some(int64(lo)), Some(int64(hi))));
+            let int = |b: Bound<'_>| match b {
+                Bound::Int(v) => Some(v),
+                Bound::Bytes(_) => None,
+            };
+            let (min, max) = range.map_or((None, None), |(lo, hi)| (int(lo), int(hi)));
             ValueStatistics::new(min, max, None, Some(nulls), false).with_backwards_compatible_min_max(signed).into()
         }
         Kind::Fixed(_) => {
-            let fixed = |v: &[u8]| FixedLenByteArray::from(ByteArray::from(v.to_vec()));
+            let fixed = |b: Bound<'_>| FixedLenByteArray::from(ByteArray::from(b.stored()));
             let (min, max) = range.map_or((None, None), |(lo, hi)| (Some(fixed(lo)), Some(fixed(hi))));
             // Ids are shorter than any truncation length: min and max exact.
             ValueStatistics::new(min, max, None, Some(nulls), signed).into()
         }
-    }
-}
-
-/// A column index being built, page by page, as Parquet's writer builds it.
-struct PageIndex {
-    builder: ColumnIndexBuilder,
-    kind: Kind,
-    last: Option<(Vec<u8>, Vec<u8>)>,
-    ascending: bool,
-    descending: bool,
-}
-
-impl PageIndex {
-    fn new(kind: Kind) -> Self {
-        let physical = match kind {
-            Kind::Fixed(_) => PhysicalType::FIXED_LEN_BYTE_ARRAY,
-            Kind::Int64 => PhysicalType::INT64,
-        };
-        Self { builder: ColumnIndexBuilder::new(physical), kind, last: None, ascending: true, descending: true }
-    }
-
-    fn page(&mut self, range: Option<(&[u8], &[u8])>, nulls: u64) {
-        let Some((lo, hi)) = range else {
-            self.builder.append(true, Vec::new(), Vec::new(), nulls as i64);
-            return;
-        };
-        if let Some((last_lo, last_hi)) = &self.last {
-            let kind = self.kind;
-            self.ascending &= !(kind.less(lo, last_lo) || kind.less(hi, last_hi));
-            self.descending &= !(kind.less(last_lo, lo) || kind.less(last_hi, hi));
-        }
-        self.last = Some((lo.to_vec(), hi.to_vec()));
-        self.builder.append(false, lo.to_vec(), hi.to_vec(), nulls as i64);
-    }
-
-    fn build(mut self) -> Result<parquet::file::page_index::column_index::ColumnIndexMetaData> {
-        self.builder.set_boundary_order(match (self.ascending, self.descending) {
-            (true, _) => BoundaryOrder::ASCENDING,
-            (false, true) => BoundaryOrder::DESCENDING,
-            (false, false) => BoundaryOrder::UNORDERED,
-        });
-        self.builder.build()
     }
 }

@@ -26,23 +26,21 @@ use arrow::array::{Array, AsArray, MapArray, StructArray};
 use arrow::datatypes::{BinaryType, Float64Type, Int64Type, Utf8Type};
 use bytes::Bytes;
 use foldhash::HashSet;
-use parquet::basic::{Compression, Encoding, PageType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::basic::Encoding;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::ColumnChunkMetaData;
-use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
 use crate::gather::Rows;
 use crate::tag_summary::TagValue;
 
+pub(crate) mod chunk;
 pub(crate) mod pages;
 pub(crate) mod values;
 
-use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid, zstd_compress};
+use chunk::ChunkWriter;
+use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid};
 use values::{Dictionary, LeafValues, byte_arrays};
 
 /// Parquet leaves of an attribute map: the key and the value's six.
@@ -369,36 +367,12 @@ fn chunk(
     // their pages only, not a dictionary of the whole block.
     let over_limit = dictionary_page.len() > properties.dictionary_page_size_limit();
 
-    let compression = properties.compression(descr.path());
-    let level = match compression {
-        Compression::UNCOMPRESSED => None,
-        Compression::ZSTD(level) => Some(level.compression_level()),
-        other => return Err(general(&format!("{other} is not written here"))),
-    };
-    let compress = |body: Vec<u8>| -> Result<(Bytes, usize)> {
-        let size = body.len();
-        Ok(match level {
-            None => (Bytes::from(body), size),
-            Some(level) => (Bytes::from(zstd_compress(level, &body)?), size),
-        })
-    };
-
     let has_dictionary = dictionary_len > 0 && !over_limit;
     let index_bits = bit_width(dictionary_len.saturating_sub(1)).max(1);
-    let mut sink = TrackedWrite::new(Vec::new());
-    let mut writer = SerializedPageWriter::new(&mut sink);
-    let (mut compressed, mut uncompressed) = (0i64, 0i64);
-    let mut dictionary_offset = None;
+    let mut chunk = ChunkWriter::new(descr, properties)?;
     if has_dictionary {
-        let (buf, size) = compress(dictionary_page.to_vec())?;
-        let page =
-            Page::DictionaryPage { buf, num_values: dictionary_len, encoding: Encoding::PLAIN, is_sorted: false };
-        let spec = writer.write_page(CompressedPage::new(page, size))?;
-        dictionary_offset = Some(spec.offset as i64);
-        compressed += spec.compressed_size as i64;
-        uncompressed += spec.uncompressed_size as i64;
+        chunk.dictionary(dictionary_page, dictionary_len)?;
     }
-    let mut locations = Vec::with_capacity(layout.pages.len());
     let mut value_start = 0;
     for (page, &value_end) in layout.pages.iter().zip(page_values) {
         let mut body = page.repetition.clone();
@@ -420,51 +394,11 @@ fn chunk(
             }
             Encoding::PLAIN
         };
-        let (buf, size) = compress(body)?;
-        let num_values = u32::try_from(page.levels.len()).map_err(|_| general("page too large"))?;
-        let data = Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding: Encoding::RLE,
-            rep_level_encoding: Encoding::RLE,
-            statistics: None,
-        };
-        let spec = writer.write_page(CompressedPage::new(data, size))?;
-        debug_assert_eq!(spec.page_type, PageType::DATA_PAGE);
-        locations.push(PageLocation {
-            offset: spec.offset as i64,
-            compressed_page_size: i32::try_from(spec.compressed_size).map_err(|_| general("page too large"))?,
-            first_row_index: page.first_row as i64,
-        });
-        compressed += spec.compressed_size as i64;
-        uncompressed += spec.uncompressed_size as i64;
+        chunk.data(body, page.levels.len(), encoding, page.first_row)?;
         value_start = value_end;
     }
-    writer.close()?;
-    let bytes = Bytes::from(sink.into_inner()?);
-    let mut encodings = vec![Encoding::PLAIN, Encoding::RLE];
-    if has_dictionary {
-        encodings.push(Encoding::RLE_DICTIONARY);
-    }
-    let metadata = ColumnChunkMetaData::builder(descr.clone())
-        .set_compression(compression)
-        .set_encodings(encodings)
-        .set_num_values(layout.levels.len() as i64)
-        .set_total_compressed_size(compressed)
-        .set_total_uncompressed_size(uncompressed)
-        .set_data_page_offset(locations.first().map_or(0, |l| l.offset))
-        .set_dictionary_page_offset(dictionary_offset)
-        .build()?;
-    let close = ColumnCloseResult {
-        bytes_written: bytes.len() as u64,
-        rows_written: layout.rows as u64,
-        metadata,
-        bloom_filter: None,
-        column_index: None,
-        offset_index: Some(OffsetIndexMetaData { page_locations: locations, unencoded_byte_array_data_bytes: None }),
-    };
-    Ok((bytes, close))
+    let encodings: &[Encoding] = if has_dictionary { &[Encoding::RLE_DICTIONARY] } else { &[] };
+    chunk.finish(layout.levels.len(), layout.rows, encodings, None, None, None)
 }
 
 /// An entry's definition level (top two bits) and value (its dictionary
