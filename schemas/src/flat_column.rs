@@ -33,7 +33,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::map_column::chunk::{ChunkWriter, PageIndex};
+use crate::map_column::chunk::{ChunkWriter, PageIndex, Truncate, truncate_max, truncate_min};
 use crate::map_column::pages::{bit_width, levels_v1, rle_hybrid};
 use crate::map_column::values::{Dictionary, LeafValues};
 
@@ -89,8 +89,8 @@ impl<'a> CodedFlats<'a> {
             .iter()
             .enumerate()
             .map(|(c, arrays)| {
-                if arrays.len() + 1 != first_row.len() || arrays.iter().zip(&first_row).any(|(a, f)| a.len() + f > rows)
-                {
+                let same_rows = arrays.iter().zip(first_row.windows(2)).all(|(a, rows)| a.len() == rows[1] - rows[0]);
+                if arrays.len() + 1 != first_row.len() || !same_rows {
                     return Err(general("columns of different lengths"));
                 }
                 CodedFlat::new(arrays, &first_row, &mut codes, width, c)
@@ -369,7 +369,7 @@ impl<'a> CodedFlat<'a> {
     /// by `cut` to `truncate` bytes, a count as it is.
     fn page_bound(&self, rank: u32, truncate: Option<usize>, cut: Truncate) -> Vec<u8> {
         match self.order {
-            Order::Bytes => cut(self.stat_bytes(rank), truncate).0,
+            Order::Bytes => cut(self.stat_bytes(rank), truncate, true).0,
             Order::Unsigned => self.stat_bytes(rank).to_vec(),
         }
     }
@@ -395,8 +395,8 @@ impl<'a> CodedFlat<'a> {
         match self.order {
             Order::Bytes => {
                 let length = properties.statistics_truncate_length();
-                let (min, min_truncated) = truncate_min(self.stat_bytes(lo), length);
-                let (max, max_truncated) = truncate_max(self.stat_bytes(hi), length);
+                let (min, min_truncated) = truncate_min(self.stat_bytes(lo), length, true);
+                let (max, max_truncated) = truncate_max(self.stat_bytes(hi), length, true);
                 ValueStatistics::new(Some(ByteArray::from(min)), Some(ByteArray::from(max)), None, Some(nulls), false)
                     .with_min_is_exact(!min_truncated)
                     .with_max_is_exact(!max_truncated)
@@ -425,56 +425,5 @@ fn code<'a, V: LeafValues<'a>>(values: V, len: usize, dictionary: &mut Dictionar
         };
         out[row * stride] = code;
         before = code;
-    }
-}
-
-/// A string cut to a length, as a lower or upper bound, and whether it was cut.
-type Truncate = fn(&[u8], Option<usize>) -> (Vec<u8>, bool);
-
-/// A lower bound of a string within `length` bytes: its longest prefix that
-/// ends on a character boundary (or on any byte, for bytes that are not
-/// UTF-8), and whether it was cut.
-fn truncate_min(value: &[u8], length: Option<usize>) -> (Vec<u8>, bool) {
-    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
-        Ok(text) => (1..=l).rfind(|&at| text.is_char_boundary(at)).map(|at| value[..at].to_vec()),
-        Err(_) => Some(value[..l].to_vec()),
-    });
-    match cut {
-        Some(cut) => (cut, true),
-        None => (value.to_vec(), false),
-    }
-}
-
-/// An upper bound of a string within `length` bytes: a prefix with its last
-/// character that can be incremented (within its own width) incremented, and
-/// whether it was cut. A value no prefix of which can be incremented is kept
-/// whole.
-fn truncate_max(value: &[u8], length: Option<usize>) -> (Vec<u8>, bool) {
-    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
-        Ok(text) => {
-            let at = (l.saturating_sub(3)..=l).rfind(|&at| text.is_char_boundary(at))?;
-            let prefix = text.get(..at)?;
-            prefix.char_indices().rev().find_map(|(i, c)| {
-                let next = char::from_u32(c as u32 + 1).filter(|n| n.len_utf8() == c.len_utf8())?;
-                let mut out = prefix.as_bytes()[..i + c.len_utf8()].to_vec();
-                next.encode_utf8(&mut out[i..]);
-                Some(out)
-            })
-        }
-        Err(_) => {
-            let mut out = value[..l].to_vec();
-            for byte in out.iter_mut().rev() {
-                let (next, overflow) = byte.overflowing_add(1);
-                *byte = next;
-                if !overflow {
-                    return Some(out);
-                }
-            }
-            None
-        }
-    });
-    match cut {
-        Some(cut) => (cut, true),
-        None => (value.to_vec(), false),
     }
 }

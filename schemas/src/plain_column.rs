@@ -25,7 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::map_column::chunk::{ChunkWriter, PageIndex};
+use crate::map_column::chunk::{ChunkWriter, PageIndex, Truncate, truncate_max, truncate_min};
 use crate::map_column::pages::levels_v1;
 
 fn general(message: &str) -> ParquetError {
@@ -159,6 +159,7 @@ impl<'a> PlainColumn<'a> {
         };
         let statistics = properties.statistics_enabled(path);
         let mut index = (statistics == EnabledStatistics::Page).then(|| PageIndex::new(descr.physical_type()));
+        let index_cut = properties.column_index_truncate_length();
         let mut chunk = ChunkWriter::new(descr, properties)?;
         let page_rows = properties.data_page_row_count_limit().max(1);
         let (mut chunk_nulls, mut chunk_range) = (0u64, None::<(Bound<'_>, Bound<'_>)>);
@@ -182,7 +183,9 @@ impl<'a> PlainColumn<'a> {
             let nulls = (levels.len() - count) as u64;
             if let Some(index) = &mut index {
                 match range {
-                    Some((lo, hi)) => index.page((lo, hi), lo.stored(), hi.stored(), nulls),
+                    Some((lo, hi)) => {
+                        index.page((lo, hi), lo.cut(truncate_min, index_cut), hi.cut(truncate_max, index_cut), nulls)
+                    }
                     None => index.null_page(nulls),
                 }
             }
@@ -191,7 +194,7 @@ impl<'a> PlainColumn<'a> {
             value_start += count;
         }
         let chunk_statistics = (statistics != EnabledStatistics::None)
-            .then(|| chunk_statistics(kind, descr.sort_order().is_signed(), chunk_range, chunk_nulls));
+            .then(|| chunk_statistics(kind, descr.sort_order().is_signed(), chunk_range, chunk_nulls, properties));
         let bloom_filter = match properties.bloom_filter_properties(path) {
             Some(bloom) => {
                 let mut filter = Sbbf::new_with_ndv_fpp(bloom.ndv(), bloom.fpp())?;
@@ -223,12 +226,17 @@ enum Bound<'v> {
 }
 
 impl Bound<'_> {
-    /// The value as Parquet stores it: eight bytes little endian, or the bytes.
-    fn stored(self) -> Vec<u8> {
+    /// The value as Parquet's statistics hold it: eight bytes little endian,
+    /// or the bytes cut by `cut` to `length` (and whether they were).
+    fn cut_exact(self, cut: Truncate, length: Option<usize>) -> (Vec<u8>, bool) {
         match self {
-            Bound::Int(v) => v.to_le_bytes().to_vec(),
-            Bound::Bytes(v) => v.to_vec(),
+            Bound::Int(v) => (v.to_le_bytes().to_vec(), false),
+            Bound::Bytes(v) => cut(v, length, false),
         }
+    }
+
+    fn cut(self, cut: Truncate, length: Option<usize>) -> Vec<u8> {
+        self.cut_exact(cut, length).0
     }
 }
 
@@ -243,7 +251,13 @@ fn bounds<'v>(values: impl Iterator<Item = Bound<'v>>) -> Option<(Bound<'v>, Bou
 }
 
 /// The chunk's statistics as Parquet's writer makes them.
-fn chunk_statistics(kind: Kind, signed: bool, range: Option<(Bound<'_>, Bound<'_>)>, nulls: u64) -> Statistics {
+fn chunk_statistics(
+    kind: Kind,
+    signed: bool,
+    range: Option<(Bound<'_>, Bound<'_>)>,
+    nulls: u64,
+    properties: &WriterProperties,
+) -> Statistics {
     match kind {
         Kind::Int64 => {
             let int = |b: Bound<'_>| match b {
@@ -254,10 +268,17 @@ fn chunk_statistics(kind: Kind, signed: bool, range: Option<(Bound<'_>, Bound<'_
             ValueStatistics::new(min, max, None, Some(nulls), false).with_backwards_compatible_min_max(signed).into()
         }
         Kind::Fixed(_) => {
-            let fixed = |b: Bound<'_>| FixedLenByteArray::from(ByteArray::from(b.stored()));
-            let (min, max) = range.map_or((None, None), |(lo, hi)| (Some(fixed(lo)), Some(fixed(hi))));
-            // Ids are shorter than any truncation length: min and max exact.
-            ValueStatistics::new(min, max, None, Some(nulls), signed).into()
+            let Some((lo, hi)) = range else {
+                return ValueStatistics::<FixedLenByteArray>::new(None, None, None, Some(nulls), signed).into();
+            };
+            let length = properties.statistics_truncate_length();
+            let ((min, min_cut), (max, max_cut)) =
+                (lo.cut_exact(truncate_min, length), hi.cut_exact(truncate_max, length));
+            let fixed = |v: Vec<u8>| FixedLenByteArray::from(ByteArray::from(v));
+            ValueStatistics::new(Some(fixed(min)), Some(fixed(max)), None, Some(nulls), signed)
+                .with_min_is_exact(!min_cut)
+                .with_max_is_exact(!max_cut)
+                .into()
         }
     }
 }

@@ -190,3 +190,77 @@ impl<K: PartialOrd + Copy> PageIndex<K> {
         self.builder.build()
     }
 }
+
+/// A bound cut to `length` bytes, as a lower or upper bound, and whether it
+/// was cut; `text`: the column holds UTF-8 strings.
+pub(crate) type Truncate = fn(&[u8], Option<usize>, bool) -> (Vec<u8>, bool);
+
+/// A lower bound of a value within `length` bytes, as Parquet's writer cuts
+/// one: its longest prefix, ending on a character boundary for a string
+/// (any byte for other bytes, or a string that is not UTF-8), and whether it
+/// was cut.
+pub(crate) fn truncate_min(value: &[u8], length: Option<usize>, text: bool) -> (Vec<u8>, bool) {
+    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
+        Ok(text_value) if text => (1..=l).rfind(|&at| text_value.is_char_boundary(at)).map(|at| value[..at].to_vec()),
+        _ => Some(value[..l].to_vec()),
+    });
+    match cut {
+        Some(cut) => (cut, true),
+        None => (value.to_vec(), false),
+    }
+}
+
+/// An upper bound of a value within `length` bytes, as Parquet's writer cuts
+/// one: for a string, a prefix with its last character that can be
+/// incremented (within its own width) incremented; for other bytes, a
+/// prefix with its last byte that does not overflow incremented. And whether
+/// it was cut: a value no prefix of which can be incremented is kept whole.
+pub(crate) fn truncate_max(value: &[u8], length: Option<usize>, text: bool) -> (Vec<u8>, bool) {
+    let cut = length.filter(|&l| value.len() > l).and_then(|l| match std::str::from_utf8(value) {
+        Ok(text_value) if text => {
+            let at = (l.saturating_sub(3)..=l).rfind(|&at| text_value.is_char_boundary(at))?;
+            let prefix = text_value.get(..at)?;
+            prefix.char_indices().rev().find_map(|(i, c)| {
+                let next = char::from_u32(c as u32 + 1).filter(|n| n.len_utf8() == c.len_utf8())?;
+                let mut out = prefix.as_bytes()[..i + c.len_utf8()].to_vec();
+                next.encode_utf8(&mut out[i..]);
+                Some(out)
+            })
+        }
+        _ => {
+            let mut out = value[..l].to_vec();
+            for byte in out.iter_mut().rev() {
+                let (next, overflow) = byte.overflowing_add(1);
+                *byte = next;
+                if !overflow {
+                    return Some(out);
+                }
+            }
+            None
+        }
+    });
+    match cut {
+        Some(cut) => (cut, true),
+        None => (value.to_vec(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounds are cut as Parquet's writer cuts them: strings on character
+    /// boundaries, other bytes (ids) on any byte, even when they happen to
+    /// be valid UTF-8.
+    #[test]
+    fn bounds_are_cut_as_parquets_writer_cuts_them() {
+        let text = "abé".as_bytes();
+        assert_eq!(truncate_min(text, Some(3), true), (b"ab".to_vec(), true));
+        assert_eq!(truncate_min(text, Some(3), false), (text[..3].to_vec(), true));
+        assert_eq!(truncate_max(text, Some(3), true), (b"ac".to_vec(), true));
+        assert_eq!(truncate_max(text, Some(3), false), (vec![b'a', b'b', 0xc4], true));
+        assert_eq!(truncate_max(&[1, 0xff, 0xff], Some(2), false), (vec![2, 0], true));
+        assert_eq!(truncate_max(&[0xff, 0xff, 1], Some(2), false), (vec![0xff, 0xff, 1], false), "kept whole");
+        assert_eq!(truncate_min(b"short", Some(64), true), (b"short".to_vec(), false));
+    }
+}
