@@ -358,13 +358,19 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// [`span_schema`] or of the [`crate::schema::grouped_span_schema`] (the
 /// ingester's, whose resource and scope columns are expanded here).
 ///
-/// The block is sorted and encoded one column at a time: each column is put
-/// in block order (one gather over every batch, a run of rows at a time),
-/// encoded, and its writer closed before the next column is sorted. So the
-/// sorted copy of a block is never whole in memory, only its largest column.
-/// The attribute maps are not copied at all: each batch's entries are coded
-/// once (`map_column`), and their pages are written from the codes in block
-/// order; the tag summary takes their entries from the same codes.
+/// The block is sorted by keys, and its columns are written to Parquet
+/// from the batches as they are; no sorted copy of the block is made:
+/// - the attribute maps (`map_column`) and the strings and counts
+///   (`flat_column`) from each batch's values coded once per block, their
+///   pages laid out from the codes in block order; the tag summary takes
+///   its entries and intrinsic values from the same codes;
+/// - the ids, times and durations (`plain_column`) copied from the batches
+///   in block order into their pages, a column at a time;
+/// - events and links through Arrow's writer, each put in block order
+///   first (a gather over every batch, a run of rows at a time).
+///
+/// Each column chunk carries what Arrow's writer would give it with the
+/// block's properties: encodings, statistics, column index, bloom filter.
 pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock, parquet::errors::ParquetError> {
     let keys = sort_keys(batches);
     let traces = keys.iter().enumerate().filter(|(i, k)| *i == 0 || keys[i - 1].0 != k.0).count();
