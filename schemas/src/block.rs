@@ -424,6 +424,11 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
     let mut tags = crate::tag_summary::TagSummaryBuilder::default();
     let mut seen: Vec<map_column::Seen> = coded.iter().map(|_| map_column::Seen::default()).collect();
     let mut seen_values: Vec<Vec<bool>> = flat_columns.iter().map(|_| Vec::new()).collect();
+    // Each intrinsic string column and its place among the coded columns.
+    let intrinsics: Vec<(&str, usize)> = crate::tag_summary::INTRINSIC_COLUMNS
+        .into_iter()
+        .filter_map(|name| Some((name, flat_columns.iter().position(|(c, _)| schema.field(*c).name() == name)?)))
+        .collect();
     for b in 0..batches.len() {
         // In the order TagSummaryBuilder::add takes a batch: its maps, then its intrinsic columns.
         for scope in crate::tag_summary::ATTRIBUTE_SCOPES {
@@ -433,8 +438,7 @@ pub fn encode_block(batches: &[RecordBatch], id: BlockId) -> Result<EncodedBlock
         }
         // Its intrinsic string columns, their values new to the block
         // found by their codes.
-        for name in crate::tag_summary::INTRINSIC_COLUMNS {
-            let Some(at) = flat_columns.iter().position(|(c, _)| schema.field(*c).name() == name) else { continue };
+        for &(name, at) in &intrinsics {
             let Some(mut values) = tags.intrinsic(name) else { continue };
             flat.each_new_value(at, b, &mut seen_values[at], |value| values.add(value));
         }
