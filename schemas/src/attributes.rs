@@ -5,14 +5,14 @@
 //! Arrays and key-value lists are stored as OTLP/JSON text in `json`; an empty
 //! `AnyValue` is an entry whose fields are all null.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
-    Int64Array, Int64Builder, MapArray, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, MapArray, StringArray, StringBuilder, StructArray, new_empty_array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Fields};
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value};
 use serde_json::json;
@@ -29,10 +29,26 @@ const BYTES: usize = 4;
 const JSON: usize = 5;
 
 /// Builds one attribute-map column, one map per row.
+///
+/// The entry columns are made at the first entry: most maps of a request
+/// hold none (its scopes', its events' and links'), and a request's batch
+/// is finished and dropped once per request, so a map without entries
+/// costs its offsets alone and shares one empty entries array.
 #[derive(Debug)]
 pub struct AttributeMapBuilder {
     offsets: Vec<i32>,
     entries: i32,
+    /// The entry columns, once an entry arrives; sized for this many entries.
+    columns: Option<Box<EntryColumns>>,
+    capacity: usize,
+    /// Longest stored string or bytes value; longer ones are truncated.
+    max_value_len: usize,
+    truncated: u64,
+}
+
+/// The keys and typed values of a map column's entries.
+#[derive(Debug)]
+struct EntryColumns {
     keys: StringBuilder,
     str_values: StringBuilder,
     int_values: Int64Builder,
@@ -45,9 +61,72 @@ pub struct AttributeMapBuilder {
     /// are appended a run at a time, when the column next gets a value (or
     /// at finish), instead of one slot per entry per column.
     pending_nulls: [usize; 6],
-    /// Longest stored string or bytes value; longer ones are truncated.
-    max_value_len: usize,
-    truncated: u64,
+}
+
+impl EntryColumns {
+    /// Each entry takes a slot in every typed value column, so only strings
+    /// are sized for their bytes; bytes and JSON values are rare and grow.
+    fn with_capacity(entries: usize) -> Self {
+        let strings = || StringBuilder::with_capacity(entries, entries * crate::encode::Capacity::STRING_BYTES);
+        Self {
+            keys: strings(),
+            str_values: strings(),
+            int_values: Int64Builder::with_capacity(entries),
+            double_values: Float64Builder::with_capacity(entries),
+            bool_values: BooleanBuilder::with_capacity(entries),
+            bytes_values: BinaryBuilder::with_capacity(entries, 0),
+            json_values: StringBuilder::with_capacity(entries, 0),
+            pending_nulls: [0; 6],
+        }
+    }
+
+    /// Appends the nulls typed value column `column` is owed.
+    fn flush_nulls(&mut self, column: usize) {
+        let n = std::mem::take(&mut self.pending_nulls[column]);
+        if n == 0 {
+            return;
+        }
+        match column {
+            STR => self.str_values.append_nulls(n),
+            INT => self.int_values.append_nulls(n),
+            DOUBLE => self.double_values.append_nulls(n),
+            BOOL => self.bool_values.append_nulls(n),
+            BYTES => self.bytes_values.append_nulls(n),
+            _ => self.json_values.append_nulls(n),
+        }
+    }
+
+    fn finish(mut self) -> StructArray {
+        (STR..=JSON).for_each(|column| self.flush_nulls(column));
+        let values = StructArray::new(
+            attribute_value_fields(),
+            vec![
+                Arc::new(self.str_values.finish()) as ArrayRef,
+                Arc::new(self.int_values.finish()),
+                Arc::new(self.double_values.finish()),
+                Arc::new(self.bool_values.finish()),
+                Arc::new(self.bytes_values.finish()),
+                Arc::new(self.json_values.finish()),
+            ],
+            None,
+        );
+        StructArray::new(entry_fields(), vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)], None)
+    }
+}
+
+/// The fields of an attribute map's entries struct.
+fn entry_fields() -> Fields {
+    let DataType::Struct(fields) = attribute_entries_field().data_type().clone() else {
+        unreachable!("attribute entries are a struct")
+    };
+    fields
+}
+
+/// Entries of no attribute at all, shared by every map column that has none.
+fn no_entries() -> StructArray {
+    static NO_ENTRIES: LazyLock<StructArray> =
+        LazyLock::new(|| new_empty_array(attribute_entries_field().data_type()).as_struct().clone());
+    NO_ENTRIES.clone()
 }
 
 impl AttributeMapBuilder {
@@ -57,24 +136,8 @@ impl AttributeMapBuilder {
     }
 
     /// A builder sized for `rows` maps holding `entries` attributes in all.
-    /// Each entry takes a slot in every typed value column, so only strings
-    /// are sized for their bytes; bytes and JSON values are rare and grow.
     pub fn with_capacity(max_value_len: usize, rows: usize, entries: usize) -> Self {
-        let strings = || StringBuilder::with_capacity(entries, entries * crate::encode::Capacity::STRING_BYTES);
-        Self {
-            offsets: offsets_for(rows),
-            entries: 0,
-            keys: strings(),
-            str_values: strings(),
-            int_values: Int64Builder::with_capacity(entries),
-            double_values: Float64Builder::with_capacity(entries),
-            bool_values: BooleanBuilder::with_capacity(entries),
-            bytes_values: BinaryBuilder::with_capacity(entries, 0),
-            json_values: StringBuilder::with_capacity(entries, 0),
-            pending_nulls: [0; 6],
-            max_value_len,
-            truncated: 0,
-        }
+        Self { offsets: offsets_for(rows), entries: 0, columns: None, capacity: entries, max_value_len, truncated: 0 }
     }
 
     /// Appends one row holding `attributes`.
@@ -99,27 +162,29 @@ impl AttributeMapBuilder {
     }
 
     fn append_entry(&mut self, attribute: &AttrRef<'_>) {
-        self.keys.append_value(attribute.key);
+        let capacity = self.capacity;
+        let c = self.columns.get_or_insert_with(|| Box::new(EntryColumns::with_capacity(capacity)));
+        c.keys.append_value(attribute.key);
         self.entries += 1;
         let typed = match &attribute.value {
             ValueRef::Str(v) => {
-                self.flush_nulls(STR);
-                self.str_values.append_value(truncate_str(v, self.max_value_len, &mut self.truncated));
+                c.flush_nulls(STR);
+                c.str_values.append_value(truncate_str(v, self.max_value_len, &mut self.truncated));
                 STR
             }
             ValueRef::Int(v) => {
-                self.flush_nulls(INT);
-                self.int_values.append_value(*v);
+                c.flush_nulls(INT);
+                c.int_values.append_value(*v);
                 INT
             }
             ValueRef::Double(v) => {
-                self.flush_nulls(DOUBLE);
-                self.double_values.append_value(*v);
+                c.flush_nulls(DOUBLE);
+                c.double_values.append_value(*v);
                 DOUBLE
             }
             ValueRef::Bool(v) => {
-                self.flush_nulls(BOOL);
-                self.bool_values.append_value(*v);
+                c.flush_nulls(BOOL);
+                c.bool_values.append_value(*v);
                 BOOL
             }
             ValueRef::Bytes(v) => {
@@ -129,58 +194,25 @@ impl AttributeMapBuilder {
                 } else {
                     v
                 };
-                self.flush_nulls(BYTES);
-                self.bytes_values.append_value(keep);
+                c.flush_nulls(BYTES);
+                c.bytes_values.append_value(keep);
                 BYTES
             }
             ValueRef::Nested(nested) => {
                 let text = capped_json(nested, self.max_value_len, &mut self.truncated);
-                self.flush_nulls(JSON);
-                self.json_values.append_value(text);
+                c.flush_nulls(JSON);
+                c.json_values.append_value(text);
                 JSON
             }
             ValueRef::Empty => usize::MAX,
         };
-        for (column, pending) in self.pending_nulls.iter_mut().enumerate() {
+        for (column, pending) in c.pending_nulls.iter_mut().enumerate() {
             *pending += usize::from(column != typed);
         }
     }
 
-    /// Appends the nulls typed value column `column` is owed.
-    fn flush_nulls(&mut self, column: usize) {
-        let n = std::mem::take(&mut self.pending_nulls[column]);
-        if n == 0 {
-            return;
-        }
-        match column {
-            STR => self.str_values.append_nulls(n),
-            INT => self.int_values.append_nulls(n),
-            DOUBLE => self.double_values.append_nulls(n),
-            BOOL => self.bool_values.append_nulls(n),
-            BYTES => self.bytes_values.append_nulls(n),
-            _ => self.json_values.append_nulls(n),
-        }
-    }
-
     pub fn finish(&mut self) -> MapArray {
-        (STR..=JSON).for_each(|column| self.flush_nulls(column));
-        let values = StructArray::new(
-            attribute_value_fields(),
-            vec![
-                Arc::new(self.str_values.finish()) as ArrayRef,
-                Arc::new(self.int_values.finish()),
-                Arc::new(self.double_values.finish()),
-                Arc::new(self.bool_values.finish()),
-                Arc::new(self.bytes_values.finish()),
-                Arc::new(self.json_values.finish()),
-            ],
-            None,
-        );
-        let DataType::Struct(entry_fields) = attribute_entries_field().data_type().clone() else {
-            unreachable!("attribute entries are a struct")
-        };
-        let entries =
-            StructArray::new(entry_fields, vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)], None);
+        let entries = self.columns.take().map_or_else(no_entries, |c| c.finish());
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         self.entries = 0;
         MapArray::new(attribute_entries_field(), OffsetBuffer::new(offsets.into()), entries, None::<NullBuffer>, false)

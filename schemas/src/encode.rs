@@ -10,10 +10,10 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, FixedSizeBinaryBuilder, Int64Builder, ListArray, RecordBatch,
-    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Array, UInt32Builder,
+    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Array, UInt32Builder, new_empty_array,
 };
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::UInt32Type;
+use arrow::datatypes::{Field, UInt32Type};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
@@ -209,9 +209,9 @@ pub struct SpanBatchBuilder {
     scope_schema_url: StringBuilder,
     span_attributes: AttributeMapBuilder,
     dropped_attributes: UInt32Builder,
-    events: EventsBuilder,
+    events: ListBuilder<EventColumns>,
     dropped_events: UInt32Builder,
-    links: LinksBuilder,
+    links: ListBuilder<LinkColumns>,
     dropped_links: UInt32Builder,
     rows: usize,
     /// Latest start or end accepted (Unix ns), and the slack it allows past now, in s.
@@ -312,9 +312,9 @@ impl SpanBatchBuilder {
             scope_schema_url: empty_strings(),
             span_attributes: AttributeMapBuilder::with_capacity(max_attribute_value_len, rows, span_attributes),
             dropped_attributes: UInt32Builder::with_capacity(rows),
-            events: EventsBuilder::new(max_attribute_value_len, rows),
+            events: ListBuilder::new(max_attribute_value_len, rows),
             dropped_events: UInt32Builder::with_capacity(rows),
-            links: LinksBuilder::new(max_attribute_value_len, rows),
+            links: ListBuilder::new(max_attribute_value_len, rows),
             dropped_links: UInt32Builder::with_capacity(rows),
             rows: 0,
             latest: None,
@@ -348,8 +348,8 @@ impl SpanBatchBuilder {
         self.resource_attributes.truncated()
             + self.scope_attributes.truncated()
             + self.span_attributes.truncated()
-            + self.events.attributes.truncated()
-            + self.links.attributes.truncated()
+            + self.events.truncated()
+            + self.links.truncated()
     }
 
     /// Refuses spans that start or end after `latest` (Unix ns), `slack` past
@@ -469,9 +469,9 @@ impl SpanBatchBuilder {
         self.status_message.append_option(non_empty(span.status_message));
         self.span_attributes.append_refs(&span.attributes);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
-        self.events.append(span);
+        self.events.append(span.events.len(), |events| events.append(span));
         self.dropped_events.append_value(span.dropped_events_count);
-        self.links.append(span);
+        self.links.append(span.links.len(), |links| links.append(span));
         self.dropped_links.append_value(span.dropped_links_count);
     }
 
@@ -642,27 +642,63 @@ fn entity_refs_json(resource: &Resource) -> String {
     serde_json::to_string(&resource.entity_refs).expect("entity refs serialize")
 }
 
+/// The offsets of a list column of a request's spans (events, or links),
+/// and its items' columns once an item arrives. Events and links are rare:
+/// a request without any shares one empty items array, and its batch
+/// holds the offsets alone.
 #[derive(Debug)]
-struct EventsBuilder {
+struct ListBuilder<I> {
     offsets: Vec<i32>,
+    items: Option<Box<I>>,
+    max_value_len: usize,
+}
+
+/// The columns of a list's items.
+trait Items {
+    /// The items' fields, as the span schema has them.
+    fn item_field() -> Arc<Field>;
+    fn new(max_value_len: usize) -> Self;
+    fn truncated(&self) -> u64;
+    fn finish(self) -> StructArray;
+    /// Items of none, shared by every list column of this kind that has none.
+    fn none() -> ArrayRef;
+}
+
+impl<I: Items> ListBuilder<I> {
+    /// Sized for `rows` spans; items themselves are rare, so their buffers grow.
+    fn new(max_value_len: usize, rows: usize) -> Self {
+        Self { offsets: offsets_for(rows), items: None, max_value_len }
+    }
+
+    /// Appends one span's list of `len` items, `append` adding them.
+    fn append(&mut self, len: usize, append: impl FnOnce(&mut I)) {
+        if len > 0 {
+            let max_value_len = self.max_value_len;
+            append(self.items.get_or_insert_with(|| Box::new(I::new(max_value_len))));
+        }
+        self.offsets.push(self.offsets.last().unwrap() + len as i32);
+    }
+
+    fn truncated(&self) -> u64 {
+        self.items.as_ref().map_or(0, |items| items.truncated())
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let values = self.items.take().map_or_else(I::none, |items| Arc::new(items.finish()));
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        ListArray::new(I::item_field(), OffsetBuffer::new(offsets.into()), values, None)
+    }
+}
+
+#[derive(Debug)]
+struct EventColumns {
     time: TimestampNanosecondBuilder,
     name: StringBuilder,
     attributes: AttributeMapBuilder,
     dropped: UInt32Builder,
 }
 
-impl EventsBuilder {
-    /// Sized for `rows` spans; events themselves are rare, so their buffers grow.
-    fn new(max_value_len: usize, rows: usize) -> Self {
-        Self {
-            offsets: offsets_for(rows),
-            time: TimestampNanosecondBuilder::with_capacity(0).with_timezone("UTC"),
-            name: empty_strings(),
-            attributes: AttributeMapBuilder::new(max_value_len),
-            dropped: UInt32Builder::with_capacity(0),
-        }
-    }
-
+impl EventColumns {
     fn append(&mut self, span: &SpanRef<'_>) {
         for event in &span.events {
             self.time.append_value(event.time_unix_nano as i64);
@@ -670,11 +706,29 @@ impl EventsBuilder {
             self.attributes.append_refs(&span.event_attributes[event.attributes.clone()]);
             self.dropped.append_value(event.dropped_attributes_count);
         }
-        self.offsets.push(self.offsets.last().unwrap() + span.events.len() as i32);
+    }
+}
+
+impl Items for EventColumns {
+    fn item_field() -> Arc<Field> {
+        event_item_field()
     }
 
-    fn finish(&mut self) -> ListArray {
-        let values = StructArray::new(
+    fn new(max_value_len: usize) -> Self {
+        Self {
+            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            name: empty_strings(),
+            attributes: AttributeMapBuilder::new(max_value_len),
+            dropped: UInt32Builder::new(),
+        }
+    }
+
+    fn truncated(&self) -> u64 {
+        self.attributes.truncated()
+    }
+
+    fn finish(mut self) -> StructArray {
+        StructArray::new(
             event_fields(),
             vec![
                 Arc::new(self.time.finish()) as ArrayRef,
@@ -683,15 +737,17 @@ impl EventsBuilder {
                 Arc::new(self.dropped.finish()),
             ],
             None,
-        );
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
-        ListArray::new(event_item_field(), OffsetBuffer::new(offsets.into()), Arc::new(values), None)
+        )
+    }
+
+    fn none() -> ArrayRef {
+        static NONE: LazyLock<ArrayRef> = LazyLock::new(|| new_empty_array(event_item_field().data_type()));
+        NONE.clone()
     }
 }
 
 #[derive(Debug)]
-struct LinksBuilder {
-    offsets: Vec<i32>,
+struct LinkColumns {
     trace_id: FixedSizeBinaryBuilder,
     span_id: FixedSizeBinaryBuilder,
     trace_state: StringBuilder,
@@ -700,20 +756,7 @@ struct LinksBuilder {
     flags: UInt32Builder,
 }
 
-impl LinksBuilder {
-    /// Sized for `rows` spans; links themselves are rare, so their buffers grow.
-    fn new(max_value_len: usize, rows: usize) -> Self {
-        Self {
-            offsets: offsets_for(rows),
-            trace_id: FixedSizeBinaryBuilder::with_capacity(0, TRACE_ID_LEN),
-            span_id: FixedSizeBinaryBuilder::with_capacity(0, SPAN_ID_LEN),
-            trace_state: empty_strings(),
-            attributes: AttributeMapBuilder::new(max_value_len),
-            dropped: UInt32Builder::with_capacity(0),
-            flags: UInt32Builder::with_capacity(0),
-        }
-    }
-
+impl LinkColumns {
     fn append(&mut self, span: &SpanRef<'_>) {
         for link in &span.links {
             append_fixed(&mut self.trace_id, link.trace_id);
@@ -723,11 +766,31 @@ impl LinksBuilder {
             self.dropped.append_value(link.dropped_attributes_count);
             self.flags.append_value(link.flags);
         }
-        self.offsets.push(self.offsets.last().unwrap() + span.links.len() as i32);
+    }
+}
+
+impl Items for LinkColumns {
+    fn item_field() -> Arc<Field> {
+        link_item_field()
     }
 
-    fn finish(&mut self) -> ListArray {
-        let values = StructArray::new(
+    fn new(max_value_len: usize) -> Self {
+        Self {
+            trace_id: FixedSizeBinaryBuilder::new(TRACE_ID_LEN),
+            span_id: FixedSizeBinaryBuilder::new(SPAN_ID_LEN),
+            trace_state: empty_strings(),
+            attributes: AttributeMapBuilder::new(max_value_len),
+            dropped: UInt32Builder::new(),
+            flags: UInt32Builder::new(),
+        }
+    }
+
+    fn truncated(&self) -> u64 {
+        self.attributes.truncated()
+    }
+
+    fn finish(mut self) -> StructArray {
+        StructArray::new(
             link_fields(),
             vec![
                 Arc::new(self.trace_id.finish()) as ArrayRef,
@@ -738,8 +801,11 @@ impl LinksBuilder {
                 Arc::new(self.flags.finish()),
             ],
             None,
-        );
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
-        ListArray::new(link_item_field(), OffsetBuffer::new(offsets.into()), Arc::new(values), None)
+        )
+    }
+
+    fn none() -> ArrayRef {
+        static NONE: LazyLock<ArrayRef> = LazyLock::new(|| new_empty_array(link_item_field().data_type()));
+        NONE.clone()
     }
 }

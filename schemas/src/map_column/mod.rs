@@ -22,8 +22,8 @@
 //! nullable `value` struct of six nullable leaves, seven Parquet leaves
 //! with at most one repetition level.
 
-use arrow::array::{Array, AsArray, MapArray, StructArray};
-use arrow::datatypes::{BinaryType, Float64Type, Int64Type, Utf8Type};
+use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, MapArray, StringArray};
+use arrow::datatypes::{Float64Type, Int64Type};
 use bytes::Bytes;
 use foldhash::HashSet;
 use parquet::basic::Encoding;
@@ -41,7 +41,7 @@ pub(crate) mod values;
 
 use chunk::ChunkWriter;
 use pages::{bit_width, levels_v1, pack_booleans, rle_hybrid};
-use values::{Dictionary, LeafValues, byte_arrays};
+use values::{Dictionary, LeafValues};
 
 /// Parquet leaves of an attribute map: the key and the value's six.
 pub(crate) const LEAVES: usize = 7;
@@ -149,20 +149,57 @@ impl<'a> CodedMap<'a> {
         if entries >= EMPTY as usize {
             return Err(general("too many map entries"));
         }
-        let structs: Vec<&StructArray> = maps.iter().map(|m| m.entries().column(1).as_struct()).collect();
-        let leaf = |i: usize| -> Vec<&dyn Array> { structs.iter().map(|v| v.column(i).as_ref()).collect() };
-        let keys: Vec<&dyn Array> = maps.iter().map(|m| m.entries().column(0).as_ref()).collect();
         let mut codes = vec![[0; LEAVES]; entries];
-        let coder = Coder { maps: &maps, structs: &structs, first_entry: &first_entry };
-        let codes_of = &mut codes;
+        let mut key = LeafCoder::<&StringArray>::new(1);
+        let mut str = LeafCoder::<&StringArray>::new(3);
+        let mut int = LeafCoder::<&Int64Array>::new(3);
+        let mut double = LeafCoder::<&Float64Array>::new(3);
+        let mut bool = LeafCoder::<&BooleanArray>::new(3);
+        let mut bytes = LeafCoder::<&BinaryArray>::new(3);
+        let mut json = LeafCoder::<&StringArray>::new(3);
+        // One pass over the entries codes all seven leaves of each. Rows of
+        // a batch tend to list the same keys in the same order (spans of one
+        // kind, or a resource's attributes), so an entry's value equal to
+        // the one at its position in the row before takes that one's code,
+        // and only the others are looked up.
+        for (&map, &first) in maps.iter().zip(&first_entry) {
+            let entries = map.entries();
+            let values = entries.column(1).as_struct();
+            let leaf = |i: usize| values.column(i).as_ref();
+            let keys = entries.column(0).as_string::<i32>();
+            let (s, i, d) = (leaf(0).as_string::<i32>(), leaf(1).as_primitive(), leaf(2).as_primitive());
+            let (b, x, j) = (leaf(3).as_boolean(), leaf(4).as_binary::<i32>(), leaf(5).as_string::<i32>());
+            let codes = &mut codes[first..];
+            let offsets = map.value_offsets();
+            let mut previous = 0..0;
+            for row in 0..map.len() {
+                let row_entries = offsets[row] as usize..offsets[row + 1] as usize;
+                for (n, e) in row_entries.clone().enumerate() {
+                    let before = Some(previous.start + n).filter(|&before| before < previous.end);
+                    let was = before.map(|before| (before, codes[before]));
+                    let at = |leaf: usize| was.map(|(before, codes)| (before, codes[leaf]));
+                    let null = values.is_null(e);
+                    codes[e] = [
+                        key.code(keys, e, false, at(0)),
+                        str.code(s, e, null, at(1)),
+                        int.code(i, e, null, at(2)),
+                        double.code(d, e, null, at(3)),
+                        bool.code(b, e, null, at(4)),
+                        bytes.code(x, e, null, at(5)),
+                        json.code(j, e, null, at(6)),
+                    ];
+                }
+                previous = row_entries;
+            }
+        }
         let leaves = vec![
-            coder.leaf(0, 1, &byte_arrays::<Utf8Type>(&keys), codes_of)?,
-            coder.leaf(1, 3, &byte_arrays::<Utf8Type>(&leaf(0)), codes_of)?,
-            coder.leaf(2, 3, &leaf(1).iter().map(|a| a.as_primitive::<Int64Type>()).collect::<Vec<_>>(), codes_of)?,
-            coder.leaf(3, 3, &leaf(2).iter().map(|a| a.as_primitive::<Float64Type>()).collect::<Vec<_>>(), codes_of)?,
-            coder.leaf(4, 3, &leaf(3).iter().map(|a| a.as_boolean()).collect::<Vec<_>>(), codes_of)?,
-            coder.leaf(5, 3, &byte_arrays::<BinaryType>(&leaf(4)), codes_of)?,
-            coder.leaf(6, 3, &byte_arrays::<Utf8Type>(&leaf(5)), codes_of)?,
+            key.finish()?,
+            str.finish()?,
+            int.finish()?,
+            double.finish()?,
+            bool.finish()?,
+            bytes.finish()?,
+            json.finish()?,
         ];
         Ok(Self { maps, first_entry, codes, leaves })
     }
@@ -193,13 +230,24 @@ impl<'a> CodedMap<'a> {
             })
             .collect();
         let most: Vec<u8> = self.leaves.iter().map(|l| l.max_definition).collect();
+        // A page's entries' codes are copied out in block order first: rows
+        // in block order jump across the batches' entries, and this short
+        // loop keeps many of those reads in flight at once, where the loop
+        // below would wait for each in turn.
+        let mut page_codes: Vec<[u32; LEAVES]> = Vec::new();
         for page in &layout.pages {
-            for &level in &layout.levels[page.levels.clone()] {
-                if level == EMPTY {
+            page_codes.clear();
+            page_codes.extend(layout.levels[page.levels.clone()].iter().map(|&level| match level {
+                EMPTY => [EMPTY; LEAVES],
+                entry => self.codes[entry as usize],
+            }));
+            for codes in &page_codes {
+                // (A key's code is never EMPTY: its definition level is 1.)
+                if codes[0] == EMPTY {
                     levels.iter_mut().for_each(|l| l.definition.push(0));
                     continue;
                 }
-                for ((leaf, &code), &most) in levels.iter_mut().zip(&self.codes[level as usize]).zip(&most) {
+                for ((leaf, &code), &most) in levels.iter_mut().zip(codes).zip(&most) {
                     let d = (code >> DEFINITION_SHIFT) as u8;
                     leaf.definition.push(d);
                     if d == most {
@@ -279,60 +327,46 @@ impl Seen {
     }
 }
 
-/// What coding every leaf of one map column shares.
-struct Coder<'c> {
-    maps: &'c [&'c MapArray],
-    structs: &'c [&'c StructArray],
-    first_entry: &'c [usize],
+/// One leaf's coding: its dictionary, and its most definition level (1
+/// for the key, 3 for a value's leaves).
+struct LeafCoder<'a, V> {
+    dictionary: Dictionary<'a>,
+    max_definition: u8,
+    values: std::marker::PhantomData<V>,
 }
 
-impl Coder<'_> {
-    /// The codes of the leaf `arrays` (one per batch), batch by batch in
-    /// their own order. Rows of a batch tend to list the same keys in the
-    /// same order (spans of one kind, or a resource's attributes), so an
-    /// entry equal to the one at its position in the row before takes that
-    /// one's code, and only the others are looked up.
-    fn leaf<'a, V: LeafValues<'a>>(
-        &self,
-        index: usize,
-        max_definition: u8,
-        arrays: &[V],
-        codes: &mut [[u32; LEAVES]],
-    ) -> Result<CodedLeaf> {
-        let mut dictionary = Dictionary::default();
-        let value_level = u32::from(max_definition) << DEFINITION_SHIFT;
-        for (a, (&leaf, map)) in arrays.iter().zip(self.maps).enumerate() {
-            let structs = self.structs[a];
-            let struct_null = |e: usize| max_definition == 3 && structs.is_null(e);
-            let codes = &mut codes[self.first_entry[a]..];
-            let offsets = map.value_offsets();
-            let mut previous = 0..0;
-            for row in 0..map.len() {
-                let entries = offsets[row] as usize..offsets[row + 1] as usize;
-                for (j, e) in entries.clone().enumerate() {
-                    let before = previous.start + j;
-                    codes[e][index] = if struct_null(e) {
-                        1 << DEFINITION_SHIFT
-                    } else if !leaf.valid(e) {
-                        2 << DEFINITION_SHIFT
-                    } else if before < previous.end
-                        && !struct_null(before)
-                        && leaf.valid(before)
-                        && leaf.same(before, e)
-                    {
-                        codes[before][index]
-                    } else {
-                        value_level | leaf.value(e, &mut dictionary)
-                    };
-                }
-                previous = entries;
-            }
+impl<'a, V: LeafValues<'a>> LeafCoder<'a, V> {
+    fn new(max_definition: u8) -> Self {
+        Self { dictionary: Dictionary::default(), max_definition, values: std::marker::PhantomData }
+    }
+
+    /// The code of entry `e` of `leaf`, whose value struct is null if
+    /// `struct_null`; `before` is the entry at its position in the row
+    /// before, and its code, if there is one.
+    #[inline]
+    fn code(&mut self, leaf: V, e: usize, struct_null: bool, before: Option<(usize, u32)>) -> u32 {
+        let value_level = u32::from(self.max_definition);
+        if struct_null {
+            1 << DEFINITION_SHIFT
+        } else if !leaf.valid(e) {
+            2 << DEFINITION_SHIFT
+        } else if let Some((before, code)) = before
+            && code >> DEFINITION_SHIFT == value_level
+            && leaf.same(before, e)
+        {
+            code
+        } else {
+            (value_level << DEFINITION_SHIFT) | leaf.value(e, &mut self.dictionary)
         }
+    }
+
+    fn finish(self) -> Result<CodedLeaf> {
+        let dictionary = self.dictionary;
         if dictionary.len > VALUE_MASK || dictionary.page.len() > u32::MAX as usize {
             return Err(general("too many distinct values"));
         }
         let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.starts, dictionary.len));
-        Ok(CodedLeaf { dictionary, max_definition })
+        Ok(CodedLeaf { dictionary, max_definition: self.max_definition })
     }
 }
 
@@ -402,6 +436,6 @@ fn chunk(
 }
 
 /// An entry's definition level (top two bits) and value (its dictionary
-/// index, or a boolean), as [`Coder::leaf`] works it out.
+/// index, or a boolean), as [`LeafCoder::code`] works it out.
 const DEFINITION_SHIFT: u32 = 30;
 const VALUE_MASK: u32 = (1 << DEFINITION_SHIFT) - 1;

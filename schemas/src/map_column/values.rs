@@ -1,12 +1,8 @@
 //! A leaf's values as the coder reads them, and the dictionary it builds.
 
-use arrow::array::{Array, AsArray, BooleanArray, GenericByteArray, PrimitiveArray};
+use arrow::array::{Array, BooleanArray, GenericByteArray, PrimitiveArray};
 use arrow::datatypes::{ByteArrayType, Float64Type, Int64Type, UInt32Type};
 use foldhash::HashMap;
-
-pub(crate) fn byte_arrays<'a, T: ByteArrayType>(arrays: &[&'a dyn Array]) -> Vec<&'a GenericByteArray<T>> {
-    arrays.iter().map(|a| a.as_bytes::<T>()).collect()
-}
 
 /// A leaf's values in one batch, as the writer reads them.
 pub(crate) trait LeafValues<'a>: Copy {
