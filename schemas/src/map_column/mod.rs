@@ -221,7 +221,7 @@ impl<'a> CodedMap<'a> {
         let layout = Layout::new(&self.maps, &self.first_entry, rows, page_rows)?;
         // Each leaf's definition levels and values (dictionary indices, or
         // booleans) in block order, and how many values the pages up to
-        // each hold: one pass over the levels for all seven.
+        // each hold.
         let mut levels: Vec<LeafLevels> = (0..LEAVES)
             .map(|_| LeafLevels {
                 definition: Vec::with_capacity(layout.levels.len()),
@@ -229,30 +229,22 @@ impl<'a> CodedMap<'a> {
                 page_values: Vec::with_capacity(layout.pages.len()),
             })
             .collect();
-        let most: Vec<u8> = self.leaves.iter().map(|l| l.max_definition).collect();
-        // A page's entries' codes are copied out in block order first: rows
-        // in block order jump across the batches' entries, and this short
-        // loop keeps many of those reads in flight at once, where the loop
-        // below would wait for each in turn.
-        let mut page_codes: Vec<[u32; LEAVES]> = Vec::new();
+        // The levels' codes are copied out in block order a few thousand at
+        // a time, then each leaf takes its own from the copy. Rows in block
+        // order jump across the batches' entries: this short loop keeps
+        // many of those reads in flight at once, and the leaves then read
+        // the copy while it is in cache.
+        const AT_ONCE: usize = 1024;
+        let mut copied: Vec<[u32; LEAVES]> = Vec::with_capacity(AT_ONCE);
         for page in &layout.pages {
-            page_codes.clear();
-            page_codes.extend(layout.levels[page.levels.clone()].iter().map(|&level| match level {
-                EMPTY => [EMPTY; LEAVES],
-                entry => self.codes[entry as usize],
-            }));
-            for codes in &page_codes {
-                // (A key's code is never EMPTY: its definition level is 1.)
-                if codes[0] == EMPTY {
-                    levels.iter_mut().for_each(|l| l.definition.push(0));
-                    continue;
-                }
-                for ((leaf, &code), &most) in levels.iter_mut().zip(codes).zip(&most) {
-                    let d = (code >> DEFINITION_SHIFT) as u8;
-                    leaf.definition.push(d);
-                    if d == most {
-                        leaf.values.push(code & VALUE_MASK);
-                    }
+            for at_once in layout.levels[page.levels.clone()].chunks(AT_ONCE) {
+                copied.clear();
+                copied.extend(at_once.iter().map(|&level| match level {
+                    EMPTY => [EMPTY; LEAVES],
+                    entry => self.codes[entry as usize],
+                }));
+                for (leaf, (levels, coded)) in levels.iter_mut().zip(&self.leaves).enumerate() {
+                    levels.take(&copied, leaf, coded.max_definition);
                 }
             }
             levels.iter_mut().for_each(|l| l.page_values.push(l.values.len()));
@@ -376,6 +368,27 @@ struct LeafLevels {
     definition: Vec<u8>,
     values: Vec<u32>,
     page_values: Vec<usize>,
+}
+
+impl LeafLevels {
+    /// Appends leaf `leaf`'s definition levels and values of `codes`
+    /// (levels in block order; an empty map's are all EMPTY: a key's code
+    /// never is, its definition level being 1).
+    fn take(&mut self, codes: &[[u32; LEAVES]], leaf: usize, max_definition: u8) {
+        // Every level's value is written, and kept only if it is one.
+        let (mut defined, mut kept) = (self.definition.len(), self.values.len());
+        self.definition.resize(defined + codes.len(), 0);
+        self.values.resize(kept + codes.len(), 0);
+        for c in codes {
+            let (empty, code) = (c[0] == EMPTY, c[leaf]);
+            let definition = if empty { 0 } else { (code >> DEFINITION_SHIFT) as u8 };
+            self.definition[defined] = definition;
+            defined += 1;
+            self.values[kept] = code & VALUE_MASK;
+            kept += usize::from(definition == max_definition);
+        }
+        self.values.truncate(kept);
+    }
 }
 
 /// The column chunk of one leaf, its rows laid out by `layout`.
