@@ -187,8 +187,41 @@ fn sort_keys(batches: &[RecordBatch]) -> Vec<SortKey> {
             keys.push((u128::from_be_bytes(id.try_into().expect("16-byte trace id")), *start, b, row));
         }
     }
-    keys.sort_unstable();
-    keys
+    sorted(keys)
+}
+
+/// `keys` in order. Trace ids are random, so their top bits spread the keys
+/// evenly: one counting pass puts them in buckets of a few dozen by those
+/// bits, in order, and each bucket is then sorted alone (in cache). Ids
+/// that are not random (a time in their top bytes) make fewer, larger
+/// buckets, sorted alike.
+fn sorted(keys: Vec<SortKey>) -> Vec<SortKey> {
+    const PER_BUCKET: usize = 16;
+    if keys.len() < 64 * PER_BUCKET {
+        let mut keys = keys;
+        keys.sort_unstable();
+        return keys;
+    }
+    let bits = (keys.len() / PER_BUCKET).ilog2().min(16);
+    let bucket = |key: &SortKey| (key.0 >> (128 - bits)) as usize;
+    let mut starts = vec![0; (1 << bits) + 1];
+    for key in &keys {
+        starts[bucket(key) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut next = starts.clone();
+    let mut sorted = vec![(0, 0, 0, 0); keys.len()];
+    for key in keys {
+        let at = &mut next[bucket(&key)];
+        sorted[*at] = key;
+        *at += 1;
+    }
+    for bounds in starts.windows(2) {
+        sorted[bounds[0]..bounds[1]].sort_unstable();
+    }
+    sorted
 }
 
 /// A span's place in block order, and where it is: (trace id, start, batch, row).
@@ -642,6 +675,27 @@ fn describe(batches: &[RecordBatch], keys: &[SortKey], id: BlockId) -> BlockMeta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bucketed sort orders keys as a plain sort does: random ids, ids
+    /// that share their top bytes (one bucket), repeated ids and starts.
+    #[test]
+    fn keys_sort_as_a_plain_sort_sorts_them() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (n, shared_top) in [(10, false), (5_000, false), (100_000, false), (20_000, true)] {
+            let keys: Vec<SortKey> = (0..n)
+                .map(|i| {
+                    let id: u128 = rng.random_range(0..u128::MAX / 2) * 2;
+                    let id = if shared_top { id >> 40 | 0x5f00_0000 << 96 } else { id };
+                    (id, rng.random_range(-3..3), (i % 7) as u32, i as u32)
+                })
+                .flat_map(|key| [key, (key.0, key.1 + 1, key.2, key.3)])
+                .collect();
+            let mut expected = keys.clone();
+            expected.sort_unstable();
+            assert_eq!(sorted(keys), expected, "{n} keys");
+        }
+    }
 
     #[test]
     fn leaves_of_empty_lists_and_null_columns_are_written_uncompressed() {

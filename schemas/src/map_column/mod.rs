@@ -283,9 +283,8 @@ impl<'a> CodedMap<'a> {
                 let code = codes[leaf];
                 ((code >> DEFINITION_SHIFT) == 3).then_some((leaf, code & VALUE_MASK))
             });
-            let value_new = value.is_some_and(|(leaf, v)| {
-                seen.values.insert((u64::from(key) << 35) | ((leaf as u64) << 32) | u64::from(v))
-            });
+            let value_new = value
+                .is_some_and(|(leaf, v)| seen.value((u64::from(key) << 35) | ((leaf as u64) << 32) | u64::from(v)));
             if !key_new && !value_new {
                 continue;
             }
@@ -301,14 +300,36 @@ impl<'a> CodedMap<'a> {
 }
 
 /// What [`CodedMap::each_new_entry`] has met: keys by their dictionary
-/// index, and (key, leaf, value) by theirs.
-#[derive(Debug, Default)]
+/// index, and (key, leaf, value) by theirs. Most entries repeat one met
+/// just before, so a small table of the last met in each slot answers
+/// them before the set is asked.
+#[derive(Debug)]
 pub(crate) struct Seen {
     keys: Vec<bool>,
     values: HashSet<u64>,
+    recent: Box<[u64; Self::RECENT]>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self { keys: Vec::new(), values: HashSet::default(), recent: Box::new([u64::MAX; Self::RECENT]) }
+    }
 }
 
 impl Seen {
+    const RECENT: usize = 1024;
+
+    /// Whether the (key, leaf, value) `packed` is new, marking it met.
+    fn value(&mut self, packed: u64) -> bool {
+        // A slot by the key's and the value's low bits (the leaf's are in between).
+        let slot = ((packed >> 35) as usize * 31 + packed as usize) % Self::RECENT;
+        if self.recent[slot] == packed {
+            return false;
+        }
+        self.recent[slot] = packed;
+        self.values.insert(packed)
+    }
+
     /// Whether `key` is new, marking it met.
     fn key(&mut self, key: u32) -> bool {
         let key = key as usize;
