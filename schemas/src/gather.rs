@@ -181,6 +181,16 @@ fn maps(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef, 
 fn lists(arrays: &[&dyn Array], ranges: &[Rows], len: usize) -> Result<ArrayRef, ArrowError> {
     let DataType::List(field) = arrays[0].data_type() else { unreachable!("matched by gather") };
     let typed: Vec<&ListArray> = arrays.iter().map(|a| a.as_list::<i32>()).collect();
+    // Lists with no item in any batch (most blocks' events and links).
+    if typed.iter().all(|l| l.values().is_empty()) {
+        let items = typed[0].values().slice(0, 0);
+        return Ok(Arc::new(ListArray::try_new(
+            field.clone(),
+            OffsetBuffer::new_zeroed(len),
+            items,
+            nulls(arrays, ranges, len),
+        )?));
+    }
     let (offsets, items) = offsets_and_values(|a| typed[a].value_offsets(), ranges, len)?;
     let items = gather(&typed.iter().map(|l| l.values().as_ref()).collect::<Vec<_>>(), &items)?;
     Ok(Arc::new(ListArray::try_new(field.clone(), offsets, items, nulls(arrays, ranges, len))?))

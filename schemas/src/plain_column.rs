@@ -14,7 +14,8 @@
 //! statistics (the column index page by page, the chunk's), and the bloom
 //! filter where the column has one (`trace_id`).
 
-use arrow::array::{Array, AsArray, FixedSizeBinaryArray};
+use arrow::array::{Array, AsArray};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
 use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::bloom_filter::Sbbf;
@@ -35,6 +36,30 @@ fn general(message: &str) -> ParquetError {
 /// Whether a top-level column of this type is written here.
 pub(crate) fn handles(data_type: &DataType) -> bool {
     matches!(data_type, DataType::FixedSizeBinary(_) | DataType::Int64 | DataType::Timestamp(TimeUnit::Nanosecond, _))
+}
+
+/// [`PlainColumn::gather`] for values of `width` bytes. `W` is the same
+/// width known when compiled (0: not), so a value is copied as a word or
+/// two rather than through a call.
+fn gather_values<const W: usize>(
+    width: usize,
+    sources: &[(&[u8], Option<&NullBuffer>)],
+    rows: &[(usize, usize)],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let width = if W == 0 { width } else { W };
+    let mut values = Vec::with_capacity(rows.len() * width);
+    let mut defined = Vec::with_capacity(rows.len());
+    for &(batch, row) in rows {
+        let (bytes, nulls) = sources.get(batch).ok_or_else(|| general("no such batch"))?;
+        let value = bytes.get(row * width..(row + 1) * width).ok_or_else(|| general("no such row"))?;
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            defined.push(0);
+        } else {
+            defined.push(1);
+            values.extend_from_slice(value);
+        }
+    }
+    Ok((values, defined))
 }
 
 /// How a column's values are stored and compared.
@@ -89,35 +114,24 @@ impl<'a> PlainColumn<'a> {
     /// The values of `rows` ((batch, row) in block order), one after
     /// another, and each row's definition level (1: a value, 0: null).
     fn gather(&self, rows: &[(usize, usize)]) -> Result<(Vec<u8>, Vec<u8>)> {
-        let width = self.kind.width();
-        let mut values = Vec::with_capacity(rows.len() * width);
-        let mut defined = Vec::with_capacity(rows.len());
-        enum Source<'s> {
-            Fixed(&'s FixedSizeBinaryArray),
-            Int64(&'s [i64]),
-        }
-        let sources: Vec<Source<'_>> = self
+        // Each batch's values as bytes, `width` a row, and its nulls.
+        let sources: Vec<(&[u8], Option<&NullBuffer>)> = self
             .arrays
             .iter()
-            .map(|a| match a.data_type() {
-                DataType::FixedSizeBinary(_) => Source::Fixed(a.as_fixed_size_binary()),
-                DataType::Int64 => Source::Int64(a.as_primitive::<Int64Type>().values()),
-                _ => Source::Int64(a.as_primitive::<TimestampNanosecondType>().values()),
+            .map(|a| {
+                let values: &[u8] = match a.data_type() {
+                    DataType::FixedSizeBinary(_) => a.as_fixed_size_binary().value_data(),
+                    DataType::Int64 => a.as_primitive::<Int64Type>().values().inner().as_slice(),
+                    _ => a.as_primitive::<TimestampNanosecondType>().values().inner().as_slice(),
+                };
+                (values, a.nulls())
             })
             .collect();
-        for &(batch, row) in rows {
-            let array = self.arrays.get(batch).filter(|a| row < a.len()).ok_or_else(|| general("no such row"))?;
-            if array.is_null(row) {
-                defined.push(0);
-                continue;
-            }
-            defined.push(1);
-            match &sources[batch] {
-                Source::Fixed(ids) => values.extend_from_slice(ids.value(row)),
-                Source::Int64(numbers) => values.extend_from_slice(&numbers[row].to_le_bytes()),
-            }
+        match self.kind.width() {
+            8 => gather_values::<8>(8, &sources, rows),
+            16 => gather_values::<16>(16, &sources, rows),
+            width => gather_values::<0>(width, &sources, rows),
         }
-        Ok((values, defined))
     }
 
     /// The column chunk of `rows` ((batch, row) in block order): its bytes
@@ -167,7 +181,10 @@ impl<'a> PlainColumn<'a> {
         for (page, levels) in defined.chunks(page_rows).enumerate() {
             let count = levels.iter().filter(|&&d| d == 1).count();
             let page_values = &values[value_start * width..(value_start + count) * width];
-            let range = bounds(page_values.chunks_exact(width).map(|v| kind.bound(v)));
+            let range = match statistics {
+                EnabledStatistics::None => None,
+                _ => bounds(page_values.chunks_exact(width).map(|v| kind.bound(v))),
+            };
             let mut body = Vec::with_capacity(page_values.len() + levels.len() / 4 + 8);
             if nullable {
                 levels_v1(&mut body, levels, 1);
