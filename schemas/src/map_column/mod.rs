@@ -229,8 +229,8 @@ impl<'a> CodedMap<'a> {
                 page_values: Vec::with_capacity(layout.pages.len()),
             })
             .collect();
-        // The levels' codes are copied out in block order a few thousand at
-        // a time, then each leaf takes its own from the copy. Rows in block
+        // The levels' codes are copied out in block order a thousand at a
+        // time, then each leaf takes its own from the copy. Rows in block
         // order jump across the batches' entries: this short loop keeps
         // many of those reads in flight at once, and the leaves then read
         // the copy while it is in cache.
@@ -322,7 +322,7 @@ impl Seen {
     /// Whether the (key, leaf, value) `packed` is new, marking it met.
     fn value(&mut self, packed: u64) -> bool {
         // A slot by the key's and the value's low bits (the leaf's are in between).
-        let slot = ((packed >> 35) as usize * 31 + packed as usize) % Self::RECENT;
+        let slot = ((packed >> 35) as usize).wrapping_mul(31).wrapping_add(packed as usize) % Self::RECENT;
         if self.recent[slot] == packed {
             return false;
         }
