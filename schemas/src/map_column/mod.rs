@@ -166,9 +166,14 @@ impl<'a> CodedMap<'a> {
             let entries = map.entries();
             let values = entries.column(1).as_struct();
             let leaf = |i: usize| values.column(i).as_ref();
-            let keys = entries.column(0).as_string::<i32>();
-            let (s, i, d) = (leaf(0).as_string::<i32>(), leaf(1).as_primitive(), leaf(2).as_primitive());
-            let (b, x, j) = (leaf(3).as_boolean(), leaf(4).as_binary::<i32>(), leaf(5).as_string::<i32>());
+            let keys = Some(entries.column(0).as_string::<i32>());
+            // A leaf all null in this batch (most of an entry's six) is not read per entry.
+            let some = |leaf: &'a dyn Array| (leaf.null_count() < leaf.len()).then_some(leaf);
+            let (s, i, d) = (some(leaf(0)), some(leaf(1)), some(leaf(2)));
+            let (s, i, d) = (s.map(|a| a.as_string::<i32>()), i.map(|a| a.as_primitive()), d.map(|a| a.as_primitive()));
+            let (b, x, j) = (some(leaf(3)), some(leaf(4)), some(leaf(5)));
+            let (b, x, j) =
+                (b.map(|a| a.as_boolean()), x.map(|a| a.as_binary::<i32>()), j.map(|a| a.as_string::<i32>()));
             let codes = &mut codes[first..];
             let offsets = map.value_offsets();
             let mut previous = 0..0;
@@ -353,23 +358,20 @@ impl<'a, V: LeafValues<'a>> LeafCoder<'a, V> {
         Self { dictionary: Dictionary::default(), max_definition, values: std::marker::PhantomData }
     }
 
-    /// The code of entry `e` of `leaf`, whose value struct is null if
-    /// `struct_null`; `before` is the entry at its position in the row
-    /// before, and its code, if there is one.
+    /// The code of entry `e` of `leaf` (none: all null in its batch),
+    /// whose value struct is null if `struct_null`; `before` is the entry
+    /// at its position in the row before, and its code, if there is one.
     #[inline]
-    fn code(&mut self, leaf: V, e: usize, struct_null: bool, before: Option<(usize, u32)>) -> u32 {
+    fn code(&mut self, leaf: Option<V>, e: usize, struct_null: bool, before: Option<(usize, u32)>) -> u32 {
         let value_level = u32::from(self.max_definition);
-        if struct_null {
-            1 << DEFINITION_SHIFT
-        } else if !leaf.valid(e) {
-            2 << DEFINITION_SHIFT
-        } else if let Some((before, code)) = before
-            && code >> DEFINITION_SHIFT == value_level
-            && leaf.same(before, e)
-        {
-            code
-        } else {
-            (value_level << DEFINITION_SHIFT) | leaf.value(e, &mut self.dictionary)
+        let leaf = leaf.filter(|leaf| !struct_null && leaf.valid(e));
+        match (leaf, before) {
+            _ if struct_null => 1 << DEFINITION_SHIFT,
+            (None, _) => 2 << DEFINITION_SHIFT,
+            (Some(leaf), Some((before, code))) if code >> DEFINITION_SHIFT == value_level && leaf.same(before, e) => {
+                code
+            }
+            (Some(leaf), _) => (value_level << DEFINITION_SHIFT) | leaf.value(e, &mut self.dictionary),
         }
     }
 
