@@ -651,6 +651,8 @@ struct ListBuilder<I> {
     offsets: Vec<i32>,
     items: Option<Box<I>>,
     max_value_len: usize,
+    /// Values truncated in the items of lists already finished.
+    truncated: u64,
 }
 
 /// The columns of a list's items.
@@ -667,7 +669,7 @@ trait Items {
 impl<I: Items> ListBuilder<I> {
     /// Sized for `rows` spans; items themselves are rare, so their buffers grow.
     fn new(max_value_len: usize, rows: usize) -> Self {
-        Self { offsets: offsets_for(rows), items: None, max_value_len }
+        Self { offsets: offsets_for(rows), items: None, max_value_len, truncated: 0 }
     }
 
     /// Appends one span's list of `len` items, `append` adding them.
@@ -680,10 +682,11 @@ impl<I: Items> ListBuilder<I> {
     }
 
     fn truncated(&self) -> u64 {
-        self.items.as_ref().map_or(0, |items| items.truncated())
+        self.truncated + self.items.as_ref().map_or(0, |items| items.truncated())
     }
 
     fn finish(&mut self) -> ListArray {
+        self.truncated = self.truncated();
         let values = self.items.take().map_or_else(I::none, |items| Arc::new(items.finish()));
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         ListArray::new(I::item_field(), OffsetBuffer::new(offsets.into()), values, None)

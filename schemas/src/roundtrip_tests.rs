@@ -391,6 +391,27 @@ fn long_attribute_values_are_truncated_at_a_char_boundary() {
     let out = batch_to_resource_spans(&builder.finish()).unwrap();
     let value = &out[0].scope_spans[0].spans[0].attributes[0].value;
     assert_eq!(value.as_ref().unwrap().value, Some(Value::StringValue("éé".into())));
+
+    // In events and links too (their columns are made at the first one),
+    // and counted across finishes, as the maps count them.
+    let mut with_lists = request.clone();
+    let span = &mut with_lists[0].scope_spans[0].spans[0];
+    let attr = span.attributes[0].clone();
+    span.events = vec![span::Event { name: "e".into(), attributes: vec![attr.clone()], ..Default::default() }];
+    span.links = vec![span::Link {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        attributes: vec![attr.clone(), attr],
+        ..Default::default()
+    }];
+    builder.append_resource_spans(&with_lists, &mut AppendReport::default());
+    assert_eq!(builder.truncated_values(), 1 + 4);
+    let out = batch_to_resource_spans(&builder.finish()).unwrap();
+    assert_eq!(builder.truncated_values(), 1 + 4);
+    let span = &out[0].scope_spans[0].spans[0];
+    let text = |kv: &KeyValue| kv.value.as_ref().unwrap().value.clone();
+    assert_eq!(text(&span.events[0].attributes[0]), Some(Value::StringValue("éé".into())));
+    assert_eq!(text(&span.links[0].attributes[1]), Some(Value::StringValue("éé".into())));
 }
 
 /// A block of `resources` resources of `spans` spans each, every span its
