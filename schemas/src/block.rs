@@ -191,7 +191,7 @@ fn sort_keys(batches: &[RecordBatch]) -> Vec<SortKey> {
 }
 
 /// `keys` in order. Trace ids are random, so their top bits spread the keys
-/// evenly: one counting pass puts them in buckets of a few dozen by those
+/// evenly: one counting pass puts them in buckets of about 16 by those
 /// bits, in order, and each bucket is then sorted alone (in cache). Ids
 /// that are not random (a time in their top bytes) make fewer, larger
 /// buckets, sorted alike.
@@ -293,10 +293,11 @@ fn writer_properties_builder(distinct_traces: usize) -> WriterPropertiesBuilder 
         .iter()
         .fold(builder, |builder, leaf| builder.set_column_statistics_enabled(leaf.clone(), EnabledStatistics::None))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-        // zstd's level 1 finds the same in trace ids (a trace's spans repeat
-        // one) and parent ids (siblings repeat one) as level 3, in about
-        // half the time: 1.20 and 5.62 bytes a span against 1.27 and 5.64
-        // on the spread bench's blocks (BENCHMARKS.md).
+        // zstd's level 1 finds as much in trace ids (a trace's spans repeat
+        // one) and parent ids (siblings repeat one) as level 3, faster: on
+        // the spread bench's blocks 1.20 and 5.62 bytes a span against 1.20
+        // and 5.63, in 4.2 and 9.4 ns against 5.0 and 16.7
+        // (`benches/scripts/zstd_levels.py`, BENCHMARKS.md).
         .set_column_compression(trace_id.clone(), fast_zstd)
         .set_column_compression(ColumnPath::from(PARENT_SPAN_ID), fast_zstd)
         .set_statistics_enabled(EnabledStatistics::Page)
