@@ -51,6 +51,12 @@ pub const MAX_EXPANSION: usize = 6;
 /// this, buffers grow only with rows that were validated and priced.
 const RESERVE_PER_BODY_BYTE: usize = 4;
 
+/// About the bytes a span attribute takes on the wire, to reserve for a
+/// request's span attributes by its spans' bytes: a key of a dozen or two
+/// bytes, a short value, and their tags (an SDK's spans hold a few, beside
+/// some 80 bytes of ids, times, name and status).
+const ATTRIBUTE_WIRE_BYTES: usize = 48;
+
 /// What the resource and scope attributes copied to a request's rows may
 /// take in any request, whatever its size (beyond, [`MAX_EXPANSION`] times
 /// its size): 64 MiB holds a 40-attribute resource on 20,000 spans.
@@ -138,7 +144,6 @@ const SCOPE_SPANS_SCOPE: u32 = 1;
 const SCOPE_SPANS_SPANS: u32 = 2;
 const SCOPE_SPANS_SCHEMA_URL: u32 = 3;
 const SPAN_SPAN_ID: u32 = 2;
-const SPAN_ATTRIBUTES: u32 = 9;
 
 fn append_protobuf(
     body: &[u8],
@@ -147,20 +152,23 @@ fn append_protobuf(
     max_spans: usize,
 ) -> Result<(), IngestError> {
     let wire = |e: WireError| undecodable(Format::Protobuf, e);
-    // First pass: the span and span attribute counts (and the outer levels'
-    // wire format), to refuse a request of too many spans and size the builder.
-    let (mut spans, mut span_attributes) = (0, 0);
+    // First pass: the spans and their bytes (and the outer levels' wire
+    // format), to refuse a request of too many spans and size the builder.
+    // Spans are not read inside: their attributes are reserved for by their
+    // bytes, and more grow the buffers.
+    let (mut spans, mut span_bytes) = (0, 0);
     for rs in embedded(body, REQUEST_RESOURCE_SPANS) {
         for ss in embedded(rs.map_err(wire)?, RESOURCE_SPANS_SCOPE_SPANS) {
             for span in embedded(ss.map_err(wire)?, SCOPE_SPANS_SPANS) {
                 spans += 1;
-                span_attributes += span.map_or(0, |span| embedded(span, SPAN_ATTRIBUTES).count());
+                span_bytes += span.map_or(0, <[u8]>::len);
             }
         }
     }
     if spans > max_spans {
         return Err(IngestError::TooManySpans { spans, limit: max_spans });
     }
+    let span_attributes = span_bytes / ATTRIBUTE_WIRE_BYTES;
     builder.reserve(Capacity { rows: spans, span_attributes }.at_most(RESERVE_PER_BODY_BYTE * body.len()));
 
     let (empty_resource, empty_scope) = (Resource::default(), InstrumentationScope::default());

@@ -188,11 +188,11 @@ pub struct SpanBatchBuilder {
     trace_state: StringBuilder,
     flags: UInt32Builder,
     name: StringBuilder,
-    kind: StringBuilder,
+    kind: EnumNames<6>,
     start_time: TimestampNanosecondBuilder,
     end_time: TimestampNanosecondBuilder,
     duration: Int64Builder,
-    status_code: StringBuilder,
+    status_code: EnumNames<3>,
     status_message: StringBuilder,
     // Resource and scope columns: one value per group, and each row's group.
     resource_groups: Groups,
@@ -292,11 +292,11 @@ impl SpanBatchBuilder {
             trace_state: empty_strings(),
             flags: UInt32Builder::with_capacity(rows),
             name: strings(),
-            kind: strings(),
+            kind: EnumNames::new(&KIND_NAMES, rows),
             start_time: timestamps(),
             end_time: timestamps(),
             duration: Int64Builder::with_capacity(rows),
-            status_code: strings(),
+            status_code: EnumNames::new(&STATUS_NAMES, rows),
             status_message: empty_strings(),
             resource_groups: Groups::with_rows(rows),
             service_name: empty_strings(),
@@ -460,12 +460,12 @@ impl SpanBatchBuilder {
         self.trace_state.append_option(non_empty(span.trace_state));
         self.flags.append_value(span.flags);
         self.name.append_value(span.name);
-        self.kind.append_value(enum_name(&KIND_NAMES, span.kind));
+        self.kind.append(span.kind);
         let (start, end) = (span.start_time_unix_nano as i64, span.end_time_unix_nano as i64);
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration.append_value(end.saturating_sub(start));
-        self.status_code.append_value(enum_name(&STATUS_NAMES, span.status_code));
+        self.status_code.append(span.status_code);
         self.status_message.append_option(non_empty(span.status_message));
         self.span_attributes.append_refs(&span.attributes);
         self.dropped_attributes.append_value(span.dropped_attributes_count);
@@ -495,11 +495,11 @@ impl SpanBatchBuilder {
             Arc::new(self.trace_state.finish()),
             Arc::new(self.flags.finish()),
             Arc::new(self.name.finish()),
-            Arc::new(self.kind.finish()),
+            self.kind.finish(),
             Arc::new(self.start_time.finish()),
             Arc::new(self.end_time.finish()),
             Arc::new(self.duration.finish()),
-            Arc::new(self.status_code.finish()),
+            self.status_code.finish(),
             Arc::new(self.status_message.finish()),
             dictionary(&resource, Arc::new(self.service_name.finish())),
             dictionary(&resource, Arc::new(self.resource_attributes.finish())),
@@ -557,6 +557,56 @@ impl Groups {
         let mut rows = std::mem::take(&mut self.rows);
         rows.shrink_to_fit();
         UInt32Array::from(rows)
+    }
+}
+
+/// The names of an OTLP enum's values for a request's rows: a dictionary of
+/// the names the rows use, in the order first met, keyed by row. A span's
+/// kind and status are one of a few names: a key per row, where a string
+/// per row was copied, and then compared and looked up again to write the
+/// block. A value outside the known names is kept as its number
+/// ([`enum_name`]).
+#[derive(Debug)]
+struct EnumNames<const N: usize> {
+    names: &'static [&'static str; N],
+    keys: Vec<u32>,
+    /// Each known value's key, once met.
+    known: [Option<u32>; N],
+    /// Keys of values outside the known names.
+    others: foldhash::HashMap<i32, u32>,
+    values: StringBuilder,
+}
+
+impl<const N: usize> EnumNames<N> {
+    fn new(names: &'static [&'static str; N], rows: usize) -> Self {
+        Self {
+            names,
+            keys: Vec::with_capacity(rows),
+            known: [None; N],
+            others: Default::default(),
+            values: StringBuilder::new(),
+        }
+    }
+
+    fn append(&mut self, value: i32) {
+        let Self { names, keys, known, others, values } = self;
+        let mut add = |name: &str| {
+            values.append_value(name);
+            arrow::array::ArrayBuilder::len(values) as u32 - 1
+        };
+        let key = match usize::try_from(value).ok().and_then(|i| known.get_mut(i)) {
+            Some(key) => *key.get_or_insert_with(|| add(names[value as usize])),
+            None => *others.entry(value).or_insert_with(|| add(&enum_name(&names[..], value))),
+        };
+        keys.push(key);
+    }
+
+    /// The rows' names as a dictionary; resets.
+    fn finish(&mut self) -> ArrayRef {
+        self.known = [None; N];
+        self.others.clear();
+        let keys = UInt32Array::from(std::mem::take(&mut self.keys));
+        dictionary(&keys, Arc::new(self.values.finish()))
     }
 }
 

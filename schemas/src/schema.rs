@@ -169,9 +169,14 @@ pub const RESOURCE_COLUMNS: [&str; 5] =
 pub const SCOPE_COLUMNS: [&str; 5] =
     [SCOPE_NAME, SCOPE_VERSION, SCOPE_ATTRIBUTES, SCOPE_DROPPED_ATTRIBUTES_COUNT, SCOPE_SCHEMA_URL];
 
+/// The columns of an OTLP enum's names: a request's batch holds each name
+/// it uses once, keyed by row.
+pub const ENUM_COLUMNS: [&str; 2] = [KIND, STATUS_CODE];
+
 static GROUPED_SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let fields = SPAN_SCHEMA.fields().iter().map(|field| {
-        if RESOURCE_COLUMNS.contains(&field.name().as_str()) || SCOPE_COLUMNS.contains(&field.name().as_str()) {
+        let name = field.name().as_str();
+        if RESOURCE_COLUMNS.contains(&name) || SCOPE_COLUMNS.contains(&name) || ENUM_COLUMNS.contains(&name) {
             let values = field.data_type().clone();
             let dictionary = DataType::Dictionary(Box::new(DataType::UInt32), Box::new(values));
             Arc::new(Field::new(field.name(), dictionary, field.is_nullable()))
@@ -186,7 +191,8 @@ static GROUPED_SPAN_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// column a dictionary of the request's groups (one value per resource or
 /// scope), keyed by row. A row's resource attributes are then one key, not a
 /// copy of the map, until the block is written ([`crate::gather`] expands
-/// them into block order).
+/// them into block order). The kind and status code are dictionaries too,
+/// of the names the request uses ([`ENUM_COLUMNS`]).
 pub fn grouped_span_schema() -> SchemaRef {
     GROUPED_SPAN_SCHEMA.clone()
 }
