@@ -707,7 +707,9 @@ impl TableProvider for SpansTable {
         let reads = state.config().get_extension::<Spread>().filter(|s| total >= s.min_bytes).and_then(|s| {
             let columns = read_columns(&schema, projection, predicate.as_ref());
             let reads = read_bytes(&footers, predicate.as_ref(), &schema, columns.as_ref());
-            (reads >= s.min_bytes).then_some((s, reads))
+            let spreads = reads >= s.min_bytes;
+            tracing::debug!(blocks = blocks.len(), reads, spreads, "a scan's estimated bytes, of the columns it reads");
+            spreads.then_some((s, reads))
         });
         let bands = reads.as_ref().map_or(1, |(s, _)| s.bands);
         let mut work = self.work(blocks, &bounds, limit, partitions, bands).await;
