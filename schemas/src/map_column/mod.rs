@@ -134,6 +134,8 @@ struct CodedLeaf {
     /// length; none for booleans.
     dictionary: Option<(Vec<u8>, Vec<u32>, u32)>,
     max_definition: u8,
+    /// Whether any entry has a value in this leaf.
+    any_value: bool,
 }
 
 impl<'a> CodedMap<'a> {
@@ -226,12 +228,21 @@ impl<'a> CodedMap<'a> {
         let layout = Layout::new(&self.maps, &self.first_entry, rows, page_rows)?;
         // Each leaf's definition levels and values (dictionary indices, or
         // booleans) in block order, and how many values the pages up to
-        // each hold.
+        // each hold. A value leaf without any value in the block (most of
+        // an attribute map's six: a resource's attributes are strings) has
+        // no values, and the levels of every such leaf are the same (0: no
+        // entry, 1: no value struct, 2: this leaf null): they are taken
+        // once, for the first, and the others are written from them.
+        let first_empty = (1..LEAVES).find(|&leaf| !self.leaves[leaf].any_value);
+        let taken = |leaf: usize| leaf == 0 || self.leaves[leaf].any_value || Some(leaf) == first_empty;
         let mut levels: Vec<LeafLevels> = (0..LEAVES)
-            .map(|_| LeafLevels {
-                definition: Vec::with_capacity(layout.levels.len()),
-                values: Vec::new(),
-                page_values: Vec::with_capacity(layout.pages.len()),
+            .map(|leaf| {
+                let (levels, pages) = if taken(leaf) { (layout.levels.len(), layout.pages.len()) } else { (0, 0) };
+                LeafLevels {
+                    definition: Vec::with_capacity(levels),
+                    values: Vec::new(),
+                    page_values: Vec::with_capacity(pages),
+                }
             })
             .collect();
         // The levels' codes are copied out in block order a thousand at a
@@ -249,7 +260,9 @@ impl<'a> CodedMap<'a> {
                     entry => self.codes[entry as usize],
                 }));
                 for (leaf, (levels, coded)) in levels.iter_mut().zip(&self.leaves).enumerate() {
-                    levels.take(&copied, leaf, coded.max_definition);
+                    if taken(leaf) {
+                        levels.take(&copied, leaf, coded.max_definition);
+                    }
                 }
             }
             levels.iter_mut().for_each(|l| l.page_values.push(l.values.len()));
@@ -257,8 +270,11 @@ impl<'a> CodedMap<'a> {
         leaves
             .iter()
             .zip(&self.leaves)
-            .zip(&levels)
-            .map(|((descr, leaf), levels)| chunk(descr, properties, &layout, leaf, levels))
+            .enumerate()
+            .map(|(at, (descr, leaf))| {
+                let from = if taken(at) { at } else { first_empty.unwrap_or(at) };
+                chunk(descr, properties, &layout, leaf, &levels[from])
+            })
             .collect()
     }
 
@@ -350,12 +366,13 @@ impl Seen {
 struct LeafCoder<'a, V> {
     dictionary: Dictionary<'a>,
     max_definition: u8,
+    any_value: bool,
     values: std::marker::PhantomData<V>,
 }
 
 impl<'a, V: LeafValues<'a>> LeafCoder<'a, V> {
     fn new(max_definition: u8) -> Self {
-        Self { dictionary: Dictionary::default(), max_definition, values: std::marker::PhantomData }
+        Self { dictionary: Dictionary::default(), max_definition, any_value: false, values: std::marker::PhantomData }
     }
 
     /// The code of entry `e` of `leaf` (none: all null in its batch),
@@ -371,7 +388,10 @@ impl<'a, V: LeafValues<'a>> LeafCoder<'a, V> {
             (Some(leaf), Some((before, code))) if code >> DEFINITION_SHIFT == value_level && leaf.same(before, e) => {
                 code
             }
-            (Some(leaf), _) => (value_level << DEFINITION_SHIFT) | leaf.value(e, &mut self.dictionary),
+            (Some(leaf), _) => {
+                self.any_value = true;
+                (value_level << DEFINITION_SHIFT) | leaf.value(e, &mut self.dictionary)
+            }
         }
     }
 
@@ -381,7 +401,7 @@ impl<'a, V: LeafValues<'a>> LeafCoder<'a, V> {
             return Err(general("too many distinct values"));
         }
         let dictionary = V::DICTIONARY.then_some((dictionary.page, dictionary.starts, dictionary.len));
-        Ok(CodedLeaf { dictionary, max_definition: self.max_definition })
+        Ok(CodedLeaf { dictionary, max_definition: self.max_definition, any_value: self.any_value })
     }
 }
 
