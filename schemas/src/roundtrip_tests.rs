@@ -554,6 +554,29 @@ fn hand_written_attribute_maps_read_as_arrows_writer_writes_them() {
     assert_reads_alike(ours, theirs, 24_000);
 }
 
+/// Maps of string values only (and unset ones): their five other value
+/// leaves hold no value, and are written from the levels and pages of the
+/// first of them; over several pages whose levels differ, they read back as
+/// Arrow's writer writes them.
+#[test]
+fn value_leaves_without_values_read_as_arrows_writer_writes_them() {
+    let mut input = interleaved_resources(40, 600);
+    let attributes = input.iter_mut().flat_map(|r| {
+        let resource = r.resource.iter_mut().flat_map(|r| &mut r.attributes);
+        resource.chain(r.scope_spans.iter_mut().flat_map(|s| s.scope.iter_mut().flat_map(|s| &mut s.attributes)))
+    });
+    for (n, attribute) in attributes.enumerate() {
+        if let Some(value) = attribute.value.as_mut().filter(|v| v.value.is_some()) {
+            value.value = Some(Value::StringValue(format!("text-{}", n % 13)));
+        }
+    }
+    let (ours, theirs) = both_ways(&input);
+    let (int, pages) = leaf_of(&ours, "resource_attributes.key_value.value.int");
+    assert_eq!(pages, 3, "24,000 rows in pages of 8,192");
+    assert!(int.dictionary_page_offset().is_none(), "no value, no dictionary");
+    assert_reads_alike(ours, theirs, 24_000);
+}
+
 /// A leaf whose distinct values outgrow the dictionary page limit (1 MiB)
 /// is written PLAIN, as Parquet's writer falls back, and reads back alike.
 #[test]

@@ -58,16 +58,31 @@ impl ChunkWriter {
         })
     }
 
-    fn page(
-        &mut self,
-        page: impl FnOnce(Bytes) -> Page,
-        body: Vec<u8>,
-    ) -> Result<parquet::column::page::PageWriteSpec> {
+    /// `body` as this chunk compresses a page, and its size before.
+    pub(crate) fn compress(&self, body: Vec<u8>) -> Result<(Bytes, usize)> {
         let size = body.len();
         let buf = match self.level {
             None => Bytes::from(body),
             Some(level) => Bytes::from(zstd_compress(level, &body)?),
         };
+        Ok((buf, size))
+    }
+
+    fn page(
+        &mut self,
+        page: impl FnOnce(Bytes) -> Page,
+        body: Vec<u8>,
+    ) -> Result<parquet::column::page::PageWriteSpec> {
+        let (buf, size) = self.compress(body)?;
+        self.compressed_page(page, buf, size)
+    }
+
+    fn compressed_page(
+        &mut self,
+        page: impl FnOnce(Bytes) -> Page,
+        buf: Bytes,
+        size: usize,
+    ) -> Result<parquet::column::page::PageWriteSpec> {
         let mut writer = SerializedPageWriter::new(&mut self.sink);
         let spec = writer.write_page(CompressedPage::new(page(buf), size))?;
         writer.close()?;
@@ -89,6 +104,18 @@ impl ChunkWriter {
     /// A data page (v1) of `levels` levels, whose first row is `first_row`
     /// of the chunk: `body` holds its levels and values.
     pub(crate) fn data(&mut self, body: Vec<u8>, levels: usize, encoding: Encoding, first_row: usize) -> Result<()> {
+        let (buf, size) = self.compress(body)?;
+        self.compressed_data((buf, size), levels, encoding, first_row)
+    }
+
+    /// [`Self::data`] of a body compressed already ([`Self::compress`]).
+    pub(crate) fn compressed_data(
+        &mut self,
+        (buf, size): (Bytes, usize),
+        levels: usize,
+        encoding: Encoding,
+        first_row: usize,
+    ) -> Result<()> {
         let num_values = u32::try_from(levels).map_err(|_| general("page too large"))?;
         let page = |buf| Page::DataPage {
             buf,
@@ -98,7 +125,7 @@ impl ChunkWriter {
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        let spec = self.page(page, body)?;
+        let spec = self.compressed_page(page, buf, size)?;
         debug_assert_eq!(spec.page_type, PageType::DATA_PAGE);
         self.locations.push(PageLocation {
             offset: spec.offset as i64,

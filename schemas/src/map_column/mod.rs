@@ -267,13 +267,16 @@ impl<'a> CodedMap<'a> {
             }
             levels.iter_mut().for_each(|l| l.page_values.push(l.values.len()));
         }
+        // Their pages are the same bytes too: compressed once.
+        let mut empty_pages = EmptyPages::default();
         leaves
             .iter()
             .zip(&self.leaves)
             .enumerate()
             .map(|(at, (descr, leaf))| {
                 let from = if taken(at) { at } else { first_empty.unwrap_or(at) };
-                chunk(descr, properties, &layout, leaf, &levels[from])
+                let empty = (Some(from) == first_empty).then_some(&mut empty_pages);
+                chunk(descr, properties, &layout, leaf, &levels[from], empty)
             })
             .collect()
     }
@@ -434,14 +437,31 @@ impl LeafLevels {
     }
 }
 
-/// The column chunk of one leaf, its rows laid out by `layout`.
+/// The data pages of the value leaves without any value in a block, as
+/// the first of them compressed them (and how).
+#[derive(Default)]
+struct EmptyPages {
+    compression: Option<parquet::basic::Compression>,
+    pages: Vec<((Bytes, usize), Encoding)>,
+}
+
+/// The column chunk of one leaf, its rows laid out by `layout`. A leaf
+/// without values (`empty`) takes the pages the first such leaf
+/// compressed, when compressed alike, or leaves its own there.
 fn chunk(
     descr: &ColumnDescPtr,
     properties: &WriterProperties,
     layout: &Layout,
     leaf: &CodedLeaf,
     levels: &LeafLevels,
+    mut empty: Option<&mut EmptyPages>,
 ) -> Result<(Bytes, ColumnCloseResult)> {
+    let compression = properties.compression(descr.path());
+    let reuse = empty.as_ref().is_some_and(|e| e.compression == Some(compression) && !e.pages.is_empty());
+    if let Some(empty) = empty.as_mut().filter(|_| !reuse) {
+        empty.compression = Some(compression);
+        empty.pages.clear();
+    }
     let max_definition = leaf.max_definition;
     if descr.max_def_level() != i16::from(max_definition) || descr.max_rep_level() != 1 {
         return Err(general("leaf levels differ from the attribute map's"));
@@ -464,7 +484,13 @@ fn chunk(
         chunk.dictionary(dictionary_page, dictionary_len)?;
     }
     let mut value_start = 0;
-    for (page, &value_end) in layout.pages.iter().zip(page_values) {
+    for (at, (page, &value_end)) in layout.pages.iter().zip(page_values).enumerate() {
+        if let Some(empty) = empty.as_mut().filter(|_| reuse) {
+            let (compressed, encoding) =
+                empty.pages.get(at).cloned().ok_or_else(|| general("a page of the empty leaves"))?;
+            chunk.compressed_data(compressed, page.levels.len(), encoding, page.first_row)?;
+            continue;
+        }
         let mut body = page.repetition.clone();
         levels_v1(&mut body, &definition[page.levels.clone()], bit_width(u32::from(max_definition)));
         let encoding = if plain_bits {
@@ -484,7 +510,11 @@ fn chunk(
             }
             Encoding::PLAIN
         };
-        chunk.data(body, page.levels.len(), encoding, page.first_row)?;
+        let compressed = chunk.compress(body)?;
+        if let Some(empty) = empty.as_mut() {
+            empty.pages.push((compressed.clone(), encoding));
+        }
+        chunk.compressed_data(compressed, page.levels.len(), encoding, page.first_row)?;
         value_start = value_end;
     }
     let encodings: &[Encoding] = if has_dictionary { &[Encoding::RLE_DICTIONARY] } else { &[] };
