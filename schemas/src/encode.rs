@@ -584,7 +584,8 @@ impl<const N: usize> EnumNames<N> {
             keys: Vec::with_capacity(rows),
             known: [None; N],
             others: Default::default(),
-            values: StringBuilder::new(),
+            // The known names, at most, and their bytes.
+            values: StringBuilder::with_capacity(N, N * 12),
         }
     }
 

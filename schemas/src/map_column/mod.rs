@@ -265,7 +265,9 @@ impl<'a> CodedMap<'a> {
                     }
                 }
             }
-            levels.iter_mut().for_each(|l| l.page_values.push(l.values.len()));
+            for (_, levels) in levels.iter_mut().enumerate().filter(|(leaf, _)| taken(*leaf)) {
+                levels.page_values.push(levels.values.len());
+            }
         }
         // Their pages are the same bytes too: compressed once.
         let mut empty_pages = EmptyPages::default();
