@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # (b)/(a) of the ingest bench over many rounds, on 100,000-span blocks: the
-# ratio moves by ±5 % from run to run on this 2-core machine, with its
-# memory's speed, so one run says little. Runs each given bench binary in
-# turn, `rounds` times (alternating, when two are given), prints every
+# ratio moves by ±5 % from run to run of one binary on a 2-core machine, so
+# one run says little. Runs the given bench binaries in turn, `rounds`
+# times (alternating, when more than one is given), prints every
 # round's row and then, per binary, the median, the range and how many
 # rounds were at most 3x.
 #
@@ -21,14 +21,14 @@ for round in $(seq "$rounds"); do
     row=$(SPANLAKE_BENCH_E2E_TRACES=20 "$bin" --bench 2>&1 | grep -E '^\| 100000 ' || true)
     [ -n "$row" ] || { echo "$bin printed no 100000-span row" >&2; exit 1; }
     echo "round $round $(basename "$bin") $row"
-    echo "$bin $row" >>"$out"
+    printf '%s\t%s\n' "$bin" "$row" >>"$out"
   done
 done
 python3 - "$out" <<'PY'
 import re, statistics, sys
 by = {}
 for line in open(sys.argv[1]):
-    bin, row = line.split(' ', 1)
+    bin, row = line.rstrip('\n').split('\t', 1)
     by.setdefault(bin, []).append(float(re.search(r'\*\*([0-9.]+)×\*\*', row).group(1)))
 for bin, ratios in by.items():
     under = sum(r <= 3.0 for r in ratios)
