@@ -11,7 +11,8 @@
 //! (`spanlake_querier_block_bytes_read`). Then the same after compacting the
 //! hour. On one machine, the three share its cores: the point is that the
 //! work divides (bytes per querier) without costing more in total (CPU),
-//! not the time.
+//! not the time. Each phase ends with a row of its queries together: the
+//! sums, and the largest share of all the bytes they read.
 //! Knobs: SPANLAKE_BENCH_SPREAD_SPANS (default 10,000,000, 290 MB of blocks);
 //! SPANLAKE_BENCH_SPREAD_MIN_BYTES (`--spread-min-bytes`, default 8MiB: the
 //! queries read 2–230 MB of it, and at 8 MiB each scan reading over 16 MiB
@@ -214,6 +215,8 @@ fn main() {
                 assert!(found.elapsed() < Duration::from_secs(30), "the queriers did not find each other");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            // The phase's queries together: does the work divide as a whole?
+            let (mut all, mut each) = ([0.0; 6], [0.0; 3]);
             for (name, endpoint, query) in QUERIES {
                 let involved: Vec<&Spawned> = three.iter().collect();
                 let (local, spread) = measure(&http, &alone, &involved, (endpoint, query), window).await;
@@ -231,6 +234,9 @@ fn main() {
                     shares.iter().map(|s| s.round()).collect::<Vec<_>>(),
                 );
                 let largest = shares.iter().copied().fold(0.0, f64::max);
+                let sums = [local.median_ms(), spread.median_ms(), local_cpu, spread_cpu, local.bytes[0], total];
+                all.iter_mut().zip(sums).for_each(|(all, one)| *all += one);
+                each.iter_mut().zip(&spread.bytes).for_each(|(each, one)| *each += one);
                 rows.push((
                     phase,
                     name,
@@ -243,6 +249,8 @@ fn main() {
                     largest,
                 ));
             }
+            let largest = each.iter().map(|b| 100.0 * b / all[5].max(1.0)).fold(0.0, f64::max);
+            rows.push((phase, "all the queries above", all[0], all[1], all[2], all[3], all[4], all[5], largest));
         });
     }
     println!();

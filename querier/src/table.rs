@@ -105,6 +105,10 @@ impl BlockBounds {
     }
 
     fn add(&mut self, expr: &Expr) {
+        if let Some(ids) = trace_ids(expr) {
+            self.trace_ids = Some(ids);
+            return;
+        }
         match expr {
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
                 self.add(left);
@@ -123,11 +127,6 @@ impl BlockBounds {
                     (START_TIME, Operator::GtEq | Operator::Gt) => self.start_min = max(self.start_min, nanos(value)),
                     (START_TIME, Operator::LtEq | Operator::Lt) => self.start_max = min(self.start_max, nanos(value)),
                     (END_TIME, Operator::GtEq | Operator::Gt) => self.end_min = max(self.end_min, nanos(value)),
-                    (TRACE_ID, Operator::Eq) => {
-                        if let Some(id) = trace_id(value) {
-                            self.trace_ids = Some(vec![id]);
-                        }
-                    }
                     _ => {}
                 }
             }
@@ -145,21 +144,6 @@ impl BlockBounds {
                         .collect();
                     if let Some(starts) = starts {
                         self.starts = Some(starts);
-                    }
-                }
-                if let Expr::Column(c) = list.expr.as_ref()
-                    && c.name == TRACE_ID
-                {
-                    let ids: Option<Vec<_>> = list
-                        .list
-                        .iter()
-                        .map(|e| match e {
-                            Expr::Literal(v, _) => trace_id(v),
-                            _ => None,
-                        })
-                        .collect();
-                    if let Some(ids) = ids {
-                        self.trace_ids = Some(ids);
                     }
                 }
             }
@@ -200,6 +184,30 @@ fn nanos(value: &ScalarValue) -> Option<i64> {
         ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
         ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
         ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+/// The trace ids `expr` admits when it admits only those: `trace_id = x`,
+/// `trace_id IN (x, y, …)`, or these joined by OR (DataFusion rewrites a
+/// short IN list so).
+fn trace_ids(expr: &Expr) -> Option<Vec<[u8; 16]>> {
+    let is_trace_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TRACE_ID);
+    let literal = |e: &Expr| match e {
+        Expr::Literal(v, _) => trace_id(v),
+        _ => None,
+    };
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut ids = trace_ids(left)?;
+            ids.extend(trace_ids(right)?);
+            Some(ids)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (left.as_ref(), right.as_ref()) {
+            (column, value) | (value, column) if is_trace_id(column) => Some(vec![literal(value)?]),
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated && is_trace_id(&list.expr) => list.list.iter().map(literal).collect(),
         _ => None,
     }
 }
@@ -982,6 +990,23 @@ mod tests {
             trace_count: 1,
             ingested_unix_nano: 0,
         }
+    }
+
+    /// A lookup by trace ids, however DataFusion wrote it, is one (and a
+    /// filter that admits other rows too is not).
+    #[test]
+    fn lookups_by_trace_id_are_told_apart() {
+        let id = |b: u8| lit(ScalarValue::FixedSizeBinary(16, Some(vec![b; 16])));
+        let ids = |filter: Expr| BlockBounds::from_filters(&[filter]).trace_ids;
+        let trace = || col(TRACE_ID);
+        assert_eq!(ids(trace().eq(id(1))), Some(vec![[1; 16]]));
+        assert_eq!(ids(id(1).eq(trace())), Some(vec![[1; 16]]));
+        assert_eq!(ids(trace().eq(id(1)).or(trace().eq(id(2)))), Some(vec![[1; 16], [2; 16]]));
+        assert_eq!(ids(trace().in_list(vec![id(3), id(4), id(5)], false)), Some(vec![[3; 16], [4; 16], [5; 16]]));
+        assert_eq!(ids(trace().in_list(vec![id(3)], true)), None, "NOT IN");
+        assert_eq!(ids(trace().eq(id(1)).or(col(START_TIME).gt(lit(5i64)))), None, "or any span from 5 ns");
+        let both = trace().eq(id(1)).and(col(spanlake_schemas::schema::DURATION_NS).gt(lit(5i64)));
+        assert_eq!(ids(both), Some(vec![[1; 16]]), "and a narrower filter");
     }
 
     #[test]

@@ -250,6 +250,16 @@ async fn three_queriers_answer_as_one_also_when_one_dies() {
     let rare = ("{ kind = server && duration > 1000s }", "20");
     assert_eq!(search(&http, first, rare).await, search(&http, &alone, rare).await, "{rare:?}");
     assert_eq!(worker_tasks(&http, others).await, tasks, "other queriers ran a part of a query with nothing to read");
+    // A lookup of a few trace ids (which DataFusion writes as ORs of
+    // equalities) finds their spans, spread or not.
+    let traces: serde_json::Value = serde_json::from_str(&expected[3]).unwrap();
+    let ids: Vec<String> = (0..2).map(|i| format!("X'{}'", traces[i * 7]["t"].as_str().unwrap())).collect();
+    let lookup = format!("SELECT name, duration_ns FROM spans WHERE trace_id IN ({}) ORDER BY 1, 2", ids.join(", "));
+    let (answer, _) = sql(&http, first, &lookup).await;
+    assert_eq!(answer, sql(&http, &alone, &lookup).await.0, "{lookup}");
+    let spans: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let counts = |i: usize| traces[i * 7]["span_count"].as_u64().unwrap();
+    assert_eq!(spans.as_array().map(Vec::len), Some((counts(0) + counts(1)) as usize), "the traces' spans: {answer}");
     for querier in &queriers {
         for (query, expected) in QUERIES.iter().zip(&expected) {
             let (answer, spread) = sql(&http, querier, query).await;
